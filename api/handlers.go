@@ -1,0 +1,166 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/mail"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidings-health/tidings/store"
+)
+
+type handlers struct {
+	cfg Config
+	log *slog.Logger
+}
+
+const ctxSubscription = "tidings.subscription"
+const ctxTenant = "tidings.tenant"
+
+// authSubscription checks the subscription's shared secret, sent as
+// "Authorization: Bearer <secret>" (what Subscription.channel.header carries).
+func (h *handlers) authSubscription(c *gin.Context) {
+	secret := bearer(c)
+	if secret == "" {
+		fhirError(c, newError(http.StatusUnauthorized, "login", "missing subscription secret (Authorization: Bearer …)"))
+		return
+	}
+	sub, err := h.cfg.Intake.Authenticate(c.Request.Context(), c.Param("subscription"), secret)
+	if err != nil {
+		fhirError(c, err)
+		return
+	}
+	c.Set(ctxSubscription, sub)
+	c.Next()
+}
+
+func (h *handlers) notify(c *gin.Context) {
+	body, err := readBody(c, h.cfg.MaxBodyBytes, "application/fhir+json", "application/json")
+	if err != nil {
+		fhirError(c, err)
+		return
+	}
+	sub := c.MustGet(ctxSubscription).(store.Subscription)
+	res, err := h.cfg.Intake.Receive(c.Request.Context(), sub, body)
+	if err != nil {
+		if classify(err).status >= 500 {
+			h.log.Error("notification not processed", "subscription", sub.ID, "err", err)
+		}
+		fhirError(c, err)
+		return
+	}
+	status := http.StatusOK
+	msg := "notification recorded"
+	if res.Accepted > 0 {
+		status = http.StatusAccepted
+		msg = "event(s) accepted for processing"
+	} else if res.Duplicates > 0 {
+		msg = "duplicate event(s); already accepted"
+	} else if res.Ignored > 0 {
+		msg = "no event of a resource type Tidings notifies about"
+	}
+	c.Header("Content-Type", "application/fhir+json")
+	c.Header("X-Tidings-Accepted", itoa(res.Accepted))
+	c.Header("X-Tidings-Duplicates", itoa(res.Duplicates))
+	c.Header("X-Tidings-Ignored", itoa(res.Ignored))
+	c.JSON(status, outcome("information", "informational", msg))
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// authAPI maps a bearer token to its tenant.
+func (h *handlers) authAPI(c *gin.Context) {
+	tok := bearer(c)
+	for known, tenant := range h.cfg.APITokens {
+		if tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(known)) == 1 {
+			c.Set(ctxTenant, tenant)
+			c.Next()
+			return
+		}
+	}
+	jsonError(c, newError(http.StatusUnauthorized, "login", "missing or unknown API token"))
+}
+
+// ContactRequest is the body of PUT /v1/contacts/Patient/{id}.
+type ContactRequest struct {
+	Email    string `json:"email"`
+	Language string `json:"language,omitempty"`
+	TimeZone string `json:"time_zone,omitempty"`
+}
+
+var (
+	fhirID  = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
+	langTag = regexp.MustCompile(`^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$`)
+)
+
+func (h *handlers) putContact(c *gin.Context) {
+	id := c.Param("id")
+	if !fhirID.MatchString(id) {
+		jsonError(c, newError(http.StatusBadRequest, "invalid", "the patient id is not a FHIR id"))
+		return
+	}
+	body, err := readBody(c, 16<<10, "application/json")
+	if err != nil {
+		jsonError(c, err)
+		return
+	}
+	var req ContactRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		jsonError(c, newError(http.StatusBadRequest, "invalid", "body must be a JSON object with email, language, time_zone"))
+		return
+	}
+	var problems []string
+	if addr, err := mail.ParseAddress(req.Email); err != nil || addr.Address != req.Email {
+		problems = append(problems, "email must be a plain address such as name@example.org")
+	}
+	if req.Language != "" && !langTag.MatchString(req.Language) {
+		problems = append(problems, "language must be a BCP-47 tag such as en or es-MX")
+	}
+	if req.TimeZone != "" {
+		if _, err := time.LoadLocation(req.TimeZone); err != nil || req.TimeZone == "Local" {
+			problems = append(problems, "time_zone must be an IANA zone such as America/Chicago")
+		}
+	}
+	if len(problems) > 0 {
+		jsonError(c, newError(http.StatusBadRequest, "invalid", strings.Join(problems, "; ")))
+		return
+	}
+	tenant := c.GetString(ctxTenant)
+	err = h.cfg.Contacts.UpsertContact(c.Request.Context(), tenant, "Patient/"+id, store.ContactDetails{
+		Email: req.Email, Language: req.Language, TimeZone: req.TimeZone, Source: "api"})
+	if err != nil {
+		jsonError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "stored"})
+}
+
+func (h *handlers) ready(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	status := http.StatusOK
+	checks := gin.H{}
+	for _, ch := range h.cfg.Checks {
+		if err := ch.Ping(ctx); err != nil {
+			status = http.StatusServiceUnavailable
+			checks[ch.Name] = "unavailable"
+			h.log.Warn("readiness check failed", "check", ch.Name, "err", err)
+		} else {
+			checks[ch.Name] = "ok"
+		}
+	}
+	c.JSON(status, gin.H{"checks": checks})
+}

@@ -1,0 +1,132 @@
+package api
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/time/rate"
+)
+
+// accessLog logs each request by route template, never by raw path: paths
+// can carry patient references.
+func accessLog(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		start := time.Now()
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		attrs := []any{"method", c.Request.Method, "route", route, "status", c.Writer.Status(),
+			"duration_ms", float64(time.Since(start).Microseconds()) / 1000, "bytes_in", c.Request.ContentLength}
+		if len(c.Errors) > 0 {
+			// Errors recorded with c.Error are internal ones; they hold no PHI by construction.
+			attrs = append(attrs, "err", c.Errors.Last().Err)
+		}
+		level := slog.LevelInfo
+		if c.Writer.Status() >= 500 {
+			level = slog.LevelError
+		}
+		log.Log(c.Request.Context(), level, "request", attrs...)
+	}
+}
+
+// recovery turns a panic into a 500 without details; the stack is not logged
+// because values on it may be PHI.
+func recovery(log *slog.Logger) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		defer func() {
+			if r := recover(); r != nil {
+				log.Error("panic in handler", "route", c.FullPath())
+				if !c.Writer.Written() {
+					fhirError(c, errors.New("panic"))
+				}
+				c.Abort()
+			}
+		}()
+		c.Next()
+	}
+}
+
+// limiters is a bounded set of token buckets keyed by client or subscription.
+type limiters struct {
+	mu    sync.Mutex
+	r     rate.Limit
+	burst int
+	m     map[string]*rate.Limiter
+}
+
+func newLimiters(perSecond float64, burst int) *limiters {
+	return &limiters{r: rate.Limit(perSecond), burst: burst, m: map[string]*rate.Limiter{}}
+}
+
+func (l *limiters) allow(key string) bool {
+	l.mu.Lock()
+	lim, ok := l.m[key]
+	if !ok {
+		if len(l.m) >= 10000 {
+			// Forget everyone rather than grow without bound; buckets refill anyway.
+			l.m = map[string]*rate.Limiter{}
+		}
+		lim = rate.NewLimiter(l.r, l.burst)
+		l.m[key] = lim
+	}
+	l.mu.Unlock()
+	return lim.Allow()
+}
+
+func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Context, error)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if !l.allow(key(c)) {
+			fail(c, newError(http.StatusTooManyRequests, "throttled", "rate limit exceeded; retry later"))
+			return
+		}
+		c.Next()
+	}
+}
+
+// readBody enforces the content type and body size limit and returns the body.
+func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error) {
+	ct := c.GetHeader("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	ok := false
+	if err == nil {
+		for _, a := range allowed {
+			if mt == a {
+				ok = true
+			}
+		}
+	}
+	if !ok {
+		return nil, newError(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be one of "+joinTypes(allowed))
+	}
+	if c.Request.ContentLength > maxBytes {
+		return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+		}
+		return nil, newError(http.StatusBadRequest, "incomplete", "could not read the request body")
+	}
+	return body, nil
+}
+
+func joinTypes(ts []string) string {
+	out := ""
+	for i, t := range ts {
+		if i > 0 {
+			out += ", "
+		}
+		out += t
+	}
+	return out
+}

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/store"
+)
+
+// Intake receives authenticated notifications.
+type Intake interface {
+	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
+	Receive(ctx context.Context, sub store.Subscription, body []byte) (intake.Result, error)
+}
+
+// Contacts stores patient contacts.
+type Contacts interface {
+	UpsertContact(ctx context.Context, tenantID, patientRef string, c store.ContactDetails) error
+}
+
+// Check is one readiness dependency.
+type Check struct {
+	Name string
+	Ping func(ctx context.Context) error
+}
+
+// Config wires the server.
+type Config struct {
+	Intake       Intake
+	Contacts     Contacts
+	Checks       []Check
+	APITokens    map[string]string // token → tenant
+	Log          *slog.Logger
+	MaxBodyBytes int64
+	RatePerSec   float64
+	RateBurst    int
+}
+
+// New builds the Gin engine with every route.
+func New(cfg Config) *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	if cfg.RatePerSec <= 0 {
+		cfg.RatePerSec, cfg.RateBurst = 200, 400
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	r := gin.New()
+	r.ContextWithFallback = true
+	r.Use(recovery(log), accessLog(log))
+	r.NoRoute(func(c *gin.Context) { jsonError(c, newError(http.StatusNotFound, "not-found", "no such endpoint")) })
+	r.HandleMethodNotAllowed = true
+	r.NoMethod(func(c *gin.Context) {
+		jsonError(c, newError(http.StatusMethodNotAllowed, "not-supported", "method not allowed"))
+	})
+
+	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
+	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
+	h := &handlers{cfg: cfg, log: log}
+
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", h.ready)
+
+	f := r.Group("/fhir/r4", perClient.middleware(func(c *gin.Context) string { return "ip:" + c.ClientIP() }, fhirError))
+	f.POST("/notify/:subscription", h.authSubscription, perSub.middleware(func(c *gin.Context) string { return c.Param("subscription") }, fhirError), h.notify)
+
+	v1 := r.Group("/v1", perClient.middleware(func(c *gin.Context) string { return "ip:" + c.ClientIP() }, jsonError), h.authAPI)
+	v1.PUT("/contacts/Patient/:id", h.putContact)
+	return r
+}
+
+// Serve runs the HTTP server on ln until ctx ends, then shuts down gracefully.
+func Serve(ctx context.Context, ln net.Listener, handler http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler: handler,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
+		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	log.Info("http server stopping")
+	return srv.Shutdown(sctx)
+}
+
+func bearer(c *gin.Context) string {
+	h := c.GetHeader("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:])
+	}
+	return ""
+}

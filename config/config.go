@@ -1,0 +1,302 @@
+package config
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tidings-health/tidings/seal"
+)
+
+// Config is everything the binary reads from the environment.
+type Config struct {
+	DatabaseURL   string // TIDINGS_DATABASE_URL (secret: may hold a password)
+	RedisAddr     string // TIDINGS_REDIS_ADDR
+	RedisPassword string // TIDINGS_REDIS_PASSWORD (secret)
+	RedisDB       int    // TIDINGS_REDIS_DB
+
+	SealKeys       string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
+	SealPrimary    string // TIDINGS_SEAL_PRIMARY
+	BlindIndexKey  string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
+	APITokens      string // TIDINGS_API_TOKENS "tenant:token,..." (secret)
+	ListenAddr     string // TIDINGS_LISTEN_ADDR
+	PublicBaseURL  string // TIDINGS_PUBLIC_BASE_URL
+	RatePerSecond  float64
+	RateBurst      int
+	MaxBodyBytes   int64
+	LogLevel       slog.Level
+	LogFormat      string
+	Concurrency    int
+	ReconcileEvery time.Duration
+
+	SMTPHost        string
+	SMTPPort        int
+	SMTPUsername    string
+	SMTPPassword    string // secret
+	SMTPFrom        string
+	SMTPRequireTLS  bool
+	SMTPImplicitTLS bool
+	SMTPCAFile      string
+}
+
+// Role says which process the configuration is for; each checks what it uses.
+type Role int
+
+const (
+	RoleServe Role = 1 << iota
+	RoleWorker
+	RoleMigrate
+)
+
+// LogValue prints the configuration without its secrets.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("redis_addr", c.RedisAddr),
+		slog.String("listen_addr", c.ListenAddr),
+		slog.String("public_base_url", c.PublicBaseURL),
+		slog.String("smtp", net.JoinHostPort(c.SMTPHost, strconv.Itoa(c.SMTPPort))),
+		slog.Bool("smtp_require_tls", c.SMTPRequireTLS),
+		slog.Int("concurrency", c.Concurrency),
+	)
+}
+
+// FromEnv reads the environment (lookup is os.LookupEnv in production).
+// Parsing problems are collected and returned together with Validate's.
+func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
+	var problems []string
+	get := func(k, def string) string {
+		if v, ok := lookup(k); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v)
+		}
+		return def
+	}
+	geti := func(k string, def int) int {
+		v := get(k, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			problems = append(problems, k+" must be an integer")
+			return def
+		}
+		return n
+	}
+	getf := func(k string, def float64) float64 {
+		v := get(k, "")
+		if v == "" {
+			return def
+		}
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			problems = append(problems, k+" must be a number")
+			return def
+		}
+		return n
+	}
+	getb := func(k string, def bool) bool {
+		v := get(k, "")
+		if v == "" {
+			return def
+		}
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			problems = append(problems, k+" must be true or false")
+			return def
+		}
+		return b
+	}
+	getd := func(k string, def time.Duration) time.Duration {
+		v := get(k, "")
+		if v == "" {
+			return def
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			problems = append(problems, k+" must be a duration such as 5s")
+			return def
+		}
+		return d
+	}
+	c := Config{
+		DatabaseURL:     get("TIDINGS_DATABASE_URL", ""),
+		RedisAddr:       get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
+		RedisPassword:   get("TIDINGS_REDIS_PASSWORD", ""),
+		RedisDB:         geti("TIDINGS_REDIS_DB", 0),
+		SealKeys:        get("TIDINGS_SEAL_KEYS", ""),
+		SealPrimary:     get("TIDINGS_SEAL_PRIMARY", ""),
+		BlindIndexKey:   get("TIDINGS_BLIND_INDEX_KEY", ""),
+		APITokens:       get("TIDINGS_API_TOKENS", ""),
+		ListenAddr:      get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		PublicBaseURL:   get("TIDINGS_PUBLIC_BASE_URL", ""),
+		RatePerSecond:   getf("TIDINGS_RATE_PER_SECOND", 200),
+		RateBurst:       geti("TIDINGS_RATE_BURST", 400),
+		MaxBodyBytes:    int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		LogFormat:       get("TIDINGS_LOG_FORMAT", "json"),
+		Concurrency:     geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		ReconcileEvery:  getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		SMTPHost:        get("TIDINGS_SMTP_HOST", ""),
+		SMTPPort:        geti("TIDINGS_SMTP_PORT", 587),
+		SMTPUsername:    get("TIDINGS_SMTP_USERNAME", ""),
+		SMTPPassword:    get("TIDINGS_SMTP_PASSWORD", ""),
+		SMTPFrom:        get("TIDINGS_SMTP_FROM", ""),
+		SMTPRequireTLS:  getb("TIDINGS_SMTP_REQUIRE_TLS", true),
+		SMTPImplicitTLS: getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
+		SMTPCAFile:      get("TIDINGS_SMTP_CA_FILE", ""),
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("TIDINGS_LOG_LEVEL", "info"))); err != nil {
+		problems = append(problems, "TIDINGS_LOG_LEVEL must be debug, info, warn or error")
+	}
+	return c, problems
+}
+
+// Validate checks what a role needs and returns every problem found.
+func (c Config) Validate(role Role) []string {
+	var p []string
+	if c.DatabaseURL == "" {
+		p = append(p, "TIDINGS_DATABASE_URL is required")
+	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
+	}
+	if role&RoleMigrate != 0 && role&^RoleMigrate == 0 {
+		return p
+	}
+	if _, _, err := net.SplitHostPort(c.RedisAddr); err != nil {
+		p = append(p, "TIDINGS_REDIS_ADDR must be host:port")
+	}
+	if _, err := c.Keyring(); err != nil {
+		p = append(p, err.Error())
+	}
+	if c.PublicBaseURL == "" {
+		p = append(p, "TIDINGS_PUBLIC_BASE_URL is required (where patients open their notices)")
+	} else if u, err := url.Parse(c.PublicBaseURL); err != nil || u.Host == "" {
+		p = append(p, "TIDINGS_PUBLIC_BASE_URL must be an absolute URL")
+	} else if u.Scheme != "https" && !isLoopback(u.Hostname()) {
+		p = append(p, "TIDINGS_PUBLIC_BASE_URL must use https (http only for localhost)")
+	}
+	if role&RoleServe != 0 {
+		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+			p = append(p, "TIDINGS_LISTEN_ADDR must be host:port")
+		}
+		if c.RatePerSecond <= 0 || c.RateBurst <= 0 {
+			p = append(p, "TIDINGS_RATE_PER_SECOND and TIDINGS_RATE_BURST must be positive")
+		}
+		if c.MaxBodyBytes < 1024 {
+			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")
+		}
+		if _, err := ParseAPITokens(c.APITokens); err != nil {
+			p = append(p, err.Error())
+		}
+	}
+	if role&RoleWorker != 0 {
+		if c.SMTPHost == "" {
+			p = append(p, "TIDINGS_SMTP_HOST is required")
+		}
+		if c.SMTPPort <= 0 || c.SMTPPort > 65535 {
+			p = append(p, "TIDINGS_SMTP_PORT must be a port number")
+		}
+		if c.SMTPFrom == "" {
+			p = append(p, "TIDINGS_SMTP_FROM is required")
+		}
+		if c.SMTPCAFile != "" {
+			if _, err := c.SMTPRoots(); err != nil {
+				p = append(p, err.Error())
+			}
+		}
+		if c.Concurrency <= 0 {
+			p = append(p, "TIDINGS_WORKER_CONCURRENCY must be positive")
+		}
+	}
+	return p
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Keyring builds the sealing keyring from the configured keys.
+func (c Config) Keyring() (*seal.Keyring, error) {
+	var problems []string
+	keys, err := seal.ParseKeys(c.SealKeys)
+	if c.SealKeys == "" {
+		problems = append(problems, "TIDINGS_SEAL_KEYS is required (id:base64 of 32 bytes; `tidings keys new` makes one)")
+	} else if err != nil {
+		problems = append(problems, "TIDINGS_SEAL_KEYS: "+err.Error())
+	}
+	idx, ierr := decodeKey(c.BlindIndexKey)
+	if c.BlindIndexKey == "" {
+		problems = append(problems, "TIDINGS_BLIND_INDEX_KEY is required (base64 of 32 bytes)")
+	} else if ierr != nil {
+		problems = append(problems, "TIDINGS_BLIND_INDEX_KEY must be base64 of 32 bytes")
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	k, err := seal.NewKeyring(keys, c.SealPrimary, idx)
+	if err != nil {
+		return nil, fmt.Errorf("TIDINGS_SEAL_PRIMARY: %w", err)
+	}
+	return k, nil
+}
+
+func decodeKey(s string) ([]byte, error) {
+	m, err := seal.ParseKeys("x:" + s)
+	if err != nil {
+		return nil, err
+	}
+	return m["x"], nil
+}
+
+// SMTPRoots loads the CA file that the SMTP relay's certificate chains to.
+func (c Config) SMTPRoots() (*x509.CertPool, error) {
+	if c.SMTPCAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(c.SMTPCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("TIDINGS_SMTP_CA_FILE: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("TIDINGS_SMTP_CA_FILE holds no PEM certificate")
+	}
+	return pool, nil
+}
+
+// ParseAPITokens reads "tenant:token,..." for the /v1 API. Tokens are at
+// least 24 characters.
+func ParseAPITokens(spec string) (map[string]string, error) {
+	out := map[string]string{}
+	var problems []string
+	for i, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		tenant, token, ok := strings.Cut(part, ":")
+		if !ok || tenant == "" {
+			problems = append(problems, fmt.Sprintf("TIDINGS_API_TOKENS entry %d: want tenant:token", i+1))
+			continue
+		}
+		if len(token) < 24 {
+			problems = append(problems, fmt.Sprintf("TIDINGS_API_TOKENS entry %d: token must be at least 24 characters", i+1))
+			continue
+		}
+		out[token] = tenant
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return out, nil
+}

@@ -1,0 +1,6 @@
+// Package intake owns what happens to a FHIR notification once its sender is
+// authenticated: parse it, record handshakes and heartbeats, store each
+// full-resource event with its outbox row (deduplicated), and hand the new
+// events to the queue. Redis being down never loses an accepted event: the
+// outbox keeps it until the worker's reconciler enqueues it.
+package intake

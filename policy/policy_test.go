@@ -1,0 +1,487 @@
+package policy_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+
+	"github.com/tidings-health/tidings/policy"
+	policyfiles "github.com/tidings-health/tidings/rego"
+)
+
+// eobNotice is a complete EOB email notice that the shipped policies allow.
+func eobNotice() policy.Input {
+	return policy.Input{
+		NoticeType: "eob",
+		Channel:    policy.Channel{Type: "email", TLSEnforced: true},
+		Payload: map[string]any{
+			"payer_name":    "Example Health Plan",
+			"service_date":  "2024-03-01",
+			"provider_name": "Example Clinic",
+			"patient_share": 45.2,
+			"portal_url":    "https://portal.example.org/eob/8c1f",
+		},
+		Purpose: "payment",
+	}
+}
+
+func mustEmbedded(tb testing.TB) *policy.Engine {
+	tb.Helper()
+	e, err := policy.NewEmbedded(context.Background())
+	if err != nil {
+		tb.Fatalf("NewEmbedded: %v", err)
+	}
+	return e
+}
+
+func mustNew(tb testing.TB, fsys fstest.MapFS) *policy.Engine {
+	tb.Helper()
+	e, err := policy.New(context.Background(), fsys)
+	if err != nil {
+		tb.Fatalf("New: %v", err)
+	}
+	return e
+}
+
+func TestRegoTests(t *testing.T) {
+	passed, err := policy.RunTests(context.Background(), policyfiles.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if passed == 0 {
+		t.Fatal("no rego tests ran")
+	}
+	t.Logf("%d rego tests passed", passed)
+}
+
+func TestRunTestsNamesFailures(t *testing.T) {
+	fsys := fstest.MapFS{
+		"p.rego": {Data: []byte("package p\n\nx := input.x\n\ny := 1 if input.a\n\ny := 2 if input.b\n")},
+		"p_test.rego": {Data: []byte(`package p_test
+
+import data.p
+
+test_passes if p.x == 1 with input as {"x": 1}
+
+test_fails if p.x == 2 with input as {"x": 1}
+
+test_errors if {
+	print("conflicting", "values")
+	p.y == 1 with input as {"a": true, "b": true}
+}
+
+todo_test_later if false
+`)},
+	}
+	passed, err := policy.RunTests(context.Background(), fsys)
+	if !errors.Is(err, policy.ErrTestsFailed) {
+		t.Fatalf("err = %v, want ErrTestsFailed", err)
+	}
+	if passed != 1 {
+		t.Errorf("passed = %d, want 1", passed)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"2 of 4",
+		"data.p_test.test_fails (p_test.rego:7): FAIL",
+		"data.p_test.test_errors (p_test.rego:9): ERROR: ",
+		"eval_conflict_error",
+		"conflicting values",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "test_passes") || strings.Contains(msg, "todo_test_later") {
+		t.Errorf("error names a test that did not fail:\n%s", msg)
+	}
+}
+
+func TestRunTestsRejectsBrokenTestModule(t *testing.T) {
+	fsys := fstest.MapFS{
+		"p.rego":      {Data: []byte("package p\n\nx := 1\n")},
+		"p_test.rego": {Data: []byte("package p_test\n\ntest_x if data.p.x ==\n")},
+	}
+	_, err := policy.RunTests(context.Background(), fsys)
+	if err == nil || !strings.Contains(err.Error(), "p_test.rego:") {
+		t.Fatalf("err = %v, want a parse error in p_test.rego", err)
+	}
+}
+
+func TestDecide(t *testing.T) {
+	e := mustEmbedded(t)
+	with := func(change func(*policy.Input)) policy.Input {
+		in := eobNotice()
+		in.Payload = maps.Clone(in.Payload)
+		change(&in)
+		return in
+	}
+	const phiReason = "the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: patient_share, payer_name, provider_name, service_date"
+	tests := []struct {
+		name string
+		in   policy.Input
+		deny []string // nil means allowed
+	}{
+		{"complete notice over enforced TLS", eobNotice(), nil},
+		{"complete notice encrypted without TLS", with(func(in *policy.Input) {
+			in.Channel = policy.Channel{Type: "email", MessageEncrypted: true}
+		}), nil},
+		{"portal link only on unprotected channel", with(func(in *policy.Input) {
+			in.Channel = policy.Channel{Type: "email"}
+			in.Payload = map[string]any{"portal_url": "https://portal.example.org/eob/8c1f"}
+		}), nil},
+		{"purpose omitted", with(func(in *policy.Input) { in.Purpose = "" }), nil},
+		{"diagnosis in payload", with(func(in *policy.Input) { in.Payload["diagnosis"] = "E11.9" }),
+			[]string{`field "diagnosis" is not allowed in a eob notice on email`}},
+		{"PHI on unprotected channel", with(func(in *policy.Input) { in.Channel.TLSEnforced = false }),
+			[]string{phiReason}},
+		{"portal_url missing", with(func(in *policy.Input) { delete(in.Payload, "portal_url") }),
+			[]string{`field "portal_url" is required`}},
+		{"portal_url empty", with(func(in *policy.Input) { in.Payload["portal_url"] = "" }),
+			[]string{`field "portal_url" must be a non-empty string`}},
+		{"no notice type", with(func(in *policy.Input) { in.NoticeType = "" }),
+			[]string{"input has no notice_type"}},
+		{"no channel", with(func(in *policy.Input) { in.Channel = policy.Channel{} }),
+			[]string{"input has no channel.type", phiReason}},
+		{"nil payload", with(func(in *policy.Input) { in.Payload = nil }),
+			[]string{`field "portal_url" is required`, "input has no payload object"}},
+		{"unknown notice type", with(func(in *policy.Input) { in.NoticeType = "lab_result" }),
+			[]string{`notice type "lab_result" is not known`}},
+		{"unknown channel", with(func(in *policy.Input) { in.Channel.Type = "sms" }),
+			[]string{`channel "sms" is not allowed for a eob notice`}},
+		{"several problems, sorted", with(func(in *policy.Input) {
+			in.Channel.TLSEnforced = false
+			in.Payload["member_id"] = "M-1"
+			delete(in.Payload, "portal_url")
+		}), []string{
+			`field "member_id" is not allowed in a eob notice on email`,
+			`field "portal_url" is required`,
+			"the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: member_id, patient_share, payer_name, provider_name, service_date",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d, err := e.Decide(context.Background(), tt.in)
+			if err != nil {
+				t.Fatalf("Decide: %v", err)
+			}
+			if want := len(tt.deny) == 0; d.Allow != want {
+				t.Errorf("Allow = %v, want %v (deny: %q)", d.Allow, want, d.Deny)
+			}
+			if !slices.Equal(d.Deny, tt.deny) {
+				t.Errorf("Deny =\n%q\nwant\n%q", d.Deny, tt.deny)
+			}
+			if d.Redact == nil || len(d.Redact) != 0 {
+				t.Errorf("Redact = %#v, want empty", d.Redact)
+			}
+			if d.Revision != e.Revision() {
+				t.Errorf("Revision = %q, want the engine's %q", d.Revision, e.Revision())
+			}
+		})
+	}
+}
+
+func TestDecideReasonsCarryNoPayloadValues(t *testing.T) {
+	const canary = "Zebediah Canary-Quill"
+	in := eobNotice()
+	in.Channel = policy.Channel{Type: "email"}
+	in.Payload["diagnosis"] = canary
+	in.Payload["payer_name"] = canary
+	d, err := mustEmbedded(t).Decide(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Allow || len(d.Deny) == 0 {
+		t.Fatalf("decision = %+v, want a denial", d)
+	}
+	if got := fmt.Sprint(d.Deny); strings.Contains(got, canary) {
+		t.Errorf("deny reasons leak a payload value: %s", got)
+	}
+}
+
+func TestInputLogValueRedactsPayload(t *testing.T) {
+	const canary = "Zebediah Canary-Quill"
+	in := eobNotice()
+	in.Payload["payer_name"] = canary
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("deciding", "input", in)
+	if strings.Contains(buf.String(), canary) {
+		t.Errorf("log line leaks the payload: %s", buf.String())
+	}
+	if !strings.Contains(buf.String(), `"input":"[REDACTED]"`) {
+		t.Errorf("log line = %s, want input [REDACTED]", buf.String())
+	}
+}
+
+func TestNewReportsSyntaxError(t *testing.T) {
+	fsys := fstest.MapFS{
+		"ok.rego":     {Data: []byte("package tidings.notice\n\nx := 1\n")},
+		"broken.rego": {Data: []byte("package tidings.notice\n\ndecision := {\n")},
+	}
+	_, err := policy.New(context.Background(), fsys)
+	if err == nil {
+		t.Fatal("New accepted a module with a syntax error")
+	}
+	for _, want := range []string{"broken.rego:", "rego_parse_error"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+}
+
+func TestNewReportsCompileError(t *testing.T) {
+	tests := []struct {
+		name, src string
+		want      []string
+	}{
+		{"unsafe variable", "package tidings.notice\n\ndecision := x if {\n\ty := 1\n}\n",
+			[]string{"p.rego:3", "rego_unsafe_var_error", "var x is unsafe"}},
+		{"type error", "package tidings.notice\n\ndecision := count(1)\n",
+			[]string{"p.rego:3", "rego_type_error", "count"}},
+		// A policy sees PHI; it must not be able to send it over the network.
+		{"network built-in", "package tidings.notice\n\ndecision := http.send({\"method\": \"get\", \"url\": \"https://example.org\"})\n",
+			[]string{"p.rego:3", "rego_type_error", "undefined function http.send"}},
+		{"environment built-in", "package tidings.notice\n\ndecision := opa.runtime().env\n",
+			[]string{"p.rego:3", "undefined function opa.runtime"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := policy.New(context.Background(), fstest.MapFS{"p.rego": {Data: []byte(tt.src)}})
+			if err == nil {
+				t.Fatal("New accepted the module")
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error lacks %q: %v", want, err)
+				}
+			}
+		})
+	}
+}
+
+func TestNewRejectsEmptyDirectory(t *testing.T) {
+	_, err := policy.New(context.Background(), fstest.MapFS{"data/x.json": {Data: []byte(`{"a": 1}`)}})
+	if err == nil {
+		t.Fatal("New accepted a directory without policies")
+	}
+}
+
+func TestDecideFailsClosed(t *testing.T) {
+	tests := []struct {
+		name, src string
+	}{
+		{"decision undefined", "package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": []} if input.never\n"},
+		{"no decision rule", "package tidings.notice\n\nallow := true\n"},
+		{"decision not an object", "package tidings.notice\n\ndecision := \"yes\"\n"},
+		{"allow missing", "package tidings.notice\n\ndecision := {\"deny\": [], \"redact\": []}\n"},
+		{"allow not a boolean", "package tidings.notice\n\ndecision := {\"allow\": \"true\", \"deny\": [], \"redact\": []}\n"},
+		{"deny not an array", "package tidings.notice\n\ndecision := {\"allow\": false, \"deny\": \"no\", \"redact\": []}\n"},
+		{"deny with a non-string", "package tidings.notice\n\ndecision := {\"allow\": false, \"deny\": [1], \"redact\": []}\n"},
+		{"redact missing", "package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": []}\n"},
+		{"allows and denies", "package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [\"x\"], \"redact\": []}\n"},
+		{"conflicting values", "package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": []} if input.notice_type\n\ndecision := {\"allow\": false, \"deny\": [\"x\"], \"redact\": []} if input.channel\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := mustNew(t, fstest.MapFS{"p.rego": {Data: []byte(tt.src)}})
+			d, err := e.Decide(context.Background(), eobNotice())
+			if !errors.Is(err, policy.ErrNoDecision) {
+				t.Fatalf("Decide = %+v, %v; want ErrNoDecision", d, err)
+			}
+			if d.Allow {
+				t.Error("failed decision allows")
+			}
+		})
+	}
+}
+
+func TestDecideRejectsUnencodablePayload(t *testing.T) {
+	in := eobNotice()
+	in.Payload["callback"] = func() {}
+	d, err := mustEmbedded(t).Decide(context.Background(), in)
+	if err == nil || d.Allow {
+		t.Fatalf("Decide = %+v, %v; want an error", d, err)
+	}
+	if !strings.Contains(err.Error(), "payload") {
+		t.Errorf("error does not say the payload is at fault: %v", err)
+	}
+}
+
+func TestDecideHonoursCancellation(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d, err := mustEmbedded(t).Decide(ctx, eobNotice())
+	if !errors.Is(err, policy.ErrNoDecision) || d.Allow {
+		t.Fatalf("Decide after cancel = %+v, %v; want ErrNoDecision", d, err)
+	}
+}
+
+func TestRevision(t *testing.T) {
+	base := fstest.MapFS{
+		"p.rego":        {Data: []byte("package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": []}\n")},
+		"data/v.json":   {Data: []byte(`{"v": 1}`)},
+		"p_test.rego":   {Data: []byte("package tidings.notice_test\n\ntest_x if true\n")},
+		"README.md":     {Data: []byte("about")},
+		"unrelated.txt": {Data: []byte("x")},
+	}
+	rev := mustNew(t, base).Revision()
+	if len(rev) != 64 || strings.Trim(rev, "0123456789abcdef") != "" {
+		t.Fatalf("Revision = %q, want 64 hex digits", rev)
+	}
+	if again := mustNew(t, maps.Clone(base)).Revision(); again != rev {
+		t.Errorf("same files, different revision: %s vs %s", again, rev)
+	}
+
+	changed := func(name string, f func(fstest.MapFS)) {
+		t.Helper()
+		fsys := maps.Clone(base)
+		f(fsys)
+		got := mustNew(t, fsys).Revision()
+		if name == "" && got != rev {
+			t.Errorf("revision changed for a file that is not compiled")
+		}
+		if name != "" && got == rev {
+			t.Errorf("revision unchanged after %s", name)
+		}
+	}
+	changed("", func(m fstest.MapFS) { m["README.md"] = &fstest.MapFile{Data: []byte("new")} })
+	changed("", func(m fstest.MapFS) { m["p_test.rego"] = &fstest.MapFile{Data: []byte("package x_test\n")} })
+	changed("a policy edit", func(m fstest.MapFS) {
+		m["p.rego"] = &fstest.MapFile{Data: append(bytes.Clone(m["p.rego"].Data), "# note\n"...)}
+	})
+	changed("a data edit", func(m fstest.MapFS) { m["data/v.json"] = &fstest.MapFile{Data: []byte(`{"v": 2}`)} })
+	changed("a rename", func(m fstest.MapFS) {
+		m["data/w.json"] = m["data/v.json"]
+		delete(m, "data/v.json")
+	})
+}
+
+func TestDirectoryOverrideMatchesEmbedded(t *testing.T) {
+	// The rego/ folder on disk also holds README.md and Go files; loading it as
+	// an override must compile exactly what the binary embeds.
+	dir, err := policy.New(context.Background(), os.DirFS("../rego"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if emb := mustEmbedded(t); dir.Revision() != emb.Revision() {
+		t.Errorf("revision of ../rego = %s, embedded = %s", dir.Revision(), emb.Revision())
+	}
+}
+
+func TestDecideConcurrently(t *testing.T) {
+	e := mustEmbedded(t)
+	ctx := context.Background()
+	allowed := eobNotice()
+	denied := eobNotice()
+	denied.Payload = maps.Clone(denied.Payload)
+	denied.Payload["diagnosis"] = "E11.9"
+	denied.Channel.TLSEnforced = false
+
+	want := map[bool]policy.Decision{}
+	for i, in := range []policy.Input{allowed, denied} {
+		d, err := e.Decide(ctx, in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[i == 0] = d
+	}
+	if !want[true].Allow || want[false].Allow {
+		t.Fatalf("baseline decisions wrong: %+v", want)
+	}
+
+	const goroutines, perGoroutine = 32, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range perGoroutine {
+				isAllowed := (g+i)%2 == 0
+				in := denied
+				if isAllowed {
+					in = allowed
+				}
+				d, err := e.Decide(ctx, in)
+				if err != nil {
+					errs <- err
+					return
+				}
+				w := want[isAllowed]
+				if d.Allow != w.Allow || !slices.Equal(d.Deny, w.Deny) || d.Revision != w.Revision {
+					errs <- fmt.Errorf("goroutine %d call %d: got %+v, want %+v", g, i, d, w)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// FuzzDecide checks the shipped policies' promises for arbitrary notices: a
+// decision always comes back, its reasons are sorted and never quote a payload
+// value, and nothing is allowed that the allowlist, the channel rule or the
+// portal link rule forbids.
+func FuzzDecide(f *testing.F) {
+	f.Add("eob", "email", true, false, "payer_name", "Example Health Plan", "https://portal.example.org/eob/1")
+	f.Add("eob", "email", false, true, "service_date", "2024-03-01", "https://portal.example.org/eob/2")
+	f.Add("eob", "email", false, false, "diagnosis", "E11.9", "https://portal.example.org/eob/3")
+	f.Add("eob", "sms", true, false, "patient_share", "45.20", "")
+	f.Add("", "", false, false, "portal_url", "", " ")
+	f.Add("appointment", "email", true, true, "member_id", "M-1\x00\n\"", "https://p")
+
+	e := mustEmbedded(f)
+	allowlisted := map[string]bool{"payer_name": true, "service_date": true, "provider_name": true, "patient_share": true, "portal_url": true}
+	f.Fuzz(func(t *testing.T, noticeType, channel string, tls, encrypted bool, field, value, portal string) {
+		// The marker makes a leaked value recognisable in a reason.
+		const marker = "VALUE#"
+		in := policy.Input{
+			NoticeType: noticeType,
+			Channel:    policy.Channel{Type: channel, TLSEnforced: tls, MessageEncrypted: encrypted},
+			Payload:    map[string]any{"portal_url": portal, field: marker + value},
+		}
+		d, err := e.Decide(context.Background(), in)
+		if err != nil {
+			t.Fatalf("Decide: %v", err)
+		}
+		if d.Allow != (len(d.Deny) == 0) {
+			t.Fatalf("Allow = %v with reasons %q", d.Allow, d.Deny)
+		}
+		if !slices.IsSorted(d.Deny) {
+			t.Errorf("reasons not sorted: %q", d.Deny)
+		}
+		if !strings.Contains(noticeType+channel+field, marker) {
+			for _, r := range d.Deny {
+				if strings.Contains(r, marker) {
+					t.Errorf("reason quotes the payload value: %q", r)
+				}
+			}
+		}
+		if !d.Allow {
+			return
+		}
+		if noticeType != "eob" || channel != "email" {
+			t.Errorf("allowed notice type %q on channel %q", noticeType, channel)
+		}
+		if !allowlisted[field] {
+			t.Errorf("allowed field %q outside the allowlist", field)
+		}
+		if strings.TrimSpace(in.Payload["portal_url"].(string)) == "" {
+			t.Error("allowed a notice without a portal link")
+		}
+		if field != "portal_url" && !tls && !encrypted {
+			t.Errorf("allowed PHI field %q on an unprotected channel", field)
+		}
+	})
+}

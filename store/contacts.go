@@ -1,0 +1,67 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// ContactDetails is a patient's contact in clear, as the worker uses it.
+type ContactDetails struct {
+	Email    string
+	Language string
+	TimeZone string
+	Source   string // "api" or "fhir"
+}
+
+// LogValue keeps contact details out of logs.
+func (ContactDetails) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// PatientIndex is the blind index of a patient reference in a tenant.
+func (s *Store) PatientIndex(patientRef string) string {
+	return s.keys.BlindIndex(indexPatient, strings.TrimSpace(patientRef))
+}
+
+// UpsertContact stores (sealed) how to reach a patient. A contact registered
+// through the API is not overwritten by one read from a FHIR bundle.
+func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, c ContactDetails) error {
+	var email []byte
+	if c.Email != "" {
+		email = s.keys.Seal([]byte(c.Email), ctxContactEmail)
+	}
+	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, now())
+		ON CONFLICT (tenant_id, patient_index) DO UPDATE SET
+			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
+			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now()`
+	if c.Source != "api" {
+		q += ` WHERE contacts.source <> 'api'`
+	}
+	err := s.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source).Error
+	if err != nil {
+		return fmt.Errorf("upsert contact: %w", err)
+	}
+	return s.Audit(ctx, AuditRecord{
+		TenantID: tenantID, Actor: c.Source, Action: "contact.upsert",
+		SubjectType: "contact", SubjectID: s.PatientIndex(patientRef),
+	})
+}
+
+// ContactFor finds a patient's contact; ErrNotFound when none.
+func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (ContactDetails, error) {
+	var c Contact
+	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ?", tenantID, s.PatientIndex(patientRef)).Take(&c).Error
+	if err != nil {
+		return ContactDetails{}, translate(err)
+	}
+	out := ContactDetails{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source}
+	if len(c.EmailSealed) > 0 {
+		plain, err := s.keys.Open(c.EmailSealed, ctxContactEmail)
+		if err != nil {
+			return ContactDetails{}, fmt.Errorf("open contact: %w", err)
+		}
+		out.Email = string(plain)
+	}
+	return out, nil
+}

@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// TaskProcessEvent is the outbox task type that turns an event into notices.
+const TaskProcessEvent = "event:process"
+
+// NewEvent is an event as intake hands it over; Resource is clear JSON and is
+// sealed before it reaches the table.
+type NewEvent struct {
+	TenantID       string
+	SubscriptionID string
+	ResourceType   string
+	ResourceID     string
+	VersionID      string
+	EventNumber    *int64
+	DedupeKey      string
+	Resource       []byte
+}
+
+// Stored says where an accepted event went.
+type Stored struct {
+	EventID   int64
+	OutboxID  int64
+	Duplicate bool
+}
+
+// InsertEvent stores the event, its outbox row and its audit row in one
+// transaction. A dedupe key seen before stores nothing and reports Duplicate;
+// concurrent inserts of the same key serialise on the unique index.
+func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
+	var out Stored
+	err := s.InTx(ctx, func(tx *Store) error {
+		sealed := s.keys.Seal(e.Resource, ctxEventResource)
+		var ids []int64
+		err := tx.q(ctx).Raw(`INSERT INTO events
+			(tenant_id, subscription_id, resource_type, resource_id, version_id, event_number, dedupe_key, resource_sealed)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+			e.TenantID, e.SubscriptionID, e.ResourceType, e.ResourceID, e.VersionID, e.EventNumber, e.DedupeKey, sealed).
+			Scan(&ids).Error
+		if err != nil {
+			return fmt.Errorf("insert event: %w", err)
+		}
+		if len(ids) == 0 {
+			var existing Event
+			if err := tx.q(ctx).Select("id").Where("dedupe_key = ?", e.DedupeKey).Take(&existing).Error; err != nil {
+				return fmt.Errorf("find duplicate event: %w", translate(err))
+			}
+			out = Stored{EventID: existing.ID, Duplicate: true}
+			return nil
+		}
+		out.EventID = ids[0]
+		row := OutboxRow{TenantID: e.TenantID, TaskType: TaskProcessEvent, EventID: out.EventID}
+		if err := tx.q(ctx).Create(&row).Error; err != nil {
+			return fmt.Errorf("insert outbox: %w", err)
+		}
+		out.OutboxID = row.ID
+		if e.EventNumber != nil {
+			if err := tx.q(ctx).Exec(`UPDATE subscriptions SET events_since_start = GREATEST(events_since_start, ?) WHERE id = ?`,
+				*e.EventNumber, e.SubscriptionID).Error; err != nil {
+				return fmt.Errorf("update subscription: %w", err)
+			}
+		}
+		return tx.Audit(ctx, AuditRecord{
+			TenantID: e.TenantID, Actor: "subscription:" + e.SubscriptionID, Action: "event.received",
+			SubjectType: "event", SubjectID: strconv.FormatInt(out.EventID, 10),
+			Detail: map[string]any{"resource_type": e.ResourceType, "resource_id": e.ResourceID, "version_id": e.VersionID},
+		})
+	})
+	return out, err
+}
+
+// LoadedEvent is an event with its resource opened.
+type LoadedEvent struct {
+	Event
+	Resource []byte
+}
+
+// LoadEvent loads one event and opens its sealed resource.
+func (s *Store) LoadEvent(ctx context.Context, id int64) (LoadedEvent, error) {
+	var ev Event
+	if err := s.q(ctx).Where("id = ?", id).Take(&ev).Error; err != nil {
+		return LoadedEvent{}, translate(err)
+	}
+	plain, err := s.keys.Open(ev.ResourceSealed, ctxEventResource)
+	if err != nil {
+		return LoadedEvent{}, fmt.Errorf("open event %d: %w", id, err)
+	}
+	return LoadedEvent{Event: ev, Resource: plain}, nil
+}
+
+// MarkEnqueued records that the queue accepted outbox rows.
+func (s *Store) MarkEnqueued(ctx context.Context, outboxIDs ...int64) error {
+	if len(outboxIDs) == 0 {
+		return nil
+	}
+	return s.q(ctx).Exec(`UPDATE outbox SET enqueued_at = now(), attempts = attempts + 1, last_error = '' WHERE id IN ?`, outboxIDs).Error
+}
+
+// MarkEnqueueFailed records a failed hand-over; the reconciler tries again.
+// reason must not hold PHI (queue errors name hosts, not payloads).
+func (s *Store) MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error {
+	return s.q(ctx).Exec(`UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?`, truncate(reason, 500), outboxID).Error
+}
+
+// PendingOutbox lists rows not yet handed to the queue that are older than
+// minAge (younger ones are still being enqueued by the request that wrote them).
+func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]OutboxRow, error) {
+	var rows []OutboxRow
+	err := s.q(ctx).Where("enqueued_at IS NULL AND created_at < ?", time.Now().UTC().Add(-minAge)).
+		Order("id").Limit(limit).Find(&rows).Error
+	return rows, err
+}
+
+// OutboxByEvent loads the outbox row for an event.
+func (s *Store) OutboxByEvent(ctx context.Context, eventID int64) (OutboxRow, error) {
+	var row OutboxRow
+	err := s.q(ctx).Where("event_id = ? AND task_type = ?", eventID, TaskProcessEvent).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, ErrNotFound
+	}
+	return row, err
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

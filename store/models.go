@@ -1,0 +1,126 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Tenant is a customer (a health plan, a provider organisation).
+type Tenant struct {
+	ID        string `gorm:"primaryKey"`
+	Name      string
+	CreatedAt time.Time
+}
+
+// Subscription is one FHIR subscription that notifies Tidings.
+type Subscription struct {
+	ID               string `gorm:"primaryKey"`
+	TenantID         string
+	SecretHash       []byte
+	Topic            string
+	SourceURL        string
+	Status           string
+	LastHandshakeAt  *time.Time
+	LastHeartbeatAt  *time.Time
+	Heartbeats       int64
+	EventsSinceStart int64
+	CreatedAt        time.Time
+}
+
+// Event is one stored FHIR notification event (the inbox).
+type Event struct {
+	ID             int64 `gorm:"primaryKey"`
+	TenantID       string
+	SubscriptionID string
+	ResourceType   string
+	ResourceID     string
+	VersionID      string
+	EventNumber    *int64
+	DedupeKey      string
+	ResourceSealed []byte
+	ReceivedAt     time.Time
+}
+
+// OutboxRow is a task waiting to be handed to the queue.
+type OutboxRow struct {
+	ID         int64 `gorm:"primaryKey"`
+	TenantID   string
+	TaskType   string
+	EventID    int64
+	EnqueuedAt *time.Time
+	Attempts   int
+	LastError  string
+	CreatedAt  time.Time
+}
+
+func (OutboxRow) TableName() string { return "outbox" }
+
+// Contact is how to reach a patient; the email is sealed.
+type Contact struct {
+	ID           int64 `gorm:"primaryKey"`
+	TenantID     string
+	PatientIndex string
+	EmailSealed  []byte
+	Language     string
+	TimeZone     string
+	Source       string
+	UpdatedAt    time.Time
+}
+
+// Notice is one notice built for one event.
+type Notice struct {
+	ID            int64 `gorm:"primaryKey"`
+	TenantID      string
+	EventID       int64
+	NoticeType    string
+	Status        string
+	Reasons       json.RawMessage `gorm:"type:jsonb"`
+	PayloadSealed []byte
+	PortalToken   string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+}
+
+// Delivery is one attempt series of a notice on one channel.
+type Delivery struct {
+	ID        int64 `gorm:"primaryKey"`
+	TenantID  string
+	NoticeID  int64
+	Channel   string
+	Status    string
+	Attempts  int
+	TLS       bool `gorm:"column:tls"`
+	MessageID string
+	Error     string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// PolicyDecision records one policy evaluation; the input is kept only as a hash.
+type PolicyDecision struct {
+	ID             int64 `gorm:"primaryKey"`
+	TenantID       string
+	NoticeID       int64
+	PolicyRevision string
+	InputHash      string
+	Allow          bool
+	Reasons        json.RawMessage `gorm:"type:jsonb"`
+	LatencyUS      int64 `gorm:"column:latency_us"`
+	CreatedAt      time.Time
+}
+
+// AuditEntry is one row of the hash-chained audit log.
+type AuditEntry struct {
+	ID          int64 `gorm:"primaryKey"`
+	TenantID    string
+	At          time.Time
+	Actor       string
+	Action      string
+	SubjectType string
+	SubjectID   string
+	Detail      json.RawMessage `gorm:"type:jsonb"`
+	PrevHash    string
+	Hash        string
+}
+
+func (AuditEntry) TableName() string { return "audit_log" }

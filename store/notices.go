@@ -1,0 +1,251 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"gorm.io/gorm"
+)
+
+// Notice statuses.
+const (
+	NoticePending = "pending"
+	NoticeSent    = "sent"
+	NoticeDenied  = "denied"
+	NoticeFailed  = "failed"
+	NoticeSkipped = "skipped"
+)
+
+// Delivery statuses.
+const (
+	DeliverySending = "sending"
+	DeliverySent    = "sent"
+	DeliveryFailed  = "failed"
+)
+
+func newToken() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic("store: no randomness: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// EnsureNotice returns the event's notice of that type, creating it (pending,
+// with a fresh portal token) the first time. Retried tasks get the same notice.
+func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64, noticeType string) (Notice, error) {
+	n := Notice{TenantID: tenantID, EventID: eventID, NoticeType: noticeType, Status: NoticePending,
+		Reasons: json.RawMessage("[]"), PortalToken: newToken()}
+	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token)
+		VALUES (?, ?, ?, ?, '[]', ?) ON CONFLICT (event_id, notice_type) DO NOTHING`,
+		n.TenantID, n.EventID, n.NoticeType, n.Status, n.PortalToken).Error
+	if err != nil {
+		return Notice{}, fmt.Errorf("insert notice: %w", err)
+	}
+	var got Notice
+	if err := s.q(ctx).Where("event_id = ? AND notice_type = ?", eventID, noticeType).Take(&got).Error; err != nil {
+		return Notice{}, translate(err)
+	}
+	return got, nil
+}
+
+// SealNoticePayload stores the notice's payload, sealed.
+func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error {
+	return s.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).
+		Update("payload_sealed", s.keys.Seal(payload, ctxNoticePayload)).Error
+}
+
+// NoticePayload opens a notice's sealed payload.
+func (s *Store) NoticePayload(ctx context.Context, noticeID int64) ([]byte, error) {
+	var n Notice
+	if err := s.q(ctx).Select("payload_sealed").Where("id = ?", noticeID).Take(&n).Error; err != nil {
+		return nil, translate(err)
+	}
+	if len(n.PayloadSealed) == 0 {
+		return nil, ErrNotFound
+	}
+	return s.keys.Open(n.PayloadSealed, ctxNoticePayload)
+}
+
+// FinishNotice sets a notice's final status with its reasons and audits it.
+// reasons are policy texts or delivery errors and never hold PHI.
+func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reasons []string) error {
+	if reasons == nil {
+		reasons = []string{}
+	}
+	rj, err := json.Marshal(reasons)
+	if err != nil {
+		return err
+	}
+	return s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Model(&Notice{}).Where("id = ?", n.ID).
+			Updates(map[string]any{"status": status, "reasons": gorm.Expr("?::jsonb", string(rj)), "updated_at": gorm.Expr("now()")}).Error; err != nil {
+			return fmt.Errorf("finish notice: %w", err)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "notice." + status,
+			SubjectType: "notice", SubjectID: strconv.FormatInt(n.ID, 10),
+			Detail: map[string]any{"event_id": n.EventID, "reasons": reasons}})
+	})
+}
+
+// DecisionRecord is one policy decision to store.
+type DecisionRecord struct {
+	TenantID  string
+	NoticeID  int64
+	Revision  string
+	InputHash string
+	Allow     bool
+	Reasons   []string
+	LatencyUS int64
+}
+
+// RecordDecision stores a policy decision and its audit row in one transaction.
+func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
+	if d.Reasons == nil {
+		d.Reasons = []string{}
+	}
+	rj, _ := json.Marshal(d.Reasons)
+	return s.InTx(ctx, func(tx *Store) error {
+		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, PolicyRevision: d.Revision,
+			InputHash: d.InputHash, Allow: d.Allow, Reasons: rj, LatencyUS: d.LatencyUS}
+		if err := tx.q(ctx).Create(&row).Error; err != nil {
+			return fmt.Errorf("record decision: %w", err)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: d.TenantID, Actor: "policy", Action: "policy.decision",
+			SubjectType: "notice", SubjectID: strconv.FormatInt(d.NoticeID, 10),
+			Detail: map[string]any{"allow": d.Allow, "reasons": d.Reasons, "revision": d.Revision, "input_hash": d.InputHash}})
+	})
+}
+
+// BeginDelivery claims the (notice, channel) delivery for an attempt. It
+// reports proceed=false when the delivery was already sent, so a retried or
+// duplicated task never sends twice.
+func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (Delivery, bool, error) {
+	var d Delivery
+	proceed := false
+	err := s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status)
+			VALUES (?, ?, ?, 'sending') ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel).Error; err != nil {
+			return fmt.Errorf("insert delivery: %w", err)
+		}
+		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE notice_id = ? AND channel = ? FOR UPDATE`, n.ID, channel).Scan(&d).Error; err != nil {
+			return err
+		}
+		if d.Status == DeliverySent {
+			return nil
+		}
+		proceed = true
+		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', updated_at = now() WHERE id = ?`, d.ID).Error; err != nil {
+			return err
+		}
+		d.Attempts++
+		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
+			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10),
+			Detail: map[string]any{"notice_id": n.ID, "channel": channel, "attempt": d.Attempts}})
+	})
+	return d, proceed, err
+}
+
+// FinishDelivery records an attempt's outcome. errText never holds PHI.
+func (s *Store) FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Model(&Delivery{}).Where("id = ?", d.ID).Updates(map[string]any{
+			"status": status, "tls": tls, "message_id": messageID, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()"),
+		}).Error; err != nil {
+			return fmt.Errorf("finish delivery: %w", err)
+		}
+		detail := map[string]any{"notice_id": d.NoticeID, "channel": d.Channel, "tls": tls, "attempt": d.Attempts}
+		if errText != "" {
+			detail["error"] = truncate(errText, 500)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: d.TenantID, Actor: "worker", Action: "delivery." + status,
+			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10), Detail: detail})
+	})
+}
+
+// NoticeOutcome is a notice's state for reports (no PHI: ids, status, reasons).
+type NoticeOutcome struct {
+	NoticeID     int64
+	EventID      int64
+	ResourceType string
+	ResourceID   string
+	Status       string
+	Reasons      []string
+	Delivery     string
+}
+
+// NoticeOutcomes lists notices of a tenant, newest last.
+func (s *Store) NoticeOutcomes(ctx context.Context, tenantID string) ([]NoticeOutcome, error) {
+	type row struct {
+		NoticeID     int64
+		EventID      int64
+		ResourceType string
+		ResourceID   string
+		Status       string
+		Reasons      json.RawMessage
+		Delivery     *string
+	}
+	var rows []row
+	err := s.q(ctx).Raw(`SELECT n.id AS notice_id, n.event_id, e.resource_type, e.resource_id, n.status, n.reasons,
+			(SELECT d.status FROM deliveries d WHERE d.notice_id = n.id ORDER BY d.id DESC LIMIT 1) AS delivery
+		FROM notices n JOIN events e ON e.id = n.event_id WHERE n.tenant_id = ? ORDER BY n.id`, tenantID).Scan(&rows).Error
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NoticeOutcome, 0, len(rows))
+	for _, r := range rows {
+		o := NoticeOutcome{NoticeID: r.NoticeID, EventID: r.EventID, ResourceType: r.ResourceType, ResourceID: r.ResourceID, Status: r.Status}
+		_ = json.Unmarshal(r.Reasons, &o.Reasons)
+		if r.Delivery != nil {
+			o.Delivery = *r.Delivery
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// Counts are table sizes for reports and tests.
+type Counts struct {
+	Events, Outbox, OutboxPending, Notices, Deliveries, Audit int64
+	ByStatus                                                   map[string]int64
+}
+
+// CountAll counts a tenant's rows.
+func (s *Store) CountAll(ctx context.Context, tenantID string) (Counts, error) {
+	c := Counts{ByStatus: map[string]int64{}}
+	for _, q := range []struct {
+		dst *int64
+		sql string
+	}{
+		{&c.Events, `SELECT count(*) FROM events WHERE tenant_id = ?`},
+		{&c.Outbox, `SELECT count(*) FROM outbox WHERE tenant_id = ?`},
+		{&c.OutboxPending, `SELECT count(*) FROM outbox WHERE tenant_id = ? AND enqueued_at IS NULL`},
+		{&c.Notices, `SELECT count(*) FROM notices WHERE tenant_id = ?`},
+		{&c.Deliveries, `SELECT count(*) FROM deliveries WHERE tenant_id = ?`},
+		{&c.Audit, `SELECT count(*) FROM audit_log WHERE tenant_id = ?`},
+	} {
+		if err := s.q(ctx).Raw(q.sql, tenantID).Scan(q.dst).Error; err != nil {
+			return c, err
+		}
+	}
+	type kv struct {
+		Status string
+		N      int64
+	}
+	var rows []kv
+	if err := s.q(ctx).Raw(`SELECT status, count(*) AS n FROM notices WHERE tenant_id = ? GROUP BY status`, tenantID).Scan(&rows).Error; err != nil {
+		return c, err
+	}
+	for _, r := range rows {
+		c.ByStatus[r.Status] = r.N
+	}
+	return c, nil
+}
+
+// IsNotFound reports whether err is ErrNotFound.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

@@ -1,0 +1,209 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/tidings-health/tidings/seal"
+)
+
+var (
+	// ErrNotFound means the row asked for does not exist (in this tenant).
+	ErrNotFound = errors.New("not found")
+	// ErrDuplicate means a unique key already holds that value.
+	ErrDuplicate = errors.New("duplicate")
+	// ErrUnauthorized means a presented secret does not match.
+	ErrUnauthorized = errors.New("unauthorized")
+)
+
+// Sealing contexts: a sealed value opens only in the column it was made for.
+const (
+	ctxEventResource = "events.resource_sealed"
+	ctxContactEmail  = "contacts.email_sealed"
+	ctxNoticePayload = "notices.payload_sealed"
+	indexPatient     = "patient"
+)
+
+// Store is the PostgreSQL adapter. Its zero value is not usable; use Open.
+type Store struct {
+	db   *gorm.DB
+	keys *seal.Keyring
+	inTx bool
+}
+
+// Options tune the connection pool.
+type Options struct {
+	MaxOpenConns int
+}
+
+// Open connects to PostgreSQL. GORM's SQL logging stays off: statements carry
+// sealed values and identifiers that do not belong in logs.
+func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (*Store, error) {
+	db, err := gorm.Open(postgres.Open(dbURL), &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		TranslateError:         false,
+		NowFunc:                func() time.Time { return time.Now().UTC() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", errors.New(scrubDSN(err.Error(), dbURL)))
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	if opts.MaxOpenConns <= 0 {
+		opts.MaxOpenConns = 20
+	}
+	sqlDB.SetMaxOpenConns(opts.MaxOpenConns)
+	sqlDB.SetMaxIdleConns(opts.MaxOpenConns)
+	sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := sqlDB.PingContext(pctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return &Store{db: db, keys: keys}, nil
+}
+
+func scrubDSN(msg, dsn string) string {
+	if dsn == "" {
+		return msg
+	}
+	out := []byte(msg)
+	for {
+		i := indexOf(out, dsn)
+		if i < 0 {
+			return string(out)
+		}
+		out = append(out[:i:i], append([]byte("[database url]"), out[i+len(dsn):]...)...)
+	}
+}
+
+func indexOf(b []byte, s string) int {
+	for i := 0; i+len(s) <= len(b); i++ {
+		if string(b[i:i+len(s)]) == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// Close releases the pool.
+func (s *Store) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.PingContext(ctx)
+}
+
+// InTx runs fn in one transaction; fn's store shares it. An error or panic rolls back.
+func (s *Store) InTx(ctx context.Context, fn func(tx *Store) error) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return fn(&Store{db: tx, keys: s.keys, inTx: true})
+	})
+}
+
+func (s *Store) q(ctx context.Context) *gorm.DB { return s.db.WithContext(ctx) }
+
+// translate maps driver errors to the package's sentinels.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return ErrNotFound
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "23505" {
+		return fmt.Errorf("%w: %s", ErrDuplicate, pg.ConstraintName)
+	}
+	return err
+}
+
+// EnsureTenant creates the tenant when it does not exist.
+func (s *Store) EnsureTenant(ctx context.Context, id, name string) error {
+	return s.q(ctx).Exec(`INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`, id, name).Error
+}
+
+// SecretHash is what a subscription's secret is stored as.
+func SecretHash(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+// CreateSubscription registers a subscription with its shared secret.
+func (s *Store) CreateSubscription(ctx context.Context, sub Subscription, secret string) error {
+	sub.SecretHash = SecretHash(secret)
+	if sub.Status == "" {
+		sub.Status = "active"
+	}
+	return translate(s.q(ctx).Create(&sub).Error)
+}
+
+// Authenticate loads a subscription and checks the presented secret in constant time.
+func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error) {
+	var sub Subscription
+	if err := s.q(ctx).Where("id = ?", subscriptionID).Take(&sub).Error; err != nil {
+		return Subscription{}, translate(err)
+	}
+	if secret == "" || subtle.ConstantTimeCompare(SecretHash(secret), sub.SecretHash) != 1 {
+		return Subscription{}, ErrUnauthorized
+	}
+	return sub, nil
+}
+
+// RecordStatus records a handshake or heartbeat against a subscription.
+func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, eventsSinceStart int64, at time.Time) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		var sub Subscription
+		if err := tx.q(ctx).Where("id = ?", subscriptionID).Take(&sub).Error; err != nil {
+			return translate(err)
+		}
+		updates := map[string]any{}
+		switch kind {
+		case "handshake":
+			updates["last_handshake_at"] = at
+		default:
+			updates["last_heartbeat_at"] = at
+			updates["heartbeats"] = gorm.Expr("heartbeats + 1")
+		}
+		if eventsSinceStart > sub.EventsSinceStart {
+			updates["events_since_start"] = eventsSinceStart
+		}
+		if err := tx.q(ctx).Model(&Subscription{}).Where("id = ?", subscriptionID).Updates(updates).Error; err != nil {
+			return err
+		}
+		return tx.Audit(ctx, AuditRecord{
+			TenantID: sub.TenantID, Actor: "subscription:" + subscriptionID, Action: "subscription." + kind,
+			SubjectType: "subscription", SubjectID: subscriptionID,
+		})
+	})
+}
+
+// SubscriptionByID loads one subscription.
+func (s *Store) SubscriptionByID(ctx context.Context, id string) (Subscription, error) {
+	var sub Subscription
+	err := s.q(ctx).Where("id = ?", id).Take(&sub).Error
+	return sub, translate(err)
+}

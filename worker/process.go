@@ -1,0 +1,282 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/store"
+)
+
+// Store is what the worker needs from storage.
+type Store interface {
+	LoadEvent(ctx context.Context, id int64) (store.LoadedEvent, error)
+	EnsureNotice(ctx context.Context, tenantID string, eventID int64, noticeType string) (store.Notice, error)
+	ContactFor(ctx context.Context, tenantID, patientRef string) (store.ContactDetails, error)
+	UpsertContact(ctx context.Context, tenantID, patientRef string, c store.ContactDetails) error
+	RecordDecision(ctx context.Context, d store.DecisionRecord) error
+	SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error
+	FinishNotice(ctx context.Context, n store.Notice, status string, reasons []string) error
+	BeginDelivery(ctx context.Context, n store.Notice, channel string) (store.Delivery, bool, error)
+	FinishDelivery(ctx context.Context, d store.Delivery, status string, tls bool, messageID, errText string) error
+}
+
+// Policy decides whether a notice may go.
+type Policy interface {
+	Decide(ctx context.Context, in policy.Input) (policy.Decision, error)
+}
+
+// EmailSender delivers one email; notify.EmailChannel is the real one.
+type EmailSender interface {
+	Security() notify.Security
+	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)
+}
+
+// Processor turns events into notices.
+type Processor struct {
+	Store  Store
+	Policy Policy
+	Email  EmailSender
+	Keys   *seal.Keyring
+	Log    *slog.Logger
+	// PublicBaseURL is where patients read notices; the link carries only an opaque token.
+	PublicBaseURL string
+	// PlaceholderDomain, when set (dev only), gives a patient without an email
+	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
+	PlaceholderDomain string
+}
+
+// HandleEventTask is the Asynq handler for TypeProcessEvent.
+func (p *Processor) HandleEventTask(ctx context.Context, t *asynq.Task) error {
+	et, err := openEventTask(p.Keys, t.Payload())
+	if err != nil {
+		// A payload we cannot open never will be; the outbox still has the event.
+		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
+	}
+	lastTry := false
+	if retried, ok := asynq.GetRetryCount(ctx); ok {
+		if max, ok := asynq.GetMaxRetry(ctx); ok && retried >= max {
+			lastTry = true
+		}
+	}
+	return p.ProcessEvent(ctx, et.TenantID, et.EventID, lastTry)
+}
+
+// permanent marks an outcome already recorded that must not be retried.
+func permanent(err error) error { return fmt.Errorf("%w: %w", err, asynq.SkipRetry) }
+
+// ProcessEvent builds the event's notice, asks the policy, and delivers it.
+// It is idempotent: a notice that is no longer pending is left alone, and a
+// delivery already sent is not sent again.
+func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID int64, lastTry bool) error {
+	ev, err := p.Store.LoadEvent(ctx, eventID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return permanent(fmt.Errorf("event %d: %w", eventID, err))
+		}
+		return fmt.Errorf("load event %d: %w", eventID, err)
+	}
+	if ev.TenantID != tenantID {
+		return permanent(fmt.Errorf("event %d: task tenant does not match", eventID))
+	}
+	if ev.ResourceType != "ExplanationOfBenefit" {
+		return permanent(fmt.Errorf("event %d: no notice for resource type %s", eventID, ev.ResourceType))
+	}
+	n, err := p.Store.EnsureNotice(ctx, tenantID, eventID, notify.NoticeTypeEOB)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", eventID, err)
+	}
+	if n.Status != store.NoticePending {
+		return nil
+	}
+	var rec intake.EventRecord
+	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
+		return p.fail(ctx, n, "the stored event could not be decoded")
+	}
+	facts, err := fhir.EOBFactsFrom(rec.Focus, rec.Related)
+	if err != nil {
+		return p.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
+	}
+	contact, err := p.contact(ctx, tenantID, facts, rec.Related)
+	if err != nil {
+		return fmt.Errorf("event %d: contact: %w", eventID, err)
+	}
+	if contact.Email == "" {
+		return p.fail(ctx, n, "no email address for the patient")
+	}
+
+	notice := notify.ToEOBNotice(facts, p.portalURL(n.PortalToken))
+	sec := p.Email.Security()
+	in := policy.Input{
+		NoticeType: notify.NoticeTypeEOB,
+		Channel:    policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted},
+		Payload:    notice.Fields(),
+		Purpose:    "payment",
+		Facts:      map[string]string{"use": facts.Use, "outcome": facts.Outcome},
+	}
+	start := time.Now()
+	dec, err := p.Policy.Decide(ctx, in)
+	latency := time.Since(start)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("event %d: policy: %w", eventID, ctx.Err()) // shutting down: retry later
+		}
+		if errors.Is(err, policy.ErrNoDecision) {
+			// Fail closed: no decision, no send.
+			dec = policy.Decision{Allow: false, Deny: []string{"no policy decision: " + err.Error()}}
+		} else {
+			return fmt.Errorf("event %d: policy: %w", eventID, err)
+		}
+	}
+	if err := p.Store.RecordDecision(ctx, store.DecisionRecord{
+		TenantID: tenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: inputHash(in),
+		Allow: dec.Allow, Reasons: dec.Deny, LatencyUS: latency.Microseconds(),
+	}); err != nil {
+		return fmt.Errorf("event %d: record decision: %w", eventID, err)
+	}
+	if !dec.Allow {
+		reasons := dec.Deny
+		if len(reasons) == 0 {
+			reasons = []string{"policy did not allow the notice"}
+		}
+		if err := p.Store.FinishNotice(ctx, n, store.NoticeDenied, reasons); err != nil {
+			return err
+		}
+		return nil
+	}
+	payload, err := json.Marshal(notice)
+	if err != nil {
+		return err
+	}
+	if err := p.Store.SealNoticePayload(ctx, n.ID, payload); err != nil {
+		return fmt.Errorf("event %d: %w", eventID, err)
+	}
+
+	d, proceed, err := p.Store.BeginDelivery(ctx, n, "email")
+	if err != nil {
+		return fmt.Errorf("event %d: begin delivery: %w", eventID, err)
+	}
+	if !proceed {
+		return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
+	}
+	msg, err := notify.RenderEOBEmail(notice, contact.Language)
+	if err != nil {
+		return p.fail(ctx, n, "the notice could not be rendered")
+	}
+	msg.To = contact.Email
+	msg.MessageID = fmt.Sprintf("<notice-%d.%s@tidings>", n.ID, tenantID)
+	receipt, err := p.Email.Send(ctx, msg)
+	if err != nil {
+		reason := "email delivery failed: " + err.Error()
+		if errors.Is(err, notify.ErrTemporary) && !lastTry {
+			if ferr := p.Store.FinishDelivery(ctx, d, store.DeliveryFailed, false, "", reason); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("event %d: %s", eventID, reason)
+		}
+		if ferr := p.Store.FinishDelivery(ctx, d, store.DeliveryFailed, false, "", reason); ferr != nil {
+			return ferr
+		}
+		return p.fail(ctx, n, reason)
+	}
+	if err := p.Store.FinishDelivery(ctx, d, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
+		return err
+	}
+	return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
+}
+
+// fail records the notice as failed and stops retries. reason holds no PHI.
+func (p *Processor) fail(ctx context.Context, n store.Notice, reason string) error {
+	if err := p.Store.FinishNotice(ctx, n, store.NoticeFailed, []string{reason}); err != nil {
+		return err
+	}
+	return permanent(fmt.Errorf("notice %d failed", n.ID))
+}
+
+// contact finds where to send: a contact registered through the API first,
+// then the Patient resource that came with the event, then (dev only) a
+// placeholder on a reserved domain.
+func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOBFacts, related []json.RawMessage) (store.ContactDetails, error) {
+	refs := patientRefs(facts)
+	for _, ref := range refs {
+		c, err := p.Store.ContactFor(ctx, tenantID, ref)
+		if err == nil && c.Email != "" {
+			return c, nil
+		}
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return store.ContactDetails{}, err
+		}
+	}
+	if pc, ok := fhir.PatientContactFrom(facts.PatientRef, related); ok && pc.Email != "" {
+		c := store.ContactDetails{Email: pc.Email, Language: pc.Language, Source: "fhir"}
+		if len(refs) > 0 {
+			if err := p.Store.UpsertContact(ctx, tenantID, refs[0], c); err != nil {
+				return store.ContactDetails{}, err
+			}
+		}
+		return c, nil
+	} else if ok && p.PlaceholderDomain != "" {
+		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
+	}
+	if p.PlaceholderDomain != "" && facts.PatientID != "" {
+		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Source: "fhir"}, nil
+	}
+	return store.ContactDetails{}, nil
+}
+
+// patientRefs are the keys a contact may be registered under: "Patient/<id>".
+func patientRefs(f fhir.EOBFacts) []string {
+	var refs []string
+	if f.PatientID != "" {
+		refs = append(refs, "Patient/"+f.PatientID)
+	}
+	if f.PatientRef != "" && (len(refs) == 0 || f.PatientRef != refs[0]) {
+		refs = append(refs, f.PatientRef)
+	}
+	return refs
+}
+
+func placeholder(patientID, domain string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(patientID) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.' {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	local := strings.Trim(b.String(), ".-")
+	if local == "" {
+		local = "patient"
+	}
+	if len(local) > 64 {
+		local = local[:64]
+	}
+	return local + "@" + domain
+}
+
+func (p *Processor) portalURL(token string) string {
+	return strings.TrimRight(p.PublicBaseURL, "/") + "/portal/notices/" + token
+}
+
+func inputHash(in policy.Input) string {
+	b, _ := json.Marshal(in)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Ensure the interface stays satisfied by the real adapter.
+var _ Store = (*store.Store)(nil)

@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/tidings-health/tidings/store"
+)
+
+// OutboxStore is what the reconciler needs.
+type OutboxStore interface {
+	PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]store.OutboxRow, error)
+	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
+	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
+}
+
+// Enqueuer hands an event to the queue.
+type Enqueuer interface {
+	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
+}
+
+// Reconciler enqueues outbox rows that intake could not hand to Redis (Redis
+// down, process killed between commit and enqueue).
+type Reconciler struct {
+	Store    OutboxStore
+	Queue    Enqueuer
+	Log      *slog.Logger
+	Interval time.Duration // how often to look; default 5s
+	MinAge   time.Duration // leave younger rows to the request that wrote them; default 2s
+	Batch    int
+}
+
+// Run reconciles until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) {
+	interval := r.Interval
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := r.Once(ctx); err != nil && ctx.Err() == nil && r.Log != nil {
+			r.Log.Warn("reconcile pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Once makes one pass and reports how many rows it enqueued.
+func (r *Reconciler) Once(ctx context.Context) (int, error) {
+	minAge := r.MinAge
+	if minAge <= 0 {
+		minAge = 2 * time.Second
+	}
+	batch := r.Batch
+	if batch <= 0 {
+		batch = 500
+	}
+	total := 0
+	for {
+		rows, err := r.Store.PendingOutbox(ctx, minAge, batch)
+		if err != nil || len(rows) == 0 {
+			return total, err
+		}
+		var done []int64
+		for _, row := range rows {
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := r.Queue.EnqueueEvent(qctx, row.TenantID, row.EventID)
+			cancel()
+			if err != nil {
+				_ = r.Store.MarkEnqueueFailed(ctx, row.ID, err.Error())
+				if mErr := r.Store.MarkEnqueued(ctx, done...); mErr != nil {
+					return total, mErr
+				}
+				return total + len(done), err
+			}
+			done = append(done, row.ID)
+		}
+		if err := r.Store.MarkEnqueued(ctx, done...); err != nil {
+			return total, err
+		}
+		total += len(done)
+		if r.Log != nil {
+			r.Log.Info("reconciler enqueued outbox rows", "count", len(done))
+		}
+		if len(rows) < batch {
+			return total, nil
+		}
+	}
+}
