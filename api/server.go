@@ -83,7 +83,7 @@ func New(cfg Config) *gin.Engine {
 // Serve runs the HTTP server on ln until ctx ends, then shuts down gracefully.
 func Serve(ctx context.Context, ln net.Listener, handler http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler: handler,
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		IdleTimeout: 120 * time.Second, MaxHeaderBytes: 32 << 10,
 	}

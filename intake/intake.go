@@ -58,8 +58,14 @@ type Result struct {
 // EventRecord is what an event row holds, sealed: the focus resource and the
 // resources it references, so the worker needs no second fetch.
 type EventRecord struct {
-	Focus   json.RawMessage   `json:"focus"`
-	Related []json.RawMessage `json:"related,omitempty"`
+	Focus       json.RawMessage   `json:"focus"`
+	Related     []json.RawMessage `json:"related,omitempty"`
+	RelatedURLs []string          `json:"related_urls,omitempty"` // fullUrl of each Related, same order
+}
+
+// Event rebuilds the parsed event the record was made from.
+func (r EventRecord) Event() fhir.Event {
+	return fhir.Event{Focus: r.Focus, Related: r.Related, RelatedURLs: r.RelatedURLs}
 }
 
 // Authenticate checks a subscription's shared secret.
@@ -103,7 +109,7 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 			res.Ignored++
 			continue
 		}
-		rec, err := json.Marshal(EventRecord{Focus: ev.Focus, Related: ev.Related})
+		rec, err := json.Marshal(EventRecord{Focus: ev.Focus, Related: ev.Related, RelatedURLs: ev.RelatedURLs})
 		if err != nil {
 			return res, fmt.Errorf("encode event: %w", err)
 		}

@@ -105,7 +105,7 @@ type PolicyDecision struct {
 	InputHash      string
 	Allow          bool
 	Reasons        json.RawMessage `gorm:"type:jsonb"`
-	LatencyUS      int64 `gorm:"column:latency_us"`
+	LatencyUS      int64           `gorm:"column:latency_us"`
 	CreatedAt      time.Time
 }
 

@@ -212,7 +212,7 @@ func (s *Store) NoticeOutcomes(ctx context.Context, tenantID string) ([]NoticeOu
 // Counts are table sizes for reports and tests.
 type Counts struct {
 	Events, Outbox, OutboxPending, Notices, Deliveries, Audit int64
-	ByStatus                                                   map[string]int64
+	ByStatus                                                  map[string]int64
 }
 
 // CountAll counts a tenant's rows.

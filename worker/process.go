@@ -106,11 +106,12 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
 		return p.fail(ctx, n, "the stored event could not be decoded")
 	}
-	facts, err := fhir.EOBFactsFrom(rec.Focus, rec.Related)
+	fev := rec.Event()
+	facts, err := fev.EOBFacts()
 	if err != nil {
 		return p.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
 	}
-	contact, err := p.contact(ctx, tenantID, facts, rec.Related)
+	contact, err := p.contact(ctx, tenantID, facts, fev)
 	if err != nil {
 		return fmt.Errorf("event %d: contact: %w", eventID, err)
 	}
@@ -209,7 +210,7 @@ func (p *Processor) fail(ctx context.Context, n store.Notice, reason string) err
 // contact finds where to send: a contact registered through the API first,
 // then the Patient resource that came with the event, then (dev only) a
 // placeholder on a reserved domain.
-func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOBFacts, related []json.RawMessage) (store.ContactDetails, error) {
+func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOBFacts, ev fhir.Event) (store.ContactDetails, error) {
 	refs := patientRefs(facts)
 	for _, ref := range refs {
 		c, err := p.Store.ContactFor(ctx, tenantID, ref)
@@ -220,7 +221,7 @@ func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOB
 			return store.ContactDetails{}, err
 		}
 	}
-	if pc, ok := fhir.PatientContactFrom(facts.PatientRef, related); ok && pc.Email != "" {
+	if pc, ok := ev.PatientContact(facts.PatientRef); ok && pc.Email != "" {
 		c := store.ContactDetails{Email: pc.Email, Language: pc.Language, Source: "fhir"}
 		if len(refs) > 0 {
 			if err := p.Store.UpsertContact(ctx, tenantID, refs[0], c); err != nil {

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net/http"
+	"net/mail"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"encoding/base64"
+
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/migrations"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/testenv"
+)
+
+func TestMain(m *testing.M) {
+	testenv.Main(m, func(ctx context.Context, url string) error { return migrations.Up(ctx, url, nil) })
+}
+
+// fixtures are the published examples that package fhir keeps under testdata.
+const fixtures = "../../fhir/testdata"
+
+func fixture(t testing.TB, rel string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(fixtures, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// syncBuffer collects the service's logs for PHI canary checks.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type testStack struct {
+	*stack
+	Mail  *mailcatch.Server
+	Logs  *syncBuffer
+	DBURL string
+}
+
+type testOpts struct {
+	NoSTARTTLS     bool // the catcher offers no STARTTLS
+	Opportunistic  bool // the SMTP channel does not require TLS
+	RedisAddr      string
+	RedisDB        int
+	RatePerSecond  float64
+	RateBurst      int
+	NoPlaceholder  bool
+	ReconcileEvery time.Duration
+	DeferWorker    bool
+}
+
+// newTestStack wires the real API and worker to a fresh clone of the migrated
+// database, a Redis DB of the test's own and an in-process SMTP server.
+func newTestStack(t *testing.T, o testOpts) *testStack {
+	t.Helper()
+	ctx := context.Background()
+	dbURL := testenv.NewDB(t)
+	if o.RedisAddr == "" {
+		o.RedisAddr, o.RedisDB = testenv.NewRedisDB(t)
+	}
+	mc, err := mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), STARTTLS: !o.NoSTARTTLS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mc.Close() })
+	host, port := splitHostPort(t, mc.Addr())
+	logs := &syncBuffer{}
+	s := &stack{}
+	err = s.wire(ctx, stackInfra{DBURL: dbURL, RedisAddr: o.RedisAddr, RedisDB: o.RedisDB,
+		SMTP: notify.SMTPConfig{Host: host, Port: port, RequireTLS: !o.Opportunistic, RootCAs: mc.CertPool(), Timeout: 5 * time.Second}},
+		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
+			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker}, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return &testStack{stack: s, Mail: mc, Logs: logs, DBURL: dbURL}
+}
+
+func splitHostPort(t testing.TB, addr string) (string, int) {
+	t.Helper()
+	i := strings.LastIndexByte(addr, ':')
+	var port int
+	for _, c := range addr[i+1:] {
+		port = port*10 + int(c-'0')
+	}
+	return addr[:i], port
+}
+
+// wrap turns a published resource or bundle into a notification bundle.
+func (ts *testStack) wrap(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	b, err := fhir.WrapResources(raw, ts.BaseURL+"/fhir/r4/Subscription/"+devSubscription, "eob", time.Now().UTC())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type postResult struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (ts *testStack) post(t testing.TB, body []byte, contentType, secret string) postResult {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return postResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+func (ts *testStack) notify(t testing.TB, body []byte) postResult {
+	t.Helper()
+	return ts.post(t, body, "application/fhir+json", ts.Secret)
+}
+
+// waitNotices waits until n notices exist and none is pending.
+func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := ts.app.store.CountAll(context.Background(), devTenant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Notices >= n && c.ByStatus[store.NoticePending] == 0 {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d final notices: %+v", n, c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// decodedText is a message's subject and every text part, transfer-decoded,
+// so a check for a code cannot be fooled by quoted-printable or base64.
+func decodedText(t testing.TB, raw []byte) string {
+	t.Helper()
+	msg, err := mail.ReadMessage(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("unparseable message: %v", err)
+	}
+	dec := new(mime.WordDecoder)
+	subject, _ := dec.DecodeHeader(msg.Header.Get("Subject"))
+	var out strings.Builder
+	out.WriteString(subject + "\n")
+	collectParts(t, msg.Header.Get("Content-Type"), msg.Header.Get("Content-Transfer-Encoding"), msg.Body, &out)
+	return out.String()
+}
+
+func collectParts(t testing.TB, ctype, cte string, body io.Reader, out *strings.Builder) {
+	mt, params, err := mime.ParseMediaType(ctype)
+	if err != nil {
+		mt = "text/plain"
+	}
+	if strings.HasPrefix(mt, "multipart/") {
+		mr := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := mr.NextRawPart()
+			if err != nil {
+				return
+			}
+			collectParts(t, p.Header.Get("Content-Type"), p.Header.Get("Content-Transfer-Encoding"), p, out)
+		}
+	}
+	var r io.Reader = body
+	switch strings.ToLower(cte) {
+	case "quoted-printable":
+		r = quotedprintable.NewReader(body)
+	case "base64":
+		r = base64.NewDecoder(base64.StdEncoding, body)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("undecodable part: %v", err)
+	}
+	out.Write(b)
+	out.WriteString("\n")
+}
+
+// codesOf reads, straight from the fixture, every code that must never reach a
+// notice: diagnosis, procedure, productOrService (and its NDC / CPT / HCPCS
+// codings), revenue, modifiers, DRG and supportingInfo codes.
+func codesOf(t testing.TB, eob json.RawMessage) []string {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(eob, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if c, ok := x["code"].(string); ok {
+				codes = append(codes, c)
+			}
+			for _, v := range x {
+				walk(v)
+			}
+		case []any:
+			for _, v := range x {
+				walk(v)
+			}
+		}
+	}
+	for _, key := range []string{"diagnosis", "procedure", "supportingInfo"} {
+		walk(doc[key])
+	}
+	items, _ := doc["item"].([]any)
+	for _, it := range items {
+		m, _ := it.(map[string]any)
+		for _, key := range []string{"productOrService", "revenue", "modifier", "detail"} {
+			walk(m[key])
+		}
+	}
+	return codes
+}

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/testenv"
+)
+
+func doRequest(h http.Handler, method, path, ctype, token, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// Every bad request is a 4xx with a FHIR OperationOutcome, and stores nothing.
+func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	good := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))
+	big := append([]byte(`{"resourceType":"Bundle","type":"history","entry":[],"pad":"`), bytes.Repeat([]byte("x"), 1<<20)...)
+	big = append(big, `"}`...)
+	cases := []struct {
+		name, path, ctype, secret string
+		body                      []byte
+		want                      int
+	}{
+		{"malformed JSON", "", "application/fhir+json", ts.Secret, []byte(`{"resourceType": "Bundle",`), 400},
+		{"not a notification (Patient)", "", "application/fhir+json", ts.Secret, fixture(t, "carin-bb-2.0.0/Patient-Patient2.json"), 422},
+		{"not a notification (searchset)", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/subscription_status_example.json"), 422},
+		{"id-only content not yet supported", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/id_only_notification_bundle_example.json"), 422},
+		{"wrong content type", "", "text/plain", ts.Secret, good, 415},
+		{"no content type", "", "", ts.Secret, good, 415},
+		{"body over 1 MiB", "", "application/fhir+json", ts.Secret, big, 413},
+		{"unknown subscription", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 404},
+		{"missing secret", "", "application/fhir+json", "", good, 401},
+		{"wrong secret", "", "application/fhir+json", "not-the-secret", good, 401},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := c.path
+			if path == "" {
+				path = "/fhir/r4/notify/" + devSubscription
+			}
+			req, _ := http.NewRequest(http.MethodPost, ts.BaseURL+path, bytes.NewReader(c.body))
+			if c.ctype != "" {
+				req.Header.Set("Content-Type", c.ctype)
+			}
+			if c.secret != "" {
+				req.Header.Set("Authorization", "Bearer "+c.secret)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var oo struct {
+				ResourceType string
+				Issue        []struct{ Severity, Code, Diagnostics string }
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&oo); err != nil {
+				t.Fatalf("body is not JSON: %v", err)
+			}
+			if resp.StatusCode != c.want || oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 || oo.Issue[0].Severity != "error" || oo.Issue[0].Diagnostics == "" {
+				t.Fatalf("got %d %+v, want %d with an error OperationOutcome", resp.StatusCode, oo, c.want)
+			}
+		})
+	}
+	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+	if c.Events != 0 {
+		t.Errorf("bad requests stored %d events", c.Events)
+	}
+	// Handshake and heartbeat are recorded against the subscription, 200.
+	for _, f := range []string{"handshake_bundle_example.json", "heartbeat_bundle_example.json"} {
+		if r := ts.notify(t, fixture(t, "subscriptions-backport-ig/"+f)); r.Status != 200 {
+			t.Errorf("%s: %d %s", f, r.Status, r.Body)
+		}
+	}
+	sub, err := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+	if err != nil || sub.LastHandshakeAt == nil || sub.LastHeartbeatAt == nil || sub.Heartbeats != 1 {
+		t.Errorf("subscription status not recorded: %+v %v", sub, err)
+	}
+}
+
+func TestNotifyRateLimit(t *testing.T) {
+	ts := newTestStack(t, testOpts{RatePerSecond: 1, RateBurst: 2})
+	body := fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")
+	codes := map[int]int{}
+	for i := 0; i < 5; i++ {
+		r := ts.notify(t, body)
+		codes[r.Status]++
+		if r.Status == 429 && (r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "OperationOutcome")) {
+			t.Errorf("429 without Retry-After or OperationOutcome: %s", r.Body)
+		}
+	}
+	if codes[429] == 0 || codes[200] == 0 {
+		t.Fatalf("status counts %v: want some 200 then 429", codes)
+	}
+}
+
+// Redis holds no patient name, diagnosis code or member id in clear: task
+// payloads are sealed. The worker is stopped so the tasks stay in Redis.
+func TestRedisHoldsNoPHIAfterEnqueue(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true}) // no worker: the task stays in Redis
+	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
+		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	if r := ts.notify(t, ts.wrap(t, collection)); r.Status != 202 {
+		t.Fatalf("status %d %s", r.Status, r.Body)
+	}
+	canaries := phiCanaries(t, patient, eob)
+	if len(canaries) < 3 {
+		t.Fatalf("too few canaries read from the fixtures: %v", canaries)
+	}
+	addr, db := ts.app.redis.Addr, ts.app.redis.DB
+	rc := redis.NewClient(&redis.Options{Addr: addr, DB: db})
+	defer rc.Close()
+	ctx := context.Background()
+	keys, err := rc.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) == 0 {
+		t.Fatal("no keys in Redis: the task was not enqueued, so this test would prove nothing")
+	}
+	var dump strings.Builder
+	for _, k := range keys {
+		dump.WriteString(k + "\n")
+		switch rc.Type(ctx, k).Val() {
+		case "string":
+			dump.WriteString(rc.Get(ctx, k).Val())
+		case "hash":
+			for f, v := range rc.HGetAll(ctx, k).Val() {
+				dump.WriteString(f + "=" + v + "\n")
+			}
+		case "list":
+			dump.WriteString(strings.Join(rc.LRange(ctx, k, 0, -1).Val(), "\n"))
+		case "set":
+			dump.WriteString(strings.Join(rc.SMembers(ctx, k).Val(), "\n"))
+		case "zset":
+			dump.WriteString(strings.Join(rc.ZRange(ctx, k, 0, -1).Val(), "\n"))
+		}
+		dump.WriteString("\n")
+	}
+	if !strings.Contains(dump.String(), "event:process") {
+		t.Fatalf("no event task found in Redis dump")
+	}
+	for _, c := range canaries {
+		if strings.Contains(dump.String(), c) {
+			t.Errorf("Redis holds %q in clear", c)
+		}
+	}
+}
+
+// phiCanaries reads names, member ids and diagnosis codes from the fixtures.
+func phiCanaries(t *testing.T, patient, eob []byte) []string {
+	var p struct {
+		Name []struct {
+			Family string
+			Given  []string
+		}
+		Identifier []struct{ Value string }
+	}
+	if err := json.Unmarshal(patient, &p); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range p.Name {
+		out = append(out, n.Family)
+		out = append(out, n.Given...)
+	}
+	for _, id := range p.Identifier {
+		if len(id.Value) >= 4 {
+			out = append(out, id.Value)
+		}
+	}
+	var e struct {
+		Diagnosis []struct {
+			DiagnosisCodeableConcept struct{ Coding []struct{ Code string } }
+		}
+	}
+	json.Unmarshal(eob, &e)
+	for _, d := range e.Diagnosis {
+		for _, c := range d.DiagnosisCodeableConcept.Coding {
+			out = append(out, c.Code)
+		}
+	}
+	return out
+}
+
+// With Redis down the event is still stored and answered 202; once Redis is
+// back, the reconciler enqueues it and the notice goes out.
+func TestRedisDownThenUp(t *testing.T) {
+	r, err := testenv.StartRedis(context.Background(), "", testenv.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	ts := newTestStack(t, testOpts{RedisAddr: r.Addr, ReconcileEvery: 200 * time.Millisecond})
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	res := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
+	if res.Status != 202 {
+		t.Fatalf("with Redis down: status %d %s", res.Status, res.Body)
+	}
+	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+	if c.Events != 1 || c.OutboxPending != 1 {
+		t.Fatalf("with Redis down: events %d, outbox pending %d; want 1 and 1", c.Events, c.OutboxPending)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if err := r.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.Mail.WaitFor(ctxT(t, 40*time.Second), 1); err != nil {
+		c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+		t.Fatalf("after Redis came back no message arrived: %v; counts %+v", err, c)
+	}
+	c = ts.waitNotices(t, 1)
+	if c.OutboxPending != 0 || c.ByStatus[store.NoticeSent] != 1 {
+		t.Fatalf("after recovery: %+v", c)
+	}
+}
+
+// The service's logs never carry the patient's name, email or codes.
+func TestLogsCarryNoPHI(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoSTARTTLS: true}) // failures log more
+	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
+		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	ts.notify(t, ts.wrap(t, collection))
+	ts.notify(t, []byte(`{"resourceType":`))
+	ts.waitNotices(t, 1)
+	logs := ts.Logs.String()
+	if !strings.Contains(logs, `"route":"/fhir/r4/notify/:subscription"`) {
+		t.Fatalf("expected request logs, got:\n%s", logs)
+	}
+	for _, c := range phiCanaries(t, patient, eob) {
+		if strings.Contains(logs, c) {
+			t.Errorf("logs contain %q", c)
+		}
+	}
+	if strings.Contains(logs, "@") && strings.Contains(logs, "example") {
+		t.Errorf("logs may contain an email address:\n%s", logs)
+	}
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/store"
+)
+
+// Every EOB example goes through HTTP, Postgres, Redis, the worker and a real
+// SMTP server with STARTTLS: exactly one message per EOB, with the patient's
+// share when the EOB has one and none of its codes.
+func TestEOBFixturesEndToEnd(t *testing.T) {
+	files := []string{
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json",
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json",
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessional1.json",
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json",
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json",
+		"carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json",
+		"hl7-fhir-r4-spec/explanationofbenefit-example.json",
+		"synthea/Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json",
+	}
+	for _, f := range files {
+		t.Run(f[strings.LastIndexByte(f, '/')+1:], func(t *testing.T) {
+			t.Parallel()
+			ts := newTestStack(t, testOpts{})
+			body := ts.wrap(t, fixture(t, f))
+			n, err := fhir.ParseNotification(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := ts.notify(t, body)
+			if res.Status != 202 {
+				t.Fatalf("status %d: %s", res.Status, res.Body)
+			}
+			want := len(n.Events)
+			msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), want)
+			if err != nil {
+				t.Fatalf("waiting for %d message(s): %v (got %d)", want, err, len(ts.Mail.Messages()))
+			}
+			c := ts.waitNotices(t, int64(want))
+			if c.ByStatus[store.NoticeSent] != int64(want) {
+				t.Fatalf("notices %+v, want %d sent", c.ByStatus, want)
+			}
+			time.Sleep(300 * time.Millisecond) // a second message would be a double send
+			if got := len(ts.Mail.Messages()); got != want {
+				t.Fatalf("SMTP server received %d messages, want exactly %d", got, want)
+			}
+			texts := make([]string, len(msgs))
+			for i, m := range msgs {
+				if !m.TLS {
+					t.Errorf("message %d was not sent under TLS", i)
+				}
+				// The portal link is a random token; strip it so a code cannot match it by chance.
+				texts[i] = regexp.MustCompile(`https?://\S+/portal/notices/[A-Za-z0-9_-]+`).ReplaceAllString(decodedText(t, m.Data), "[link]")
+				if !strings.Contains(texts[i], "[link]") {
+					t.Errorf("message %d has no portal link:\n%s", i, texts[i])
+				}
+			}
+			all := strings.Join(texts, "\n----\n")
+			for _, ev := range n.Events {
+				facts, err := ev.EOBFacts()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if facts.PatientShare != nil {
+					share := notify.FormatMoney(facts.PatientShare.Value, facts.PatientShare.Currency)
+					if !strings.Contains(all, share) {
+						t.Errorf("EOB %s: no message contains the patient's share %s", ev.ID, share)
+					}
+				}
+				for _, code := range codesOf(t, ev.Focus) {
+					if len(code) < 3 {
+						continue // one- and two-character codes are indistinguishable from text
+					}
+					re := regexp.MustCompile(`(^|[^A-Za-z0-9])` + regexp.QuoteMeta(code) + `([^A-Za-z0-9]|$)`)
+					if re.MatchString(all) {
+						t.Errorf("EOB %s: code %q reached a notice", ev.ID, code)
+					}
+				}
+			}
+			if n, err := ts.app.store.VerifyAudit(context.Background(), devTenant); err != nil || n == 0 {
+				t.Errorf("audit chain: %d rows, %v", n, err)
+			}
+		})
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// The same bundle posted five times, concurrently and again in sequence,
+// gives one event, one notice and one message.
+func TestSameBundleFiveTimesGivesOneNotice(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	body := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessional1.json"))
+	statuses := make(chan int, 5)
+	for i := 0; i < 5; i++ {
+		go func() { statuses <- ts.notify(t, body).Status }()
+	}
+	accepted := 0
+	for i := 0; i < 5; i++ {
+		switch s := <-statuses; s {
+		case 202:
+			accepted++
+		case 200:
+		default:
+			t.Fatalf("status %d", s)
+		}
+	}
+	if accepted != 1 {
+		t.Errorf("%d of 5 concurrent posts were accepted as new, want 1", accepted)
+	}
+	for i := 0; i < 5; i++ {
+		if r := ts.notify(t, body); r.Status != 200 || r.Header.Get("X-Tidings-Duplicates") != "1" {
+			t.Fatalf("repeat %d: status %d duplicates %q", i, r.Status, r.Header.Get("X-Tidings-Duplicates"))
+		}
+	}
+	ts.waitNotices(t, 1)
+	time.Sleep(500 * time.Millisecond)
+	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+	if c.Events != 1 || c.Notices != 1 || c.Deliveries != 1 {
+		t.Errorf("events %d notices %d deliveries %d, want 1 each", c.Events, c.Notices, c.Deliveries)
+	}
+	if got := len(ts.Mail.Messages()); got != 1 {
+		t.Errorf("%d messages, want 1", got)
+	}
+}
+
+// A relay without STARTTLS gets no PHI: the delivery fails closed.
+func TestRelayWithoutSTARTTLSFailsClosed(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoSTARTTLS: true})
+	res := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
+	if res.Status != 202 {
+		t.Fatalf("status %d", res.Status)
+	}
+	c := ts.waitNotices(t, 1)
+	if c.ByStatus[store.NoticeFailed] != 1 {
+		t.Fatalf("notices %+v, want 1 failed", c.ByStatus)
+	}
+	if got := len(ts.Mail.Messages()); got != 0 {
+		t.Fatalf("relay without STARTTLS received %d message(s)", got)
+	}
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	if len(outs) != 1 || outs[0].Delivery != store.DeliveryFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), "TLS") {
+		t.Fatalf("outcome %+v: want a failed delivery whose reason names TLS", outs)
+	}
+}
+
+// With TLS only opportunistic, the channel is not TLS-enforced and the policy
+// denies a notice that carries PHI, saying why.
+func TestPolicyDeniesPHIOnUnenforcedChannel(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoSTARTTLS: true, Opportunistic: true})
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
+	c := ts.waitNotices(t, 1)
+	if c.ByStatus[store.NoticeDenied] != 1 {
+		t.Fatalf("notices %+v, want 1 denied", c.ByStatus)
+	}
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	reasons := strings.Join(outs[0].Reasons, " | ")
+	if !strings.Contains(reasons, "TLS") && !strings.Contains(reasons, "tls") {
+		t.Errorf("denial reasons do not say why: %q", reasons)
+	}
+	if len(ts.Mail.Messages()) != 0 {
+		t.Error("a denied notice was sent")
+	}
+}
+
+// A contact registered through the API wins over the bundle's Patient.
+func TestRegisteredContactReceivesTheNotice(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	var doc struct {
+		Patient struct{ Reference string } `json:"patient"`
+	}
+	json.Unmarshal(eob, &doc)
+	id := strings.TrimPrefix(doc.Patient.Reference, "Patient/")
+	token := "dev-test-token-000000000000000"
+	ts.app.cfg.APITokens = "dev:" + token
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := doRequest(h, "PUT", "/v1/contacts/Patient/"+id, "application/json", token, `{"email":"member@example.org","language":"es"}`)
+	if rec.Code != 200 {
+		t.Fatalf("PUT contact: %d %s", rec.Code, rec.Body)
+	}
+	for _, bad := range []struct {
+		token, body string
+		want        int
+	}{
+		{"", `{"email":"member@example.org"}`, 401},
+		{token, `{"email":"not an address"}`, 400},
+		{token, `{"email":"a@example.org","extra":1}`, 400},
+		{token, `{"email":"a@example.org","time_zone":"Mars/Olympus"}`, 400},
+	} {
+		if r := doRequest(h, "PUT", "/v1/contacts/Patient/"+id, "application/json", bad.token, bad.body); r.Code != bad.want || !strings.Contains(r.Body.String(), `"error"`) {
+			t.Errorf("PUT %s: %d %s, want %d with a JSON error", bad.body, r.Code, r.Body, bad.want)
+		}
+	}
+	ts.notify(t, ts.wrap(t, eob))
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs[0].To) != 1 || msgs[0].To[0] != "member@example.org" {
+		t.Errorf("sent to %v, want the registered address", msgs[0].To)
+	}
+}
+
+// Without any address for the patient (and no dev placeholder) the notice
+// fails with a reason rather than vanishing.
+func TestNoContactFailsWithReason(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
+	ts.waitNotices(t, 1)
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	if outs[0].Status != store.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "no email address") {
+		t.Fatalf("outcome %+v", outs[0])
+	}
+}

@@ -1,0 +1,103 @@
+// Command tidings is the one Tidings binary: serve, worker, migrate, dev,
+// load and keys. Subcommands only wire packages together.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "tidings:", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+type usageError struct{ msg string }
+
+func (u usageError) Error() string { return u.msg }
+
+const usage = `tidings turns FHIR notifications into minimum-necessary, policy-checked patient notices.
+
+Usage: tidings <command> [flags]
+
+Commands:
+  serve     run the HTTP API (FHIR notification intake, contacts, health)
+  worker    run the Asynq worker (notices, delivery) and the outbox reconciler
+  migrate   apply or inspect database migrations: up | down | status
+  dev       run everything locally (Postgres, Redis, mail catcher, API, worker)
+            and replay sample notifications
+  load      measure intake and delivery throughput on a local stack
+  keys      print a new random key: keys new
+  health    GET a /readyz or /healthz URL and exit 0 when it answers 200
+            (for container health checks, where there is no curl)
+
+Configuration comes from TIDINGS_* environment variables; see README.md.
+Run "tidings <command> --help" for a command's flags.
+`
+
+func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"a command is required"}
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return runServe(ctx, rest, stderr)
+	case "worker":
+		return runWorker(ctx, rest, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, stdout, stderr)
+	case "dev":
+		return runDev(ctx, rest, stdout, stderr)
+	case "load":
+		return runLoad(ctx, rest, stdout, stderr)
+	case "keys":
+		return runKeys(rest, stdout, stderr)
+	case "health":
+		return runHealth(ctx, rest, stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	}
+}
+
+func newFlags(name, summary string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("tidings "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: tidings %s\n\n%s\n", name, summary)
+		if hasFlags(fs) {
+			fmt.Fprintln(stderr, "\nFlags:")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}

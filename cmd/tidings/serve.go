@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/policy"
+)
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{subscription}, PUT /v1/contacts/Patient/{id},\n/healthz and /readyz. Listens on TIDINGS_LISTEN_ADDR.", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(config.RoleServe)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	a, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	pol, err := policy.NewEmbedded(ctx)
+	if err != nil {
+		return err
+	}
+	h, err := a.handler(pol)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Revision())
+	if err := api.Serve(ctx, ln, h, log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

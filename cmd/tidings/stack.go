@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/migrations"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/testenv"
+)
+
+const (
+	devTenant       = "dev"
+	devSubscription = "dev-eob"
+	// Reserved by RFC 2606: mail for it can only ever reach the local catcher.
+	devPlaceholderDomain = "patients.invalid"
+)
+
+func newKey() string { return seal.NewRandomKey() }
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// stack is a whole local Tidings: Postgres, Redis, a mail catcher, the API
+// and the worker, in one process, in a temporary folder.
+type stack struct {
+	Dir        string
+	MailDir    string
+	BaseURL    string // the API
+	SecretFile string
+	Secret     string
+	Log        *slog.Logger
+	LogFile    string
+	// StartWorker starts the worker and the reconciler (wire does, unless DeferWorker).
+	StartWorker func() error
+
+	pg    *testenv.Postgres
+	redis *testenv.Redis
+	mail  *mailcatch.Server
+	app   *app
+	stops []func()
+}
+
+type stackOptions struct {
+	MailDir        string
+	Concurrency    int
+	RatePerSecond  float64
+	RateBurst      int
+	ReconcileEvery time.Duration
+	NoPlaceholder  bool      // no placeholder address for patients without email (tests)
+	DeferWorker    bool      // do not start the worker; call stack.StartWorker
+	Progress       io.Writer // one line per step; nil for none
+	LogTo          io.Writer // nil: a log file in the stack's folder
+}
+
+func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
+	say := func(format string, args ...any) {
+		if o.Progress != nil {
+			fmt.Fprintf(o.Progress, format+"\n", args...)
+		}
+	}
+	dir, err := os.MkdirTemp("", "tidings-dev-")
+	if err != nil {
+		return nil, err
+	}
+	// Postgres runs as the postgres user when we are root: let it in.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
+	s := &stack{Dir: dir}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	logOut := o.LogTo
+	if logOut == nil {
+		s.LogFile = filepath.Join(dir, "tidings.log")
+		f, ferr := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if ferr != nil {
+			return nil, ferr
+		}
+		s.stops = append(s.stops, func() { f.Close() })
+		logOut = f
+	}
+
+	say("starting PostgreSQL …")
+	if s.pg, err = testenv.StartPostgres(ctx, dir); err != nil {
+		return nil, err
+	}
+	if err = s.pg.CreateDatabase(ctx, "tidings", ""); err != nil {
+		return nil, err
+	}
+	dbURL := s.pg.URL("tidings")
+	say("applying migrations …")
+	if err = migrations.Up(ctx, dbURL, nil); err != nil {
+		return nil, err
+	}
+	say("starting Redis …")
+	if s.redis, err = testenv.StartRedis(ctx, dir, testenv.RedisOptions{AppendOnly: true}); err != nil {
+		return nil, err
+	}
+	s.MailDir = o.MailDir
+	if s.MailDir == "" {
+		s.MailDir = filepath.Join(dir, "mail")
+	}
+	if err = os.MkdirAll(s.MailDir, 0o755); err != nil {
+		return nil, err
+	}
+	say("starting the mail catcher (STARTTLS, self-signed) …")
+	if s.mail, err = mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: s.MailDir, STARTTLS: true}); err != nil {
+		return nil, err
+	}
+	mailHost, mailPort, _ := net.SplitHostPort(s.mail.Addr())
+	port, _ := strconv.Atoi(mailPort)
+	err = s.wire(ctx, stackInfra{
+		DBURL: dbURL, RedisAddr: s.redis.Addr,
+		SMTP: notify.SMTPConfig{Host: mailHost, Port: port, RequireTLS: true, RootCAs: s.mail.CertPool()},
+	}, o, logOut)
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// stackInfra is what a stack runs on: a migrated database, a Redis, an SMTP relay.
+type stackInfra struct {
+	DBURL     string
+	RedisAddr string
+	RedisDB   int
+	SMTP      notify.SMTPConfig
+}
+
+// wire starts the API and the worker on infra, with a dev tenant and subscription.
+func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logOut io.Writer) (err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+	s.BaseURL = "http://" + ln.Addr().String()
+	if o.Concurrency <= 0 {
+		o.Concurrency = 10
+	}
+	if o.RatePerSecond <= 0 {
+		o.RatePerSecond, o.RateBurst = 5000, 10000
+	}
+	if infra.SMTP.From == "" {
+		infra.SMTP.From = "Tidings dev <notices@tidings.invalid>"
+	}
+	cfg := config.Config{
+		DatabaseURL: infra.DBURL, RedisAddr: infra.RedisAddr, RedisDB: infra.RedisDB,
+		SealKeys: "dev1:" + newKey(), BlindIndexKey: newKey(),
+		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL,
+		RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
+		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
+		ReconcileEvery: o.ReconcileEvery, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
+		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,
+	}
+	if cfg.ReconcileEvery <= 0 {
+		cfg.ReconcileEvery = time.Second
+	}
+	if problems := cfg.Validate(config.RoleWorker | config.RoleServe); len(problems) > 0 {
+		return fmt.Errorf("dev configuration: %v", problems)
+	}
+	s.Log = newLogger(cfg, logOut)
+	if s.app, err = openApp(ctx, cfg, s.Log); err != nil {
+		return err
+	}
+	if err = s.app.store.EnsureTenant(ctx, devTenant, "Local development"); err != nil {
+		return err
+	}
+	s.Secret = randomSecret()
+	if err = s.app.store.CreateSubscription(ctx, store.Subscription{ID: devSubscription, TenantID: devTenant,
+		Topic: "http://hl7.org/fhir/us/carin-bb/SubscriptionTopic/eob"}, s.Secret); err != nil {
+		return err
+	}
+	if s.Dir != "" {
+		s.SecretFile = filepath.Join(s.Dir, "subscription-secret")
+		if err = os.WriteFile(s.SecretFile, []byte(s.Secret), 0o600); err != nil {
+			return err
+		}
+	}
+	email, err := notify.NewEmailChannel(infra.SMTP)
+	if err != nil {
+		return err
+	}
+	if o.Progress != nil {
+		fmt.Fprintln(o.Progress, "starting the worker and the API …")
+	}
+	placeholder := devPlaceholderDomain
+	if o.NoPlaceholder {
+		placeholder = ""
+	}
+	s.StartWorker = func() error {
+		stopWorker, err := s.app.startWorker(ctx, email, placeholder)
+		if err != nil {
+			return err
+		}
+		s.stops = append(s.stops, stopWorker)
+		return nil
+	}
+	if !o.DeferWorker {
+		if err := s.StartWorker(); err != nil {
+			return err
+		}
+	}
+	pol, err := policy.NewEmbedded(ctx)
+	if err != nil {
+		return err
+	}
+	h, err := s.app.handler(pol)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		if err := api.Serve(sctx, ln, h, s.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.Log.Error("http server", "err", err)
+		}
+	}()
+	s.stops = append(s.stops, func() { cancel(); <-served })
+	return nil
+}
+
+// Close stops everything in reverse order and removes the temporary folder
+// (but not a mail folder the user chose).
+func (s *stack) Close() {
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	s.stops = nil
+	if s.app != nil {
+		s.app.Close()
+	}
+	if s.mail != nil {
+		s.mail.Close()
+	}
+	if s.redis != nil {
+		s.redis.Close()
+	}
+	if s.pg != nil {
+		s.pg.Stop()
+	}
+	if s.Dir != "" {
+		os.RemoveAll(s.Dir)
+	}
+}

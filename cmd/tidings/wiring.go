@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/logging"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/worker"
+)
+
+// loadConfig reads and validates the environment for a role, reporting every problem at once.
+func loadConfig(role config.Role) (config.Config, error) {
+	cfg, problems := config.FromEnv(os.LookupEnv)
+	problems = append(problems, cfg.Validate(role)...)
+	if len(problems) > 0 {
+		return cfg, fmt.Errorf("configuration is not usable:\n  - %s", strings.Join(problems, "\n  - "))
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	return logging.New(w, cfg.LogLevel, cfg.LogFormat)
+}
+
+// app holds the parts both processes share.
+type app struct {
+	cfg    config.Config
+	log    *slog.Logger
+	keys   *seal.Keyring
+	store  *store.Store
+	redis  asynq.RedisClientOpt
+	client *worker.Client
+}
+
+func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+	keys, err := cfg.Keyring()
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: 30})
+	if err != nil {
+		return nil, err
+	}
+	ropt := worker.RedisOpt(cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB)
+	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys)}, nil
+}
+
+func (a *app) Close() {
+	a.client.Close()
+	a.store.Close()
+}
+
+func (a *app) pingRedis(ctx context.Context) error {
+	c := redis.NewClient(&redis.Options{Addr: a.redis.Addr, Password: a.redis.Password, DB: a.redis.DB})
+	defer c.Close()
+	return c.Ping(ctx).Err()
+}
+
+// handler builds the HTTP API.
+func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
+	tokens, err := config.ParseAPITokens(a.cfg.APITokens)
+	if err != nil {
+		return nil, err
+	}
+	svc := &intake.Service{Store: a.store, Queue: a.client, Log: a.log}
+	checks := []api.Check{
+		{Name: "postgres", Ping: a.store.Ping},
+		{Name: "redis", Ping: a.pingRedis},
+		{Name: "policy", Ping: func(context.Context) error {
+			if pol == nil || pol.Revision() == "" {
+				return errors.New("no policy loaded")
+			}
+			return nil
+		}},
+	}
+	return api.New(api.Config{
+		Intake: svc, Contacts: a.store, Checks: checks, APITokens: tokens, Log: a.log,
+		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
+	}), nil
+}
+
+// emailChannel builds the SMTP channel from configuration.
+func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
+	roots, err := cfg.SMTPRoots()
+	if err != nil {
+		return nil, err
+	}
+	return notify.NewEmailChannel(notify.SMTPConfig{
+		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
+		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
+	})
+}
+
+// processor builds the event processor.
+func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholderDomain string) *worker.Processor {
+	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log,
+		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain}
+}

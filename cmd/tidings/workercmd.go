@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/worker"
+)
+
+func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nand the reconciler that enqueues what the outbox holds.", stderr)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(config.RoleWorker)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	a, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	email, err := emailChannel(cfg)
+	if err != nil {
+		return err
+	}
+	stop, err := a.startWorker(ctx, email, "")
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	stop()
+	return nil
+}
+
+// startWorker starts the Asynq server and the reconciler; stop waits for both.
+func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeholderDomain string) (stop func(), err error) {
+	pol, err := policy.NewEmbedded(ctx)
+	if err != nil {
+		return nil, err
+	}
+	proc := a.processor(pol, email, placeholderDomain)
+	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, proc)
+	if err := srv.Start(mux); err != nil {
+		return nil, fmt.Errorf("start worker: %w", err)
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery}
+	go func() { defer close(done); rec.Run(rctx) }()
+	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
+	return func() {
+		cancel()
+		<-done
+		srv.Shutdown()
+	}, nil
+}

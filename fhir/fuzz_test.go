@@ -1,0 +1,118 @@
+package fhir
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+)
+
+// maxSeedBytes keeps the big fixtures (Synthea, the SIU batches) out of the
+// fuzz corpus: the engine mutates large inputs slowly. The unit tests cover
+// them in full.
+const maxSeedBytes = 24 << 10
+
+// seedFixtures adds every small fixture, and the wrapped form of the
+// wrappable ones, to a fuzz corpus.
+func seedFixtures(f *testing.F) {
+	for _, name := range fixtureFiles(f) {
+		body := mustRead(f, name)
+		if len(body) > maxSeedBytes {
+			continue
+		}
+		f.Add(body)
+		if out, err := WrapResources(body, testSubscription, testTopic, testNow); err == nil {
+			f.Add(out)
+		}
+	}
+	f.Add([]byte(`{"resourceType":"Bundle","type":"batch","entry":[{"fullUrl":"urn:uuid:a1","resource":{"resourceType":"Appointment","id":"a1","status":"booked","participant":[{"actor":{"reference":"Patient/p1"}},{"actor":{"reference":"PractitionerRole/r1"}}]}},{"fullUrl":"urn:uuid:p1","resource":{"resourceType":"Patient","id":"p1","telecom":[{"system":"email","value":"x@example.org"}]}},{"resource":{"resourceType":"PractitionerRole","id":"r1","practitioner":{"reference":"Practitioner/d1"}}},{"resource":{"resourceType":"Practitioner","id":"d1"}},{"resource":{"resourceType":"Observation","id":"o1","subject":{"reference":"Patient/p1"}}}]}`))
+	f.Add([]byte(`{"resourceType":"Bundle","type":"history","entry":[{"resource":{"resourceType":"SubscriptionStatus","type":"heartbeat","subscription":{"reference":"Subscription/1"}}}]}`))
+	f.Add([]byte(`{"resourceType":"Bundle","type":"history","entry":[{"resource":{"resourceType":"Parameters","parameter":[{"name":"subscription","valueReference":{"reference":"a"}},{"name":"status","valueCode":"active"},{"name":"type","valueCode":"event-notification"},{"name":"notification-event","part":[{"name":"focus","valueReference":{"reference":"Patient/1/_history/2"}},{"name":"event-number","valueDecimal":1.0}]}]}},{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient","id":"1"}}]}`))
+}
+
+func FuzzParseNotification(f *testing.F) {
+	seedFixtures(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n, err := ParseNotification(body)
+		if err != nil {
+			if n != nil {
+				t.Fatalf("notification with error")
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNotNotification) {
+				t.Fatalf("error is neither ErrMalformed nor ErrNotNotification: %v", err)
+			}
+			return
+		}
+		if !validTypes[n.Type] || n.Subscription == "" {
+			t.Fatalf("accepted a status without a valid type or subscription")
+		}
+		for _, ev := range n.Events {
+			if (ev.Focus != nil) != (n.Content == ContentFullResource) && ev.Focus != nil {
+				t.Fatalf("focus present but content %s", n.Content)
+			}
+			if ev.Focus == nil && len(ev.Related) > 0 && ev.FocusRef == "" {
+				continue // additional-context only
+			}
+			if ev.Focus != nil {
+				_, _ = EOBFactsFrom(ev.Focus, ev.Related)
+				_ = SensitiveCodes(ev.Focus)
+				_, _ = PatientContactFrom(ev.FocusRef, ev.Related)
+			}
+		}
+	})
+}
+
+func FuzzWrapResources(f *testing.F) {
+	seedFixtures(f)
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := WrapResources(body, testSubscription, testTopic, testNow)
+		if err != nil {
+			if out != nil {
+				t.Fatalf("output with error")
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrNoFocus) && !errors.Is(err, ErrAlreadyNotification) {
+				t.Fatalf("unexpected error kind: %v", err)
+			}
+			return
+		}
+		n, err := ParseNotification(out)
+		if err != nil {
+			t.Fatalf("wrapped output does not parse: %v", err)
+		}
+		if n.Content != ContentFullResource || len(n.Events) == 0 {
+			t.Fatalf("wrapped output is %s with %d events", n.Content, len(n.Events))
+		}
+		for _, ev := range n.Events {
+			if ev.Focus == nil || (ev.ResourceType != "ExplanationOfBenefit" && ev.ResourceType != "Appointment") {
+				t.Fatalf("wrapped event focus %q", ev.ResourceType)
+			}
+			for _, r := range ev.Related {
+				var h resourceHead
+				if json.Unmarshal(r, &h) != nil || !relatedTypes[h.ResourceType] {
+					t.Fatalf("related resource of type %q", h.ResourceType)
+				}
+			}
+		}
+	})
+}
+
+func FuzzEOBFactsFrom(f *testing.F) {
+	for _, name := range eobFixtures {
+		f.Add(mustRead(f, name), mustRead(f, "carin-bb-2.0.0/Patient-Patient2.json"))
+	}
+	f.Add(mustRead(f, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"), []byte(`{"resourceType":"Organization","id":"Payer1","name":"x"}`))
+	f.Add([]byte(`{"resourceType":"ExplanationOfBenefit","use":"claim","total":[{"category":{"coding":[{"code":"memberliability"}]},"amount":{"value":1e30,"currency":"USD"}}]}`), []byte(`{}`))
+	f.Fuzz(func(t *testing.T, eob, related []byte) {
+		facts, err := EOBFactsFrom(eob, []json.RawMessage{related})
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error is not ErrMalformed: %v", err)
+			}
+		} else if facts.PatientShare != nil {
+			if _, ok := parseDecimal(facts.PatientShare.Value); !ok {
+				t.Fatalf("PatientShare is not a decimal")
+			}
+		}
+		_ = SensitiveCodes(eob)
+		_, _ = PatientContactFrom(facts.PatientRef, []json.RawMessage{related})
+	})
+}

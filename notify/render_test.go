@@ -1,0 +1,167 @@
+package notify
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+var fullNotice = EOBNotice{
+	PayerName:    "Acme Health Plan",
+	ServiceDate:  "2024-03-05",
+	ProviderName: "Dr. Ada Lovelace",
+	PatientShare: "$45.20",
+	PortalURL:    "https://portal.example.org/eob?id=abc&lang=x",
+}
+
+func TestRenderEOBEmailLanguages(t *testing.T) {
+	tests := []struct {
+		lang, subject string
+		text          []string // lines the text body must contain
+		html          []string
+	}{
+		{"en", "You have a new Explanation of Benefits",
+			[]string{"You have a new Explanation of Benefits from Acme Health Plan.", "Date of service: March 5, 2024",
+				"Provider: Dr. Ada Lovelace", "Your share: $45.20", "https://portal.example.org/eob?id=abc&lang=x"},
+			[]string{`<html lang="en">`, "Your share</td><td><strong>$45.20</strong>", `href="https://portal.example.org/eob?id=abc&amp;lang=x"`}},
+		{"es", "Tiene una nueva Explicación de Beneficios",
+			[]string{"Tiene una nueva Explicación de Beneficios de Acme Health Plan.", "Fecha del servicio: 5 de marzo de 2024",
+				"Proveedor: Dr. Ada Lovelace", "Su parte: $45.20", "https://portal.example.org/eob?id=abc&lang=x"},
+			[]string{`<html lang="es">`, "Su parte</td><td><strong>$45.20</strong>", "Véala en su portal"}},
+		{"es-MX", "Tiene una nueva Explicación de Beneficios", []string{"Su parte: $45.20"}, []string{`lang="es"`}},
+		{"ES_us", "Tiene una nueva Explicación de Beneficios", []string{"Su parte: $45.20"}, []string{`lang="es"`}},
+		{"", "You have a new Explanation of Benefits", []string{"Your share: $45.20"}, []string{`lang="en"`}},
+		{"fr", "You have a new Explanation of Benefits", []string{"Your share: $45.20"}, []string{`lang="en"`}},
+		{"zh-Hans-CN", "You have a new Explanation of Benefits", []string{"Your share: $45.20"}, []string{`lang="en"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.lang, func(t *testing.T) {
+			e, err := RenderEOBEmail(fullNotice, tt.lang)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Subject != tt.subject {
+				t.Errorf("Subject = %q, want %q", e.Subject, tt.subject)
+			}
+			for _, want := range tt.text {
+				if !strings.Contains(e.Text, want) {
+					t.Errorf("text body lacks %q:\n%s", want, e.Text)
+				}
+			}
+			for _, want := range tt.html {
+				if !strings.Contains(e.HTML, want) {
+					t.Errorf("html body lacks %q:\n%s", want, e.HTML)
+				}
+			}
+			if e.To != "" || e.MessageID != "" {
+				t.Errorf("To/MessageID set by the renderer: %q %q", e.To, e.MessageID)
+			}
+		})
+	}
+}
+
+func TestRenderEOBEmailTextLayout(t *testing.T) {
+	e, err := RenderEOBEmail(fullNotice, "en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Hello,\n\n" +
+		"You have a new Explanation of Benefits from Acme Health Plan.\n\n" +
+		"Date of service: March 5, 2024\n" +
+		"Provider: Dr. Ada Lovelace\n" +
+		"Your share: $45.20\n\n" +
+		"View it in your member portal:\n" +
+		"https://portal.example.org/eob?id=abc&lang=x\n\n" +
+		"This is not a bill. If you have questions, contact your health plan.\n"
+	if e.Text != want {
+		t.Errorf("text body:\n%s\nwant:\n%s", e.Text, want)
+	}
+}
+
+func TestRenderEOBEmailSubjectCarriesNoPHI(t *testing.T) {
+	n := EOBNotice{PayerName: "Canary Payer", ProviderName: "Canary Doc", PatientShare: "$99.99",
+		ServiceDate: "2024-03-05", PortalURL: "https://portal.example.org/canary"}
+	for _, lang := range []string{"en", "es"} {
+		e, err := RenderEOBEmail(n, lang)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, phi := range []string{"Canary", "99.99", "2024", "marzo", "March", "portal.example.org"} {
+			if strings.Contains(e.Subject, phi) {
+				t.Errorf("%s subject %q contains %q", lang, e.Subject, phi)
+			}
+		}
+	}
+}
+
+func TestRenderEOBEmailOmitsMissingFields(t *testing.T) {
+	e, err := RenderEOBEmail(EOBNotice{PortalURL: "https://portal.example.org/"}, "en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{" from ", "Date of service", "Provider", "Your share"} {
+		if strings.Contains(e.Text, absent) {
+			t.Errorf("text body has %q for an absent field:\n%s", absent, e.Text)
+		}
+	}
+	for _, absent := range []string{"<table", "Your share"} {
+		if strings.Contains(e.HTML, absent) {
+			t.Errorf("html body has %q for absent fields:\n%s", absent, e.HTML)
+		}
+	}
+	if !strings.Contains(e.Text, "You have a new Explanation of Benefits.\n\nView it in your member portal:\n") {
+		t.Errorf("text body:\n%s", e.Text)
+	}
+}
+
+func TestRenderEOBEmailEscapesHTML(t *testing.T) {
+	n := fullNotice
+	n.PayerName = `<script>alert("x")</script> & Co`
+	n.ProviderName = "Line one\r\nBcc: evil@example.com"
+	e, err := RenderEOBEmail(n, "en")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(e.HTML, "<script>") {
+		t.Errorf("html body has an unescaped script tag:\n%s", e.HTML)
+	}
+	if !strings.Contains(e.HTML, "&lt;script&gt;") {
+		t.Errorf("html body lacks the escaped name:\n%s", e.HTML)
+	}
+	if !strings.Contains(e.Text, "Provider: Line one Bcc: evil@example.com\n") {
+		t.Errorf("line break in a name survived into the text body:\n%s", e.Text)
+	}
+}
+
+func TestRenderEOBEmailRejectsBadPortalURL(t *testing.T) {
+	for _, u := range []string{"", "   ", "portal.example.org/eob", "javascript:alert(1)", "ftp://example.org/x",
+		"https://user:pass@example.org/x", "https://", "/relative/path", "https://exa mple.org/"} {
+		n := fullNotice
+		n.PortalURL = u
+		_, err := RenderEOBEmail(n, "en")
+		if !errors.Is(err, ErrInvalidNotice) {
+			t.Errorf("portal URL %q: err = %v, want ErrInvalidNotice", u, err)
+			continue
+		}
+		if u != "" && strings.TrimSpace(u) != "" && strings.Contains(err.Error(), strings.TrimSpace(u)) {
+			t.Errorf("error %q quotes the URL", err)
+		}
+	}
+	n := fullNotice
+	n.PortalURL = "http://localhost:8080/eob"
+	if _, err := RenderEOBEmail(n, "en"); err != nil {
+		t.Errorf("http localhost URL refused: %v", err)
+	}
+}
+
+func TestRenderEOBEmailUnparseableDateShownAsGiven(t *testing.T) {
+	n := fullNotice
+	n.ServiceDate = "2024-03"
+	e, err := RenderEOBEmail(n, "es")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.Text, "Fecha del servicio: 2024-03\n") {
+		t.Errorf("text body:\n%s", e.Text)
+	}
+}
