@@ -57,6 +57,9 @@ func New(cfg Config) *gin.Engine {
 		log = slog.Default()
 	}
 	r := gin.New()
+	// Rate limits key on the client address: take it from the connection, not
+	// from X-Forwarded-For, which any client can set.
+	_ = r.SetTrustedProxies(nil)
 	r.ContextWithFallback = true
 	r.Use(recovery(log), accessLog(log))
 	r.NoRoute(func(c *gin.Context) { jsonError(c, newError(http.StatusNotFound, "not-found", "no such endpoint")) })

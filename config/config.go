@@ -172,7 +172,7 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_REDIS_ADDR must be host:port")
 	}
 	if _, err := c.Keyring(); err != nil {
-		p = append(p, err.Error())
+		p = append(p, strings.Split(err.Error(), "; ")...)
 	}
 	if c.PublicBaseURL == "" {
 		p = append(p, "TIDINGS_PUBLIC_BASE_URL is required (where patients open their notices)")

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -87,6 +88,7 @@ type Server struct {
 	ln    net.Listener
 	opts  Options
 	pool  *x509.CertPool
+	der   []byte        // the self-signed certificate, when TLS is offered
 	done  chan struct{} // closed when Serve has returned
 	close sync.Once
 
@@ -121,6 +123,7 @@ func Start(opts Options) (*Server, error) {
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		s.pool = pool
+		s.der = cert.Certificate[0]
 	}
 
 	ln, err := net.Listen("tcp", opts.Addr)
@@ -156,6 +159,15 @@ func Start(opts Options) (*Server, error) {
 
 // Addr returns the host:port the catcher listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// CertPEM returns the catcher's self-signed certificate in PEM, for a
+// client configured by a CA file (TIDINGS_SMTP_CA_FILE); nil without TLS.
+func (s *Server) CertPEM() []byte {
+	if s.der == nil {
+		return nil
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.der})
+}
 
 // CertPool returns a pool that trusts the catcher's certificate, or nil when
 // it offers no TLS.

@@ -225,8 +225,8 @@ func collectParts(t testing.TB, ctype, cte string, body io.Reader, out *strings.
 	out.WriteString("\n")
 }
 
-// codesOf reads, straight from the fixture, every code that must never reach a
-// notice: diagnosis, procedure, productOrService (and its NDC / CPT / HCPCS
+// codesOf reads, straight from the fixture, every code (and coding display) that
+// must never reach a notice: diagnosis, procedure, productOrService (and its NDC / CPT / HCPCS
 // codings), revenue, modifiers, DRG and supportingInfo codes.
 func codesOf(t testing.TB, eob json.RawMessage) []string {
 	t.Helper()
@@ -241,6 +241,9 @@ func codesOf(t testing.TB, eob json.RawMessage) []string {
 		case map[string]any:
 			if c, ok := x["code"].(string); ok {
 				codes = append(codes, c)
+			}
+			if d, ok := x["display"].(string); ok { // "Prozac, 100 CAPSULE …" is as telling as its NDC
+				codes = append(codes, d)
 			}
 			for _, v := range x {
 				walk(v)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
-	"github.com/tidings-health/tidings/policy"
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -27,7 +26,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	pol, err := policy.NewEmbedded(ctx)
+	pol, err := a.policyEngine(ctx)
 	if err != nil {
 		return err
 	}

@@ -20,7 +20,6 @@ import (
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/notify"
-	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
@@ -231,7 +230,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 			return err
 		}
 	}
-	pol, err := policy.NewEmbedded(ctx)
+	pol, err := s.app.policyEngine(ctx)
 	if err != nil {
 		return err
 	}

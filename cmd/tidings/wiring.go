@@ -46,6 +46,19 @@ type app struct {
 	store  *store.Store
 	redis  asynq.RedisClientOpt
 	client *worker.Client
+	pol    *policy.Engine // compiled and prepared once per process
+}
+
+// policyEngine compiles the embedded policies the first time it is asked.
+func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
+	if a.pol == nil {
+		pol, err := policy.NewEmbedded(ctx)
+		if err != nil {
+			return nil, err
+		}
+		a.pol = pol
+	}
+	return a.pol, nil
 }
 
 func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {

@@ -6,7 +6,6 @@ import (
 	"io"
 
 	"github.com/tidings-health/tidings/config"
-	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/worker"
 )
 
@@ -40,7 +39,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 
 // startWorker starts the Asynq server and the reconciler; stop waits for both.
 func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeholderDomain string) (stop func(), err error) {
-	pol, err := policy.NewEmbedded(ctx)
+	pol, err := a.policyEngine(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/testenv"
+)
+
+// `tidings serve` and `tidings worker` as production runs them: separate
+// commands configured only by the environment, the relay's CA from a file.
+func TestServeAndWorkerFromEnvironment(t *testing.T) {
+	dbURL := testenv.NewDB(t)
+	redisAddr, redisDB := testenv.NewRedisDB(t)
+	mc, err := mailcatch.Start(mailcatch.Options{Dir: t.TempDir(), STARTTLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mc.Close()
+	caFile := filepath.Join(t.TempDir(), "relay-ca.pem")
+	if err := os.WriteFile(caFile, mc.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	listen := ln.Addr().String()
+	ln.Close()
+	mailHost, mailPort := splitHostPort(t, mc.Addr())
+	env := map[string]string{
+		"TIDINGS_DATABASE_URL":    dbURL,
+		"TIDINGS_REDIS_ADDR":      redisAddr,
+		"TIDINGS_REDIS_DB":        strconv.Itoa(redisDB),
+		"TIDINGS_SEAL_KEYS":       "k1:" + seal.NewRandomKey(),
+		"TIDINGS_BLIND_INDEX_KEY": seal.NewRandomKey(),
+		"TIDINGS_PUBLIC_BASE_URL": "https://portal.example.org",
+		"TIDINGS_LISTEN_ADDR":     listen,
+		"TIDINGS_SMTP_HOST":       mailHost,
+		"TIDINGS_SMTP_PORT":       strconv.Itoa(mailPort),
+		"TIDINGS_SMTP_FROM":       "Plan <notices@plan.example.org>",
+		"TIDINGS_SMTP_CA_FILE":    caFile,
+		"TIDINGS_RECONCILE_EVERY": "500ms",
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	cfg, err := loadConfig(config.RoleServe | config.RoleWorker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := cfg.Keyring()
+	st, err := store.Open(context.Background(), dbURL, keys, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	st.EnsureTenant(context.Background(), "plan", "Plan")
+	if err := st.CreateSubscription(context.Background(), store.Subscription{ID: "payer-eob", TenantID: "plan"}, "subscription-secret-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	errs := make(chan error, 2)
+	go func() { errs <- realMain(ctx, []string{"serve"}, io.Discard, &logs) }()
+	go func() { errs <- realMain(ctx, []string{"worker"}, io.Discard, &logs) }()
+
+	base := "http://" + listen
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never became ready; logs:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	body, err := fhir.WrapResources(fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"), base+"/fhir/r4/Subscription/payer-eob", "eob", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The pharmacy EOB's patient has no email in the bundle: register one.
+	if err := st.UpsertContact(context.Background(), "plan", "Patient/Patient2", store.ContactDetails{Email: "member@plan.example.org", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", base+"/fhir/r4/notify/payer-eob", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Authorization", "Bearer subscription-secret-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 202 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	msgs, err := mc.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatalf("no mail: %v; logs:\n%s", err, logs.String())
+	}
+	text := decodedText(t, msgs[0].Data)
+	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/notices/") || !strings.Contains(text, "$80.00") {
+		t.Errorf("message (TLS %v):\n%s", msgs[0].TLS, text)
+	}
+	cancel()
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Errorf("command returned %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("a command did not stop after cancel")
+		}
+	}
+	if strings.Contains(logs.String(), "member@plan.example.org") || strings.Contains(logs.String(), "subscription-secret-1") {
+		t.Error("logs carry an email address or a secret")
+	}
+}
+
+// `tidings migrate` applies, reports and rolls back the embedded migrations.
+func TestMigrateCommand(t *testing.T) {
+	dbURL := testenv.NewDB(t) // a clone of the migrated template
+	t.Setenv("TIDINGS_DATABASE_URL", dbURL)
+	run := func(args ...string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := realMain(context.Background(), append([]string{"migrate"}, args...), &out, io.Discard); err != nil {
+			t.Fatalf("migrate %v: %v", args, err)
+		}
+		return out.String()
+	}
+	if out := run("status"); !strings.Contains(out, "00001_init.sql") || !strings.Contains(out, "applied") {
+		t.Fatalf("status:\n%s", out)
+	}
+	if out := run("down"); !strings.Contains(out, "rolled back 00001_init.sql") {
+		t.Fatalf("down:\n%s", out)
+	}
+	if out := run("status"); !strings.Contains(out, "pending") {
+		t.Fatalf("status after down:\n%s", out)
+	}
+	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") {
+		t.Fatalf("up:\n%s", out)
+	}
+	if err := realMain(context.Background(), []string{"migrate", "sideways"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("unknown action accepted")
+	}
+}
