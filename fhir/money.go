@@ -87,6 +87,17 @@ func allDigits(s string) bool {
 	return true
 }
 
+// ParseDecimal reads a FHIR (JSON) decimal exactly, as unscaled × 10^-scale
+// with scale ≥ 0. Leading zeros are tolerated; "+", ".5", "5." and spaces are
+// not; hostile sizes ("1e999999999") are refused rather than allocated.
+func ParseDecimal(s string) (unscaled *big.Int, scale int, ok bool) {
+	d, ok := parseDecimal(s)
+	if !ok {
+		return nil, 0, false
+	}
+	return d.unscaled, d.scale, true
+}
+
 // rescale returns d with the given (larger or equal) scale.
 func (d decimal) rescale(scale int) decimal {
 	if scale <= d.scale {

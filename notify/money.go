@@ -3,13 +3,8 @@ package notify
 import (
 	"math/big"
 	"strings"
-)
 
-// Bounds on what FormatMoney accepts, so a hostile amount such as
-// "1e999999999" cannot make it allocate.
-const (
-	maxMoneyLen      = 64
-	maxMoneyExponent = 30
+	"github.com/tidings-health/tidings/fhir"
 )
 
 // minorUnits lists the ISO 4217 currencies whose minor unit is not two
@@ -44,7 +39,7 @@ func FormatMoney(value, currency string) string {
 	if currency != "" && !isCurrencyCode(currency) {
 		return ""
 	}
-	unscaled, scale, ok := parseDecimal(strings.TrimSpace(value))
+	unscaled, scale, ok := fhir.ParseDecimal(strings.TrimSpace(value))
 	if !ok {
 		return ""
 	}
@@ -101,63 +96,6 @@ func isCurrencyCode(s string) bool {
 	}
 	for i := range len(s) {
 		if s[i] < 'A' || s[i] > 'Z' {
-			return false
-		}
-	}
-	return true
-}
-
-// parseDecimal reads a FHIR (JSON) decimal as unscaled × 10^-scale with
-// scale ≥ 0. Leading zeros are tolerated; "+", ".5", "5." and spaces are not.
-func parseDecimal(s string) (*big.Int, int, bool) {
-	if s == "" || len(s) > maxMoneyLen {
-		return nil, 0, false
-	}
-	mant, exp := s, 0
-	if i := strings.IndexAny(s, "eE"); i >= 0 {
-		mant = s[:i]
-		e := s[i+1:]
-		neg := false
-		if e != "" && (e[0] == '+' || e[0] == '-') {
-			neg = e[0] == '-'
-			e = e[1:]
-		}
-		if e == "" || len(e) > 2 || !allDigits(e) {
-			return nil, 0, false
-		}
-		for i := range len(e) {
-			exp = exp*10 + int(e[i]-'0')
-		}
-		if exp > maxMoneyExponent {
-			return nil, 0, false
-		}
-		if neg {
-			exp = -exp
-		}
-	}
-	sign := ""
-	if strings.HasPrefix(mant, "-") {
-		sign, mant = "-", mant[1:]
-	}
-	intPart, frac, hasPoint := strings.Cut(mant, ".")
-	if intPart == "" || (hasPoint && frac == "") || !allDigits(intPart) || !allDigits(frac) {
-		return nil, 0, false
-	}
-	u, ok := new(big.Int).SetString(sign+intPart+frac, 10)
-	if !ok {
-		return nil, 0, false
-	}
-	scale := len(frac) - exp
-	if scale < 0 {
-		u.Mul(u, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(-scale)), nil))
-		scale = 0
-	}
-	return u, scale, true
-}
-
-func allDigits(s string) bool {
-	for i := range len(s) {
-		if s[i] < '0' || s[i] > '9' {
 			return false
 		}
 	}

@@ -16,12 +16,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(config.RoleServe)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, stderr)
-	a, err := openApp(ctx, cfg, log)
+	a, err := openFromEnv(ctx, config.RoleServe, stderr)
 	if err != nil {
 		return err
 	}
@@ -34,12 +29,12 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	ln, err := net.Listen("tcp", a.cfg.ListenAddr)
 	if err != nil {
 		return err
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Revision())
-	if err := api.Serve(ctx, ln, h, log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Revision())
+	if err := api.Serve(ctx, ln, h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

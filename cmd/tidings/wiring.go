@@ -61,6 +61,16 @@ func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
 	return a.pol, nil
 }
 
+// openFromEnv reads the configuration for a role and opens the shared parts;
+// what it logs goes to logOut.
+func openFromEnv(ctx context.Context, role config.Role, logOut io.Writer) (*app, error) {
+	cfg, err := loadConfig(role)
+	if err != nil {
+		return nil, err
+	}
+	return openApp(ctx, cfg, newLogger(cfg, logOut))
+}
+
 func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
 	keys, err := cfg.Keyring()
 	if err != nil {

@@ -14,17 +14,12 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(config.RoleWorker)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, stderr)
-	a, err := openApp(ctx, cfg, log)
+	a, err := openFromEnv(ctx, config.RoleWorker, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	email, err := emailChannel(cfg)
+	email, err := emailChannel(a.cfg)
 	if err != nil {
 		return err
 	}
