@@ -64,12 +64,9 @@ func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
 			return fmt.Errorf("insert outbox: %w", err)
 		}
 		out.OutboxID = row.ID
-		if e.EventNumber != nil {
-			if err := tx.q(ctx).Exec(`UPDATE subscriptions SET events_since_start = GREATEST(events_since_start, ?) WHERE id = ?`,
-				*e.EventNumber, e.SubscriptionID).Error; err != nil {
-				return fmt.Errorf("update subscription: %w", err)
-			}
-		}
+		// events_since_start is not bumped here: every event of a subscription
+		// would then queue on that one row. The highest event_number stored is
+		// derivable from events whenever gap tracking needs it.
 		return tx.Audit(ctx, AuditRecord{
 			TenantID: e.TenantID, Actor: "subscription:" + e.SubscriptionID, Action: "event.received",
 			SubjectType: "event", SubjectID: strconv.FormatInt(out.EventID, 10),
