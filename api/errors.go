@@ -51,12 +51,16 @@ func classify(err error) *apiError {
 		return ae
 	case errors.Is(err, store.ErrUnauthorized):
 		return newError(http.StatusUnauthorized, "security", "missing or wrong subscription secret")
+	case errors.Is(err, store.ErrUnknownReference):
+		return newError(http.StatusConflict, "conflict", "the tenant of this API token is not set up")
 	case errors.Is(err, store.ErrNotFound):
 		return newError(http.StatusNotFound, "not-found", "unknown subscription")
 	case errors.Is(err, fhir.ErrMalformed):
 		return newError(http.StatusBadRequest, "structure", err.Error())
 	case errors.Is(err, fhir.ErrNotNotification):
 		return newError(http.StatusUnprocessableEntity, "invalid", err.Error())
+	case errors.Is(err, intake.ErrInactive):
+		return newError(http.StatusForbidden, "forbidden", "the subscription is not active in Tidings")
 	case errors.Is(err, intake.ErrUnsupported):
 		return newError(http.StatusUnprocessableEntity, "not-supported", err.Error())
 	default:

@@ -143,13 +143,19 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		Concurrency:     geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:  getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
 		SMTPHost:        get("TIDINGS_SMTP_HOST", ""),
-		SMTPPort:        geti("TIDINGS_SMTP_PORT", 587),
+		SMTPPort:        geti("TIDINGS_SMTP_PORT", 0),
 		SMTPUsername:    get("TIDINGS_SMTP_USERNAME", ""),
 		SMTPPassword:    get("TIDINGS_SMTP_PASSWORD", ""),
 		SMTPFrom:        get("TIDINGS_SMTP_FROM", ""),
 		SMTPRequireTLS:  getb("TIDINGS_SMTP_REQUIRE_TLS", true),
 		SMTPImplicitTLS: getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
 		SMTPCAFile:      get("TIDINGS_SMTP_CA_FILE", ""),
+	}
+	if c.SMTPPort == 0 {
+		c.SMTPPort = 587 // submission with STARTTLS
+		if c.SMTPImplicitTLS {
+			c.SMTPPort = 465 // SMTPS
+		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("TIDINGS_LOG_LEVEL", "info"))); err != nil {
 		problems = append(problems, "TIDINGS_LOG_LEVEL must be debug, info, warn or error")

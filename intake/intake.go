@@ -19,6 +19,9 @@ import (
 // version does not do yet (id-only or empty content); nothing was stored.
 var ErrUnsupported = errors.New("unsupported notification")
 
+// ErrInactive means the subscription is switched off in Tidings.
+var ErrInactive = errors.New("subscription is not active")
+
 // Store is what intake needs from storage.
 type Store interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
@@ -70,7 +73,11 @@ func (r EventRecord) Event() fhir.Event {
 
 // Authenticate checks a subscription's shared secret.
 func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error) {
-	return s.Store.Authenticate(ctx, subscriptionID, secret)
+	sub, err := s.Store.Authenticate(ctx, subscriptionID, secret)
+	if err == nil && sub.Status != "active" && sub.Status != "requested" {
+		return store.Subscription{}, ErrInactive
+	}
+	return sub, err
 }
 
 // Receive processes one notification body for an authenticated subscription.
@@ -86,11 +93,7 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 	}
 	switch n.Type {
 	case fhir.TypeHandshake, fhir.TypeHeartbeat, fhir.TypeQueryStatus:
-		kind := "heartbeat"
-		if n.Type == fhir.TypeHandshake {
-			kind = "handshake"
-		}
-		return res, s.Store.RecordStatus(ctx, sub.ID, kind, n.EventsSinceStart, now)
+		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, now)
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
 		return res, fmt.Errorf("%w: notification type %q", ErrUnsupported, n.Type)

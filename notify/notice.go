@@ -1,6 +1,8 @@
 package notify
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -104,4 +106,28 @@ func isoDate(s string) string {
 		return ""
 	}
 	return d
+}
+
+// ErrUnknownField means a redaction named a field the notice does not have
+// (or one it cannot do without); the caller must not send.
+var ErrUnknownField = errors.New("notify: cannot redact field")
+
+// Redact returns the notice without the named fields, as a policy asks. The
+// portal link cannot be redacted: a notice without it has no purpose.
+func (n EOBNotice) Redact(fields ...string) (EOBNotice, error) {
+	for _, f := range fields {
+		switch f {
+		case "payer_name":
+			n.PayerName = ""
+		case "service_date":
+			n.ServiceDate = ""
+		case "provider_name":
+			n.ProviderName = ""
+		case "patient_share":
+			n.PatientShare = ""
+		default:
+			return EOBNotice{}, fmt.Errorf("%w %q", ErrUnknownField, f)
+		}
+	}
+	return n, nil
 }

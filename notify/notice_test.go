@@ -3,6 +3,7 @@ package notify
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -215,4 +216,23 @@ func readFixture(t testing.TB, rel string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestRedact(t *testing.T) {
+	n := EOBNotice{PayerName: "Plan", ServiceDate: "2024-01-02", ProviderName: "Clinic", PatientShare: "$1.00", PortalURL: "https://p.example.org/x"}
+	got, err := n.Redact("provider_name", "patient_share")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ProviderName != "" || got.PatientShare != "" || got.PayerName != "Plan" || got.PortalURL == "" {
+		t.Fatalf("redacted = %+v", got)
+	}
+	if _, ok := got.Fields()["provider_name"]; ok {
+		t.Error("a redacted field is still in Fields()")
+	}
+	for _, bad := range []string{"portal_url", "diagnosis", ""} {
+		if _, err := n.Redact(bad); !errors.Is(err, ErrUnknownField) {
+			t.Errorf("Redact(%q) = %v, want ErrUnknownField", bad, err)
+		}
+	}
 }

@@ -38,13 +38,18 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.Source != "api" {
 		q += ` WHERE contacts.source <> 'api'`
 	}
-	err := s.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source).Error
-	if err != nil {
-		return fmt.Errorf("upsert contact: %w", err)
-	}
-	return s.Audit(ctx, AuditRecord{
-		TenantID: tenantID, Actor: c.Source, Action: "contact.upsert",
-		SubjectType: "contact", SubjectID: s.PatientIndex(patientRef),
+	return s.InTx(ctx, func(tx *Store) error {
+		res := tx.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source)
+		if res.Error != nil {
+			return fmt.Errorf("upsert contact: %w", translate(res.Error))
+		}
+		if res.RowsAffected == 0 {
+			return nil // an API contact stays; nothing changed
+		}
+		return tx.Audit(ctx, AuditRecord{
+			TenantID: tenantID, Actor: c.Source, Action: "contact.upsert",
+			SubjectType: "contact", SubjectID: s.PatientIndex(patientRef),
+		})
 	})
 }
 

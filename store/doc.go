@@ -1,6 +1,6 @@
 // Package store owns Tidings' PostgreSQL state through GORM: tenants,
 // subscriptions, the event inbox and its outbox, contacts, notices,
 // deliveries, policy decisions and the hash-chained audit log. It seals PHI
-// before it reaches a column and translates driver errors into the sentinel
-// errors callers branch on.
+// before it reaches a column and translates the driver errors callers branch on
+// (not found, duplicate key, unknown tenant) into sentinel errors.
 package store

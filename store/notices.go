@@ -83,9 +83,15 @@ func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reaso
 		return err
 	}
 	return s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Model(&Notice{}).Where("id = ?", n.ID).
-			Updates(map[string]any{"status": status, "reasons": gorm.Expr("?::jsonb", string(rj)), "updated_at": gorm.Expr("now()")}).Error; err != nil {
-			return fmt.Errorf("finish notice: %w", err)
+		// Only a pending notice is finished: a late or duplicate task must not
+		// turn "sent" into "failed".
+		res := tx.q(ctx).Model(&Notice{}).Where("id = ? AND status = ?", n.ID, NoticePending).
+			Updates(map[string]any{"status": status, "reasons": gorm.Expr("?::jsonb", string(rj)), "updated_at": gorm.Expr("now()")})
+		if res.Error != nil {
+			return fmt.Errorf("finish notice: %w", res.Error)
+		}
+		if res.RowsAffected == 0 {
+			return nil
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "notice." + status,
 			SubjectType: "notice", SubjectID: strconv.FormatInt(n.ID, 10),
@@ -122,8 +128,13 @@ func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
 	})
 }
 
+// ErrOutcomeUnknown means an earlier attempt claimed the delivery and never
+// recorded how it ended (the process died mid-send): it may have been sent.
+var ErrOutcomeUnknown = errors.New("delivery outcome unknown")
+
 // BeginDelivery claims the (notice, channel) delivery for an attempt. It
-// reports proceed=false when the delivery was already sent, so a retried or
+// reports proceed=false when the delivery was already sent, and
+// ErrOutcomeUnknown when an earlier attempt never finished, so a retried or
 // duplicated task never sends twice.
 func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (Delivery, bool, error) {
 	var d Delivery
@@ -138,6 +149,9 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 		}
 		if d.Status == DeliverySent {
 			return nil
+		}
+		if d.Status == DeliverySending && d.Attempts > 0 {
+			return ErrOutcomeUnknown
 		}
 		proceed = true
 		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', updated_at = now() WHERE id = ?`, d.ID).Error; err != nil {
@@ -249,3 +263,8 @@ func (s *Store) CountAll(ctx context.Context, tenantID string) (Counts, error) {
 
 // IsNotFound reports whether err is ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// RawScan runs a read-only query into dst; for reports and tests.
+func (s *Store) RawScan(ctx context.Context, dst any, sql string, args ...any) error {
+	return s.q(ctx).Raw(sql, args...).Scan(dst).Error
+}

@@ -21,6 +21,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrDuplicate means a unique key already holds that value.
 	ErrDuplicate = errors.New("duplicate")
+	// ErrUnknownReference means a row names a tenant (or other parent) that does not exist.
+	ErrUnknownReference = errors.New("unknown reference")
 	// ErrUnauthorized means a presented secret does not match.
 	ErrUnauthorized = errors.New("unauthorized")
 )
@@ -138,6 +140,9 @@ func translate(err error) error {
 	if errors.As(err, &pg) && pg.Code == "23505" {
 		return fmt.Errorf("%w: %s", ErrDuplicate, pg.ConstraintName)
 	}
+	if errors.As(err, &pg) && pg.Code == "23503" {
+		return fmt.Errorf("%w: %s", ErrUnknownReference, pg.ConstraintName)
+	}
 	return err
 }
 
@@ -173,7 +178,7 @@ func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string)
 	return sub, nil
 }
 
-// RecordStatus records a handshake or heartbeat against a subscription.
+// RecordStatus records a handshake, heartbeat or query-status answer against a subscription.
 func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, eventsSinceStart int64, at time.Time) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		var sub Subscription
@@ -184,7 +189,7 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, e
 		switch kind {
 		case "handshake":
 			updates["last_handshake_at"] = at
-		default:
+		case "heartbeat":
 			updates["last_heartbeat_at"] = at
 			updates["heartbeats"] = gorm.Expr("heartbeats + 1")
 		}
@@ -206,4 +211,11 @@ func (s *Store) SubscriptionByID(ctx context.Context, id string) (Subscription, 
 	var sub Subscription
 	err := s.q(ctx).Where("id = ?", id).Take(&sub).Error
 	return sub, translate(err)
+}
+
+// Subscriptions lists every subscription, for operators.
+func (s *Store) Subscriptions(ctx context.Context) ([]Subscription, error) {
+	var subs []Subscription
+	err := s.q(ctx).Order("tenant_id, id").Find(&subs).Error
+	return subs, err
 }

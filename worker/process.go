@@ -63,16 +63,33 @@ type Processor struct {
 func (p *Processor) HandleEventTask(ctx context.Context, t *asynq.Task) error {
 	et, err := openEventTask(p.Keys, t.Payload())
 	if err != nil {
-		// A payload we cannot open never will be; the outbox still has the event.
+		// A payload we cannot open never will be: no key for it, or tampered with.
 		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
 	}
-	lastTry := false
-	if retried, ok := asynq.GetRetryCount(ctx); ok {
-		if max, ok := asynq.GetMaxRetry(ctx); ok && retried >= max {
-			lastTry = true
-		}
+	err = p.ProcessEvent(ctx, et.TenantID, et.EventID)
+	if err != nil && !errors.Is(err, asynq.SkipRetry) && lastTry(ctx) {
+		// Out of retries: say so on the notice rather than leave it pending for ever.
+		p.giveUp(ctx, et, err)
 	}
-	return p.ProcessEvent(ctx, et.TenantID, et.EventID, lastTry)
+	return err
+}
+
+func lastTry(ctx context.Context) bool {
+	retried, ok := asynq.GetRetryCount(ctx)
+	max, ok2 := asynq.GetMaxRetry(ctx)
+	return ok && ok2 && retried >= max
+}
+
+func (p *Processor) giveUp(ctx context.Context, et eventTask, cause error) {
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	n, err := p.Store.EnsureNotice(wctx, et.TenantID, et.EventID, notify.NoticeTypeEOB)
+	if err == nil && n.Status == store.NoticePending {
+		err = p.Store.FinishNotice(wctx, n, store.NoticeFailed, []string{"gave up after the last retry: " + cause.Error()})
+	}
+	if err != nil && p.Log != nil {
+		p.Log.Error("could not record a notice that ran out of retries", "event_id", et.EventID, "err", err)
+	}
 }
 
 // permanent marks an outcome already recorded that must not be retried.
@@ -80,8 +97,8 @@ func permanent(err error) error { return fmt.Errorf("%w: %w", err, asynq.SkipRet
 
 // ProcessEvent builds the event's notice, asks the policy, and delivers it.
 // It is idempotent: a notice that is no longer pending is left alone, and a
-// delivery already sent is not sent again.
-func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID int64, lastTry bool) error {
+// delivery already sent (or whose outcome is unknown) is not sent again.
+func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID int64) error {
 	ev, err := p.Store.LoadEvent(ctx, eventID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -132,14 +149,15 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	dec, err := p.Policy.Decide(ctx, in)
 	latency := time.Since(start)
 	if err != nil {
-		if ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil:
 			return fmt.Errorf("event %d: policy: %w", eventID, ctx.Err()) // shutting down: retry later
-		}
-		if errors.Is(err, policy.ErrNoDecision) {
+		case errors.Is(err, policy.ErrNoDecision):
 			// Fail closed: no decision, no send.
 			dec = policy.Decision{Allow: false, Deny: []string{"no policy decision: " + err.Error()}}
-		} else {
-			return fmt.Errorf("event %d: policy: %w", eventID, err)
+		default:
+			// The input could not be built; it will not be next time either.
+			return p.fail(ctx, n, "the policy input could not be built: "+err.Error())
 		}
 	}
 	if err := p.Store.RecordDecision(ctx, store.DecisionRecord{
@@ -153,11 +171,19 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		if len(reasons) == 0 {
 			reasons = []string{"policy did not allow the notice"}
 		}
-		if err := p.Store.FinishNotice(ctx, n, store.NoticeDenied, reasons); err != nil {
-			return err
-		}
-		return nil
+		return p.Store.FinishNotice(ctx, n, store.NoticeDenied, reasons)
 	}
+	if len(dec.Redact) > 0 {
+		if notice, err = notice.Redact(dec.Redact...); err != nil {
+			return p.fail(ctx, n, "the policy asked for a redaction the notice cannot make: "+err.Error())
+		}
+	}
+	msg, err := notify.RenderEOBEmail(notice, contact.Language)
+	if err != nil {
+		return p.fail(ctx, n, "the notice could not be rendered")
+	}
+	msg.To = contact.Email
+	msg.MessageID = fmt.Sprintf("<notice-%d.%s@tidings>", n.ID, tenantID)
 	payload, err := json.Marshal(notice)
 	if err != nil {
 		return err
@@ -167,36 +193,34 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	}
 
 	d, proceed, err := p.Store.BeginDelivery(ctx, n, "email")
+	if errors.Is(err, store.ErrOutcomeUnknown) {
+		return p.fail(ctx, n, "an earlier delivery attempt ended without a recorded outcome; not resent, to avoid a duplicate")
+	}
 	if err != nil {
 		return fmt.Errorf("event %d: begin delivery: %w", eventID, err)
 	}
 	if !proceed {
 		return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
 	}
-	msg, err := notify.RenderEOBEmail(notice, contact.Language)
-	if err != nil {
-		return p.fail(ctx, n, "the notice could not be rendered")
-	}
-	msg.To = contact.Email
-	msg.MessageID = fmt.Sprintf("<notice-%d.%s@tidings>", n.ID, tenantID)
-	receipt, err := p.Email.Send(ctx, msg)
-	if err != nil {
-		reason := "email delivery failed: " + err.Error()
-		if errors.Is(err, notify.ErrTemporary) && !lastTry {
-			if ferr := p.Store.FinishDelivery(ctx, d, store.DeliveryFailed, false, "", reason); ferr != nil {
-				return ferr
-			}
+	receipt, sendErr := p.Email.Send(ctx, msg)
+	// Once the relay has answered, record it even if the task is being
+	// cancelled: a lost "sent" would look like an unknown outcome.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if sendErr != nil {
+		reason := "email delivery failed: " + sendErr.Error()
+		if err := p.Store.FinishDelivery(wctx, d, store.DeliveryFailed, false, "", reason); err != nil {
+			return err
+		}
+		if errors.Is(sendErr, notify.ErrTemporary) {
 			return fmt.Errorf("event %d: %s", eventID, reason)
 		}
-		if ferr := p.Store.FinishDelivery(ctx, d, store.DeliveryFailed, false, "", reason); ferr != nil {
-			return ferr
-		}
-		return p.fail(ctx, n, reason)
+		return p.fail(wctx, n, reason)
 	}
-	if err := p.Store.FinishDelivery(ctx, d, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
+	if err := p.Store.FinishDelivery(wctx, d, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
 		return err
 	}
-	return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
+	return p.Store.FinishNotice(wctx, n, store.NoticeSent, nil)
 }
 
 // fail records the notice as failed and stops retries. reason holds no PHI.
@@ -207,33 +231,40 @@ func (p *Processor) fail(ctx context.Context, n store.Notice, reason string) err
 	return permanent(fmt.Errorf("notice %d failed", n.ID))
 }
 
-// contact finds where to send: a contact registered through the API first,
-// then the Patient resource that came with the event, then (dev only) a
-// placeholder on a reserved domain.
+// contact finds where to send, most authoritative first: a contact registered
+// through the API; the Patient resource that came with this event (which also
+// refreshes the stored contact); a contact stored from an earlier bundle;
+// and, in dev only, a placeholder on a reserved domain.
 func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOBFacts, ev fhir.Event) (store.ContactDetails, error) {
 	refs := patientRefs(facts)
+	var stored *store.ContactDetails
 	for _, ref := range refs {
 		c, err := p.Store.ContactFor(ctx, tenantID, ref)
-		if err == nil && c.Email != "" {
-			return c, nil
-		}
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return store.ContactDetails{}, err
 		}
+		if err == nil && c.Email != "" && stored == nil {
+			stored = &c
+		}
 	}
-	if pc, ok := ev.PatientContact(facts.PatientRef); ok && pc.Email != "" {
+	if stored != nil && stored.Source == "api" {
+		return *stored, nil
+	}
+	pc, fromBundle := ev.PatientContact(facts.PatientRef)
+	if fromBundle && pc.Email != "" {
 		c := store.ContactDetails{Email: pc.Email, Language: pc.Language, Source: "fhir"}
-		if len(refs) > 0 {
+		if len(refs) > 0 && (stored == nil || stored.Email != c.Email || stored.Language != c.Language) {
 			if err := p.Store.UpsertContact(ctx, tenantID, refs[0], c); err != nil {
 				return store.ContactDetails{}, err
 			}
 		}
 		return c, nil
-	} else if ok && p.PlaceholderDomain != "" {
-		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
+	}
+	if stored != nil {
+		return *stored, nil
 	}
 	if p.PlaceholderDomain != "" && facts.PatientID != "" {
-		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Source: "fhir"}, nil
+		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
 	}
 	return store.ContactDetails{}, nil
 }

@@ -27,12 +27,14 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:     cfg.Concurrency,
 		Queues:          map[string]int{"default": 1},
-		ShutdownTimeout: 10 * time.Second,
+		ShutdownTimeout: 30 * time.Second, // longer than an SMTP exchange may take
 		Logger:          asynqLogger{log.With("component", "asynq")},
 		LogLevel:        asynq.WarnLevel,
 		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration {
-			d := time.Duration(1<<min(n, 8)) * time.Second
-			return min(d, 5*time.Minute)
+			// 1 s doubling to 30 min: 20 retries span about seven hours, enough
+			// to ride out a relay or database outage.
+			d := time.Duration(1<<min(n, 11)) * time.Second
+			return min(d, 30*time.Minute)
 		},
 		ErrorHandler: asynq.ErrorHandlerFunc(func(ctx context.Context, t *asynq.Task, err error) {
 			// Task errors are written by our handlers and hold no PHI.

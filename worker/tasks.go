@@ -42,7 +42,7 @@ func RedisOpt(addr, password string, db int) asynq.RedisClientOpt {
 
 // NewClient returns an enqueuer; close it with Close.
 func NewClient(opt asynq.RedisClientOpt, keys *seal.Keyring) *Client {
-	return &Client{asynq: asynq.NewClient(opt), keys: keys, MaxRetry: 8}
+	return &Client{asynq: asynq.NewClient(opt), keys: keys, MaxRetry: 20}
 }
 
 // Close releases the Redis connection.

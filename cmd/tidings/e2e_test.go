@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -66,15 +66,12 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 			}
 			all := strings.Join(texts, "\n----\n")
 			for _, ev := range n.Events {
-				facts, err := ev.EOBFacts()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if facts.PatientShare != nil {
-					share := notify.FormatMoney(facts.PatientShare.Value, facts.PatientShare.Currency)
+				if share, ok := shareOf(t, ev.Focus); ok {
 					if !strings.Contains(all, share) {
 						t.Errorf("EOB %s: no message contains the patient's share %s", ev.ID, share)
 					}
+				} else if len(n.Events) == 1 && strings.Contains(all, "Your share") {
+					t.Errorf("EOB %s has no patient share, but the notice shows one", ev.ID)
 				}
 				codes := codesOf(t, ev.Focus)
 				if len(codes) == 0 {
@@ -136,6 +133,12 @@ func TestSameBundleFiveTimesGivesOneNotice(t *testing.T) {
 	if c.Events != 1 || c.Notices != 1 || c.Deliveries != 1 {
 		t.Errorf("events %d notices %d deliveries %d, want 1 each", c.Events, c.Notices, c.Deliveries)
 	}
+	var attempts, auditSent int
+	ts.app.store.RawScan(context.Background(), &attempts, `SELECT attempts FROM deliveries`)
+	ts.app.store.RawScan(context.Background(), &auditSent, `SELECT count(*) FROM audit_log WHERE action = 'delivery.sent'`)
+	if attempts != 1 || auditSent != 1 {
+		t.Errorf("delivery attempts %d, delivery.sent audit rows %d; want 1 and 1", attempts, auditSent)
+	}
 	if got := len(ts.Mail.Messages()); got != 1 {
 		t.Errorf("%d messages, want 1", got)
 	}
@@ -158,6 +161,17 @@ func TestRelayWithoutSTARTTLSFailsClosed(t *testing.T) {
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
 	if len(outs) != 1 || outs[0].Delivery != store.DeliveryFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), "TLS") {
 		t.Fatalf("outcome %+v: want a failed delivery whose reason names TLS", outs)
+	}
+	// The failed task sits in Asynq's archive with its error string: no PHI there either.
+	dump := redisDump(t, ts)
+	if !strings.Contains(dump, "state=archived") || !strings.Contains(dump, "notice 1 failed") {
+		t.Fatalf("the archived task and its error were not found in Redis:\n%.2000s", dump)
+	}
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")
+	for _, c := range append(codesOf(t, eob), "patients.invalid") {
+		if len(c) >= 3 && strings.Contains(dump, c) {
+			t.Errorf("Redis holds %q in clear after a failed delivery", c)
+		}
 	}
 }
 
@@ -231,5 +245,98 @@ func TestNoContactFailsWithReason(t *testing.T) {
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
 	if outs[0].Status != store.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "no email address") {
 		t.Fatalf("outcome %+v", outs[0])
+	}
+}
+
+// shareOf reads the patient's share straight from the EOB, independently of
+// package fhir: the memberliability total, else item-level memberliability
+// summed, else the paidbypatient total; formatted as the notice shows USD.
+func shareOf(t *testing.T, eob json.RawMessage) (string, bool) {
+	t.Helper()
+	type amount struct {
+		Category struct{ Coding []struct{ Code string } }
+		Amount   *struct {
+			Value    float64
+			Currency string
+		}
+	}
+	var doc struct {
+		Total []amount
+		Item  []struct{ Adjudication []amount }
+	}
+	if err := json.Unmarshal(eob, &doc); err != nil {
+		t.Fatal(err)
+	}
+	find := func(list []amount, code string) (float64, bool) {
+		sum, found := 0.0, false
+		for _, a := range list {
+			for _, c := range a.Category.Coding {
+				if c.Code == code && a.Amount != nil {
+					sum += a.Amount.Value
+					found = true
+				}
+			}
+		}
+		return sum, found
+	}
+	format := func(v float64) string {
+		s := fmt.Sprintf("%.2f", v)
+		if v >= 1000 {
+			s = fmt.Sprintf("%d,%06.2f", int(v)/1000, v-float64(int(v)/1000*1000))
+		}
+		return "$" + s
+	}
+	if v, ok := find(doc.Total, "memberliability"); ok {
+		return format(v), true
+	}
+	var items []amount
+	for _, it := range doc.Item {
+		items = append(items, it.Adjudication...)
+	}
+	if v, ok := find(items, "memberliability"); ok {
+		return format(v), true
+	}
+	if v, ok := find(doc.Total, "paidbypatient"); ok {
+		return format(v), true
+	}
+	return "", false
+}
+
+// A patient whose address changed gets the notice at the new one: the
+// bundle's Patient wins over a contact stored from an earlier bundle (an
+// API-registered contact still wins over both).
+func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	ctx := context.Background()
+	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
+	var p struct {
+		Telecom []struct{ System, Value string }
+	}
+	json.Unmarshal(patient, &p)
+	bundleEmail := ""
+	for _, tc := range p.Telecom {
+		if tc.System == "email" && bundleEmail == "" {
+			bundleEmail = tc.Value
+		}
+	}
+	if bundleEmail == "" {
+		t.Fatal("fixture Patient2 has no email")
+	}
+	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", store.ContactDetails{Email: "old-address@example.org", Source: "fhir"}); err != nil {
+		t.Fatal(err)
+	}
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
+		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	ts.notify(t, ts.wrap(t, collection))
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(msgs[0].To) != 1 || !strings.EqualFold(msgs[0].To[0], bundleEmail) {
+		t.Fatalf("sent to %v, want the bundle's current address", msgs[0].To)
+	}
+	if c, err := ts.app.store.ContactFor(ctx, devTenant, "Patient/Patient2"); err != nil || !strings.EqualFold(c.Email, bundleEmail) {
+		t.Fatalf("stored contact not refreshed: %v", err)
 	}
 }

@@ -45,6 +45,9 @@ Commands:
   dev       run everything locally (Postgres, Redis, mail catcher, API, worker)
             and replay sample notifications
   load      measure intake and delivery throughput on a local stack
+  subscription
+            add | list: register a FHIR subscription (and its tenant) and make
+            its secret; list subscriptions with handshake/heartbeat status
   keys      print a new random key: keys new
   health    GET a /readyz or /healthz URL and exit 0 when it answers 200
             (for container health checks, where there is no curl)
@@ -72,6 +75,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runLoad(ctx, rest, stdout, stderr)
 	case "keys":
 		return runKeys(rest, stdout, stderr)
+	case "subscription":
+		return runSubscription(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

@@ -13,11 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/seal"
-	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
 )
 
@@ -52,23 +50,30 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		"TIDINGS_SMTP_FROM":       "Plan <notices@plan.example.org>",
 		"TIDINGS_SMTP_CA_FILE":    caFile,
 		"TIDINGS_RECONCILE_EVERY": "500ms",
+		"TIDINGS_API_TOKENS":      "plan:plan-api-token-0123456789abcdef",
 	}
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
-	cfg, err := loadConfig(config.RoleServe | config.RoleWorker)
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	var out bytes.Buffer
+	if err := realMain(context.Background(), []string{"subscription", "add", "--id", "payer-eob", "--tenant", "plan", "--secret-file", secretFile}, &out, io.Discard); err != nil {
+		t.Fatalf("subscription add: %v", err)
+	}
+	secretBytes, err := os.ReadFile(secretFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, _ := cfg.Keyring()
-	st, err := store.Open(context.Background(), dbURL, keys, store.Options{})
-	if err != nil {
-		t.Fatal(err)
+	secret := strings.TrimSpace(string(secretBytes))
+	if len(secret) < 24 || strings.Contains(out.String(), secret) {
+		t.Fatalf("secret %d chars; printed with --secret-file: %v", len(secret), strings.Contains(out.String(), secret))
 	}
-	defer st.Close()
-	st.EnsureTenant(context.Background(), "plan", "Plan")
-	if err := st.CreateSubscription(context.Background(), store.Subscription{ID: "payer-eob", TenantID: "plan"}, "subscription-secret-1"); err != nil {
-		t.Fatal(err)
+	if err := realMain(context.Background(), []string{"subscription", "add", "--id", "payer-eob", "--tenant", "plan", "--secret-file", secretFile}, io.Discard, io.Discard); err == nil {
+		t.Fatal("a second subscription with the same id was accepted")
+	}
+	out.Reset()
+	if err := realMain(context.Background(), []string{"subscription", "list"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "payer-eob") {
+		t.Fatalf("subscription list: %v\n%s", err, out.String())
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,12 +103,20 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pharmacy EOB's patient has no email in the bundle: register one.
-	if err := st.UpsertContact(context.Background(), "plan", "Patient/Patient2", store.ContactDetails{Email: "member@plan.example.org", Source: "api"}); err != nil {
+	creq, _ := http.NewRequest("PUT", base+"/v1/contacts/Patient/Patient2", strings.NewReader(`{"email":"member@plan.example.org","language":"es"}`))
+	creq.Header.Set("Content-Type", "application/json")
+	creq.Header.Set("Authorization", "Bearer plan-api-token-0123456789abcdef")
+	cresp, err := http.DefaultClient.Do(creq)
+	if err != nil {
 		t.Fatal(err)
+	}
+	cresp.Body.Close()
+	if cresp.StatusCode != 200 {
+		t.Fatalf("PUT contact: %d", cresp.StatusCode)
 	}
 	req, _ := http.NewRequest("POST", base+"/fhir/r4/notify/payer-eob", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/fhir+json")
-	req.Header.Set("Authorization", "Bearer subscription-secret-1")
+	req.Header.Set("Authorization", "Bearer "+secret)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +130,8 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		t.Fatalf("no mail: %v; logs:\n%s", err, logs.String())
 	}
 	text := decodedText(t, msgs[0].Data)
-	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/notices/") || !strings.Contains(text, "$80.00") {
+	// Registered in Spanish: the Spanish template, the share, the portal link.
+	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/notices/") || !strings.Contains(text, "$80.00") || !strings.Contains(text, "Explicación de Beneficios") {
 		t.Errorf("message (TLS %v):\n%s", msgs[0].TLS, text)
 	}
 	cancel()
@@ -131,7 +145,7 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 			t.Fatal("a command did not stop after cancel")
 		}
 	}
-	if strings.Contains(logs.String(), "member@plan.example.org") || strings.Contains(logs.String(), "subscription-secret-1") {
+	if strings.Contains(logs.String(), "member@plan.example.org") || strings.Contains(logs.String(), secret) {
 		t.Error("logs carry an email address or a secret")
 	}
 }

@@ -80,6 +80,9 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 	if err != nil {
 		return nil, err
 	}
+	// go-redis (under Asynq too) logs connection trouble on its own; route it
+	// through our JSON logger. Its lines name addresses, never payloads.
+	redis.SetLogger(redisLog{log.With("component", "redis")})
 	ropt := worker.RedisOpt(cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB)
 	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys)}, nil
 }
@@ -134,4 +137,10 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholderDomain string) *worker.Processor {
 	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log,
 		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain}
+}
+
+type redisLog struct{ l *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	r.l.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
