@@ -72,13 +72,14 @@ func New(cfg Config) *gin.Engine {
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	h := &handlers{cfg: cfg, log: log}
 
-	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", h.ready)
+	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
+	r.GET("/healthz", perClient.middleware(byIP, jsonError), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", perClient.middleware(byIP, jsonError), h.ready)
 
-	f := r.Group("/fhir/r4", perClient.middleware(func(c *gin.Context) string { return "ip:" + c.ClientIP() }, fhirError))
+	f := r.Group("/fhir/r4", perClient.middleware(byIP, fhirError))
 	f.POST("/notify/:subscription", h.authSubscription, perSub.middleware(func(c *gin.Context) string { return c.Param("subscription") }, fhirError), h.notify)
 
-	v1 := r.Group("/v1", perClient.middleware(func(c *gin.Context) string { return "ip:" + c.ClientIP() }, jsonError), h.authAPI)
+	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI)
 	v1.PUT("/contacts/Patient/:id", h.putContact)
 	return r
 }

@@ -340,3 +340,37 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 		t.Fatalf("stored contact not refreshed: %v", err)
 	}
 }
+
+// A delivery claimed by an attempt that never recorded its outcome (the
+// process died mid-send) is not sent again: the notice fails with a reason
+// an operator can act on, and the relay sees nothing.
+func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	ctx := context.Background()
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))); r.Status != 202 {
+		t.Fatalf("status %d", r.Status)
+	}
+	var eventID int64
+	if err := ts.app.store.RawScan(ctx, &eventID, `SELECT id FROM events`); err != nil || eventID == 0 {
+		t.Fatalf("event: %v", err)
+	}
+	n, err := ts.app.store.EnsureNotice(ctx, devTenant, eventID, "eob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, proceed, err := ts.app.store.BeginDelivery(ctx, n, "email"); err != nil || !proceed {
+		t.Fatalf("first claim: %v %v", proceed, err)
+	}
+	if err := ts.StartWorker(); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitNotices(t, 1)
+	outs, _ := ts.app.store.NoticeOutcomes(ctx, devTenant)
+	if outs[0].Status != store.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "without a recorded outcome") {
+		t.Fatalf("outcome %+v", outs[0])
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := len(ts.Mail.Messages()); got != 0 {
+		t.Fatalf("resent: %d message(s)", got)
+	}
+}
