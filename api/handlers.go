@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -49,7 +50,12 @@ func (h *handlers) notify(c *gin.Context) {
 		return
 	}
 	sub := c.MustGet(ctxSubscription).(store.Subscription)
-	res, err := h.cfg.Intake.Receive(c.Request.Context(), sub, body)
+	var res intake.Result
+	if typ := c.Param("type"); typ != "" {
+		res, err = h.cfg.Intake.ReceiveResource(c.Request.Context(), sub, body, typ, c.Param("id"))
+	} else {
+		res, err = h.cfg.Intake.Receive(c.Request.Context(), sub, body)
+	}
 	if err != nil {
 		if classify(err).status >= 500 {
 			h.log.Error("notification not processed", "subscription", sub.ID, "err", err)
@@ -113,6 +119,10 @@ func (h *handlers) putContact(c *gin.Context) {
 	body, err := readBody(c, 16<<10, "application/json")
 	if err != nil {
 		jsonError(c, err)
+		return
+	}
+	if len(body) == 0 {
+		jsonError(c, newError(http.StatusBadRequest, "invalid", "body must be a JSON object with email, language, time_zone"))
 		return
 	}
 	var req ContactRequest

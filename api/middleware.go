@@ -91,8 +91,23 @@ func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Cont
 	}
 }
 
-// readBody enforces the content type and body size limit and returns the body.
+// readBody enforces the body size limit and, for a non-empty body, the
+// content type, and returns the body (an empty one is a rest-hook ping).
 func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error) {
+	if c.Request.ContentLength > maxBytes {
+		return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+		}
+		return nil, newError(http.StatusBadRequest, "incomplete", "could not read the request body")
+	}
+	if len(body) == 0 {
+		return body, nil
+	}
 	ct := c.GetHeader("Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	ok := false
@@ -105,17 +120,6 @@ func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error)
 	}
 	if !ok {
 		return nil, newError(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be one of "+joinTypes(allowed))
-	}
-	if c.Request.ContentLength > maxBytes {
-		return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
-		}
-		return nil, newError(http.StatusBadRequest, "incomplete", "could not read the request body")
 	}
 	return body, nil
 }

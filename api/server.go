@@ -18,6 +18,7 @@ import (
 type Intake interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
 	Receive(ctx context.Context, sub store.Subscription, body []byte) (intake.Result, error)
+	ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
 }
 
 // Contacts stores patient contacts.
@@ -77,7 +78,11 @@ func New(cfg Config) *gin.Engine {
 	r.GET("/readyz", perClient.middleware(byIP, jsonError), h.ready)
 
 	f := r.Group("/fhir/r4", perClient.middleware(byIP, fhirError))
-	f.POST("/notify/:subscription", h.authSubscription, perSub.middleware(func(c *gin.Context) string { return c.Param("subscription") }, fhirError), h.notify)
+	bySub := perSub.middleware(func(c *gin.Context) string { return c.Param("subscription") }, fhirError)
+	f.POST("/notify/:subscription", h.authSubscription, bySub, h.notify)
+	// Classic R4 rest-hook: HAPI PUTs the changed resource to {endpoint}/{type}/{id}.
+	f.PUT("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
+	f.POST("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
 
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI)
 	v1.PUT("/contacts/Patient/:id", h.putContact)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
@@ -35,6 +36,8 @@ type Store interface {
 type Queue interface {
 	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
 }
+
+var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
 // Focus resource types this version turns into events.
 var supportedFocus = map[string]bool{"ExplanationOfBenefit": true}
@@ -80,20 +83,24 @@ func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret strin
 	return sub, err
 }
 
-// Receive processes one notification body for an authenticated subscription.
+// Receive processes one notification body for an authenticated subscription:
+// a Subscriptions Backport notification Bundle or, as classic R4 rest-hook
+// servers send it, the changed resource itself.
 func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []byte) (Result, error) {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return s.ReceiveResource(ctx, sub, body, "", "") // a classic rest-hook ping
+	}
 	n, err := fhir.ParseNotification(body)
+	if errors.Is(err, fhir.ErrNotNotification) && resourceTypeOf(body) != "Bundle" {
+		return s.ReceiveResource(ctx, sub, body, "", "")
+	}
 	if err != nil {
 		return Result{}, err
 	}
 	res := Result{Type: n.Type}
-	now := time.Now().UTC()
-	if s.Now != nil {
-		now = s.Now()
-	}
 	switch n.Type {
 	case fhir.TypeHandshake, fhir.TypeHeartbeat, fhir.TypeQueryStatus:
-		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, now)
+		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
 		return res, fmt.Errorf("%w: notification type %q", ErrUnsupported, n.Type)
@@ -101,13 +108,87 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 	if len(n.Events) == 0 || n.Content != fhir.ContentFullResource {
 		return res, fmt.Errorf("%w: %s content (only full-resource notifications are processed in this version)", ErrUnsupported, n.Content)
 	}
-	var fresh []store.Stored
-	for _, ev := range n.Events {
+	return s.storeEvents(ctx, sub, res, n.Events)
+}
+
+// ErrMismatch means a classic rest-hook PUT's path names another resource than its body.
+var ErrMismatch = errors.New("resource does not match the request path")
+
+// ReceiveResource takes a classic R4 rest-hook notification: the resource
+// itself, POSTed or PUT to {endpoint}/{type}/{id} (wantType and wantID are
+// then checked against the body). It has no event number. An empty body is a
+// ping that asks the receiver to fetch; this version cannot fetch yet.
+func (s *Service) ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (Result, error) {
+	res := Result{Type: "rest-hook"}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return res, fmt.Errorf("%w: an empty rest-hook ping asks for a fetch from the FHIR server, which this version does not do yet", ErrUnsupported)
+	}
+	var head struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return res, fmt.Errorf("%w: the body is not a JSON resource", fhir.ErrMalformed)
+	}
+	if head.ResourceType == "" {
+		return res, fmt.Errorf("%w: the body has no resourceType", fhir.ErrNotNotification)
+	}
+	if wantType != "" && (head.ResourceType != wantType || head.ID != wantID) {
+		return res, fmt.Errorf("%w: the path names %s/%s", ErrMismatch, wantType, wantID)
+	}
+	if !supportedFocus[head.ResourceType] {
+		res.Ignored = 1
+		return res, nil
+	}
+	wrapped, err := fhir.WrapResources(body, "urn:tidings:rest-hook:"+sub.ID, "", s.now())
+	if err != nil {
+		return res, err
+	}
+	n, err := fhir.ParseNotification(wrapped)
+	if err != nil {
+		return res, err
+	}
+	for i := range n.Events {
+		n.Events[i].EventNumber = -1 // classic rest-hook has no event numbers
+	}
+	return s.storeEvents(ctx, sub, res, n.Events)
+}
+
+func resourceTypeOf(body []byte) string {
+	var head struct {
+		ResourceType string `json:"resourceType"`
+	}
+	if json.Unmarshal(body, &head) != nil {
+		return ""
+	}
+	return head.ResourceType
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now().UTC()
+}
+
+// storeEvents stores each full-resource event of a supported type with its
+// outbox row (deduplicated), then hands the new ones to the queue.
+func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res Result, events []fhir.Event) (Result, error) {
+	for i, ev := range events {
 		if ev.Focus == nil {
 			return res, fmt.Errorf("%w: event without its focus resource", ErrUnsupported)
 		}
+		// Ids become part of the dedupe key and are kept in clear: they must be
+		// FHIR ids (1-64 of A-Z a-z 0-9 - .), not arbitrary text.
+		if !fhirID.MatchString(ev.ID) {
+			return res, fmt.Errorf("%w: event %d: the focus resource's id is not a FHIR id (1-64 of A-Z a-z 0-9 - .)", fhir.ErrMalformed, i+1)
+		}
+		if ev.VersionID != "" && !fhirID.MatchString(ev.VersionID) {
+			return res, fmt.Errorf("%w: event %d: meta.versionId is not a FHIR id", fhir.ErrMalformed, i+1)
+		}
 	}
-	for _, ev := range n.Events {
+	var fresh []store.Stored
+	for _, ev := range events {
 		if !supportedFocus[ev.ResourceType] {
 			res.Ignored++
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -42,7 +43,8 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 		want                      int
 	}{
 		{"malformed JSON", "", "application/fhir+json", ts.Secret, []byte(`{"resourceType": "Bundle",`), 400},
-		{"not a notification (Patient)", "", "application/fhir+json", ts.Secret, fixture(t, "carin-bb-2.0.0/Patient-Patient2.json"), 422},
+		{"empty rest-hook ping (fetching comes later)", "", "application/fhir+json", ts.Secret, nil, 422},
+		{"a Bundle of resources", "", "application/fhir+json", ts.Secret, fixture(t, "synthea/Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"), 422},
 		{"not a notification (searchset)", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/subscription_status_example.json"), 422},
 		{"id-only content not yet supported", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/id_only_notification_bundle_example.json"), 422},
 		{"wrong content type", "", "text/plain", ts.Secret, good, 415},
@@ -285,5 +287,52 @@ func TestLogsCarryNoPHI(t *testing.T) {
 	}
 	if regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}`).MatchString(logs) {
 		t.Errorf("logs contain something shaped like an email address:\n%s", logs)
+	}
+}
+
+// Classic R4 rest-hook: the resource itself, PUT to {endpoint}/{type}/{id}
+// (as HAPI sends it) or POSTed; deduplicated like any event.
+func TestClassicRestHook(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")
+	put := func(path string, body []byte) postResult {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPut, ts.BaseURL+"/fhir/r4/notify/"+devSubscription+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+ts.Secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return postResult{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	}
+	if r := put("/ExplanationOfBenefit/EOBOral1", eob); r.Status != 202 {
+		t.Fatalf("PUT: %d %s", r.Status, r.Body)
+	}
+	if r := put("/ExplanationOfBenefit/EOBOral1", eob); r.Status != 200 || r.Header.Get("X-Tidings-Duplicates") != "1" {
+		t.Fatalf("repeat PUT: %d duplicates %q", r.Status, r.Header.Get("X-Tidings-Duplicates"))
+	}
+	if r := put("/ExplanationOfBenefit/another-id", eob); r.Status != 400 || !strings.Contains(string(r.Body), "OperationOutcome") {
+		t.Fatalf("mismatched path: %d %s", r.Status, r.Body)
+	}
+	if r := ts.notify(t, fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")); r.Status != 200 || r.Header.Get("X-Tidings-Ignored") != "1" {
+		t.Fatalf("POSTed Patient: %d ignored %q", r.Status, r.Header.Get("X-Tidings-Ignored"))
+	}
+	if r := ts.notify(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")); r.Status != 202 {
+		t.Fatalf("POSTed EOB: %d %s", r.Status, r.Body)
+	}
+	if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 2); err != nil {
+		t.Fatal(err)
+	}
+	c := ts.waitNotices(t, 2)
+	if c.Events != 2 || c.ByStatus[store.NoticeSent] != 2 {
+		t.Fatalf("counts %+v", c)
+	}
+	var withNumber int
+	ts.app.store.RawScan(context.Background(), &withNumber, `SELECT count(*) FROM events WHERE event_number IS NOT NULL`)
+	if withNumber != 0 {
+		t.Errorf("%d rest-hook events carry an event number; classic rest-hook has none", withNumber)
 	}
 }
