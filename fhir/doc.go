@@ -2,7 +2,8 @@
 // Backport IG notification Bundles (and R4B/R5 SubscriptionStatus ones) into
 // events, wraps bare ExplanationOfBenefit and Appointment resources into such
 // Bundles, and turns the resources an event carries into small typed facts
-// (EOBFacts, PatientContact) for the notice builders.
+// (EOBFacts, AppointmentFacts, PatientContact) for the notice builders,
+// including the Appointment event kind (booked, rescheduled, cancelled...).
 //
 // Everything here reads outside input. Parsers bound size and nesting, reject
 // duplicate JSON keys and duplicate singleton parameters, never panic, and

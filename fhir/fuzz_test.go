@@ -3,6 +3,7 @@ package fhir
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -114,5 +115,71 @@ func FuzzEOBFactsFrom(f *testing.F) {
 		}
 		_ = SensitiveCodes(eob)
 		_, _ = PatientContactFrom(facts.PatientRef, []json.RawMessage{related})
+	})
+}
+
+func FuzzAppointmentFactsFrom(f *testing.F) {
+	hl7 := mustRead(f, "hl7-fhir-r4-spec/appointment-example.json")
+	f.Add(hl7, mustRead(f, "hl7-fhir-r4-spec/practitioner-example.json"))
+	f.Add(hl7, mustRead(f, "hl7-fhir-r4-spec/patient-example.json"))
+	f.Add(mustRead(f, "hl7-fhir-r4-spec/appointment-example-request.json"), mustRead(f, "hl7-fhir-r4-spec/patient-example.json"))
+	for _, file := range []string{siuS12, siuS15, siuS26} {
+		bundle := mustRead(f, file)
+		appt := resourceOf(f, bundle, "Appointment")
+		for _, typ := range []string{"Patient", "Practitioner", "Location"} {
+			f.Add([]byte(appt), []byte(resourceOf(f, bundle, typ)))
+		}
+	}
+	f.Add([]byte(`{"resourceType":"Appointment","status":"cancelled","start":"2024-03-01T09:30:00.25-05:00","cancelationReason":{"coding":[{"system":"`+cancellationReasonSystem+`","code":"pat-mv"}]},"contained":[{"resourceType":"Location","id":"l","name":"B"}],"participant":[{"actor":{"reference":"#l"},"status":"accepted"},{"actor":{"reference":"PractitionerRole/r"},"status":"accepted"}]}`),
+		[]byte(`{"resourceType":"PractitionerRole","id":"r","practitioner":{"display":"Dr X"}}`))
+	f.Fuzz(func(t *testing.T, appt, related []byte) {
+		facts, err := AppointmentFactsFrom(appt, []json.RawMessage{related})
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error is not ErrMalformed: %v", err)
+			}
+			if facts != (AppointmentFacts{}) {
+				t.Fatalf("facts returned with an error")
+			}
+			return
+		}
+		switch facts.Status {
+		case "proposed", "pending", "booked", "arrived", "fulfilled", "cancelled", "noshow", "entered-in-error", "checked-in", "waitlist":
+		default:
+			t.Fatalf("status %q accepted", facts.Status)
+		}
+		if (facts.Start == "") != facts.StartTime.IsZero() || (facts.End == "") != facts.EndTime.IsZero() {
+			t.Fatalf("start/end strings and times disagree")
+		}
+		if facts.MinutesDuration < 0 {
+			t.Fatalf("negative duration")
+		}
+		switch facts.CancelledBy {
+		case "", "patient", "provider", "other":
+		default:
+			t.Fatalf("CancelledBy = %q", facts.CancelledBy)
+		}
+		if k := AppointmentEventKindOf(facts, &facts); k != KindOther {
+			t.Fatalf("the same version twice gives %q", k)
+		}
+		first := AppointmentEventKindOf(facts, nil)
+		switch facts.Status {
+		case "booked", "cancelled", "fulfilled", "noshow", "entered-in-error":
+			if string(first) != facts.Status {
+				t.Fatalf("first sight of %s gives %q", facts.Status, first)
+			}
+		default:
+			if first != KindOther {
+				t.Fatalf("first sight of %s gives %q", facts.Status, first)
+			}
+		}
+		var loose struct {
+			Description any `json:"description"`
+		}
+		if json.Unmarshal(appt, &loose) == nil {
+			if s, ok := loose.Description.(string); ok && strings.TrimSpace(s) != "" && !facts.HasSensitiveReason {
+				t.Fatalf("description present but HasSensitiveReason unset")
+			}
+		}
 	})
 }

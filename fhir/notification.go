@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 )
 
 // Sentinel errors callers branch on.
@@ -114,15 +115,34 @@ func (e Event) LogValue() slog.Value {
 // bundleEnvelope is the part of a Bundle the parser reads. Entries stay raw
 // so that an odd entry cannot fail the whole Bundle before we look at it.
 type bundleEnvelope struct {
-	ResourceType string            `json:"resourceType"`
-	Type         string            `json:"type"`
-	Entry        []json.RawMessage `json:"entry"`
+	ResourceType string `json:"resourceType"`
+	Meta         *struct {
+		Profile []string `json:"profile"`
+	} `json:"meta"`
+	Type  string            `json:"type"`
+	Entry []json.RawMessage `json:"entry"`
+}
+
+// claimsProfile reports whether the Bundle declares the profile (with or
+// without a |version suffix) in meta.profile.
+func (env bundleEnvelope) claimsProfile(profile string) bool {
+	if env.Meta == nil {
+		return false
+	}
+	for _, p := range env.Meta.Profile {
+		if p == profile || strings.HasPrefix(p, profile+"|") {
+			return true
+		}
+	}
+	return false
 }
 
 // bundleEntry is one entry of a Bundle, the subset we read.
 type bundleEntry struct {
 	FullURL  string          `json:"fullUrl"`
 	Resource json.RawMessage `json:"resource"`
+	Request  json.RawMessage `json:"request"`
+	Response json.RawMessage `json:"response"`
 }
 
 // hasResource reports whether the entry carries a resource object.
@@ -204,6 +224,46 @@ func readStatus(env bundleEnvelope, entries []bundleEntry) (subscriptionStatus, 
 	return subscriptionStatus{}, fmt.Errorf("%w: first entry is not a subscription status", ErrNotNotification)
 }
 
+// checkHistoryEntries enforces, on a history Bundle that declares the
+// Backport R4 notification profile, what FHIR R4 requires of every history
+// entry (invariants bdl-3 and bdl-4): a request with method and url and a
+// response with status. The Subscriptions test kit (Inferno) fails such a
+// Bundle without them.
+//
+// A history Bundle that does not declare the profile is not held to this:
+// HAPI FHIR's R4 backport notifications (SubscriptionTopicPayloadBuilder)
+// declare no Bundle profile, send the status entry with neither request nor
+// response, and the focus entries with a request but no response; refusing
+// them would refuse the most common server. R5 subscription-notification
+// Bundles need neither.
+func checkHistoryEntries(env bundleEnvelope, entries []bundleEntry) error {
+	if env.Type != "history" || !env.claimsProfile(backportNotificationProfile) {
+		return nil
+	}
+	for i, e := range entries {
+		var req struct {
+			Method *string `json:"method"`
+			URL    *string `json:"url"`
+		}
+		if len(e.Request) == 0 || string(e.Request) == "null" {
+			return fmt.Errorf("%w: entry[%d] has no request, which every entry of a history Bundle (backport-subscription-notification-r4) must carry", ErrMalformed, i)
+		}
+		if json.Unmarshal(e.Request, &req) != nil || req.Method == nil || *req.Method == "" || req.URL == nil || *req.URL == "" {
+			return fmt.Errorf("%w: entry[%d].request lacks a method or url string", ErrMalformed, i)
+		}
+		var resp struct {
+			Status *string `json:"status"`
+		}
+		if len(e.Response) == 0 || string(e.Response) == "null" {
+			return fmt.Errorf("%w: entry[%d] has no response, which every entry of a history Bundle (backport-subscription-notification-r4) must carry", ErrMalformed, i)
+		}
+		if json.Unmarshal(e.Response, &resp) != nil || resp.Status == nil || *resp.Status == "" {
+			return fmt.Errorf("%w: entry[%d].response lacks a status string", ErrMalformed, i)
+		}
+	}
+	return nil
+}
+
 // indexEntries indexes every entry that carries a resource (except the
 // first when skipFirst, the status). It rejects two entries that claim the
 // same fullUrl and version.
@@ -241,6 +301,11 @@ func indexEntries(entries []bundleEntry, skipFirst bool) (*resourceIndex, []int,
 // or one (history or subscription-notification) whose first entry is an
 // R4B/R5 SubscriptionStatus. Focus resources are looked up among the other
 // entries by fullUrl, "Type/id" and urn:uuid.
+//
+// A history Bundle that declares the backport-subscription-notification-r4
+// profile must carry request and response on every entry, as FHIR requires
+// of history Bundles; without them it is refused as ErrMalformed, naming
+// the entry (see checkHistoryEntries for why this is tied to the profile).
 func ParseNotification(body []byte) (*Notification, error) {
 	env, entries, err := decodeBundle(body)
 	if err != nil {
@@ -248,6 +313,9 @@ func ParseNotification(body []byte) (*Notification, error) {
 	}
 	st, err := readStatus(env, entries)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkHistoryEntries(env, entries); err != nil {
 		return nil, err
 	}
 	ix, _, err := indexEntries(entries, true)

@@ -24,13 +24,14 @@ func TestParseNotificationFixtures(t *testing.T) {
 		eventNumber  int64
 		focusRef     string
 		sinceStart   int64
+		errNames     string // a part the error message must contain
 	}{
 		{file: "handshake_bundle_example.json", typ: TypeHandshake, status: "requested", subscription: sub, content: ContentEmpty, events: 0, sinceStart: 0},
 		{file: "heartbeat_bundle_example.json", typ: TypeHeartbeat, status: "active", subscription: sub, content: ContentEmpty, events: 0, sinceStart: 2},
 		{file: "empty_notification_bundle_example.json", typ: TypeEventNotification, status: "active", subscription: sub, content: ContentEmpty, events: 1, eventNumber: 1, sinceStart: 1},
-		// Lacks entry.request/response and names another subscription:
-		// still readable; checking the subscription is the caller's job.
-		{file: "empty_notification_bundle_non_conformant_example.json", typ: TypeEventNotification, status: "active", subscription: "https://fhirserver.org/fhir/Subscription/admission", content: ContentEmpty, events: 1, eventNumber: 1, sinceStart: 1},
+		// Declares the backport notification profile but its status entry
+		// lacks request/response, which a history Bundle requires.
+		{file: "empty_notification_bundle_non_conformant_example.json", wantErr: ErrMalformed, errNames: "entry[0] has no request"},
 		{file: "id_only_notification_bundle_example.json", typ: TypeEventNotification, status: "active", subscription: sub, content: ContentIDOnly, events: 1, eventNumber: 1, focusRef: encounter, sinceStart: 1},
 		{file: "full_resource_notification_bundle_example.json", typ: TypeEventNotification, status: "active", subscription: sub, content: ContentFullResource, events: 1, eventNumber: 1, focusRef: encounter, sinceStart: 1},
 		{file: "subscription_status_example.json", wantErr: ErrNotNotification},
@@ -42,8 +43,11 @@ func TestParseNotificationFixtures(t *testing.T) {
 			body := mustRead(t, "subscriptions-backport-ig/"+tc.file)
 			n, err := ParseNotification(body)
 			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
+				if !errors.Is(err, tc.wantErr) || n != nil {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if !strings.Contains(err.Error(), tc.errNames) {
+					t.Errorf("err = %q, want it to say %q", err, tc.errNames)
 				}
 				return
 			}
@@ -448,5 +452,75 @@ func BenchmarkWrapResourcesSynthea(b *testing.B) {
 		if _, err := WrapResources(raw, testSubscription, testTopic, testNow); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestParseNotificationHistoryEntries checks the request/response rule for
+// history Bundles: enforced when the Bundle declares the Backport
+// notification profile, not otherwise (HAPI FHIR's R4 notifications
+// declare no profile, send the status entry bare and focus entries with a
+// request but no response), never for R5 subscription-notification Bundles.
+func TestParseNotificationHistoryEntries(t *testing.T) {
+	status := map[string]any{"resourceType": "Parameters", "parameter": append(baseParams("event-notification"), eventParam(
+		map[string]any{"name": "event-number", "valueString": "1"},
+		map[string]any{"name": "focus", "valueReference": map[string]any{"reference": "Appointment/a1"}},
+	))}
+	statusRequest := map[string]any{"method": "GET", "url": "https://ehr.example/fhir/Subscription/7/$status"}
+	focus := map[string]any{"resourceType": "Appointment", "id": "a1", "status": "booked"}
+	focusRequest := map[string]any{"method": "PUT", "url": "Appointment/a1"}
+	bundle := func(typ string, profile bool, entries ...map[string]any) []byte {
+		b := map[string]any{"resourceType": "Bundle", "type": typ, "entry": entries}
+		if profile {
+			b["meta"] = map[string]any{"profile": []string{backportNotificationProfile}}
+		}
+		return mustJSON(t, b)
+	}
+	tests := []struct {
+		name    string
+		body    []byte
+		wantErr string // "" when the Bundle must parse
+	}{
+		{"HAPI shape: no profile, bare status, focus without response", bundle("history", false,
+			map[string]any{"fullUrl": "urn:uuid:5b1e0c7e-0000-4000-8000-000000000001", "resource": status},
+			map[string]any{"fullUrl": "https://ehr.example/fhir/Appointment/a1", "resource": focus, "request": focusRequest}), ""},
+		{"R5 subscription-notification with the profile and no request/response", bundle("subscription-notification", true,
+			map[string]any{"resource": status},
+			map[string]any{"fullUrl": "https://ehr.example/fhir/Appointment/a1", "resource": focus}), ""},
+		{"profile, every entry complete", bundle("history", true,
+			map[string]any{"resource": status, "request": statusRequest, "response": map[string]any{"status": "200"}},
+			map[string]any{"resource": focus, "request": focusRequest, "response": map[string]any{"status": "200"}}), ""},
+		{"profile, status entry bare", bundle("history", true,
+			map[string]any{"resource": status},
+			map[string]any{"resource": focus, "request": focusRequest, "response": map[string]any{"status": "200"}}), "entry[0] has no request"},
+		{"profile, focus entry without response", bundle("history", true,
+			map[string]any{"resource": status, "request": statusRequest, "response": map[string]any{"status": "200"}},
+			map[string]any{"resource": focus, "request": focusRequest}), "entry[1] has no response"},
+		{"profile, request without url", bundle("history", true,
+			map[string]any{"resource": status, "request": map[string]any{"method": "GET"}, "response": map[string]any{"status": "200"}},
+			map[string]any{"resource": focus, "request": focusRequest, "response": map[string]any{"status": "200"}}), "entry[0].request lacks a method or url"},
+		{"profile, request not an object", bundle("history", true,
+			map[string]any{"resource": status, "request": canary, "response": map[string]any{"status": "200"}},
+			map[string]any{"resource": focus, "request": focusRequest, "response": map[string]any{"status": "200"}}), "entry[0].request lacks a method or url"},
+		{"profile, response without status", bundle("history", true,
+			map[string]any{"resource": status, "request": statusRequest, "response": map[string]any{"status": "200"}},
+			map[string]any{"resource": focus, "request": focusRequest, "response": map[string]any{"etag": canary}}), "entry[1].response lacks a status"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := ParseNotification(tc.body)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("ParseNotification: %v", err)
+				}
+				if n.Content != ContentFullResource || len(n.Events) != 1 || n.Events[0].ID != "a1" {
+					t.Errorf("content=%s events=%+v", n.Content, n.Events)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformed) || n != nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("err = %v, want ErrMalformed saying %q", err, tc.wantErr)
+			}
+			assertNoCanary(t, err)
+		})
 	}
 }
