@@ -65,7 +65,7 @@ func (h *handlers) notify(c *gin.Context) {
 	}
 	status := http.StatusOK
 	msg := "notification recorded"
-	if res.Accepted > 0 {
+	if res.Accepted > 0 || res.Fetches > 0 {
 		status = http.StatusAccepted
 		msg = "event(s) accepted for processing"
 	} else if res.Duplicates > 0 {
@@ -77,6 +77,7 @@ func (h *handlers) notify(c *gin.Context) {
 	c.Header("X-Tidings-Accepted", itoa(res.Accepted))
 	c.Header("X-Tidings-Duplicates", itoa(res.Duplicates))
 	c.Header("X-Tidings-Ignored", itoa(res.Ignored))
+	c.Header("X-Tidings-Fetches", itoa(res.Fetches))
 	c.JSON(status, outcome("information", "informational", msg))
 }
 

@@ -35,6 +35,8 @@ type Config struct {
 	LogFormat      string
 	Concurrency    int
 	ReconcileEvery time.Duration
+	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
+	GapSettle      time.Duration // TIDINGS_GAP_SETTLE: how late an event number may be before it is a gap
 
 	SMTPHost        string
 	SMTPPort        int
@@ -142,6 +144,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		LogFormat:       get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:     geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:  getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		MonitorEvery:    getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		GapSettle:       getd("TIDINGS_GAP_SETTLE", time.Minute),
 		SMTPHost:        get("TIDINGS_SMTP_HOST", ""),
 		SMTPPort:        geti("TIDINGS_SMTP_PORT", 0),
 		SMTPUsername:    get("TIDINGS_SMTP_USERNAME", ""),

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
@@ -28,6 +29,8 @@ type Store interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
 	RecordStatus(ctx context.Context, subscriptionID, kind string, eventsSinceStart int64, at time.Time) error
 	InsertEvent(ctx context.Context, e store.NewEvent) (store.Stored, error)
+	InsertFetch(ctx context.Context, f store.NewFetch) (store.StoredFetch, error)
+	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
 }
@@ -35,6 +38,7 @@ type Store interface {
 // Queue hands an event to the worker.
 type Queue interface {
 	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
+	EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error
 }
 
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
@@ -58,6 +62,7 @@ type Result struct {
 	Duplicates int // events seen before
 	Ignored    int // events whose focus type Tidings does not handle
 	Queued     int // new events handed to the queue now (the rest wait for the reconciler)
+	Fetches    int // fetches requested (id-only and empty content, pings)
 	EventIDs   []int64
 }
 
@@ -100,15 +105,112 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 	res := Result{Type: n.Type}
 	switch n.Type {
 	case fhir.TypeHandshake, fhir.TypeHeartbeat, fhir.TypeQueryStatus:
+		if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, nil); err != nil {
+			return res, err
+		}
 		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
 		return res, fmt.Errorf("%w: notification type %q", ErrUnsupported, n.Type)
 	}
-	if len(n.Events) == 0 || n.Content != fhir.ContentFullResource {
-		return res, fmt.Errorf("%w: %s content (only full-resource notifications are processed in this version)", ErrUnsupported, n.Content)
+	var full, byRef []fhir.Event
+	var numbers []int64
+	for _, ev := range n.Events {
+		if ev.EventNumber >= 0 {
+			numbers = append(numbers, ev.EventNumber)
+		}
+		switch {
+		case ev.Focus != nil:
+			full = append(full, ev)
+		case ev.FocusRef != "":
+			byRef = append(byRef, ev)
+		}
 	}
-	return s.storeEvents(ctx, sub, res, n.Events)
+	if (len(byRef) > 0 || len(n.Events) == 0 || len(full)+len(byRef) < len(n.Events)) && sub.SourceID == nil {
+		return res, fmt.Errorf("%w: %s content needs a FHIR source to fetch from, and this subscription has none (tidings subscription add --source-id)", ErrUnsupported, n.Content)
+	}
+	if len(full) > 0 {
+		if res, err = s.storeEvents(ctx, sub, res, full); err != nil {
+			return res, err
+		}
+	}
+	for _, ev := range byRef {
+		if res, err = s.requestFetch(ctx, sub, res, store.FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
+			return res, err
+		}
+	}
+	// An event without a focus (empty content) says only "something changed":
+	// search the source for what changed since the last event.
+	for _, ev := range n.Events {
+		if ev.Focus == nil && ev.FocusRef == "" {
+			if res, err = s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", ev.EventNumber); err != nil {
+				return res, err
+			}
+		}
+	}
+	if len(n.Events) == 0 {
+		if res, err = s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", -1); err != nil {
+			return res, err
+		}
+	}
+	if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, numbers); err != nil {
+		return res, fmt.Errorf("record event numbers: %w", err)
+	}
+	return res, nil
+}
+
+// requestFetch stores what must be fetched (a reference, or a search since the
+// last event) with its outbox row, and hands it to the queue.
+func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res Result, kind, resourceType, ref string, eventNumber int64) (Result, error) {
+	if kind == store.FetchRead && !supportedFocus[resourceType] {
+		res.Ignored++
+		return res, nil
+	}
+	if len(ref) > 2048 {
+		return res, fmt.Errorf("%w: a focus reference longer than 2048 characters", fhir.ErrMalformed)
+	}
+	var num *int64
+	key := sub.ID + "|" + kind + "|"
+	switch {
+	case eventNumber >= 0:
+		v := eventNumber
+		num = &v
+		key += "n:" + strconv.FormatInt(eventNumber, 10)
+	case kind == store.FetchSearch:
+		// A ping has no number: pings within the same ten seconds share one search.
+		key += "t:" + strconv.FormatInt(s.now().Unix()/10, 10)
+	default:
+		h := sha256.Sum256([]byte(ref))
+		key += "r:" + hex.EncodeToString(h[:]) + "|t:" + strconv.FormatInt(s.now().Unix()/10, 10)
+	}
+	stored, err := s.Store.InsertFetch(ctx, store.NewFetch{TenantID: sub.TenantID, SubscriptionID: sub.ID,
+		Kind: kind, Reference: ref, EventNumber: num, DedupeKey: key})
+	if err != nil {
+		return res, fmt.Errorf("store fetch: %w", err)
+	}
+	if stored.Duplicate {
+		res.Duplicates++
+		return res, nil
+	}
+	res.Fetches++
+	if s.Queue != nil {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.enqueueTimeout())
+		err := s.Queue.EnqueueFetch(qctx, sub.TenantID, stored.FetchID)
+		cancel()
+		if err != nil {
+			_ = s.Store.MarkEnqueueFailed(context.WithoutCancel(ctx), stored.OutboxID, err.Error())
+		} else {
+			_ = s.Store.MarkEnqueued(context.WithoutCancel(ctx), stored.OutboxID)
+		}
+	}
+	return res, nil
+}
+
+func (s *Service) enqueueTimeout() time.Duration {
+	if s.EnqueueTimeout > 0 {
+		return s.EnqueueTimeout
+	}
+	return time.Second
 }
 
 // ErrMismatch means a classic rest-hook PUT's path names another resource than its body.
@@ -121,7 +223,10 @@ var ErrMismatch = errors.New("resource does not match the request path")
 func (s *Service) ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (Result, error) {
 	res := Result{Type: "rest-hook"}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return res, fmt.Errorf("%w: an empty rest-hook ping asks for a fetch from the FHIR server, which this version does not do yet", ErrUnsupported)
+		if sub.SourceID == nil {
+			return res, fmt.Errorf("%w: an empty rest-hook ping asks for a fetch, and this subscription has no FHIR source to fetch from", ErrUnsupported)
+		}
+		return s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", -1)
 	}
 	var head struct {
 		ResourceType string `json:"resourceType"`
@@ -218,7 +323,7 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 		res.EventIDs = append(res.EventIDs, stored.EventID)
 		fresh = append(fresh, stored)
 	}
-	res.Queued = s.enqueue(ctx, sub.TenantID, fresh)
+	res.Queued += s.enqueue(ctx, sub.TenantID, fresh)
 	return res, nil
 }
 

@@ -59,7 +59,7 @@ func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
 			return nil
 		}
 		out.EventID = ids[0]
-		row := OutboxRow{TenantID: e.TenantID, TaskType: TaskProcessEvent, EventID: out.EventID}
+		row := OutboxRow{TenantID: e.TenantID, TaskType: TaskProcessEvent, EventID: &out.EventID}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("insert outbox: %w", err)
 		}

@@ -25,7 +25,59 @@ type Subscription struct {
 	Heartbeats       int64
 	EventsSinceStart int64
 	CreatedAt        time.Time
+	SourceID         *string
+	Criteria         string
+	HeartbeatPeriodS int `gorm:"column:heartbeat_period_s"`
+	SilentSince      *time.Time
+	RemoteRef        string
 }
+
+// Source is a FHIR server Tidings fetches from; its credential is sealed.
+type Source struct {
+	ID               string `gorm:"primaryKey"`
+	TenantID         string
+	BaseURL          string
+	AuthType         string
+	TokenURL         string
+	ClientID         string
+	KeyID            string
+	Scopes           string
+	CredentialSealed []byte
+	CreatedAt        time.Time
+}
+
+func (Source) TableName() string { return "fhir_sources" }
+
+// Fetch is something to fetch before it can become an event.
+type Fetch struct {
+	ID             int64 `gorm:"primaryKey"`
+	TenantID       string
+	SubscriptionID string
+	Kind           string
+	Reference      string
+	EventNumber    *int64
+	DedupeKey      string
+	Status         string
+	EventsCreated  int
+	LastError      string
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Gap is a run of event numbers a subscription announced but never delivered.
+type Gap struct {
+	ID              int64 `gorm:"primaryKey"`
+	SubscriptionID  string
+	FromNumber      int64
+	ToNumber        int64
+	DetectedAt      time.Time
+	RecoveredAt     *time.Time
+	Method          string
+	RecoveredEvents int
+	LastError       string
+}
+
+func (Gap) TableName() string { return "subscription_gaps" }
 
 // Event is one stored FHIR notification event (the inbox).
 type Event struct {
@@ -46,7 +98,8 @@ type OutboxRow struct {
 	ID         int64 `gorm:"primaryKey"`
 	TenantID   string
 	TaskType   string
-	EventID    int64
+	EventID    *int64 // exactly one of EventID and FetchID is set
+	FetchID    *int64
 	EnqueuedAt *time.Time
 	Attempts   int
 	LastError  string

@@ -192,6 +192,7 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, e
 		case "heartbeat":
 			updates["last_heartbeat_at"] = at
 			updates["heartbeats"] = gorm.Expr("heartbeats + 1")
+			updates["silent_since"] = nil
 		}
 		if eventsSinceStart > sub.EventsSinceStart {
 			updates["events_since_start"] = eventsSinceStart

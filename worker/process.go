@@ -54,6 +54,9 @@ type Processor struct {
 	Log    *slog.Logger
 	// PublicBaseURL is where patients read notices; the link carries only an opaque token.
 	PublicBaseURL string
+	// Fetcher performs fetches (id-only and empty notifications, pings); nil
+	// when no FHIR source is configured anywhere.
+	Fetcher *intake.Fetcher
 	// PlaceholderDomain, when set (dev only), gives a patient without an email
 	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
 	PlaceholderDomain string
@@ -312,3 +315,23 @@ func inputHash(in policy.Input) string {
 
 // Ensure the interface stays satisfied by the real adapter.
 var _ Store = (*store.Store)(nil)
+
+// HandleFetchTask is the Asynq handler for TypeFetch.
+func (p *Processor) HandleFetchTask(ctx context.Context, t *asynq.Task) error {
+	ft, err := openFetchTask(p.Keys, t.Payload())
+	if err != nil {
+		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
+	}
+	err = p.Fetcher.ProcessFetch(ctx, ft.TenantID, ft.FetchID)
+	if errors.Is(err, intake.ErrPermanent) {
+		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
+	}
+	if err != nil && lastTry(ctx) {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if gerr := p.Fetcher.GiveUp(wctx, ft.FetchID, err); gerr != nil && p.Log != nil {
+			p.Log.Error("could not record a fetch that ran out of retries", "fetch_id", ft.FetchID, "err", gerr)
+		}
+	}
+	return err
+}

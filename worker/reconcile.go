@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"github.com/tidings-health/tidings/intake"
 	"log/slog"
 	"time"
 
@@ -15,9 +16,10 @@ type OutboxStore interface {
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
 }
 
-// Enqueuer hands an event to the queue.
+// Enqueuer hands an event or a fetch to the queue.
 type Enqueuer interface {
 	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
+	EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error
 }
 
 // Reconciler enqueues outbox rows that intake could not hand to Redis (Redis
@@ -70,7 +72,13 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 		var done []int64
 		for _, row := range rows {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			err := r.Queue.EnqueueEvent(qctx, row.TenantID, row.EventID)
+			var err error
+			switch {
+			case row.EventID != nil:
+				err = r.Queue.EnqueueEvent(qctx, row.TenantID, *row.EventID)
+			case row.FetchID != nil:
+				err = r.Queue.EnqueueFetch(qctx, row.TenantID, *row.FetchID)
+			}
 			cancel()
 			if err != nil {
 				_ = r.Store.MarkEnqueueFailed(ctx, row.ID, err.Error())
@@ -90,6 +98,41 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 		}
 		if len(rows) < batch {
 			return total, nil
+		}
+	}
+}
+
+// Monitor runs gap detection and recovery and silence detection periodically.
+type Monitor struct {
+	Fetcher  *intake.Fetcher
+	Log      *slog.Logger
+	Interval time.Duration // default 30s
+	Settle   time.Duration // how long a missing event number may be late before it is a gap; default 1 min
+}
+
+// Run monitors until ctx ends.
+func (m *Monitor) Run(ctx context.Context) {
+	interval := m.Interval
+	if interval <= 0 {
+		interval = 30 * time.Second
+	}
+	settle := m.Settle
+	if settle <= 0 {
+		settle = time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		rep, err := m.Fetcher.Monitor(ctx, settle)
+		if err != nil && ctx.Err() == nil && m.Log != nil {
+			m.Log.Warn("monitor pass failed", "err", err)
+		} else if (rep.NewGaps > 0 || rep.Recovered > 0 || rep.Silent > 0) && m.Log != nil {
+			m.Log.Info("monitor pass", "new_gaps", rep.NewGaps, "recovered", rep.Recovered, "newly_silent", rep.Silent)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

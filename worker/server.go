@@ -44,6 +44,9 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 	})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TypeProcessEvent, p.HandleEventTask)
+	if p.Fetcher != nil {
+		mux.HandleFunc(TypeFetch, p.HandleFetchTask)
+	}
 	return srv, mux
 }
 

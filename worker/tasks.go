@@ -79,3 +79,44 @@ func openEventTask(keys *seal.Keyring, payload []byte) (eventTask, error) {
 	}
 	return t, nil
 }
+
+// TypeFetch is the task that fetches what a notification did not carry.
+const TypeFetch = store.TaskFetch
+
+const fetchPayloadContext = "asynq:" + TypeFetch
+
+type fetchTask struct {
+	TenantID string `json:"tenant_id"`
+	FetchID  int64  `json:"fetch_id"`
+}
+
+// EnqueueFetch schedules a fetch; like events, its task id makes it idempotent.
+func (c *Client) EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error {
+	plain, err := json.Marshal(fetchTask{TenantID: tenantID, FetchID: fetchID})
+	if err != nil {
+		return err
+	}
+	task := asynq.NewTask(TypeFetch, c.keys.Seal(plain, fetchPayloadContext))
+	_, err = c.asynq.EnqueueContext(ctx, task,
+		asynq.TaskID("fetch:"+strconv.FormatInt(fetchID, 10)),
+		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue("default"))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("enqueue fetch %d: %w", fetchID, err)
+	}
+	return nil
+}
+
+func openFetchTask(keys *seal.Keyring, payload []byte) (fetchTask, error) {
+	plain, err := keys.Open(payload, fetchPayloadContext)
+	if err != nil {
+		return fetchTask{}, err
+	}
+	var t fetchTask
+	if err := json.Unmarshal(plain, &t); err != nil {
+		return fetchTask{}, fmt.Errorf("decode task payload: %w", err)
+	}
+	return t, nil
+}

@@ -77,6 +77,8 @@ type testOpts struct {
 	RateBurst      int
 	NoPlaceholder  bool
 	ReconcileEvery time.Duration
+	MonitorEvery   time.Duration
+	GapSettle      time.Duration
 	DeferWorker    bool
 }
 
@@ -100,7 +102,8 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 	err = s.wire(ctx, stackInfra{DBURL: dbURL, RedisAddr: o.RedisAddr, RedisDB: o.RedisDB,
 		SMTP: notify.SMTPConfig{Host: host, Port: port, RequireTLS: !o.Opportunistic, RootCAs: mc.CertPool(), Timeout: 5 * time.Second}},
 		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
-			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker}, logs)
+			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
+			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,8 @@ Commands:
   subscription
             add | list: register a FHIR subscription (and its tenant) and make
             its secret; list subscriptions with handshake/heartbeat status
+  source    add: register a FHIR server to fetch from (bearer or SMART Backend
+            Services; credentials sealed)
   keys      print a new random key: keys new
   health    GET a /readyz or /healthz URL and exit 0 when it answers 200
             (for container health checks, where there is no curl)
@@ -77,6 +79,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runKeys(rest, stdout, stderr)
 	case "subscription":
 		return runSubscription(ctx, rest, stdout, stderr)
+	case "source":
+		return runSource(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

@@ -162,16 +162,19 @@ func TestMigrateCommand(t *testing.T) {
 		}
 		return out.String()
 	}
-	if out := run("status"); !strings.Contains(out, "00001_init.sql") || !strings.Contains(out, "applied") {
+	if out := run("status"); !strings.Contains(out, "00001_init.sql") || !strings.Contains(out, "00002_sources_fetches_gaps.sql") || strings.Contains(out, "pending") {
 		t.Fatalf("status:\n%s", out)
 	}
-	if out := run("down"); !strings.Contains(out, "rolled back 00001_init.sql") {
-		t.Fatalf("down:\n%s", out)
+	// Every migration rolls back cleanly, newest first, and applies again.
+	for _, f := range []string{"00002_sources_fetches_gaps.sql", "00001_init.sql"} {
+		if out := run("down"); !strings.Contains(out, "rolled back "+f) {
+			t.Fatalf("down:\n%s", out)
+		}
 	}
-	if out := run("status"); !strings.Contains(out, "pending") {
+	if out := run("status"); strings.Count(out, "pending") != 2 {
 		t.Fatalf("status after down:\n%s", out)
 	}
-	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") {
+	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") || !strings.Contains(out, "applied 00002_sources_fetches_gaps.sql") {
 		t.Fatalf("up:\n%s", out)
 	}
 	if err := realMain(context.Background(), []string{"migrate", "sideways"}, io.Discard, io.Discard); err == nil {

@@ -68,6 +68,8 @@ type stackOptions struct {
 	RatePerSecond  float64
 	RateBurst      int
 	ReconcileEvery time.Duration
+	MonitorEvery   time.Duration
+	GapSettle      time.Duration
 	NoPlaceholder  bool      // no placeholder address for patients without email (tests)
 	DeferWorker    bool      // do not start the worker; call stack.StartWorker
 	Progress       io.Writer // one line per step; nil for none
@@ -179,7 +181,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL,
 		RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
-		ReconcileEvery: o.ReconcileEvery, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
+		ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,
 	}
 	if cfg.ReconcileEvery <= 0 {

@@ -38,6 +38,9 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	source := fs.String("source", "", "base URL of the FHIR server, for reference")
 	secretFile := fs.String("secret-file", "", "write the secret to this file (mode 0600) instead of standard output")
 	secretEnv := fs.String("secret-env", "", "take the secret from this environment variable (at least 24 characters) instead of making one")
+	sourceID := fs.String("source-id", "", "FHIR source (tidings source add) to fetch id-only/empty notifications and missed events from")
+	crit := fs.String("criteria", "", "search used for empty notifications, pings and gap recovery, e.g. ExplanationOfBenefit?type=professional (default: every ExplanationOfBenefit)")
+	heartbeat := fs.Duration("heartbeat-period", 0, "the subscription's heartbeat period; silent after twice that without one (0: not watched)")
 	ifMissing := fs.Bool("if-missing", false, "succeed without changes when the subscription exists (for one-shot setup jobs)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -71,7 +74,15 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	if err := st.EnsureTenant(ctx, *tenant, *tenantName); err != nil {
 		return err
 	}
-	err = st.CreateSubscription(ctx, store.Subscription{ID: *id, TenantID: *tenant, Topic: *topic, SourceURL: *source}, secret)
+	sub := store.Subscription{ID: *id, TenantID: *tenant, Topic: *topic, SourceURL: *source,
+		Criteria: *crit, HeartbeatPeriodS: int(heartbeat.Seconds())}
+	if *sourceID != "" {
+		sub.SourceID = sourceID
+	}
+	err = st.CreateSubscription(ctx, sub, secret)
+	if errors.Is(err, store.ErrUnknownReference) {
+		return fmt.Errorf("source %q is not registered (tidings source add)", *sourceID)
+	}
 	if errors.Is(err, store.ErrDuplicate) {
 		if *ifMissing {
 			fmt.Fprintf(stdout, "subscription %q already exists; left as it is\n", *id)
@@ -112,9 +123,13 @@ func runSubscriptionList(ctx context.Context, args []string, stdout, stderr io.W
 		return err
 	}
 	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTENANT\tSTATUS\tLAST HANDSHAKE\tLAST HEARTBEAT\tHEARTBEATS\tEVENTS SINCE START")
+	fmt.Fprintln(tw, "ID\tTENANT\tSTATUS\tSOURCE\tLAST HANDSHAKE\tLAST HEARTBEAT\tHEARTBEATS\tEVENTS SINCE START\tSILENT SINCE")
 	for _, s := range subs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", s.ID, s.TenantID, s.Status, when(s.LastHandshakeAt), when(s.LastHeartbeatAt), s.Heartbeats, s.EventsSinceStart)
+		src := "-"
+		if s.SourceID != nil {
+			src = *s.SourceID
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.TenantID, s.Status, src, when(s.LastHandshakeAt), when(s.LastHeartbeatAt), s.Heartbeats, s.EventsSinceStart, when(s.SilentSince))
 	}
 	return tw.Flush()
 }

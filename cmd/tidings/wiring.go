@@ -104,7 +104,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := &intake.Service{Store: a.store, Queue: a.client, Log: a.log}
+	svc := a.intake()
 	checks := []api.Check{
 		{Name: "postgres", Ping: a.store.Ping},
 		{Name: "redis", Ping: a.pingRedis},
@@ -143,4 +143,9 @@ type redisLog struct{ l *slog.Logger }
 
 func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
 	r.l.WarnContext(ctx, fmt.Sprintf(format, v...))
+}
+
+// intake is the notification intake service on the shared parts.
+func (a *app) intake() *intake.Service {
+	return &intake.Service{Store: a.store, Queue: a.client, Log: a.log}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/worker"
 )
 
@@ -39,6 +40,8 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 		return nil, err
 	}
 	proc := a.processor(pol, email, placeholderDomain)
+	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log), Log: a.log}
+	proc.Fetcher = fetcher
 	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, proc)
 	if err := srv.Start(mux); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
@@ -46,11 +49,15 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery}
+	mon := &worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle}
+	monDone := make(chan struct{})
 	go func() { defer close(done); rec.Run(rctx) }()
+	go func() { defer close(monDone); mon.Run(rctx) }()
 	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
 	return func() {
 		cancel()
 		<-done
+		<-monDone
 		srv.Shutdown()
 	}, nil
 }

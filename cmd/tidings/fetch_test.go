@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tidings-health/tidings/store"
+)
+
+// fakeFHIR serves the published example resources the way a FHIR server
+// would: reads by type/id, a search, and (optionally) Subscription/$events.
+type fakeFHIR struct {
+	*httptest.Server
+	t         *testing.T
+	mu        sync.Mutex
+	resources map[string]json.RawMessage // "Type/id" → resource
+	search    []json.RawMessage          // what any search returns
+	events    func(from, to int64) []byte // nil: $events is not supported (404)
+	requests  []string                    // method + path (+ query keys)
+}
+
+const fakeToken = "fake-fhir-bearer-token-0123456789"
+
+func newFakeFHIR(t *testing.T, files ...string) *fakeFHIR {
+	f := &fakeFHIR{t: t, resources: map[string]json.RawMessage{}}
+	for _, file := range files {
+		raw := fixture(t, file)
+		var head struct{ ResourceType, ID string }
+		if err := json.Unmarshal(raw, &head); err != nil {
+			t.Fatal(err)
+		}
+		f.resources[head.ResourceType+"/"+head.ID] = raw
+	}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeFHIR) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	keys := make([]string, 0)
+	for k := range r.URL.Query() {
+		keys = append(keys, k)
+	}
+	f.requests = append(f.requests, r.Method+" "+r.URL.Path+" "+strings.Join(keys, ","))
+	f.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+fakeToken {
+		http.Error(w, `{"resourceType":"OperationOutcome"}`, http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/fhir+json")
+	path := strings.TrimPrefix(r.URL.Path, "/fhir/")
+	parts := strings.Split(path, "/")
+	switch {
+	case len(parts) == 3 && parts[0] == "Subscription" && parts[2] == "$events":
+		if f.events == nil {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-supported"}]}`))
+			return
+		}
+		from, _ := strconv.ParseInt(r.URL.Query().Get("eventsSinceNumber"), 10, 64)
+		to, _ := strconv.ParseInt(r.URL.Query().Get("eventsUntilNumber"), 10, 64)
+		w.Write(f.events(from, to))
+	case len(parts) == 1 && r.URL.Query().Get("_lastUpdated") != "":
+		var entries []string
+		for _, res := range f.search {
+			entries = append(entries, `{"resource":`+string(res)+`,"search":{"mode":"match"}}`)
+		}
+		fmt.Fprintf(w, `{"resourceType":"Bundle","type":"searchset","total":%d,"entry":[%s]}`, len(entries), strings.Join(entries, ","))
+	case len(parts) == 2:
+		res, ok := f.resources[parts[0]+"/"+parts[1]]
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}`))
+			return
+		}
+		w.Write(res)
+	default:
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid"}]}`))
+	}
+}
+
+func (f *fakeFHIR) saw(prefix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, r := range f.requests {
+		if strings.HasPrefix(r, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// attachFake registers the fake server as the dev subscription's source.
+func (ts *testStack) attachFake(t *testing.T, f *fakeFHIR, heartbeat time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	if err := ts.app.store.CreateSource(ctx, store.Source{ID: "fake-ehr", TenantID: devTenant, BaseURL: f.URL + "/fhir", AuthType: "bearer"}, []byte(fakeToken)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.app.store.AttachSource(ctx, devSubscription, "fake-ehr", "ExplanationOfBenefit", heartbeat); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// notification builds a Backport notification bundle for the published EOBs
+// with the given event numbers; idOnly leaves the resources out and points
+// the focus at base.
+func (ts *testStack) notification(t *testing.T, base string, idOnly bool, numbered map[int64]string) []byte {
+	t.Helper()
+	var events, entries []string
+	for num, file := range numbered {
+		raw := fixture(t, file)
+		var head struct{ ResourceType, ID string }
+		json.Unmarshal(raw, &head)
+		ref := base + "/" + head.ResourceType + "/" + head.ID
+		events = append(events, fmt.Sprintf(`{"name":"notification-event","part":[{"name":"event-number","valueString":"%d"},{"name":"focus","valueReference":{"reference":%q}}]}`, num, ref))
+		entry := fmt.Sprintf(`{"fullUrl":%q,"request":{"method":"PUT","url":%q},"response":{"status":"200"}`, ref, head.ResourceType+"/"+head.ID)
+		if !idOnly {
+			entry += `,"resource":` + string(raw)
+		}
+		entries = append(entries, entry+"}")
+	}
+	status := fmt.Sprintf(`{"fullUrl":"urn:uuid:9e41ff6d-5be6-4e6a-8b85-abd4e7f58400","resource":{"resourceType":"Parameters","meta":{"profile":["http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription-status-r4"]},"parameter":[{"name":"subscription","valueReference":{"reference":%q}},{"name":"topic","valueCanonical":"http://example.org/topic/eob"},{"name":"status","valueCode":"active"},{"name":"type","valueCode":"event-notification"},%s]},"request":{"method":"GET","url":"Subscription/remote-7/$status"},"response":{"status":"200"}}`,
+		base+"/Subscription/remote-7", strings.Join(events, ","))
+	return []byte(`{"resourceType":"Bundle","type":"history","timestamp":"2026-11-27T10:00:00Z","entry":[` + status + "," + strings.Join(entries, ",") + `]}`)
+}
+
+// id-only: Tidings reads the focus and the patient it references from the
+// source, then notifies as usual — to the patient's address from the source.
+func TestIDOnlyNotificationIsFetched(t *testing.T) {
+	f := newFakeFHIR(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json", "carin-bb-2.0.0/Patient-Patient2.json",
+		"carin-bb-2.0.0/Organization-Payer1.json", "carin-bb-2.0.0/Organization-ProviderOrganization1.json")
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	ts.attachFake(t, f, 0)
+	body := ts.notification(t, f.URL+"/fhir", true, map[int64]string{1: "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"})
+	r := ts.notify(t, body)
+	if r.Status != 202 || r.Header.Get("X-Tidings-Fetches") != "1" {
+		t.Fatalf("status %d fetches %q: %s", r.Status, r.Header.Get("X-Tidings-Fetches"), r.Body)
+	}
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatalf("no mail: %v; fake saw %v", err, f.requests)
+	}
+	var p struct{ Telecom []struct{ System, Value string } }
+	json.Unmarshal(fixture(t, "carin-bb-2.0.0/Patient-Patient2.json"), &p)
+	found := false
+	for _, tc := range p.Telecom {
+		if tc.System == "email" && len(msgs[0].To) == 1 && strings.EqualFold(msgs[0].To[0], tc.Value) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("sent to %v, not to the fetched Patient's email", msgs[0].To)
+	}
+	if f.saw("GET /fhir/ExplanationOfBenefit/EOBInpatient1") != 1 || f.saw("GET /fhir/Patient/Patient2") != 1 {
+		t.Errorf("fake saw %v", f.requests)
+	}
+	// The same id-only notification again is a duplicate: no second fetch, no second notice.
+	if r := ts.notify(t, body); r.Status != 200 {
+		t.Fatalf("repeat: %d %s", r.Status, r.Body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if len(ts.Mail.Messages()) != 1 {
+		t.Errorf("%d messages after a repeated notification", len(ts.Mail.Messages()))
+	}
+}
+
+// A focus the source no longer has (404) ends the fetch without an event.
+func TestIDOnlyFetchOfDeletedResource(t *testing.T) {
+	f := newFakeFHIR(t)
+	ts := newTestStack(t, testOpts{})
+	ts.attachFake(t, f, 0)
+	body := ts.notification(t, f.URL+"/fhir", true, map[int64]string{1: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"})
+	if r := ts.notify(t, body); r.Status != 202 {
+		t.Fatalf("status %d %s", r.Status, r.Body)
+	}
+	var status, lastError string
+	deadline := time.Now().Add(20 * time.Second)
+	for status != store.FetchDone && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		ts.app.store.RawScan(context.Background(), &status, `SELECT status FROM fetches`)
+	}
+	ts.app.store.RawScan(context.Background(), &lastError, `SELECT last_error FROM fetches`)
+	if status != store.FetchDone || !strings.Contains(lastError, "gone") {
+		t.Fatalf("fetch %q %q", status, lastError)
+	}
+	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+	if c.Events != 0 {
+		t.Errorf("%d events for a deleted resource", c.Events)
+	}
+}
+
+// An empty notification (the published example, as is) and a classic
+// rest-hook ping both search the source for what changed since the last event.
+func TestEmptyNotificationAndPingSearchTheSource(t *testing.T) {
+	f := newFakeFHIR(t, "carin-bb-2.0.0/Patient-Patient2.json")
+	f.search = []json.RawMessage{fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")}
+	ts := newTestStack(t, testOpts{})
+	ts.attachFake(t, f, 0)
+	if r := ts.notify(t, fixture(t, "subscriptions-backport-ig/empty_notification_bundle_example.json")); r.Status != 202 {
+		t.Fatalf("empty notification: %d %s", r.Status, r.Body)
+	}
+	if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1); err != nil {
+		t.Fatalf("no mail: %v; fake saw %v", err, f.requests)
+	}
+	if f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") != 1 {
+		t.Errorf("fake saw %v; want one _lastUpdated search", f.requests)
+	}
+	// A ping: the search finds the same EOB again, which is a duplicate.
+	if r := ts.post(t, nil, "", ts.Secret); r.Status != 202 {
+		t.Fatalf("ping: %d %s", r.Status, r.Body)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
+	if f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") != 2 || c.Events != 1 || len(ts.Mail.Messages()) != 1 {
+		t.Fatalf("after the ping: searches %d, events %d, messages %d", f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated"), c.Events, len(ts.Mail.Messages()))
+	}
+}
+
+// Event numbers 1 and 3 arrive; 2 never does. The monitor finds the gap and
+// recovers it with $events where the source supports it, else by search.
+func TestGapRecovery(t *testing.T) {
+	for _, mode := range []string{"$events", "search"} {
+		t.Run(mode, func(t *testing.T) {
+			f := newFakeFHIR(t)
+			missing := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json")
+			ts := newTestStack(t, testOpts{MonitorEvery: 200 * time.Millisecond, GapSettle: time.Nanosecond})
+			if mode == "$events" {
+				f.events = func(from, to int64) []byte {
+					if from != 2 || to != 2 {
+						t.Errorf("$events asked for %d..%d, want 2..2", from, to)
+					}
+					return ts.notification(t, f.URL+"/fhir", false, map[int64]string{2: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json"})
+				}
+			} else {
+				f.search = []json.RawMessage{missing}
+			}
+			ts.attachFake(t, f, 0)
+			for num, file := range map[int64]string{1: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json", 3: "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"} {
+				if r := ts.notify(t, ts.notification(t, f.URL+"/fhir", false, map[int64]string{num: file})); r.Status != 202 {
+					t.Fatalf("event %d: %d %s", num, r.Status, r.Body)
+				}
+			}
+			if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 3); err != nil {
+				t.Fatalf("the missed event was not recovered: %v; fake saw %v", err, f.requests)
+			}
+			var gap store.Gap
+			ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
+			if gap.FromNumber != 2 || gap.ToNumber != 2 || gap.RecoveredAt == nil || gap.Method != mode || gap.RecoveredEvents != 1 {
+				t.Fatalf("gap %+v", gap)
+			}
+		})
+	}
+}
+
+// A subscription with a heartbeat period that goes quiet for twice that
+// period is marked silent; a heartbeat clears it.
+func TestSilentSubscription(t *testing.T) {
+	f := newFakeFHIR(t)
+	ts := newTestStack(t, testOpts{MonitorEvery: 100 * time.Millisecond})
+	ts.attachFake(t, f, time.Second)
+	var silent *time.Time
+	deadline := time.Now().Add(15 * time.Second)
+	for silent == nil && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		sub, _ := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+		silent = sub.SilentSince
+	}
+	if silent == nil {
+		t.Fatalf("never marked silent; logs:\n%s", ts.Logs.String())
+	}
+	var out bytes.Buffer
+	t.Setenv("TIDINGS_DATABASE_URL", ts.app.cfg.DatabaseURL)
+	if err := realMain(context.Background(), []string{"subscription", "list"}, &out, &out); err != nil || !strings.Contains(out.String(), "fake-ehr") {
+		t.Fatalf("list: %v\n%s", err, out.String())
+	}
+	if r := ts.notify(t, fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")); r.Status != 200 {
+		t.Fatalf("heartbeat: %d", r.Status)
+	}
+	sub, _ := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+	if sub.SilentSince != nil {
+		t.Error("a heartbeat did not clear silent")
+	}
+}

@@ -1,0 +1,329 @@
+package intake
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/fhir/client"
+	"github.com/tidings-health/tidings/store"
+)
+
+// FHIRReader is what fetching needs from a subscription's FHIR server;
+// *client.Client is the real one.
+type FHIRReader interface {
+	ReadReference(ctx context.Context, ref string) (json.RawMessage, error)
+	Search(ctx context.Context, resourceType string, params url.Values) ([]json.RawMessage, error)
+	Events(ctx context.Context, subscriptionID string, from, to int64) (json.RawMessage, error)
+}
+
+// Sources gives the reader for a registered FHIR source.
+type Sources interface {
+	Reader(ctx context.Context, sourceID string) (FHIRReader, error)
+}
+
+// FetchStore is what fetching and gap recovery need from storage.
+type FetchStore interface {
+	LoadFetch(ctx context.Context, id int64) (store.Fetch, error)
+	FinishFetch(ctx context.Context, f store.Fetch, status string, events int, errText string) error
+	SubscriptionByID(ctx context.Context, id string) (store.Subscription, error)
+	LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error)
+	DetectGaps(ctx context.Context, settle time.Duration) (int64, error)
+	OpenGaps(ctx context.Context, limit int) ([]store.Gap, error)
+	FinishGap(ctx context.Context, g store.Gap, recovered bool, method string, events int, errText string) error
+	MarkSilent(ctx context.Context, now time.Time) (int64, error)
+}
+
+// ErrPermanent marks a fetch outcome that retrying cannot change.
+var ErrPermanent = errors.New("permanent")
+
+// searchOverlap is how far before the last event a catch-up search starts;
+// what it finds twice is deduplicated.
+const searchOverlap = 5 * time.Minute
+
+// Fetcher turns fetches and gaps into events.
+type Fetcher struct {
+	Service *Service
+	Store   FetchStore
+	Sources Sources
+	Log     *slog.Logger
+}
+
+// ProcessFetch performs one fetch: a read of the focus reference (id-only
+// content) or a search since the last event (empty content, pings).
+func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int64) error {
+	ft, err := f.Store.LoadFetch(ctx, fetchID)
+	if err != nil {
+		return fmt.Errorf("fetch %d: %w", fetchID, err)
+	}
+	if ft.TenantID != tenantID {
+		return fmt.Errorf("fetch %d: task tenant does not match: %w", fetchID, ErrPermanent)
+	}
+	if ft.Status != store.FetchPending {
+		return nil
+	}
+	sub, err := f.Store.SubscriptionByID(ctx, ft.SubscriptionID)
+	if err != nil {
+		return fmt.Errorf("fetch %d: %w", fetchID, err)
+	}
+	if sub.SourceID == nil {
+		return f.fail(ctx, ft, "the subscription has no FHIR source to fetch from")
+	}
+	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	if err != nil {
+		return fmt.Errorf("fetch %d: source: %w", fetchID, err)
+	}
+	var events []fhir.Event
+	switch ft.Kind {
+	case store.FetchRead:
+		res, err := reader.ReadReference(ctx, ft.Reference)
+		if errors.Is(err, client.ErrGone) {
+			// Deleted before we could read it: nothing to notify about an EOB.
+			return f.Store.FinishFetch(ctx, ft, store.FetchDone, 0, "the resource is gone (404/410)")
+		}
+		if errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
+			return f.fail(ctx, ft, "the focus reference is not on the subscription's FHIR source")
+		}
+		if err != nil {
+			return fmt.Errorf("fetch %d: %w", fetchID, err)
+		}
+		ev, err := f.eventFrom(ctx, reader, res)
+		if err != nil {
+			return fmt.Errorf("fetch %d: %w", fetchID, err)
+		}
+		if ft.EventNumber != nil {
+			ev.EventNumber = *ft.EventNumber
+		}
+		events = append(events, ev)
+	case store.FetchSearch:
+		events, err = f.searchSinceLastEvent(ctx, reader, sub)
+		if err != nil {
+			return fmt.Errorf("fetch %d: %w", fetchID, err)
+		}
+	}
+	res, err := f.Service.storeEvents(ctx, sub, Result{}, events)
+	if err != nil {
+		if errors.Is(err, fhir.ErrMalformed) {
+			return f.fail(ctx, ft, "the fetched resource is unusable: "+err.Error())
+		}
+		return fmt.Errorf("fetch %d: %w", fetchID, err)
+	}
+	return f.Store.FinishFetch(ctx, ft, store.FetchDone, res.Accepted, "")
+}
+
+func (f *Fetcher) fail(ctx context.Context, ft store.Fetch, reason string) error {
+	if err := f.Store.FinishFetch(ctx, ft, store.FetchFailed, 0, reason); err != nil {
+		return err
+	}
+	return fmt.Errorf("fetch %d failed: %w", ft.ID, ErrPermanent)
+}
+
+// GiveUp records a fetch that ran out of retries.
+func (f *Fetcher) GiveUp(ctx context.Context, fetchID int64, cause error) error {
+	ft, err := f.Store.LoadFetch(ctx, fetchID)
+	if err != nil || ft.Status != store.FetchPending {
+		return err
+	}
+	return f.Store.FinishFetch(ctx, ft, store.FetchFailed, 0, "gave up after the last retry: "+cause.Error())
+}
+
+// searchSinceLastEvent searches the subscription's criteria for resources
+// changed since its last event (with an overlap; duplicates dedupe).
+func (f *Fetcher) searchSinceLastEvent(ctx context.Context, reader FHIRReader, sub store.Subscription) ([]fhir.Event, error) {
+	typ, params, err := criteria(sub.Criteria)
+	if err != nil {
+		return nil, err
+	}
+	since, err := f.Store.LastEventAt(ctx, sub.ID)
+	if err != nil {
+		return nil, err
+	}
+	if since.IsZero() {
+		since = sub.CreatedAt
+	}
+	params.Set("_lastUpdated", "ge"+since.Add(-searchOverlap).UTC().Format(time.RFC3339))
+	found, err := reader.Search(ctx, typ, params)
+	if err != nil {
+		return nil, err
+	}
+	var events []fhir.Event
+	for _, res := range found {
+		ev, err := f.eventFrom(ctx, reader, res)
+		if err != nil {
+			return nil, err
+		}
+		if supportedFocus[ev.ResourceType] {
+			events = append(events, ev)
+		}
+	}
+	return events, nil
+}
+
+// criteria splits "Type?a=b" into the type and its parameters; an empty
+// criteria searches every ExplanationOfBenefit.
+func criteria(c string) (string, url.Values, error) {
+	if c == "" {
+		return "ExplanationOfBenefit", url.Values{}, nil
+	}
+	typ, query, _ := strings.Cut(c, "?")
+	params, err := url.ParseQuery(query)
+	if err != nil || typ == "" {
+		return "", nil, fmt.Errorf("the subscription's criteria is not Type?params: %w", ErrPermanent)
+	}
+	return typ, params, nil
+}
+
+// eventFrom makes an event of a fetched resource, fetching the resources it
+// references that a notice needs (patient, insurer, provider) unless they are
+// contained.
+func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.RawMessage) (fhir.Event, error) {
+	var head struct {
+		ResourceType string `json:"resourceType"`
+		ID           string `json:"id"`
+		Meta         struct {
+			VersionID string `json:"versionId"`
+		} `json:"meta"`
+		Patient  struct{ Reference string } `json:"patient"`
+		Insurer  struct{ Reference string } `json:"insurer"`
+		Provider struct{ Reference string } `json:"provider"`
+	}
+	if err := json.Unmarshal(res, &head); err != nil {
+		return fhir.Event{}, fmt.Errorf("%w: the fetched body is not a resource", fhir.ErrMalformed)
+	}
+	ev := fhir.Event{EventNumber: -1, ResourceType: head.ResourceType, ID: head.ID, VersionID: head.Meta.VersionID, Focus: res}
+	if !supportedFocus[head.ResourceType] {
+		return ev, nil
+	}
+	for _, ref := range []string{head.Patient.Reference, head.Insurer.Reference, head.Provider.Reference} {
+		if ref == "" || strings.HasPrefix(ref, "#") {
+			continue
+		}
+		rel, err := reader.ReadReference(ctx, ref)
+		if errors.Is(err, client.ErrGone) || errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
+			continue // the notice falls back to displays, or to no contact
+		}
+		if err != nil {
+			return fhir.Event{}, err
+		}
+		ev.Related = append(ev.Related, rel)
+		ev.RelatedURLs = append(ev.RelatedURLs, ref)
+	}
+	return ev, nil
+}
+
+// MonitorReport says what one monitoring pass did.
+type MonitorReport struct {
+	NewGaps, Recovered, Silent int64
+}
+
+// Monitor finds gaps in event numbers and recovers them ($events where the
+// source supports it, else a _lastUpdated search), and marks subscriptions
+// whose heartbeats stopped as silent.
+func (f *Fetcher) Monitor(ctx context.Context, settle time.Duration) (MonitorReport, error) {
+	var rep MonitorReport
+	var err error
+	if rep.NewGaps, err = f.Store.DetectGaps(ctx, settle); err != nil {
+		return rep, fmt.Errorf("detect gaps: %w", err)
+	}
+	gaps, err := f.Store.OpenGaps(ctx, 100)
+	if err != nil {
+		return rep, err
+	}
+	for _, g := range gaps {
+		ok, err := f.recoverGap(ctx, g)
+		if err != nil && f.Log != nil {
+			f.Log.Warn("gap recovery failed; will retry", "subscription", g.SubscriptionID, "from", g.FromNumber, "to", g.ToNumber, "err", err)
+		}
+		if ok {
+			rep.Recovered++
+		}
+	}
+	if rep.Silent, err = f.Store.MarkSilent(ctx, time.Now().UTC()); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func (f *Fetcher) recoverGap(ctx context.Context, g store.Gap) (bool, error) {
+	sub, err := f.Store.SubscriptionByID(ctx, g.SubscriptionID)
+	if err != nil {
+		return false, err
+	}
+	if sub.SourceID == nil {
+		return false, f.Store.FinishGap(ctx, g, false, "none", 0, "the subscription has no FHIR source to recover from")
+	}
+	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	if err != nil {
+		return false, err
+	}
+	if remote := remoteSubscriptionID(sub.RemoteRef); remote != "" {
+		bundle, err := reader.Events(ctx, remote, g.FromNumber, g.ToNumber)
+		switch {
+		case err == nil:
+			n, perr := fhir.ParseNotification(bundle)
+			if perr != nil {
+				return false, f.Store.FinishGap(ctx, g, false, "$events", 0, "the $events answer is not a notification bundle: "+perr.Error())
+			}
+			accepted, err := f.recoverEvents(ctx, sub, n)
+			if err != nil {
+				return false, f.Store.FinishGap(ctx, g, false, "$events", 0, err.Error())
+			}
+			return true, f.Store.FinishGap(ctx, g, true, "$events", accepted, "")
+		case !errors.Is(err, client.ErrUnsupported):
+			return false, f.Store.FinishGap(ctx, g, false, "$events", 0, err.Error())
+		}
+	}
+	events, err := f.searchSinceLastEvent(ctx, reader, sub)
+	if err != nil {
+		return false, f.Store.FinishGap(ctx, g, false, "search", 0, err.Error())
+	}
+	res, err := f.Service.storeEvents(ctx, sub, Result{}, events)
+	if err != nil {
+		return false, f.Store.FinishGap(ctx, g, false, "search", 0, err.Error())
+	}
+	return true, f.Store.FinishGap(ctx, g, true, "search", res.Accepted, "")
+}
+
+// recoverEvents stores what an $events answer holds: full resources as they
+// are, references by fetching them.
+func (f *Fetcher) recoverEvents(ctx context.Context, sub store.Subscription, n *fhir.Notification) (int, error) {
+	var full []fhir.Event
+	res := Result{}
+	var err error
+	for _, ev := range n.Events {
+		switch {
+		case ev.Focus != nil:
+			full = append(full, ev)
+		case ev.FocusRef != "":
+			if res, err = f.Service.requestFetch(ctx, sub, res, store.FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if res, err = f.Service.storeEvents(ctx, sub, res, full); err != nil {
+		return 0, err
+	}
+	return res.Accepted + res.Fetches, nil
+}
+
+// remoteSubscriptionID is the id in ".../Subscription/{id}" (or "Subscription/{id}").
+func remoteSubscriptionID(ref string) string {
+	i := strings.LastIndex(ref, "Subscription/")
+	if i < 0 {
+		return ""
+	}
+	id := ref[i+len("Subscription/"):]
+	if j := strings.IndexAny(id, "/?#"); j >= 0 {
+		id = id[:j]
+	}
+	if !fhirID.MatchString(id) {
+		return ""
+	}
+	return id
+}

@@ -1,0 +1,253 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// TaskFetch is the outbox task type that fetches what a notification did not carry.
+const TaskFetch = "fetch:process"
+
+// Fetch kinds and statuses.
+const (
+	FetchRead    = "read"
+	FetchSearch  = "search"
+	FetchPending = "pending"
+	FetchDone    = "done"
+	FetchFailed  = "failed"
+)
+
+const ctxSourceCredential = "fhir_sources.credential_sealed"
+
+// NewFetch is a fetch as intake hands it over.
+type NewFetch struct {
+	TenantID       string
+	SubscriptionID string
+	Kind           string
+	Reference      string
+	EventNumber    *int64
+	DedupeKey      string
+}
+
+// StoredFetch says where an accepted fetch went.
+type StoredFetch struct {
+	FetchID   int64
+	OutboxID  int64
+	Duplicate bool
+}
+
+// InsertFetch stores a fetch, its outbox row and its audit row in one
+// transaction; a dedupe key seen before stores nothing.
+func (s *Store) InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error) {
+	var out StoredFetch
+	err := s.InTx(ctx, func(tx *Store) error {
+		var ids []int64
+		if err := tx.q(ctx).Raw(`INSERT INTO fetches (tenant_id, subscription_id, kind, reference, event_number, dedupe_key)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+			f.TenantID, f.SubscriptionID, f.Kind, f.Reference, f.EventNumber, f.DedupeKey).Scan(&ids).Error; err != nil {
+			return fmt.Errorf("insert fetch: %w", err)
+		}
+		if len(ids) == 0 {
+			out.Duplicate = true
+			return nil
+		}
+		out.FetchID = ids[0]
+		row := OutboxRow{TenantID: f.TenantID, TaskType: TaskFetch, FetchID: &out.FetchID}
+		if err := tx.q(ctx).Create(&row).Error; err != nil {
+			return fmt.Errorf("insert outbox: %w", err)
+		}
+		out.OutboxID = row.ID
+		return tx.Audit(ctx, AuditRecord{TenantID: f.TenantID, Actor: "subscription:" + f.SubscriptionID,
+			Action: "fetch.requested", SubjectType: "fetch", SubjectID: strconv.FormatInt(out.FetchID, 10),
+			Detail: map[string]any{"kind": f.Kind}})
+	})
+	return out, err
+}
+
+// LoadFetch loads one fetch.
+func (s *Store) LoadFetch(ctx context.Context, id int64) (Fetch, error) {
+	var f Fetch
+	return f, translate(s.q(ctx).Where("id = ?", id).Take(&f).Error)
+}
+
+// FinishFetch records a fetch's outcome. errText never holds PHI.
+func (s *Store) FinishFetch(ctx context.Context, f Fetch, status string, events int, errText string) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Model(&Fetch{}).Where("id = ?", f.ID).Updates(map[string]any{
+			"status": status, "events_created": events, "last_error": truncate(errText, 500), "updated_at": gorm.Expr("now()"),
+		}).Error; err != nil {
+			return err
+		}
+		detail := map[string]any{"events": events}
+		if errText != "" {
+			detail["error"] = truncate(errText, 500)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: f.TenantID, Actor: "worker", Action: "fetch." + status,
+			SubjectType: "fetch", SubjectID: strconv.FormatInt(f.ID, 10), Detail: detail})
+	})
+}
+
+// RecordEventNumbers notes the event numbers a notification announced, and
+// the subscription's own reference on its server the first time it is seen.
+func (s *Store) RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error {
+	if remoteRef != "" {
+		if err := s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE id = ? AND remote_ref = ''`, remoteRef, subscriptionID).Error; err != nil {
+			return err
+		}
+	}
+	if len(numbers) == 0 {
+		return nil
+	}
+	return s.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number)
+		SELECT ?, unnest(?::bigint[]) ON CONFLICT DO NOTHING`, subscriptionID, int64Array(numbers)).Error
+}
+
+func int64Array(ns []int64) string {
+	b := []byte{'{'}
+	for i, n := range ns {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, n, 10)
+	}
+	return string(append(b, '}'))
+}
+
+// DetectGaps records runs of event numbers that a subscription announced
+// (through later numbers, or a heartbeat's events-since-subscription-start)
+// but never delivered, once they have been missing for longer than settle
+// (notifications may arrive out of order). It returns how many new gaps it found.
+func (s *Store) DetectGaps(ctx context.Context, settle time.Duration) (int64, error) {
+	cutoff := time.Now().UTC().Add(-settle)
+	res := s.q(ctx).Exec(`
+		INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
+		SELECT subscription_id, prev + 1, event_number - 1 FROM (
+			SELECT subscription_id, event_number, seen_at,
+				lag(event_number) OVER (PARTITION BY subscription_id ORDER BY event_number) AS prev
+			FROM subscription_event_numbers) x
+		WHERE prev IS NOT NULL AND event_number > prev + 1 AND seen_at < ?
+		UNION ALL
+		SELECT s.id, m.top + 1, s.events_since_start FROM subscriptions s
+			JOIN (SELECT subscription_id, max(event_number) AS top FROM subscription_event_numbers GROUP BY subscription_id) m
+			ON m.subscription_id = s.id
+		WHERE s.events_since_start > m.top AND coalesce(s.last_heartbeat_at, s.created_at) < ?
+		UNION ALL
+		SELECT s.id, 1, m.low - 1 FROM subscriptions s
+			JOIN (SELECT subscription_id, min(event_number) AS low, min(seen_at) AS first_seen
+				FROM subscription_event_numbers GROUP BY subscription_id) m ON m.subscription_id = s.id
+		WHERE s.last_handshake_at IS NOT NULL AND m.low > 1 AND m.first_seen < ?
+		ON CONFLICT DO NOTHING`, cutoff, cutoff, cutoff)
+	return res.RowsAffected, res.Error
+}
+
+// OpenGaps lists gaps not yet recovered.
+func (s *Store) OpenGaps(ctx context.Context, limit int) ([]Gap, error) {
+	var gaps []Gap
+	err := s.q(ctx).Where("recovered_at IS NULL").Order("id").Limit(limit).Find(&gaps).Error
+	return gaps, err
+}
+
+// FinishGap records a recovery attempt. A recovered gap's numbers count as seen.
+func (s *Store) FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		updates := map[string]any{"method": method, "recovered_events": events, "last_error": truncate(errText, 500)}
+		if recovered {
+			updates["recovered_at"] = gorm.Expr("now()")
+		}
+		if err := tx.q(ctx).Model(&Gap{}).Where("id = ?", g.ID).Updates(updates).Error; err != nil {
+			return err
+		}
+		if !recovered {
+			return nil
+		}
+		if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number)
+			SELECT ?, generate_series(?::bigint, ?::bigint) ON CONFLICT DO NOTHING`, g.SubscriptionID, g.FromNumber, g.ToNumber).Error; err != nil {
+			return err
+		}
+		var tenant string
+		if err := tx.q(ctx).Raw(`SELECT tenant_id FROM subscriptions WHERE id = ?`, g.SubscriptionID).Scan(&tenant).Error; err != nil {
+			return err
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: tenant, Actor: "worker", Action: "gap.recovered",
+			SubjectType: "subscription", SubjectID: g.SubscriptionID,
+			Detail: map[string]any{"from": g.FromNumber, "to": g.ToNumber, "method": method, "events": events}})
+	})
+}
+
+// MarkSilent flags subscriptions with a heartbeat period whose last heartbeat
+// (or creation) is older than twice that period; a heartbeat clears the flag.
+func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
+	res := s.q(ctx).Exec(`UPDATE subscriptions SET silent_since = ?
+		WHERE heartbeat_period_s > 0 AND silent_since IS NULL
+		AND coalesce(last_heartbeat_at, created_at) < ?::timestamptz - make_interval(secs => 2 * heartbeat_period_s)`, now, now)
+	return res.RowsAffected, res.Error
+}
+
+// LastEventAt is when the subscription's newest event was received (zero when none).
+func (s *Store) LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error) {
+	var t []time.Time
+	err := s.q(ctx).Raw(`SELECT max(received_at) FROM events WHERE subscription_id = ? HAVING max(received_at) IS NOT NULL`, subscriptionID).Scan(&t).Error
+	if err != nil || len(t) == 0 {
+		return time.Time{}, err
+	}
+	return t[0], nil
+}
+
+// CreateSource registers a FHIR server; credential (a PEM private key or a
+// bearer token) is sealed before it is stored.
+func (s *Store) CreateSource(ctx context.Context, src Source, credential []byte) error {
+	if len(credential) > 0 {
+		src.CredentialSealed = s.keys.Seal(credential, ctxSourceCredential)
+	}
+	return s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Create(&src).Error; err != nil {
+			return translate(err)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: src.TenantID, Actor: "api", Action: "source.created",
+			SubjectType: "source", SubjectID: src.ID, Detail: map[string]any{"auth_type": src.AuthType}})
+	})
+}
+
+// SourceWithCredential loads a source and opens its credential.
+func (s *Store) SourceWithCredential(ctx context.Context, id string) (Source, []byte, error) {
+	var src Source
+	if err := s.q(ctx).Where("id = ?", id).Take(&src).Error; err != nil {
+		return Source{}, nil, translate(err)
+	}
+	if len(src.CredentialSealed) == 0 {
+		return src, nil, nil
+	}
+	cred, err := s.keys.Open(src.CredentialSealed, ctxSourceCredential)
+	if err != nil {
+		return Source{}, nil, fmt.Errorf("open source credential: %w", err)
+	}
+	return src, cred, nil
+}
+
+// AttachSource points a subscription at the FHIR server it fetches from.
+func (s *Store) AttachSource(ctx context.Context, subscriptionID, sourceID, criteria string, heartbeatPeriod time.Duration) error {
+	res := s.q(ctx).Exec(`UPDATE subscriptions SET source_id = ?, criteria = ?, heartbeat_period_s = ? WHERE id = ?`,
+		sourceID, criteria, int(heartbeatPeriod/time.Second), subscriptionID)
+	if res.Error != nil {
+		return translate(res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// OutboxFetch loads the outbox row of a fetch.
+func (s *Store) OutboxFetch(ctx context.Context, fetchID int64) (OutboxRow, error) {
+	var row OutboxRow
+	err := s.q(ctx).Where("fetch_id = ? AND task_type = ?", fetchID, TaskFetch).Take(&row).Error
+	if errors.Is(err, gorm.ErrRecordNotFound) {
+		return row, ErrNotFound
+	}
+	return row, err
+}
