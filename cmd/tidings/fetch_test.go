@@ -22,8 +22,8 @@ type fakeFHIR struct {
 	*httptest.Server
 	t         *testing.T
 	mu        sync.Mutex
-	resources map[string]json.RawMessage // "Type/id" → resource
-	search    []json.RawMessage          // what any search returns
+	resources map[string]json.RawMessage  // "Type/id" → resource
+	search    []json.RawMessage           // what any search returns
 	events    func(from, to int64) []byte // nil: $events is not supported (404)
 	requests  []string                    // method + path (+ query keys)
 }
@@ -153,7 +153,9 @@ func TestIDOnlyNotificationIsFetched(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no mail: %v; fake saw %v", err, f.requests)
 	}
-	var p struct{ Telecom []struct{ System, Value string } }
+	var p struct {
+		Telecom []struct{ System, Value string }
+	}
 	json.Unmarshal(fixture(t, "carin-bb-2.0.0/Patient-Patient2.json"), &p)
 	found := false
 	for _, tc := range p.Telecom {
