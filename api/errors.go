@@ -59,6 +59,8 @@ func classify(err error) *apiError {
 		return newError(http.StatusBadRequest, "structure", err.Error())
 	case errors.Is(err, fhir.ErrNotNotification):
 		return newError(http.StatusUnprocessableEntity, "invalid", err.Error())
+	case errors.Is(err, intake.ErrBadSignature):
+		return newError(http.StatusUnauthorized, "security", err.Error())
 	case errors.Is(err, intake.ErrMismatch):
 		return newError(http.StatusBadRequest, "invalid", err.Error())
 	case errors.Is(err, intake.ErrInactive):

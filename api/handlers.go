@@ -50,6 +50,10 @@ func (h *handlers) notify(c *gin.Context) {
 		return
 	}
 	sub := c.MustGet(ctxSubscription).(store.Subscription)
+	if err := h.cfg.Intake.VerifySignature(sub, body, c.GetHeader("X-Signature"), c.GetHeader("X-Signature-Timestamp")); err != nil {
+		fhirError(c, err)
+		return
+	}
 	var res intake.Result
 	if typ := c.Param("type"); typ != "" {
 		res, err = h.cfg.Intake.ReceiveResource(c.Request.Context(), sub, body, typ, c.Param("id"))

@@ -19,6 +19,7 @@ type Intake interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
 	Receive(ctx context.Context, sub store.Subscription, body []byte) (intake.Result, error)
 	ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
+	VerifySignature(sub store.Subscription, body []byte, signature, timestamp string) error
 }
 
 // Contacts stores patient contacts.

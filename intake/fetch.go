@@ -38,6 +38,7 @@ type FetchStore interface {
 	OpenGaps(ctx context.Context, limit int) ([]store.Gap, error)
 	FinishGap(ctx context.Context, g store.Gap, recovered bool, method string, events int, errText string) error
 	MarkSilent(ctx context.Context, now time.Time) (int64, error)
+	LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (store.LoadedEvent, error)
 }
 
 // ErrPermanent marks a fetch outcome that retrying cannot change.
@@ -84,8 +85,16 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 	case store.FetchRead:
 		res, err := reader.ReadReference(ctx, ft.Reference)
 		if errors.Is(err, client.ErrGone) {
-			// Deleted before we could read it: nothing to notify about an EOB.
-			return f.Store.FinishFetch(ctx, ft, store.FetchDone, 0, "the resource is gone (404/410)")
+			gone, gerr := f.goneEvent(ctx, ft)
+			if gerr != nil {
+				return fmt.Errorf("fetch %d: %w", fetchID, gerr)
+			}
+			if gone == nil {
+				// Deleted before we could read it: nothing to notify about an EOB.
+				return f.Store.FinishFetch(ctx, ft, store.FetchDone, 0, "the resource is gone (404/410)")
+			}
+			events = append(events, *gone)
+			break
 		}
 		if errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
 			return f.fail(ctx, ft, "the focus reference is not on the subscription's FHIR source")
@@ -131,6 +140,57 @@ func (f *Fetcher) GiveUp(ctx context.Context, fetchID int64, cause error) error 
 		return err
 	}
 	return f.Store.FinishFetch(ctx, ft, store.FetchFailed, 0, "gave up after the last retry: "+cause.Error())
+}
+
+// goneEvent turns an Appointment that disappeared from its source into a
+// cancellation: the last version Tidings saw, with status "cancelled". It is
+// nil for other types, or when Tidings never saw the appointment.
+func (f *Fetcher) goneEvent(ctx context.Context, ft store.Fetch) (*fhir.Event, error) {
+	typ, id := refTypeID(ft.Reference)
+	if typ != "Appointment" {
+		return nil, nil
+	}
+	last, err := f.Store.LatestEvent(ctx, ft.TenantID, typ, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var rec EventRecord
+	if err := json.Unmarshal(last.Resource, &rec); err != nil {
+		return nil, err
+	}
+	var res map[string]any
+	if err := json.Unmarshal(rec.Focus, &res); err != nil {
+		return nil, err
+	}
+	if res["status"] == "cancelled" {
+		return nil, nil // already cancelled
+	}
+	res["status"] = "cancelled"
+	delete(res, "meta") // not a version the server made
+	focus, err := json.Marshal(res)
+	if err != nil {
+		return nil, err
+	}
+	ev := fhir.Event{EventNumber: -1, ResourceType: typ, ID: id, Focus: focus, Related: rec.Related, RelatedURLs: rec.RelatedURLs}
+	if ft.EventNumber != nil {
+		ev.EventNumber = *ft.EventNumber
+	}
+	return &ev, nil
+}
+
+// refTypeID reads the type and id of "…/Type/id" or "…/Type/id/_history/v".
+func refTypeID(ref string) (string, string) {
+	parts := strings.Split(strings.TrimRight(ref, "/"), "/")
+	if len(parts) >= 4 && parts[len(parts)-2] == "_history" {
+		parts = parts[:len(parts)-2]
+	}
+	if len(parts) < 2 {
+		return "", ""
+	}
+	return parts[len(parts)-2], parts[len(parts)-1]
 }
 
 // searchSinceLastEvent searches the subscription's criteria for resources

@@ -44,7 +44,7 @@ type Queue interface {
 var fhirID = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
 
 // Focus resource types this version turns into events.
-var supportedFocus = map[string]bool{"ExplanationOfBenefit": true}
+var supportedFocus = map[string]bool{"ExplanationOfBenefit": true, "Appointment": true}
 
 // Service receives notifications.
 type Service struct {

@@ -134,3 +134,25 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// PreviousEvent loads the newest event of the same resource received before
+// eventID (ErrNotFound when this is the first one Tidings saw).
+func (s *Store) PreviousEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (LoadedEvent, error) {
+	var ev Event
+	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ? AND id < ?", tenantID, resourceType, resourceID, eventID).
+		Order("id DESC").Take(&ev).Error
+	if err != nil {
+		return LoadedEvent{}, translate(err)
+	}
+	return s.LoadEvent(ctx, ev.ID)
+}
+
+// LatestEvent loads the newest event of a resource (ErrNotFound when none).
+func (s *Store) LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (LoadedEvent, error) {
+	return s.PreviousEvent(ctx, tenantID, resourceType, resourceID, 1<<62)
+}
+
+// SetEventKind records what an event means (e.g. an Appointment "rescheduled").
+func (s *Store) SetEventKind(ctx context.Context, eventID int64, kind string) error {
+	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ?`, kind, eventID).Error
+}

@@ -30,6 +30,7 @@ type Subscription struct {
 	HeartbeatPeriodS int `gorm:"column:heartbeat_period_s"`
 	SilentSince      *time.Time
 	RemoteRef        string
+	HMACKeySealed    []byte `gorm:"column:hmac_key_sealed"`
 }
 
 // Source is a FHIR server Tidings fetches from; its credential is sealed.
@@ -91,6 +92,7 @@ type Event struct {
 	DedupeKey      string
 	ResourceSealed []byte
 	ReceivedAt     time.Time
+	Kind           string
 }
 
 // OutboxRow is a task waiting to be handed to the queue.

@@ -220,3 +220,30 @@ func (s *Store) Subscriptions(ctx context.Context) ([]Subscription, error) {
 	err := s.q(ctx).Order("tenant_id, id").Find(&subs).Error
 	return subs, err
 }
+
+const ctxSubscriptionHMAC = "subscriptions.hmac_key_sealed"
+
+// SetSubscriptionHMACKey stores (sealed) the key a source signs its
+// notifications with; nil removes it.
+func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID string, key []byte) error {
+	var sealed []byte
+	if len(key) > 0 {
+		sealed = s.keys.Seal(key, ctxSubscriptionHMAC)
+	}
+	res := s.q(ctx).Exec(`UPDATE subscriptions SET hmac_key_sealed = ? WHERE id = ?`, sealed, subscriptionID)
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// SubscriptionHMACKey opens a subscription's signing key (nil when it has none).
+func (s *Store) SubscriptionHMACKey(sub Subscription) ([]byte, error) {
+	if len(sub.HMACKeySealed) == 0 {
+		return nil, nil
+	}
+	return s.keys.Open(sub.HMACKeySealed, ctxSubscriptionHMAC)
+}

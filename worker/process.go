@@ -32,6 +32,8 @@ type Store interface {
 	FinishNotice(ctx context.Context, n store.Notice, status string, reasons []string) error
 	BeginDelivery(ctx context.Context, n store.Notice, channel string) (store.Delivery, bool, error)
 	FinishDelivery(ctx context.Context, d store.Delivery, status string, tls bool, messageID, errText string) error
+	PreviousEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (store.LoadedEvent, error)
+	SetEventKind(ctx context.Context, eventID int64, kind string) error
 }
 
 // Policy decides whether a notice may go.
@@ -111,6 +113,9 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	}
 	if ev.TenantID != tenantID {
 		return permanent(fmt.Errorf("event %d: task tenant does not match", eventID))
+	}
+	if ev.ResourceType == "Appointment" {
+		return p.processAppointment(ctx, ev)
 	}
 	if ev.ResourceType != "ExplanationOfBenefit" {
 		return permanent(fmt.Errorf("event %d: no notice for resource type %s", eventID, ev.ResourceType))
@@ -334,4 +339,47 @@ func (p *Processor) HandleFetchTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 	return err
+}
+
+// NoticeTypeAppointment is the notice an Appointment event will lead to.
+const NoticeTypeAppointment = "appointment"
+
+// processAppointment derives what happened to the appointment from this
+// version and the previous one Tidings saw (booked, rescheduled, cancelled,
+// ...), records it on the event, and closes its notice as skipped: appointment
+// notices are sent by workflows, which come later.
+func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent) error {
+	n, err := p.Store.EnsureNotice(ctx, ev.TenantID, ev.ID, NoticeTypeAppointment)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	if n.Status != store.NoticePending {
+		return nil
+	}
+	cur, err := appointmentFacts(ev.Resource)
+	if err != nil {
+		return p.fail(ctx, n, "the Appointment could not be read: "+err.Error())
+	}
+	var prev *fhir.AppointmentFacts
+	if pe, err := p.Store.PreviousEvent(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
+		if pf, err := appointmentFacts(pe.Resource); err == nil {
+			prev = &pf
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("event %d: previous version: %w", ev.ID, err)
+	}
+	kind := fhir.AppointmentEventKindOf(cur, prev)
+	if err := p.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	return p.Store.FinishNotice(ctx, n, store.NoticeSkipped,
+		[]string{"appointment " + string(kind) + ": appointment notices are sent by workflows, not in this version"})
+}
+
+func appointmentFacts(record []byte) (fhir.AppointmentFacts, error) {
+	var rec intake.EventRecord
+	if err := json.Unmarshal(record, &rec); err != nil {
+		return fhir.AppointmentFacts{}, err
+	}
+	return rec.Event().AppointmentFacts()
 }

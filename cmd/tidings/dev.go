@@ -29,6 +29,7 @@ type DevSummary struct {
 	Sent       int           `json:"sent"`
 	Denied     int           `json:"denied"`
 	Failed     int           `json:"failed"`
+	Skipped    int           `json:"skipped"` // events that lead to no notice in this version (Appointments)
 	Pending    int           `json:"pending"` // still not final when the wait ended
 	Notices    []NoticeLine  `json:"notices"` // denied and failed notices
 	Rejected   []RejectedRow `json:"rejected_files"`
@@ -224,6 +225,8 @@ func fillOutcomes(ctx context.Context, s *stack, sum *DevSummary, fileOf map[str
 		switch o.Status {
 		case store.NoticeSent:
 			sum.Sent++
+		case store.NoticeSkipped:
+			sum.Skipped++
 		case store.NoticeDenied, store.NoticeFailed:
 			if o.Status == store.NoticeDenied {
 				sum.Denied++
@@ -244,7 +247,7 @@ func fillOutcomes(ctx context.Context, s *stack, sum *DevSummary, fileOf map[str
 func printSummary(w io.Writer, s DevSummary) {
 	fmt.Fprintf(w, "\nNotifications received: %d of %d file(s) (new events %d, duplicates %d, not notified %d)\n",
 		s.Received, s.Files, s.Events, s.Duplicates, s.Ignored)
-	fmt.Fprintf(w, "Notices: sent %d, denied %d, failed %d", s.Sent, s.Denied, s.Failed)
+	fmt.Fprintf(w, "Notices: sent %d, denied %d, failed %d, skipped %d (appointments: no notices yet)", s.Sent, s.Denied, s.Failed, s.Skipped)
 	if s.Pending > 0 {
 		fmt.Fprintf(w, ", still pending %d", s.Pending)
 	}

@@ -27,8 +27,9 @@ func TestDevReplaysExamples(t *testing.T) {
 	if sum.Files != len(files) {
 		t.Errorf("files %d, want %d", sum.Files, len(files))
 	}
-	// 12 files with EOBs, one of them a Synthea bundle with 3: 14 events.
-	if sum.Events != 14 || sum.Sent != 13 || sum.Denied != 1 || sum.Failed != 0 || sum.Pending != 0 {
+	// 12 files with EOBs, one of them a Synthea bundle with 3, and one SIU
+	// appointment: 15 events; the Encounter notification is not notified.
+	if sum.Events != 15 || sum.Sent != 13 || sum.Denied != 1 || sum.Skipped != 1 || sum.Ignored != 1 || sum.Failed != 0 || sum.Pending != 0 {
 		t.Errorf("summary %+v", sum)
 	}
 	if len(sum.Notices) != 1 || sum.Notices[0].ResourceID != "PDexPriorAuth1" || !strings.Contains(strings.Join(sum.Notices[0].Reasons, ""), "preauthorization") {

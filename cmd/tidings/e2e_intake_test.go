@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +338,61 @@ func TestClassicRestHook(t *testing.T) {
 	ts.app.store.RawScan(context.Background(), &withNumber, `SELECT count(*) FROM events WHERE event_number IS NOT NULL`)
 	if withNumber != 0 {
 		t.Errorf("%d rest-hook events carry an event number; classic rest-hook has none", withNumber)
+	}
+}
+
+// A subscription whose source signs: unsigned, wrongly signed and replayed
+// notifications are refused; a good signature (with or without a fresh
+// timestamp) is accepted.
+func TestSignedNotifications(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	key := []byte("source-signing-key-0123456789abcdef")
+	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devSubscription, key); err != nil {
+		t.Fatal(err)
+	}
+	body := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))
+	sign := func(prefix string, b []byte) string {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(prefix))
+		m.Write(b)
+		return hex.EncodeToString(m.Sum(nil))
+	}
+	send := func(b []byte, sig, ts0 string) int {
+		req, _ := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(b))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+ts.Secret)
+		if sig != "" {
+			req.Header.Set("X-Signature", sig)
+		}
+		if ts0 != "" {
+			req.Header.Set("X-Signature-Timestamp", ts0)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	now := strconv.FormatInt(time.Now().Unix(), 10)
+	old := strconv.FormatInt(time.Now().Add(-6*time.Minute).Unix(), 10)
+	tampered := bytes.Replace(body, []byte(`"EOBOral1"`), []byte(`"EOBOral2"`), 1)
+	for _, c := range []struct {
+		name      string
+		body      []byte
+		sig, when string
+		want      int
+	}{
+		{"unsigned", body, "", "", 401},
+		{"not hex", body, "zz", "", 401},
+		{"signature of another body", tampered, sign("", body), "", 401},
+		{"replayed timestamp", body, sign(old+".", body), old, 401},
+		{"timestamp not signed", body, sign("", body), now, 401},
+		{"good, with a fresh timestamp", body, sign(now+".", body), now, 202},
+		{"good, body only (duplicate now)", body, sign("", body), "", 200},
+	} {
+		if got := send(c.body, c.sig, c.when); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
 	}
 }

@@ -300,3 +300,65 @@ func TestSilentSubscription(t *testing.T) {
 		t.Error("a heartbeat did not clear silent")
 	}
 }
+
+// The HL7v2-converted SIU messages for one appointment (booked S12, cancelled
+// S15, no-show S26) give the right event kinds, each judged against the
+// previous version Tidings saw; the same message again is a duplicate.
+func TestAppointmentLifecycleFromSIU(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	steps := []struct {
+		file, kind string
+	}{
+		{"fhir-converter-hl7v2-siu/SIU-S12-01-expected.json", "booked"},
+		{"fhir-converter-hl7v2-siu/SIU-S15-01-expected.json", "cancelled"},
+		{"fhir-converter-hl7v2-siu/SIU-S26-01-expected.json", "noshow"},
+	}
+	for i, s := range steps {
+		if r := ts.notify(t, ts.wrap(t, fixture(t, s.file))); r.Status != 202 {
+			t.Fatalf("%s: %d %s", s.file, r.Status, r.Body)
+		}
+		ts.waitNotices(t, int64(i+1)) // processed in order, so each sees the one before
+	}
+	if r := ts.notify(t, ts.wrap(t, fixture(t, steps[0].file))); r.Status != 200 || r.Header.Get("X-Tidings-Duplicates") != "1" {
+		t.Fatalf("S12 again: %d duplicates %q", r.Status, r.Header.Get("X-Tidings-Duplicates"))
+	}
+	var kinds []string
+	ts.app.store.RawScan(context.Background(), &kinds, `SELECT kind FROM events ORDER BY id`)
+	if strings.Join(kinds, ",") != "booked,cancelled,noshow" {
+		t.Fatalf("kinds %v", kinds)
+	}
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	for _, o := range outs {
+		if o.Status != store.NoticeSkipped || len(o.Reasons) == 0 {
+			t.Errorf("appointment notice %+v: want skipped with a reason", o)
+		}
+	}
+	if len(ts.Mail.Messages()) != 0 {
+		t.Error("an appointment notice was sent; they come with workflows")
+	}
+}
+
+// An appointment that disappears from its source (404 on an id-only fetch)
+// is a cancellation of the last version Tidings saw.
+func TestDeletedAppointmentIsCancelled(t *testing.T) {
+	f := newFakeFHIR(t) // serves nothing: every read is a 404
+	ts := newTestStack(t, testOpts{})
+	ts.attachFake(t, f, 0)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "fhir-converter-hl7v2-siu/SIU-S12-01-expected.json"))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	var apptID string
+	ts.app.store.RawScan(context.Background(), &apptID, `SELECT resource_id FROM events`)
+	idOnly := fmt.Sprintf(`{"resourceType":"Bundle","type":"history","entry":[{"fullUrl":"urn:uuid:1d0b5a4c-1d7e-4f5e-9a43-7f0c4f6a2b11","resource":{"resourceType":"Parameters","parameter":[{"name":"subscription","valueReference":{"reference":"%s/fhir/Subscription/remote-7"}},{"name":"status","valueCode":"active"},{"name":"type","valueCode":"event-notification"},{"name":"notification-event","part":[{"name":"event-number","valueString":"2"},{"name":"focus","valueReference":{"reference":"%s/fhir/Appointment/%s"}}]}]},"request":{"method":"GET","url":"Subscription/remote-7/$status"},"response":{"status":"200"}},{"fullUrl":"%s/fhir/Appointment/%s","request":{"method":"PUT","url":"Appointment/%s"},"response":{"status":"200"}}]}`,
+		f.URL, f.URL, apptID, f.URL, apptID, apptID)
+	if r := ts.notify(t, []byte(idOnly)); r.Status != 202 {
+		t.Fatalf("id-only: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 2)
+	var kinds []string
+	ts.app.store.RawScan(context.Background(), &kinds, `SELECT kind FROM events ORDER BY id`)
+	if strings.Join(kinds, ",") != "booked,cancelled" {
+		t.Fatalf("kinds %v; fake saw %v", kinds, f.requests)
+	}
+}

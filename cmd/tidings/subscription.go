@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -40,6 +42,7 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	secretEnv := fs.String("secret-env", "", "take the secret from this environment variable (at least 24 characters) instead of making one")
 	sourceID := fs.String("source-id", "", "FHIR source (tidings source add) to fetch id-only/empty notifications and missed events from")
 	crit := fs.String("criteria", "", "search used for empty notifications, pings and gap recovery, e.g. ExplanationOfBenefit?type=professional (default: every ExplanationOfBenefit)")
+	hmacFile := fs.String("hmac-key-file", "", "file holding the key the source signs notifications with (X-Signature, HMAC-SHA256); when set, unsigned notifications are refused")
 	heartbeat := fs.Duration("heartbeat-period", 0, "the subscription's heartbeat period; silent after twice that without one (0: not watched)")
 	ifMissing := fs.Bool("if-missing", false, "succeed without changes when the subscription exists (for one-shot setup jobs)")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -92,6 +95,24 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	}
 	if err != nil {
 		return err
+	}
+	if *hmacFile != "" {
+		key, err := os.ReadFile(*hmacFile)
+		if err != nil || len(bytes.TrimSpace(key)) < 16 {
+			return fmt.Errorf("--hmac-key-file: want a file holding at least 16 bytes of key")
+		}
+		keys, err := loadKeyring()
+		if err != nil {
+			return err
+		}
+		st2, err := store.Open(ctx, os.Getenv("TIDINGS_DATABASE_URL"), keys, store.Options{MaxOpenConns: 1})
+		if err != nil {
+			return err
+		}
+		defer st2.Close()
+		if err := st2.SetSubscriptionHMACKey(ctx, *id, bytes.TrimSpace(key)); err != nil {
+			return err
+		}
 	}
 	if *secretEnv != "" {
 		fmt.Fprintf(stdout, "subscription %q registered for tenant %q with the secret from $%s\n", *id, *tenant, *secretEnv)
@@ -149,4 +170,14 @@ func openStoreOnly(ctx context.Context) (*store.Store, error) {
 		return nil, err
 	}
 	return store.Open(ctx, cfg.DatabaseURL, nil, store.Options{MaxOpenConns: 2})
+}
+
+// loadKeyring reads the sealing keys from the environment, for operator
+// commands that store secrets.
+func loadKeyring() (*seal.Keyring, error) {
+	cfg, err := loadConfig(config.RoleMigrate)
+	if err != nil {
+		return nil, err
+	}
+	return cfg.Keyring()
 }
