@@ -37,6 +37,8 @@ type Check struct {
 type Config struct {
 	Intake       Intake
 	Contacts     Contacts
+	Admin        Admin
+	Subscriber   Subscriber
 	Checks       []Check
 	APITokens    map[string]string // token → tenant
 	Log          *slog.Logger
@@ -87,6 +89,9 @@ func New(cfg Config) *gin.Engine {
 
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI)
 	v1.PUT("/contacts/Patient/:id", h.putContact)
+	v1.POST("/sources", h.postSource)
+	v1.POST("/subscriptions", h.postSubscription)
+	v1.GET("/subscriptions/:id", h.getSubscription)
 	return r
 }
 

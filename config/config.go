@@ -28,6 +28,7 @@ type Config struct {
 	APITokens      string // TIDINGS_API_TOKENS "tenant:token,..." (secret)
 	ListenAddr     string // TIDINGS_LISTEN_ADDR
 	PublicBaseURL  string // TIDINGS_PUBLIC_BASE_URL
+	APIBaseURL     string // TIDINGS_API_BASE_URL: where FHIR servers reach this API (for Subscriptions Tidings creates)
 	RatePerSecond  float64
 	RateBurst      int
 	MaxBodyBytes   int64
@@ -138,6 +139,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		APITokens:       get("TIDINGS_API_TOKENS", ""),
 		ListenAddr:      get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
 		PublicBaseURL:   get("TIDINGS_PUBLIC_BASE_URL", ""),
+		APIBaseURL:      get("TIDINGS_API_BASE_URL", ""),
 		RatePerSecond:   getf("TIDINGS_RATE_PER_SECOND", 200),
 		RateBurst:       geti("TIDINGS_RATE_BURST", 400),
 		MaxBodyBytes:    int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
@@ -192,6 +194,11 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_PUBLIC_BASE_URL must use https (http only for localhost)")
 	}
 	if role&RoleServe != 0 {
+		if c.APIBaseURL != "" {
+			if u, err := url.Parse(c.APIBaseURL); err != nil || u.Host == "" || (u.Scheme != "https" && !isLoopback(u.Hostname())) {
+				p = append(p, "TIDINGS_API_BASE_URL must be an absolute https URL (http only for localhost)")
+			}
+		}
 		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 			p = append(p, "TIDINGS_LISTEN_ADDR must be host:port")
 		}

@@ -251,3 +251,58 @@ func (s *Store) OutboxFetch(ctx context.Context, fetchID int64) (OutboxRow, erro
 	}
 	return row, err
 }
+
+// SetRemoteRef records the Subscription's reference on its FHIR server.
+func (s *Store) SetRemoteRef(ctx context.Context, subscriptionID, ref string) error {
+	return s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE id = ?`, ref, subscriptionID).Error
+}
+
+// SubscriptionReport is a subscription's state for operators (no secrets).
+type SubscriptionReport struct {
+	ID               string     `json:"id"`
+	Status           string     `json:"status"`
+	SourceID         *string    `json:"source_id,omitempty"`
+	RemoteRef        string     `json:"remote_ref,omitempty"`
+	Topic            string     `json:"topic,omitempty"`
+	LastHandshakeAt  *time.Time `json:"last_handshake_at,omitempty"`
+	LastHeartbeatAt  *time.Time `json:"last_heartbeat_at,omitempty"`
+	Heartbeats       int64      `json:"heartbeats"`
+	HeartbeatPeriodS int        `json:"heartbeat_period_s,omitempty"`
+	SilentSince      *time.Time `json:"silent_since,omitempty"`
+	EventsSinceStart int64      `json:"events_since_start"`
+	LastEventNumber  *int64     `json:"last_event_number,omitempty"`
+	Events           int64      `json:"events"`
+	GapsOpen         int64      `json:"gaps_open"`
+	GapsRecovered    int64      `json:"gaps_recovered"`
+}
+
+// Report loads a tenant's subscription with its event and gap counts.
+func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (SubscriptionReport, error) {
+	var sub Subscription
+	if err := s.q(ctx).Where("id = ? AND tenant_id = ?", subscriptionID, tenantID).Take(&sub).Error; err != nil {
+		return SubscriptionReport{}, translate(err)
+	}
+	r := SubscriptionReport{ID: sub.ID, Status: sub.Status, SourceID: sub.SourceID, RemoteRef: sub.RemoteRef, Topic: sub.Topic,
+		LastHandshakeAt: sub.LastHandshakeAt, LastHeartbeatAt: sub.LastHeartbeatAt, Heartbeats: sub.Heartbeats,
+		HeartbeatPeriodS: sub.HeartbeatPeriodS, SilentSince: sub.SilentSince, EventsSinceStart: sub.EventsSinceStart}
+	var last []int64
+	if err := s.q(ctx).Raw(`SELECT max(event_number) FROM subscription_event_numbers WHERE subscription_id = ? HAVING max(event_number) IS NOT NULL`, sub.ID).Scan(&last).Error; err != nil {
+		return r, err
+	}
+	if len(last) > 0 {
+		r.LastEventNumber = &last[0]
+	}
+	for _, q := range []struct {
+		dst *int64
+		sql string
+	}{
+		{&r.Events, `SELECT count(*) FROM events WHERE subscription_id = ?`},
+		{&r.GapsOpen, `SELECT count(*) FROM subscription_gaps WHERE subscription_id = ? AND recovered_at IS NULL`},
+		{&r.GapsRecovered, `SELECT count(*) FROM subscription_gaps WHERE subscription_id = ? AND recovered_at IS NOT NULL`},
+	} {
+		if err := s.q(ctx).Raw(q.sql, sub.ID).Scan(q.dst).Error; err != nil {
+			return r, err
+		}
+	}
+	return r, nil
+}

@@ -163,6 +163,16 @@ func (s *Store) CreateSubscription(ctx context.Context, sub Subscription, secret
 	if sub.Status == "" {
 		sub.Status = "active"
 	}
+	if sub.SourceID != nil {
+		// A subscription fetches only from its own tenant's source.
+		var tenants []string
+		if err := s.q(ctx).Raw(`SELECT tenant_id FROM fhir_sources WHERE id = ?`, *sub.SourceID).Scan(&tenants).Error; err != nil {
+			return err
+		}
+		if len(tenants) == 0 || tenants[0] != sub.TenantID {
+			return fmt.Errorf("%w: source %q", ErrUnknownReference, *sub.SourceID)
+		}
+	}
 	return translate(s.q(ctx).Create(&sub).Error)
 }
 
@@ -189,6 +199,9 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, e
 		switch kind {
 		case "handshake":
 			updates["last_handshake_at"] = at
+			if sub.Status == "requested" {
+				updates["status"] = "active" // the server confirmed the channel works
+			}
 		case "heartbeat":
 			updates["last_heartbeat_at"] = at
 			updates["heartbeats"] = gorm.Expr("heartbeats + 1")

@@ -70,6 +70,19 @@ func (f *fakeFHIR) serve(w http.ResponseWriter, r *http.Request) {
 		from, _ := strconv.ParseInt(r.URL.Query().Get("eventsSinceNumber"), 10, 64)
 		to, _ := strconv.ParseInt(r.URL.Query().Get("eventsUntilNumber"), 10, 64)
 		w.Write(f.events(from, to))
+	case len(parts) == 1 && parts[0] == "Subscription" && r.Method == http.MethodPost:
+		var sub map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&sub); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		sub["id"] = "remote-7"
+		b, _ := json.Marshal(sub)
+		f.mu.Lock()
+		f.resources["Subscription/remote-7"] = b
+		f.mu.Unlock()
+		w.WriteHeader(http.StatusCreated)
+		w.Write(b)
 	case len(parts) == 1 && r.URL.Query().Get("_lastUpdated") != "":
 		var entries []string
 		for _, res := range f.search {
@@ -360,5 +373,87 @@ func TestDeletedAppointmentIsCancelled(t *testing.T) {
 	ts.app.store.RawScan(context.Background(), &kinds, `SELECT kind FROM events ORDER BY id`)
 	if strings.Join(kinds, ",") != "booked,cancelled" {
 		t.Fatalf("kinds %v; fake saw %v", kinds, f.requests)
+	}
+}
+
+// The management API: register a source (credential sealed, never echoed),
+// create a subscription on it (a Backport rest-hook Subscription whose
+// channel points at Tidings with the secret in channel.header), see it go
+// from requested to active on the server's handshake, and read its status.
+func TestSourcesAndSubscriptionsAPI(t *testing.T) {
+	f := newFakeFHIR(t)
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	token := "dev-admin-token-0123456789abcdef"
+	ts.app.cfg.APITokens = "dev:" + token
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(method, path, body string) *httptest.ResponseRecorder {
+		return doRequest(h, method, path, "application/json", token, body)
+	}
+	src := fmt.Sprintf(`{"id":"ehr","base_url":%q,"auth":{"type":"bearer","token":%q}}`, f.URL+"/fhir", fakeToken)
+	if r := call("POST", "/v1/sources", src); r.Code != 201 || strings.Contains(r.Body.String(), fakeToken) {
+		t.Fatalf("POST source: %d %s", r.Code, r.Body)
+	}
+	var sealed []byte
+	ts.app.store.RawScan(context.Background(), &sealed, `SELECT credential_sealed FROM fhir_sources WHERE id = 'ehr'`)
+	if len(sealed) == 0 || bytes.Contains(sealed, []byte(fakeToken)) {
+		t.Fatal("the source credential is not sealed at rest")
+	}
+	for _, bad := range []struct{ body, want string }{
+		{src, "exists"},
+		{`{"id":"x","base_url":"http://ehr.example.org/fhir","auth":{"type":"bearer","token":"t"}}`, "base_url"},
+		{`{"id":"y","base_url":"https://ehr.example.org/fhir","auth":{"type":"smart-backend","private_key_pem":"nope"}}`, "private key"},
+		{`{"id":"z","base_url":"https://ehr.example.org/fhir","auth":{"type":"magic"},"extra":1}`, "unknown fields"},
+	} {
+		if r := call("POST", "/v1/sources", bad.body); r.Code < 400 || r.Code >= 500 || !strings.Contains(r.Body.String(), bad.want) {
+			t.Errorf("POST source %s: %d %s, want a 4xx naming %q", bad.body, r.Code, r.Body, bad.want)
+		}
+	}
+	sub := `{"id":"eob-feed","source_id":"ehr","topic":"http://hl7.org/fhir/us/carin-bb/SubscriptionTopic/eob","criteria":"ExplanationOfBenefit?type=professional","payload":"id-only","heartbeat_period_s":60}`
+	r := call("POST", "/v1/subscriptions", sub)
+	if r.Code != 201 || !strings.Contains(r.Body.String(), "/Subscription/remote-7") {
+		t.Fatalf("POST subscription: %d %s", r.Code, r.Body)
+	}
+	// What the FHIR server received: a Backport rest-hook Subscription pointing at Tidings.
+	var created struct {
+		Status, Criteria string
+		Channel          struct {
+			Type, Endpoint string
+			Header         []string
+			Payload_       struct{ Extension []struct{ ValueCode string } } `json:"_payload"`
+		}
+	}
+	json.Unmarshal(f.resources["Subscription/remote-7"], &created)
+	if created.Status != "requested" || created.Channel.Type != "rest-hook" || created.Channel.Endpoint != ts.BaseURL+"/fhir/r4/notify/eob-feed" ||
+		len(created.Channel.Header) != 1 || !strings.HasPrefix(created.Channel.Header[0], "Authorization: Bearer ") ||
+		len(created.Channel.Payload_.Extension) != 1 || created.Channel.Payload_.Extension[0].ValueCode != "id-only" {
+		t.Fatalf("created on the server: %s", f.resources["Subscription/remote-7"])
+	}
+	if strings.Contains(r.Body.String(), strings.TrimPrefix(created.Channel.Header[0], "Authorization: Bearer ")) {
+		t.Error("the API response echoes the subscription secret")
+	}
+	// The server's handshake, with the secret it was given, activates it.
+	secret := strings.TrimPrefix(created.Channel.Header[0], "Authorization: Bearer ")
+	req := httptest.NewRequest("POST", "/fhir/r4/notify/eob-feed", bytes.NewReader(fixture(t, "subscriptions-backport-ig/handshake_bundle_example.json")))
+	req.Header.Set("Content-Type", "application/fhir+json")
+	req.Header.Set("Authorization", "Bearer "+secret)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("handshake: %d %s", rec.Code, rec.Body)
+	}
+	r = call("GET", "/v1/subscriptions/eob-feed", "")
+	var rep store.SubscriptionReport
+	json.Unmarshal(r.Body.Bytes(), &rep)
+	if r.Code != 200 || rep.Status != "active" || rep.LastHandshakeAt == nil || rep.HeartbeatPeriodS != 60 || rep.RemoteRef == "" {
+		t.Fatalf("GET subscription: %d %s", r.Code, r.Body)
+	}
+	if r := call("GET", "/v1/subscriptions/"+devSubscription+"-nope", ""); r.Code != 404 {
+		t.Errorf("unknown subscription: %d", r.Code)
+	}
+	if r := call("POST", "/v1/subscriptions", `{"id":"x","source_id":"missing","topic":"http://t"}`); r.Code != 400 {
+		t.Errorf("unknown source: %d %s", r.Code, r.Body)
 	}
 }

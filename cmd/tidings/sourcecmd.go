@@ -8,8 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
-	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -52,7 +52,11 @@ Needs TIDINGS_DATABASE_URL, TIDINGS_SEAL_KEYS and TIDINGS_BLIND_INDEX_KEY.`, std
 	if err != nil {
 		return usageError{"cannot read the credential file: " + err.Error()}
 	}
-	if problems := validateSource(src, cred); len(problems) > 0 {
+	problems := api.ValidateSource(src, cred)
+	if !subscriptionID.MatchString(src.TenantID) {
+		problems = append(problems, "tenant: 1-64 of A-Z a-z 0-9 . _ -")
+	}
+	if len(problems) > 0 {
 		fs.Usage()
 		return usageError{strings.Join(problems, "; ")}
 	}
@@ -79,38 +83,4 @@ Needs TIDINGS_DATABASE_URL, TIDINGS_SEAL_KEYS and TIDINGS_BLIND_INDEX_KEY.`, std
 	}
 	fmt.Fprintf(stdout, "source %q registered for tenant %q (%s, %s)\n", src.ID, src.TenantID, src.BaseURL, src.AuthType)
 	return nil
-}
-
-// validateSource checks a source's settings and credential, all problems at once.
-func validateSource(src store.Source, cred []byte) []string {
-	var p []string
-	if !subscriptionID.MatchString(src.ID) {
-		p = append(p, "id: 1-64 of A-Z a-z 0-9 . _ -")
-	}
-	if !subscriptionID.MatchString(src.TenantID) {
-		p = append(p, "tenant: 1-64 of A-Z a-z 0-9 . _ -")
-	}
-	if _, err := client.New(client.Options{BaseURL: src.BaseURL}); err != nil {
-		p = append(p, "base URL: "+err.Error())
-	}
-	switch src.AuthType {
-	case "none":
-	case "bearer":
-		if len(strings.TrimSpace(string(cred))) == 0 {
-			p = append(p, "bearer: the token is empty")
-		}
-	case "smart-backend":
-		if _, err := client.ParsePrivateKeyPEM(cred); err != nil {
-			p = append(p, "smart-backend key: "+err.Error())
-		}
-		if src.ClientID == "" {
-			p = append(p, "smart-backend: client id is required")
-		}
-		if _, err := client.New(client.Options{BaseURL: src.TokenURL}); err != nil {
-			p = append(p, "smart-backend token URL: must be an https URL (http only on loopback)")
-		}
-	default:
-		p = append(p, "auth: none, bearer or smart-backend")
-	}
-	return p
 }

@@ -18,33 +18,57 @@ type sourceReaders struct {
 	store *store.Store
 	log   *slog.Logger
 	mu    sync.Mutex
-	cache map[string]*client.Client
+	cache map[string]sourceClient
+}
+
+type sourceClient struct {
+	c      *client.Client
+	tenant string
 }
 
 func newSourceReaders(st *store.Store, log *slog.Logger) *sourceReaders {
-	return &sourceReaders{store: st, log: log, cache: map[string]*client.Client{}}
+	return &sourceReaders{store: st, log: log, cache: map[string]sourceClient{}}
 }
 
 func (r *sourceReaders) Reader(ctx context.Context, sourceID string) (intake.FHIRReader, error) {
+	sc, err := r.client(ctx, sourceID)
+	return sc.c, err
+}
+
+// Creator gives the client that creates resources on a tenant's source, and
+// its base URL; another tenant's source is not found.
+func (r *sourceReaders) Creator(ctx context.Context, tenantID, sourceID string) (intake.FHIRCreator, string, error) {
+	sc, err := r.client(ctx, sourceID)
+	if err != nil {
+		return nil, "", err
+	}
+	if sc.tenant != tenantID {
+		return nil, "", store.ErrNotFound
+	}
+	return sc.c, sc.c.BaseURL(), nil
+}
+
+func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClient, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if c, ok := r.cache[sourceID]; ok {
-		return c, nil
+	if sc, ok := r.cache[sourceID]; ok {
+		return sc, nil
 	}
 	src, cred, err := r.store.SourceWithCredential(ctx, sourceID)
 	if err != nil {
-		return nil, err
+		return sourceClient{}, err
 	}
 	auth, err := sourceAuth(src, cred)
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", sourceID, err)
+		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
 	}
 	c, err := client.New(client.Options{BaseURL: src.BaseURL, Auth: auth, Logger: r.log.With("source", sourceID)})
 	if err != nil {
-		return nil, fmt.Errorf("source %s: %w", sourceID, err)
+		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
 	}
-	r.cache[sourceID] = c
-	return c, nil
+	sc := sourceClient{c: c, tenant: src.TenantID}
+	r.cache[sourceID] = sc
+	return sc, nil
 }
 
 // sourceAuth turns a source's settings and opened credential into the client's auth.

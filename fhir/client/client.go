@@ -326,17 +326,30 @@ func (r response) statusError(kind error) error {
 
 // get performs one GET with retries, the 401 renewal and the body checks.
 func (c *Client) get(ctx context.Context, u *url.URL) (response, error) {
-	const method = http.MethodGet
+	return c.send(ctx, http.MethodGet, u, nil)
+}
+
+// send performs one request. A GET is retried on 5xx, 429 and network
+// errors; a POST (not idempotent: a retry could create twice) only on 429,
+// which says the request was not processed.
+func (c *Client) send(ctx context.Context, method string, u *url.URL, body []byte) (response, error) {
 	path := u.Path
 	target := u.String()
 	renewed := false
 	for retries := 0; ; {
-		req, err := http.NewRequestWithContext(ctx, method, target, nil)
+		var rd io.Reader
+		if body != nil {
+			rd = bytes.NewReader(body)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, target, rd)
 		if err != nil {
 			return response{}, &opError{method: method, path: path, what: "cannot build request", err: ErrInvalidReference}
 		}
 		req.Header.Set("Accept", "application/fhir+json")
 		req.Header.Set("User-Agent", userAgent)
+		if body != nil {
+			req.Header.Set("Content-Type", "application/fhir+json")
+		}
 		if c.auth != nil {
 			if err := c.auth.Authorize(ctx, req); err != nil {
 				return response{}, fmt.Errorf("fhir/client: %s %s: authorization: %w", method, path, err)
@@ -347,7 +360,7 @@ func (c *Client) get(ctx context.Context, u *url.URL) (response, error) {
 		switch {
 		case err != nil:
 			terr := transportError(method, path, err)
-			if retries >= c.maxRetries || !retryableTransport(ctx, err) {
+			if retries >= c.maxRetries || !retryableTransport(ctx, err) || method != http.MethodGet {
 				return response{}, terr
 			}
 			delay = backoff(retries)
@@ -361,7 +374,7 @@ func (c *Client) get(ctx context.Context, u *url.URL) (response, error) {
 			c.log.LogAttrs(ctx, slog.LevelInfo, "fhir request unauthorized; renewing token",
 				slog.String("method", method), slog.String("path", path))
 			continue
-		case retryableStatus(resp.StatusCode) && retries < c.maxRetries:
+		case retryableStatus(resp.StatusCode) && retries < c.maxRetries && (method == http.MethodGet || resp.StatusCode == http.StatusTooManyRequests):
 			delay = backoff(retries)
 			if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), c.now()); ok {
 				delay = ra
@@ -424,6 +437,9 @@ func (c *Client) finish(resp *http.Response, method, path string) (response, err
 		return fail("response body exceeds the limit", ErrTooLarge)
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 && method != http.MethodGet {
+		return res, nil // a create answered with Prefer: return=minimal
+	}
 	if len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(body) {
 		return fail("response body is not a JSON object", ErrInvalidResponse)
 	}
@@ -487,3 +503,24 @@ func outcomeNotSupported(body []byte) bool {
 	}
 	return false
 }
+
+// Create POSTs a resource to [base]/{resourceType} and returns what the
+// server answered (the created resource, or an empty body on a 201 without
+// one). It is not retried except on 429: a create is not idempotent.
+func (c *Client) Create(ctx context.Context, resourceType string, resource json.RawMessage) (json.RawMessage, error) {
+	if !validType(resourceType) {
+		return nil, fmt.Errorf("fhir/client: create: %w", ErrInvalidReference)
+	}
+	u := c.resourceURL(resourceType)
+	res, err := c.send(ctx, http.MethodPost, u, resource)
+	if err != nil {
+		return nil, err
+	}
+	if res.status != http.StatusCreated && res.status != http.StatusOK {
+		return nil, res.statusError(nil)
+	}
+	return res.body, nil
+}
+
+// BaseURL is the service base this client talks to.
+func (c *Client) BaseURL() string { return c.base.String() }
