@@ -240,8 +240,8 @@ func criteria(c string) (string, url.Values, error) {
 }
 
 // eventFrom makes an event of a fetched resource, fetching the resources it
-// references that a notice needs (patient, insurer, provider) unless they are
-// contained.
+// references that a notice needs (an EOB's patient, insurer and provider; an
+// Appointment's participants) unless they are contained.
 func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.RawMessage) (fhir.Event, error) {
 	var head struct {
 		ResourceType string `json:"resourceType"`
@@ -249,9 +249,12 @@ func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.Raw
 		Meta         struct {
 			VersionID string `json:"versionId"`
 		} `json:"meta"`
-		Patient  struct{ Reference string } `json:"patient"`
-		Insurer  struct{ Reference string } `json:"insurer"`
-		Provider struct{ Reference string } `json:"provider"`
+		Patient     struct{ Reference string } `json:"patient"`
+		Insurer     struct{ Reference string } `json:"insurer"`
+		Provider    struct{ Reference string } `json:"provider"`
+		Participant []struct {
+			Actor struct{ Reference string } `json:"actor"`
+		} `json:"participant"`
 	}
 	if err := json.Unmarshal(res, &head); err != nil {
 		return fhir.Event{}, fmt.Errorf("%w: the fetched body is not a resource", fhir.ErrMalformed)
@@ -260,10 +263,16 @@ func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.Raw
 	if !supportedFocus[head.ResourceType] {
 		return ev, nil
 	}
-	for _, ref := range []string{head.Patient.Reference, head.Insurer.Reference, head.Provider.Reference} {
-		if ref == "" || strings.HasPrefix(ref, "#") {
+	refs := []string{head.Patient.Reference, head.Insurer.Reference, head.Provider.Reference}
+	for _, p := range head.Participant { // Appointment: patient, practitioner(role), location
+		refs = append(refs, p.Actor.Reference)
+	}
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if ref == "" || strings.HasPrefix(ref, "#") || seen[ref] || len(ev.Related) >= 10 {
 			continue
 		}
+		seen[ref] = true
 		rel, err := reader.ReadReference(ctx, ref)
 		if errors.Is(err, client.ErrGone) || errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
 			continue // the notice falls back to displays, or to no contact
@@ -386,4 +395,27 @@ func remoteSubscriptionID(ref string) string {
 		return ""
 	}
 	return id
+}
+
+// FetchPatient reads a patient the notification did not carry from the
+// subscription's FHIR source, so a notice can find the patient's address.
+// It returns nil without an error when the subscription has no source or the
+// source no longer has the patient.
+func (f *Fetcher) FetchPatient(ctx context.Context, subscriptionID, ref string) (json.RawMessage, error) {
+	if ref == "" || strings.HasPrefix(ref, "#") || strings.HasPrefix(ref, "urn:") {
+		return nil, nil
+	}
+	sub, err := f.Store.SubscriptionByID(ctx, subscriptionID)
+	if err != nil || sub.SourceID == nil {
+		return nil, err
+	}
+	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	if err != nil {
+		return nil, err
+	}
+	res, err := reader.ReadReference(ctx, ref)
+	if errors.Is(err, client.ErrGone) || errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
+		return nil, nil
+	}
+	return res, err
 }

@@ -136,6 +136,23 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	if err != nil {
 		return p.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
 	}
+	if _, inBundle := fev.PatientContact(facts.PatientRef); !inBundle && p.Fetcher != nil {
+		// The notification did not carry the Patient: read it from the source.
+		patient, err := p.Fetcher.FetchPatient(ctx, ev.SubscriptionID, facts.PatientRef)
+		if err != nil {
+			return fmt.Errorf("event %d: fetch patient: %w", eventID, err)
+		}
+		if patient != nil {
+			for len(fev.RelatedURLs) < len(fev.Related) {
+				fev.RelatedURLs = append(fev.RelatedURLs, "") // keep URLs index-aligned
+			}
+			fev.Related = append(fev.Related, patient)
+			fev.RelatedURLs = append(fev.RelatedURLs, facts.PatientRef)
+			if f2, err := fev.EOBFacts(); err == nil {
+				facts = f2
+			}
+		}
+	}
 	contact, err := p.contact(ctx, tenantID, facts, fev)
 	if err != nil {
 		return fmt.Errorf("event %d: contact: %w", eventID, err)

@@ -457,3 +457,21 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 		t.Errorf("unknown source: %d %s", r.Code, r.Body)
 	}
 }
+
+// A full-resource notification without the Patient: the worker reads the
+// patient from the source to find the address.
+func TestPatientFetchedForFullResourceNotification(t *testing.T) {
+	f := newFakeFHIR(t, "carin-bb-2.0.0/Patient-Patient2.json")
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	ts.attachFake(t, f, 0)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"))); r.Status != 202 {
+		t.Fatalf("status %d", r.Status)
+	}
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatalf("no mail: %v; fake saw %v", err, f.requests)
+	}
+	if f.saw("GET /fhir/Patient/Patient2") != 1 || len(msgs[0].To) != 1 || !strings.Contains(strings.ToLower(msgs[0].To[0]), "@") || strings.HasSuffix(msgs[0].To[0], ".invalid") {
+		t.Fatalf("sent to %v; fake saw %v", msgs[0].To, f.requests)
+	}
+}
