@@ -63,7 +63,10 @@ type Result struct {
 	Ignored    int // events whose focus type Tidings does not handle
 	Queued     int // new events handed to the queue now (the rest wait for the reconciler)
 	Fetches    int // fetches requested (id-only and empty content, pings)
-	EventIDs   []int64
+
+	recorded map[int64]bool // event numbers stored with their event or fetch
+
+	EventIDs []int64
 }
 
 // EventRecord is what an event row holds, sealed: the focus resource and the
@@ -105,8 +108,10 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 	res := Result{Type: n.Type}
 	switch n.Type {
 	case fhir.TypeHandshake, fhir.TypeHeartbeat, fhir.TypeQueryStatus:
-		if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, nil); err != nil {
-			return res, err
+		if sub.RemoteRef == "" && n.Subscription != "" {
+			if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, nil); err != nil {
+				return res, err
+			}
 		}
 		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
@@ -153,10 +158,35 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 			return res, err
 		}
 	}
-	if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, numbers); err != nil {
-		return res, fmt.Errorf("record event numbers: %w", err)
+	// Numbers not stored with a new event or fetch (ignored types, duplicates)
+	// still count as seen; the subscription's own reference is learnt once.
+	var rest []int64
+	for _, num := range numbers {
+		if !res.recorded[num] {
+			rest = append(rest, num)
+		}
 	}
+	remoteRef := ""
+	if sub.RemoteRef == "" {
+		remoteRef = n.Subscription
+	}
+	if len(rest) > 0 || remoteRef != "" {
+		if err := s.Store.RecordEventNumbers(ctx, sub.ID, remoteRef, rest); err != nil {
+			return res, fmt.Errorf("record event numbers: %w", err)
+		}
+	}
+	res.recorded = nil
 	return res, nil
+}
+
+func (r *Result) markRecorded(num *int64) {
+	if num == nil {
+		return
+	}
+	if r.recorded == nil {
+		r.recorded = map[int64]bool{}
+	}
+	r.recorded[*num] = true
 }
 
 // requestFetch stores what must be fetched (a reference, or a search since the
@@ -193,6 +223,7 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 		return res, nil
 	}
 	res.Fetches++
+	res.markRecorded(num)
 	if s.Queue != nil {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.enqueueTimeout())
 		err := s.Queue.EnqueueFetch(qctx, sub.TenantID, stored.FetchID)
@@ -320,6 +351,7 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 			continue
 		}
 		res.Accepted++
+		res.markRecorded(num)
 		res.EventIDs = append(res.EventIDs, stored.EventID)
 		fresh = append(fresh, stored)
 	}

@@ -64,6 +64,12 @@ func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
 			return fmt.Errorf("insert outbox: %w", err)
 		}
 		out.OutboxID = row.ID
+		if e.EventNumber != nil {
+			if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+				e.SubscriptionID, *e.EventNumber).Error; err != nil {
+				return fmt.Errorf("record event number: %w", err)
+			}
+		}
 		// events_since_start is not bumped here: every event of a subscription
 		// would then queue on that one row. The highest event_number stored is
 		// derivable from events whenever gap tracking needs it.

@@ -62,6 +62,12 @@ func (s *Store) InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error
 			return fmt.Errorf("insert outbox: %w", err)
 		}
 		out.OutboxID = row.ID
+		if f.EventNumber != nil {
+			if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+				f.SubscriptionID, *f.EventNumber).Error; err != nil {
+				return fmt.Errorf("record event number: %w", err)
+			}
+		}
 		return tx.Audit(ctx, AuditRecord{TenantID: f.TenantID, Actor: "subscription:" + f.SubscriptionID,
 			Action: "fetch.requested", SubjectType: "fetch", SubjectID: strconv.FormatInt(out.FetchID, 10),
 			Detail: map[string]any{"kind": f.Kind}})

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,11 +20,14 @@ import (
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("load [flags]", `Starts a local stack like "tidings dev", posts N distinct full-resource EOB
-notifications (copies of one published example with new ids) from C concurrent
-clients, waits until the worker has delivered them to the local mail catcher over
-STARTTLS, and prints intake throughput and latency percentiles and delivery
-throughput. Nothing leaves this machine.`, stderr)
+	fs := newFlags("load [flags]", `Starts a local stack like "tidings dev", posts N distinct EOB notifications
+(copies of one published example with new ids) from C concurrent clients with the
+worker stopped, then starts the worker and waits until it has delivered them to
+the local mail catcher over STARTTLS. Prints intake throughput and latency
+percentiles, and delivery throughput. With -mode id-only the notifications carry
+only references, and a FHIR server on loopback (inside this command, serving the
+same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
+	mode := fs.String("mode", "full-resource", "full-resource or id-only")
 	n := fs.Int("n", 2000, "notifications to post")
 	conc := fs.Int("c", 16, "concurrent clients")
 	workers := fs.Int("worker-concurrency", 20, "worker concurrency (Asynq)")
@@ -32,6 +37,9 @@ throughput. Nothing leaves this machine.`, stderr)
 	}
 	if *n <= 0 || *conc <= 0 {
 		return usageError{"-n and -c must be positive"}
+	}
+	if *mode != "full-resource" && *mode != "id-only" {
+		return usageError{"-mode must be full-resource or id-only"}
 	}
 	raw, err := os.ReadFile(*tmpl)
 	if err != nil {
@@ -49,18 +57,40 @@ throughput. Nothing leaves this machine.`, stderr)
 	}
 	defer s.Close()
 
-	fmt.Fprintf(stderr, "preparing %d notifications …\n", *n)
+	fmt.Fprintf(stderr, "preparing %d %s notifications …\n", *n, *mode)
 	bodies := make([][]byte, *n)
+	served := map[string][]byte{}
 	for i := range bodies {
 		var res map[string]any
 		if err := json.Unmarshal(raw, &res); err != nil {
 			return fmt.Errorf("%s: %w", *tmpl, err)
 		}
-		res["id"] = fmt.Sprintf("load-%d", i)
+		id := fmt.Sprintf("load-%d", i)
+		res["id"] = id
 		res["meta"] = map[string]any{"versionId": "1"}
 		b, _ := json.Marshal(res)
+		if *mode == "id-only" {
+			served["ExplanationOfBenefit/"+id] = b
+			continue
+		}
 		if bodies[i], err = fhir.WrapResources(b, s.BaseURL+"/fhir/r4/Subscription/"+devSubscription, "load", time.Now().UTC()); err != nil {
 			return err
+		}
+	}
+	if *mode == "id-only" {
+		base, stop, err := serveLoadFHIR(served)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		if err := s.app.store.CreateSource(ctx, store.Source{ID: "load-ehr", TenantID: devTenant, BaseURL: base, AuthType: "none"}, nil); err != nil {
+			return err
+		}
+		if err := s.app.store.AttachSource(ctx, devSubscription, "load-ehr", "", 0); err != nil {
+			return err
+		}
+		for i := range bodies {
+			bodies[i] = idOnlyNotification(base, "ExplanationOfBenefit", fmt.Sprintf("load-%d", i), int64(i+1))
 		}
 	}
 
@@ -126,4 +156,32 @@ throughput. Nothing leaves this machine.`, stderr)
 	fmt.Fprintf(stdout, "delivery: %.0f notices/s from a full queue to the mail catcher over STARTTLS (%d sent, %d denied, %d failed in %s)\n",
 		float64(c.ByStatus[store.NoticeSent])/total.Seconds(), c.ByStatus[store.NoticeSent], c.ByStatus[store.NoticeDenied], c.ByStatus[store.NoticeFailed], total.Round(time.Millisecond))
 	return nil
+}
+
+// serveLoadFHIR serves resources by "Type/id" on a loopback port, as the FHIR
+// server an id-only notification points at.
+func serveLoadFHIR(resources map[string][]byte) (base string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, ok := resources[strings.TrimPrefix(r.URL.Path, "/fhir/")]
+		w.Header().Set("Content-Type", "application/fhir+json")
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}`))
+			return
+		}
+		w.Write(res)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String() + "/fhir", func() { srv.Close() }, nil
+}
+
+// idOnlyNotification is a Backport event-notification with id-only content.
+func idOnlyNotification(base, typ, id string, number int64) []byte {
+	ref := base + "/" + typ + "/" + id
+	return []byte(fmt.Sprintf(`{"resourceType":"Bundle","type":"history","entry":[{"fullUrl":"urn:uuid:00000000-0000-4000-8000-%012d","resource":{"resourceType":"Parameters","parameter":[{"name":"subscription","valueReference":{"reference":"%s/Subscription/load"}},{"name":"status","valueCode":"active"},{"name":"type","valueCode":"event-notification"},{"name":"notification-event","part":[{"name":"event-number","valueString":"%d"},{"name":"focus","valueReference":{"reference":%q}}]}]},"request":{"method":"GET","url":"Subscription/load/$status"},"response":{"status":"200"}},{"fullUrl":%q,"request":{"method":"PUT","url":"%s/%s"},"response":{"status":"200"}}]}`,
+		number, base, number, ref, ref, typ, id))
 }
