@@ -21,13 +21,13 @@ import (
 // version does not do yet (id-only or empty content); nothing was stored.
 var ErrUnsupported = errors.New("unsupported notification")
 
-// ErrInactive means the subscription is switched off in Tidings.
+// ErrInactive means the subscription is off (its server said so, or an operator).
 var ErrInactive = errors.New("subscription is not active")
 
 // Store is what intake needs from storage.
 type Store interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
-	RecordStatus(ctx context.Context, subscriptionID, kind string, eventsSinceStart int64, at time.Time) error
+	RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
 	InsertEvent(ctx context.Context, e store.NewEvent) (store.Stored, error)
 	InsertFetch(ctx context.Context, f store.NewFetch) (store.StoredFetch, error)
 	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
@@ -85,7 +85,7 @@ func (r EventRecord) Event() fhir.Event {
 // Authenticate checks a subscription's shared secret.
 func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error) {
 	sub, err := s.Store.Authenticate(ctx, subscriptionID, secret)
-	if err == nil && sub.Status != "active" && sub.Status != "requested" {
+	if err == nil && sub.Status == "off" {
 		return store.Subscription{}, ErrInactive
 	}
 	return sub, err
@@ -113,7 +113,7 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 				return res, err
 			}
 		}
-		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.EventsSinceStart, s.now())
+		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.Status, n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
 		return res, fmt.Errorf("%w: notification type %q", ErrUnsupported, n.Type)

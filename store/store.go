@@ -189,19 +189,26 @@ func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string)
 }
 
 // RecordStatus records a handshake, heartbeat or query-status answer against a subscription.
-func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, eventsSinceStart int64, at time.Time) error {
+//
+// remoteStatus is the status the server reports for its Subscription: "error"
+// or "off" is taken over (off stops intake); "active", or any handshake,
+// makes a requested or erroring subscription active.
+func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		var sub Subscription
 		if err := tx.q(ctx).Where("id = ?", subscriptionID).Take(&sub).Error; err != nil {
 			return translate(err)
 		}
 		updates := map[string]any{}
+		switch {
+		case remoteStatus == "error" || remoteStatus == "off":
+			updates["status"] = remoteStatus
+		case (kind == "handshake" || remoteStatus == "active") && (sub.Status == "requested" || sub.Status == "error"):
+			updates["status"] = "active" // the server confirmed the channel works
+		}
 		switch kind {
 		case "handshake":
 			updates["last_handshake_at"] = at
-			if sub.Status == "requested" {
-				updates["status"] = "active" // the server confirmed the channel works
-			}
 		case "heartbeat":
 			updates["last_heartbeat_at"] = at
 			updates["heartbeats"] = gorm.Expr("heartbeats + 1")
@@ -213,9 +220,13 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind string, e
 		if err := tx.q(ctx).Model(&Subscription{}).Where("id = ?", subscriptionID).Updates(updates).Error; err != nil {
 			return err
 		}
+		detail := map[string]any{"remote_status": remoteStatus}
+		if st, ok := updates["status"]; ok {
+			detail["status"] = st
+		}
 		return tx.Audit(ctx, AuditRecord{
 			TenantID: sub.TenantID, Actor: "subscription:" + subscriptionID, Action: "subscription." + kind,
-			SubjectType: "subscription", SubjectID: subscriptionID,
+			SubjectType: "subscription", SubjectID: subscriptionID, Detail: detail,
 		})
 	})
 }

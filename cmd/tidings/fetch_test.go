@@ -450,6 +450,23 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	if r.Code != 200 || rep.Status != "active" || rep.LastHandshakeAt == nil || rep.HeartbeatPeriodS != 60 || rep.RemoteRef == "" {
 		t.Fatalf("GET subscription: %d %s", r.Code, r.Body)
 	}
+	// The server reports its Subscription "off" (the published heartbeat with
+	// its status value changed in memory): Tidings takes it over and refuses
+	// further notifications for it.
+	off := bytes.Replace(fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json"), []byte(`"valueCode": "active"`), []byte(`"valueCode": "off"`), 1)
+	for i, want := range []int{200, 403} {
+		req := httptest.NewRequest("POST", "/fhir/r4/notify/eob-feed", bytes.NewReader(off))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Fatalf("notification %d after off: %d, want %d: %s", i, rec.Code, want, rec.Body)
+		}
+	}
+	if r := call("GET", "/v1/subscriptions/eob-feed", ""); !strings.Contains(r.Body.String(), `"status":"off"`) {
+		t.Fatalf("status after off: %s", r.Body)
+	}
 	if r := call("GET", "/v1/subscriptions/"+devSubscription+"-nope", ""); r.Code != 404 {
 		t.Errorf("unknown subscription: %d", r.Code)
 	}
@@ -473,5 +490,49 @@ func TestPatientFetchedForFullResourceNotification(t *testing.T) {
 	}
 	if f.saw("GET /fhir/Patient/Patient2") != 1 || len(msgs[0].To) != 1 || !strings.Contains(strings.ToLower(msgs[0].To[0]), "@") || strings.HasSuffix(msgs[0].To[0], ".invalid") {
 		t.Fatalf("sent to %v; fake saw %v", msgs[0].To, f.requests)
+	}
+}
+
+// A rescheduled appointment: the booked SIU S12 message, then the same
+// appointment with its start an hour later (S12 changed in memory: no
+// published S13/S14 example exists in our fixtures).
+func TestRescheduledAppointment(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	s12 := fixture(t, "fhir-converter-hl7v2-siu/SIU-S12-01-expected.json")
+	if r := ts.notify(t, ts.wrap(t, s12)); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	var bundle map[string]any
+	if err := json.Unmarshal(s12, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	moved := false
+	for _, e := range bundle["entry"].([]any) {
+		res := e.(map[string]any)["resource"].(map[string]any)
+		if res["resourceType"] == "Appointment" {
+			start, err := time.Parse(time.RFC3339, res["start"].(string))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res["start"] = start.Add(time.Hour).Format(time.RFC3339)
+			if end, err := time.Parse(time.RFC3339, fmt.Sprint(res["end"])); err == nil {
+				res["end"] = end.Add(time.Hour).Format(time.RFC3339)
+			}
+			moved = true
+		}
+	}
+	if !moved {
+		t.Fatal("no Appointment in S12")
+	}
+	s13, _ := json.Marshal(bundle)
+	if r := ts.notify(t, ts.wrap(t, s13)); r.Status != 202 {
+		t.Fatalf("rescheduled: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 2)
+	var kinds []string
+	ts.app.store.RawScan(context.Background(), &kinds, `SELECT kind FROM events ORDER BY id`)
+	if strings.Join(kinds, ",") != "booked,rescheduled" {
+		t.Fatalf("kinds %v", kinds)
 	}
 }
