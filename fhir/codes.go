@@ -150,3 +150,60 @@ func allCodes(v any, set map[string]struct{}) {
 		}
 	}
 }
+
+// Coding is a code with its system.
+type Coding struct {
+	System string
+	Code   string
+}
+
+// DiagnosisCodes lists an ExplanationOfBenefit's diagnosis codings
+// (diagnosisCodeableConcept, and the code of a contained Condition named by
+// diagnosisReference), so callers can compute coarse flags such as "has a
+// sensitive diagnosis" without carrying the codes onward. Nil for input that
+// is not an EOB.
+func DiagnosisCodes(eob json.RawMessage) []Coding {
+	if checkJSON(eob, "ExplanationOfBenefit") != nil {
+		return nil
+	}
+	var doc struct {
+		Contained []struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+			Code         struct {
+				Coding []struct{ System, Code string } `json:"coding"`
+			} `json:"code"`
+		} `json:"contained"`
+		Diagnosis []struct {
+			Concept struct {
+				Coding []struct{ System, Code string } `json:"coding"`
+			} `json:"diagnosisCodeableConcept"`
+			Reference struct {
+				Reference string `json:"reference"`
+			} `json:"diagnosisReference"`
+		} `json:"diagnosis"`
+	}
+	if json.Unmarshal(eob, &doc) != nil {
+		return nil
+	}
+	var out []Coding
+	for _, d := range doc.Diagnosis {
+		for _, c := range d.Concept.Coding {
+			if c.Code != "" {
+				out = append(out, Coding{System: c.System, Code: c.Code})
+			}
+		}
+		if ref := d.Reference.Reference; len(ref) > 1 && ref[0] == '#' {
+			for _, r := range doc.Contained {
+				if r.ResourceType == "Condition" && r.ID == ref[1:] {
+					for _, c := range r.Code.Coding {
+						if c.Code != "" {
+							out = append(out, Coding{System: c.System, Code: c.Code})
+						}
+					}
+				}
+			}
+		}
+	}
+	return out
+}

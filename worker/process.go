@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tidings-health/tidings/valueset"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +58,9 @@ type Processor struct {
 	Log    *slog.Logger
 	// PublicBaseURL is where patients read notices; the link carries only an opaque token.
 	PublicBaseURL string
+	// ValueSets classify diagnoses into sensitive categories for the policy
+	// (nil: no categories are computed).
+	ValueSets *valueset.Sets
 	// Fetcher performs fetches (id-only and empty notifications, pings); nil
 	// when no FHIR source is configured anywhere.
 	Fetcher *intake.Fetcher
@@ -169,6 +174,12 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		Payload:    notice.Fields(),
 		Purpose:    "payment",
 		Facts:      map[string]string{"use": facts.Use, "outcome": facts.Outcome},
+	}
+	if p.ValueSets != nil {
+		// Categories, never codes, go to the policy.
+		cats := p.ValueSets.Categories(fhir.DiagnosisCodes(fev.Focus))
+		in.Facts["sensitive_categories"] = strings.Join(cats, ",")
+		in.Facts["has_sensitive_diagnosis"] = strconv.FormatBool(len(cats) > 0)
 	}
 	start := time.Now()
 	dec, err := p.Policy.Decide(ctx, in)

@@ -19,8 +19,10 @@ import (
 	"github.com/tidings-health/tidings/logging"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/rego"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/valueset"
 	"github.com/tidings-health/tidings/worker"
 )
 
@@ -135,9 +137,13 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 }
 
 // processor builds the event processor.
-func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholderDomain string) *worker.Processor {
-	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log,
-		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain}
+func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholderDomain string) (*worker.Processor, error) {
+	sets, err := valueset.Load(rego.FS)
+	if err != nil {
+		return nil, err
+	}
+	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
+		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain}, nil
 }
 
 type redisLog struct{ l *slog.Logger }
