@@ -125,9 +125,10 @@ func (h *handlers) postSubscription(c *gin.Context) {
 		jsonError(c, newError(http.StatusBadRequest, "invalid", "source_id names no registered source of this tenant"))
 		return
 	case err != nil:
-		// The subscription is stored; the FHIR server refused or failed the create.
+		// Nothing is kept (Subscribe removed it); the upstream detail stays in
+		// the server log, so the API cannot be used to probe other hosts.
 		h.log.Warn("creating the Subscription on its source failed", "subscription", req.ID, "err", err)
-		jsonError(c, newError(http.StatusBadGateway, "transient", "the FHIR source did not create the Subscription: "+err.Error()))
+		jsonError(c, newError(http.StatusBadGateway, "transient", "the FHIR source did not create the Subscription; nothing was kept, try again"))
 		return
 	}
 	c.JSON(http.StatusCreated, gin.H{"id": req.ID, "status": "requested", "remote_ref": remote})
@@ -167,6 +168,9 @@ func ValidateSource(src store.Source, cred []byte) []string {
 		}
 		if src.ClientID == "" {
 			p = append(p, "smart-backend: client_id is required")
+		}
+		if src.KeyID == "" {
+			p = append(p, "smart-backend: key_id (the key's kid in the client's JWK Set) is required")
 		}
 		if _, err := client.New(client.Options{BaseURL: src.TokenURL}); err != nil {
 			p = append(p, "smart-backend: token_url must be an https URL (http only on loopback)")

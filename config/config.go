@@ -38,6 +38,10 @@ type Config struct {
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
 	GapSettle      time.Duration // TIDINGS_GAP_SETTLE: how late an event number may be before it is a gap
+	// AllowPrivateSources lets FHIR sources live on loopback/private addresses
+	// (TIDINGS_ALLOW_PRIVATE_SOURCES; dev and tests). Off, a source cannot
+	// point Tidings at internal services.
+	AllowPrivateSources bool
 
 	SMTPHost        string
 	SMTPPort        int
@@ -129,33 +133,34 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		return d
 	}
 	c := Config{
-		DatabaseURL:     get("TIDINGS_DATABASE_URL", ""),
-		RedisAddr:       get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
-		RedisPassword:   get("TIDINGS_REDIS_PASSWORD", ""),
-		RedisDB:         geti("TIDINGS_REDIS_DB", 0),
-		SealKeys:        get("TIDINGS_SEAL_KEYS", ""),
-		SealPrimary:     get("TIDINGS_SEAL_PRIMARY", ""),
-		BlindIndexKey:   get("TIDINGS_BLIND_INDEX_KEY", ""),
-		APITokens:       get("TIDINGS_API_TOKENS", ""),
-		ListenAddr:      get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
-		PublicBaseURL:   get("TIDINGS_PUBLIC_BASE_URL", ""),
-		APIBaseURL:      get("TIDINGS_API_BASE_URL", ""),
-		RatePerSecond:   getf("TIDINGS_RATE_PER_SECOND", 200),
-		RateBurst:       geti("TIDINGS_RATE_BURST", 400),
-		MaxBodyBytes:    int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
-		LogFormat:       get("TIDINGS_LOG_FORMAT", "json"),
-		Concurrency:     geti("TIDINGS_WORKER_CONCURRENCY", 10),
-		ReconcileEvery:  getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
-		MonitorEvery:    getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
-		GapSettle:       getd("TIDINGS_GAP_SETTLE", time.Minute),
-		SMTPHost:        get("TIDINGS_SMTP_HOST", ""),
-		SMTPPort:        geti("TIDINGS_SMTP_PORT", 0),
-		SMTPUsername:    get("TIDINGS_SMTP_USERNAME", ""),
-		SMTPPassword:    get("TIDINGS_SMTP_PASSWORD", ""),
-		SMTPFrom:        get("TIDINGS_SMTP_FROM", ""),
-		SMTPRequireTLS:  getb("TIDINGS_SMTP_REQUIRE_TLS", true),
-		SMTPImplicitTLS: getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
-		SMTPCAFile:      get("TIDINGS_SMTP_CA_FILE", ""),
+		DatabaseURL:         get("TIDINGS_DATABASE_URL", ""),
+		RedisAddr:           get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
+		RedisPassword:       get("TIDINGS_REDIS_PASSWORD", ""),
+		RedisDB:             geti("TIDINGS_REDIS_DB", 0),
+		SealKeys:            get("TIDINGS_SEAL_KEYS", ""),
+		SealPrimary:         get("TIDINGS_SEAL_PRIMARY", ""),
+		BlindIndexKey:       get("TIDINGS_BLIND_INDEX_KEY", ""),
+		APITokens:           get("TIDINGS_API_TOKENS", ""),
+		ListenAddr:          get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		PublicBaseURL:       get("TIDINGS_PUBLIC_BASE_URL", ""),
+		APIBaseURL:          get("TIDINGS_API_BASE_URL", ""),
+		RatePerSecond:       getf("TIDINGS_RATE_PER_SECOND", 200),
+		RateBurst:           geti("TIDINGS_RATE_BURST", 400),
+		MaxBodyBytes:        int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		LogFormat:           get("TIDINGS_LOG_FORMAT", "json"),
+		Concurrency:         geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		ReconcileEvery:      getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		MonitorEvery:        getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		GapSettle:           getd("TIDINGS_GAP_SETTLE", time.Minute),
+		AllowPrivateSources: getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		SMTPHost:            get("TIDINGS_SMTP_HOST", ""),
+		SMTPPort:            geti("TIDINGS_SMTP_PORT", 0),
+		SMTPUsername:        get("TIDINGS_SMTP_USERNAME", ""),
+		SMTPPassword:        get("TIDINGS_SMTP_PASSWORD", ""),
+		SMTPFrom:            get("TIDINGS_SMTP_FROM", ""),
+		SMTPRequireTLS:      getb("TIDINGS_SMTP_REQUIRE_TLS", true),
+		SMTPImplicitTLS:     getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
+		SMTPCAFile:          get("TIDINGS_SMTP_CA_FILE", ""),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS

@@ -38,6 +38,8 @@ type FetchStore interface {
 	OpenGaps(ctx context.Context, limit int) ([]store.Gap, error)
 	FinishGap(ctx context.Context, g store.Gap, recovered bool, method string, events int, errText string) error
 	MarkSilent(ctx context.Context, now time.Time) (int64, error)
+	SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error)
+	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
 	LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (store.LoadedEvent, error)
 }
 
@@ -111,7 +113,11 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 		}
 		events = append(events, ev)
 	case store.FetchSearch:
-		events, err = f.searchSinceLastEvent(ctx, reader, sub)
+		since, err := f.Store.LastEventAt(ctx, sub.ID)
+		if err != nil {
+			return fmt.Errorf("fetch %d: %w", fetchID, err)
+		}
+		events, err = f.searchSince(ctx, reader, sub, since)
 		if err != nil {
 			return fmt.Errorf("fetch %d: %w", fetchID, err)
 		}
@@ -193,14 +199,12 @@ func refTypeID(ref string) (string, string) {
 	return parts[len(parts)-2], parts[len(parts)-1]
 }
 
-// searchSinceLastEvent searches the subscription's criteria for resources
-// changed since its last event (with an overlap; duplicates dedupe).
-func (f *Fetcher) searchSinceLastEvent(ctx context.Context, reader FHIRReader, sub store.Subscription) ([]fhir.Event, error) {
+// searchSince searches the subscription's criteria for resources changed
+// since a moment (less an overlap; what is found twice dedupes). A search cut
+// short by the client's page or entry limits still yields what it found; the
+// next search starts after it.
+func (f *Fetcher) searchSince(ctx context.Context, reader FHIRReader, sub store.Subscription, since time.Time) ([]fhir.Event, error) {
 	typ, params, err := criteria(sub.Criteria)
-	if err != nil {
-		return nil, err
-	}
-	since, err := f.Store.LastEventAt(ctx, sub.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -209,16 +213,23 @@ func (f *Fetcher) searchSinceLastEvent(ctx context.Context, reader FHIRReader, s
 	}
 	params.Set("_lastUpdated", "ge"+since.Add(-searchOverlap).UTC().Format(time.RFC3339))
 	found, err := reader.Search(ctx, typ, params)
-	if err != nil {
+	if errors.Is(err, client.ErrTruncated) && len(found) > 0 {
+		if f.Log != nil {
+			f.Log.Warn("search cut short by its limits; keeping what it found", "subscription", sub.ID, "found", len(found))
+		}
+	} else if err != nil {
 		return nil, err
 	}
 	var events []fhir.Event
 	for _, res := range found {
 		ev, err := f.eventFrom(ctx, reader, res)
+		if errors.Is(err, fhir.ErrMalformed) {
+			continue // one unusable resource does not sink the others
+		}
 		if err != nil {
 			return nil, err
 		}
-		if supportedFocus[ev.ResourceType] {
+		if supportedFocus[ev.ResourceType] && fhirID.MatchString(ev.ID) && (ev.VersionID == "" || fhirID.MatchString(ev.VersionID)) {
 			events = append(events, ev)
 		}
 	}
@@ -296,6 +307,17 @@ type MonitorReport struct {
 // whose heartbeats stopped as silent.
 func (f *Fetcher) Monitor(ctx context.Context, settle time.Duration) (MonitorReport, error) {
 	var rep MonitorReport
+	// One replica at a time: the others skip this pass.
+	_, err := f.Store.WithTryLock(ctx, "tidings:monitor", func() error {
+		var err error
+		rep, err = f.monitor(ctx, settle)
+		return err
+	})
+	return rep, err
+}
+
+func (f *Fetcher) monitor(ctx context.Context, settle time.Duration) (MonitorReport, error) {
+	var rep MonitorReport
 	var err error
 	if rep.NewGaps, err = f.Store.DetectGaps(ctx, settle); err != nil {
 		return rep, fmt.Errorf("detect gaps: %w", err)
@@ -333,6 +355,7 @@ func (f *Fetcher) recoverGap(ctx context.Context, g store.Gap) (bool, error) {
 	}
 	if remote := remoteSubscriptionID(sub.RemoteRef); remote != "" {
 		bundle, err := reader.Events(ctx, remote, g.FromNumber, g.ToNumber)
+		var se *client.StatusError
 		switch {
 		case err == nil:
 			n, perr := fhir.ParseNotification(bundle)
@@ -344,11 +367,20 @@ func (f *Fetcher) recoverGap(ctx context.Context, g store.Gap) (bool, error) {
 				return false, f.Store.FinishGap(ctx, g, false, "$events", 0, err.Error())
 			}
 			return true, f.Store.FinishGap(ctx, g, true, "$events", accepted, "")
-		case !errors.Is(err, client.ErrUnsupported):
+		case errors.Is(err, client.ErrUnsupported), errors.As(err, &se) && se.StatusCode >= 400 && se.StatusCode < 500:
+			// Not supported, or refused for this subscription (e.g. a content
+			// level it will not raise): fall back to a search.
+		default:
 			return false, f.Store.FinishGap(ctx, g, false, "$events", 0, err.Error())
 		}
 	}
-	events, err := f.searchSinceLastEvent(ctx, reader, sub)
+	// Search from just before the gap: the missing events came before the
+	// ones that revealed it.
+	since, err := f.Store.SeenAt(ctx, sub.ID, g.FromNumber-1)
+	if err != nil {
+		return false, err
+	}
+	events, err := f.searchSince(ctx, reader, sub, since)
 	if err != nil {
 		return false, f.Store.FinishGap(ctx, g, false, "search", 0, err.Error())
 	}
@@ -371,6 +403,10 @@ func (f *Fetcher) recoverEvents(ctx context.Context, sub store.Subscription, n *
 			full = append(full, ev)
 		case ev.FocusRef != "":
 			if res, err = f.Service.requestFetch(ctx, sub, res, store.FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
+				return 0, err
+			}
+		default: // empty content: search for what that event was about
+			if res, err = f.Service.requestFetch(ctx, sub, res, store.FetchSearch, "", "", ev.EventNumber); err != nil {
 				return 0, err
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
@@ -196,8 +197,10 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 		res.Ignored++
 		return res, nil
 	}
-	if len(ref) > 2048 {
-		return res, fmt.Errorf("%w: a focus reference longer than 2048 characters", fhir.ErrMalformed)
+	if kind == store.FetchRead && !readableRef(ref) {
+		// Refused now, not when the worker tries: a reference with a query
+		// could carry identifiers, and we would store it.
+		return res, fmt.Errorf("%w: a focus reference must be [base/]Type/id[/_history/version] (no query, no fragment, at most 2048 characters)", fhir.ErrMalformed)
 	}
 	var num *int64
 	key := sub.ID + "|" + kind + "|"
@@ -207,11 +210,12 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 		num = &v
 		key += "n:" + strconv.FormatInt(eventNumber, 10)
 	case kind == store.FetchSearch:
-		// A ping has no number: pings within the same ten seconds share one search.
-		key += "t:" + strconv.FormatInt(s.now().Unix()/10, 10)
+		// A ping has no number: pings coalesce while a search is pending (the
+		// store frees the key when the fetch finishes).
+		key += "pending"
 	default:
 		h := sha256.Sum256([]byte(ref))
-		key += "r:" + hex.EncodeToString(h[:]) + "|t:" + strconv.FormatInt(s.now().Unix()/10, 10)
+		key += "r:" + hex.EncodeToString(h[:]) + "|pending"
 	}
 	stored, err := s.Store.InsertFetch(ctx, store.NewFetch{TenantID: sub.TenantID, SubscriptionID: sub.ID,
 		Kind: kind, Reference: ref, EventNumber: num, DedupeKey: key})
@@ -341,7 +345,7 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 		stored, err := s.Store.InsertEvent(ctx, store.NewEvent{
 			TenantID: sub.TenantID, SubscriptionID: sub.ID,
 			ResourceType: ev.ResourceType, ResourceID: ev.ID, VersionID: ev.VersionID,
-			EventNumber: num, DedupeKey: DedupeKey(sub.ID, ev), Resource: rec,
+			EventNumber: num, DedupeKey: DedupeKey(dedupeScope(sub), ev), Resource: rec,
 		})
 		if err != nil {
 			return res, fmt.Errorf("store event: %w", err)
@@ -416,4 +420,23 @@ func canonicalJSON(raw json.RawMessage) []byte {
 		return raw
 	}
 	return out
+}
+
+// readableRef reports whether ref is "[base/]Type/id[/_history/vid]".
+func readableRef(ref string) bool {
+	if ref == "" || len(ref) > 2048 || strings.ContainsAny(ref, "?# ") {
+		return false
+	}
+	typ, id := refTypeID(ref)
+	return typ != "" && typ[0] >= 'A' && typ[0] <= 'Z' && fhirID.MatchString(id)
+}
+
+// dedupeScope is what events deduplicate within: the FHIR source when the
+// subscription has one (two subscriptions on one server, or a recovery, give
+// one event per resource version), else the subscription.
+func dedupeScope(sub store.Subscription) string {
+	if sub.SourceID != nil {
+		return "source:" + *sub.SourceID
+	}
+	return sub.ID
 }

@@ -29,9 +29,12 @@ type KeyOpener interface {
 // and that timestamp must be within ReplayWindow of now. Subscriptions
 // without a key need no signature.
 func (s *Service) VerifySignature(sub store.Subscription, body []byte, signature, timestamp string) error {
-	opener, ok := s.Store.(KeyOpener)
-	if !ok || len(sub.HMACKeySealed) == 0 {
+	if len(sub.HMACKeySealed) == 0 {
 		return nil
+	}
+	opener, ok := s.Store.(KeyOpener)
+	if !ok {
+		return errors.New("the subscription signs its notifications, but the store cannot open its key") // fail closed
 	}
 	key, err := opener.SubscriptionHMACKey(sub)
 	if err != nil {

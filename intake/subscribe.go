@@ -33,6 +33,7 @@ type CreatorSources interface {
 type SubscribeStore interface {
 	CreateSubscription(ctx context.Context, sub store.Subscription, secret string) error
 	SetRemoteRef(ctx context.Context, subscriptionID, ref string) error
+	DeleteSubscription(ctx context.Context, subscriptionID string) error
 }
 
 // Subscription is what a caller asks Tidings to subscribe to.
@@ -107,6 +108,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret str
 	}
 	created, err := creator.Create(ctx, "Subscription", body)
 	if err != nil {
+		// Keep nothing the server does not know about: a retry starts afresh.
+		if derr := s.Store.DeleteSubscription(context.WithoutCancel(ctx), req.ID); derr != nil {
+			err = errors.Join(err, derr)
+		}
 		return "", fmt.Errorf("create the Subscription on source %s: %w", req.SourceID, err)
 	}
 	var got struct{ ID string }

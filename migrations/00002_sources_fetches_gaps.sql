@@ -50,6 +50,10 @@ CREATE TABLE subscription_gaps (
     method           text NOT NULL DEFAULT '',
     recovered_events int NOT NULL DEFAULT 0,
     last_error       text NOT NULL DEFAULT '',
+    attempts         int NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    -- Given up after too many failed recoveries; shown, never retried.
+    abandoned_at     timestamptz,
     UNIQUE (subscription_id, from_number, to_number)
 );
 

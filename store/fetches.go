@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -89,6 +90,23 @@ func (s *Store) FinishFetch(ctx context.Context, f Fetch, status string, events 
 		}).Error; err != nil {
 			return err
 		}
+		// A fetch without an event number deduplicates only while pending: a
+		// later ping or reference must lead to a new fetch.
+		if err := tx.q(ctx).Exec(`UPDATE fetches SET dedupe_key = dedupe_key || '|done:' || id::text
+			WHERE id = ? AND dedupe_key LIKE '%|pending'`, f.ID).Error; err != nil {
+			return err
+		}
+		// A failed fetch did not deliver its event: that number is a gap the
+		// monitor recovers another way ($events or search).
+		if status == FetchFailed && f.EventNumber != nil {
+			if err := tx.q(ctx).Exec(`INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
+				SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM subscription_gaps g WHERE g.subscription_id = ?
+					AND g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.from_number <= ? AND g.to_number >= ?)
+				ON CONFLICT DO NOTHING`,
+				f.SubscriptionID, *f.EventNumber, *f.EventNumber, f.SubscriptionID, *f.EventNumber, *f.EventNumber).Error; err != nil {
+				return err
+			}
+		}
 		detail := map[string]any{"events": events}
 		if errText != "" {
 			detail["error"] = truncate(errText, 500)
@@ -124,52 +142,81 @@ func int64Array(ns []int64) string {
 	return string(append(b, '}'))
 }
 
+// MaxGapWidth bounds one gap row: a source announcing an absurd event number
+// cannot make one recovery ask for (or record) billions of numbers; a wider
+// run is recovered a slice at a time.
+const MaxGapWidth = 10000
+
+// maxGapAttempts is when a gap that keeps failing to recover is abandoned.
+const maxGapAttempts = 20
+
 // DetectGaps records runs of event numbers that a subscription announced
 // (through later numbers, or a heartbeat's events-since-subscription-start)
 // but never delivered, once they have been missing for longer than settle
-// (notifications may arrive out of order). It returns how many new gaps it found.
+// (notifications may arrive out of order). Numbers before the first one
+// Tidings saw are not gaps: they belong to before Tidings listened. A run
+// that overlaps an open gap is left to that gap. It returns how many new
+// gaps it found.
 func (s *Store) DetectGaps(ctx context.Context, settle time.Duration) (int64, error) {
 	cutoff := time.Now().UTC().Add(-settle)
 	res := s.q(ctx).Exec(`
-		INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
-		SELECT subscription_id, prev + 1, event_number - 1 FROM (
+		WITH seen AS (
 			SELECT subscription_id, event_number, seen_at,
 				lag(event_number) OVER (PARTITION BY subscription_id ORDER BY event_number) AS prev
-			FROM subscription_event_numbers) x
-		WHERE prev IS NOT NULL AND event_number > prev + 1 AND seen_at < ?
-		UNION ALL
-		SELECT s.id, m.top + 1, s.events_since_start FROM subscriptions s
-			JOIN (SELECT subscription_id, max(event_number) AS top FROM subscription_event_numbers GROUP BY subscription_id) m
-			ON m.subscription_id = s.id
-		WHERE s.events_since_start > m.top AND coalesce(s.last_heartbeat_at, s.created_at) < ?
-		UNION ALL
-		SELECT s.id, 1, m.low - 1 FROM subscriptions s
-			JOIN (SELECT subscription_id, min(event_number) AS low, min(seen_at) AS first_seen
+			FROM subscription_event_numbers),
+		cand AS (
+			SELECT subscription_id, prev + 1 AS f, event_number - 1 AS t FROM seen
+			WHERE prev IS NOT NULL AND event_number > prev + 1 AND seen_at < @cutoff
+			UNION ALL
+			SELECT s.id, m.top + 1, s.events_since_start FROM subscriptions s
+			JOIN (SELECT subscription_id, max(event_number) AS top, max(seen_at) AS last_seen
 				FROM subscription_event_numbers GROUP BY subscription_id) m ON m.subscription_id = s.id
-		WHERE s.last_handshake_at IS NOT NULL AND m.low > 1 AND m.first_seen < ?
-		ON CONFLICT DO NOTHING`, cutoff, cutoff, cutoff)
+			WHERE s.events_since_start > m.top AND m.last_seen < @cutoff)
+		INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
+		SELECT c.subscription_id, c.f, least(c.t, c.f + @width - 1) FROM cand c
+		WHERE c.t >= c.f AND NOT EXISTS (
+			SELECT 1 FROM subscription_gaps g WHERE g.subscription_id = c.subscription_id
+			AND g.recovered_at IS NULL AND g.abandoned_at IS NULL
+			AND g.from_number <= c.t AND g.to_number >= c.f)
+		ON CONFLICT DO NOTHING`, sql.Named("cutoff", cutoff), sql.Named("width", MaxGapWidth))
 	return res.RowsAffected, res.Error
 }
 
-// OpenGaps lists gaps not yet recovered.
+// OpenGaps lists gaps due for a recovery attempt, of subscriptions that have
+// a source to recover from, soonest first.
 func (s *Store) OpenGaps(ctx context.Context, limit int) ([]Gap, error) {
 	var gaps []Gap
-	err := s.q(ctx).Where("recovered_at IS NULL").Order("id").Limit(limit).Find(&gaps).Error
+	err := s.q(ctx).Raw(`SELECT g.* FROM subscription_gaps g JOIN subscriptions s ON s.id = g.subscription_id
+		WHERE g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.next_attempt_at <= now() AND s.source_id IS NOT NULL
+		ORDER BY g.next_attempt_at LIMIT ?`, limit).Scan(&gaps).Error
 	return gaps, err
 }
 
-// FinishGap records a recovery attempt. A recovered gap's numbers count as seen.
+// SeenAt is when event number n of a subscription was seen (zero when never).
+func (s *Store) SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error) {
+	var t []time.Time
+	err := s.q(ctx).Raw(`SELECT seen_at FROM subscription_event_numbers WHERE subscription_id = ? AND event_number = ?`, subscriptionID, n).Scan(&t).Error
+	if err != nil || len(t) == 0 {
+		return time.Time{}, err
+	}
+	return t[0], nil
+}
+
+// FinishGap records a recovery attempt. A recovered gap's numbers count as
+// seen; a failed one is tried again later, backing off, and abandoned after
+// maxGapAttempts.
 func (s *Store) FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error {
 	return s.InTx(ctx, func(tx *Store) error {
-		updates := map[string]any{"method": method, "recovered_events": events, "last_error": truncate(errText, 500)}
-		if recovered {
-			updates["recovered_at"] = gorm.Expr("now()")
-		}
-		if err := tx.q(ctx).Model(&Gap{}).Where("id = ?", g.ID).Updates(updates).Error; err != nil {
-			return err
-		}
 		if !recovered {
-			return nil
+			return tx.q(ctx).Exec(`UPDATE subscription_gaps SET method = ?, last_error = ?, attempts = attempts + 1,
+				next_attempt_at = now() + least(interval '1 minute' * power(2, attempts), interval '6 hours'),
+				abandoned_at = CASE WHEN attempts + 1 >= ? THEN now() END
+				WHERE id = ?`, method, truncate(errText, 500), maxGapAttempts, g.ID).Error
+		}
+		if err := tx.q(ctx).Model(&Gap{}).Where("id = ?", g.ID).Updates(map[string]any{
+			"method": method, "recovered_events": events, "last_error": "", "recovered_at": gorm.Expr("now()"),
+		}).Error; err != nil {
+			return err
 		}
 		if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number)
 			SELECT ?, generate_series(?::bigint, ?::bigint) ON CONFLICT DO NOTHING`, g.SubscriptionID, g.FromNumber, g.ToNumber).Error; err != nil {
@@ -188,10 +235,38 @@ func (s *Store) FinishGap(ctx context.Context, g Gap, recovered bool, method str
 // MarkSilent flags subscriptions with a heartbeat period whose last heartbeat
 // (or creation) is older than twice that period; a heartbeat clears the flag.
 func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
+	// Any notification proves the channel alive, not only heartbeats.
+	const lastHeard = `greatest(coalesce(last_heartbeat_at, created_at), coalesce(last_handshake_at, created_at),
+		coalesce((SELECT max(seen_at) FROM subscription_event_numbers n WHERE n.subscription_id = subscriptions.id), created_at))`
+	if err := s.q(ctx).Exec(`UPDATE subscriptions SET silent_since = NULL
+		WHERE silent_since IS NOT NULL AND `+lastHeard+` >= ?::timestamptz - make_interval(secs => 2 * heartbeat_period_s)`, now).Error; err != nil {
+		return 0, err
+	}
 	res := s.q(ctx).Exec(`UPDATE subscriptions SET silent_since = ?
 		WHERE heartbeat_period_s > 0 AND silent_since IS NULL
-		AND coalesce(last_heartbeat_at, created_at) < ?::timestamptz - make_interval(secs => 2 * heartbeat_period_s)`, now, now)
+		AND `+lastHeard+` < ?::timestamptz - make_interval(secs => 2 * heartbeat_period_s)`, now, now)
 	return res.RowsAffected, res.Error
+}
+
+// WithTryLock runs fn while holding a cluster-wide advisory lock named
+// name, so that of many worker replicas only one does a periodic job; it
+// reports false without running fn when another holds the lock.
+func (s *Store) WithTryLock(ctx context.Context, name string, fn func() error) (bool, error) {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return false, err
+	}
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	var got bool
+	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, name).Scan(&got); err != nil || !got {
+		return false, err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext($1))`, name)
+	return true, fn()
 }
 
 // LastEventAt is when the subscription's newest event was received (zero when none).
@@ -237,8 +312,10 @@ func (s *Store) SourceWithCredential(ctx context.Context, id string) (Source, []
 
 // AttachSource points a subscription at the FHIR server it fetches from.
 func (s *Store) AttachSource(ctx context.Context, subscriptionID, sourceID, criteria string, heartbeatPeriod time.Duration) error {
-	res := s.q(ctx).Exec(`UPDATE subscriptions SET source_id = ?, criteria = ?, heartbeat_period_s = ? WHERE id = ?`,
-		sourceID, criteria, int(heartbeatPeriod/time.Second), subscriptionID)
+	// Only a source of the subscription's own tenant.
+	res := s.q(ctx).Exec(`UPDATE subscriptions s SET source_id = ?, criteria = ?, heartbeat_period_s = ? WHERE s.id = ?
+		AND EXISTS (SELECT 1 FROM fhir_sources f WHERE f.id = ? AND f.tenant_id = s.tenant_id)`,
+		sourceID, criteria, int(heartbeatPeriod/time.Second), subscriptionID, sourceID)
 	if res.Error != nil {
 		return translate(res.Error)
 	}
@@ -311,4 +388,13 @@ func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (Su
 		}
 	}
 	return r, nil
+}
+
+// DeleteSubscription removes a subscription that never received anything
+// (its creation on the FHIR source failed).
+func (s *Store) DeleteSubscription(ctx context.Context, subscriptionID string) error {
+	return s.q(ctx).Exec(`DELETE FROM subscriptions s WHERE id = ?
+		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subscription_id = s.id)
+		AND NOT EXISTS (SELECT 1 FROM fetches f WHERE f.subscription_id = s.id)
+		AND NOT EXISTS (SELECT 1 FROM subscription_event_numbers n WHERE n.subscription_id = s.id)`, subscriptionID).Error
 }

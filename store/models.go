@@ -76,6 +76,9 @@ type Gap struct {
 	Method          string
 	RecoveredEvents int
 	LastError       string
+	Attempts        int
+	NextAttemptAt   time.Time
+	AbandonedAt     *time.Time
 }
 
 func (Gap) TableName() string { return "subscription_gaps" }

@@ -247,6 +247,9 @@ func (s *Store) Subscriptions(ctx context.Context) ([]Subscription, error) {
 
 const ctxSubscriptionHMAC = "subscriptions.hmac_key_sealed"
 
+// SealHMACKey seals a signing key for Subscription.HMACKeySealed.
+func (s *Store) SealHMACKey(key []byte) []byte { return s.keys.Seal(key, ctxSubscriptionHMAC) }
+
 // SetSubscriptionHMACKey stores (sealed) the key a source signs its
 // notifications with; nil removes it.
 func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID string, key []byte) error {

@@ -93,7 +93,11 @@ func lastTry(ctx context.Context) bool {
 func (p *Processor) giveUp(ctx context.Context, et eventTask, cause error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	n, err := p.Store.EnsureNotice(wctx, et.TenantID, et.EventID, notify.NoticeTypeEOB)
+	noticeType := notify.NoticeTypeEOB
+	if ev, err := p.Store.LoadEvent(wctx, et.EventID); err == nil && ev.ResourceType == "Appointment" {
+		noticeType = NoticeTypeAppointment
+	}
+	n, err := p.Store.EnsureNotice(wctx, et.TenantID, et.EventID, noticeType)
 	if err == nil && n.Status == store.NoticePending {
 		err = p.Store.FinishNotice(wctx, n, store.NoticeFailed, []string{"gave up after the last retry: " + cause.Error()})
 	}

@@ -24,6 +24,7 @@ type fakeFHIR struct {
 	mu        sync.Mutex
 	resources map[string]json.RawMessage  // "Type/id" → resource
 	search    []json.RawMessage           // what any search returns
+	changed   []time.Time                 // when each search resource changed on this server
 	events    func(from, to int64) []byte // nil: $events is not supported (404)
 	requests  []string                    // method + path (+ query keys)
 }
@@ -85,9 +86,17 @@ func (f *fakeFHIR) serve(w http.ResponseWriter, r *http.Request) {
 		w.Write(b)
 	case len(parts) == 1 && r.URL.Query().Get("_lastUpdated") != "":
 		var entries []string
-		for _, res := range f.search {
+		since, _ := time.Parse(time.RFC3339, strings.TrimPrefix(r.URL.Query().Get("_lastUpdated"), "ge"))
+		f.mu.Lock()
+		for i, res := range f.search {
+			// _lastUpdated is honoured against when the fake "changed" each
+			// resource (when the test added it), not the examples' old meta.
+			if f.changed[i].Before(since) {
+				continue
+			}
 			entries = append(entries, `{"resource":`+string(res)+`,"search":{"mode":"match"}}`)
 		}
+		f.mu.Unlock()
 		fmt.Fprintf(w, `{"resourceType":"Bundle","type":"searchset","total":%d,"entry":[%s]}`, len(entries), strings.Join(entries, ","))
 	case len(parts) == 2:
 		res, ok := f.resources[parts[0]+"/"+parts[1]]
@@ -221,7 +230,7 @@ func TestIDOnlyFetchOfDeletedResource(t *testing.T) {
 // rest-hook ping both search the source for what changed since the last event.
 func TestEmptyNotificationAndPingSearchTheSource(t *testing.T) {
 	f := newFakeFHIR(t, "carin-bb-2.0.0/Patient-Patient2.json")
-	f.search = []json.RawMessage{fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")}
+	f.change(fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))
 	ts := newTestStack(t, testOpts{})
 	ts.attachFake(t, f, 0)
 	if r := ts.notify(t, fixture(t, "subscriptions-backport-ig/empty_notification_bundle_example.json")); r.Status != 202 {
@@ -241,10 +250,51 @@ func TestEmptyNotificationAndPingSearchTheSource(t *testing.T) {
 	for f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") < 2 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Once that search is done, the next ping searches again (pings coalesce
+	// only while a search is pending).
+	var done int
+	for done < 2 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		ts.app.store.RawScan(context.Background(), &done, `SELECT count(*) FROM fetches WHERE status = 'done'`)
+	}
+	if r := ts.post(t, nil, "", ts.Secret); r.Status != 202 {
+		t.Fatalf("second ping: %d %s", r.Status, r.Body)
+	}
+	for f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") < 3 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
 	time.Sleep(300 * time.Millisecond)
 	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
-	if f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") != 2 || c.Events != 1 || len(ts.Mail.Messages()) != 1 {
-		t.Fatalf("after the ping: searches %d, events %d, messages %d", f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated"), c.Events, len(ts.Mail.Messages()))
+	if f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated") != 3 || c.Events != 1 || len(ts.Mail.Messages()) != 1 {
+		t.Fatalf("after the pings: searches %d, events %d, messages %d", f.saw("GET /fhir/ExplanationOfBenefit _lastUpdated"), c.Events, len(ts.Mail.Messages()))
+	}
+}
+
+// A fetch that fails for good gives its event number back: the monitor sees
+// the gap and recovers the event another way ($events here).
+func TestFailedFetchReopensTheGap(t *testing.T) {
+	f := newFakeFHIR(t)
+	ts := newTestStack(t, testOpts{MonitorEvery: 200 * time.Millisecond, GapSettle: time.Nanosecond})
+	f.events = func(from, to int64) []byte {
+		return ts.notification(t, f.URL+"/fhir", false, map[int64]string{2: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"})
+	}
+	ts.attachFake(t, f, 0)
+	// Event 1 is complete; event 2 is id-only and points at another server: its fetch fails for good.
+	ts.notify(t, ts.notification(t, f.URL+"/fhir", false, map[int64]string{1: "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"}))
+	if r := ts.notify(t, ts.notification(t, "https://elsewhere.example.org/fhir", true, map[int64]string{2: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"})); r.Status != 202 {
+		t.Fatalf("id-only: %d %s", r.Status, r.Body)
+	}
+	if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 2); err != nil {
+		var fetch store.Fetch
+		ts.app.store.RawScan(context.Background(), &fetch, `SELECT * FROM fetches`)
+		t.Fatalf("event 2 was not recovered: %v; fetch %+v", err, fetch)
+	}
+	var status string
+	ts.app.store.RawScan(context.Background(), &status, `SELECT status FROM fetches`)
+	var gap store.Gap
+	ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
+	if status != store.FetchFailed || gap.FromNumber != 2 || gap.Method != "$events" || gap.RecoveredAt == nil {
+		t.Fatalf("fetch %q, gap %+v", status, gap)
 	}
 }
 
@@ -264,7 +314,7 @@ func TestGapRecovery(t *testing.T) {
 					return ts.notification(t, f.URL+"/fhir", false, map[int64]string{2: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json"})
 				}
 			} else {
-				f.search = []json.RawMessage{missing}
+				f.change(missing)
 			}
 			ts.attachFake(t, f, 0)
 			for num, file := range map[int64]string{1: "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json", 3: "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"} {
@@ -473,6 +523,17 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	if r := call("POST", "/v1/subscriptions", `{"id":"x","source_id":"missing","topic":"http://t"}`); r.Code != 400 {
 		t.Errorf("unknown source: %d %s", r.Code, r.Body)
 	}
+	// Another tenant sees neither this tenant's source nor its subscription.
+	other := "other-admin-token-0123456789abcdef"
+	ts.app.store.EnsureTenant(context.Background(), "other", "Other")
+	ts.app.cfg.APITokens = "dev:" + token + ",other:" + other
+	h2, _ := ts.app.handler(nil)
+	if r := doRequest(h2, "POST", "/v1/subscriptions", "application/json", other, `{"id":"steal","source_id":"ehr","topic":"http://t"}`); r.Code != 400 {
+		t.Errorf("another tenant's source: %d %s", r.Code, r.Body)
+	}
+	if r := doRequest(h2, "GET", "/v1/subscriptions/eob-feed", "application/json", other, ""); r.Code != 404 {
+		t.Errorf("another tenant's subscription: %d %s", r.Code, r.Body)
+	}
 }
 
 // A full-resource notification without the Patient: the worker reads the
@@ -535,4 +596,12 @@ func TestRescheduledAppointment(t *testing.T) {
 	if strings.Join(kinds, ",") != "booked,rescheduled" {
 		t.Fatalf("kinds %v", kinds)
 	}
+}
+
+// change makes a resource appear changed on the server now (found by searches).
+func (f *fakeFHIR) change(res json.RawMessage) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.search = append(f.search, res)
+	f.changed = append(f.changed, time.Now())
 }

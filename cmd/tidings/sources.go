@@ -15,10 +15,11 @@ import (
 // sourceReaders builds (once per source, then cached) the FHIR client for a
 // registered source, with its sealed credential opened only in memory.
 type sourceReaders struct {
-	store *store.Store
-	log   *slog.Logger
-	mu    sync.Mutex
-	cache map[string]sourceClient
+	store        *store.Store
+	allowPrivate bool
+	log          *slog.Logger
+	mu           sync.Mutex
+	cache        map[string]sourceClient
 }
 
 type sourceClient struct {
@@ -26,8 +27,8 @@ type sourceClient struct {
 	tenant string
 }
 
-func newSourceReaders(st *store.Store, log *slog.Logger) *sourceReaders {
-	return &sourceReaders{store: st, log: log, cache: map[string]sourceClient{}}
+func newSourceReaders(st *store.Store, log *slog.Logger, allowPrivate bool) *sourceReaders {
+	return &sourceReaders{store: st, log: log, allowPrivate: allowPrivate, cache: map[string]sourceClient{}}
 }
 
 func (r *sourceReaders) Reader(ctx context.Context, sourceID string) (intake.FHIRReader, error) {
@@ -58,11 +59,12 @@ func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClie
 	if err != nil {
 		return sourceClient{}, err
 	}
-	auth, err := sourceAuth(src, cred)
+	auth, err := sourceAuth(src, cred, !r.allowPrivate)
 	if err != nil {
 		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
 	}
-	c, err := client.New(client.Options{BaseURL: src.BaseURL, Auth: auth, Logger: r.log.With("source", sourceID)})
+	c, err := client.New(client.Options{BaseURL: src.BaseURL, Auth: auth, Logger: r.log.With("source", sourceID),
+		DenyPrivateNetworks: !r.allowPrivate})
 	if err != nil {
 		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
 	}
@@ -72,7 +74,7 @@ func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClie
 }
 
 // sourceAuth turns a source's settings and opened credential into the client's auth.
-func sourceAuth(src store.Source, cred []byte) (client.Auth, error) {
+func sourceAuth(src store.Source, cred []byte, publicOnly bool) (client.Auth, error) {
 	switch src.AuthType {
 	case "none":
 		return nil, nil
@@ -83,8 +85,12 @@ func sourceAuth(src store.Source, cred []byte) (client.Auth, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &client.SMARTBackend{TokenURL: src.TokenURL, ClientID: src.ClientID, KeyID: src.KeyID,
-			Key: key, Scopes: strings.Fields(src.Scopes)}, nil
+		sb := &client.SMARTBackend{TokenURL: src.TokenURL, ClientID: src.ClientID, KeyID: src.KeyID,
+			Key: key, Scopes: strings.Fields(src.Scopes)}
+		if publicOnly {
+			sb.HTTP = client.PublicOnlyHTTPClient()
+		}
+		return sb, nil
 	default:
 		return nil, fmt.Errorf("unknown auth type %q", src.AuthType)
 	}

@@ -179,7 +179,8 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		DatabaseURL: infra.DBURL, RedisAddr: infra.RedisAddr, RedisDB: infra.RedisDB,
 		SealKeys: "dev1:" + newKey(), BlindIndexKey: newKey(),
 		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
-		RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
+		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
+		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
 		ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,

@@ -66,7 +66,27 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 		fs.Usage()
 		return usageError{fmt.Sprint(problems)}
 	}
-	st, err := openStoreOnly(ctx)
+	// A signing key is read, checked and sealed before anything is stored, so
+	// a bad key file never leaves a subscription that accepts unsigned bodies.
+	var hmacKey []byte
+	if *hmacFile != "" {
+		key, err := os.ReadFile(*hmacFile)
+		if err != nil || len(bytes.TrimSpace(key)) < 16 {
+			return usageError{"--hmac-key-file: want a readable file holding at least 16 bytes of key"}
+		}
+		hmacKey = bytes.TrimSpace(key)
+	}
+	var st *store.Store
+	var err error
+	if hmacKey != nil {
+		keys, kerr := loadKeyring()
+		if kerr != nil {
+			return kerr
+		}
+		st, err = store.Open(ctx, os.Getenv("TIDINGS_DATABASE_URL"), keys, store.Options{MaxOpenConns: 2})
+	} else {
+		st, err = openStoreOnly(ctx)
+	}
 	if err != nil {
 		return err
 	}
@@ -82,6 +102,9 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	if *sourceID != "" {
 		sub.SourceID = sourceID
 	}
+	if hmacKey != nil {
+		sub.HMACKeySealed = st.SealHMACKey(hmacKey)
+	}
 	err = st.CreateSubscription(ctx, sub, secret)
 	if errors.Is(err, store.ErrUnknownReference) {
 		return fmt.Errorf("source %q is not registered (tidings source add)", *sourceID)
@@ -95,24 +118,6 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	}
 	if err != nil {
 		return err
-	}
-	if *hmacFile != "" {
-		key, err := os.ReadFile(*hmacFile)
-		if err != nil || len(bytes.TrimSpace(key)) < 16 {
-			return fmt.Errorf("--hmac-key-file: want a file holding at least 16 bytes of key")
-		}
-		keys, err := loadKeyring()
-		if err != nil {
-			return err
-		}
-		st2, err := store.Open(ctx, os.Getenv("TIDINGS_DATABASE_URL"), keys, store.Options{MaxOpenConns: 1})
-		if err != nil {
-			return err
-		}
-		defer st2.Close()
-		if err := st2.SetSubscriptionHMACKey(ctx, *id, bytes.TrimSpace(key)); err != nil {
-			return err
-		}
 	}
 	if *secretEnv != "" {
 		fmt.Fprintf(stdout, "subscription %q registered for tenant %q with the secret from $%s\n", *id, *tenant, *secretEnv)

@@ -117,7 +117,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 			return nil
 		}},
 	}
-	subscriber := &intake.Subscriber{Store: a.store, Sources: newSourceReaders(a.store, a.log), NotifyBaseURL: a.cfg.APIBaseURL}
+	subscriber := &intake.Subscriber{Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), NotifyBaseURL: a.cfg.APIBaseURL}
 	return api.New(api.Config{
 		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Checks: checks, APITokens: tokens, Log: a.log,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,

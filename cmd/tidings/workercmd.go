@@ -43,7 +43,7 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 	if err != nil {
 		return nil, err
 	}
-	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log), Log: a.log}
+	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
 	proc.Fetcher = fetcher
 	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, proc)
 	if err := srv.Start(mux); err != nil {

@@ -11,9 +11,11 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -57,6 +59,11 @@ type Options struct {
 	// Logger receives retries at Warn level (method, path, status or
 	// error kind; no query, no body). Default: discard.
 	Logger *slog.Logger
+	// DenyPrivateNetworks refuses to connect to loopback, private,
+	// link-local and other non-public addresses (checked at dial time, after
+	// DNS), so a registered source cannot point Tidings at internal services.
+	// It applies when HTTP is nil.
+	DenyPrivateNetworks bool
 	// Now and Sleep are hooks for tests. Sleep must return early with the
 	// context's error when ctx is done.
 	Now   func() time.Time
@@ -141,6 +148,8 @@ func New(o Options) (*Client, error) {
 	hc := http.Client{Timeout: defaultTimeout}
 	if o.HTTP != nil {
 		hc = *o.HTTP
+	} else if o.DenyPrivateNetworks {
+		hc = *PublicOnlyHTTPClient()
 	}
 	hc.CheckRedirect = checkRedirect
 	c.hc = &hc
@@ -262,7 +271,7 @@ func (c *Client) read(ctx context.Context, u *url.URL, typ string) (json.RawMess
 		return nil, res.statusError(nil)
 	}
 	if err := checkResourceType(res.body, typ); err != nil {
-		return nil, &opError{method: http.MethodGet, path: u.Path, what: err.Error(), err: err}
+		return nil, &opError{method: http.MethodGet, path: templatePath(u.Path), what: err.Error(), err: err}
 	}
 	return res.body, nil
 }
@@ -302,7 +311,7 @@ func (c *Client) Events(ctx context.Context, subscriptionID string, from, to int
 		return nil, res.statusError(nil)
 	}
 	if err := checkResourceType(res.body, "Bundle"); err != nil {
-		return nil, &opError{method: http.MethodGet, path: u.Path, what: err.Error(), err: err}
+		return nil, &opError{method: http.MethodGet, path: templatePath(u.Path), what: err.Error(), err: err}
 	}
 	return res.body, nil
 }
@@ -333,7 +342,7 @@ func (c *Client) get(ctx context.Context, u *url.URL) (response, error) {
 // errors; a POST (not idempotent: a retry could create twice) only on 429,
 // which says the request was not processed.
 func (c *Client) send(ctx context.Context, method string, u *url.URL, body []byte) (response, error) {
-	path := u.Path
+	path := templatePath(u.Path)
 	target := u.String()
 	renewed := false
 	for retries := 0; ; {
@@ -524,3 +533,50 @@ func (c *Client) Create(ctx context.Context, resourceType string, resource json.
 
 // BaseURL is the service base this client talks to.
 func (c *Client) BaseURL() string { return c.base.String() }
+
+// templatePath is a request path fit for errors and logs: resource ids and
+// version ids become {id} and {vid} ("/fhir/Patient/{id}"), because an id can
+// identify a patient.
+func templatePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i := 1; i < len(segs); i++ {
+		prev := segs[i-1]
+		switch {
+		case prev == "_history":
+			segs[i] = "{vid}"
+		case validType(prev) && segs[i] != "" && segs[i][0] != '$' && segs[i][0] != '_':
+			segs[i] = "{id}"
+		}
+	}
+	return strings.Join(segs, "/")
+}
+
+// ErrPrivateAddress means a connection to a non-public address was refused.
+var ErrPrivateAddress = errors.New("fhir/client: refusing to connect to a loopback, private or link-local address")
+
+// PublicOnlyHTTPClient is an HTTP client (15 s timeout) that connects only to
+// public addresses; use it for the SMART token endpoint too.
+func PublicOnlyHTTPClient() *http.Client {
+	d := &net.Dialer{Timeout: 10 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return ErrPrivateAddress
+		}
+		ip, err := netip.ParseAddr(host)
+		if err != nil || !publicAddr(ip.Unmap()) {
+			return ErrPrivateAddress
+		}
+		return nil
+	}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.DialContext = d.DialContext
+	tr.Proxy = nil // a proxy would dial on our behalf, around the check
+	return &http.Client{Timeout: defaultTimeout, Transport: tr}
+}
+
+func publicAddr(ip netip.Addr) bool {
+	return ip.IsValid() && !ip.IsLoopback() && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() &&
+		!ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() && !ip.IsMulticast() && !ip.IsUnspecified() &&
+		!netip.MustParsePrefix("100.64.0.0/10").Contains(ip) && // carrier-grade NAT
+		!netip.MustParsePrefix("fc00::/7").Contains(ip)
+}

@@ -250,7 +250,7 @@ func TestGivesUpAfterRepeated503(t *testing.T) {
 	if !errors.As(err, &se) || se.StatusCode != 503 {
 		t.Fatalf("err = %v, want StatusError 503", err)
 	}
-	if msg := err.Error(); !strings.Contains(msg, "503") || !strings.Contains(msg, "GET /fhir/Appointment/example") {
+	if msg := err.Error(); !strings.Contains(msg, "503") || !strings.Contains(msg, "GET /fhir/Appointment/{id}") {
 		t.Fatalf("error %q should name method, path and status", msg)
 	}
 	if errors.Is(err, ErrGone) || errors.Is(err, ErrUnauthorized) {
@@ -318,7 +318,7 @@ func TestNetworkErrorIsRetried(t *testing.T) {
 	_ = l.Close()
 	c, rec = f.client(t, Options{BaseURL: "http://" + addr + "/fhir"})
 	_, err = c.Read(context.Background(), "Patient", "example")
-	if err == nil || !strings.Contains(err.Error(), "GET /fhir/Patient/example") || len(rec.got()) != defaultMaxRetries {
+	if err == nil || !strings.Contains(err.Error(), "GET /fhir/Patient/{id}") || len(rec.got()) != defaultMaxRetries {
 		t.Fatalf("err=%v sleeps=%v", err, rec.got())
 	}
 }

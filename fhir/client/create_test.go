@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -58,5 +60,47 @@ func TestCreateIsNotRetriedExceptOn429(t *testing.T) {
 	}
 	if _, err := c.Create(context.Background(), "Not a type", sub); !errors.Is(err, ErrInvalidReference) {
 		t.Fatalf("bad type: %v", err)
+	}
+}
+
+func TestErrorsNameNoResourceIDs(t *testing.T) {
+	for in, want := range map[string]string{
+		"/fhir/Patient/pat-Canary-123":                "/fhir/Patient/{id}",
+		"/fhir/r4/ExplanationOfBenefit/e1/_history/7": "/fhir/r4/ExplanationOfBenefit/{id}/_history/{vid}",
+		"/fhir/Subscription/s1/$events":               "/fhir/Subscription/{id}/$events",
+		"/fhir/ExplanationOfBenefit":                  "/fhir/ExplanationOfBenefit",
+	} {
+		if got := templatePath(in); got != want {
+			t.Errorf("templatePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) }))
+	defer srv.Close()
+	c, _ := New(Options{BaseURL: srv.URL + "/fhir", MaxRetries: -1})
+	_, err := c.Read(context.Background(), "Patient", "pat-Canary-123")
+	if err == nil || strings.Contains(err.Error(), "Canary") {
+		t.Fatalf("error %v names the patient id", err)
+	}
+}
+
+func TestDenyPrivateNetworks(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("the guarded client reached a loopback server")
+	}))
+	defer srv.Close()
+	c, err := New(Options{BaseURL: srv.URL + "/fhir", DenyPrivateNetworks: true, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(context.Background(), "Patient", "p1"); err == nil {
+		t.Fatal("a loopback source was reached")
+	}
+	for _, a := range []string{"10.1.2.3", "192.168.0.1", "169.254.169.254", "127.0.0.1", "::1", "fd00::1", "100.64.0.1"} {
+		if publicAddr(netip.MustParseAddr(a)) {
+			t.Errorf("%s counted as public", a)
+		}
+	}
+	if !publicAddr(netip.MustParseAddr("93.184.216.34")) {
+		t.Error("a public address was refused")
 	}
 }

@@ -40,7 +40,7 @@ func (c *Client) Search(ctx context.Context, resourceType string, params url.Val
 		}
 		entries, next, err := decodeSearchBundle(res.body)
 		if err != nil {
-			return out, &opError{method: http.MethodGet, path: u.Path, what: err.Error(), err: err}
+			return out, &opError{method: http.MethodGet, path: templatePath(u.Path), what: err.Error(), err: err}
 		}
 		if room := c.maxEntries - len(out); len(entries) > room {
 			out = append(out, entries[:room]...)
@@ -55,14 +55,14 @@ func (c *Client) Search(ctx context.Context, resourceType string, params url.Val
 		}
 		nu, err := u.Parse(next)
 		if err != nil || (nu.Scheme != "http" && nu.Scheme != "https") {
-			return out, &opError{method: http.MethodGet, path: u.Path, what: "next link is not a valid URL", err: ErrInvalidResponse}
+			return out, &opError{method: http.MethodGet, path: templatePath(u.Path), what: "next link is not a valid URL", err: ErrInvalidResponse}
 		}
 		if nu.User != nil || !sameOrigin(c.base, nu) {
-			return out, &opError{method: http.MethodGet, path: u.Path, what: "next link points to another host", err: ErrForeignReference}
+			return out, &opError{method: http.MethodGet, path: templatePath(u.Path), what: "next link points to another host", err: ErrForeignReference}
 		}
 		nu.Fragment, nu.RawFragment = "", ""
 		if seen[nu.String()] {
-			return out, &opError{method: http.MethodGet, path: u.Path, what: "next link repeats an earlier page", err: ErrInvalidResponse}
+			return out, &opError{method: http.MethodGet, path: templatePath(u.Path), what: "next link repeats an earlier page", err: ErrInvalidResponse}
 		}
 		u = nu
 	}
