@@ -433,11 +433,12 @@ func remoteSubscriptionID(ref string) string {
 	return id
 }
 
-// FetchPatient reads a patient the notification did not carry from the
-// subscription's FHIR source, so a notice can find the patient's address.
-// It returns nil without an error when the subscription has no source or the
-// source no longer has the patient.
-func (f *Fetcher) FetchPatient(ctx context.Context, subscriptionID, ref string) (json.RawMessage, error) {
+// FetchReference reads a resource a notification did not carry (the
+// patient, for the address; an insurer or provider, for its name) from the
+// subscription's FHIR source. It returns nil without an error when the
+// subscription has no source, the reference is not one to fetch (contained,
+// urn:uuid, another server's), or the source no longer has it.
+func (f *Fetcher) FetchReference(ctx context.Context, subscriptionID, ref string) (json.RawMessage, error) {
 	if ref == "" || strings.HasPrefix(ref, "#") || strings.HasPrefix(ref, "urn:") {
 		return nil, nil
 	}

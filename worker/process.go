@@ -145,18 +145,37 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	if err != nil {
 		return p.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
 	}
-	if _, inBundle := fev.PatientContact(facts.PatientRef); !inBundle && p.Fetcher != nil {
-		// The notification did not carry the Patient: read it from the source.
-		patient, err := p.Fetcher.FetchPatient(ctx, ev.SubscriptionID, facts.PatientRef)
-		if err != nil {
-			return fmt.Errorf("event %d: fetch patient: %w", eventID, err)
+	if p.Fetcher != nil {
+		// What the notification did not carry — the Patient (for the address),
+		// the insurer or provider when it has no name — is read from the source.
+		var refs []string
+		if _, inBundle := fev.PatientContact(facts.PatientRef); !inBundle {
+			refs = append(refs, facts.PatientRef)
 		}
-		if patient != nil {
+		insurer, provider := eobPartyRefs(fev.Focus)
+		if facts.PayerName == "" {
+			refs = append(refs, insurer)
+		}
+		if facts.ProviderName == "" {
+			refs = append(refs, provider)
+		}
+		fetched := 0
+		for _, ref := range refs {
+			res, err := p.Fetcher.FetchReference(ctx, ev.SubscriptionID, ref)
+			if err != nil {
+				return fmt.Errorf("event %d: fetch a referenced resource: %w", eventID, err)
+			}
+			if res == nil {
+				continue
+			}
 			for len(fev.RelatedURLs) < len(fev.Related) {
 				fev.RelatedURLs = append(fev.RelatedURLs, "") // keep URLs index-aligned
 			}
-			fev.Related = append(fev.Related, patient)
-			fev.RelatedURLs = append(fev.RelatedURLs, facts.PatientRef)
+			fev.Related = append(fev.Related, res)
+			fev.RelatedURLs = append(fev.RelatedURLs, ref)
+			fetched++
+		}
+		if fetched > 0 {
 			if f2, err := fev.EOBFacts(); err == nil {
 				facts = f2
 			}
@@ -414,4 +433,14 @@ func appointmentFacts(record []byte) (fhir.AppointmentFacts, error) {
 		return fhir.AppointmentFacts{}, err
 	}
 	return rec.Event().AppointmentFacts()
+}
+
+// eobPartyRefs reads an EOB's insurer and provider references.
+func eobPartyRefs(eob json.RawMessage) (insurer, provider string) {
+	var head struct {
+		Insurer  struct{ Reference string } `json:"insurer"`
+		Provider struct{ Reference string } `json:"provider"`
+	}
+	_ = json.Unmarshal(eob, &head)
+	return head.Insurer.Reference, head.Provider.Reference
 }

@@ -605,3 +605,21 @@ func (f *fakeFHIR) change(res json.RawMessage) {
 	f.search = append(f.search, res)
 	f.changed = append(f.changed, time.Now())
 }
+
+// A full-resource EOB whose insurer and provider carry no name: the worker
+// asks the source for them (here the source has neither: the notice still
+// goes, without those names).
+func TestNamelessPartiesAreFetched(t *testing.T) {
+	f := newFakeFHIR(t)
+	ts := newTestStack(t, testOpts{})
+	ts.attachFake(t, f, 0)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "hl7-fhir-r4-spec/explanationofbenefit-example.json"))); r.Status != 202 {
+		t.Fatalf("status %d", r.Status)
+	}
+	if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1); err != nil {
+		t.Fatalf("no mail: %v; fake saw %v", err, f.requests)
+	}
+	if f.saw("GET /fhir/Organization/3") != 1 || f.saw("GET /fhir/Practitioner/1") != 1 {
+		t.Fatalf("fake saw %v; want reads of the insurer and the provider", f.requests)
+	}
+}
