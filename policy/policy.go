@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"slices"
+	"sort"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -48,10 +49,25 @@ func (Input) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 // name fields but never carry their values. Revision identifies the policy
 // files that decided, for the decision log.
 type Decision struct {
-	Allow    bool
-	Deny     []string
-	Redact   []string
-	Revision string
+	Allow  bool
+	Deny   []string
+	Redact []string
+	// Obligations are conditions on sending, by name (portal_only,
+	// requires_message_encryption, generic_provider_label,
+	// route_to_confidential_address): only those set to true are listed.
+	// A caller that cannot meet one must not send.
+	Obligations []string
+	Revision    string
+}
+
+// Has reports whether the decision carries an obligation.
+func (d Decision) Has(obligation string) bool {
+	for _, o := range d.Obligations {
+		if o == obligation {
+			return true
+		}
+	}
+	return false
 }
 
 // Engine evaluates one compiled revision of the policies. It is safe for
@@ -181,7 +197,24 @@ func decisionFrom(rs rego.ResultSet) (Decision, error) {
 	if allow && len(deny) > 0 {
 		return Decision{}, fmt.Errorf("%w: decision allows and denies at once", ErrNoDecision)
 	}
-	return Decision{Allow: allow, Deny: deny, Redact: redact}, nil
+	var obligations []string
+	switch ob := doc["obligations"].(type) {
+	case nil:
+	case map[string]any:
+		for name, v := range ob {
+			on, ok := v.(bool)
+			if !ok {
+				return Decision{}, fmt.Errorf("%w: decision.obligations.%s is %s, want a boolean", ErrNoDecision, name, jsonType(v))
+			}
+			if on {
+				obligations = append(obligations, name)
+			}
+		}
+		sort.Strings(obligations)
+	default:
+		return Decision{}, fmt.Errorf("%w: decision.obligations is %s, want an object", ErrNoDecision, jsonType(doc["obligations"]))
+	}
+	return Decision{Allow: allow, Deny: deny, Redact: redact, Obligations: obligations}, nil
 }
 
 func stringList(doc map[string]any, key string) ([]string, error) {

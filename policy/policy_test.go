@@ -485,3 +485,32 @@ func FuzzDecide(f *testing.F) {
 		}
 	})
 }
+
+func TestObligationsAreRead(t *testing.T) {
+	fsys := fstest.MapFS{"p.rego": {Data: []byte(`package tidings.notice
+
+decision := {"allow": true, "deny": [], "redact": [], "obligations": {"portal_only": true, "generic_provider_label": false}}
+`)}}
+	e, err := policy.New(context.Background(), fsys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.Decide(context.Background(), eobNotice())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Obligations) != 1 || !d.Has("portal_only") || d.Has("generic_provider_label") {
+		t.Fatalf("obligations %v", d.Obligations)
+	}
+	bad := fstest.MapFS{"p.rego": {Data: []byte(`package tidings.notice
+
+decision := {"allow": true, "deny": [], "redact": [], "obligations": {"portal_only": "yes"}}
+`)}}
+	e, err = policy.New(context.Background(), bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Decide(context.Background(), eobNotice()); !errors.Is(err, policy.ErrNoDecision) {
+		t.Fatalf("a non-boolean obligation: %v", err)
+	}
+}

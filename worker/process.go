@@ -232,6 +232,12 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		}
 		return p.Store.FinishNotice(ctx, n, store.NoticeDenied, reasons)
 	}
+	// Fail closed on conditions this worker cannot meet yet.
+	for _, o := range dec.Obligations {
+		if !supportedObligations[o] {
+			return p.fail(ctx, n, "the policy set obligation "+o+", which this version cannot meet; not sent")
+		}
+	}
 	if len(dec.Redact) > 0 {
 		if notice, err = notice.Redact(dec.Redact...); err != nil {
 			return p.fail(ctx, n, "the policy asked for a redaction the notice cannot make: "+err.Error())
@@ -444,3 +450,6 @@ func eobPartyRefs(eob json.RawMessage) (insurer, provider string) {
 	_ = json.Unmarshal(eob, &head)
 	return head.Insurer.Reference, head.Provider.Reference
 }
+
+// supportedObligations are the policy obligations this worker can honour.
+var supportedObligations = map[string]bool{}
