@@ -110,7 +110,21 @@ type ContactRequest struct {
 	Email    string `json:"email"`
 	Language string `json:"language,omitempty"`
 	TimeZone string `json:"time_zone,omitempty"`
+	// The patient's requests (HIPAA 164.522): channels opted out of, a
+	// confidential-communication address to use instead, agreed
+	// restrictions (a notice type, or "all"), marketing authorization, an
+	// alternate format.
+	OptedOutChannels    []string `json:"opted_out_channels,omitempty"`
+	ConfidentialEmail   string   `json:"confidential_email,omitempty"`
+	Restrictions        []string `json:"restrictions,omitempty"`
+	MarketingAuthorized bool     `json:"marketing_authorized,omitempty"`
+	AlternateFormat     string   `json:"alternate_format,omitempty"`
 }
+
+var (
+	channelNames    = map[string]bool{"email": true, "sms": true, "push": true, "portal": true}
+	restrictionName = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+)
 
 var (
 	fhirID  = regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`)
@@ -151,13 +165,38 @@ func (h *handlers) putContact(c *gin.Context) {
 			problems = append(problems, "time_zone must be an IANA zone such as America/Chicago")
 		}
 	}
+	for _, ch := range req.OptedOutChannels {
+		if !channelNames[ch] {
+			problems = append(problems, "opted_out_channels: each must be email, sms, push or portal")
+			break
+		}
+	}
+	if req.ConfidentialEmail != "" {
+		if addr, err := mail.ParseAddress(req.ConfidentialEmail); err != nil || addr.Address != req.ConfidentialEmail {
+			problems = append(problems, "confidential_email must be a plain address")
+		}
+	}
+	for _, r := range req.Restrictions {
+		if !restrictionName.MatchString(r) {
+			problems = append(problems, "restrictions: each must be a short lower-case name such as eob or all")
+			break
+		}
+	}
+	if req.AlternateFormat != "" && !restrictionName.MatchString(req.AlternateFormat) {
+		problems = append(problems, "alternate_format must be a short lower-case name such as large-print")
+	}
+	if len(req.OptedOutChannels) > 4 || len(req.Restrictions) > 16 {
+		problems = append(problems, "too many opted_out_channels or restrictions")
+	}
 	if len(problems) > 0 {
 		jsonError(c, newError(http.StatusBadRequest, "invalid", strings.Join(problems, "; ")))
 		return
 	}
 	tenant := c.GetString(ctxTenant)
 	err = h.cfg.Contacts.UpsertContact(c.Request.Context(), tenant, "Patient/"+id, store.ContactDetails{
-		Email: req.Email, Language: req.Language, TimeZone: req.TimeZone, Source: "api"})
+		Email: req.Email, Language: req.Language, TimeZone: req.TimeZone, Source: "api",
+		OptedOutChannels: req.OptedOutChannels, ConfidentialEmail: req.ConfidentialEmail, Restrictions: req.Restrictions,
+		MarketingAuthorized: req.MarketingAuthorized, AlternateFormat: req.AlternateFormat})
 	if err != nil {
 		jsonError(c, err)
 		return

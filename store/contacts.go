@@ -13,6 +13,13 @@ type ContactDetails struct {
 	Language string
 	TimeZone string
 	Source   string // "api" or "fhir"
+
+	// What the patient asked for (set through the API only).
+	OptedOutChannels    []string // e.g. "email", "sms"
+	ConfidentialEmail   string   // HIPAA 164.522(b): send here, and only here
+	Restrictions        []string // agreed restrictions, e.g. "eob", "all"
+	MarketingAuthorized bool
+	AlternateFormat     string // e.g. "large-print"
 }
 
 // LogValue keeps contact details out of logs.
@@ -30,16 +37,25 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.Email != "" {
 		email = s.keys.Seal([]byte(c.Email), ctxContactEmail)
 	}
-	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, now())
+	var confidential []byte
+	if c.ConfidentialEmail != "" {
+		confidential = s.keys.Seal([]byte(c.ConfidentialEmail), ctxContactEmail)
+	}
+	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format)
+		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, patient_index) DO UPDATE SET
 			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
-			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now()`
+			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
+			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
+			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
+			alternate_format = EXCLUDED.alternate_format`
 	if c.Source != "api" {
 		q += ` WHERE contacts.source <> 'api'`
 	}
 	return s.InTx(ctx, func(tx *Store) error {
-		res := tx.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source)
+		res := tx.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source,
+			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
 		}
@@ -60,13 +76,28 @@ func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (Co
 	if err != nil {
 		return ContactDetails{}, translate(err)
 	}
-	out := ContactDetails{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source}
-	if len(c.EmailSealed) > 0 {
-		plain, err := s.keys.Open(c.EmailSealed, ctxContactEmail)
+	out := ContactDetails{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source,
+		OptedOutChannels: splitList(c.OptedOutChannels), Restrictions: splitList(c.Restrictions),
+		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
+	for _, f := range []struct {
+		sealed []byte
+		dst    *string
+	}{{c.EmailSealed, &out.Email}, {c.ConfidentialEmailSealed, &out.ConfidentialEmail}} {
+		if len(f.sealed) == 0 {
+			continue
+		}
+		plain, err := s.keys.Open(f.sealed, ctxContactEmail)
 		if err != nil {
 			return ContactDetails{}, fmt.Errorf("open contact: %w", err)
 		}
-		out.Email = string(plain)
+		*f.dst = string(plain)
 	}
 	return out, nil
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -123,6 +123,12 @@ type Contact struct {
 	TimeZone     string
 	Source       string
 	UpdatedAt    time.Time
+
+	OptedOutChannels        string
+	ConfidentialEmailSealed []byte
+	Restrictions            string
+	MarketingAuthorized     bool
+	AlternateFormat         string
 }
 
 // Notice is one notice built for one event.

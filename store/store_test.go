@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 
@@ -131,5 +132,28 @@ func TestContactsAreSealedAndAPIContactsWin(t *testing.T) {
 	}
 	if _, err := s.ContactFor(ctx, "t2", "Patient/p1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("other tenant sees the contact: %v", err)
+	}
+}
+
+func TestContactPreferencesRoundTripSealed(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	in := ContactDetails{Email: "home@example.org", Source: "api", OptedOutChannels: []string{"sms", "push"},
+		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print"}
+	if err := s.UpsertContact(ctx, "t1", "Patient/p9", in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ContactFor(ctx, "t1", "Patient/p9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ConfidentialEmail != in.ConfidentialEmail || strings.Join(got.OptedOutChannels, ",") != "sms,push" ||
+		strings.Join(got.Restrictions, ",") != "eob" || !got.MarketingAuthorized || got.AlternateFormat != "large-print" {
+		t.Fatalf("got %+v", got)
+	}
+	var raw []byte
+	s.db.Raw(`SELECT confidential_email_sealed FROM contacts`).Scan(&raw)
+	if len(raw) == 0 || bytes.Contains(raw, []byte("Canary")) {
+		t.Fatal("the confidential address is not sealed")
 	}
 }

@@ -166,12 +166,12 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatalf("status:\n%s", out)
 	}
 	// Every migration rolls back cleanly, newest first, and applies again.
-	for _, f := range []string{"00003_appointments_signatures.sql", "00002_sources_fetches_gaps.sql", "00001_init.sql"} {
+	for _, f := range []string{"00004_contact_preferences.sql", "00003_appointments_signatures.sql", "00002_sources_fetches_gaps.sql", "00001_init.sql"} {
 		if out := run("down"); !strings.Contains(out, "rolled back "+f) {
 			t.Fatalf("down:\n%s", out)
 		}
 	}
-	if out := run("status"); strings.Count(out, "pending") != 3 {
+	if out := run("status"); strings.Count(out, "pending") != 4 {
 		t.Fatalf("status after down:\n%s", out)
 	}
 	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") || !strings.Contains(out, "applied 00002_sources_fetches_gaps.sql") {
