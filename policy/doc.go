@@ -1,6 +1,12 @@
-// Package policy is Tidings' embedded OPA engine. It compiles the Rego policies
-// and data in rego/ (New also takes any fs.FS, e.g. a directory; no setting exposes that yet) once, prepares the
-// notice decision query, and answers Decide for each notice with the decision
-// and the revision of the policy files that made it. RunTests runs the
-// policies' own *_test.rego tests with OPA's tester.
+// Package policy is Tidings' embedded OPA engine. An Engine compiles, tests
+// and prepares one revision of the Rego policies from a Source (the files
+// embedded from rego/, a directory, or a signed OPA bundle), answers Decide
+// for each notice with the decision and the revision that made it, and swaps
+// in a new revision atomically on Reload or Watch, keeping the last good one
+// when a change does not compile or fails its own *_test.rego tests; with no
+// good revision it decides nothing. For compliance teams it dry-runs the
+// active or a candidate policy on a sample input with the rules that fired
+// (Evaluate), runs the policies' tests with coverage (RunTestsWithCoverage),
+// and hashes inputs for the decision log (InputHash) so that PHI is never
+// stored.
 package policy

@@ -29,12 +29,22 @@ type policyFiles []policyFile
 
 // readPolicyFiles reads every .rego and .json file under fsys. Test modules
 // (*_test.rego) are included only when withTests is set; other files (README,
-// Go sources) are ignored.
+// Go sources) are ignored, and so are JSON Schemas (*.schema.json), which
+// document the input and output for people and are not data the policies
+// read. Hidden files and folders (.name) are skipped: editors keep backups
+// there, and a Kubernetes ConfigMap volume holds a second copy of every file
+// in a hidden timestamped folder.
 func readPolicyFiles(fsys fs.FS, withTests bool) (policyFiles, error) {
 	var files policyFiles
 	err := fs.WalkDir(fsys, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if hidden(name) {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
 		}
 		if d.IsDir() || !isPolicyFile(name, withTests) {
 			return nil
@@ -49,16 +59,42 @@ func readPolicyFiles(fsys fs.FS, withTests bool) (policyFiles, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: read policy files: %w", err)
 	}
-	slices.SortFunc(files, func(a, b policyFile) int { return strings.Compare(a.name, b.name) })
+	files.sort()
 	return files, nil
+}
+
+func (files policyFiles) sort() {
+	slices.SortFunc(files, func(a, b policyFile) int { return strings.Compare(a.name, b.name) })
+}
+
+// withoutTests is the files a revision compiles: all but *_test.rego.
+func (files policyFiles) withoutTests() policyFiles {
+	out := make(policyFiles, 0, len(files))
+	for _, f := range files {
+		if !isTestFile(f.name) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (files policyFiles) hasTests() bool {
+	return slices.ContainsFunc(files, func(f policyFile) bool { return isTestFile(f.name) })
+}
+
+func isTestFile(name string) bool { return strings.HasSuffix(name, "_test.rego") }
+
+func hidden(name string) bool {
+	base := path.Base(name)
+	return name != "." && strings.HasPrefix(base, ".")
 }
 
 func isPolicyFile(name string, withTests bool) bool {
 	switch path.Ext(name) {
 	case ".json":
-		return true
+		return !strings.HasSuffix(name, ".schema.json")
 	case ".rego":
-		return withTests || !strings.HasSuffix(name, "_test.rego")
+		return withTests || !isTestFile(name)
 	}
 	return false
 }

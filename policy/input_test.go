@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -26,6 +27,27 @@ func realisticEOB() Input {
 		},
 		Purpose: "payment",
 	}
+}
+
+// realisticEOBFull is realisticEOB with the facts and contact preferences
+// the worker fills in.
+func realisticEOBFull() Input {
+	in := realisticEOB()
+	in.Channel.EncryptionAvailable = true
+	in.Facts = map[string]any{
+		"use":                     "claim",
+		"outcome":                 "complete",
+		"sensitive_categories":    []string{},
+		"has_sensitive_diagnosis": false,
+		"minor":                   false,
+	}
+	in.Contact = Contact{
+		OptedOutChannels: []string{"sms"},
+		Restrictions:     []string{"appointment"},
+		Language:         "es",
+		AlternateFormat:  "large_print",
+	}
+	return in
 }
 
 // viaJSON is the input value OPA builds when handed in itself: encode to JSON,
@@ -54,13 +76,26 @@ func TestRegoValueMatchesJSONEncoding(t *testing.T) {
 	nested.Payload["tags"] = []string{"a", "b"}
 	noPurpose := realisticEOB()
 	noPurpose.Purpose = ""
+	contact := realisticEOB()
+	contact.Contact = Contact{OptedOutChannels: []string{"email", "sms"}, HasConfidentialAddress: true, Restrictions: []string{"all"}, MarketingAuthorized: true, Language: "en", AlternateFormat: "braille"}
+	emptyLists := realisticEOB()
+	emptyLists.Contact = Contact{OptedOutChannels: []string{}, Restrictions: []string{}}
+	facts := realisticEOB()
+	facts.Facts = map[string]any{
+		"use": "claim", "minor": true, "categories": []string{"hiv_sti", "mental_health"},
+		"none": []string(nil), "empty": []string{}, "count": 2, "nested": map[string]any{"a": []any{1.5, "x"}},
+	}
 	tests := map[string]Input{
-		"realistic EOB":     realisticEOB(),
-		"nested payload":    nested,
-		"no purpose":        noPurpose,
-		"zero input":        {},
-		"empty payload":     {NoticeType: "eob", Payload: map[string]any{}},
-		"encrypted, no tls": {NoticeType: "eob", Channel: Channel{Type: "email", MessageEncrypted: true}},
+		"realistic EOB":          realisticEOB(),
+		"with facts and contact": realisticEOBFull(),
+		"every contact field":    contact,
+		"empty contact lists":    emptyLists,
+		"fact value types":       facts,
+		"nested payload":         nested,
+		"no purpose":             noPurpose,
+		"zero input":             {},
+		"empty payload":          {NoticeType: "eob", Payload: map[string]any{}},
+		"encrypted, no tls":      {NoticeType: "eob", Channel: Channel{Type: "email", MessageEncrypted: true, EncryptionAvailable: true}},
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -72,6 +107,14 @@ func TestRegoValueMatchesJSONEncoding(t *testing.T) {
 				t.Errorf("regoValue =\n%v\nJSON gives\n%v", got, want)
 			}
 		})
+	}
+}
+
+func TestRegoValueRejectsUnencodableFact(t *testing.T) {
+	in := realisticEOB()
+	in.Facts = map[string]any{"callback": func() {}}
+	if _, err := in.regoValue(); err == nil || !strings.Contains(err.Error(), "facts.callback") {
+		t.Fatalf("err = %v, want one naming facts.callback", err)
 	}
 }
 
@@ -97,6 +140,23 @@ func BenchmarkDecideEOB(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideEOBFull is BenchmarkDecideEOB with facts and contact
+// preferences filled in, as the worker sends them.
+func BenchmarkDecideEOBFull(b *testing.B) {
+	e := mustEngine(b)
+	ctx := context.Background()
+	in := realisticEOBFull()
+	if d, err := e.Decide(ctx, in); err != nil || !d.Allow {
+		b.Fatalf("Decide = %+v, %v", d, err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Decide(ctx, in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkDecideReprepared compiles and prepares the policies for every
 // decision, as a naive integration would; compare with BenchmarkDecideEOB.
 func BenchmarkDecideReprepared(b *testing.B) {
@@ -112,7 +172,8 @@ func BenchmarkDecideReprepared(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		e := &Engine{query: query}
+		e := &Engine{}
+		e.active.Store(&revision{query: query})
 		d, err := e.Decide(ctx, in)
 		if err != nil || !d.Allow {
 			b.Fatalf("Decide = %+v, %v", d, err)
@@ -131,11 +192,16 @@ func BenchmarkDecideInput(b *testing.B) {
 		m := map[string]any{
 			"notice_type": in.NoticeType,
 			"channel": map[string]any{
-				"type":              in.Channel.Type,
-				"tls_enforced":      in.Channel.TLSEnforced,
-				"message_encrypted": in.Channel.MessageEncrypted,
+				"type":                 in.Channel.Type,
+				"tls_enforced":         in.Channel.TLSEnforced,
+				"message_encrypted":    in.Channel.MessageEncrypted,
+				"encryption_available": in.Channel.EncryptionAvailable,
 			},
 			"payload": in.Payload,
+			"contact": map[string]any{
+				"has_confidential_address": in.Contact.HasConfidentialAddress,
+				"marketing_authorized":     in.Contact.MarketingAuthorized,
+			},
 		}
 		if in.Purpose != "" {
 			m["purpose"] = in.Purpose
@@ -158,12 +224,63 @@ func BenchmarkDecideInput(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				rs, err := e.query.Eval(ctx, opt)
+				rs, err := e.active.Load().query.Eval(ctx, opt)
 				if err != nil {
 					b.Fatal(err)
 				}
 				if d, err := decisionFrom(rs); err != nil || !d.Allow {
 					b.Fatalf("decision = %+v, %v", d, err)
+				}
+			}
+		})
+	}
+}
+
+func TestInputHash(t *testing.T) {
+	in := realisticEOBFull()
+	h := InputHash(in)
+	if len(h) != 64 || strings.Trim(h, "0123456789abcdef") != "" {
+		t.Fatalf("InputHash = %q, want 64 hex digits", h)
+	}
+	// The same input built again, its maps filled in another order.
+	again := realisticEOBFull()
+	again.Payload = map[string]any{}
+	for _, k := range []string{"portal_url", "patient_share", "provider_name", "service_date", "payer_name"} {
+		again.Payload[k] = in.Payload[k]
+	}
+	if InputHash(again) != h {
+		t.Error("equal inputs hash differently")
+	}
+	changes := map[string]func(*Input){
+		"payload value":    func(in *Input) { in.Payload["patient_share"] = 45.21 },
+		"channel":          func(in *Input) { in.Channel.TLSEnforced = false },
+		"fact":             func(in *Input) { in.Facts["minor"] = true },
+		"contact":          func(in *Input) { in.Contact.HasConfidentialAddress = true },
+		"contact language": func(in *Input) { in.Contact.Language = "" },
+	}
+	for name, change := range changes {
+		other := realisticEOBFull()
+		change(&other)
+		if InputHash(other) == h {
+			t.Errorf("a change of %s keeps the hash", name)
+		}
+	}
+	bad := realisticEOB()
+	bad.Payload["callback"] = func() {}
+	if got := InputHash(bad); got != "" {
+		t.Errorf("InputHash of an unencodable input = %q, want empty", got)
+	}
+}
+
+// BenchmarkRegoValue is the input builder alone, the part of a decision that
+// grows with the input.
+func BenchmarkRegoValue(b *testing.B) {
+	for name, in := range map[string]Input{"eob": realisticEOB(), "eob_full": realisticEOBFull()} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := in.regoValue(); err != nil {
+					b.Fatal(err)
 				}
 			}
 		})

@@ -8,42 +8,45 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
-
-	policyfiles "github.com/tidings-health/tidings/rego"
 )
 
 // DecisionQuery is the one document Tidings asks the policies for.
 const DecisionQuery = "data.tidings.notice.decision"
 
 // ErrNoDecision means the policies gave no usable answer: the decision was
-// undefined, malformed, or evaluation failed. Callers must not send.
+// undefined, malformed, or evaluation failed, or no policy is loaded. Callers
+// must not send.
 var ErrNoDecision = errors.New("policy: no decision")
 
-// Channel is how a notice would be delivered.
-type Channel struct {
-	Type             string `json:"type"`
-	TLSEnforced      bool   `json:"tls_enforced"`
-	MessageEncrypted bool   `json:"message_encrypted"`
+// ErrRejected means a policy was refused: it does not parse or compile, its
+// own tests fail, or a bundle's signature does not verify. An Engine keeps
+// deciding with the revision it had.
+var ErrRejected = errors.New("policy: rejected")
+
+// rejection wraps why a policy was refused so that errors.Is finds both
+// ErrRejected and the cause, and reads "policy: rejected: <cause>".
+type rejection struct{ err error }
+
+func (r rejection) Error() string {
+	return ErrRejected.Error() + ": " + strings.TrimPrefix(r.err.Error(), "policy: ")
 }
 
-// Input is what the policies judge: one notice payload on one channel. Its JSON
-// form is the input document described in rego/README.md.
-type Input struct {
-	NoticeType string         `json:"notice_type"`
-	Channel    Channel        `json:"channel"`
-	Payload    map[string]any `json:"payload"`
-	Purpose    string         `json:"purpose,omitempty"`
-	// Facts are coarse properties of the source resource that rules may use
-	// (for an EOB: "use" and "outcome"); never codes or names.
-	Facts map[string]string `json:"facts,omitempty"`
-}
+func (r rejection) Unwrap() []error { return []error{ErrRejected, r.err} }
 
-// LogValue keeps the payload, which is PHI, out of logs.
-func (Input) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+func reject(err error) error {
+	if errors.Is(err, ErrRejected) {
+		return err
+	}
+	return rejection{err}
+}
 
 // Decision is the policies' answer for one Input. Deny holds the reasons, which
 // name fields but never carry their values. Revision identifies the policy
@@ -62,58 +65,261 @@ type Decision struct {
 
 // Has reports whether the decision carries an obligation.
 func (d Decision) Has(obligation string) bool {
-	for _, o := range d.Obligations {
-		if o == obligation {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(d.Obligations, obligation)
 }
 
-// Engine evaluates one compiled revision of the policies. It is safe for
-// concurrent use; to change policies, build a new Engine.
+// Engine decides with one revision of the policies at a time and can swap
+// in a new one while it runs. A revision is compiled, tested and prepared
+// completely before it becomes active, in one atomic step, so every decision
+// comes from exactly one revision. It is safe for concurrent use.
 type Engine struct {
+	src    Source
+	log    *slog.Logger
+	active atomic.Pointer[revision]
+
+	loadMu   sync.Mutex // one load at a time
+	lastSeen string     // content hash last loaded or rejected; under loadMu
+
+	statusMu  sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
+}
+
+// revision is one compiled and prepared set of policy files.
+type revision struct {
+	id       string // hex SHA-256 of the compiled files
+	hash     string // content hash of the source read it came from
 	query    rego.PreparedEvalQuery
-	revision string
+	loadedAt time.Time
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithLogger logs every load: the revision that became active, or why a
+// policy was rejected (compiler and test messages name files, lines and
+// rules, never notice data).
+func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.log = l } }
+
+// NewEngine returns an Engine for src with no policy loaded. It decides
+// nothing (ErrNoDecision) until Reload succeeds, so a process can start, show
+// the rejection in Status and pick up a corrected policy with Watch.
+func NewEngine(src Source, opts ...Option) *Engine {
+	e := &Engine{src: src}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
+}
+
+// Open returns an Engine with src loaded, or the reason src was rejected.
+func Open(ctx context.Context, src Source, opts ...Option) (*Engine, error) {
+	e := NewEngine(src, opts...)
+	if err := e.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
 }
 
 // New loads every .rego file (except *_test.rego) and every .json data file in
 // fsys, compiles them once and prepares DecisionQuery. Data files load under
 // the path of their folder, as `opa eval -d` loads them. A module that does not
-// parse or compile makes New fail with the compiler's messages.
+// parse or compile, or a failing test in a *_test.rego file beside them, makes
+// New fail with the compiler's or the tester's messages.
 func New(ctx context.Context, fsys fs.FS) (*Engine, error) {
-	files, err := readPolicyFiles(fsys, false)
-	if err != nil {
-		return nil, err
-	}
-	query, err := prepare(ctx, files)
-	if err != nil {
-		return nil, err
-	}
-	return &Engine{query: query, revision: files.revision()}, nil
+	return Open(ctx, FromFS("fs", fsys))
 }
 
 // NewEmbedded builds an Engine from the policies shipped in the binary.
 func NewEmbedded(ctx context.Context) (*Engine, error) {
-	return New(ctx, policyfiles.FS)
+	return Open(ctx, FromEmbedded())
 }
 
-// Revision is the hex SHA-256 of the policy files this Engine compiled.
-func (e *Engine) Revision() string { return e.revision }
+// Revision is the hex SHA-256 of the policy files the active revision
+// compiled, or "" when no policy is loaded.
+func (e *Engine) Revision() string {
+	if r := e.active.Load(); r != nil {
+		return r.id
+	}
+	return ""
+}
+
+// Status is what an operator or compliance analyst sees of an Engine.
+type Status struct {
+	Revision string    `json:"revision"`
+	LoadedAt time.Time `json:"loaded_at,omitzero"`
+	Source   string    `json:"source"`
+	// LastError is why the latest load failed, with the compiler's or the
+	// tester's messages; empty when the latest load succeeded or found the
+	// active revision unchanged.
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+}
+
+// Status reports the active revision and the outcome of the latest load.
+func (e *Engine) Status() Status {
+	s := Status{Source: e.src.String()}
+	if r := e.active.Load(); r != nil {
+		s.Revision, s.LoadedAt = r.id, r.loadedAt
+	}
+	e.statusMu.Lock()
+	s.LastError, s.LastErrorAt = e.lastErr, e.lastErrAt
+	e.statusMu.Unlock()
+	return s
+}
+
+// Reload reads the source again. A changed policy is compiled, its own
+// *_test.rego tests run, and only then does it replace the active revision;
+// if any step fails the error wraps ErrRejected, Status shows it, and the
+// active revision keeps deciding. An unchanged source is not recompiled.
+func (e *Engine) Reload(ctx context.Context) error {
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	f, err := e.src.fetch()
+	if err != nil {
+		e.lastSeen = ""
+		return e.failed(err)
+	}
+	return e.load(ctx, f)
+}
+
+// Watch polls the source every interval (2s if interval is not positive)
+// and reloads when its content changes, until ctx ends. A rejected change is
+// not retried until the content changes again; Status and the logger report
+// it.
+func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.poll(ctx)
+	}
+}
+
+func (e *Engine) poll(ctx context.Context) {
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	f, err := e.src.fetch()
+	if err != nil {
+		// A directory being replaced can be unreadable for a moment; report
+		// a failure once, not on every tick.
+		e.lastSeen = ""
+		e.statusMu.Lock()
+		same := e.lastErr == err.Error()
+		e.statusMu.Unlock()
+		if !same {
+			_ = e.failed(err)
+		}
+		return
+	}
+	if f.hash == e.lastSeen {
+		return
+	}
+	_ = e.load(ctx, f)
+}
+
+// load makes f the active revision unless it fails; the caller holds loadMu.
+func (e *Engine) load(ctx context.Context, f fetched) error {
+	if cur := e.active.Load(); cur != nil && cur.hash == f.hash {
+		e.lastSeen = f.hash
+		e.setError(nil)
+		return nil
+	}
+	rev, err := e.compile(ctx, f)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.lastSeen = f.hash // a rejection, not an interruption: do not retry the same content
+		}
+		return e.failed(err)
+	}
+	rev.loadedAt = time.Now()
+	e.active.Store(rev)
+	e.lastSeen = f.hash
+	e.setError(nil)
+	if e.log != nil {
+		e.log.Info("policy loaded", "revision", rev.id, "source", e.src.String())
+	}
+	return nil
+}
+
+func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
+	files, err := e.src.policyFiles(f)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := compileRevision(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	rev.hash = f.hash
+	return rev, nil
+}
+
+// compileRevision compiles and prepares the policies in files, then runs the
+// tests among them against those policies. Nothing is returned unless all of
+// it succeeds.
+func compileRevision(ctx context.Context, files policyFiles) (*revision, error) {
+	compiled := files.withoutTests()
+	query, err := prepare(ctx, compiled)
+	if err != nil {
+		return nil, reject(err)
+	}
+	if files.hasTests() {
+		if _, err := runTests(ctx, files, false); err != nil {
+			return nil, reject(err)
+		}
+	}
+	return &revision{id: compiled.revision(), query: query}, nil
+}
+
+func (e *Engine) failed(err error) error {
+	e.setError(err)
+	if e.log != nil {
+		e.log.Error("policy not loaded; the active revision keeps deciding",
+			"source", e.src.String(), "revision", e.Revision(), "err", err)
+	}
+	return err
+}
+
+func (e *Engine) setError(err error) {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	if err == nil {
+		e.lastErr, e.lastErrAt = "", time.Time{}
+		return
+	}
+	e.lastErr, e.lastErrAt = err.Error(), time.Now()
+}
 
 // Decide asks the policies whether in may be sent. Any error means there is no
 // decision and the notice must not go; errors.Is(err, ErrNoDecision) holds for
-// every failure of the policies themselves.
+// every failure of the policies themselves, and when no policy is loaded.
 func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err := ctx.Err(); err != nil {
 		// OPA checks cancellation only now and then; a short evaluation could finish.
 		return Decision{}, fmt.Errorf("%w: %w", ErrNoDecision, err)
 	}
+	rev := e.active.Load() // one revision for the whole decision
+	if rev == nil {
+		return Decision{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
+	}
 	input, err := in.regoValue()
 	if err != nil {
 		return Decision{}, err
 	}
-	rs, err := e.query.Eval(ctx, rego.EvalParsedInput(input))
+	return rev.decide(ctx, input)
+}
+
+func (r *revision) decide(ctx context.Context, input ast.Value, opts ...rego.EvalOption) (Decision, error) {
+	opts = append(opts, rego.EvalParsedInput(input))
+	rs, err := r.query.Eval(ctx, opts...)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: evaluate %s: %w", ErrNoDecision, DecisionQuery, err)
 	}
@@ -121,7 +327,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	d.Revision = e.revision
+	d.Revision = r.id
 	return d, nil
 }
 

@@ -3,8 +3,10 @@ package policy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -52,15 +54,25 @@ func mustNew(tb testing.TB, fsys fstest.MapFS) *policy.Engine {
 	return e
 }
 
+// minCoverage is the share of the shipped policies' lines their own tests
+// must reach (issue 4).
+const minCoverage = 90.0
+
 func TestRegoTests(t *testing.T) {
-	passed, err := policy.RunTests(context.Background(), policyfiles.FS)
+	r, err := policy.RunTestsWithCoverage(context.Background(), policyfiles.FS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if passed == 0 {
+	if r.Passed == 0 {
 		t.Fatal("no rego tests ran")
 	}
-	t.Logf("%d rego tests passed", passed)
+	t.Logf("%d rego tests passed, %d skipped; coverage of the policies %.1f%%", r.Passed, r.Skipped, r.Coverage)
+	if len(r.NotCovered) > 0 {
+		t.Logf("lines no test reaches: %s", strings.Join(r.NotCovered, ", "))
+	}
+	if r.Coverage < minCoverage {
+		t.Errorf("the rego tests cover %.1f%% of the policies, want at least %.0f%%", r.Coverage, minCoverage)
+	}
 }
 
 func TestRunTestsNamesFailures(t *testing.T) {
@@ -106,6 +118,57 @@ todo_test_later if false
 	}
 }
 
+func TestRunTestsWithCoverage(t *testing.T) {
+	fsys := fstest.MapFS{
+		// Lines 3 and 5 hold rule heads, 6-7 a body; the test reaches only x.
+		"p.rego": {Data: []byte("package p\n\nx := 1 if input.a\n\ny := 2 if {\n\tinput.b\n\tinput.c\n}\n")},
+		"p_test.rego": {Data: []byte(`package p_test
+
+import data.p
+
+test_x if p.x == 1 with input as {"a": true}
+
+test_fails if p.y == 2 with input as {}
+
+todo_test_later if false
+`)},
+	}
+	r, err := policy.RunTestsWithCoverage(context.Background(), fsys)
+	if !errors.Is(err, policy.ErrTestsFailed) {
+		t.Fatalf("err = %v, want ErrTestsFailed", err)
+	}
+	if r.Passed != 1 || r.Failed != 1 || r.Skipped != 1 {
+		t.Errorf("passed/failed/skipped = %d/%d/%d, want 1/1/1", r.Passed, r.Failed, r.Skipped)
+	}
+	if len(r.Failures) != 1 || !strings.HasPrefix(r.Failures[0], "data.p_test.test_fails (p_test.rego:7): FAIL") {
+		t.Errorf("Failures = %q", r.Failures)
+	}
+	// One of four lines (3, 5, 6, 7) is covered; the test module's own lines
+	// do not count.
+	if r.Coverage != 25 {
+		t.Errorf("Coverage = %v, want 25", r.Coverage)
+	}
+	if want := []string{"p.rego:5", "p.rego:6", "p.rego:7"}; !slices.Equal(r.NotCovered, want) {
+		t.Errorf("NotCovered = %q, want %q", r.NotCovered, want)
+	}
+
+	fsys["p_test.rego"] = &fstest.MapFile{Data: []byte(`package p_test
+
+import data.p
+
+test_x if p.x == 1 with input as {"a": true}
+
+test_y if p.y == 2 with input as {"b": true, "c": true}
+`)}
+	r, err = policy.RunTestsWithCoverage(context.Background(), fsys)
+	if err != nil || r.Coverage != 100 || len(r.NotCovered) != 0 || r.Passed != 2 {
+		t.Errorf("full coverage run = %+v, %v", r, err)
+	}
+	if passed, err := policy.RunTests(context.Background(), fsys); passed != 2 || err != nil {
+		t.Errorf("RunTests = %d, %v", passed, err)
+	}
+}
+
 func TestRunTestsRejectsBrokenTestModule(t *testing.T) {
 	fsys := fstest.MapFS{
 		"p.rego":      {Data: []byte("package p\n\nx := 1\n")},
@@ -117,6 +180,9 @@ func TestRunTestsRejectsBrokenTestModule(t *testing.T) {
 	}
 }
 
+// TestDecide checks the shipped policies against the promises of issue 4
+// that hold whatever the exact wording of the rules: the rule-by-rule cases
+// are the policies' own Rego tests.
 func TestDecide(t *testing.T) {
 	e := mustEmbedded(t)
 	with := func(change func(*policy.Input)) policy.Input {
@@ -125,48 +191,55 @@ func TestDecide(t *testing.T) {
 		change(&in)
 		return in
 	}
-	const phiReason = "the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: patient_share, payer_name, provider_name, service_date"
+	phiFields := []string{"patient_share", "payer_name", "provider_name", "service_date"}
 	tests := []struct {
-		name string
-		in   policy.Input
-		deny []string // nil means allowed
+		name  string
+		in    policy.Input
+		check func(t *testing.T, d policy.Decision)
 	}{
-		{"complete notice over enforced TLS", eobNotice(), nil},
+		{"complete notice over enforced TLS", eobNotice(), func(t *testing.T, d policy.Decision) {
+			if !d.Allow || len(d.Redact) != 0 || len(d.Obligations) != 0 {
+				t.Errorf("want a plain allow, got %+v", d)
+			}
+		}},
 		{"complete notice encrypted without TLS", with(func(in *policy.Input) {
 			in.Channel = policy.Channel{Type: "email", MessageEncrypted: true}
-		}), nil},
-		{"portal link only on unprotected channel", with(func(in *policy.Input) {
-			in.Channel = policy.Channel{Type: "email"}
-			in.Payload = map[string]any{"portal_url": "https://portal.example.org/eob/8c1f"}
-		}), nil},
-		{"purpose omitted", with(func(in *policy.Input) { in.Purpose = "" }), nil},
-		{"diagnosis in payload", with(func(in *policy.Input) { in.Payload["diagnosis"] = "E11.9" }),
-			[]string{`field "diagnosis" is not allowed in a eob notice on email`}},
-		{"PHI on unprotected channel", with(func(in *policy.Input) { in.Channel.TLSEnforced = false }),
-			[]string{phiReason}},
-		{"portal_url missing", with(func(in *policy.Input) { delete(in.Payload, "portal_url") }),
-			[]string{`field "portal_url" is required`}},
-		{"portal_url empty", with(func(in *policy.Input) { in.Payload["portal_url"] = "" }),
-			[]string{`field "portal_url" must be a non-empty string`}},
-		{"no notice type", with(func(in *policy.Input) { in.NoticeType = "" }),
-			[]string{"input has no notice_type"}},
-		{"no channel", with(func(in *policy.Input) { in.Channel = policy.Channel{} }),
-			[]string{"input has no channel.type", phiReason}},
-		{"nil payload", with(func(in *policy.Input) { in.Payload = nil }),
-			[]string{`field "portal_url" is required`, "input has no payload object"}},
-		{"unknown notice type", with(func(in *policy.Input) { in.NoticeType = "lab_result" }),
-			[]string{`notice type "lab_result" is not known`}},
-		{"unknown channel", with(func(in *policy.Input) { in.Channel.Type = "sms" }),
-			[]string{`channel "sms" is not allowed for a eob notice`}},
-		{"several problems, sorted", with(func(in *policy.Input) {
-			in.Channel.TLSEnforced = false
-			in.Payload["member_id"] = "M-1"
-			delete(in.Payload, "portal_url")
-		}), []string{
-			`field "member_id" is not allowed in a eob notice on email`,
-			`field "portal_url" is required`,
-			"the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: member_id, patient_share, payer_name, provider_name, service_date",
+		}), func(t *testing.T, d policy.Decision) {
+			if !d.Allow || len(d.Redact) != 0 || d.Has("portal_only") {
+				t.Errorf("want a plain allow, got %+v", d)
+			}
 		}},
+		{"PHI on an unprotected channel", with(func(in *policy.Input) { in.Channel.TLSEnforced = false }),
+			func(t *testing.T, d policy.Decision) {
+				// Either no send, or a portal-only notice without the PHI.
+				if d.Allow && (!d.Has("portal_only") || !containsAll(d.Redact, phiFields)) {
+					t.Errorf("PHI may go out unprotected: %+v", d)
+				}
+			}},
+		{"field outside the allowlist", with(func(in *policy.Input) { in.Payload["diagnosis"] = "E11.9" }),
+			denies("diagnosis")},
+		{"unknown notice type", with(func(in *policy.Input) { in.NoticeType = "lab_result" }), denies("lab_result")},
+		{"no notice type", with(func(in *policy.Input) { in.NoticeType = "" }), denies("notice_type")},
+		{"email opted out", with(func(in *policy.Input) { in.Contact.OptedOutChannels = []string{"sms", "email"} }),
+			denies("opted out")},
+		{"marketing without authorization", with(func(in *policy.Input) { in.Purpose = "marketing" }), denies("marketing")},
+		{"confidential address", with(func(in *policy.Input) { in.Contact.HasConfidentialAddress = true }),
+			func(t *testing.T, d policy.Decision) {
+				if !d.Allow || !d.Has("route_to_confidential_address") {
+					t.Errorf("want an allow routed to the confidential address, got %+v", d)
+				}
+			}},
+		{"mental-health diagnosis", with(func(in *policy.Input) {
+			in.Facts = map[string]any{"use": "claim", "outcome": "complete", "sensitive_categories": []string{"mental_health"}, "has_sensitive_diagnosis": true}
+		}), func(t *testing.T, d policy.Decision) {
+			if !d.Allow || !d.Has("portal_only") || !d.Has("generic_provider_label") || !slices.Contains(d.Redact, "provider_name") {
+				t.Errorf("want a portal-only notice without the provider's name, got %+v", d)
+			}
+		}},
+		{"preauthorization", with(func(in *policy.Input) { in.Facts = map[string]any{"use": "preauthorization"} }),
+			denies("preauthorization")},
+		{"error outcome", with(func(in *policy.Input) { in.Facts = map[string]any{"use": "claim", "outcome": "error"} }),
+			denies("error")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -174,20 +247,34 @@ func TestDecide(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Decide: %v", err)
 			}
-			if want := len(tt.deny) == 0; d.Allow != want {
-				t.Errorf("Allow = %v, want %v (deny: %q)", d.Allow, want, d.Deny)
-			}
-			if !slices.Equal(d.Deny, tt.deny) {
-				t.Errorf("Deny =\n%q\nwant\n%q", d.Deny, tt.deny)
-			}
-			if d.Redact == nil || len(d.Redact) != 0 {
-				t.Errorf("Redact = %#v, want empty", d.Redact)
+			if d.Allow != (len(d.Deny) == 0) {
+				t.Errorf("Allow = %v with reasons %q", d.Allow, d.Deny)
 			}
 			if d.Revision != e.Revision() {
 				t.Errorf("Revision = %q, want the engine's %q", d.Revision, e.Revision())
 			}
+			tt.check(t, d)
 		})
 	}
+}
+
+// denies checks that a decision denies with a reason that mentions what.
+func denies(what string) func(*testing.T, policy.Decision) {
+	return func(t *testing.T, d policy.Decision) {
+		t.Helper()
+		if d.Allow || !slices.ContainsFunc(d.Deny, func(r string) bool { return strings.Contains(r, what) }) {
+			t.Errorf("want a denial naming %q, got %+v", what, d)
+		}
+	}
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestDecideReasonsCarryNoPayloadValues(t *testing.T) {
@@ -355,6 +442,9 @@ func TestRevision(t *testing.T) {
 	}
 	changed("", func(m fstest.MapFS) { m["README.md"] = &fstest.MapFile{Data: []byte("new")} })
 	changed("", func(m fstest.MapFS) { m["p_test.rego"] = &fstest.MapFile{Data: []byte("package x_test\n")} })
+	changed("", func(m fstest.MapFS) {
+		m["decision.schema.json"] = &fstest.MapFile{Data: []byte(`{"$schema": "https://json-schema.org/draft/2020-12/schema"}`)}
+	})
 	changed("a policy edit", func(m fstest.MapFS) {
 		m["p.rego"] = &fstest.MapFile{Data: append(bytes.Clone(m["p.rego"].Data), "# note\n"...)}
 	})
@@ -429,27 +519,59 @@ func TestDecideConcurrently(t *testing.T) {
 	}
 }
 
+// shippedAllowlist reads data/allowlist.json and data/non_phi.json as the
+// policies do, so that the fuzz target checks the shipped lists, whatever
+// they hold.
+func shippedAllowlist(tb testing.TB) (allow map[string]map[string][]string, nonPHI []string) {
+	tb.Helper()
+	var a struct {
+		Allowlist map[string]map[string][]string `json:"allowlist"`
+	}
+	var n struct {
+		NonPHI []string `json:"non_phi_fields"`
+	}
+	for name, v := range map[string]any{"data/allowlist.json": &a, "data/non_phi.json": &n} {
+		b, err := fs.ReadFile(policyfiles.FS, name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			tb.Fatalf("%s: %v", name, err)
+		}
+	}
+	if len(a.Allowlist) == 0 {
+		tb.Fatal("empty allowlist")
+	}
+	return a.Allowlist, n.NonPHI
+}
+
 // FuzzDecide checks the shipped policies' promises for arbitrary notices: a
 // decision always comes back, its reasons are sorted and never quote a payload
-// value, and nothing is allowed that the allowlist, the channel rule or the
-// portal link rule forbids.
+// value, nothing goes out that the allowlist does not list for its notice
+// type and channel, PHI goes out only on a protected channel, and never
+// without a portal link.
 func FuzzDecide(f *testing.F) {
-	f.Add("eob", "email", true, false, "payer_name", "Example Health Plan", "https://portal.example.org/eob/1")
-	f.Add("eob", "email", false, true, "service_date", "2024-03-01", "https://portal.example.org/eob/2")
-	f.Add("eob", "email", false, false, "diagnosis", "E11.9", "https://portal.example.org/eob/3")
-	f.Add("eob", "sms", true, false, "patient_share", "45.20", "")
-	f.Add("", "", false, false, "portal_url", "", " ")
-	f.Add("appointment", "email", true, true, "member_id", "M-1\x00\n\"", "https://p")
+	f.Add("eob", "email", true, false, "payer_name", "Example Health Plan", "https://portal.example.org/eob/1", "")
+	f.Add("eob", "email", false, true, "service_date", "2024-03-01", "https://portal.example.org/eob/2", "")
+	f.Add("eob", "email", false, false, "diagnosis", "E11.9", "https://portal.example.org/eob/3", "mental_health")
+	f.Add("eob", "sms", true, false, "patient_share", "45.20", "", "")
+	f.Add("appointment", "push", false, false, "location_name", "Example Clinic", "https://p", "hiv_sti")
+	f.Add("", "", false, false, "portal_url", "", " ", "")
+	f.Add("appointment", "email", true, true, "member_id", "M-1\x00\n\"", "https://p", "")
 
 	e := mustEmbedded(f)
-	allowlisted := map[string]bool{"payer_name": true, "service_date": true, "provider_name": true, "patient_share": true, "portal_url": true}
-	f.Fuzz(func(t *testing.T, noticeType, channel string, tls, encrypted bool, field, value, portal string) {
+	allowlist, nonPHI := shippedAllowlist(f)
+	f.Fuzz(func(t *testing.T, noticeType, channel string, tls, encrypted bool, field, value, portal, category string) {
 		// The marker makes a leaked value recognisable in a reason.
 		const marker = "VALUE#"
 		in := policy.Input{
 			NoticeType: noticeType,
 			Channel:    policy.Channel{Type: channel, TLSEnforced: tls, MessageEncrypted: encrypted},
 			Payload:    map[string]any{"portal_url": portal, field: marker + value},
+			Facts:      map[string]any{"use": "claim", "outcome": "complete"},
+		}
+		if category != "" {
+			in.Facts["sensitive_categories"] = []string{category}
 		}
 		d, err := e.Decide(context.Background(), in)
 		if err != nil {
@@ -461,7 +583,7 @@ func FuzzDecide(f *testing.F) {
 		if !slices.IsSorted(d.Deny) {
 			t.Errorf("reasons not sorted: %q", d.Deny)
 		}
-		if !strings.Contains(noticeType+channel+field, marker) {
+		if !strings.Contains(noticeType+channel+field+category, marker) {
 			for _, r := range d.Deny {
 				if strings.Contains(r, marker) {
 					t.Errorf("reason quotes the payload value: %q", r)
@@ -471,17 +593,35 @@ func FuzzDecide(f *testing.F) {
 		if !d.Allow {
 			return
 		}
-		if noticeType != "eob" || channel != "email" {
-			t.Errorf("allowed notice type %q on channel %q", noticeType, channel)
+		allowed := allowlist[noticeType][channel]
+		if allowed == nil {
+			t.Fatalf("allowed notice type %q on channel %q, which the allowlist does not list", noticeType, channel)
 		}
-		if !allowlisted[field] {
-			t.Errorf("allowed field %q outside the allowlist", field)
+		protected := tls || encrypted || d.Has("requires_message_encryption")
+		for name := range in.Payload {
+			if slices.Contains(d.Redact, name) {
+				continue
+			}
+			if !slices.Contains(allowed, name) {
+				t.Errorf("allowed field %q outside the allowlist", name)
+			}
+			if !protected && !slices.Contains(nonPHI, name) {
+				t.Errorf("allowed PHI field %q on an unprotected channel", name)
+			}
 		}
-		if strings.TrimSpace(in.Payload["portal_url"].(string)) == "" {
+		if link, _ := in.Payload["portal_url"].(string); slices.Contains(d.Redact, "portal_url") || strings.TrimSpace(link) == "" {
 			t.Error("allowed a notice without a portal link")
 		}
-		if field != "portal_url" && !tls && !encrypted {
-			t.Errorf("allowed PHI field %q on an unprotected channel", field)
+		if category != "" {
+			// A flagged notice names no provider or location and goes to the portal.
+			if !d.Has("portal_only") && !d.Has("requires_message_encryption") {
+				t.Errorf("flagged notice allowed without portal_only or encryption: %+v", d)
+			}
+			for _, revealing := range []string{"provider_name", "location_name"} {
+				if _, ok := in.Payload[revealing]; ok && !slices.Contains(d.Redact, revealing) {
+					t.Errorf("flagged notice keeps %s", revealing)
+				}
+			}
 		}
 	})
 }

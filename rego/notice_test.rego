@@ -1,4 +1,9 @@
-# Tests for notice.rego. Run with `opa test rego/` or `go test ./policy/`.
+# Tests for notice.rego: the decision document and the input shape (rule 0).
+# Each rule has its own file beside this one (minimum_necessary_test.rego,
+# channel_security_test.rego, sensitive_test.rego, patient_rights_test.rego,
+# eob_use_test.rego); all share the sample notices and helpers defined here.
+# Run with `opa test rego/` or `go test ./policy/ -run TestRegoTests`.
+#
 # Every rule has at least one case it allows and one it denies, and denied
 # cases check the exact reasons a compliance reviewer would read.
 package tidings.notice_test
@@ -8,7 +13,7 @@ import data.tidings.notice
 # A complete EOB email notice that every rule allows.
 eob_email := {
 	"notice_type": "eob",
-	"channel": {"type": "email", "tls_enforced": true, "message_encrypted": false},
+	"channel": {"type": "email", "tls_enforced": true, "message_encrypted": false, "encryption_available": false},
 	"payload": {
 		"payer_name": "Example Health Plan",
 		"service_date": "2024-03-01",
@@ -17,20 +22,80 @@ eob_email := {
 		"portal_url": "https://portal.example.org/eob/1",
 	},
 	"purpose": "payment",
+	"facts": {"use": "claim", "outcome": "complete", "sensitive_categories": [], "has_sensitive_diagnosis": false, "minor": false},
+	"contact": {"opted_out_channels": [], "has_confidential_address": false, "restrictions": [], "marketing_authorized": false, "language": "en"},
 }
 
-allowed := {"allow": true, "deny": [], "redact": [], "obligations": {}}
+# The PHI fields of eob_email, sorted as the decision lists them.
+eob_phi := ["patient_share", "payer_name", "provider_name", "service_date"]
 
-denied(reasons) := {"allow": false, "deny": reasons, "redact": [], "obligations": {}}
+# A complete appointment email notice that every rule allows.
+appointment_email := {
+	"notice_type": "appointment",
+	"channel": {"type": "email", "tls_enforced": true, "message_encrypted": false, "encryption_available": false},
+	"payload": {
+		"appointment_date": "2024-04-02",
+		"appointment_time": "09:30",
+		"location_name": "Example Clinic, Main Street",
+		"provider_name": "Dr. Example",
+		"portal_url": "https://portal.example.org/appointment/1",
+	},
+	"purpose": "treatment",
+}
+
+appointment_phi := ["appointment_date", "appointment_time", "location_name", "provider_name"]
+
+portal_link := {"portal_url": "https://portal.example.org/eob/1"}
+
+no_obligations := {
+	"portal_only": false,
+	"requires_message_encryption": false,
+	"generic_provider_label": false,
+	"route_to_confidential_address": false,
+}
+
+# obligations(names) is the obligations object with exactly names set to true.
+obligations(names) := object.union(no_obligations, {name: true | some name in names})
+
+allowed := {"allow": true, "deny": [], "redact": [], "obligations": no_obligations}
+
+allowed_with(redact, names) := {"allow": true, "deny": [], "redact": redact, "obligations": obligations(names)}
+
+denied(reasons) := {"allow": false, "deny": reasons, "redact": [], "obligations": no_obligations}
+
+denied_with(reasons, redact, names) := {"allow": false, "deny": reasons, "redact": redact, "obligations": obligations(names)}
 
 # with_field returns obj with key set to value. (object.union would merge
 # nested objects instead of replacing them.)
 with_field(obj, key, value) := object.union(object.remove(obj, [key]), {key: value})
 
+with_channel(req, channel) := with_field(req, "channel", channel)
+
+with_payload(req, payload) := with_field(req, "payload", payload)
+
+# with_extra_fields adds fields to req's payload.
+with_extra_fields(req, fields) := with_payload(req, object.union(req.payload, fields))
+
+with_facts(req, facts) := with_field(req, "facts", facts)
+
+with_contact(req, contact) := with_field(req, "contact", contact)
+
+unprotected_email := {"type": "email", "tls_enforced": false, "message_encrypted": false, "encryption_available": false}
+
 # --- the decision document ---------------------------------------------------
 
 test_complete_eob_email_notice_is_allowed if {
 	notice.decision == allowed with input as eob_email
+}
+
+test_complete_appointment_email_notice_is_allowed if {
+	notice.decision == allowed with input as appointment_email
+}
+
+test_minimal_input_is_allowed if {
+	# purpose, facts and contact are optional; absent, no rule fires on them.
+	req := object.remove(eob_email, ["purpose", "facts", "contact"])
+	notice.decision == allowed with input as req
 }
 
 test_no_input_at_all_is_denied if {
@@ -42,11 +107,21 @@ test_no_input_at_all_is_denied if {
 	])
 }
 
-test_purpose_is_optional if {
-	notice.decision == allowed with input as object.remove(eob_email, ["purpose"])
+test_every_obligation_is_always_present if {
+	names := {"portal_only", "requires_message_encryption", "generic_provider_label", "route_to_confidential_address"}
+	object.keys(notice.decision.obligations) == names
+	object.keys(notice.decision.obligations) == names with input as eob_email
+	every value in notice.decision.obligations {
+		is_boolean(value)
+	}
 }
 
-# --- default deny: input shape ---------------------------------------------
+test_allow_is_true_exactly_when_nothing_denies if {
+	notice.decision.allow with input as eob_email
+	not notice.decision.allow with input as with_field(eob_email, "notice_type", "lab_result")
+}
+
+# --- rule 0: input shape -----------------------------------------------------
 
 test_missing_notice_type_is_denied if {
 	notice.decision == denied(["input has no notice_type"]) with input as object.remove(eob_email, ["notice_type"])
@@ -61,15 +136,26 @@ test_non_string_notice_type_is_denied if {
 }
 
 test_missing_channel_is_denied if {
-	# Without a channel nothing proves it is protected, so the PHI rule fires too.
-	notice.decision == denied([
-		"input has no channel.type",
-		"the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: patient_share, payer_name, provider_name, service_date",
-	]) with input as object.remove(eob_email, ["channel"])
+	# Without a channel nothing proves it protects PHI, so rule 2 also asks
+	# for portal-only; the denial decides.
+	notice.decision == denied_with(["input has no channel.type"], eob_phi, ["portal_only"]) with input as object.remove(eob_email, ["channel"])
 }
 
 test_channel_without_type_is_denied if {
-	notice.decision == denied(["input has no channel.type"]) with input as with_field(eob_email, "channel", {"tls_enforced": true})
+	req := with_channel(eob_email, {"tls_enforced": true})
+	notice.decision == denied_with(["input has no channel.type"], eob_phi, ["portal_only"]) with input as req
+}
+
+test_unknown_channel_type_is_denied if {
+	req := with_channel(eob_email, {"type": "fax", "tls_enforced": true, "message_encrypted": false, "encryption_available": false})
+	notice.decision == denied_with(["channel type \"fax\" is not known"], eob_phi, ["portal_only"]) with input as req
+}
+
+test_known_channels_are_read_from_data if {
+	req := with_payload(with_channel(eob_email, {"type": "fax"}), portal_link)
+	notice.decision == denied(["channel type \"fax\" is not known"]) with input as req
+	notice.decision == denied(["channel \"fax\" is not allowed for a eob notice"]) with input as req
+		with data.data.channels.fax as {"may_carry_phi": false}
 }
 
 test_missing_payload_is_denied if {
@@ -83,164 +169,23 @@ test_payload_that_is_not_an_object_is_denied if {
 	notice.decision == denied([
 		"field \"portal_url\" is required",
 		"input has no payload object",
-	]) with input as with_field(eob_email, "payload", ["portal_url"])
-}
-
-# --- rule 1: minimum necessary -----------------------------------------------
-
-test_every_allow_listed_field_is_allowed if {
-	every field in data.data.allowlist.eob.email {
-		field in object.keys(eob_email.payload)
-	}
-	notice.decision.allow with input as eob_email
-}
-
-test_field_outside_the_allowlist_is_denied if {
-	req := with_field(eob_email, "payload", object.union(eob_email.payload, {"diagnosis": "E11.9"}))
-	notice.decision == denied(["field \"diagnosis\" is not allowed in a eob notice on email"]) with input as req
-}
-
-test_each_field_outside_the_allowlist_is_named_in_sorted_order if {
-	extra := {"member_id": "M-1", "diagnosis": "E11.9", "billed_amount": 300}
-	req := with_field(eob_email, "payload", object.union(eob_email.payload, extra))
-	notice.decision == denied([
-		"field \"billed_amount\" is not allowed in a eob notice on email",
-		"field \"diagnosis\" is not allowed in a eob notice on email",
-		"field \"member_id\" is not allowed in a eob notice on email",
-	]) with input as req
-}
-
-test_a_notice_with_fewer_fields_than_allowed_is_allowed if {
-	req := with_field(eob_email, "payload", {"payer_name": "Example Health Plan", "portal_url": "https://portal.example.org/eob/1"})
-	notice.decision == allowed with input as req
-}
-
-test_unknown_notice_type_is_denied if {
-	notice.decision == denied(["notice type \"lab_result\" is not known"]) with input as with_field(eob_email, "notice_type", "lab_result")
-}
-
-test_unknown_channel_is_denied if {
-	req := with_field(eob_email, "channel", {"type": "sms", "tls_enforced": true})
-	notice.decision == denied(["channel \"sms\" is not allowed for a eob notice"]) with input as req
-}
-
-test_allowlist_is_read_from_data if {
-	# Adding a field to the allowlist data is all it takes to allow it.
-	req := with_field(eob_email, "payload", object.union(eob_email.payload, {"claim_status": "paid"}))
-	not notice.decision.allow with input as req
-	more := array.concat(data.data.allowlist.eob.email, ["claim_status"])
-	notice.decision == allowed with input as req with data.data.allowlist.eob.email as more
-}
-
-# --- rule 2: channel security ------------------------------------------------
-
-test_phi_on_tls_enforced_channel_is_allowed if {
-	notice.decision == allowed with input as eob_email
-}
-
-test_phi_on_encrypted_message_without_tls_is_allowed if {
-	req := with_field(eob_email, "channel", {"type": "email", "tls_enforced": false, "message_encrypted": true})
-	notice.decision == allowed with input as req
-}
-
-test_phi_on_unprotected_channel_is_denied if {
-	req := with_field(eob_email, "channel", {"type": "email", "tls_enforced": false, "message_encrypted": false})
-	notice.decision == denied(["the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: patient_share, payer_name, provider_name, service_date"]) with input as req
-}
-
-test_unprotected_channel_without_security_flags_is_denied if {
-	req := with_field(eob_email, "channel", {"type": "email"})
-	notice.decision == denied(["the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: patient_share, payer_name, provider_name, service_date"]) with input as req
-}
-
-test_only_boolean_true_counts_as_protected if {
-	req := with_field(eob_email, "channel", {"type": "email", "tls_enforced": "true", "message_encrypted": 1})
-	not notice.decision.allow with input as req
-}
-
-test_portal_link_alone_on_unprotected_channel_is_allowed if {
-	req := {
-		"notice_type": "eob",
-		"channel": {"type": "email", "tls_enforced": false, "message_encrypted": false},
-		"payload": {"portal_url": "https://portal.example.org/eob/1"},
-	}
-	notice.decision == allowed with input as req
-}
-
-test_fields_outside_the_allowlist_count_as_phi if {
-	req := {
-		"notice_type": "eob",
-		"channel": {"type": "email", "tls_enforced": false, "message_encrypted": false},
-		"payload": {"portal_url": "https://portal.example.org/eob/1", "diagnosis": "E11.9"},
-	}
-	notice.decision == denied([
-		"field \"diagnosis\" is not allowed in a eob notice on email",
-		"the channel is neither TLS-enforced nor message-encrypted, so the payload may not carry PHI fields: diagnosis",
-	]) with input as req
-}
-
-test_non_phi_list_is_read_from_data if {
-	req := {
-		"notice_type": "eob",
-		"channel": {"type": "email", "tls_enforced": false, "message_encrypted": false},
-		"payload": {"portal_url": "https://portal.example.org/eob/1", "payer_name": "Example Health Plan"},
-	}
-	not notice.decision.allow with input as req
-	notice.decision == allowed with input as req with data.data.non_phi_fields as ["portal_url", "payer_name"]
-}
-
-# --- rule 3: portal_url is required ------------------------------------------
-
-test_missing_portal_url_is_denied if {
-	req := with_field(eob_email, "payload", object.remove(eob_email.payload, ["portal_url"]))
-	notice.decision == denied(["field \"portal_url\" is required"]) with input as req
-}
-
-test_empty_portal_url_is_denied if {
-	req := with_field(eob_email, "payload", object.union(eob_email.payload, {"portal_url": "  "}))
-	notice.decision == denied(["field \"portal_url\" must be a non-empty string"]) with input as req
-}
-
-test_null_portal_url_is_denied if {
-	req := with_field(eob_email, "payload", object.union(eob_email.payload, {"portal_url": null}))
-	notice.decision == denied(["field \"portal_url\" must be a non-empty string"]) with input as req
+	]) with input as with_payload(eob_email, ["portal_url"])
 }
 
 test_reasons_never_carry_field_values if {
-	unprotected := with_field(eob_email, "channel", {"type": "email"})
-	req := with_field(unprotected, "payload", object.union(eob_email.payload, {"diagnosis": "CANARY-VALUE"}))
-	reasons := notice.decision.deny with input as req
-	count(reasons) == 2
-	every reason in reasons {
-		not contains(reason, "CANARY-VALUE")
-		not contains(reason, "Example Health Plan")
+	req := {
+		"notice_type": "eob",
+		"channel": {"type": "email"},
+		"payload": object.union(eob_email.payload, {"diagnosis": "CANARY-VALUE"}),
+		"purpose": "marketing",
+		"facts": {"use": "preauthorization", "outcome": "error", "sensitive_categories": ["mental_health"]},
+		"contact": {"opted_out_channels": ["email"], "restrictions": ["all"], "language": "CANARY-LANGUAGE"},
 	}
-}
-
-# --- rule 4: what an EOB notice is for ------------------------------------------
-
-test_claim_eob_is_allowed if {
-	notice.decision == allowed with input as with_field(eob_email, "facts", {"use": "claim", "outcome": "complete"})
-}
-
-test_eob_without_facts_is_judged_on_payload_alone if {
-	notice.decision == allowed with input as eob_email
-}
-
-test_preauthorization_is_not_notified_by_default if {
-	notice.decision == denied(["an EOB with use \"preauthorization\" is not notified (settings.eob.notify_use lists claim)"]) with input as with_field(eob_email, "facts", {"use": "preauthorization", "outcome": "queued"})
-}
-
-test_preauthorization_is_notified_when_settings_allow_it if {
-	notice.decision == allowed with input as with_field(eob_email, "facts", {"use": "preauthorization"})
-		with data.data.settings.eob.notify_use as ["claim", "preauthorization"]
-}
-
-test_error_outcome_is_not_notified_by_default if {
-	notice.decision == denied(["an EOB whose outcome is \"error\" is not notified (settings.eob.notify_error_outcome is false)"]) with input as with_field(eob_email, "facts", {"use": "claim", "outcome": "error"})
-}
-
-test_error_outcome_is_notified_when_settings_allow_it if {
-	notice.decision == allowed with input as with_field(eob_email, "facts", {"use": "claim", "outcome": "error"})
-		with data.data.settings.eob.notify_error_outcome as true
+	reasons := notice.decision.deny with input as req
+	count(reasons) == 6
+	every reason in reasons {
+		not contains(reason, "CANARY")
+		not contains(reason, "Example")
+		not contains(reason, "mental_health")
+	}
 }

@@ -2,14 +2,11 @@ package worker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"github.com/tidings-health/tidings/valueset"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -196,13 +193,16 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		Channel:    policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted},
 		Payload:    notice.Fields(),
 		Purpose:    "payment",
-		Facts:      map[string]string{"use": facts.Use, "outcome": facts.Outcome},
+		Facts:      map[string]any{"use": facts.Use, "outcome": facts.Outcome, "is_preauthorization": facts.IsPreauthorization},
+		Contact: policy.Contact{OptedOutChannels: contact.OptedOutChannels, HasConfidentialAddress: contact.ConfidentialEmail != "",
+			Restrictions: contact.Restrictions, MarketingAuthorized: contact.MarketingAuthorized,
+			Language: contact.Language, AlternateFormat: contact.AlternateFormat},
 	}
 	if p.ValueSets != nil {
 		// Categories, never codes, go to the policy.
 		cats := p.ValueSets.Categories(fhir.DiagnosisCodes(fev.Focus))
-		in.Facts["sensitive_categories"] = strings.Join(cats, ",")
-		in.Facts["has_sensitive_diagnosis"] = strconv.FormatBool(len(cats) > 0)
+		in.Facts["sensitive_categories"] = cats
+		in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
 	}
 	start := time.Now()
 	dec, err := p.Policy.Decide(ctx, in)
@@ -220,7 +220,7 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		}
 	}
 	if err := p.Store.RecordDecision(ctx, store.DecisionRecord{
-		TenantID: tenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: inputHash(in),
+		TenantID: tenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: policy.InputHash(in),
 		Allow: dec.Allow, Reasons: dec.Deny, LatencyUS: latency.Microseconds(),
 	}); err != nil {
 		return fmt.Errorf("event %d: record decision: %w", eventID, err)
@@ -243,11 +243,27 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 			return p.fail(ctx, n, "the policy asked for a redaction the notice cannot make: "+err.Error())
 		}
 	}
-	msg, err := notify.RenderEOBEmail(notice, contact.Language)
+	if dec.Has("generic_provider_label") {
+		notice.ProviderName = "" // a provider's name can reveal the care
+	}
+	var msg notify.Email
+	if dec.Has("portal_only") {
+		// Nothing but the link: not even what kind of notice waits.
+		notice = notify.EOBNotice{PortalURL: notice.PortalURL}
+		msg, err = notify.RenderPortalOnlyEmail(notice.PortalURL, contact.Language)
+	} else {
+		msg, err = notify.RenderEOBEmail(notice, contact.Language)
+	}
 	if err != nil {
 		return p.fail(ctx, n, "the notice could not be rendered")
 	}
 	msg.To = contact.Email
+	if dec.Has("route_to_confidential_address") {
+		if contact.ConfidentialEmail == "" {
+			return p.fail(ctx, n, "the policy routes this notice to a confidential address, and none is on file")
+		}
+		msg.To = contact.ConfidentialEmail // HIPAA 164.522(b): there, and only there
+	}
 	msg.MessageID = fmt.Sprintf("<notice-%d.%s@tidings>", n.ID, tenantID)
 	payload, err := json.Marshal(notice)
 	if err != nil {
@@ -369,12 +385,6 @@ func (p *Processor) portalURL(token string) string {
 	return strings.TrimRight(p.PublicBaseURL, "/") + "/portal/notices/" + token
 }
 
-func inputHash(in policy.Input) string {
-	b, _ := json.Marshal(in)
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
 // Ensure the interface stays satisfied by the real adapter.
 var _ Store = (*store.Store)(nil)
 
@@ -452,4 +462,9 @@ func eobPartyRefs(eob json.RawMessage) (insurer, provider string) {
 }
 
 // supportedObligations are the policy obligations this worker can honour.
-var supportedObligations = map[string]bool{}
+var supportedObligations = map[string]bool{
+	"portal_only":                   true,
+	"generic_provider_label":        true,
+	"route_to_confidential_address": true,
+	// requires_message_encryption: no S/MIME or OpenPGP yet, so it fails closed.
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -175,22 +177,98 @@ func TestRelayWithoutSTARTTLSFailsClosed(t *testing.T) {
 	}
 }
 
-// With TLS only opportunistic, the channel is not TLS-enforced and the policy
-// denies a notice that carries PHI, saying why.
-func TestPolicyDeniesPHIOnUnenforcedChannel(t *testing.T) {
+// With TLS only opportunistic, the channel is not TLS-enforced: the policy
+// obliges a portal-only notice, which carries nothing but the portal link.
+func TestUnenforcedChannelGetsAPortalOnlyNotice(t *testing.T) {
 	ts := newTestStack(t, testOpts{NoSTARTTLS: true, Opportunistic: true})
-	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
-	c := ts.waitNotices(t, 1)
-	if c.ByStatus[store.NoticeDenied] != 1 {
-		t.Fatalf("notices %+v, want 1 denied", c.ByStatus)
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
+	ts.notify(t, ts.wrap(t, eob))
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := decodedText(t, msgs[0].Data)
+	if msgs[0].TLS || !strings.Contains(text, "/portal/notices/") {
+		t.Fatalf("TLS %v, message:\n%s", msgs[0].TLS, text)
+	}
+	share, _ := shareOf(t, eob)
+	for _, phi := range []string{share, "XXX Health Plan", "Explanation of Benefits", "Provider"} {
+		if strings.Contains(text, phi) {
+			t.Errorf("a message sent without TLS carries %q:\n%s", phi, text)
+		}
+	}
+}
+
+// The patient's rights decide: an opted-out channel gets nothing (a recorded
+// denial); a confidential-communication address receives the notice and the
+// home address does not.
+func TestPatientRights(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	token := "dev-rights-token-0123456789abcdef"
+	ts.app.cfg.APITokens = "dev:" + token
+	h, _ := ts.app.handler(nil)
+	put := func(id, body string) {
+		t.Helper()
+		if r := doRequest(h, "PUT", "/v1/contacts/Patient/"+id, "application/json", token, body); r.Code != 200 {
+			t.Fatalf("PUT %s: %d %s", id, r.Code, r.Body)
+		}
+	}
+	// EOBPharmacy1 is about Patient2, EOBProfessionalTransportation1 about Patient1 (CARIN examples).
+	put("Patient2", `{"email":"home@example.org","confidential_email":"private@example.org"}`)
+	put("Patient1", `{"email":"patient1@example.org","opted_out_channels":["email"]}`)
+	if r := doRequest(h, "PUT", "/v1/contacts/Patient/Patient1", "application/json", token, `{"email":"a@example.org","opted_out_channels":["fax"]}`); r.Code != 400 {
+		t.Errorf("unknown channel accepted: %d", r.Code)
+	}
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")))
+	ts.waitNotices(t, 2)
+	time.Sleep(200 * time.Millisecond)
+	msgs := ts.Mail.Messages()
+	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "private@example.org" {
+		t.Fatalf("messages to %v; want one, to the confidential address only", recipients(msgs))
 	}
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
-	reasons := strings.Join(outs[0].Reasons, " | ")
-	if !strings.Contains(reasons, "TLS") && !strings.Contains(reasons, "tls") {
-		t.Errorf("denial reasons do not say why: %q", reasons)
+	denied := 0
+	for _, o := range outs {
+		if o.ResourceID == "EOBProfessionalTransportation1" && o.Status == store.NoticeDenied && strings.Contains(strings.Join(o.Reasons, " "), "opted out") {
+			denied++
+		}
 	}
-	if len(ts.Mail.Messages()) != 0 {
-		t.Error("a denied notice was sent")
+	if denied != 1 {
+		t.Fatalf("outcomes %+v: want EOBProfessionalTransportation1 denied because the patient opted out of email", outs)
+	}
+}
+
+func recipients(msgs []mailcatch.Message) [][]string {
+	var out [][]string
+	for _, m := range msgs {
+		out = append(out, m.To)
+	}
+	return out
+}
+
+// An EOB with a mental-health diagnosis (the published inpatient example with
+// its diagnosis changed in memory to ICD-10-CM F32.9: no published example
+// carries one) goes portal-only: no provider name, no amounts, no payer.
+func TestSensitiveDiagnosisGoesPortalOnly(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	eob := bytes.Replace(fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"), []byte(`"S06.0X1A"`), []byte(`"F32.9"`), -1)
+	if !bytes.Contains(eob, []byte(`"F32.9"`)) {
+		t.Fatal("the diagnosis was not replaced")
+	}
+	ts.notify(t, ts.wrap(t, eob))
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := decodedText(t, msgs[0].Data)
+	for _, phi := range []string{"XXX Health Plan", "Explanation of Benefits", "Provider", "$", "F32"} {
+		if strings.Contains(text, phi) {
+			t.Errorf("a sensitive notice carries %q:\n%s", phi, text)
+		}
+	}
+	if !strings.Contains(text, "/portal/notices/") {
+		t.Errorf("no portal link:\n%s", text)
 	}
 }
 

@@ -1,0 +1,142 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"slices"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/topdown"
+)
+
+// ErrInvalidInput means a dry run's input is not one JSON object.
+var ErrInvalidInput = errors.New("policy: invalid input")
+
+// EvalResult is a dry run's outcome: the decision and the rules behind it.
+type EvalResult struct {
+	Decision Decision
+	// Fired lists every rule of the policies whose body succeeded while the
+	// decision was made, once each, as "data.tidings.notice.deny
+	// (notice.rego:87)", in file and line order: the deny, redact and
+	// obligation rules that produced values and the helper rules they used.
+	// A default that applied reads "default data.tidings.notice.portal_only
+	// (notice.rego:75)".
+	Fired []string
+}
+
+// Evaluate is a dry run for compliance analysts: it decides on in, a raw
+// input document such as a sample file, and reports the rules that fired.
+// With candidate nil it asks the active revision; otherwise it compiles the
+// policies in candidate and runs their tests as Reload would, and decides
+// with them, but never makes them active. A candidate that is refused gives
+// an error wrapping ErrRejected; input that is not one JSON object,
+// ErrInvalidInput. When the policies give no usable decision the error wraps
+// ErrNoDecision and the result still lists the rules that fired.
+func (e *Engine) Evaluate(ctx context.Context, candidate fs.FS, in json.RawMessage) (EvalResult, error) {
+	input, err := parseInput(in)
+	if err != nil {
+		return EvalResult{}, err
+	}
+	rev := e.active.Load()
+	if candidate != nil {
+		files, err := readPolicyFiles(candidate, true)
+		if err != nil {
+			return EvalResult{}, err
+		}
+		if rev, err = compileRevision(ctx, files); err != nil {
+			return EvalResult{}, err
+		}
+	}
+	if rev == nil {
+		return EvalResult{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
+	}
+	fired := &firedRules{seen: map[*ast.Rule]bool{}}
+	d, err := rev.decide(ctx, input, rego.EvalQueryTracer(fired))
+	return EvalResult{Decision: d, Fired: fired.list()}, err
+}
+
+// parseInput reads one JSON object. Its errors give positions, never the
+// input's text, which may be PHI.
+func parseInput(raw json.RawMessage) (ast.Value, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // numbers stay exact, as OPA reads them
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		var syntax *json.SyntaxError
+		switch {
+		case errors.As(err, &syntax):
+			return nil, fmt.Errorf("%w: not valid JSON at byte %d", ErrInvalidInput, syntax.Offset)
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, fmt.Errorf("%w: empty or truncated JSON", ErrInvalidInput)
+		default:
+			return nil, fmt.Errorf("%w: not valid JSON", ErrInvalidInput)
+		}
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: more than one JSON value (after byte %d)", ErrInvalidInput, dec.InputOffset())
+	}
+	if _, ok := doc.(map[string]any); !ok {
+		return nil, fmt.Errorf("%w: the input is %s, want an object", ErrInvalidInput, jsonType(doc))
+	}
+	v, err := ast.InterfaceToValue(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
+	}
+	return v, nil
+}
+
+// firedRules is a tracer that records each rule whose body succeeded: OPA
+// emits an Exit event with the rule as its node exactly then.
+type firedRules struct {
+	seen  map[*ast.Rule]bool
+	rules []*ast.Rule
+}
+
+func (*firedRules) Enabled() bool { return true }
+
+func (*firedRules) Config() topdown.TraceConfig { return topdown.TraceConfig{} }
+
+func (f *firedRules) TraceEvent(ev topdown.Event) {
+	if ev.Op != topdown.ExitOp {
+		return
+	}
+	r, ok := ev.Node.(*ast.Rule)
+	if !ok || f.seen[r] || r.Location == nil || r.Location.File == "" {
+		return
+	}
+	f.seen[r] = true
+	f.rules = append(f.rules, r)
+}
+
+func (f *firedRules) list() []string {
+	type fired struct {
+		at   fileLines
+		name string
+	}
+	all := make([]fired, 0, len(f.rules))
+	for _, r := range f.rules {
+		name := r.Head.Ref().String()
+		if r.Module != nil && r.Module.Package != nil {
+			name = r.Module.Package.Path.Extend(r.Head.Ref()).String()
+		}
+		if r.Default {
+			name = "default " + name
+		}
+		all = append(all, fired{fileLines{r.Location.File, r.Location.Row, r.Location.Row}, name})
+	}
+	slices.SortFunc(all, func(a, b fired) int { return a.at.compare(b.at) })
+	out := make([]string, 0, len(all))
+	for _, x := range all {
+		s := x.name + " (" + x.at.String() + ")"
+		if len(out) == 0 || out[len(out)-1] != s {
+			out = append(out, s)
+		}
+	}
+	return out
+}
