@@ -39,6 +39,7 @@ type Config struct {
 	Contacts     Contacts
 	Admin        Admin
 	Subscriber   Subscriber
+	Policy       PolicyAdmin
 	Checks       []Check
 	APITokens    map[string]string // token → tenant
 	Log          *slog.Logger
@@ -92,6 +93,8 @@ func New(cfg Config) *gin.Engine {
 	v1.POST("/sources", h.postSource)
 	v1.POST("/subscriptions", h.postSubscription)
 	v1.GET("/subscriptions/:id", h.getSubscription)
+	v1.GET("/policy", h.getPolicy)
+	v1.POST("/policy/evaluate", h.evaluatePolicy)
 	return r
 }
 

@@ -43,6 +43,11 @@ type Config struct {
 	// point Tidings at internal services.
 	AllowPrivateSources bool
 
+	PolicyDir       string        // TIDINGS_POLICY_DIR: policies from a directory instead of the embedded ones
+	PolicyBundle    string        // TIDINGS_POLICY_BUNDLE: an OPA bundle (.tar.gz from opa build) instead
+	PolicyPublicKey string        // TIDINGS_POLICY_PUBLIC_KEY: PEM file; the bundle must be signed by it
+	PolicyWatch     time.Duration // TIDINGS_POLICY_WATCH: how often a dir or bundle is checked for changes
+
 	SMTPHost        string
 	SMTPPort        int
 	SMTPUsername    string
@@ -153,6 +158,10 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		MonitorEvery:        getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
 		GapSettle:           getd("TIDINGS_GAP_SETTLE", time.Minute),
 		AllowPrivateSources: getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		PolicyDir:           get("TIDINGS_POLICY_DIR", ""),
+		PolicyBundle:        get("TIDINGS_POLICY_BUNDLE", ""),
+		PolicyPublicKey:     get("TIDINGS_POLICY_PUBLIC_KEY", ""),
+		PolicyWatch:         getd("TIDINGS_POLICY_WATCH", 10*time.Second),
 		SMTPHost:            get("TIDINGS_SMTP_HOST", ""),
 		SMTPPort:            geti("TIDINGS_SMTP_PORT", 0),
 		SMTPUsername:        get("TIDINGS_SMTP_USERNAME", ""),
@@ -197,6 +206,12 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_PUBLIC_BASE_URL must be an absolute URL")
 	} else if u.Scheme != "https" && !isLoopback(u.Hostname()) {
 		p = append(p, "TIDINGS_PUBLIC_BASE_URL must use https (http only for localhost)")
+	}
+	if c.PolicyDir != "" && c.PolicyBundle != "" {
+		p = append(p, "set TIDINGS_POLICY_DIR or TIDINGS_POLICY_BUNDLE, not both")
+	}
+	if c.PolicyPublicKey != "" && c.PolicyBundle == "" {
+		p = append(p, "TIDINGS_POLICY_PUBLIC_KEY verifies a bundle: set TIDINGS_POLICY_BUNDLE too")
 	}
 	if role&RoleServe != 0 {
 		if c.APIBaseURL != "" {

@@ -11,7 +11,11 @@ ALTER TABLE contacts
     ADD COLUMN marketing_authorized     boolean NOT NULL DEFAULT false,
     ADD COLUMN alternate_format         text NOT NULL DEFAULT '';
 
+-- The decision log links each decision to the delivery it governed.
+ALTER TABLE policy_decisions ADD COLUMN delivery_id bigint REFERENCES deliveries(id);
+
 -- +goose Down
+ALTER TABLE policy_decisions DROP COLUMN delivery_id;
 ALTER TABLE contacts
     DROP COLUMN alternate_format,
     DROP COLUMN marketing_authorized,

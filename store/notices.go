@@ -157,6 +157,10 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', updated_at = now() WHERE id = ?`, d.ID).Error; err != nil {
 			return err
 		}
+		// The decision log names the delivery each decision governed.
+		if err := tx.q(ctx).Exec(`UPDATE policy_decisions SET delivery_id = ? WHERE notice_id = ? AND delivery_id IS NULL`, d.ID, n.ID).Error; err != nil {
+			return err
+		}
 		d.Attempts++
 		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
 			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10),

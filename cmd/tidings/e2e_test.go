@@ -452,3 +452,63 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 		t.Fatalf("resent: %d message(s)", got)
 	}
 }
+
+// The decision log: every decision has its policy revision, a hash of its
+// input (never the input), its outcome and latency, and names the notice and
+// the delivery it governed.
+func TestDecisionLog(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
+	ts.waitNotices(t, 1)
+	var rows []struct {
+		PolicyRevision string
+		InputHash      string
+		Allow          bool
+		LatencyUS      int64 `gorm:"column:latency_us"`
+		NoticeID       int64
+		DeliveryID     *int64
+	}
+	ts.app.store.RawScan(context.Background(), &rows, `SELECT policy_revision, input_hash, allow, latency_us, notice_id, delivery_id FROM policy_decisions`)
+	pol, _ := ts.app.policyEngine(context.Background())
+	if len(rows) != 1 || rows[0].PolicyRevision != pol.Revision() || len(rows[0].InputHash) != 64 || !rows[0].Allow ||
+		rows[0].LatencyUS <= 0 || rows[0].NoticeID == 0 || rows[0].DeliveryID == nil {
+		t.Fatalf("decision log %+v", rows)
+	}
+}
+
+// Compliance endpoints: the active policy's status, and dry runs with the
+// active policy or a candidate that never becomes active.
+func TestPolicyEndpoints(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	token := "dev-policy-token-0123456789abcdef"
+	ts.app.cfg.APITokens = "dev:" + token
+	pol, err := ts.app.policyEngine(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := ts.app.handler(pol)
+	r := doRequest(h, "GET", "/v1/policy", "", token, "")
+	if r.Code != 200 || !strings.Contains(r.Body.String(), pol.Revision()) || !strings.Contains(r.Body.String(), `"source":"embedded"`) {
+		t.Fatalf("GET /v1/policy: %d %s", r.Code, r.Body)
+	}
+	input := `{"notice_type":"eob","channel":{"type":"email","tls_enforced":true},"payload":{"payer_name":"Plan","diagnosis":"x","portal_url":"https://p.example.org/n/1"}}`
+	r = doRequest(h, "POST", "/v1/policy/evaluate", "application/json", token, `{"input":`+input+`}`)
+	if r.Code != 200 || !strings.Contains(r.Body.String(), `"allow":false`) || !strings.Contains(r.Body.String(), `diagnosis`) || !strings.Contains(r.Body.String(), "notice.rego:") {
+		t.Fatalf("evaluate: %d %s", r.Code, r.Body)
+	}
+	candidate := `{"input":` + input + `,"policy":{"p.rego":"package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": [], \"obligations\": {}}\n"}}`
+	r = doRequest(h, "POST", "/v1/policy/evaluate", "application/json", token, candidate)
+	if r.Code != 200 || !strings.Contains(r.Body.String(), `"allow":true`) || !strings.Contains(r.Body.String(), `"candidate":true`) {
+		t.Fatalf("evaluate candidate: %d %s", r.Code, r.Body)
+	}
+	broken := `{"input":` + input + `,"policy":{"p.rego":"package tidings.notice\n\ndecision := {"}}`
+	if r = doRequest(h, "POST", "/v1/policy/evaluate", "application/json", token, broken); r.Code != 422 || !strings.Contains(r.Body.String(), "p.rego") {
+		t.Fatalf("broken candidate: %d %s", r.Code, r.Body)
+	}
+	if pol.Status().Revision != ts.app.pol.Revision() || pol.Status().LastError != "" {
+		t.Fatal("a candidate changed the active policy")
+	}
+	if r = doRequest(h, "POST", "/v1/policy/evaluate", "application/json", token, `{"input":`+input+`,"policy":{"../etc/x.rego":"x"}}`); r.Code != 400 {
+		t.Fatalf("path escape: %d", r.Code)
+	}
+}

@@ -50,6 +50,8 @@ Commands:
             its secret; list subscriptions with handshake/heartbeat status
   source    add: register a FHIR server to fetch from (bearer or SMART Backend
             Services; credentials sealed)
+  policy    test [DIR]: run the policies' tests with coverage;
+            eval --input FILE [--dir DIR]: decide one sample input
   keys      print a new random key: keys new
   health    GET a /readyz or /healthz URL and exit 0 when it answers 200
             (for container health checks, where there is no curl)
@@ -81,6 +83,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runSubscription(ctx, rest, stdout, stderr)
 	case "source":
 		return runSource(ctx, rest, stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

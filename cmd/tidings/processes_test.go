@@ -181,3 +181,22 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatal("unknown action accepted")
 	}
 }
+
+// `tidings policy test` runs the shipped policies' tests with coverage and
+// fails on a broken policy directory.
+func TestPolicyTestCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := realMain(context.Background(), []string{"policy", "test", "../../rego"}, &out, io.Discard); err != nil {
+		t.Fatalf("policy test: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), " passed, 0 failed") || !strings.Contains(out.String(), "rule coverage 100.0%") {
+		t.Fatalf("output:\n%s", out.String())
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package tidings.notice\n\ndecision := {\"allow\": true}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "p_test.rego"), []byte("package tidings.notice_test\n\nimport data.tidings.notice\n\ntest_denies if { not notice.decision.allow }\n"), 0o644)
+	out.Reset()
+	if err := realMain(context.Background(), []string{"policy", "test", dir}, &out, io.Discard); err == nil || !strings.Contains(out.String(), "1 failed") {
+		t.Fatalf("a failing policy test passed: %v\n%s", err, out.String())
+	}
+}

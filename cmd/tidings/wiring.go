@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -51,16 +53,58 @@ type app struct {
 	pol    *policy.Engine // compiled and prepared once per process
 }
 
-// policyEngine compiles the embedded policies the first time it is asked.
+// policyEngine loads the policies the first time it is asked: embedded, or
+// from TIDINGS_POLICY_DIR or a (signed) TIDINGS_POLICY_BUNDLE, which are then
+// watched for changes and reloaded on SIGHUP; a broken change is rejected and
+// the last good revision keeps deciding.
 func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
-	if a.pol == nil {
-		pol, err := policy.NewEmbedded(ctx)
-		if err != nil {
+	if a.pol != nil {
+		return a.pol, nil
+	}
+	src := policy.FromEmbedded()
+	switch {
+	case a.cfg.PolicyDir != "":
+		src = policy.FromDir(a.cfg.PolicyDir)
+	case a.cfg.PolicyBundle != "":
+		var key *policy.BundleKey
+		if a.cfg.PolicyPublicKey != "" {
+			pem, err := os.ReadFile(a.cfg.PolicyPublicKey)
+			if err != nil {
+				return nil, fmt.Errorf("TIDINGS_POLICY_PUBLIC_KEY: %w", err)
+			}
+			key = &policy.BundleKey{PEM: pem}
+		}
+		var err error
+		if src, err = policy.FromBundle(a.cfg.PolicyBundle, key); err != nil {
 			return nil, err
 		}
-		a.pol = pol
 	}
-	return a.pol, nil
+	pol, err := policy.Open(ctx, src, policy.WithLogger(a.log.With("component", "policy")))
+	if err != nil {
+		return nil, err
+	}
+	a.pol = pol
+	if a.cfg.PolicyDir != "" || a.cfg.PolicyBundle != "" {
+		go pol.Watch(ctx, a.cfg.PolicyWatch)
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		go func() {
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					if err := pol.Reload(ctx); err != nil {
+						a.log.Error("policy reload on SIGHUP rejected; the last good revision stays", "err", err)
+					} else {
+						a.log.Info("policy reloaded on SIGHUP", "revision", pol.Revision())
+					}
+				}
+			}
+		}()
+	}
+	return pol, nil
 }
 
 // openFromEnv reads the configuration for a role and opens the shared parts;
@@ -118,8 +162,12 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 		}},
 	}
 	subscriber := &intake.Subscriber{Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), NotifyBaseURL: a.cfg.APIBaseURL}
+	var polAdmin api.PolicyAdmin
+	if pol != nil {
+		polAdmin = pol
+	}
 	return api.New(api.Config{
-		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Checks: checks, APITokens: tokens, Log: a.log,
+		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
 }

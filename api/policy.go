@@ -1,0 +1,107 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+	"testing/fstest"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/tidings-health/tidings/policy"
+)
+
+// PolicyAdmin is what the compliance endpoints need from the policy engine.
+type PolicyAdmin interface {
+	Status() policy.Status
+	Evaluate(ctx context.Context, candidate fs.FS, in json.RawMessage) (policy.EvalResult, error)
+}
+
+// EvaluateRequest is the body of POST /v1/policy/evaluate: a sample input
+// and, optionally, a candidate policy (file name → content: .rego modules,
+// their *_test.rego tests, data/*.json) to try instead of the active one.
+type EvaluateRequest struct {
+	Input  json.RawMessage   `json:"input"`
+	Policy map[string]string `json:"policy,omitempty"`
+}
+
+// EvaluateResponse is the dry run's answer.
+type EvaluateResponse struct {
+	Allow       bool     `json:"allow"`
+	Deny        []string `json:"deny"`
+	Redact      []string `json:"redact"`
+	Obligations []string `json:"obligations"`
+	Revision    string   `json:"revision,omitempty"`
+	Fired       []string `json:"fired"`
+	Candidate   bool     `json:"candidate"`
+}
+
+func (h *handlers) getPolicy(c *gin.Context) {
+	if h.cfg.Policy == nil {
+		jsonError(c, newError(http.StatusServiceUnavailable, "transient", "no policy engine in this process"))
+		return
+	}
+	c.JSON(http.StatusOK, h.cfg.Policy.Status())
+}
+
+func (h *handlers) evaluatePolicy(c *gin.Context) {
+	if h.cfg.Policy == nil {
+		jsonError(c, newError(http.StatusServiceUnavailable, "transient", "no policy engine in this process"))
+		return
+	}
+	var req EvaluateRequest
+	if err := decodeJSON(c, 1<<20, &req); err != nil {
+		jsonError(c, err)
+		return
+	}
+	if len(bytes.TrimSpace(req.Input)) == 0 {
+		jsonError(c, newError(http.StatusBadRequest, "invalid", "input (the sample decision input) is required"))
+		return
+	}
+	var candidate fs.FS
+	if len(req.Policy) > 0 {
+		m := fstest.MapFS{}
+		for name, content := range req.Policy {
+			clean := path.Clean(name)
+			if !fs.ValidPath(clean) || strings.HasPrefix(clean, ".") || len(req.Policy) > 100 ||
+				!(strings.HasSuffix(clean, ".rego") || strings.HasSuffix(clean, ".json")) {
+				jsonError(c, newError(http.StatusBadRequest, "invalid", "policy: file names must be relative paths ending in .rego or .json (at most 100 files)"))
+				return
+			}
+			m[clean] = &fstest.MapFile{Data: []byte(content)}
+		}
+		candidate = m
+	}
+	res, err := h.cfg.Policy.Evaluate(c.Request.Context(), candidate, req.Input)
+	switch {
+	case errors.Is(err, policy.ErrInvalidInput):
+		jsonError(c, newError(http.StatusBadRequest, "invalid", err.Error()))
+		return
+	case errors.Is(err, policy.ErrRejected):
+		// The compiler's or the tests' messages: what the analyst must fix.
+		jsonError(c, newError(http.StatusUnprocessableEntity, "invalid", err.Error()))
+		return
+	case err != nil && !errors.Is(err, policy.ErrNoDecision):
+		jsonError(c, err)
+		return
+	}
+	d := res.Decision
+	out := EvaluateResponse{Allow: d.Allow && err == nil, Deny: nonNil(d.Deny), Redact: nonNil(d.Redact),
+		Obligations: nonNil(d.Obligations), Revision: d.Revision, Fired: nonNil(res.Fired), Candidate: candidate != nil}
+	if err != nil {
+		out.Deny = append(out.Deny, "no decision: "+err.Error())
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
