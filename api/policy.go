@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"testing/fstest"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -77,7 +78,22 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 		}
 		candidate = m
 	}
-	res, err := h.cfg.Policy.Evaluate(c.Request.Context(), candidate, req.Input)
+	// One dry run at a time, each bounded in time: a candidate policy is
+	// arbitrary code from a caller.
+	select {
+	case evalSlot <- struct{}{}:
+		defer func() { <-evalSlot }()
+	default:
+		jsonError(c, newError(http.StatusTooManyRequests, "throttled", "another policy dry run is in progress; retry shortly"))
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), evalTimeout)
+	defer cancel()
+	res, err := h.cfg.Policy.Evaluate(ctx, candidate, req.Input)
+	if ctx.Err() != nil {
+		jsonError(c, newError(http.StatusUnprocessableEntity, "too-costly", "the dry run took longer than its limit"))
+		return
+	}
 	switch {
 	case errors.Is(err, policy.ErrInvalidInput):
 		jsonError(c, newError(http.StatusBadRequest, "invalid", err.Error()))
@@ -98,6 +114,10 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, out)
 }
+
+var evalSlot = make(chan struct{}, 1)
+
+const evalTimeout = 5 * time.Second
 
 func nonNil(s []string) []string {
 	if s == nil {

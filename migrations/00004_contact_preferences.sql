@@ -12,10 +12,14 @@ ALTER TABLE contacts
     ADD COLUMN alternate_format         text NOT NULL DEFAULT '';
 
 -- The decision log links each decision to the delivery it governed.
-ALTER TABLE policy_decisions ADD COLUMN delivery_id bigint REFERENCES deliveries(id);
+-- It also keeps what the decision obliged, to prove later it was applied.
+ALTER TABLE policy_decisions
+    ADD COLUMN delivery_id bigint REFERENCES deliveries(id),
+    ADD COLUMN redact jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN obligations jsonb NOT NULL DEFAULT '[]';
 
 -- +goose Down
-ALTER TABLE policy_decisions DROP COLUMN delivery_id;
+ALTER TABLE policy_decisions DROP COLUMN obligations, DROP COLUMN redact, DROP COLUMN delivery_id;
 ALTER TABLE contacts
     DROP COLUMN alternate_format,
     DROP COLUMN marketing_authorized,

@@ -367,11 +367,13 @@ func capabilities() *ast.Capabilities {
 	caps := ast.CapabilitiesForThisVersion() // a fresh copy on every call
 	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(b *ast.Builtin) bool {
 		switch b.Name {
-		case "http.send", "net.lookup_ip_addr", "opa.runtime":
+		// json.*_schema follow "$ref" to http(s) and file:// URLs.
+		case "http.send", "net.lookup_ip_addr", "opa.runtime", "json.verify_schema", "json.match_schema":
 			return true
 		}
 		return false
 	})
+	caps.AllowNet = []string{} // empty, not nil: no host at all
 	return caps
 }
 

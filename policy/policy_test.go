@@ -654,3 +654,20 @@ decision := {"allow": true, "deny": [], "redact": [], "obligations": {"portal_on
 		t.Fatalf("a non-boolean obligation: %v", err)
 	}
 }
+
+// A policy sees PHI: it must not reach the network or the filesystem, not
+// even through JSON Schema "$ref" resolution.
+func TestPoliciesCannotReachOut(t *testing.T) {
+	for name, body := range map[string]string{
+		"http.send":      `x := http.send({"method": "GET", "url": "http://127.0.0.1:1/"})`,
+		"verify_schema":  `x := json.verify_schema({"$ref": "file:///etc/passwd"})`,
+		"match_schema":   `x := json.match_schema({}, {"$ref": "http://127.0.0.1:1/s.json"})`,
+		"runtime":        `x := opa.runtime()`,
+		"lookup_ip_addr": `x := net.lookup_ip_addr("example.org")`,
+	} {
+		fsys := fstest.MapFS{"p.rego": {Data: []byte("package tidings.notice\n\n" + body + "\n\ndecision := {\"allow\": false, \"deny\": [\"x\"], \"redact\": [], \"obligations\": {}}\n")}}
+		if _, err := policy.New(context.Background(), fsys); err == nil {
+			t.Errorf("%s: a policy that reaches out compiled", name)
+		}
+	}
+}

@@ -169,6 +169,8 @@ type PolicyDecision struct {
 	InputHash      string
 	Allow          bool
 	Reasons        json.RawMessage `gorm:"type:jsonb"`
+	Redact         json.RawMessage `gorm:"type:jsonb"`
+	Obligations    json.RawMessage `gorm:"type:jsonb"`
 	LatencyUS      int64           `gorm:"column:latency_us"`
 	CreatedAt      time.Time
 }

@@ -101,13 +101,15 @@ func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reaso
 
 // DecisionRecord is one policy decision to store.
 type DecisionRecord struct {
-	TenantID  string
-	NoticeID  int64
-	Revision  string
-	InputHash string
-	Allow     bool
-	Reasons   []string
-	LatencyUS int64
+	TenantID    string
+	NoticeID    int64
+	Revision    string
+	InputHash   string
+	Allow       bool
+	Reasons     []string
+	Redact      []string
+	Obligations []string
+	LatencyUS   int64
 }
 
 // RecordDecision stores a policy decision and its audit row in one transaction.
@@ -117,14 +119,23 @@ func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
 	}
 	rj, _ := json.Marshal(d.Reasons)
 	return s.InTx(ctx, func(tx *Store) error {
+		if d.Redact == nil {
+			d.Redact = []string{}
+		}
+		if d.Obligations == nil {
+			d.Obligations = []string{}
+		}
+		redact, _ := json.Marshal(d.Redact)
+		obligations, _ := json.Marshal(d.Obligations)
 		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, PolicyRevision: d.Revision,
-			InputHash: d.InputHash, Allow: d.Allow, Reasons: rj, LatencyUS: d.LatencyUS}
+			InputHash: d.InputHash, Allow: d.Allow, Reasons: rj, Redact: redact, Obligations: obligations, LatencyUS: d.LatencyUS}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("record decision: %w", err)
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: d.TenantID, Actor: "policy", Action: "policy.decision",
 			SubjectType: "notice", SubjectID: strconv.FormatInt(d.NoticeID, 10),
-			Detail: map[string]any{"allow": d.Allow, "reasons": d.Reasons, "revision": d.Revision, "input_hash": d.InputHash}})
+			Detail: map[string]any{"allow": d.Allow, "reasons": d.Reasons, "redact": d.Redact, "obligations": d.Obligations,
+				"revision": d.Revision, "input_hash": d.InputHash}})
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/tidings-health/tidings/valueset"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,7 +194,7 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		Channel:    policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted},
 		Payload:    notice.Fields(),
 		Purpose:    "payment",
-		Facts:      map[string]any{"use": facts.Use, "outcome": facts.Outcome, "is_preauthorization": facts.IsPreauthorization},
+		Facts:      map[string]any{"use": facts.Use, "outcome": facts.Outcome},
 		Contact: policy.Contact{OptedOutChannels: contact.OptedOutChannels, HasConfidentialAddress: contact.ConfidentialEmail != "",
 			Restrictions: contact.Restrictions, MarketingAuthorized: contact.MarketingAuthorized,
 			Language: contact.Language, AlternateFormat: contact.AlternateFormat},
@@ -212,8 +213,11 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		case ctx.Err() != nil:
 			return fmt.Errorf("event %d: policy: %w", eventID, ctx.Err()) // shutting down: retry later
 		case errors.Is(err, policy.ErrNoDecision):
-			// Fail closed: no decision, no send.
-			dec = policy.Decision{Allow: false, Deny: []string{"no policy decision: " + err.Error()}}
+			// Fail closed: no decision, no send. A broken policy is not a
+			// denial: the notice fails, visibly, so it can be re-driven.
+			_ = p.Store.RecordDecision(ctx, store.DecisionRecord{TenantID: tenantID, NoticeID: n.ID,
+				InputHash: policy.InputHash(in), Reasons: []string{"no policy decision"}, LatencyUS: latency.Microseconds()})
+			return p.fail(ctx, n, "no policy decision (not sent): "+err.Error())
 		default:
 			// The input could not be built; it will not be next time either.
 			return p.fail(ctx, n, "the policy input could not be built: "+err.Error())
@@ -221,9 +225,14 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	}
 	if err := p.Store.RecordDecision(ctx, store.DecisionRecord{
 		TenantID: tenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: policy.InputHash(in),
-		Allow: dec.Allow, Reasons: dec.Deny, LatencyUS: latency.Microseconds(),
+		Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds(),
 	}); err != nil {
 		return fmt.Errorf("event %d: record decision: %w", eventID, err)
+	}
+	// The patient's own requests hold whatever the policy says: an opted-out
+	// channel gets nothing.
+	if dec.Allow && slices.Contains(contact.OptedOutChannels, "email") {
+		dec = policy.Decision{Deny: []string{"the patient opted out of email (enforced by the worker)"}}
 	}
 	if !dec.Allow {
 		reasons := dec.Deny
@@ -258,13 +267,16 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		return p.fail(ctx, n, "the notice could not be rendered")
 	}
 	msg.To = contact.Email
-	if dec.Has("route_to_confidential_address") {
-		if contact.ConfidentialEmail == "" {
-			return p.fail(ctx, n, "the policy routes this notice to a confidential address, and none is on file")
-		}
-		msg.To = contact.ConfidentialEmail // HIPAA 164.522(b): there, and only there
+	if dec.Has("route_to_confidential_address") && contact.ConfidentialEmail == "" {
+		return p.fail(ctx, n, "the policy routes this notice to a confidential address, and none is on file")
 	}
-	msg.MessageID = fmt.Sprintf("<notice-%d.%s@tidings>", n.ID, tenantID)
+	if contact.ConfidentialEmail != "" {
+		// HIPAA 164.522(b): a confidential-communication address is used,
+		// and only it, whatever the policy says.
+		msg.To = contact.ConfidentialEmail
+	}
+	// Opaque: a tenant's name could reveal the kind of care.
+	msg.MessageID = "<" + n.PortalToken + "@tidings.invalid>"
 	payload, err := json.Marshal(notice)
 	if err != nil {
 		return err

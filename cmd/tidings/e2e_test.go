@@ -8,10 +8,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -510,5 +512,31 @@ func TestPolicyEndpoints(t *testing.T) {
 	}
 	if r = doRequest(h, "POST", "/v1/policy/evaluate", "application/json", token, `{"input":`+input+`,"policy":{"../etc/x.rego":"x"}}`); r.Code != 400 {
 		t.Fatalf("path escape: %d", r.Code)
+	}
+}
+
+// A confidential address and an email opt-out hold even under a policy that
+// forgets them (here: one that allows everything with no obligations).
+func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
+	lax, err := policy.New(context.Background(), fstest.MapFS{"p.rego": {Data: []byte(
+		"package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": [], \"obligations\": {}}\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.app.pol = lax
+	if err := ts.StartWorker(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", store.ContactDetails{Email: "home@example.org", ConfidentialEmail: "private@example.org", Source: "api"})
+	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient1", store.ContactDetails{Email: "p1@example.org", OptedOutChannels: []string{"email"}, Source: "api"})
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
+	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")))
+	ts.waitNotices(t, 2)
+	time.Sleep(200 * time.Millisecond)
+	msgs := ts.Mail.Messages()
+	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "private@example.org" {
+		t.Fatalf("messages to %v; want one, to the confidential address", recipients(msgs))
 	}
 }

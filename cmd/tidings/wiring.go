@@ -73,6 +73,8 @@ func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
 				return nil, fmt.Errorf("TIDINGS_POLICY_PUBLIC_KEY: %w", err)
 			}
 			key = &policy.BundleKey{PEM: pem}
+		} else {
+			a.log.Warn("TIDINGS_POLICY_BUNDLE is used without TIDINGS_POLICY_PUBLIC_KEY: its signature is not checked")
 		}
 		var err error
 		if src, err = policy.FromBundle(a.cfg.PolicyBundle, key); err != nil {
