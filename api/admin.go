@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -105,11 +106,7 @@ func (h *handlers) postSubscription(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	secret, err := newSecret()
-	if err != nil {
-		jsonError(c, err)
-		return
-	}
+	secret := seal.NewToken()
 	remote, err := h.cfg.Subscriber.Subscribe(c.Request.Context(), intake.Subscription{
 		ID: req.ID, TenantID: c.GetString(ctxTenant), SourceID: req.SourceID, Topic: req.Topic,
 		Criteria: req.Criteria, Payload: req.Payload, HeartbeatPeriod: time.Duration(req.HeartbeatPeriodS) * time.Second,

@@ -3,14 +3,13 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/mail"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -80,16 +79,11 @@ func (h *handlers) notify(c *gin.Context) {
 		msg = "no event of a resource type Tidings notifies about"
 	}
 	c.Header("Content-Type", "application/fhir+json")
-	c.Header("X-Tidings-Accepted", itoa(res.Accepted))
-	c.Header("X-Tidings-Duplicates", itoa(res.Duplicates))
-	c.Header("X-Tidings-Ignored", itoa(res.Ignored))
-	c.Header("X-Tidings-Fetches", itoa(res.Fetches))
+	c.Header("X-Tidings-Accepted", strconv.Itoa(res.Accepted))
+	c.Header("X-Tidings-Duplicates", strconv.Itoa(res.Duplicates))
+	c.Header("X-Tidings-Ignored", strconv.Itoa(res.Ignored))
+	c.Header("X-Tidings-Fetches", strconv.Itoa(res.Fetches))
 	c.JSON(status, outcome("information", "informational", msg))
-}
-
-func itoa(n int) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
 
 // authAPI maps a bearer token to its tenant.
@@ -219,12 +213,4 @@ func (h *handlers) ready(c *gin.Context) {
 		}
 	}
 	c.JSON(status, gin.H{"checks": checks})
-}
-
-func newSecret() (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,18 +120,7 @@ func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error)
 		}
 	}
 	if !ok {
-		return nil, newError(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be one of "+joinTypes(allowed))
+		return nil, newError(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be one of "+strings.Join(allowed, ", "))
 	}
 	return body, nil
-}
-
-func joinTypes(ts []string) string {
-	out := ""
-	for i, t := range ts {
-		if i > 0 {
-			out += ", "
-		}
-		out += t
-	}
-	return out
 }

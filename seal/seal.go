@@ -220,3 +220,13 @@ func NewRandomKey() string {
 	}
 	return base64.StdEncoding.EncodeToString(b)
 }
+
+// NewToken returns 24 random bytes in URL-safe base64: an opaque secret or
+// link token (subscription secrets, portal tokens).
+func NewToken() string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		panic("seal: no randomness: " + err.Error())
+	}
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -2,14 +2,14 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 
 	"gorm.io/gorm"
+
+	"github.com/tidings-health/tidings/seal"
 )
 
 // Notice statuses.
@@ -28,19 +28,11 @@ const (
 	DeliveryFailed  = "failed"
 )
 
-func newToken() string {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		panic("store: no randomness: " + err.Error())
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
 // EnsureNotice returns the event's notice of that type, creating it (pending,
 // with a fresh portal token) the first time. Retried tasks get the same notice.
 func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64, noticeType string) (Notice, error) {
 	n := Notice{TenantID: tenantID, EventID: eventID, NoticeType: noticeType, Status: NoticePending,
-		Reasons: json.RawMessage("[]"), PortalToken: newToken()}
+		Reasons: json.RawMessage("[]"), PortalToken: seal.NewToken()}
 	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token)
 		VALUES (?, ?, ?, ?, '[]', ?) ON CONFLICT (event_id, notice_type) DO NOTHING`,
 		n.TenantID, n.EventID, n.NoticeType, n.Status, n.PortalToken).Error

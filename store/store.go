@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -78,27 +79,12 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 	return &Store{db: db, keys: keys}, nil
 }
 
+// scrubDSN keeps the database URL, which may hold a password, out of errors.
 func scrubDSN(msg, dsn string) string {
 	if dsn == "" {
 		return msg
 	}
-	out := []byte(msg)
-	for {
-		i := indexOf(out, dsn)
-		if i < 0 {
-			return string(out)
-		}
-		out = append(out[:i:i], append([]byte("[database url]"), out[i+len(dsn):]...)...)
-	}
-}
-
-func indexOf(b []byte, s string) int {
-	for i := 0; i+len(s) <= len(b); i++ {
-		if string(b[i:i+len(s)]) == s {
-			return i
-		}
-	}
-	return -1
+	return strings.ReplaceAll(msg, dsn, "[database url]")
 }
 
 // Close releases the pool.

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/tidings-health/tidings/api"
-	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -60,15 +59,7 @@ Needs TIDINGS_DATABASE_URL, TIDINGS_SEAL_KEYS and TIDINGS_BLIND_INDEX_KEY.`, std
 		fs.Usage()
 		return usageError{strings.Join(problems, "; ")}
 	}
-	cfg, err := loadConfig(config.RoleMigrate)
-	if err != nil {
-		return err
-	}
-	keys, err := cfg.Keyring()
-	if err != nil {
-		return err
-	}
-	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: 2})
+	st, err := openOperatorStore(ctx, true)
 	if err != nil {
 		return err
 	}

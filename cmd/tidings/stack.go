@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -33,14 +31,6 @@ const (
 )
 
 func newKey() string { return seal.NewRandomKey() }
-
-func randomSecret() string {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b)
-}
 
 // stack is a whole local Tidings: Postgres, Redis, a mail catcher, the API
 // and the worker, in one process, in a temporary folder.
@@ -198,7 +188,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	if err = s.app.store.EnsureTenant(ctx, devTenant, "Local development"); err != nil {
 		return err
 	}
-	s.Secret = randomSecret()
+	s.Secret = seal.NewToken()
 	if err = s.app.store.CreateSubscription(ctx, store.Subscription{ID: devSubscription, TenantID: devTenant,
 		Topic: "http://hl7.org/fhir/us/carin-bb/SubscriptionTopic/eob"}, s.Secret); err != nil {
 		return err

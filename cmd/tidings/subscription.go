@@ -55,7 +55,7 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	if !subscriptionID.MatchString(*tenant) {
 		problems = append(problems, "--tenant is required: 1-64 of A-Z a-z 0-9 . _ -")
 	}
-	secret := randomSecret()
+	secret := seal.NewToken()
 	if *secretEnv != "" {
 		secret = os.Getenv(*secretEnv)
 		if len(secret) < 24 {
@@ -76,17 +76,7 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 		}
 		hmacKey = bytes.TrimSpace(key)
 	}
-	var st *store.Store
-	var err error
-	if hmacKey != nil {
-		keys, kerr := loadKeyring()
-		if kerr != nil {
-			return kerr
-		}
-		st, err = store.Open(ctx, os.Getenv("TIDINGS_DATABASE_URL"), keys, store.Options{MaxOpenConns: 2})
-	} else {
-		st, err = openStoreOnly(ctx)
-	}
+	st, err := openOperatorStore(ctx, hmacKey != nil)
 	if err != nil {
 		return err
 	}
@@ -170,19 +160,22 @@ func when(t *time.Time) string {
 // openStoreOnly connects with just TIDINGS_DATABASE_URL, for operator
 // commands that seal nothing.
 func openStoreOnly(ctx context.Context) (*store.Store, error) {
-	cfg, err := loadConfig(config.RoleMigrate)
-	if err != nil {
-		return nil, err
-	}
-	return store.Open(ctx, cfg.DatabaseURL, nil, store.Options{MaxOpenConns: 2})
+	return openOperatorStore(ctx, false)
 }
 
-// loadKeyring reads the sealing keys from the environment, for operator
+// openOperatorStore connects for an operator command; withKeys also reads
+// the sealing keys (TIDINGS_SEAL_KEYS, TIDINGS_BLIND_INDEX_KEY), for
 // commands that store secrets.
-func loadKeyring() (*seal.Keyring, error) {
+func openOperatorStore(ctx context.Context, withKeys bool) (*store.Store, error) {
 	cfg, err := loadConfig(config.RoleMigrate)
 	if err != nil {
 		return nil, err
 	}
-	return cfg.Keyring()
+	var keys *seal.Keyring
+	if withKeys {
+		if keys, err = cfg.Keyring(); err != nil {
+			return nil, err
+		}
+	}
+	return store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: 2})
 }
