@@ -280,19 +280,18 @@ func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.Raw
 	}
 	seen := map[string]bool{}
 	for _, ref := range refs {
-		if ref == "" || strings.HasPrefix(ref, "#") || seen[ref] || len(ev.Related) >= 10 {
+		if seen[ref] || len(ev.Related) >= 10 {
 			continue
 		}
 		seen[ref] = true
-		rel, err := reader.ReadReference(ctx, ref)
-		if errors.Is(err, client.ErrGone) || errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {
-			continue // the notice falls back to displays, or to no contact
-		}
+		rel, err := readOptional(ctx, reader, ref)
 		if err != nil {
 			return fhir.Event{}, err
 		}
-		ev.Related = append(ev.Related, rel)
-		ev.RelatedURLs = append(ev.RelatedURLs, ref)
+		if rel != nil {
+			ev.Related = append(ev.Related, rel)
+			ev.RelatedURLs = append(ev.RelatedURLs, ref)
+		}
 	}
 	return ev, nil
 }
@@ -433,22 +432,43 @@ func remoteSubscriptionID(ref string) string {
 	return id
 }
 
-// FetchReference reads a resource a notification did not carry (the
+// FetchReferences reads resources a notification did not carry (the
 // patient, for the address; an insurer or provider, for its name) from the
-// subscription's FHIR source. It returns nil without an error when the
-// subscription has no source, the reference is not one to fetch (contained,
-// urn:uuid, another server's), or the source no longer has it.
-func (f *Fetcher) FetchReference(ctx context.Context, subscriptionID, ref string) (json.RawMessage, error) {
-	if ref == "" || strings.HasPrefix(ref, "#") || strings.HasPrefix(ref, "urn:") {
-		return nil, nil
-	}
+// subscription's FHIR source, and returns those it found with the reference
+// each was read by. It finds nothing, without an error, when the subscription
+// has no source; references not to fetch (contained, urn:uuid, another
+// server's) and resources the source no longer has are skipped.
+func (f *Fetcher) FetchReferences(ctx context.Context, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
 	sub, err := f.Store.SubscriptionByID(ctx, subscriptionID)
 	if err != nil || sub.SourceID == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var found []json.RawMessage
+	var urls []string
+	for _, ref := range refs {
+		res, err := readOptional(ctx, reader, ref)
+		if err != nil {
+			return nil, nil, err
+		}
+		if res != nil {
+			found = append(found, res)
+			urls = append(urls, ref)
+		}
+	}
+	return found, urls, nil
+}
+
+// readOptional reads a reference a notice could use. A reference that is not
+// ours to fetch (empty, contained, urn:uuid, another server's) or a resource
+// the source no longer has is nil without an error: the notice falls back to
+// displays, or to no contact.
+func readOptional(ctx context.Context, reader FHIRReader, ref string) (json.RawMessage, error) {
+	if ref == "" || strings.HasPrefix(ref, "#") || strings.HasPrefix(ref, "urn:") {
+		return nil, nil
 	}
 	res, err := reader.ReadReference(ctx, ref)
 	if errors.Is(err, client.ErrGone) || errors.Is(err, client.ErrForeignReference) || errors.Is(err, client.ErrInvalidReference) {

@@ -228,24 +228,10 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 	}
 	res.Fetches++
 	res.markRecorded(num)
-	if s.Queue != nil {
-		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.enqueueTimeout())
-		err := s.Queue.EnqueueFetch(qctx, sub.TenantID, stored.FetchID)
-		cancel()
-		if err != nil {
-			_ = s.Store.MarkEnqueueFailed(context.WithoutCancel(ctx), stored.OutboxID, err.Error())
-		} else {
-			_ = s.Store.MarkEnqueued(context.WithoutCancel(ctx), stored.OutboxID)
-		}
-	}
+	s.handOver(ctx, []queued{{stored.OutboxID, func(qctx context.Context) error {
+		return s.Queue.EnqueueFetch(qctx, sub.TenantID, stored.FetchID)
+	}}})
 	return res, nil
-}
-
-func (s *Service) enqueueTimeout() time.Duration {
-	if s.EnqueueTimeout > 0 {
-		return s.EnqueueTimeout
-	}
-	return time.Second
 }
 
 // ErrMismatch means a classic rest-hook PUT's path names another resource than its body.
@@ -254,7 +240,7 @@ var ErrMismatch = errors.New("resource does not match the request path")
 // ReceiveResource takes a classic R4 rest-hook notification: the resource
 // itself, POSTed or PUT to {endpoint}/{type}/{id} (wantType and wantID are
 // then checked against the body). It has no event number. An empty body is a
-// ping that asks the receiver to fetch; this version cannot fetch yet.
+// ping: Tidings searches the subscription's source for what changed.
 func (s *Service) ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (Result, error) {
 	res := Result{Type: "rest-hook"}
 	if len(bytes.TrimSpace(body)) == 0 {
@@ -327,7 +313,7 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 			return res, fmt.Errorf("%w: event %d: meta.versionId is not a FHIR id", fhir.ErrMalformed, i+1)
 		}
 	}
-	var fresh []store.Stored
+	var fresh []queued
 	for _, ev := range events {
 		if !supportedFocus[ev.ResourceType] {
 			res.Ignored++
@@ -357,17 +343,26 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 		res.Accepted++
 		res.markRecorded(num)
 		res.EventIDs = append(res.EventIDs, stored.EventID)
-		fresh = append(fresh, stored)
+		fresh = append(fresh, queued{stored.OutboxID, func(qctx context.Context) error {
+			return s.Queue.EnqueueEvent(qctx, sub.TenantID, stored.EventID)
+		}})
 	}
-	res.Queued += s.enqueue(ctx, sub.TenantID, fresh)
+	res.Queued += s.handOver(ctx, fresh)
 	return res, nil
 }
 
-// enqueue hands new events to the queue after their transaction committed.
-// A failure is not the sender's problem: the event is stored and the
-// reconciler will enqueue it, so the request still succeeds.
-func (s *Service) enqueue(ctx context.Context, tenantID string, fresh []store.Stored) int {
-	if s.Queue == nil || len(fresh) == 0 {
+// queued is a new row to hand to the queue: its outbox row, and the enqueue.
+type queued struct {
+	outboxID int64
+	enqueue  func(context.Context) error
+}
+
+// handOver hands new rows to the queue after their transaction committed,
+// and reports how many it handed. A failure is not the sender's problem: the
+// row is stored and the reconciler will enqueue it, so the request still
+// succeeds.
+func (s *Service) handOver(ctx context.Context, items []queued) int {
+	if s.Queue == nil || len(items) == 0 {
 		return 0
 	}
 	timeout := s.EnqueueTimeout
@@ -375,19 +370,19 @@ func (s *Service) enqueue(ctx context.Context, tenantID string, fresh []store.St
 		timeout = time.Second
 	}
 	var done []int64
-	for _, st := range fresh {
+	for _, it := range items {
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-		err := s.Queue.EnqueueEvent(qctx, tenantID, st.EventID)
+		err := it.enqueue(qctx)
 		cancel()
 		if err != nil {
 			if s.Log != nil {
-				s.Log.Warn("enqueue failed; the reconciler will retry", "event_id", st.EventID, "err", err)
+				s.Log.Warn("enqueue failed; the reconciler will retry", "outbox_id", it.outboxID, "err", err)
 			}
-			_ = s.Store.MarkEnqueueFailed(context.WithoutCancel(ctx), st.OutboxID, err.Error())
+			_ = s.Store.MarkEnqueueFailed(context.WithoutCancel(ctx), it.outboxID, err.Error())
 			// Redis is likely down: leave the rest to the reconciler rather than wait on each.
 			break
 		}
-		done = append(done, st.OutboxID)
+		done = append(done, it.outboxID)
 	}
 	if err := s.Store.MarkEnqueued(context.WithoutCancel(ctx), done...); err != nil && s.Log != nil {
 		s.Log.Warn("mark enqueued failed; the reconciler may enqueue again (harmless)", "err", err)

@@ -69,12 +69,12 @@ type Processor struct {
 
 // HandleEventTask is the Asynq handler for TypeProcessEvent.
 func (p *Processor) HandleEventTask(ctx context.Context, t *asynq.Task) error {
-	et, err := openEventTask(p.Keys, t.Payload())
+	et, err := openTask(p.Keys, t)
 	if err != nil {
 		// A payload we cannot open never will be: no key for it, or tampered with.
 		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
 	}
-	err = p.ProcessEvent(ctx, et.TenantID, et.EventID)
+	err = p.ProcessEvent(ctx, et.TenantID, et.ID)
 	if err != nil && !errors.Is(err, asynq.SkipRetry) && lastTry(ctx) {
 		// Out of retries: say so on the notice rather than leave it pending for ever.
 		p.giveUp(ctx, et, err)
@@ -88,19 +88,19 @@ func lastTry(ctx context.Context) bool {
 	return ok && ok2 && retried >= max
 }
 
-func (p *Processor) giveUp(ctx context.Context, et eventTask, cause error) {
+func (p *Processor) giveUp(ctx context.Context, et taskPayload, cause error) {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	noticeType := notify.NoticeTypeEOB
-	if ev, err := p.Store.LoadEvent(wctx, et.EventID); err == nil && ev.ResourceType == "Appointment" {
+	if ev, err := p.Store.LoadEvent(wctx, et.ID); err == nil && ev.ResourceType == "Appointment" {
 		noticeType = NoticeTypeAppointment
 	}
-	n, err := p.Store.EnsureNotice(wctx, et.TenantID, et.EventID, noticeType)
+	n, err := p.Store.EnsureNotice(wctx, et.TenantID, et.ID, noticeType)
 	if err == nil && n.Status == store.NoticePending {
 		err = p.Store.FinishNotice(wctx, n, store.NoticeFailed, []string{"gave up after the last retry: " + cause.Error()})
 	}
 	if err != nil && p.Log != nil {
-		p.Log.Error("could not record a notice that ran out of retries", "event_id", et.EventID, "err", err)
+		p.Log.Error("could not record a notice that ran out of retries", "event_id", et.ID, "err", err)
 	}
 }
 
@@ -157,23 +157,16 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		if facts.ProviderName == "" {
 			refs = append(refs, provider)
 		}
-		fetched := 0
-		for _, ref := range refs {
-			res, err := p.Fetcher.FetchReference(ctx, ev.SubscriptionID, ref)
-			if err != nil {
-				return fmt.Errorf("event %d: fetch a referenced resource: %w", eventID, err)
-			}
-			if res == nil {
-				continue
-			}
+		found, urls, err := p.Fetcher.FetchReferences(ctx, ev.SubscriptionID, refs)
+		if err != nil {
+			return fmt.Errorf("event %d: fetch a referenced resource: %w", eventID, err)
+		}
+		if len(found) > 0 {
 			for len(fev.RelatedURLs) < len(fev.Related) {
 				fev.RelatedURLs = append(fev.RelatedURLs, "") // keep URLs index-aligned
 			}
-			fev.Related = append(fev.Related, res)
-			fev.RelatedURLs = append(fev.RelatedURLs, ref)
-			fetched++
-		}
-		if fetched > 0 {
+			fev.Related = append(fev.Related, found...)
+			fev.RelatedURLs = append(fev.RelatedURLs, urls...)
 			if f2, err := fev.EOBFacts(); err == nil {
 				facts = f2
 			}
@@ -402,19 +395,19 @@ var _ Store = (*store.Store)(nil)
 
 // HandleFetchTask is the Asynq handler for TypeFetch.
 func (p *Processor) HandleFetchTask(ctx context.Context, t *asynq.Task) error {
-	ft, err := openFetchTask(p.Keys, t.Payload())
+	ft, err := openTask(p.Keys, t)
 	if err != nil {
 		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
 	}
-	err = p.Fetcher.ProcessFetch(ctx, ft.TenantID, ft.FetchID)
+	err = p.Fetcher.ProcessFetch(ctx, ft.TenantID, ft.ID)
 	if errors.Is(err, intake.ErrPermanent) {
 		return fmt.Errorf("%w: %w", err, asynq.SkipRetry)
 	}
 	if err != nil && lastTry(ctx) {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if gerr := p.Fetcher.GiveUp(wctx, ft.FetchID, err); gerr != nil && p.Log != nil {
-			p.Log.Error("could not record a fetch that ran out of retries", "fetch_id", ft.FetchID, "err", gerr)
+		if gerr := p.Fetcher.GiveUp(wctx, ft.ID, err); gerr != nil && p.Log != nil {
+			p.Log.Error("could not record a fetch that ran out of retries", "fetch_id", ft.ID, "err", gerr)
 		}
 	}
 	return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -14,15 +15,18 @@ import (
 	"github.com/tidings-health/tidings/store"
 )
 
-// TypeProcessEvent is the task that builds and delivers an event's notices.
-const TypeProcessEvent = store.TaskProcessEvent
+// Task types. Each task only says "work on row N of this tenant now"; the
+// row in Postgres holds the truth.
+const (
+	TypeProcessEvent = store.TaskProcessEvent // build and deliver an event's notices
+	TypeFetch        = store.TaskFetch        // fetch what a notification did not carry
+)
 
-const payloadContext = "asynq:" + TypeProcessEvent
-
-// eventTask is the task payload, sealed before it reaches Redis.
-type eventTask struct {
+// taskPayload is every task's payload, sealed (for its task type) before it
+// reaches Redis.
+type taskPayload struct {
 	TenantID string `json:"tenant_id"`
-	EventID  int64  `json:"event_id"`
+	ID       int64  `json:"id"`
 }
 
 // Client enqueues tasks with sealed payloads.
@@ -48,75 +52,46 @@ func NewClient(opt asynq.RedisClientOpt, keys *seal.Keyring) *Client {
 // Close releases the Redis connection.
 func (c *Client) Close() error { return c.asynq.Close() }
 
-// EnqueueEvent schedules an event for processing. The task id is derived from
-// the event, so enqueuing twice while the first is pending is a no-op.
+// EnqueueEvent schedules an event for processing.
 func (c *Client) EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error {
-	plain, err := json.Marshal(eventTask{TenantID: tenantID, EventID: eventID})
-	if err != nil {
-		return err
-	}
-	task := asynq.NewTask(TypeProcessEvent, c.keys.Seal(plain, payloadContext))
-	_, err = c.asynq.EnqueueContext(ctx, task,
-		asynq.TaskID("event:"+strconv.FormatInt(eventID, 10)),
-		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue("default"))
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("enqueue event %d: %w", eventID, err)
-	}
-	return nil
+	return c.enqueue(ctx, TypeProcessEvent, tenantID, eventID)
 }
 
-func openEventTask(keys *seal.Keyring, payload []byte) (eventTask, error) {
-	plain, err := keys.Open(payload, payloadContext)
-	if err != nil {
-		return eventTask{}, err
-	}
-	var t eventTask
-	if err := json.Unmarshal(plain, &t); err != nil {
-		return eventTask{}, fmt.Errorf("decode task payload: %w", err)
-	}
-	return t, nil
-}
-
-// TypeFetch is the task that fetches what a notification did not carry.
-const TypeFetch = store.TaskFetch
-
-const fetchPayloadContext = "asynq:" + TypeFetch
-
-type fetchTask struct {
-	TenantID string `json:"tenant_id"`
-	FetchID  int64  `json:"fetch_id"`
-}
-
-// EnqueueFetch schedules a fetch; like events, its task id makes it idempotent.
+// EnqueueFetch schedules a fetch.
 func (c *Client) EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error {
-	plain, err := json.Marshal(fetchTask{TenantID: tenantID, FetchID: fetchID})
+	return c.enqueue(ctx, TypeFetch, tenantID, fetchID)
+}
+
+// enqueue seals the payload and enqueues it under a task id derived from the
+// row ("event:12"), so enqueuing twice while the first is pending is a no-op.
+func (c *Client) enqueue(ctx context.Context, taskType, tenantID string, id int64) error {
+	plain, err := json.Marshal(taskPayload{TenantID: tenantID, ID: id})
 	if err != nil {
 		return err
 	}
-	task := asynq.NewTask(TypeFetch, c.keys.Seal(plain, fetchPayloadContext))
+	kind, _, _ := strings.Cut(taskType, ":")
+	task := asynq.NewTask(taskType, c.keys.Seal(plain, "asynq:"+taskType))
 	_, err = c.asynq.EnqueueContext(ctx, task,
-		asynq.TaskID("fetch:"+strconv.FormatInt(fetchID, 10)),
+		asynq.TaskID(kind+":"+strconv.FormatInt(id, 10)),
 		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue("default"))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("enqueue fetch %d: %w", fetchID, err)
+		return fmt.Errorf("enqueue %s %d: %w", kind, id, err)
 	}
 	return nil
 }
 
-func openFetchTask(keys *seal.Keyring, payload []byte) (fetchTask, error) {
-	plain, err := keys.Open(payload, fetchPayloadContext)
+// openTask opens a task's sealed payload.
+func openTask(keys *seal.Keyring, t *asynq.Task) (taskPayload, error) {
+	plain, err := keys.Open(t.Payload(), "asynq:"+t.Type())
 	if err != nil {
-		return fetchTask{}, err
+		return taskPayload{}, err
 	}
-	var t fetchTask
-	if err := json.Unmarshal(plain, &t); err != nil {
-		return fetchTask{}, fmt.Errorf("decode task payload: %w", err)
+	var p taskPayload
+	if err := json.Unmarshal(plain, &p); err != nil {
+		return taskPayload{}, fmt.Errorf("decode task payload: %w", err)
 	}
-	return t, nil
+	return p, nil
 }
