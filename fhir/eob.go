@@ -345,40 +345,52 @@ func adjudicated(adj []fhir.ExplanationOfBenefitItemAdjudication, codes ...strin
 	return out
 }
 
+// adjLevel is one level of an EOB's line items (item, detail, subDetail;
+// addItem and its details likewise) with the levels below it.
+type adjLevel struct {
+	adj   []fhir.ExplanationOfBenefitItemAdjudication
+	below []adjLevel
+}
+
 // itemLevel sums a category over items without counting a level twice: an
 // item's own adjudication wins over its details', a detail's over its
 // subDetails'.
 func itemLevel(e fhir.ExplanationOfBenefit, codes ...string) []Money {
-	var out []Money
+	var levels []adjLevel
 	for _, it := range e.Item {
-		if own := adjudicated(it.Adjudication, codes...); len(own) > 0 {
-			out = append(out, own...)
-			continue
-		}
+		l := adjLevel{adj: it.Adjudication}
 		for _, d := range it.Detail {
-			if own := adjudicated(d.Adjudication, codes...); len(own) > 0 {
-				out = append(out, own...)
-				continue
-			}
+			dl := adjLevel{adj: d.Adjudication}
 			for _, sd := range d.SubDetail {
-				out = append(out, adjudicated(sd.Adjudication, codes...)...)
+				dl.below = append(dl.below, adjLevel{adj: sd.Adjudication})
 			}
+			l.below = append(l.below, dl)
 		}
+		levels = append(levels, l)
 	}
 	for _, it := range e.AddItem {
-		if own := adjudicated(it.Adjudication, codes...); len(own) > 0 {
+		l := adjLevel{adj: it.Adjudication}
+		for _, d := range it.Detail {
+			dl := adjLevel{adj: d.Adjudication}
+			for _, sd := range d.SubDetail {
+				dl.below = append(dl.below, adjLevel{adj: sd.Adjudication})
+			}
+			l.below = append(l.below, dl)
+		}
+		levels = append(levels, l)
+	}
+	return sumLevels(levels, codes)
+}
+
+// sumLevels takes each level's own amounts, or else those of the levels below.
+func sumLevels(levels []adjLevel, codes []string) []Money {
+	var out []Money
+	for _, l := range levels {
+		if own := adjudicated(l.adj, codes...); len(own) > 0 {
 			out = append(out, own...)
 			continue
 		}
-		for _, d := range it.Detail {
-			if own := adjudicated(d.Adjudication, codes...); len(own) > 0 {
-				out = append(out, own...)
-				continue
-			}
-			for _, sd := range d.SubDetail {
-				out = append(out, adjudicated(sd.Adjudication, codes...)...)
-			}
-		}
+		out = append(out, sumLevels(l.below, codes)...)
 	}
 	return out
 }

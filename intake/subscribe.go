@@ -98,7 +98,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret str
 	}
 	sourceID := req.SourceID
 	if err := s.Store.CreateSubscription(ctx, store.Subscription{ID: req.ID, TenantID: req.TenantID, Topic: req.Topic,
-		SourceID: &sourceID, SourceURL: base, Criteria: req.Criteria, Status: "requested",
+		SourceID: &sourceID, Criteria: req.Criteria, Status: "requested",
 		HeartbeatPeriodS: int(req.HeartbeatPeriod / time.Second)}, secret); err != nil {
 		return "", err
 	}

@@ -60,6 +60,9 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", errors.New(scrubDSN(err.Error(), dbURL)))
 	}
+	if err := scrubValueErrors(db); err != nil {
+		return nil, err
+	}
 	sqlDB, err := db.DB()
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
@@ -259,4 +262,32 @@ func (s *Store) SubscriptionHMACKey(sub Subscription) ([]byte, error) {
 		return nil, nil
 	}
 	return s.keys.Open(sub.HMACKeySealed, ctxSubscriptionHMAC)
+}
+
+// scrubValueErrors keeps values out of database errors. PostgreSQL's data
+// exceptions (SQLSTATE class 22, e.g. "invalid input syntax for type
+// bigint: \"...\"") quote the offending value, and such errors travel on
+// into logs and task error strings; they are replaced, for every statement,
+// by one that names the code and column only.
+func scrubValueErrors(db *gorm.DB) error {
+	scrub := func(tx *gorm.DB) {
+		var pg *pgconn.PgError
+		if tx.Error != nil && errors.As(tx.Error, &pg) && strings.HasPrefix(pg.Code, "22") {
+			tx.Error = fmt.Errorf("database rejected a value (SQLSTATE %s, column %q)", pg.Code, pg.ColumnName)
+		}
+	}
+	cb := db.Callback()
+	for _, err := range []error{
+		cb.Create().After("*").Register("tidings:scrub", scrub),
+		cb.Query().After("*").Register("tidings:scrub", scrub),
+		cb.Update().After("*").Register("tidings:scrub", scrub),
+		cb.Delete().After("*").Register("tidings:scrub", scrub),
+		cb.Row().After("*").Register("tidings:scrub", scrub),
+		cb.Raw().After("*").Register("tidings:scrub", scrub),
+	} {
+		if err != nil {
+			return fmt.Errorf("open database: %w", err)
+		}
+	}
+	return nil
 }

@@ -157,3 +157,18 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 		t.Fatal("the confidential address is not sealed")
 	}
 }
+
+func TestDatabaseErrorsCarryNoValues(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	var n int64
+	for name, err := range map[string]error{
+		"exec":  s.q(ctx).Exec(`SELECT ?::bigint`, "Canary-Jane-Doe").Error,
+		"scan":  s.q(ctx).Raw(`SELECT ?::bigint`, "Canary-Jane-Doe").Scan(&n).Error,
+		"query": s.q(ctx).Where("id = ?::bigint", "Canary-Jane-Doe").Find(&[]Event{}).Error,
+	} {
+		if err == nil || strings.Contains(err.Error(), "Canary") || !strings.Contains(err.Error(), "22P02") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
