@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"math"
+	"net/mail"
+	"strings"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
@@ -76,7 +78,7 @@ func patientContact(patientRef string, related []json.RawMessage, urls []string)
 func pickEmail(telecom []fhir.ContactPoint) string {
 	best, bestScore := "", [2]int{math.MaxInt, math.MaxInt}
 	for _, t := range telecom {
-		if t.System == nil || *t.System != fhir.ContactPointSystemEmail || deref(t.Value) == "" {
+		if t.System == nil || *t.System != fhir.ContactPointSystemEmail || !isAddress(deref(t.Value)) {
 			continue
 		}
 		if t.Use != nil && *t.Use == fhir.ContactPointUseOld {
@@ -94,6 +96,14 @@ func pickEmail(telecom []fhir.ContactPoint) string {
 		}
 	}
 	return best
+}
+
+// isAddress accepts a bare address (local@domain) and nothing else: a
+// telecom with system=email may hold anything (the converted SIU example
+// holds "89898989"), and a value that is not an address must not be mailed to.
+func isAddress(v string) bool {
+	a, err := mail.ParseAddress(v)
+	return err == nil && a.Address == v && a.Name == "" && strings.Contains(v, "@")
 }
 
 func pickLanguage(comms []fhir.PatientCommunication) string {

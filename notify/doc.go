@@ -1,6 +1,7 @@
 // Package notify owns what a patient notice says and how it leaves: the
-// minimum-necessary notice payloads built field by field from fhir facts,
-// their email rendering in each supported language, and the delivery
+// minimum-necessary notice payloads (EOB and appointment) built field by
+// field from fhir facts, the email templates that workflow steps name
+// (Templates) rendered in each supported language, and the delivery
 // channels. The email channel delivers over SMTP with TLS enforced unless
 // configured otherwise, and reports what it guarantees (Security) so the
 // policy can decide what may be sent through it.

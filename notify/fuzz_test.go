@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/fhir"
 )
@@ -153,6 +154,55 @@ func FuzzEOBNoticeEmail(f *testing.F) {
 			t.Fatalf("text body has %d lines:\n%s", lines, e.Text)
 		}
 		if strings.Count(e.HTML, "<a ") != 1 || strings.Contains(e.HTML, "<script") || strings.Contains(strings.ToLower(e.HTML), "<b>") {
+			t.Fatalf("markup from input in the html body:\n%s", e.HTML)
+		}
+	})
+}
+
+// FuzzRenderAppointmentEmail renders outside strings, unchecked, through
+// any template name: it never panics, refuses only with ErrInvalidNotice,
+// keeps the subject fixed, and no field adds a line, a link or markup.
+func FuzzRenderAppointmentEmail(f *testing.F) {
+	siu := readSIU(f)
+	facts := siu.facts(f)
+	var maxLines int
+	for _, zone := range []string{"Asia/Kolkata", "America/Chicago", ""} {
+		var loc *time.Location
+		if zone != "" {
+			loc = mustZone(f, zone)
+		}
+		n := ToAppointmentNotice(facts, loc, apptPortal)
+		for _, tmpl := range Templates {
+			f.Add(tmpl, n.AppointmentDate, n.AppointmentTime, n.LocationName, n.ProviderName, n.PortalURL, "es")
+			if e, err := RenderAppointmentEmail(tmpl, fullAppointment, "en"); err == nil {
+				maxLines = max(maxLines, strings.Count(e.Text, "\n"))
+			}
+		}
+	}
+	f.Add("appointment.confirmation", "2021-02-29", "24:00", `<script>alert(1)</script>`, "<SCRIPT\r\nBcc: x@y", "http://localhost:8080/x?a=1&b=2", "en-US")
+	f.Add("appointment.reminder", "<scr\x00ipt>", "\u2028<script", "</td><script>", "Dr. \xff<Script>", "https://p.example.org/\"><script>", "es")
+	f.Add("appointment.", "", "", "", "", "", "")
+	known := map[string]bool{}
+	for _, s := range subjects {
+		known[s[0]], known[s[1]] = true, true
+	}
+	f.Fuzz(func(t *testing.T, tmpl, date, clock, location, provider, portalURL, lang string) {
+		n := AppointmentNotice{AppointmentDate: date, AppointmentTime: clock, LocationName: location, ProviderName: provider, PortalURL: portalURL}
+		e, err := RenderAppointmentEmail(tmpl, n, lang)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidNotice) {
+				t.Fatalf("RenderAppointmentEmail: %v", err)
+			}
+			return
+		}
+		if NoticeTypeOf(tmpl) != NoticeTypeAppointment || !known[e.Subject] {
+			t.Fatalf("template %q rendered with subject %q", tmpl, e.Subject)
+		}
+		if lines := strings.Count(e.Text, "\n"); lines > maxLines {
+			t.Fatalf("text body has %d lines, the templates at most %d:\n%s", lines, maxLines, e.Text)
+		}
+		html := strings.ToLower(e.HTML)
+		if strings.Contains(html, "<script") || strings.Count(html, "<a ") != 1 || strings.Count(html, "<tr>") > 4 {
 			t.Fatalf("markup from input in the html body:\n%s", e.HTML)
 		}
 	})

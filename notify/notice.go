@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -53,18 +54,45 @@ func ToEOBNotice(f fhir.EOBFacts, portalURL string) EOBNotice {
 // Fields returns the notice as the policy sees it: exactly the JSON object
 // the notice encodes to, that is every non-empty field plus portal_url,
 // which is always present (it is required; a policy can deny an empty one).
-func (n EOBNotice) Fields() map[string]any {
-	m := map[string]any{"portal_url": n.PortalURL}
-	put := func(k, v string) {
-		if v != "" {
-			m[k] = v
+func (n EOBNotice) Fields() map[string]any { return fieldsOf(n.PortalURL, n.optional()) }
+
+// optional lists the fields a policy may redact, by JSON name.
+func (n *EOBNotice) optional() []noticeField {
+	return []noticeField{
+		{"payer_name", &n.PayerName},
+		{"service_date", &n.ServiceDate},
+		{"provider_name", &n.ProviderName},
+		{"patient_share", &n.PatientShare},
+	}
+}
+
+// noticeField is one optional field of a notice payload.
+type noticeField struct {
+	name  string // as in JSON and in the policy's allow-list
+	value *string
+}
+
+func fieldsOf(portalURL string, optional []noticeField) map[string]any {
+	m := map[string]any{"portal_url": portalURL}
+	for _, f := range optional {
+		if *f.value != "" {
+			m[f.name] = *f.value
 		}
 	}
-	put("payer_name", n.PayerName)
-	put("service_date", n.ServiceDate)
-	put("provider_name", n.ProviderName)
-	put("patient_share", n.PatientShare)
 	return m
+}
+
+// redact empties the named fields; a name that is not among them is an
+// error wrapping ErrUnknownField.
+func redact(optional []noticeField, names []string) error {
+	for _, name := range names {
+		i := slices.IndexFunc(optional, func(f noticeField) bool { return f.name == name })
+		if i < 0 {
+			return fmt.Errorf("%w %q", ErrUnknownField, name)
+		}
+		*optional[i].value = ""
+	}
+	return nil
 }
 
 // cleanName makes an outside name safe to place in a line of text.
@@ -115,19 +143,8 @@ var ErrUnknownField = errors.New("notify: cannot redact field")
 // Redact returns the notice without the named fields, as a policy asks. The
 // portal link cannot be redacted: a notice without it has no purpose.
 func (n EOBNotice) Redact(fields ...string) (EOBNotice, error) {
-	for _, f := range fields {
-		switch f {
-		case "payer_name":
-			n.PayerName = ""
-		case "service_date":
-			n.ServiceDate = ""
-		case "provider_name":
-			n.ProviderName = ""
-		case "patient_share":
-			n.PatientShare = ""
-		default:
-			return EOBNotice{}, fmt.Errorf("%w %q", ErrUnknownField, f)
-		}
+	if err := redact(n.optional(), fields); err != nil {
+		return EOBNotice{}, err
 	}
 	return n, nil
 }

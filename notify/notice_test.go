@@ -90,9 +90,23 @@ func TestToEOBNoticeCutsLongNames(t *testing.T) {
 	}
 }
 
+// policyNotice is what every notice payload offers the policy.
+type policyNotice interface{ Fields() map[string]any }
+
+// jsonFieldNames lists a notice type's JSON field names in order.
+func jsonFieldNames[N policyNotice]() []string {
+	var names []string
+	typ := reflect.TypeFor[N]()
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		names = append(names, name)
+	}
+	return names
+}
+
 // assertFieldsMatchJSON checks that Fields is exactly the JSON object, and
 // that both use only the struct's own fields.
-func assertFieldsMatchJSON(t *testing.T, n EOBNotice) {
+func assertFieldsMatchJSON[N policyNotice](t *testing.T, n N) {
 	t.Helper()
 	raw, err := json.Marshal(n)
 	if err != nil {
@@ -107,14 +121,12 @@ func assertFieldsMatchJSON(t *testing.T, n EOBNotice) {
 		t.Errorf("Fields() = %v\nJSON     = %v", fields, fromJSON)
 	}
 	allowed := map[string]bool{}
-	typ := reflect.TypeFor[EOBNotice]()
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+	for _, name := range jsonFieldNames[N]() {
 		allowed[name] = true
 	}
 	for k, v := range fields {
 		if !allowed[k] {
-			t.Errorf("field %q is not an EOBNotice field", k)
+			t.Errorf("field %q is not a %T field", k, n)
 		}
 		if v == "" && k != "portal_url" {
 			t.Errorf("empty field %q in Fields()", k)
@@ -126,13 +138,7 @@ func TestEOBNoticeFieldSet(t *testing.T) {
 	// The policy checks this exact set; a new field must be a deliberate
 	// change here, in the policy and in its tests.
 	want := []string{"payer_name", "service_date", "provider_name", "patient_share", "portal_url"}
-	var got []string
-	typ := reflect.TypeFor[EOBNotice]()
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		got = append(got, name)
-	}
-	if !reflect.DeepEqual(got, want) {
+	if got := jsonFieldNames[EOBNotice](); !reflect.DeepEqual(got, want) {
 		t.Errorf("EOBNotice JSON fields = %v, want %v", got, want)
 	}
 	full := EOBNotice{PayerName: "a", ServiceDate: "2024-01-02", ProviderName: "b", PatientShare: "$1.00", PortalURL: portal}

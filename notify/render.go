@@ -8,6 +8,7 @@ import (
 	htmltemplate "html/template"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	texttemplate "text/template"
@@ -33,81 +34,149 @@ func (Email) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 // DefaultLanguage is used for any language without templates.
 const DefaultLanguage = "en"
 
-// languages with EOB templates in templates/.
+// languages with templates in templates/.
 var languages = []string{"en", "es"}
+
+// Templates lists every template name this package renders. A name is
+// "<notice type>.<kind>"; NoticeTypeOf reads the notice type off it.
+var Templates = []string{"eob.notice", "eob.reminder", "appointment.confirmation", "appointment.reminder", "appointment.cancelled", "appointment.survey", "appointment.noshow"}
+
+// NoticeTypeOf maps a template name to its policy notice type
+// (NoticeTypeEOB or NoticeTypeAppointment); "" when unknown.
+func NoticeTypeOf(template string) string {
+	if !slices.Contains(Templates, template) {
+		return ""
+	}
+	switch group, _, _ := strings.Cut(template, "."); group {
+	case NoticeTypeEOB:
+		return NoticeTypeEOB
+	case NoticeTypeAppointment:
+		return NoticeTypeAppointment
+	}
+	return ""
+}
 
 //go:embed templates/*.txt templates/*.html
 var templateFS embed.FS
 
+// templateSet is one template in one language. Both define "body"; the
+// text one defines "subject" too.
 type templateSet struct {
-	text *texttemplate.Template // defines "subject" and "body"
+	text *texttemplate.Template
 	html *htmltemplate.Template
 }
 
-var loadTemplates = sync.OnceValues(func() (map[string]templateSet, error) {
-	sets := make(map[string]templateSet, len(languages))
-	for _, lang := range languages {
-		text, err := texttemplate.ParseFS(templateFS, "templates/eob."+lang+".txt")
-		if err != nil {
-			return nil, fmt.Errorf("notify: parse %s text template: %w", lang, err)
+type templateKey struct{ name, lang string }
+
+// loadTemplates parses every template in every language. A template
+// "<type>.<kind>" in language lang is, per format (txt, html), four files:
+//
+//	templates/<type>.<kind>.<lang>.<ext>  its subject (txt) and "content"
+//	templates/<type>.words.<lang>.txt     greeting, footer and labels in lang
+//	templates/<type>.parts.<ext>          blocks the notice type shares
+//	templates/layout.<ext>                the "body" around all of them
+var loadTemplates = sync.OnceValues(func() (map[templateKey]templateSet, error) {
+	sets := make(map[templateKey]templateSet, len(Templates)*len(languages))
+	for _, name := range Templates {
+		group, _, _ := strings.Cut(name, ".")
+		for _, lang := range languages {
+			files := func(ext string) []string {
+				return []string{
+					"templates/" + name + "." + lang + ext,
+					"templates/" + group + ".words." + lang + ".txt",
+					"templates/" + group + ".parts" + ext,
+					"templates/layout" + ext,
+				}
+			}
+			text, err := texttemplate.ParseFS(templateFS, files(".txt")...)
+			if err != nil {
+				return nil, fmt.Errorf("notify: parse %s %s text template: %w", name, lang, err)
+			}
+			html, err := htmltemplate.ParseFS(templateFS, files(".html")...)
+			if err != nil {
+				return nil, fmt.Errorf("notify: parse %s %s html template: %w", name, lang, err)
+			}
+			sets[templateKey{name, lang}] = templateSet{text: text, html: html}
 		}
-		html, err := htmltemplate.ParseFS(templateFS, "templates/eob."+lang+".html")
-		if err != nil {
-			return nil, fmt.Errorf("notify: parse %s html template: %w", lang, err)
-		}
-		sets[lang] = templateSet{text: text, html: html}
 	}
 	return sets, nil
 })
 
-// eobView is what the EOB templates see.
-type eobView struct {
-	Subject      string
+// view is what the templates see: the subject and portal link, and the
+// fields of one notice type, cleaned and written in the message's
+// language.
+type view struct {
+	Subject   string
+	PortalURL string
+	// EOB
 	PayerName    string
-	ServiceDate  string // long form in the message's language
-	ProviderName string
+	ServiceDate  string // long form
 	PatientShare string
-	PortalURL    string
+	// appointment
+	Date         string // long form
+	Time         string // as the language writes a time of day
+	LocationName string
+	// both
+	ProviderName string
 }
 
-// RenderEOBEmail renders the subject and the plain-text and HTML bodies of
-// an EOB notice. The subject is fixed per language and carries no PHI.
-// lang is a language tag ("es", "es-MX"); languages without templates fall
-// back to English. The portal URL must be an absolute http(s) URL without
-// credentials. The result's To is left for the caller to set.
-func RenderEOBEmail(n EOBNotice, lang string) (Email, error) {
-	portal, err := checkPortalURL(n.PortalURL)
-	if err != nil {
-		return Email{}, err
-	}
+// renderEmail renders template name in the language picked for lang. The
+// subject template gets no data, so no notice field can reach it; fill
+// sets the notice's fields on the view the bodies get.
+func renderEmail(name, lang, portalURL string, fill func(v *view, lang string)) (Email, error) {
 	sets, err := loadTemplates()
 	if err != nil {
 		return Email{}, err
 	}
 	lang = pickLanguage(lang)
-	set := sets[lang]
-
+	set, ok := sets[templateKey{name, lang}]
+	if !ok {
+		return Email{}, fmt.Errorf("%w: unknown template %q", ErrInvalidNotice, name)
+	}
+	portal, err := checkPortalURL(portalURL)
+	if err != nil {
+		return Email{}, err
+	}
 	var subject bytes.Buffer
-	// The subject template gets no data, so no notice field can reach it.
 	if err := set.text.ExecuteTemplate(&subject, "subject", nil); err != nil {
-		return Email{}, fmt.Errorf("notify: render eob subject: %w", err)
+		return Email{}, fmt.Errorf("notify: render %s subject: %w", name, err)
 	}
-	v := eobView{
-		Subject:      strings.TrimSpace(subject.String()),
-		PayerName:    cleanName(n.PayerName),
-		ServiceDate:  longDate(lang, n.ServiceDate),
-		ProviderName: cleanName(n.ProviderName),
-		PatientShare: cleanName(n.PatientShare),
-		PortalURL:    portal,
-	}
+	v := view{Subject: strings.TrimSpace(subject.String()), PortalURL: portal}
+	fill(&v, lang)
 	var text, html bytes.Buffer
 	if err := set.text.ExecuteTemplate(&text, "body", v); err != nil {
-		return Email{}, fmt.Errorf("notify: render eob text body: %w", err)
+		return Email{}, fmt.Errorf("notify: render %s text body: %w", name, err)
 	}
-	if err := set.html.Execute(&html, v); err != nil {
-		return Email{}, fmt.Errorf("notify: render eob html body: %w", err)
+	if err := set.html.ExecuteTemplate(&html, "body", v); err != nil {
+		return Email{}, fmt.Errorf("notify: render %s html body: %w", name, err)
 	}
 	return Email{Subject: v.Subject, Text: text.String(), HTML: html.String()}, nil
+}
+
+// RenderEOBEmail renders the subject and the plain-text and HTML bodies of
+// an EOB notice (the "eob.notice" template). The subject is fixed per
+// language and carries no PHI. lang is a language tag ("es", "es-MX");
+// languages without templates fall back to English. The portal URL must be
+// an absolute http(s) URL without credentials. The result's To is left for
+// the caller to set.
+func RenderEOBEmail(n EOBNotice, lang string) (Email, error) {
+	return renderEOB("eob.notice", n, lang)
+}
+
+// RenderEOBReminderEmail renders the "eob.reminder" template: the EOB
+// notice has not been viewed yet. It shows the same fields as
+// RenderEOBEmail, under the same rules.
+func RenderEOBReminderEmail(n EOBNotice, lang string) (Email, error) {
+	return renderEOB("eob.reminder", n, lang)
+}
+
+func renderEOB(name string, n EOBNotice, lang string) (Email, error) {
+	return renderEmail(name, lang, n.PortalURL, func(v *view, lang string) {
+		v.PayerName = cleanName(n.PayerName)
+		v.ServiceDate = longDate(lang, n.ServiceDate)
+		v.ProviderName = cleanName(n.ProviderName)
+		v.PatientShare = cleanName(n.PatientShare)
+	})
 }
 
 // pickLanguage maps a language tag to one we have templates for.

@@ -61,20 +61,28 @@ func TestRenderEOBEmailLanguages(t *testing.T) {
 }
 
 func TestRenderEOBEmailTextLayout(t *testing.T) {
-	e, err := RenderEOBEmail(fullNotice, "en")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := "Hello,\n\n" +
-		"You have a new Explanation of Benefits from Acme Health Plan.\n\n" +
-		"Date of service: March 5, 2024\n" +
-		"Provider: Dr. Ada Lovelace\n" +
-		"Your share: $45.20\n\n" +
-		"View it in your member portal:\n" +
-		"https://portal.example.org/eob?id=abc&lang=x\n\n" +
-		"This is not a bill. If you have questions, contact your health plan.\n"
-	if e.Text != want {
-		t.Errorf("text body:\n%s\nwant:\n%s", e.Text, want)
+	for _, tt := range []struct {
+		render func(EOBNotice, string) (Email, error)
+		lead   string
+	}{
+		{RenderEOBEmail, "You have a new Explanation of Benefits"},
+		{RenderEOBReminderEmail, "You have an Explanation of Benefits you have not viewed yet"},
+	} {
+		e, err := tt.render(fullNotice, "en")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "Hello,\n\n" +
+			tt.lead + " from Acme Health Plan.\n\n" +
+			"Date of service: March 5, 2024\n" +
+			"Provider: Dr. Ada Lovelace\n" +
+			"Your share: $45.20\n\n" +
+			"View it in your member portal:\n" +
+			"https://portal.example.org/eob?id=abc&lang=x\n\n" +
+			"This is not a bill. If you have questions, contact your health plan.\n"
+		if e.Text != want {
+			t.Errorf("text body:\n%s\nwant:\n%s", e.Text, want)
+		}
 	}
 }
 
