@@ -71,8 +71,14 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 
 // ContactFor finds a patient's contact; ErrNotFound when none.
 func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (ContactDetails, error) {
+	return s.ContactByIndex(ctx, tenantID, s.PatientIndex(patientRef))
+}
+
+// ContactByIndex finds a contact by the patient's blind index (as runs keep
+// it); ErrNotFound when none.
+func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex string) (ContactDetails, error) {
 	var c Contact
-	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ?", tenantID, s.PatientIndex(patientRef)).Take(&c).Error
+	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ?", tenantID, patientIndex).Take(&c).Error
 	if err != nil {
 		return ContactDetails{}, translate(err)
 	}

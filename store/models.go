@@ -141,6 +141,9 @@ type Notice struct {
 	Reasons       json.RawMessage `gorm:"type:jsonb"`
 	PayloadSealed []byte
 	PortalToken   string
+	RunID         *int64 // set for a workflow's notice: one per (run, step)
+	Step          *string
+	Template      string
 	CreatedAt     time.Time
 	UpdatedAt     time.Time
 }

@@ -34,13 +34,13 @@ func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64
 	n := Notice{TenantID: tenantID, EventID: eventID, NoticeType: noticeType, Status: NoticePending,
 		Reasons: json.RawMessage("[]"), PortalToken: seal.NewToken()}
 	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token)
-		VALUES (?, ?, ?, ?, '[]', ?) ON CONFLICT (event_id, notice_type) DO NOTHING`,
+		VALUES (?, ?, ?, ?, '[]', ?) ON CONFLICT (event_id, notice_type) WHERE run_id IS NULL DO NOTHING`,
 		n.TenantID, n.EventID, n.NoticeType, n.Status, n.PortalToken).Error
 	if err != nil {
 		return Notice{}, fmt.Errorf("insert notice: %w", err)
 	}
 	var got Notice
-	if err := s.q(ctx).Where("event_id = ? AND notice_type = ?", eventID, noticeType).Take(&got).Error; err != nil {
+	if err := s.q(ctx).Where("event_id = ? AND notice_type = ? AND run_id IS NULL", eventID, noticeType).Take(&got).Error; err != nil {
 		return Notice{}, translate(err)
 	}
 	return got, nil

@@ -1,0 +1,545 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/workflow"
+)
+
+const (
+	ctxRunFacts       = "runs.facts_sealed"
+	ctxEngagementData = "engagements.data_sealed"
+	ctxSegmentPatient = "segment_members.patient_sealed"
+)
+
+// ErrStale means the run changed since it was loaded (another wake-up, an
+// event, a cancellation); the caller reloads and tries again.
+var ErrStale = errors.New("run changed since it was loaded")
+
+// Run is one workflow run as the worker sees it; Facts are opened.
+type Run struct {
+	ID               int64
+	TenantID         string
+	WorkflowID       string
+	WorkflowVersion  int
+	Subject          string
+	PatientIndex     string
+	EventID          *int64
+	Status           string
+	Step             string
+	State            workflow.State
+	Facts            workflow.Facts
+	FactsChanged     bool
+	DueAt            *time.Time
+	WakeSeq          int64
+	EngagementCursor int64
+	Priority         string
+	Outcome          string
+	CreatedAt        time.Time
+}
+
+type runRow struct {
+	ID               int64
+	TenantID         string
+	WorkflowID       string
+	WorkflowVersion  int
+	Subject          string
+	PatientIndex     string
+	EventID          *int64
+	Status           string
+	Step             string
+	State            json.RawMessage
+	FactsSealed      []byte
+	FactsChanged     bool
+	DueAt            *time.Time
+	WakeSeq          int64
+	EngagementCursor int64
+	Priority         string
+	Outcome          string
+	CreatedAt        time.Time
+}
+
+// RunWake is a wake-up to hand to the queue: run, the seq it is for, when.
+type RunWake struct {
+	ID       int64
+	TenantID string
+	WakeSeq  int64
+	DueAt    time.Time
+	Step     string
+	Priority string
+}
+
+// NewRun is a run to start.
+type NewRun struct {
+	TenantID        string
+	WorkflowID      string
+	WorkflowVersion int
+	Priority        string
+	Subject         string
+	PatientIndex    string
+	EventID         *int64
+	Facts           workflow.Facts
+}
+
+func (s *Store) sealFacts(f workflow.Facts) ([]byte, error) {
+	if f == nil {
+		f = workflow.Facts{}
+	}
+	b, err := json.Marshal(f)
+	if err != nil {
+		return nil, err
+	}
+	return s.keys.Seal(b, ctxRunFacts), nil
+}
+
+// StartRun creates the run, due now, unless the workflow already has one for
+// this subject (running or ended: nobody re-enters a workflow); then it
+// reports created=false and the existing run's wake-up.
+func (s *Store) StartRun(ctx context.Context, r NewRun, now time.Time) (RunWake, bool, error) {
+	facts, err := s.sealFacts(r.Facts)
+	if err != nil {
+		return RunWake{}, false, err
+	}
+	var w RunWake
+	created := false
+	err = s.InTx(ctx, func(tx *Store) error {
+		var rows []RunWake
+		if err := tx.q(ctx).Raw(`INSERT INTO runs (tenant_id, workflow_id, workflow_version, subject, patient_index, event_id,
+				status, facts_sealed, due_at, priority, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, workflow_id, subject) DO NOTHING
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
+			r.TenantID, r.WorkflowID, r.WorkflowVersion, r.Subject, r.PatientIndex, r.EventID, facts, now, r.Priority, now).
+			Scan(&rows).Error; err != nil {
+			return fmt.Errorf("start run: %w", translate(err))
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		w, created = rows[0], true
+		return tx.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.started",
+			SubjectType: "run", SubjectID: strconv.FormatInt(w.ID, 10),
+			Detail: map[string]any{"workflow": r.WorkflowID, "version": r.WorkflowVersion, "subject": r.Subject}})
+	})
+	return w, created, err
+}
+
+// LoadRun reads a run with its facts opened; ErrNotFound when none.
+func (s *Store) LoadRun(ctx context.Context, id int64) (Run, error) {
+	var rows []runRow
+	if err := s.q(ctx).Raw(`SELECT * FROM runs WHERE id = ?`, id).Scan(&rows).Error; err != nil {
+		return Run{}, err
+	}
+	if len(rows) == 0 {
+		return Run{}, ErrNotFound
+	}
+	row := rows[0]
+	r := Run{ID: row.ID, TenantID: row.TenantID, WorkflowID: row.WorkflowID, WorkflowVersion: row.WorkflowVersion,
+		Subject: row.Subject, PatientIndex: row.PatientIndex, EventID: row.EventID, Status: row.Status, Step: row.Step,
+		FactsChanged: row.FactsChanged, DueAt: row.DueAt, WakeSeq: row.WakeSeq, EngagementCursor: row.EngagementCursor,
+		Priority: row.Priority, Outcome: row.Outcome, CreatedAt: row.CreatedAt}
+	if err := json.Unmarshal(row.State, &r.State); err != nil {
+		return r, fmt.Errorf("run %d: state: %w", id, err)
+	}
+	r.Facts = workflow.Facts{}
+	if len(row.FactsSealed) > 0 {
+		plain, err := s.keys.Open(row.FactsSealed, ctxRunFacts)
+		if err != nil {
+			return r, fmt.Errorf("run %d: open facts: %w", id, err)
+		}
+		if err := json.Unmarshal(plain, &r.Facts); err != nil {
+			return r, fmt.Errorf("run %d: facts: %w", id, err)
+		}
+	}
+	return r, nil
+}
+
+// SaveRun stores the state the step machine produced, if the run has not
+// changed since it was loaded (ErrStale otherwise), records the newly
+// executed steps of its path, and returns the run's next wake-up. The
+// cursor says which engagement events the run has now seen.
+func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, cursor int64, now time.Time) (RunWake, error) {
+	stateJSON, err := json.Marshal(st)
+	if err != nil {
+		return RunWake{}, err
+	}
+	status := workflow.StatusWaiting
+	var due *time.Time
+	if st.Status == workflow.StatusEnded {
+		status = workflow.StatusEnded
+	} else if !st.WaitUntil.IsZero() {
+		t := st.WaitUntil
+		due = &t
+	}
+	var w RunWake
+	err = s.InTx(ctx, func(tx *Store) error {
+		var rows []RunWake
+		if err := tx.q(ctx).Raw(`UPDATE runs SET state = ?::jsonb, step = ?, status = ?, due_at = ?, outcome = ?,
+				engagement_cursor = ?, facts_changed = false, wake_seq = wake_seq + 1, updated_at = now(),
+				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
+			WHERE id = ? AND wake_seq = ?
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
+			string(stateJSON), st.Step, status, due, st.Outcome, cursor, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("save run: %w", err)
+		}
+		if len(rows) == 0 {
+			return ErrStale
+		}
+		w = rows[0]
+		for i := len(r.State.Visited); i < len(st.Visited); i++ {
+			step := st.Visited[i]
+			if err := tx.q(ctx).Exec(`INSERT INTO run_steps (run_id, seq, tenant_id, workflow_id, step, happened, at)
+				VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+				r.ID, i, r.TenantID, r.WorkflowID, step, st.Happened[step], now).Error; err != nil {
+				return fmt.Errorf("record run step: %w", err)
+			}
+		}
+		// A wait that ended records what ended it.
+		for step, happened := range st.Happened {
+			if r.State.Happened[step] != happened {
+				if err := tx.q(ctx).Exec(`UPDATE run_steps SET happened = ? WHERE run_id = ? AND step = ?`, happened, r.ID, step).Error; err != nil {
+					return err
+				}
+			}
+		}
+		if status == workflow.StatusEnded && r.Status != workflow.StatusEnded {
+			return tx.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.ended",
+				SubjectType: "run", SubjectID: strconv.FormatInt(r.ID, 10),
+				Detail: map[string]any{"workflow": r.WorkflowID, "outcome": st.Outcome, "step": st.Step}})
+		}
+		return nil
+	})
+	return w, err
+}
+
+// RefreshSubject gives the subject's waiting runs its latest event and
+// facts. With changed set (a reschedule), they are woken now to recompute
+// their waits; the returned wake-ups are for the queue.
+func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]RunWake, error) {
+	sealed, err := s.sealFacts(facts)
+	if err != nil {
+		return nil, err
+	}
+	var rows []RunWake
+	if changed {
+		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, due_at = ?,
+				wake_seq = wake_seq + 1, updated_at = now()
+			WHERE tenant_id = ? AND subject = ? AND status = 'waiting'
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, subject).Scan(&rows).Error
+	} else {
+		err = s.q(ctx).Exec(`UPDATE runs SET event_id = ?, facts_sealed = ?, updated_at = now()
+			WHERE tenant_id = ? AND subject = ? AND status = 'waiting'`, eventID, sealed, tenantID, subject).Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("refresh runs: %w", err)
+	}
+	return rows, nil
+}
+
+// EndSubjectRuns ends the subject's waiting runs with an outcome (an
+// appointment cancelled or entered in error), except runs of the workflows
+// in keep. The runs send nothing more.
+func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error) {
+	if len(keep) == 0 {
+		keep = []string{""} // no workflow has an empty id
+	}
+	n := 0
+	err := s.InTx(ctx, func(tx *Store) error {
+		var ended []struct {
+			ID         int64
+			WorkflowID string
+			Step       string
+		}
+		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?,
+				state = jsonb_set(jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)), '{wait_until}', 'null'),
+				wake_seq = wake_seq + 1, updated_at = now()
+			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND workflow_id NOT IN ?
+			RETURNING id, workflow_id, step`, outcome, now, outcome, tenantID, subject, keep).Scan(&ended).Error; err != nil {
+			return fmt.Errorf("end runs: %w", err)
+		}
+		n = len(ended)
+		for _, e := range ended {
+			if err := tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "worker", Action: "run.ended",
+				SubjectType: "run", SubjectID: strconv.FormatInt(e.ID, 10),
+				Detail: map[string]any{"workflow": e.WorkflowID, "outcome": outcome, "step": e.Step}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Engagement is one engagement or API event, as a run sees it.
+type Engagement struct {
+	ID   int64
+	Type string
+}
+
+// RecordEngagement stores an engagement or API event for a patient (data
+// sealed) and wakes the patient's waiting runs so they can react to it.
+func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, eventType string, data []byte, now time.Time) (int64, []RunWake, error) {
+	idx := s.PatientIndex(patientRef)
+	var sealed []byte
+	if len(data) > 0 {
+		sealed = s.keys.Seal(data, ctxEngagementData)
+	}
+	var id int64
+	var wakes []RunWake
+	err := s.InTx(ctx, func(tx *Store) error {
+		if err := tx.q(ctx).Raw(`INSERT INTO engagements (tenant_id, patient_index, type, data_sealed, received_at)
+			VALUES (?, ?, ?, ?, ?) RETURNING id`, tenantID, idx, eventType, sealed, now).Scan(&id).Error; err != nil {
+			return fmt.Errorf("record engagement: %w", translate(err))
+		}
+		if err := tx.q(ctx).Raw(`UPDATE runs SET due_at = ?, wake_seq = wake_seq + 1, updated_at = now()
+			WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting'
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx).Scan(&wakes).Error; err != nil {
+			return fmt.Errorf("wake runs: %w", err)
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "engagement.recorded",
+			SubjectType: "engagement", SubjectID: strconv.FormatInt(id, 10),
+			Detail: map[string]any{"type": eventType, "runs_woken": len(wakes)}})
+	})
+	return id, wakes, err
+}
+
+// EngagementsSince lists a patient's engagement events after the cursor,
+// oldest first, received no earlier than since (the run's start).
+func (s *Store) EngagementsSince(ctx context.Context, tenantID, patientIndex string, cursor int64, since time.Time) ([]Engagement, error) {
+	var out []Engagement
+	err := s.q(ctx).Raw(`SELECT id, type FROM engagements
+		WHERE tenant_id = ? AND patient_index = ? AND id > ? AND received_at >= ? ORDER BY id LIMIT 1000`,
+		tenantID, patientIndex, cursor, since).Scan(&out).Error
+	return out, err
+}
+
+// PromotableRuns lists waiting runs due before now+horizon whose current
+// wake-up has not been handed to the queue yet.
+func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]RunWake, error) {
+	var rows []RunWake
+	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
+		WHERE status = 'waiting' AND due_at <= ? AND promoted_seq <> wake_seq ORDER BY due_at LIMIT ?`,
+		now.Add(horizon), limit).Scan(&rows).Error
+	return rows, err
+}
+
+// MarkPromoted records that these wake-ups are in the queue.
+func (s *Store) MarkPromoted(ctx context.Context, wakes []RunWake) error {
+	if len(wakes) == 0 {
+		return nil
+	}
+	pairs := make([][]any, len(wakes))
+	for i, w := range wakes {
+		pairs[i] = []any{w.ID, w.WakeSeq}
+	}
+	return s.q(ctx).Exec(`UPDATE runs SET promoted_seq = wake_seq WHERE (id, wake_seq) IN ?`, pairs).Error
+}
+
+// OverdueRuns lists waiting runs whose wake-up was handed to the queue but
+// is more than slack overdue: Redis may have lost it (FLUSHALL, a failover
+// without persistence). Re-enqueuing is safe: a wake-up's task id is derived
+// from run and seq, so one still queued is not duplicated.
+func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, limit int) ([]RunWake, error) {
+	var rows []RunWake
+	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
+		WHERE status = 'waiting' AND due_at < ? AND promoted_seq = wake_seq ORDER BY due_at LIMIT ?`,
+		now.Add(-slack), limit).Scan(&rows).Error
+	return rows, err
+}
+
+// AddSegmentMember puts a patient in a segment; joined is false when the
+// patient was already a member.
+func (s *Store) AddSegmentMember(ctx context.Context, tenantID, segment, patientRef string) (bool, error) {
+	res := s.q(ctx).Exec(`INSERT INTO segment_members (tenant_id, segment, patient_index, patient_sealed)
+		VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		tenantID, segment, s.PatientIndex(patientRef), s.keys.Seal([]byte(patientRef), ctxSegmentPatient))
+	if res.Error != nil {
+		return false, fmt.Errorf("add segment member: %w", translate(res.Error))
+	}
+	return res.RowsAffected > 0, nil
+}
+
+// SegmentMembers returns the patient references of a segment's members.
+func (s *Store) SegmentMembers(ctx context.Context, tenantID, segment string) ([]string, error) {
+	var sealed [][]byte
+	if err := s.q(ctx).Raw(`SELECT patient_sealed FROM segment_members WHERE tenant_id = ? AND segment = ? ORDER BY added_at`,
+		tenantID, segment).Scan(&sealed).Error; err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(sealed))
+	for _, b := range sealed {
+		plain, err := s.keys.Open(b, ctxSegmentPatient)
+		if err != nil {
+			return nil, fmt.Errorf("segment member: %w", err)
+		}
+		out = append(out, string(plain))
+	}
+	return out, nil
+}
+
+// EnsureRunNotice returns the notice of a run's send step, creating it the
+// first time: a retried or duplicated wake-up gets the same notice, and so
+// the same delivery.
+func (s *Store) EnsureRunNotice(ctx context.Context, r Run, step, template, noticeType string, eventID int64) (Notice, error) {
+	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token, run_id, step, template)
+		VALUES (?, ?, ?, 'pending', '[]', ?, ?, ?, ?) ON CONFLICT (run_id, step) WHERE run_id IS NOT NULL DO NOTHING`,
+		r.TenantID, eventID, noticeType, seal.NewToken(), r.ID, step, template).Error
+	if err != nil {
+		return Notice{}, fmt.Errorf("insert run notice: %w", err)
+	}
+	var got Notice
+	if err := s.q(ctx).Where("run_id = ? AND step = ?", r.ID, step).Take(&got).Error; err != nil {
+		return Notice{}, translate(err)
+	}
+	return got, nil
+}
+
+// RunStep is one step of a run's path.
+type RunStep struct {
+	Step     string    `json:"step"`
+	Happened string    `json:"happened,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// RunView is a run as GET /v1/runs shows it: no facts, no PHI.
+type RunView struct {
+	ID              int64      `json:"id"`
+	WorkflowID      string     `json:"workflow"`
+	WorkflowVersion int        `json:"version"`
+	Subject         string     `json:"subject"`
+	Status          string     `json:"status"`
+	Step            string     `json:"step"`
+	Outcome         string     `json:"outcome,omitempty"`
+	DueAt           *time.Time `json:"due_at,omitempty"`
+	CreatedAt       time.Time  `json:"created_at"`
+	Path            []RunStep  `json:"path" gorm:"-"`
+}
+
+// RunsForSubject lists the runs of a subject with their paths.
+func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([]RunView, error) {
+	var runs []RunView
+	if err := s.q(ctx).Raw(`SELECT id, workflow_id, workflow_version, subject, status, step, outcome, due_at, created_at
+		FROM runs WHERE tenant_id = ? AND subject = ? ORDER BY id`, tenantID, subject).Scan(&runs).Error; err != nil {
+		return nil, err
+	}
+	for i := range runs {
+		runs[i].Path = []RunStep{}
+		if err := s.q(ctx).Raw(`SELECT step, happened, at FROM run_steps WHERE run_id = ? ORDER BY seq`, runs[i].ID).
+			Scan(&runs[i].Path).Error; err != nil {
+			return nil, err
+		}
+	}
+	return runs, nil
+}
+
+// StepStats are one step's figures.
+type StepStats struct {
+	Step      string           `json:"step"`
+	Now       int64            `json:"now"`       // runs waiting at this step
+	Processed int64            `json:"processed"` // runs that executed it
+	Outcomes  map[string]int64 `json:"outcomes"`  // runs that ended at this step, by outcome
+	// DropOff is the share of runs that executed this step and ended there
+	// without completing (any outcome but completed, goto).
+	DropOff float64 `json:"drop_off"`
+}
+
+// WorkflowStats gives per step the runs there now, processed, outcomes and
+// drop-off, in the order of the latest definition's steps.
+func (s *Store) WorkflowStats(ctx context.Context, tenantID, workflowID string, steps []string) ([]StepStats, error) {
+	by := map[string]*StepStats{}
+	out := make([]StepStats, len(steps))
+	for i, st := range steps {
+		out[i] = StepStats{Step: st, Outcomes: map[string]int64{}}
+		by[st] = &out[i]
+	}
+	get := func(step string) *StepStats {
+		if p, ok := by[step]; ok {
+			return p
+		}
+		out = append(out, StepStats{Step: step, Outcomes: map[string]int64{}}) // a step of an older version
+		for i := range out {
+			by[out[i].Step] = &out[i]
+		}
+		return by[step]
+	}
+	var processed []struct {
+		Step string
+		N    int64
+	}
+	if err := s.q(ctx).Raw(`SELECT step, count(*) AS n FROM run_steps WHERE tenant_id = ? AND workflow_id = ? GROUP BY step`,
+		tenantID, workflowID).Scan(&processed).Error; err != nil {
+		return nil, err
+	}
+	for _, p := range processed {
+		get(p.Step).Processed = p.N
+	}
+	var states []struct {
+		Step    string
+		Status  string
+		Outcome string
+		N       int64
+	}
+	if err := s.q(ctx).Raw(`SELECT step, status, outcome, count(*) AS n FROM runs WHERE tenant_id = ? AND workflow_id = ?
+		GROUP BY step, status, outcome`, tenantID, workflowID).Scan(&states).Error; err != nil {
+		return nil, err
+	}
+	for _, st := range states {
+		if st.Step == "" {
+			continue // created, not yet at a step
+		}
+		p := get(st.Step)
+		if st.Status == workflow.StatusWaiting {
+			p.Now += st.N
+		} else {
+			p.Outcomes[st.Outcome] += st.N
+		}
+	}
+	for i := range out {
+		var dropped int64
+		for o, n := range out[i].Outcomes {
+			if o != workflow.OutcomeCompleted && o != workflow.OutcomeGoto {
+				dropped += n
+			}
+		}
+		if out[i].Processed > 0 {
+			out[i].DropOff = float64(dropped) / float64(out[i].Processed)
+		}
+	}
+	return out, nil
+}
+
+// RunCounts are a tenant's runs by status, for reports.
+func (s *Store) RunCounts(ctx context.Context, tenantID string) (map[string]int64, error) {
+	var rows []struct {
+		Status string
+		N      int64
+	}
+	if err := s.q(ctx).Raw(`SELECT status, count(*) AS n FROM runs WHERE tenant_id = ? GROUP BY status`, tenantID).Scan(&rows).Error; err != nil {
+		return nil, err
+	}
+	out := map[string]int64{}
+	for _, r := range rows {
+		out[r.Status] = r.N
+	}
+	return out, nil
+}
+
+// Unsettled counts what is still in flight for a tenant: events that have
+// neither a notice nor a run yet, and runs that are due now (a wake-up to
+// process). Zero means every event got where it is going for now.
+func (s *Store) Unsettled(ctx context.Context, tenantID string, now time.Time) (int64, error) {
+	var n int64
+	err := s.q(ctx).Raw(`SELECT
+		(SELECT count(*) FROM events e WHERE e.tenant_id = ?
+			AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.event_id = e.id)
+			AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tenant_id = e.tenant_id AND r.subject = e.resource_type || '/' || e.resource_id))
+		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND status = 'waiting' AND due_at <= ?)`,
+		tenantID, tenantID, now).Scan(&n).Error
+	return n, err
+}
