@@ -40,6 +40,8 @@ type Config struct {
 	Admin        Admin
 	Subscriber   Subscriber
 	Policy       PolicyAdmin
+	Workflows    WorkflowAdmin // nil: workflow and run routes answer 503
+	Journeys     Journeys      // nil: event, segment and enroll routes answer 503
 	Checks       []Check
 	APITokens    map[string]string // token → tenant
 	Log          *slog.Logger
@@ -95,6 +97,17 @@ func New(cfg Config) *gin.Engine {
 	v1.GET("/subscriptions/:id", h.getSubscription)
 	v1.GET("/policy", h.getPolicy)
 	v1.POST("/policy/evaluate", h.evaluatePolicy)
+	v1.POST("/workflows", h.postWorkflow)
+	v1.GET("/workflows", h.listWorkflows)
+	v1.GET("/workflows/:id", h.getWorkflow)
+	v1.PUT("/workflows/:id", h.putWorkflow)
+	v1.POST("/workflows/:id/activate", h.setWorkflowStatus(store.WorkflowActive))
+	v1.POST("/workflows/:id/pause", h.setWorkflowStatus(store.WorkflowPaused))
+	v1.POST("/workflows/:id/enroll", h.enrollSegment)
+	v1.GET("/workflows/:id/stats", h.workflowStats)
+	v1.GET("/runs", h.listRuns)
+	v1.POST("/events", h.postEvent)
+	v1.POST("/segments/:segment/members", h.postSegmentMember)
 	return r
 }
 

@@ -37,7 +37,16 @@ type Config struct {
 	Concurrency    int
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
-	GapSettle      time.Duration // TIDINGS_GAP_SETTLE: how late an event number may be before it is a gap
+	// TIDINGS_SCHEDULE_EVERY: how often wake-ups are promoted from Postgres
+	// into Redis and lost ones restored.
+	ScheduleEvery time.Duration
+	// TIDINGS_WAKE_HORIZON: wake-ups due within it wait in Redis; later
+	// ones wait in Postgres.
+	WakeHorizon time.Duration
+	// TIDINGS_WAKE_SLACK: how overdue a queued wake-up must be before the
+	// scheduler takes it for lost and enqueues it again.
+	WakeSlack time.Duration
+	GapSettle time.Duration // TIDINGS_GAP_SETTLE: how late an event number may be before it is a gap
 	// AllowPrivateSources lets FHIR sources live on loopback/private addresses
 	// (TIDINGS_ALLOW_PRIVATE_SOURCES; dev and tests). Off, a source cannot
 	// point Tidings at internal services.
@@ -156,6 +165,9 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		Concurrency:         geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:      getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
 		MonitorEvery:        getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		ScheduleEvery:       getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
+		WakeHorizon:         getd("TIDINGS_WAKE_HORIZON", time.Hour),
+		WakeSlack:           getd("TIDINGS_WAKE_SLACK", time.Minute),
 		GapSettle:           getd("TIDINGS_GAP_SETTLE", time.Minute),
 		AllowPrivateSources: getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
 		PolicyDir:           get("TIDINGS_POLICY_DIR", ""),

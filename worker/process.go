@@ -19,6 +19,7 @@ import (
 	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 // Store is what the worker needs from storage.
@@ -62,6 +63,8 @@ type Processor struct {
 	// Fetcher performs fetches (id-only and empty notifications, pings); nil
 	// when no FHIR source is configured anywhere.
 	Fetcher *intake.Fetcher
+	// Runs starts and advances workflow runs.
+	Runs *Runs
 	// PlaceholderDomain, when set (dev only), gives a patient without an email
 	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
 	PlaceholderDomain string
@@ -107,9 +110,12 @@ func (p *Processor) giveUp(ctx context.Context, et taskPayload, cause error) {
 // permanent marks an outcome already recorded that must not be retried.
 func permanent(err error) error { return fmt.Errorf("%w: %w", err, asynq.SkipRetry) }
 
-// ProcessEvent builds the event's notice, asks the policy, and delivers it.
-// It is idempotent: a notice that is no longer pending is left alone, and a
-// delivery already sent (or whose outcome is unknown) is not sent again.
+// ProcessEvent turns an event into workflow runs: it starts the runs of
+// every active workflow the event's trigger starts (eob.received,
+// appointment.booked, ...), and for an appointment applies the lifecycle to
+// the runs it already has (a cancellation ends its reminders, a reschedule
+// moves them). An event no workflow wants gets a skipped notice saying so.
+// It is idempotent: runs are unique per (workflow, subject).
 func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID int64) error {
 	ev, err := p.Store.LoadEvent(ctx, eventID)
 	if err != nil {
@@ -121,19 +127,108 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	if ev.TenantID != tenantID {
 		return permanent(fmt.Errorf("event %d: task tenant does not match", eventID))
 	}
-	if ev.ResourceType == "Appointment" {
+	switch ev.ResourceType {
+	case "Appointment":
 		return p.processAppointment(ctx, ev)
+	case "ExplanationOfBenefit":
+		return p.processEOB(ctx, ev)
 	}
-	if ev.ResourceType != "ExplanationOfBenefit" {
-		return permanent(fmt.Errorf("event %d: no notice for resource type %s", eventID, ev.ResourceType))
+	return permanent(fmt.Errorf("event %d: no notice for resource type %s", eventID, ev.ResourceType))
+}
+
+func (p *Processor) processEOB(ctx context.Context, ev store.LoadedEvent) error {
+	var rec intake.EventRecord
+	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
+		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the stored event could not be decoded")
 	}
-	n, err := p.Store.EnsureNotice(ctx, tenantID, eventID, notify.NoticeTypeEOB)
+	facts, err := rec.Event().EOBFacts()
 	if err != nil {
-		return fmt.Errorf("event %d: %w", eventID, err)
+		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the ExplanationOfBenefit could not be read: "+err.Error())
+	}
+	refs := patientRefs(facts.PatientID, facts.PatientRef)
+	if len(refs) == 0 {
+		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the ExplanationOfBenefit names no patient")
+	}
+	nr := store.NewRun{TenantID: ev.TenantID, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
+		PatientIndex: p.Runs.Store.PatientIndex(refs[0]), EventID: &ev.ID,
+		Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
+	return p.startRuns(ctx, ev, notify.NoticeTypeEOB, "event:eob.received", nr)
+}
+
+// startRuns starts the trigger's workflows; when none is active, the event
+// is closed with a skipped notice that says so.
+func (p *Processor) startRuns(ctx context.Context, ev store.LoadedEvent, noticeType, trigger string, nr store.NewRun) error {
+	n, err := p.Runs.Start(ctx, ev.TenantID, trigger, nr)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
+	if n == 0 {
+		return p.closeEvent(ctx, ev, noticeType, store.NoticeSkipped, "no active workflow for "+trigger)
+	}
+	return nil
+}
+
+// closeEvent records an event that leads to no run with a notice of the
+// outcome, so every event is accounted for.
+func (p *Processor) closeEvent(ctx context.Context, ev store.LoadedEvent, noticeType, status, reason string) error {
+	n, err := p.Store.EnsureNotice(ctx, ev.TenantID, ev.ID, noticeType)
+	if err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
 	}
 	if n.Status != store.NoticePending {
 		return nil
 	}
+	if status == store.NoticeFailed {
+		return p.fail(ctx, n, reason)
+	}
+	return p.Store.FinishNotice(ctx, n, status, []string{reason})
+}
+
+// SendStep builds, decides on and delivers the notice of a run's send step.
+// The notice is unique per (run, step): a retried or duplicated wake-up
+// finds it and does not send again. It returns nil once the notice has an
+// outcome (sent, denied, failed), and an error when the attempt should be
+// retried; on the last try the notice fails instead.
+func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, lastTry bool) error {
+	noticeType, err := noticeTypeOf(a.Template)
+	if err != nil {
+		return permanent(err)
+	}
+	if run.EventID == nil {
+		return permanent(fmt.Errorf("template %s needs the run's EOB or appointment, and this run has none", a.Template))
+	}
+	ev, err := p.Store.LoadEvent(ctx, *run.EventID)
+	if err != nil {
+		return fmt.Errorf("load event %d: %w", *run.EventID, err)
+	}
+	n, err := p.Runs.Store.EnsureRunNotice(ctx, run, a.Step, a.Template, noticeType, ev.ID)
+	if err != nil {
+		return err
+	}
+	if n.Status != store.NoticePending {
+		return nil
+	}
+	switch noticeType {
+	case notify.NoticeTypeEOB:
+		err = p.deliverEOB(ctx, n, ev, a.Template)
+	default:
+		err = p.deliverAppointment(ctx, n, ev, a.Template)
+	}
+	switch {
+	case err == nil, errors.Is(err, asynq.SkipRetry):
+		return nil // the notice has its outcome
+	case lastTry:
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		return p.Store.FinishNotice(wctx, n, store.NoticeFailed, []string{"gave up after the last retry: " + err.Error()})
+	}
+	return err
+}
+
+// deliverEOB builds an EOB notice (the first one or its reminder) from the
+// event, reading what the notification did not carry from the source.
+func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, template string) error {
+	eventID := ev.ID
 	var rec intake.EventRecord
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
 		return p.fail(ctx, n, "the stored event could not be decoded")
@@ -172,25 +267,15 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 			}
 		}
 	}
-	contact, err := p.contact(ctx, tenantID, facts, fev)
+	contact, err := p.contact(ctx, n.TenantID, facts.PatientID, facts.PatientRef, fev)
 	if err != nil {
 		return fmt.Errorf("event %d: contact: %w", eventID, err)
 	}
-	if contact.Email == "" {
-		return p.fail(ctx, n, "no email address for the patient")
-	}
-
 	notice := notify.ToEOBNotice(facts, p.portalURL(n.PortalToken))
-	sec := p.Email.Security()
 	in := policy.Input{
 		NoticeType: notify.NoticeTypeEOB,
-		Channel:    policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted},
-		Payload:    notice.Fields(),
 		Purpose:    "payment",
 		Facts:      map[string]any{"use": facts.Use, "outcome": facts.Outcome},
-		Contact: policy.Contact{OptedOutChannels: contact.OptedOutChannels, HasConfidentialAddress: contact.ConfidentialEmail != "",
-			Restrictions: contact.Restrictions, MarketingAuthorized: contact.MarketingAuthorized,
-			Language: contact.Language, AlternateFormat: contact.AlternateFormat},
 	}
 	if p.ValueSets != nil {
 		// Categories, never codes, go to the policy.
@@ -198,13 +283,110 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		in.Facts["sensitive_categories"] = cats
 		in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
 	}
+	return p.decideAndSend(ctx, n, contact, in, &eobDraft{n: notice}, template)
+}
+
+// deliverAppointment builds an appointment notice from the subject's latest
+// event, its time shown in the contact's time zone.
+func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev store.LoadedEvent, template string) error {
+	var rec intake.EventRecord
+	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
+		return p.fail(ctx, n, "the stored event could not be decoded")
+	}
+	fev := rec.Event()
+	facts, err := fev.AppointmentFacts()
+	if err != nil {
+		return p.fail(ctx, n, "the Appointment could not be read: "+err.Error())
+	}
+	contact, err := p.contact(ctx, n.TenantID, facts.PatientID, facts.PatientRef, fev)
+	if err != nil {
+		return fmt.Errorf("event %d: contact: %w", ev.ID, err)
+	}
+	var loc *time.Location
+	if contact.TimeZone != "" {
+		loc, _ = time.LoadLocation(contact.TimeZone) // unknown: the appointment's own offset
+	}
+	notice := notify.ToAppointmentNotice(facts, loc, p.portalURL(n.PortalToken))
+	in := policy.Input{
+		NoticeType: notify.NoticeTypeAppointment,
+		Purpose:    "treatment",
+		Facts:      map[string]any{"status": facts.Status, "has_sensitive_reason": facts.HasSensitiveReason},
+	}
+	return p.decideAndSend(ctx, n, contact, in, &appointmentDraft{n: notice}, template)
+}
+
+// noticeDraft is a notice on its way through the policy: the payload as the
+// policy sees it, the changes a decision may ask for, and its rendering.
+type noticeDraft interface {
+	Fields() map[string]any
+	Redact(fields ...string) error
+	HideProvider()
+	PortalOnly()
+	Render(template, lang string, portalOnly bool) (notify.Email, error)
+	Payload() ([]byte, error)
+}
+
+type eobDraft struct {
+	n          notify.EOBNotice
+	portalOnly bool
+}
+
+func (d *eobDraft) Fields() map[string]any { return d.n.Fields() }
+func (d *eobDraft) Redact(f ...string) (err error) {
+	d.n, err = d.n.Redact(f...)
+	return err
+}
+func (d *eobDraft) HideProvider() { d.n.ProviderName = "" }
+func (d *eobDraft) PortalOnly()   { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
+func (d *eobDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+	switch {
+	case portalOnly:
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+	case template == "eob.reminder":
+		return notify.RenderEOBReminderEmail(d.n, lang)
+	}
+	return notify.RenderEOBEmail(d.n, lang)
+}
+func (d *eobDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+
+type appointmentDraft struct{ n notify.AppointmentNotice }
+
+func (d *appointmentDraft) Fields() map[string]any { return d.n.Fields() }
+func (d *appointmentDraft) Redact(f ...string) (err error) {
+	d.n, err = d.n.Redact(f...)
+	return err
+}
+func (d *appointmentDraft) HideProvider() { d.n.ProviderName = "" }
+func (d *appointmentDraft) PortalOnly()   { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
+func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+	if portalOnly {
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+	}
+	return notify.RenderAppointmentEmail(template, d.n, lang)
+}
+func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+
+// decideAndSend asks the policy whether the notice may go to this contact
+// by email and how, honours the decision (redactions, obligations, the
+// patient's own requests whatever the policy says), and delivers it once.
+func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact store.ContactDetails, in policy.Input, d noticeDraft, template string) error {
+	tenantID := n.TenantID
+	if contact.Email == "" {
+		return p.fail(ctx, n, "no email address for the patient")
+	}
+	sec := p.Email.Security()
+	in.Channel = policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted}
+	in.Payload = d.Fields()
+	in.Contact = policy.Contact{OptedOutChannels: contact.OptedOutChannels, HasConfidentialAddress: contact.ConfidentialEmail != "",
+		Restrictions: contact.Restrictions, MarketingAuthorized: contact.MarketingAuthorized,
+		Language: contact.Language, AlternateFormat: contact.AlternateFormat}
 	start := time.Now()
 	dec, err := p.Policy.Decide(ctx, in)
 	latency := time.Since(start)
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
-			return fmt.Errorf("event %d: policy: %w", eventID, ctx.Err()) // shutting down: retry later
+			return fmt.Errorf("notice %d: policy: %w", n.ID, ctx.Err()) // shutting down: retry later
 		case errors.Is(err, policy.ErrNoDecision):
 			// Fail closed: no decision, no send. A broken policy is not a
 			// denial: the notice fails, visibly, so it can be re-driven.
@@ -220,7 +402,7 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		TenantID: tenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: policy.InputHash(in),
 		Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds(),
 	}); err != nil {
-		return fmt.Errorf("event %d: record decision: %w", eventID, err)
+		return fmt.Errorf("notice %d: record decision: %w", n.ID, err)
 	}
 	// The patient's own requests hold whatever the policy says: an opted-out
 	// channel gets nothing.
@@ -241,21 +423,19 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 		}
 	}
 	if len(dec.Redact) > 0 {
-		if notice, err = notice.Redact(dec.Redact...); err != nil {
+		if err := d.Redact(dec.Redact...); err != nil {
 			return p.fail(ctx, n, "the policy asked for a redaction the notice cannot make: "+err.Error())
 		}
 	}
 	if dec.Has("generic_provider_label") {
-		notice.ProviderName = "" // a provider's name can reveal the care
+		d.HideProvider() // a provider's name can reveal the care
 	}
-	var msg notify.Email
-	if dec.Has("portal_only") {
+	portalOnly := dec.Has("portal_only")
+	if portalOnly {
 		// Nothing but the link: not even what kind of notice waits.
-		notice = notify.EOBNotice{PortalURL: notice.PortalURL}
-		msg, err = notify.RenderPortalOnlyEmail(notice.PortalURL, contact.Language)
-	} else {
-		msg, err = notify.RenderEOBEmail(notice, contact.Language)
+		d.PortalOnly()
 	}
+	msg, err := d.Render(template, contact.Language, portalOnly)
 	if err != nil {
 		return p.fail(ctx, n, "the notice could not be rendered")
 	}
@@ -270,20 +450,20 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	}
 	// Opaque: a tenant's name could reveal the kind of care.
 	msg.MessageID = "<" + n.PortalToken + "@tidings.invalid>"
-	payload, err := json.Marshal(notice)
+	payload, err := d.Payload()
 	if err != nil {
 		return err
 	}
 	if err := p.Store.SealNoticePayload(ctx, n.ID, payload); err != nil {
-		return fmt.Errorf("event %d: %w", eventID, err)
+		return fmt.Errorf("notice %d: %w", n.ID, err)
 	}
 
-	d, proceed, err := p.Store.BeginDelivery(ctx, n, "email")
+	dl, proceed, err := p.Store.BeginDelivery(ctx, n, "email")
 	if errors.Is(err, store.ErrOutcomeUnknown) {
 		return p.fail(ctx, n, "an earlier delivery attempt ended without a recorded outcome; not resent, to avoid a duplicate")
 	}
 	if err != nil {
-		return fmt.Errorf("event %d: begin delivery: %w", eventID, err)
+		return fmt.Errorf("notice %d: begin delivery: %w", n.ID, err)
 	}
 	if !proceed {
 		return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
@@ -295,15 +475,15 @@ func (p *Processor) ProcessEvent(ctx context.Context, tenantID string, eventID i
 	defer cancel()
 	if sendErr != nil {
 		reason := "email delivery failed: " + sendErr.Error()
-		if err := p.Store.FinishDelivery(wctx, d, store.DeliveryFailed, false, "", reason); err != nil {
+		if err := p.Store.FinishDelivery(wctx, dl, store.DeliveryFailed, false, "", reason); err != nil {
 			return err
 		}
 		if errors.Is(sendErr, notify.ErrTemporary) {
-			return fmt.Errorf("event %d: %s", eventID, reason)
+			return fmt.Errorf("notice %d: %s", n.ID, reason)
 		}
 		return p.fail(wctx, n, reason)
 	}
-	if err := p.Store.FinishDelivery(wctx, d, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
+	if err := p.Store.FinishDelivery(wctx, dl, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
 		return err
 	}
 	return p.Store.FinishNotice(wctx, n, store.NoticeSent, nil)
@@ -321,8 +501,8 @@ func (p *Processor) fail(ctx context.Context, n store.Notice, reason string) err
 // through the API; the Patient resource that came with this event (which also
 // refreshes the stored contact); a contact stored from an earlier bundle;
 // and, in dev only, a placeholder on a reserved domain.
-func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOBFacts, ev fhir.Event) (store.ContactDetails, error) {
-	refs := patientRefs(facts)
+func (p *Processor) contact(ctx context.Context, tenantID, patientID, patientRef string, ev fhir.Event) (store.ContactDetails, error) {
+	refs := patientRefs(patientID, patientRef)
 	var stored *store.ContactDetails
 	for _, ref := range refs {
 		c, err := p.Store.ContactFor(ctx, tenantID, ref)
@@ -336,7 +516,7 @@ func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOB
 	if stored != nil && stored.Source == "api" {
 		return *stored, nil
 	}
-	pc, fromBundle := ev.PatientContact(facts.PatientRef)
+	pc, fromBundle := ev.PatientContact(patientRef)
 	if fromBundle && pc.Email != "" {
 		c := store.ContactDetails{Email: pc.Email, Language: pc.Language, Source: "fhir"}
 		if len(refs) > 0 && (stored == nil || stored.Email != c.Email || stored.Language != c.Language) {
@@ -349,20 +529,20 @@ func (p *Processor) contact(ctx context.Context, tenantID string, facts fhir.EOB
 	if stored != nil {
 		return *stored, nil
 	}
-	if p.PlaceholderDomain != "" && facts.PatientID != "" {
-		return store.ContactDetails{Email: placeholder(facts.PatientID, p.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
+	if p.PlaceholderDomain != "" && patientID != "" {
+		return store.ContactDetails{Email: placeholder(patientID, p.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
 	}
 	return store.ContactDetails{}, nil
 }
 
 // patientRefs are the keys a contact may be registered under: "Patient/<id>".
-func patientRefs(f fhir.EOBFacts) []string {
+func patientRefs(patientID, patientRef string) []string {
 	var refs []string
-	if f.PatientID != "" {
-		refs = append(refs, "Patient/"+f.PatientID)
+	if patientID != "" {
+		refs = append(refs, "Patient/"+patientID)
 	}
-	if f.PatientRef != "" && (len(refs) == 0 || f.PatientRef != refs[0]) {
-		refs = append(refs, f.PatientRef)
+	if patientRef != "" && (len(refs) == 0 || patientRef != refs[0]) {
+		refs = append(refs, patientRef)
 	}
 	return refs
 }
@@ -413,24 +593,20 @@ func (p *Processor) HandleFetchTask(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// NoticeTypeAppointment is the notice an Appointment event will lead to.
-const NoticeTypeAppointment = "appointment"
+// NoticeTypeAppointment is the notice an Appointment event leads to.
+const NoticeTypeAppointment = notify.NoticeTypeAppointment
 
 // processAppointment derives what happened to the appointment from this
 // version and the previous one Tidings saw (booked, rescheduled, cancelled,
-// ...), records it on the event, and closes its notice as skipped: appointment
-// notices are sent by workflows, which come later.
+// ...), records it on the event, applies it to the appointment's runs (a
+// cancellation ends the reminders, entered-in-error ends every run
+// silently, a reschedule recomputes waits relative to the start, any change
+// refreshes the facts branches read), then starts the workflows its kind
+// triggers.
 func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent) error {
-	n, err := p.Store.EnsureNotice(ctx, ev.TenantID, ev.ID, NoticeTypeAppointment)
-	if err != nil {
-		return fmt.Errorf("event %d: %w", ev.ID, err)
-	}
-	if n.Status != store.NoticePending {
-		return nil
-	}
 	cur, err := appointmentFacts(ev.Resource)
 	if err != nil {
-		return p.fail(ctx, n, "the Appointment could not be read: "+err.Error())
+		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeFailed, "the Appointment could not be read: "+err.Error())
 	}
 	var prev *fhir.AppointmentFacts
 	if pe, err := p.Store.PreviousEvent(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
@@ -444,8 +620,47 @@ func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent
 	if err := p.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
 		return fmt.Errorf("event %d: %w", ev.ID, err)
 	}
-	return p.Store.FinishNotice(ctx, n, store.NoticeSkipped,
-		[]string{"appointment " + string(kind) + ": appointment notices are sent by workflows, not in this version"})
+	refs := patientRefs(cur.PatientID, cur.PatientRef)
+	if len(refs) == 0 {
+		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeFailed, "the Appointment names no patient")
+	}
+	subject := "Appointment/" + ev.ResourceID
+	facts := workflow.Facts{"patient": refs[0], "status": cur.Status, "kind": string(kind)}
+	if !cur.StartTime.IsZero() {
+		facts["start"] = cur.StartTime.Format(time.RFC3339)
+	}
+	if !cur.EndTime.IsZero() {
+		facts["end"] = cur.EndTime.Format(time.RFC3339)
+	}
+	rs, now := p.Runs, p.Runs.now()
+	switch kind {
+	case fhir.KindCancelled:
+		// The cancellation workflow's own run, if a retry finds it, stays.
+		keep, err := rs.Store.ActiveWorkflows(ctx, ev.TenantID, "event:appointment.cancelled")
+		if err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
+		ids := make([]string, len(keep))
+		for i, w := range keep {
+			ids[i] = w.ID
+		}
+		if _, err := rs.Store.EndSubjectRuns(ctx, ev.TenantID, subject, workflow.OutcomeCancelled, ids, now); err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
+	case fhir.KindEnteredInError:
+		if _, err := rs.Store.EndSubjectRuns(ctx, ev.TenantID, subject, "entered-in-error", nil, now); err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
+		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeSkipped, "appointment entered in error: its runs ended without a notice")
+	default:
+		wakes, err := rs.Store.RefreshSubject(ctx, ev.TenantID, subject, ev.ID, facts, kind == fhir.KindRescheduled, now)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
+		rs.Wake(ctx, wakes)
+	}
+	nr := store.NewRun{TenantID: ev.TenantID, Subject: subject, PatientIndex: rs.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
+	return p.startRuns(ctx, ev, NoticeTypeAppointment, "event:appointment."+string(kind), nr)
 }
 
 func appointmentFacts(record []byte) (fhir.AppointmentFacts, error) {

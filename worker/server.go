@@ -26,7 +26,7 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 	}
 	srv := asynq.NewServer(opt, asynq.Config{
 		Concurrency:     cfg.Concurrency,
-		Queues:          map[string]int{"default": 1},
+		Queues:          Queues,
 		ShutdownTimeout: 30 * time.Second, // longer than an SMTP exchange may take
 		Logger:          asynqLogger{log.With("component", "asynq")},
 		LogLevel:        asynq.WarnLevel,
@@ -44,6 +44,7 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 	})
 	mux := asynq.NewServeMux()
 	mux.HandleFunc(TypeProcessEvent, p.HandleEventTask)
+	mux.HandleFunc(TypeRunWake, p.HandleRunTask)
 	if p.Fetcher != nil {
 		mux.HandleFunc(TypeFetch, p.HandleFetchTask)
 	}

@@ -20,13 +20,30 @@ import (
 const (
 	TypeProcessEvent = store.TaskProcessEvent // build and deliver an event's notices
 	TypeFetch        = store.TaskFetch        // fetch what a notification did not carry
+	TypeRunWake      = "run:wake"             // advance a workflow run
 )
+
+// Queues and their weights: events and fetches on default; workflow
+// wake-ups on one queue per priority, so a flood of low-priority journeys
+// does not hold back an appointment reminder.
+var Queues = map[string]int{"default": 4, "workflow_high": 6, "workflow": 3, "workflow_low": 1}
+
+func queueFor(priority string) string {
+	switch priority {
+	case "high":
+		return "workflow_high"
+	case "low":
+		return "workflow_low"
+	}
+	return "workflow"
+}
 
 // taskPayload is every task's payload, sealed (for its task type) before it
 // reaches Redis.
 type taskPayload struct {
 	TenantID string `json:"tenant_id"`
 	ID       int64  `json:"id"`
+	Seq      int64  `json:"seq,omitempty"` // run wake-ups: the run's wake_seq
 }
 
 // Client enqueues tasks with sealed payloads.
@@ -60,6 +77,27 @@ func (c *Client) EnqueueEvent(ctx context.Context, tenantID string, eventID int6
 // EnqueueFetch schedules a fetch.
 func (c *Client) EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error {
 	return c.enqueue(ctx, TypeFetch, tenantID, fetchID)
+}
+
+// EnqueueRun hands a run's wake-up to the queue, to be processed after
+// delay. The task id is derived from run, step and seq, so enqueuing the same
+// wake-up twice while it is queued is a no-op that reports queued=false.
+func (c *Client) EnqueueRun(ctx context.Context, w store.RunWake, delay time.Duration) (bool, error) {
+	plain, err := json.Marshal(taskPayload{TenantID: w.TenantID, ID: w.ID, Seq: w.WakeSeq})
+	if err != nil {
+		return false, err
+	}
+	task := asynq.NewTask(TypeRunWake, c.keys.Seal(plain, "asynq:"+TypeRunWake))
+	id := "run:" + strconv.FormatInt(w.ID, 10) + ":" + w.Step + ":" + strconv.FormatInt(w.WakeSeq, 10)
+	_, err = c.asynq.EnqueueContext(ctx, task, asynq.TaskID(id), asynq.ProcessIn(max(delay, 0)),
+		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue(queueFor(w.Priority)))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("enqueue run %d: %w", w.ID, err)
+	}
+	return true, nil
 }
 
 // enqueue seals the payload and enqueues it under a task id derived from the

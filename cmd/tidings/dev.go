@@ -21,21 +21,22 @@ import (
 
 // DevSummary is what `tidings dev --json` prints: counts and reasons, no PHI.
 type DevSummary struct {
-	Files      int           `json:"files"`
-	Received   int           `json:"received"`   // notifications answered 2xx
-	Events     int           `json:"events"`     // new events stored
-	Duplicates int           `json:"duplicates"` // events already stored
-	Ignored    int           `json:"ignored"`    // events whose focus type is not notified
-	Sent       int           `json:"sent"`
-	Denied     int           `json:"denied"`
-	Failed     int           `json:"failed"`
-	Skipped    int           `json:"skipped"` // events that lead to no notice in this version (Appointments)
-	Pending    int           `json:"pending"` // still not final when the wait ended
-	Notices    []NoticeLine  `json:"notices"` // denied and failed notices
-	Rejected   []RejectedRow `json:"rejected_files"`
-	MailDir    string        `json:"mail_dir"`
-	EMLFiles   int           `json:"eml_files"`
-	TimedOut   bool          `json:"timed_out,omitempty"`
+	Files      int              `json:"files"`
+	Received   int              `json:"received"`   // notifications answered 2xx
+	Events     int              `json:"events"`     // new events stored
+	Duplicates int              `json:"duplicates"` // events already stored
+	Ignored    int              `json:"ignored"`    // events whose focus type is not notified
+	Sent       int              `json:"sent"`
+	Denied     int              `json:"denied"`
+	Failed     int              `json:"failed"`
+	Skipped    int              `json:"skipped"` // events no active workflow wants
+	Runs       map[string]int64 `json:"runs"`    // workflow runs by status: waiting (for a time or an event), ended
+	Pending    int              `json:"pending"` // still not final when the wait ended
+	Notices    []NoticeLine     `json:"notices"` // denied and failed notices
+	Rejected   []RejectedRow    `json:"rejected_files"`
+	MailDir    string           `json:"mail_dir"`
+	EMLFiles   int              `json:"eml_files"`
+	TimedOut   bool             `json:"timed_out,omitempty"`
 }
 
 // NoticeLine is one denied or failed notice.
@@ -202,8 +203,10 @@ func waitFinal(ctx context.Context, s *stack, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := s.app.store.CountAll(ctx, devTenant)
-		if err == nil && c.OutboxPending == 0 && c.Notices >= c.Events && c.ByStatus[store.NoticePending] == 0 {
-			return nil
+		if err == nil && c.OutboxPending == 0 && c.ByStatus[store.NoticePending] == 0 {
+			if n, err := s.app.store.Unsettled(ctx, devTenant, time.Now()); err == nil && n == 0 {
+				return nil
+			}
 		}
 		if time.Now().After(deadline) {
 			return errors.New("timed out")
@@ -239,6 +242,9 @@ func fillOutcomes(ctx context.Context, s *stack, sum *DevSummary, fileOf map[str
 			sum.Pending++
 		}
 	}
+	if sum.Runs, err = s.app.store.RunCounts(context.WithoutCancel(ctx), devTenant); err != nil {
+		return err
+	}
 	emls, _ := filepath.Glob(filepath.Join(s.MailDir, "*.eml"))
 	sum.EMLFiles = len(emls)
 	return nil
@@ -247,7 +253,8 @@ func fillOutcomes(ctx context.Context, s *stack, sum *DevSummary, fileOf map[str
 func printSummary(w io.Writer, s DevSummary) {
 	fmt.Fprintf(w, "\nNotifications received: %d of %d file(s) (new events %d, duplicates %d, not notified %d)\n",
 		s.Received, s.Files, s.Events, s.Duplicates, s.Ignored)
-	fmt.Fprintf(w, "Notices: sent %d, denied %d, failed %d, skipped %d (appointments: no notices yet)", s.Sent, s.Denied, s.Failed, s.Skipped)
+	fmt.Fprintf(w, "Workflow runs: %d waiting (a reminder's time, a portal view), %d ended\n", s.Runs["waiting"], s.Runs["ended"])
+	fmt.Fprintf(w, "Notices: sent %d, denied %d, failed %d, skipped %d (no active workflow)", s.Sent, s.Denied, s.Failed, s.Skipped)
 	if s.Pending > 0 {
 		fmt.Fprintf(w, ", still pending %d", s.Pending)
 	}

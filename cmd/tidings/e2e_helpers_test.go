@@ -25,6 +25,7 @@ import (
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
+	"github.com/tidings-health/tidings/worker"
 )
 
 func TestMain(m *testing.M) {
@@ -80,6 +81,11 @@ type testOpts struct {
 	MonitorEvery   time.Duration
 	GapSettle      time.Duration
 	DeferWorker    bool
+	Clock          worker.Clock
+	WakeHorizon    time.Duration
+	ScheduleEvery  time.Duration
+	WakeSlack      time.Duration
+	NoWorkflows    bool
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -103,7 +109,8 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 		SMTP: notify.SMTPConfig{Host: host, Port: port, RequireTLS: !o.Opportunistic, RootCAs: mc.CertPool(), Timeout: 5 * time.Second}},
 		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
-			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle}, logs)
+			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
+			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +183,9 @@ func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
 			return c
 		}
 		if time.Now().After(deadline) {
+			if os.Getenv("TIDINGS_TEST_LOGS") != "" {
+				t.Log(ts.Logs.String())
+			}
 			t.Fatalf("timed out waiting for %d final notices: %+v", n, c)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tidings-health/tidings/fhir"
@@ -26,8 +23,12 @@ worker stopped, then starts the worker and waits until it has delivered them to
 the local mail catcher over STARTTLS. Prints intake throughput and latency
 percentiles, and delivery throughput. With -mode id-only the notifications carry
 only references, and a FHIR server on loopback (inside this command, serving the
-same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
-	mode := fs.String("mode", "full-resource", "full-resource or id-only")
+same copies) answers the worker's reads. With -mode workflows it books N
+appointments (default 100000) and reports how fast runs are created, what the
+waiting runs cost in Redis and Postgres, and how late reminders go out after
+their due time. Nothing leaves this machine.`, stderr)
+	mode := fs.String("mode", "full-resource", "full-resource, id-only or workflows")
+	near := fs.Int("due", 2000, "with -mode workflows: of the N runs, how many have a reminder due during the run")
 	n := fs.Int("n", 2000, "notifications to post")
 	conc := fs.Int("c", 16, "concurrent clients")
 	workers := fs.Int("worker-concurrency", 20, "worker concurrency (Asynq)")
@@ -38,8 +39,14 @@ same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
 	if *n <= 0 || *conc <= 0 {
 		return usageError{"-n and -c must be positive"}
 	}
+	if *mode == "workflows" {
+		if *n == 2000 {
+			*n = 100000
+		}
+		return runWorkflowLoad(ctx, workflowLoad{runs: *n, due: *near, clients: *conc, workers: *workers}, stdout, stderr)
+	}
 	if *mode != "full-resource" && *mode != "id-only" {
-		return usageError{"-mode must be full-resource or id-only"}
+		return usageError{"-mode must be full-resource, id-only or workflows"}
 	}
 	raw, err := os.ReadFile(*tmpl)
 	if err != nil {
@@ -94,38 +101,12 @@ same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
 		}
 	}
 
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conc, MaxConnsPerHost: *conc}}
-	lat := make([]time.Duration, *n)
-	var next, failures atomic.Int64
-	var wg sync.WaitGroup
 	fmt.Fprintf(stderr, "posting with %d clients …\n", *conc)
 	start := time.Now()
-	for w := 0; w < *conc; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= *n || ctx.Err() != nil {
-					return
-				}
-				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(bodies[i]))
-				req.Header.Set("Content-Type", "application/fhir+json")
-				req.Header.Set("Authorization", "Bearer "+s.Secret)
-				resp, err := client.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				lat[i] = time.Since(t0)
-				if err != nil || resp.StatusCode != http.StatusAccepted {
-					failures.Add(1)
-				}
-			}
-		}()
+	lat, failed, err := postAll(ctx, s, *conc, *n, func(i int) ([]byte, error) { return bodies[i], nil })
+	if err != nil {
+		return err
 	}
-	wg.Wait()
 	intake := time.Since(start)
 	fmt.Fprintln(stderr, "starting the worker; waiting for delivery …")
 	start = time.Now()
@@ -137,7 +118,7 @@ same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
 		if err != nil {
 			return err
 		}
-		if c.Notices >= int64(*n-int(failures.Load())) && c.ByStatus[store.NoticePending] == 0 {
+		if c.Notices >= int64(*n-failed) && c.ByStatus[store.NoticePending] == 0 {
 			break
 		}
 		if ctx.Err() != nil {
@@ -148,11 +129,10 @@ same copies) answers the worker's reads. Nothing leaves this machine.`, stderr)
 	total := time.Since(start)
 	c, _ := s.app.store.CountAll(ctx, devTenant)
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	host, _ := os.Hostname()
 	fmt.Fprintf(stdout, "machine: %s, %d notifications, %d clients, worker concurrency %d\n", host, *n, *conc, *workers)
 	fmt.Fprintf(stdout, "intake:   %.0f notifications/s  p50 %s  p99 %s  max %s  (non-202: %d)\n",
-		float64(*n)/intake.Seconds(), pct(0.50).Round(10*time.Microsecond), pct(0.99).Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond), failures.Load())
+		float64(*n)/intake.Seconds(), pctOf(lat, 0.50), pctOf(lat, 0.99), lat[len(lat)-1].Round(10*time.Microsecond), failed)
 	fmt.Fprintf(stdout, "delivery: %.0f notices/s from a full queue to the mail catcher over STARTTLS (%d sent, %d denied, %d failed in %s)\n",
 		float64(c.ByStatus[store.NoticeSent])/total.Seconds(), c.ByStatus[store.NoticeSent], c.ByStatus[store.NoticeDenied], c.ByStatus[store.NoticeFailed], total.Round(time.Millisecond))
 	return nil

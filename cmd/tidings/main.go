@@ -50,6 +50,8 @@ Commands:
             its secret; list subscriptions with handshake/heartbeat status
   source    add: register a FHIR server to fetch from (bearer or SMART Backend
             Services; credentials sealed)
+  workflow  install --tenant T --builtins | --file F: save and activate
+            workflow definitions; list --tenant T
   policy    test [DIR]: run the policies' tests with coverage;
             eval --input FILE [--dir DIR]: decide one sample input
   keys      print a new random key: keys new
@@ -83,6 +85,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runSubscription(ctx, rest, stdout, stderr)
 	case "source":
 		return runSource(ctx, rest, stdout, stderr)
+	case "workflow":
+		return runWorkflow(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
 	case "health":

@@ -75,6 +75,14 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	if err := realMain(context.Background(), []string{"subscription", "list"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "payer-eob") {
 		t.Fatalf("subscription list: %v\n%s", err, out.String())
 	}
+	out.Reset()
+	if err := realMain(context.Background(), []string{"workflow", "install", "--tenant", "plan", "--builtins"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "4 workflows active") {
+		t.Fatalf("workflow install: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := realMain(context.Background(), []string{"workflow", "list", "--tenant", "plan"}, &out, io.Discard); err != nil || !strings.Contains(out.String(), "eob-notice") || !strings.Contains(out.String(), "active") {
+		t.Fatalf("workflow list: %v\n%s", err, out.String())
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -166,12 +174,12 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatalf("status:\n%s", out)
 	}
 	// Every migration rolls back cleanly, newest first, and applies again.
-	for _, f := range []string{"00004_contact_preferences.sql", "00003_appointments_signatures.sql", "00002_sources_fetches_gaps.sql", "00001_init.sql"} {
+	for _, f := range []string{"00005_workflows.sql", "00004_contact_preferences.sql", "00003_appointments_signatures.sql", "00002_sources_fetches_gaps.sql", "00001_init.sql"} {
 		if out := run("down"); !strings.Contains(out, "rolled back "+f) {
 			t.Fatalf("down:\n%s", out)
 		}
 	}
-	if out := run("status"); strings.Count(out, "pending") != 4 {
+	if out := run("status"); strings.Count(out, "pending") != 5 {
 		t.Fatalf("status after down:\n%s", out)
 	}
 	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") || !strings.Contains(out, "applied 00002_sources_fetches_gaps.sql") {

@@ -21,6 +21,8 @@ import (
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
+	"github.com/tidings-health/tidings/worker"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 const (
@@ -60,10 +62,15 @@ type stackOptions struct {
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration
 	GapSettle      time.Duration
-	NoPlaceholder  bool      // no placeholder address for patients without email (tests)
-	DeferWorker    bool      // do not start the worker; call stack.StartWorker
-	Progress       io.Writer // one line per step; nil for none
-	LogTo          io.Writer // nil: a log file in the stack's folder
+	NoPlaceholder  bool          // no placeholder address for patients without email (tests)
+	DeferWorker    bool          // do not start the worker; call stack.StartWorker
+	Progress       io.Writer     // one line per step; nil for none
+	Clock          worker.Clock  // nil: the system clock (tests move theirs)
+	WakeHorizon    time.Duration // 0: an hour; negative: only wake-ups already due go to Redis
+	ScheduleEvery  time.Duration // 0: a second
+	WakeSlack      time.Duration // 0: a minute
+	NoWorkflows    bool          // do not install the built-in workflows
+	LogTo          io.Writer     // nil: a log file in the stack's folder
 }
 
 func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
@@ -173,10 +180,14 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
 		ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
+		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,
 	}
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second
+	}
+	if cfg.ScheduleEvery <= 0 {
+		cfg.ScheduleEvery = time.Second
 	}
 	if problems := cfg.Validate(config.RoleWorker | config.RoleServe); len(problems) > 0 {
 		return fmt.Errorf("dev configuration: %v", problems)
@@ -185,8 +196,15 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	if s.app, err = openApp(ctx, cfg, s.Log); err != nil {
 		return err
 	}
+	s.app.clock = o.Clock
 	if err = s.app.store.EnsureTenant(ctx, devTenant, "Local development"); err != nil {
 		return err
+	}
+	if !o.NoWorkflows {
+		// The built-in EOB and appointment journeys, active.
+		if err = s.app.store.InstallWorkflows(ctx, devTenant, workflow.Builtins()); err != nil {
+			return err
+		}
 	}
 	s.Secret = seal.NewToken()
 	if err = s.app.store.CreateSubscription(ctx, store.Subscription{ID: devSubscription, TenantID: devTenant,

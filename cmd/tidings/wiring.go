@@ -51,6 +51,7 @@ type app struct {
 	redis  asynq.RedisClientOpt
 	client *worker.Client
 	pol    *policy.Engine // compiled and prepared once per process
+	clock  worker.Clock   // nil: the system clock; tests move their own
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -170,6 +171,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 	}
 	return api.New(api.Config{
 		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
+		Workflows: a.store, Journeys: journeys{runs: a.runs(), store: a.store},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
 }
@@ -193,7 +195,35 @@ func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholde
 		return nil, err
 	}
 	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
-		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain}, nil
+		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs()}, nil
+}
+
+// runs drives workflow runs on the shared parts.
+func (a *app) runs() *worker.Runs {
+	clock := a.clock
+	if clock == nil {
+		clock = worker.SystemClock{}
+	}
+	return &worker.Runs{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon}
+}
+
+// journeys adapts the run driver to the API: engagement and API events,
+// segment membership, enrolment.
+type journeys struct {
+	runs  *worker.Runs
+	store *store.Store
+}
+
+func (j journeys) RecordEvent(ctx context.Context, tenantID, patientRef, eventType string, data []byte) (int64, int, error) {
+	return j.runs.RecordEvent(ctx, j.store, tenantID, patientRef, eventType, data)
+}
+
+func (j journeys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
+	return j.runs.JoinSegment(ctx, tenantID, segment, patientRef)
+}
+
+func (j journeys) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
+	return j.runs.Enroll(ctx, j.store, tenantID, workflowID, segment)
 }
 
 type redisLog struct{ l *slog.Logger }

@@ -53,14 +53,17 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 	done := make(chan struct{})
 	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery}
 	mon := &worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle}
-	monDone := make(chan struct{})
+	sched := &worker.Scheduler{Store: a.store, Runs: proc.Runs, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack}
+	monDone, schedDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); rec.Run(rctx) }()
 	go func() { defer close(monDone); mon.Run(rctx) }()
+	go func() { defer close(schedDone); sched.Run(rctx) }()
 	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
 	return func() {
 		cancel()
 		<-done
 		<-monDone
+		<-schedDone
 		srv.Shutdown()
 	}, nil
 }

@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/mail"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/testenv"
+)
+
+// movableClock is the clock the worker reads; a test moves it to a wait's
+// end instead of sleeping for days.
+type movableClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *movableClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *movableClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// The published SIU S12 appointment: 2021-09-24 12:45–13:35 +05:30, for
+// Patient/9e909e52-61a1-be50-1878-a12ef8c36346.
+const (
+	siuPatient     = "9e909e52-61a1-be50-1878-a12ef8c36346"
+	siuAppointment = "Appointment/b7121f46-cf50-5cec-7cfb-5de8e42b82d2"
+	siuS12         = "fhir-converter-hl7v2-siu/SIU-S12-01-expected.json"
+	siuS15         = "fhir-converter-hl7v2-siu/SIU-S15-01-expected.json"
+)
+
+var (
+	siuStart = time.Date(2021, 9, 24, 7, 15, 0, 0, time.UTC) // 12:45 +05:30
+	siuEnd   = time.Date(2021, 9, 24, 8, 5, 0, 0, time.UTC)  // 13:35 +05:30
+)
+
+// workflowStack is a stack whose worker reads a clock the test moves, and
+// enqueues only wake-ups already due (the scheduler promotes the rest as
+// the clock reaches them).
+func workflowStack(t *testing.T, start time.Time) (*testStack, *movableClock) {
+	t.Helper()
+	clock := &movableClock{t: start}
+	ts := newTestStack(t, testOpts{Clock: clock, WakeHorizon: -1, ScheduleEvery: 50 * time.Millisecond, NoPlaceholder: true})
+	return ts, clock
+}
+
+// putContact registers the patient's address and time zone through the API.
+func (ts *testStack) putContact(t *testing.T, patientID, body string) {
+	t.Helper()
+	token := "dev-workflow-token-0123456789abcdef"
+	ts.app.cfg.APITokens = "dev:" + token
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := doRequest(h, "PUT", "/v1/contacts/Patient/"+patientID, "application/json", token, body); r.Code != 200 {
+		t.Fatalf("PUT contact: %d %s", r.Code, r.Body)
+	}
+}
+
+// subjects are the subjects of the messages caught so far, in order.
+func (ts *testStack) subjects(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, m := range ts.Mail.Messages() {
+		msg, err := mail.ReadMessage(bytes.NewReader(m.Data))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, msg.Header.Get("Subject"))
+	}
+	return out
+}
+
+func (ts *testStack) runsOf(t *testing.T, subject string) []store.RunView {
+	t.Helper()
+	runs, err := ts.app.store.RunsForSubject(context.Background(), devTenant, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs
+}
+
+func runOf(t *testing.T, runs []store.RunView, workflowID string) store.RunView {
+	t.Helper()
+	for _, r := range runs {
+		if r.WorkflowID == workflowID {
+			return r
+		}
+	}
+	t.Fatalf("no run of %s among %+v", workflowID, runs)
+	return store.RunView{}
+}
+
+// waitRun waits until the subject's run of a workflow satisfies ok.
+func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what string, ok func(store.RunView) bool) store.RunView {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, r := range ts.runsOf(t, subject) {
+			if r.WorkflowID == workflowID && ok(r) {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for the %s run to be %s: %+v", workflowID, what, ts.runsOf(t, subject))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func waitingAt(step string, due time.Time) func(store.RunView) bool {
+	return func(r store.RunView) bool {
+		return r.Status == "waiting" && r.Step == step && r.DueAt != nil && r.DueAt.Equal(due)
+	}
+}
+
+func ended(outcome string) func(store.RunView) bool {
+	return func(r store.RunView) bool { return r.Status == "ended" && r.Outcome == outcome }
+}
+
+func pathOf(r store.RunView) string {
+	steps := make([]string, len(r.Path))
+	for i, s := range r.Path {
+		steps[i] = s.Step
+		if s.Happened != "" {
+			steps[i] += "(" + s.Happened + ")"
+		}
+	}
+	return strings.Join(steps, " ")
+}
+
+// withAppointment returns the S12 bundle with its Appointment changed.
+func withAppointment(t *testing.T, raw []byte, change func(appt map[string]any)) []byte {
+	t.Helper()
+	var bundle map[string]any
+	if err := json.Unmarshal(raw, &bundle); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range bundle["entry"].([]any) {
+		res := e.(map[string]any)["resource"].(map[string]any)
+		if res["resourceType"] == "Appointment" {
+			change(res)
+		}
+	}
+	b, err := json.Marshal(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The built-in appointment workflow, from the booked SIU message ten days
+// ahead: the confirmation at once, a reminder at start − 72 h and one at
+// start − 24 h (inside 09:00–18:00 in the patient's zone), and after the
+// visit, once it is fulfilled, the survey link.
+func TestAppointmentWorkflowConfirmsRemindsAndSurveys(t *testing.T) {
+	ts, clock := workflowStack(t, siuStart.Add(-10*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 1)
+	// 12:45 Kolkata − 72 h is 12:45 local, inside the window.
+	due72 := siuStart.Add(-72 * time.Hour)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", due72))
+
+	clock.Set(due72)
+	ts.waitNotices(t, 2)
+	due24 := siuStart.Add(-24 * time.Hour)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 24 h reminder", waitingAt("wait-24h", due24))
+
+	clock.Set(due24.Add(time.Minute))
+	ts.waitNotices(t, 3)
+	after := siuEnd.Add(2 * time.Hour)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the end of the visit", waitingAt("wait-after", after))
+
+	// The visit took place: the EHR marks the appointment fulfilled.
+	fulfilled := withAppointment(t, fixture(t, siuS12), func(a map[string]any) { a["status"] = "fulfilled" })
+	if r := ts.notify(t, ts.wrap(t, fulfilled)); r.Status != 202 {
+		t.Fatalf("fulfilled: %d %s", r.Status, r.Body)
+	}
+	// No workflow starts on "fulfilled": the event is closed with a skipped
+	// notice once its facts reached the waiting run.
+	ts.waitNotices(t, 4)
+	clock.Set(after)
+	run := ts.waitRun(t, siuAppointment, "appointment-reminders", "completed", ended("completed"))
+	ts.waitNotices(t, 5)
+
+	want := []string{"Your appointment is confirmed", "Reminder: upcoming appointment", "Reminder: upcoming appointment", "How was your visit?"}
+	if got := ts.subjects(t); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("messages %q, want %q", got, want)
+	}
+	for _, m := range ts.Mail.Messages() {
+		if len(m.To) != 1 || m.To[0] != "appt-patient@example.org" || !m.TLS {
+			t.Errorf("message to %v (TLS %v)", m.To, m.TLS)
+		}
+	}
+	// The reminders show the time in the patient's zone.
+	if text := decodedText(t, ts.Mail.Messages()[1].Data); !strings.Contains(text, "12:45") {
+		t.Errorf("the reminder does not show 12:45 (Asia/Kolkata):\n%s", text)
+	}
+	if p := pathOf(run); p != "confirmation wait-72h(time) reminder-72h wait-24h(time) reminder-24h wait-after(time) fulfilled survey done" {
+		t.Errorf("path %s", p)
+	}
+	// Nothing more: the run has ended and is not re-entered by the trigger.
+	if r := ts.notify(t, ts.wrap(t, withAppointment(t, fixture(t, siuS12), func(a map[string]any) { a["comment"] = "x" }))); r.Status != 202 {
+		t.Fatalf("S12 again: %d", r.Status)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(ts.Mail.Messages()); n != 4 {
+		t.Errorf("%d messages after the run ended, want 4", n)
+	}
+	if runs := ts.runsOf(t, siuAppointment); len(runs) != 1 {
+		t.Errorf("%d runs for the appointment, want 1", len(runs))
+	}
+}
+
+// Cancelled between the reminders: the reminder run ends, the remaining
+// reminder is never sent, and the cancellation notice goes out.
+func TestCancelledAppointmentStopsReminders(t *testing.T) {
+	ts, clock := workflowStack(t, siuStart.Add(-4*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	due72 := siuStart.Add(-72 * time.Hour)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", due72))
+	clock.Set(due72)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 24 h reminder", waitingAt("wait-24h", siuStart.Add(-24*time.Hour)))
+	ts.waitNotices(t, 2)
+
+	clock.Set(due72.Add(time.Hour))
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS15))); r.Status != 202 {
+		t.Fatalf("S15: %d", r.Status)
+	}
+	ts.waitNotices(t, 3)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "cancelled", ended("cancelled"))
+	ts.waitRun(t, siuAppointment, "appointment-cancelled", "completed", ended("completed"))
+
+	// The 24 h reminder's moment comes and goes: nothing is sent.
+	clock.Set(siuStart.Add(-24 * time.Hour))
+	time.Sleep(400 * time.Millisecond) // several scheduler passes
+	want := []string{"Your appointment is confirmed", "Reminder: upcoming appointment", "Your appointment was cancelled"}
+	if got := ts.subjects(t); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("messages %q, want %q", got, want)
+	}
+}
+
+// A reschedule moves the reminders: the appointment moves two days later,
+// so the 72 h reminder's wake-up moves with it, and nothing is sent at the
+// old moment.
+func TestRescheduleMovesReminders(t *testing.T) {
+	ts, clock := workflowStack(t, siuStart.Add(-10*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", siuStart.Add(-72*time.Hour)))
+
+	later := 48 * time.Hour
+	moved := withAppointment(t, fixture(t, siuS12), func(a map[string]any) {
+		a["start"] = siuStart.Add(later).Format(time.RFC3339)
+		a["end"] = siuEnd.Add(later).Format(time.RFC3339)
+	})
+	if r := ts.notify(t, ts.wrap(t, moved)); r.Status != 202 {
+		t.Fatalf("rescheduled: %d %s", r.Status, r.Body)
+	}
+	newDue := siuStart.Add(later - 72*time.Hour)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "moved to the new start − 72 h", waitingAt("wait-72h", newDue))
+
+	clock.Set(siuStart.Add(-72 * time.Hour).Add(time.Minute)) // the old moment
+	time.Sleep(400 * time.Millisecond)
+	if n := len(ts.Mail.Messages()); n != 1 {
+		t.Fatalf("%d messages at the old reminder time, want 1 (the confirmation)", n)
+	}
+	clock.Set(newDue)
+	ts.waitNotices(t, 3) // the confirmation, the reschedule (no workflow starts on it: skipped), the reminder
+	if got := ts.subjects(t); len(got) != 2 || got[1] != "Reminder: upcoming appointment" {
+		t.Fatalf("messages %q, want the confirmation and a reminder", got)
+	}
+	// The reminder shows the new date: 2021-09-26 12:45 in Kolkata.
+	if text := decodedText(t, ts.Mail.Messages()[1].Data); !strings.Contains(text, "26") || !strings.Contains(text, "12:45") {
+		t.Errorf("the reminder does not show the new start:\n%s", text)
+	}
+}
+
+// The EOB workflow: the notice, then a reminder after seven days only if
+// the member did not view it in the portal.
+func TestEOBReminderOnlyWithoutPortalView(t *testing.T) {
+	const eobFile = "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json" // about Patient2
+	for _, viewed := range []bool{true, false} {
+		name := map[bool]string{true: "viewed", false: "not viewed"}[viewed]
+		t.Run(name, func(t *testing.T) {
+			t0 := time.Date(2026, 3, 2, 15, 0, 0, 0, time.UTC)
+			ts, clock := workflowStack(t, t0)
+			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+			if r := ts.notify(t, ts.wrap(t, fixture(t, eobFile))); r.Status != 202 {
+				t.Fatalf("EOB: %d %s", r.Status, r.Body)
+			}
+			ts.waitNotices(t, 1)
+			var subject string
+			ts.app.store.RawScan(context.Background(), &subject, `SELECT subject FROM runs`)
+			ts.waitRun(t, subject, "eob-notice", "waiting for a portal view", waitingAt("wait-viewed", t0.Add(7*24*time.Hour)))
+			if viewed {
+				clock.Set(t0.Add(26 * time.Hour))
+				token := "dev-events-token-0123456789abcdef"
+				ts.app.cfg.APITokens = "dev:" + token
+				h, _ := ts.app.handler(nil)
+				if r := doRequest(h, "POST", "/v1/events", "application/json", token, `{"type":"portal.viewed","patient":"Patient/Patient2"}`); r.Code != 202 {
+					t.Fatalf("POST /v1/events: %d %s", r.Code, r.Body)
+				}
+				run := ts.waitRun(t, subject, "eob-notice", "ended as viewed", ended("viewed"))
+				if p := pathOf(run); p != "notice wait-viewed(portal.viewed) viewed" {
+					t.Errorf("path %s", p)
+				}
+			}
+			clock.Set(t0.Add(7*24*time.Hour + time.Minute))
+			if viewed {
+				time.Sleep(400 * time.Millisecond)
+				if n := len(ts.Mail.Messages()); n != 1 {
+					t.Fatalf("%d messages, want only the notice", n)
+				}
+				return
+			}
+			ts.waitNotices(t, 2)
+			run := ts.waitRun(t, subject, "eob-notice", "completed", ended("completed"))
+			if p := pathOf(run); p != "notice wait-viewed(timeout) reminder done" {
+				t.Errorf("path %s", p)
+			}
+			want := []string{"You have a new Explanation of Benefits", "Reminder: you have an Explanation of Benefits to view"}
+			if got := ts.subjects(t); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Fatalf("messages %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// A workflow posted through the API, with a wait short enough to run in
+// real time: Redis is wiped (FLUSHALL) while the run's wake-up sits in it,
+// and the scheduler restores the wake-up from Postgres: no run is lost.
+func TestFlushAllLosesNoRun(t *testing.T) {
+	ctx := context.Background()
+	rd, err := testenv.StartRedis(ctx, t.TempDir(), testenv.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	ts := newTestStack(t, testOpts{RedisAddr: rd.Addr, NoWorkflows: true, NoPlaceholder: true,
+		ScheduleEvery: 100 * time.Millisecond, WakeSlack: 500 * time.Millisecond})
+	token := "dev-flush-token-0123456789abcdef"
+	ts.app.cfg.APITokens = "dev:" + token
+	h, _ := ts.app.handler(nil)
+	def := `{"id": "eob-quick", "trigger": {"event": "eob.received"}, "priority": "high", "sender": {"name": "Plan"},
+		"steps": [
+			{"id": "notice", "type": "send", "channel": "email", "template": "eob.notice"},
+			{"id": "pause", "type": "wait", "duration": "3s"},
+			{"id": "reminder", "type": "send", "channel": "email", "template": "eob.reminder"},
+			{"id": "done", "type": "end"}]}`
+	if r := doRequest(h, "POST", "/v1/workflows", "application/json", token, def); r.Code != 201 {
+		t.Fatalf("POST /v1/workflows: %d %s", r.Code, r.Body)
+	}
+	if r := doRequest(h, "POST", "/v1/workflows/eob-quick/activate", "", token, ""); r.Code != 200 {
+		t.Fatalf("activate: %d %s", r.Code, r.Body)
+	}
+	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
+		t.Fatalf("EOB: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	subject := "ExplanationOfBenefit/EOBPharmacy1"
+	ts.waitRun(t, subject, "eob-quick", "waiting", func(r store.RunView) bool { return r.Status == "waiting" && r.Step == "pause" })
+
+	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer rc.Close()
+	// The wake-up is in Redis (scheduled on the high-priority queue) ...
+	if n, err := rc.ZCard(ctx, "asynq:{workflow_high}:scheduled").Result(); err != nil || n != 1 {
+		t.Fatalf("scheduled wake-ups in Redis: %d, %v; want 1", n, err)
+	}
+	// ... and then it is not.
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := rc.DBSize(ctx).Result(); n != 0 {
+		t.Fatalf("Redis holds %d keys after FLUSHALL", n)
+	}
+	run := ts.waitRun(t, subject, "eob-quick", "completed", ended("completed"))
+	ts.waitNotices(t, 2)
+	if p := pathOf(run); p != "notice pause(time) reminder done" {
+		t.Errorf("path %s", p)
+	}
+	if !strings.Contains(ts.Logs.String(), "scheduler restored wake-ups the queue had lost") {
+		t.Error("the scheduler did not report restoring the wake-up")
+	}
+	if got := ts.subjects(t); len(got) != 2 || got[1] != "Reminder: you have an Explanation of Benefits to view" {
+		t.Errorf("messages %q", got)
+	}
+	// Stats show the run's path.
+	r := doRequest(h, "GET", "/v1/workflows/eob-quick/stats", "", token, "")
+	var stats struct {
+		Steps []store.StepStats `json:"steps"`
+	}
+	if err := json.Unmarshal(r.Body.Bytes(), &stats); err != nil || r.Code != 200 {
+		t.Fatalf("stats: %d %s", r.Code, r.Body)
+	}
+	for _, s := range stats.Steps {
+		if s.Processed != 1 || s.Now != 0 {
+			t.Errorf("step %s: processed %d, now %d; want 1, 0", s.Step, s.Processed, s.Now)
+		}
+	}
+	if last := stats.Steps[len(stats.Steps)-1]; last.Outcomes["completed"] != 1 {
+		t.Errorf("last step outcomes %v", last.Outcomes)
+	}
+}

@@ -1,0 +1,369 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/workflow"
+)
+
+// Clock tells the time; tests inject one they can move.
+type Clock interface{ Now() time.Time }
+
+// SystemClock is the real time.
+type SystemClock struct{}
+
+// Now returns the current time.
+func (SystemClock) Now() time.Time { return time.Now() }
+
+// RunStore is what running workflows needs from storage.
+type RunStore interface {
+	ActiveWorkflows(ctx context.Context, tenantID, triggerKey string) ([]store.WorkflowInfo, error)
+	WorkflowVersion(ctx context.Context, tenantID, id string, version int) (workflow.Definition, error)
+	StartRun(ctx context.Context, r store.NewRun, now time.Time) (store.RunWake, bool, error)
+	LoadRun(ctx context.Context, id int64) (store.Run, error)
+	SaveRun(ctx context.Context, r store.Run, st workflow.State, cursor int64, now time.Time) (store.RunWake, error)
+	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]store.RunWake, error)
+	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
+	EngagementsSince(ctx context.Context, tenantID, patientIndex string, cursor int64, since time.Time) ([]store.Engagement, error)
+	MarkPromoted(ctx context.Context, wakes []store.RunWake) error
+	EnsureRunNotice(ctx context.Context, r store.Run, step, template, noticeType string, eventID int64) (store.Notice, error)
+	ContactByIndex(ctx context.Context, tenantID, patientIndex string) (store.ContactDetails, error)
+	AddSegmentMember(ctx context.Context, tenantID, segment, patientRef string) (bool, error)
+	PatientIndex(patientRef string) string
+	Workflow(ctx context.Context, tenantID, id string) (store.WorkflowInfo, error)
+}
+
+// RunQueue hands run wake-ups to Asynq.
+type RunQueue interface {
+	EnqueueRun(ctx context.Context, w store.RunWake, delay time.Duration) (bool, error)
+}
+
+// DefaultHorizon is how far ahead wake-ups go into Redis; later ones wait
+// in Postgres until the scheduler promotes them.
+const DefaultHorizon = time.Hour
+
+// Runs drives workflow runs: it starts them from events, advances them
+// with the step machine when they wake, and executes what the machine asks.
+type Runs struct {
+	Store RunStore
+	Queue RunQueue
+	Clock Clock
+	// Horizon: wake-ups due within it are enqueued at once (delayed);
+	// later ones are left to the scheduler. 0 means DefaultHorizon; a
+	// negative value enqueues only what is already due (tests with a
+	// moved clock).
+	Horizon time.Duration
+
+	defs sync.Map // "tenant/workflow/version" → workflow.Definition (versions never change)
+}
+
+func (r *Runs) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
+func (r *Runs) horizon() time.Duration {
+	if r.Horizon == 0 {
+		return DefaultHorizon
+	}
+	return max(r.Horizon, 0)
+}
+
+// Start starts a run of every active workflow the trigger starts, for the
+// subject. It reports how many workflows the trigger matched (a run that
+// already existed counts: nobody re-enters a workflow).
+func (r *Runs) Start(ctx context.Context, tenantID, triggerKey string, nr store.NewRun) (int, error) {
+	wfs, err := r.Store.ActiveWorkflows(ctx, tenantID, triggerKey)
+	if err != nil {
+		return 0, fmt.Errorf("active workflows: %w", err)
+	}
+	for _, wf := range wfs {
+		if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, nr); err != nil {
+			return 0, err
+		}
+	}
+	return len(wfs), nil
+}
+
+func (r *Runs) startOne(ctx context.Context, workflowID string, version int, priority string, nr store.NewRun) (bool, error) {
+	nr.WorkflowID, nr.WorkflowVersion, nr.Priority = workflowID, version, priority
+	w, created, err := r.Store.StartRun(ctx, nr, r.now())
+	if err != nil {
+		return false, fmt.Errorf("start run of %s: %w", workflowID, err)
+	}
+	if created {
+		// If this enqueue fails the scheduler promotes the run: it is due.
+		r.enqueue(ctx, w)
+	}
+	return created, nil
+}
+
+// Wake hands wake-ups to the queue now (those due within the horizon).
+func (r *Runs) Wake(ctx context.Context, wakes []store.RunWake) {
+	for _, w := range wakes {
+		r.enqueue(ctx, w)
+	}
+}
+
+// enqueue hands one wake-up to the queue if it is due within the horizon
+// and records that it did; a failure is left to the scheduler, which
+// promotes every due wake-up that is not marked.
+func (r *Runs) enqueue(ctx context.Context, w store.RunWake) {
+	delay := w.DueAt.Sub(r.now())
+	if delay > r.horizon() {
+		return
+	}
+	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := r.Queue.EnqueueRun(qctx, w, delay); err != nil {
+		return
+	}
+	_ = r.Store.MarkPromoted(ctx, []store.RunWake{w})
+}
+
+func (r *Runs) definition(ctx context.Context, run store.Run) (workflow.Definition, error) {
+	key := run.TenantID + "/" + run.WorkflowID + "/" + fmt.Sprint(run.WorkflowVersion)
+	if d, ok := r.defs.Load(key); ok {
+		return d.(workflow.Definition), nil
+	}
+	d, err := r.Store.WorkflowVersion(ctx, run.TenantID, run.WorkflowID, run.WorkflowVersion)
+	if err != nil {
+		return d, err
+	}
+	r.defs.Store(key, d)
+	return d, nil
+}
+
+// Sender executes a run's send action: it builds, decides on and delivers
+// the notice of (run, step). It returns nil once the notice has an outcome
+// (sent, denied, failed: the run goes on either way) and an error only
+// when the attempt should be retried.
+type Sender interface {
+	SendStep(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, lastTry bool) error
+}
+
+// Advance processes one wake-up of a run: the engagement events that
+// arrived, a changed subject, the timer; then executes the actions the step
+// machine produced and saves the new state. A stale wake-up (the run moved
+// on) does nothing; a send is unique per (run, step), so a retried wake-up
+// never sends twice.
+func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, send Sender, lastTry bool) error {
+	run, err := r.Store.LoadRun(ctx, runID)
+	if errors.Is(err, store.ErrNotFound) {
+		return permanent(fmt.Errorf("run %d: %w", runID, err))
+	}
+	if err != nil {
+		return fmt.Errorf("load run %d: %w", runID, err)
+	}
+	if run.TenantID != tenantID {
+		return permanent(fmt.Errorf("run %d: task tenant does not match", runID))
+	}
+	if run.Status == workflow.StatusEnded || seq != run.WakeSeq {
+		return nil
+	}
+	now := r.now()
+	if run.DueAt == nil {
+		return nil // waits only for an event; an event will wake it
+	}
+	if now.Before(*run.DueAt) {
+		// Early (a clock between hosts, a promoted wake-up): go back to wait.
+		r.enqueue(ctx, store.RunWake{ID: run.ID, TenantID: run.TenantID, WakeSeq: run.WakeSeq, DueAt: *run.DueAt, Step: run.Step, Priority: run.Priority})
+		return nil
+	}
+	def, err := r.definition(ctx, run)
+	if err != nil {
+		return fmt.Errorf("run %d: definition: %w", runID, err)
+	}
+	contact, err := r.Store.ContactByIndex(ctx, run.TenantID, run.PatientIndex)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("run %d: contact: %w", runID, err)
+	}
+	wc := workflow.Contact{TimeZone: contact.TimeZone, Language: contact.Language}
+
+	st := run.State
+	var actions []workflow.Action
+	step := func(in workflow.Input) error {
+		in.Now, in.Facts, in.Contact = now, run.Facts, wc
+		next, acts, err := workflow.Advance(def, st, in)
+		if err != nil {
+			return err
+		}
+		st = next
+		actions = append(actions, acts...)
+		return nil
+	}
+	var errs []error
+	if st.Status == "" {
+		errs = append(errs, step(workflow.Input{Kind: workflow.InputStart}))
+	}
+	cursor := run.EngagementCursor
+	events, err := r.Store.EngagementsSince(ctx, run.TenantID, run.PatientIndex, cursor, run.CreatedAt)
+	if err != nil {
+		return fmt.Errorf("run %d: engagements: %w", runID, err)
+	}
+	for _, e := range events {
+		errs = append(errs, step(workflow.Input{Kind: workflow.InputEvent, Event: e.Type}))
+		cursor = e.ID
+	}
+	if run.FactsChanged {
+		errs = append(errs, step(workflow.Input{Kind: workflow.InputFactsChanged}))
+	}
+	errs = append(errs, step(workflow.Input{Kind: workflow.InputWake}))
+	if err := errors.Join(errs...); err != nil {
+		// The state does not fit its definition: end the run visibly.
+		st.Status, st.Outcome, st.WaitUntil, st.WaitingFor = workflow.StatusEnded, "error", time.Time{}, nil
+		actions = nil
+	}
+	for _, a := range actions {
+		if err := r.execute(ctx, run, a, contact, send, lastTry); err != nil {
+			return fmt.Errorf("run %d step %s: %w", runID, a.Step, err)
+		}
+	}
+	w, err := r.Store.SaveRun(ctx, run, st, cursor, now)
+	if errors.Is(err, store.ErrStale) {
+		return fmt.Errorf("run %d: %w", runID, err) // retried, on the run as it is now
+	}
+	if err != nil {
+		return fmt.Errorf("run %d: save: %w", runID, err)
+	}
+	if w.DueAt.IsZero() {
+		return nil
+	}
+	r.enqueue(ctx, w)
+	return nil
+}
+
+func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, send Sender, lastTry bool) error {
+	switch a.Type {
+	case workflow.ActionSend:
+		return send.SendStep(ctx, run, a, contact, lastTry)
+	case workflow.ActionStartWorkflow:
+		wfs, err := r.startTargets(ctx, run.TenantID, a.Workflow)
+		if err != nil || len(wfs) == 0 {
+			return err // a paused or deleted target starts nothing
+		}
+		nr := store.NewRun{TenantID: run.TenantID, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
+		_, err = r.startOne(ctx, wfs[0].ID, wfs[0].Version, wfs[0].Priority, nr)
+		return err
+	case workflow.ActionAddToSegment:
+		// Segment members are kept by patient reference, which every run
+		// carries in its (sealed) facts.
+		ref, ok := run.Facts["patient"]
+		if !ok {
+			return nil
+		}
+		_, _, err := r.JoinSegment(ctx, run.TenantID, a.Segment, ref)
+		return err
+	}
+	return nil
+}
+
+// startTargets finds the active workflow a go-to names; a paused or
+// missing one starts nothing.
+func (r *Runs) startTargets(ctx context.Context, tenantID, id string) ([]store.WorkflowInfo, error) {
+	wf, err := r.Store.Workflow(ctx, tenantID, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && wf.Status != store.WorkflowActive) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []store.WorkflowInfo{wf}, nil
+}
+
+// HandleRunTask is the Asynq handler for TypeRunWake.
+func (p *Processor) HandleRunTask(ctx context.Context, t *asynq.Task) error {
+	pl, err := openTask(p.Keys, t)
+	if err != nil {
+		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
+	}
+	return p.Runs.Advance(ctx, pl.TenantID, pl.ID, pl.Seq, p, lastTry(ctx))
+}
+
+// noticeTypeOf maps a send step's template to the policy's notice type.
+func noticeTypeOf(template string) (string, error) {
+	nt := notify.NoticeTypeOf(template)
+	if nt == "" {
+		return "", fmt.Errorf("template %q is not known", template)
+	}
+	return nt, nil
+}
+
+// EventStore is what recording engagement and API events needs.
+type EventStore interface {
+	RecordEngagement(ctx context.Context, tenantID, patientRef, eventType string, data []byte, now time.Time) (int64, []store.RunWake, error)
+	SegmentMembers(ctx context.Context, tenantID, segment string) ([]string, error)
+}
+
+// RecordEvent records an engagement or API event for a patient (delivered,
+// opened, clicked, portal.viewed, unsubscribed, portal.login, ...), wakes the
+// patient's waiting runs so a wait for it ends, and starts the workflows the
+// event type triggers (one run per workflow and patient). data may be PHI:
+// it is stored sealed and never read back into a run.
+func (r *Runs) RecordEvent(ctx context.Context, es EventStore, tenantID, patientRef, eventType string, data []byte) (id int64, started int, err error) {
+	id, wakes, err := es.RecordEngagement(ctx, tenantID, patientRef, eventType, data, r.now())
+	if err != nil {
+		return 0, 0, err
+	}
+	r.Wake(ctx, wakes)
+	started, err = r.Start(ctx, tenantID, "api:"+eventType, r.patientRun(tenantID, patientRef))
+	return id, started, err
+}
+
+// JoinSegment adds a patient to a segment and starts the workflows that
+// joining it triggers.
+func (r *Runs) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (joined bool, started int, err error) {
+	joined, err = r.Store.AddSegmentMember(ctx, tenantID, segment, patientRef)
+	if err != nil || !joined {
+		return joined, 0, err
+	}
+	started, err = r.Start(ctx, tenantID, "segment:"+segment, r.patientRun(tenantID, patientRef))
+	return joined, started, err
+}
+
+// Enroll starts a workflow for every member of a segment, by hand. Members
+// that already have a run of it are not enrolled again.
+func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, segment string) (int, error) {
+	wf, err := r.Store.Workflow(ctx, tenantID, workflowID)
+	if err != nil {
+		return 0, err
+	}
+	if wf.Status != store.WorkflowActive {
+		return 0, fmt.Errorf("workflow %s is %s: %w", workflowID, wf.Status, ErrNotActive)
+	}
+	members, err := es.SegmentMembers(ctx, tenantID, segment)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ref := range members {
+		created, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, r.patientRun(tenantID, ref))
+		if err != nil {
+			return n, err
+		}
+		if created {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// ErrNotActive means a workflow is not active and starts no runs.
+var ErrNotActive = errors.New("workflow is not active")
+
+// patientRun is a run whose subject is the patient (API-event and segment
+// triggers): the subject names the patient by blind index only.
+func (r *Runs) patientRun(tenantID, patientRef string) store.NewRun {
+	idx := r.Store.PatientIndex(patientRef)
+	return store.NewRun{TenantID: tenantID, Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": patientRef}}
+}
