@@ -24,13 +24,13 @@ type WorkflowAdmin interface {
 	Workflows(ctx context.Context, tenantID string) ([]store.WorkflowInfo, error)
 	WorkflowExists(ctx context.Context, tenantID, id string) (bool, error)
 	SetWorkflowStatus(ctx context.Context, tenantID, id, status string) error
-	WorkflowStats(ctx context.Context, tenantID, workflowID string, steps []string) ([]store.StepStats, error)
+	WorkflowStats(ctx context.Context, tenantID string, def workflow.Definition) ([]store.StepStats, error)
 	RunsForSubject(ctx context.Context, tenantID, subject string) ([]store.RunView, error)
 }
 
 // Journeys records engagement/API events and segment membership; the lead adapts *worker.Runs to it.
 type Journeys interface {
-	RecordEvent(ctx context.Context, tenantID, patientRef, eventType string, data []byte) (id int64, started int, err error)
+	RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (id int64, started int, err error)
 	JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (joined bool, started int, err error)
 	Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error)
 }
@@ -89,8 +89,12 @@ type EnrollRequest struct {
 // EventRequest is the body of POST /v1/events. Data is optional, a JSON
 // object of at most 8 KiB; it may be PHI and is stored sealed.
 type EventRequest struct {
-	Type    string          `json:"type"`
-	Patient string          `json:"patient"`
+	Type    string `json:"type"`
+	Patient string `json:"patient"`
+	// Subject, when given ("ExplanationOfBenefit/{id}", "Appointment/{id}"),
+	// is what the event is about: only that subject's runs take it (a
+	// portal view of one EOB does not satisfy another EOB's wait).
+	Subject string          `json:"subject,omitempty"`
 	Data    json.RawMessage `json:"data,omitempty"`
 }
 
@@ -106,11 +110,13 @@ var (
 	errNoSuchWorkflow  = newError(http.StatusNotFound, "not-found", "no such workflow in this tenant")
 	errWorkflowExists  = newError(http.StatusConflict, "duplicate", "a workflow with this id exists; use PUT /v1/workflows/{id} to save a new version")
 	errNotActive       = newError(http.StatusConflict, "business-rule", "the workflow is not active; activate it before enrolling")
+	errNeedsSubject    = newError(http.StatusConflict, "business-rule", "the workflow is started by FHIR events and works on their EOB or appointment; it cannot be enrolled from a segment")
 	errBadSegment      = newError(http.StatusBadRequest, "invalid", "segment must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
 	errBadPatient      = newError(http.StatusBadRequest, "invalid", "patient must be a Patient reference: Patient/ followed by 1-64 of A-Z a-z 0-9 - .")
 	errBadEventType    = newError(http.StatusBadRequest, "invalid", "type must match ^[a-z0-9][a-z0-9_.:-]{0,63}$")
 	errBadEventData    = newError(http.StatusBadRequest, "invalid", "data must be a JSON object")
 	errEventDataTooBig = newError(http.StatusRequestEntityTooLarge, "too-costly", "data exceeds 8 KiB")
+	errBadEventSubject = newError(http.StatusBadRequest, "invalid", "subject, when given, must be Appointment/{id} or ExplanationOfBenefit/{id}")
 	errBadSubject      = newError(http.StatusBadRequest, "invalid", "subject is required: Appointment/{id}, ExplanationOfBenefit/{id} or patient:{index}")
 	errIDMismatch      = newError(http.StatusBadRequest, "invalid", "the id in the body differs from the id in the path")
 	errEmptyDefinition = newError(http.StatusBadRequest, "invalid", "the body must be a workflow definition (JSON or YAML)")
@@ -173,8 +179,9 @@ func (h *handlers) validateDefinition(ctx context.Context, tenant string, d work
 	known := map[string]bool{}
 	var lookupErr error
 	reg := workflow.Registry{
-		Channels:  base.Channels,
-		Templates: base.Templates,
+		Channels:     base.Channels,
+		Templates:    base.Templates,
+		NeedsSubject: base.NeedsSubject,
 		Workflow: func(id string) bool {
 			if id == d.ID {
 				return true
@@ -386,6 +393,9 @@ func (h *handlers) enrollSegment(c *gin.Context) {
 	case errors.Is(err, worker.ErrNotActive):
 		jsonError(c, errNotActive)
 		return
+	case errors.Is(err, worker.ErrNeedsSubject):
+		jsonError(c, errNeedsSubject)
+		return
 	case err != nil:
 		jsonError(c, err)
 		return
@@ -401,11 +411,7 @@ func (h *handlers) workflowStats(c *gin.Context) {
 	if !ok {
 		return
 	}
-	steps := make([]string, 0, len(wi.Definition.Steps))
-	for _, s := range wi.Definition.Steps {
-		steps = append(steps, s.ID)
-	}
-	stats, err := h.cfg.Workflows.WorkflowStats(c.Request.Context(), c.GetString(ctxTenant), wi.ID, steps)
+	stats, err := h.cfg.Workflows.WorkflowStats(c.Request.Context(), c.GetString(ctxTenant), wi.Definition)
 	if err != nil {
 		jsonError(c, err)
 		return
@@ -451,6 +457,9 @@ func checkEvent(req EventRequest) ([]byte, error) {
 	if !patientRef.MatchString(req.Patient) {
 		return nil, errBadPatient
 	}
+	if req.Subject != "" && !runSubject.MatchString(req.Subject) {
+		return nil, errBadEventSubject
+	}
 	raw := bytes.TrimSpace(req.Data)
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return nil, nil
@@ -482,7 +491,7 @@ func (h *handlers) postEvent(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	id, started, err := h.cfg.Journeys.RecordEvent(c.Request.Context(), c.GetString(ctxTenant), req.Patient, req.Type, data)
+	id, started, err := h.cfg.Journeys.RecordEvent(c.Request.Context(), c.GetString(ctxTenant), req.Patient, req.Subject, req.Type, data)
 	if err != nil {
 		jsonError(c, err)
 		return

@@ -32,8 +32,8 @@ type runsJourneys struct {
 	st   *store.Store
 }
 
-func (j runsJourneys) RecordEvent(ctx context.Context, tenantID, patientRef, eventType string, data []byte) (int64, int, error) {
-	return j.runs.RecordEvent(ctx, j.st, tenantID, patientRef, eventType, data)
+func (j runsJourneys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
+	return j.runs.RecordEvent(ctx, j.st, tenantID, patientRef, subject, eventType, data)
 }
 
 func (j runsJourneys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
@@ -229,9 +229,8 @@ sender:
   name: Clinic
 steps:
   - id: hello
-    type: send
-    channel: email
-    template: appointment.confirmation
+    type: add_to_segment
+    segment: portal-users
   - id: done
     type: end
 `
@@ -590,8 +589,14 @@ func TestSegmentMembersAndEnroll(t *testing.T) {
 
 	// A workflow triggered by the segment; enrolling needs it active.
 	def := `{"id": "vip-welcome", "trigger": {"segment": "vip"}, "steps": [
-		{"id": "hello", "type": "send", "channel": "email", "template": "appointment.confirmation"},
+		{"id": "hello", "type": "add_to_segment", "segment": "vip-greeted"},
 		{"id": "done", "type": "end"}]}`
+	// Its runs have no EOB or appointment: a send step is refused.
+	withSend := strings.Replace(def, `"type": "add_to_segment", "segment": "vip-greeted"`, `"type": "send", "channel": "email", "template": "appointment.confirmation"`, 1)
+	if rec := e.do(tokenOne, "POST", "/v1/workflows", "application/json", []byte(withSend)); rec.Code != http.StatusUnprocessableEntity ||
+		!strings.Contains(rec.Body.String(), "needs an EOB or an appointment") {
+		t.Fatalf("a send step in a segment workflow: %d %s", rec.Code, rec.Body)
+	}
 	want(t, e.do(tokenOne, "POST", "/v1/workflows", "application/json", []byte(def)), http.StatusCreated, nil)
 	enroll := func(token, id, segment string) *httptest.ResponseRecorder {
 		return e.do(token, "POST", "/v1/workflows/"+id+"/enroll", "application/json", []byte(`{"segment": "`+segment+`"}`))

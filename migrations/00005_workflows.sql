@@ -56,6 +56,13 @@ CREATE TABLE runs (
     promoted_seq       bigint NOT NULL DEFAULT -1,
     -- The last engagements.id this run has been told about.
     engagement_cursor  bigint NOT NULL DEFAULT 0,
+    -- Actions the step machine decided and that are not all done yet (sends,
+    -- segment joins, workflow starts): saved with the state they lead to,
+    -- before any is carried out, so a cancellation that commits first wins
+    -- and a crash mid-way re-drives them (each is idempotent).
+    pending            jsonb NOT NULL DEFAULT '[]',
+    -- Failed attempts at the pending actions; retries back off in Postgres.
+    attempts           int NOT NULL DEFAULT 0,
     priority           text NOT NULL DEFAULT 'normal',
     outcome            text NOT NULL DEFAULT '',
     created_at         timestamptz NOT NULL DEFAULT now(),
@@ -66,6 +73,9 @@ CREATE TABLE runs (
     FOREIGN KEY (tenant_id, workflow_id) REFERENCES workflows (tenant_id, id)
 );
 CREATE INDEX runs_due ON runs (due_at) WHERE status = 'waiting' AND due_at IS NOT NULL;
+-- Wake-ups not yet handed to the queue: the scheduler's promotion scan.
+CREATE INDEX runs_unpromoted ON runs (due_at) WHERE status = 'waiting' AND promoted_seq <> wake_seq;
+CREATE INDEX runs_event ON runs (event_id);
 CREATE INDEX runs_subject ON runs (tenant_id, subject) WHERE status = 'waiting';
 CREATE INDEX runs_patient ON runs (tenant_id, patient_index) WHERE status = 'waiting';
 CREATE INDEX runs_workflow_step ON runs (tenant_id, workflow_id, status, step);
@@ -91,6 +101,9 @@ CREATE TABLE engagements (
     tenant_id      text NOT NULL REFERENCES tenants(id),
     patient_index  text NOT NULL,
     type           text NOT NULL CHECK (type ~ '^[a-z0-9][a-z0-9_.:-]{0,63}$'),
+    -- The EOB or appointment it is about ("ExplanationOfBenefit/<id>"), when
+    -- the sender knows: then only that subject's runs take it.
+    subject        text,
     data_sealed    bytea,
     received_at    timestamptz NOT NULL DEFAULT now()
 );
@@ -115,8 +128,10 @@ ALTER TABLE notices
 ALTER TABLE notices DROP CONSTRAINT notices_event_id_notice_type_key;
 CREATE UNIQUE INDEX notices_event_type ON notices (event_id, notice_type) WHERE run_id IS NULL;
 CREATE UNIQUE INDEX notices_run_step ON notices (run_id, step) WHERE run_id IS NOT NULL;
+CREATE INDEX notices_event ON notices (event_id);
 
 -- +goose Down
+DROP INDEX notices_event;
 DROP INDEX notices_run_step;
 DROP INDEX notices_event_type;
 DELETE FROM policy_decisions WHERE notice_id IN (SELECT id FROM notices WHERE run_id IS NOT NULL);

@@ -237,6 +237,35 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 	if err := m.From(c.cfg.From); err != nil {
 		return nil, "", fmt.Errorf("%w: from is not an email address", ErrInvalidEmail)
 	}
+	if e.FromName != "" || e.From != "" {
+		// A workflow's sender identity; the envelope stays the configured
+		// sender (SPF, bounces).
+		base, err := netmail.ParseAddress(c.cfg.From)
+		if err != nil {
+			return nil, "", fmt.Errorf("%w: from is not an email address", ErrInvalidEmail)
+		}
+		addr, name := base.Address, base.Name
+		if e.From != "" {
+			addr = e.From
+		}
+		if e.FromName != "" {
+			name = e.FromName
+		}
+		if strings.ContainsAny(name, "\r\n") {
+			return nil, "", fmt.Errorf("%w: sender name has a line break", ErrInvalidEmail)
+		}
+		if err := m.EnvelopeFrom(base.Address); err != nil {
+			return nil, "", fmt.Errorf("%w: from is not an email address", ErrInvalidEmail)
+		}
+		if err := m.FromFormat(name, addr); err != nil {
+			return nil, "", fmt.Errorf("%w: the sender's from is not an email address", ErrInvalidEmail)
+		}
+	}
+	if e.ReplyTo != "" {
+		if err := m.ReplyTo(e.ReplyTo); err != nil {
+			return nil, "", fmt.Errorf("%w: reply-to is not an email address", ErrInvalidEmail)
+		}
+	}
 	// go-mail's error would quote the address: drop it.
 	if _, err := netmail.ParseAddress(e.To); err != nil {
 		return nil, "", fmt.Errorf("%w: recipient is not an email address", ErrInvalidEmail)

@@ -26,6 +26,10 @@ type Email struct {
 	Text      string // plain-text body
 	HTML      string // HTML body; optional
 	MessageID string // optional; sent as the Message-ID header when set
+	// A workflow's sender identity, each optional: the display name, the
+	// header From address and Reply-To. The envelope sender stays the
+	// channel's configured one.
+	FromName, From, ReplyTo string
 }
 
 // LogValue keeps the message out of logs: recipient and bodies are PHI.

@@ -162,3 +162,16 @@ func (s *Store) LatestEvent(ctx context.Context, tenantID, resourceType, resourc
 func (s *Store) SetEventKind(ctx context.Context, eventID int64, kind string) error {
 	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ?`, kind, eventID).Error
 }
+
+// LatestEventID is the id of the newest event of a resource (ErrNotFound when none).
+func (s *Store) LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error) {
+	var ids []int64
+	if err := s.q(ctx).Raw(`SELECT id FROM events WHERE tenant_id = ? AND resource_type = ? AND resource_id = ? ORDER BY id DESC LIMIT 1`,
+		tenantID, resourceType, resourceID).Scan(&ids).Error; err != nil {
+		return 0, err
+	}
+	if len(ids) == 0 {
+		return 0, ErrNotFound
+	}
+	return ids[0], nil
+}

@@ -42,6 +42,10 @@ type Run struct {
 	Priority         string
 	Outcome          string
 	CreatedAt        time.Time
+	// Pending are actions decided and saved with State, not all done yet.
+	Pending []workflow.Action
+	// Attempts counts failed attempts at Pending.
+	Attempts int
 }
 
 type runRow struct {
@@ -63,6 +67,8 @@ type runRow struct {
 	Priority         string
 	Outcome          string
 	CreatedAt        time.Time
+	Pending          json.RawMessage
+	Attempts         int
 }
 
 // RunWake is a wake-up to hand to the queue: run, the seq it is for, when.
@@ -120,6 +126,14 @@ func (s *Store) StartRun(ctx context.Context, r NewRun, now time.Time) (RunWake,
 			return fmt.Errorf("start run: %w", translate(err))
 		}
 		if len(rows) == 0 {
+			// No re-entry: report the run that already exists.
+			if err := tx.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
+				WHERE tenant_id = ? AND workflow_id = ? AND subject = ?`, r.TenantID, r.WorkflowID, r.Subject).Scan(&rows).Error; err != nil {
+				return fmt.Errorf("existing run: %w", err)
+			}
+			if len(rows) > 0 {
+				w = rows[0]
+			}
 			return nil
 		}
 		w, created = rows[0], true
@@ -143,9 +157,12 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (Run, error) {
 	r := Run{ID: row.ID, TenantID: row.TenantID, WorkflowID: row.WorkflowID, WorkflowVersion: row.WorkflowVersion,
 		Subject: row.Subject, PatientIndex: row.PatientIndex, EventID: row.EventID, Status: row.Status, Step: row.Step,
 		FactsChanged: row.FactsChanged, DueAt: row.DueAt, WakeSeq: row.WakeSeq, EngagementCursor: row.EngagementCursor,
-		Priority: row.Priority, Outcome: row.Outcome, CreatedAt: row.CreatedAt}
+		Priority: row.Priority, Outcome: row.Outcome, CreatedAt: row.CreatedAt, Attempts: row.Attempts}
 	if err := json.Unmarshal(row.State, &r.State); err != nil {
 		return r, fmt.Errorf("run %d: state: %w", id, err)
+	}
+	if err := json.Unmarshal(row.Pending, &r.Pending); err != nil {
+		return r, fmt.Errorf("run %d: pending actions: %w", id, err)
 	}
 	r.Facts = workflow.Facts{}
 	if len(row.FactsSealed) > 0 {
@@ -160,32 +177,55 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (Run, error) {
 	return r, nil
 }
 
-// SaveRun stores the state the step machine produced, if the run has not
-// changed since it was loaded (ErrStale otherwise), records the newly
-// executed steps of its path, and returns the run's next wake-up. The
-// cursor says which engagement events the run has now seen.
-func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, cursor int64, now time.Time) (RunWake, error) {
+// PendingGrace is how long a run's saved actions are left to the task
+// carrying them out before the scheduler takes the run as abandoned (the
+// worker died) and wakes it again to finish them. Longer than a task's timeout.
+const PendingGrace = 3 * time.Minute
+
+// SaveRun stores the state the step machine produced together with the
+// actions it decided (not yet carried out), if the run has not changed since
+// it was loaded and has not ended (ErrStale otherwise: an ended run is never
+// rewritten, so its ended_at and its one run.ended audit row stand), records
+// the newly executed steps of its path, and returns the run's next wake-up: the wait's end, or, while
+// actions are pending, now + PendingGrace. The cursor says which engagement
+// events the run has now seen.
+func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (RunWake, error) {
 	stateJSON, err := json.Marshal(st)
+	if err != nil {
+		return RunWake{}, err
+	}
+	if actions == nil {
+		actions = []workflow.Action{}
+	}
+	pending, err := json.Marshal(actions)
 	if err != nil {
 		return RunWake{}, err
 	}
 	status := workflow.StatusWaiting
 	var due *time.Time
-	if st.Status == workflow.StatusEnded {
-		status = workflow.StatusEnded
-	} else if !st.WaitUntil.IsZero() {
+	switch {
+	case len(actions) > 0:
+		t := now.Add(PendingGrace) // ended or not: the actions still need doing
+		due = &t
+	case st.Status == workflow.StatusEnded:
+	case !st.WaitUntil.IsZero():
 		t := st.WaitUntil
 		due = &t
+	}
+	if st.Status == workflow.StatusEnded && len(actions) == 0 {
+		// A run that ended with actions to do stays waiting until they are
+		// done (ClearPending), so the scheduler re-drives them if need be.
+		status = workflow.StatusEnded
 	}
 	var w RunWake
 	err = s.InTx(ctx, func(tx *Store) error {
 		var rows []RunWake
 		if err := tx.q(ctx).Raw(`UPDATE runs SET state = ?::jsonb, step = ?, status = ?, due_at = ?, outcome = ?,
-				engagement_cursor = ?, facts_changed = false, wake_seq = wake_seq + 1, updated_at = now(),
+				engagement_cursor = ?, facts_changed = false, pending = ?::jsonb, wake_seq = wake_seq + 1, updated_at = now(),
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
-			WHERE id = ? AND wake_seq = ?
+			WHERE id = ? AND wake_seq = ? AND status = 'waiting'
 			RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
-			string(stateJSON), st.Step, status, due, st.Outcome, cursor, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
+			string(stateJSON), st.Step, status, due, st.Outcome, cursor, string(pending), status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("save run: %w", err)
 		}
 		if len(rows) == 0 {
@@ -208,14 +248,69 @@ func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, cursor in
 				}
 			}
 		}
-		if status == workflow.StatusEnded && r.Status != workflow.StatusEnded {
-			return tx.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.ended",
-				SubjectType: "run", SubjectID: strconv.FormatInt(r.ID, 10),
-				Detail: map[string]any{"workflow": r.WorkflowID, "outcome": st.Outcome, "step": st.Step}})
+		if status == workflow.StatusEnded {
+			return tx.auditEnded(ctx, r, st)
 		}
 		return nil
 	})
 	return w, err
+}
+
+func (s *Store) auditEnded(ctx context.Context, r Run, st workflow.State) error {
+	return s.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.ended",
+		SubjectType: "run", SubjectID: strconv.FormatInt(r.ID, 10),
+		Detail: map[string]any{"workflow": r.WorkflowID, "outcome": st.Outcome, "step": st.Step}})
+}
+
+// ClearPending records that a run's pending actions are done, if the run has
+// not moved since (ErrStale otherwise), and returns its next wake-up: its
+// wait's end. A run that ended keeps due_at NULL.
+func (s *Store) ClearPending(ctx context.Context, r Run, now time.Time) (RunWake, error) {
+	ended := r.State.Status == workflow.StatusEnded
+	var due *time.Time
+	if !ended && !r.State.WaitUntil.IsZero() {
+		t := r.State.WaitUntil
+		due = &t
+	}
+	status := workflow.StatusWaiting
+	if ended {
+		status = workflow.StatusEnded
+	}
+	var w RunWake
+	err := s.InTx(ctx, func(tx *Store) error {
+		var rows []RunWake
+		if err := tx.q(ctx).Raw(`UPDATE runs SET pending = '[]', attempts = 0, status = ?, due_at = ?, wake_seq = wake_seq + 1, updated_at = now(),
+				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
+			WHERE id = ? AND wake_seq = ? AND status = 'waiting'
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, status, due, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
+			return fmt.Errorf("clear pending actions: %w", err)
+		}
+		if len(rows) == 0 {
+			return ErrStale
+		}
+		w = rows[0]
+		if ended {
+			return tx.auditEnded(ctx, r, r.State)
+		}
+		return nil
+	})
+	return w, err
+}
+
+// DeferPending records a failed attempt at a run's pending actions and
+// makes the run due again at retry: the retry is a wake-up like any other,
+// driven from Postgres (ErrStale when the run moved meanwhile).
+func (s *Store) DeferPending(ctx context.Context, r Run, retry time.Time) (RunWake, error) {
+	var rows []RunWake
+	if err := s.q(ctx).Raw(`UPDATE runs SET attempts = attempts + 1, due_at = ?, wake_seq = wake_seq + 1, updated_at = now()
+		WHERE id = ? AND wake_seq = ? AND status = 'waiting'
+		RETURNING id, tenant_id, wake_seq, due_at, step, priority`, retry, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
+		return RunWake{}, fmt.Errorf("defer pending actions: %w", err)
+	}
+	if len(rows) == 0 {
+		return RunWake{}, ErrStale
+	}
+	return rows[0], nil
 }
 
 // RefreshSubject gives the subject's waiting runs its latest event and
@@ -227,20 +322,27 @@ func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, ev
 		return nil, err
 	}
 	var rows []RunWake
+	// An older event never overwrites a newer one's facts.
 	if changed {
-		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, due_at = ?,
-				wake_seq = wake_seq + 1, updated_at = now()
-			WHERE tenant_id = ? AND subject = ? AND status = 'waiting'
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, subject).Scan(&rows).Error
+		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, `+wakeNow+`, updated_at = now()
+			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, subject, eventID).Scan(&rows).Error
 	} else {
 		err = s.q(ctx).Exec(`UPDATE runs SET event_id = ?, facts_sealed = ?, updated_at = now()
-			WHERE tenant_id = ? AND subject = ? AND status = 'waiting'`, eventID, sealed, tenantID, subject).Error
+			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)`,
+			eventID, sealed, tenantID, subject, eventID).Error
 	}
 	if err != nil {
 		return nil, fmt.Errorf("refresh runs: %w", err)
 	}
 	return rows, nil
 }
+
+// wakeNow makes a run due now (the argument) so it reacts to a change, and
+// invalidates its queued wake-up; a run whose actions are being carried out
+// is left to that task, which looks again once they are done.
+const wakeNow = `due_at = CASE WHEN pending = '[]'::jsonb THEN ?::timestamptz ELSE due_at END,
+	wake_seq = CASE WHEN pending = '[]'::jsonb THEN wake_seq + 1 ELSE wake_seq END`
 
 // EndSubjectRuns ends the subject's waiting runs with an outcome (an
 // appointment cancelled or entered in error), except runs of the workflows
@@ -284,7 +386,9 @@ type Engagement struct {
 
 // RecordEngagement stores an engagement or API event for a patient (data
 // sealed) and wakes the patient's waiting runs so they can react to it.
-func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, eventType string, data []byte, now time.Time) (int64, []RunWake, error) {
+// When subject is set ("ExplanationOfBenefit/<id>"), only that subject's
+// runs (and runs of the patient as a whole) take the event.
+func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []RunWake, error) {
 	idx := s.PatientIndex(patientRef)
 	var sealed []byte
 	if len(data) > 0 {
@@ -293,13 +397,13 @@ func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, even
 	var id int64
 	var wakes []RunWake
 	err := s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Raw(`INSERT INTO engagements (tenant_id, patient_index, type, data_sealed, received_at)
-			VALUES (?, ?, ?, ?, ?) RETURNING id`, tenantID, idx, eventType, sealed, now).Scan(&id).Error; err != nil {
+		if err := tx.q(ctx).Raw(`INSERT INTO engagements (tenant_id, patient_index, subject, type, data_sealed, received_at)
+			VALUES (?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
 			return fmt.Errorf("record engagement: %w", translate(err))
 		}
-		if err := tx.q(ctx).Raw(`UPDATE runs SET due_at = ?, wake_seq = wake_seq + 1, updated_at = now()
-			WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting'
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx).Scan(&wakes).Error; err != nil {
+		if err := tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
+			WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND (? = '' OR subject = ? OR subject LIKE 'patient:%')
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, subject, subject).Scan(&wakes).Error; err != nil {
 			return fmt.Errorf("wake runs: %w", err)
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "engagement.recorded",
@@ -309,23 +413,27 @@ func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, even
 	return id, wakes, err
 }
 
-// EngagementsSince lists a patient's engagement events after the cursor,
-// oldest first, received no earlier than since (the run's start).
-func (s *Store) EngagementsSince(ctx context.Context, tenantID, patientIndex string, cursor int64, since time.Time) ([]Engagement, error) {
+// EngagementsSince lists the engagement events a run takes after the
+// cursor, oldest first: its patient's, received no earlier than since (the
+// run's start), about its subject or about no subject in particular.
+func (s *Store) EngagementsSince(ctx context.Context, r Run, since time.Time) ([]Engagement, error) {
 	var out []Engagement
 	err := s.q(ctx).Raw(`SELECT id, type FROM engagements
-		WHERE tenant_id = ? AND patient_index = ? AND id > ? AND received_at >= ? ORDER BY id LIMIT 1000`,
-		tenantID, patientIndex, cursor, since).Scan(&out).Error
+		WHERE tenant_id = ? AND patient_index = ? AND id > ? AND received_at >= ?
+			AND (subject IS NULL OR subject = ? OR ? LIKE 'patient:%') ORDER BY id LIMIT 1000`,
+		r.TenantID, r.PatientIndex, r.EngagementCursor, since, r.Subject, r.Subject).Scan(&out).Error
 	return out, err
 }
 
 // PromotableRuns lists waiting runs due before now+horizon whose current
-// wake-up has not been handed to the queue yet.
+// wake-up has not been handed to the queue yet. A run whose actions are
+// being carried out is left to its task until that task is overdue.
 func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]RunWake, error) {
 	var rows []RunWake
 	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
-		WHERE status = 'waiting' AND due_at <= ? AND promoted_seq <> wake_seq ORDER BY due_at LIMIT ?`,
-		now.Add(horizon), limit).Scan(&rows).Error
+		WHERE status = 'waiting' AND due_at <= ? AND promoted_seq <> wake_seq
+			AND (pending = '[]'::jsonb OR due_at <= ?) ORDER BY due_at LIMIT ?`,
+		now.Add(horizon), now, limit).Scan(&rows).Error
 	return rows, err
 }
 
@@ -345,11 +453,18 @@ func (s *Store) MarkPromoted(ctx context.Context, wakes []RunWake) error {
 // is more than slack overdue: Redis may have lost it (FLUSHALL, a failover
 // without persistence). Re-enqueuing is safe: a wake-up's task id is derived
 // from run and seq, so one still queued is not duplicated.
-func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, limit int) ([]RunWake, error) {
+// Pages go by (due_at, id) after the last row of the previous page (after
+// is nil for the first), so runs that stay overdue do not hide the rest.
+func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *RunWake, limit int) ([]RunWake, error) {
 	var rows []RunWake
+	afterDue, afterID := time.Time{}, int64(0)
+	if after != nil {
+		afterDue, afterID = after.DueAt, after.ID
+	}
 	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
-		WHERE status = 'waiting' AND due_at < ? AND promoted_seq = wake_seq ORDER BY due_at LIMIT ?`,
-		now.Add(-slack), limit).Scan(&rows).Error
+		WHERE status = 'waiting' AND due_at < ? AND promoted_seq = wake_seq AND (due_at, id) > (?, ?)
+		ORDER BY due_at, id LIMIT ?`,
+		now.Add(-slack), afterDue, afterID, limit).Scan(&rows).Error
 	return rows, err
 }
 
@@ -445,13 +560,22 @@ type StepStats struct {
 	Processed int64            `json:"processed"` // runs that executed it
 	Outcomes  map[string]int64 `json:"outcomes"`  // runs that ended at this step, by outcome
 	// DropOff is the share of runs that executed this step and ended there
-	// without completing (any outcome but completed, goto).
+	// without reaching an end step (cancelled, loop, error, missing fact, a
+	// step of an older version); an end step's own outcome (completed,
+	// viewed, ...) is no drop-off.
 	DropOff float64 `json:"drop_off"`
 }
 
 // WorkflowStats gives per step the runs there now, processed, outcomes and
-// drop-off, in the order of the latest definition's steps.
-func (s *Store) WorkflowStats(ctx context.Context, tenantID, workflowID string, steps []string) ([]StepStats, error) {
+// drop-off, in the order of the definition's steps (its latest version).
+func (s *Store) WorkflowStats(ctx context.Context, tenantID string, def workflow.Definition) ([]StepStats, error) {
+	workflowID := def.ID
+	steps := make([]string, len(def.Steps))
+	isEnd := map[string]bool{}
+	for i, st := range def.Steps {
+		steps[i] = st.ID
+		isEnd[st.ID] = st.Type == workflow.StepEnd || (st.Type == workflow.StepGoto && st.Workflow != "")
+	}
 	by := map[string]*StepStats{}
 	out := make([]StepStats, len(steps))
 	for i, st := range steps {
@@ -502,8 +626,8 @@ func (s *Store) WorkflowStats(ctx context.Context, tenantID, workflowID string, 
 	}
 	for i := range out {
 		var dropped int64
-		for o, n := range out[i].Outcomes {
-			if o != workflow.OutcomeCompleted && o != workflow.OutcomeGoto {
+		for _, n := range out[i].Outcomes {
+			if !isEnd[out[i].Step] {
 				dropped += n
 			}
 		}
@@ -532,14 +656,14 @@ func (s *Store) RunCounts(ctx context.Context, tenantID string) (map[string]int6
 
 // Unsettled counts what is still in flight for a tenant: events that have
 // neither a notice nor a run yet, and runs that are due now (a wake-up to
-// process). Zero means every event got where it is going for now.
+// process) or carrying out actions. Zero means every event got where it is going for now.
 func (s *Store) Unsettled(ctx context.Context, tenantID string, now time.Time) (int64, error) {
 	var n int64
 	err := s.q(ctx).Raw(`SELECT
 		(SELECT count(*) FROM events e WHERE e.tenant_id = ?
 			AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.event_id = e.id)
 			AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tenant_id = e.tenant_id AND r.subject = e.resource_type || '/' || e.resource_id))
-		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND status = 'waiting' AND due_at <= ?)`,
+		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND status = 'waiting' AND (due_at <= ? OR pending <> '[]'::jsonb))`,
 		tenantID, tenantID, now).Scan(&n).Error
 	return n, err
 }

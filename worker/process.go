@@ -35,6 +35,7 @@ type Store interface {
 	FinishDelivery(ctx context.Context, d store.Delivery, status string, tls bool, messageID, errText string) error
 	PreviousEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (store.LoadedEvent, error)
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
+	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
 }
 
 // Policy decides whether a notice may go.
@@ -42,19 +43,28 @@ type Policy interface {
 	Decide(ctx context.Context, in policy.Input) (policy.Decision, error)
 }
 
-// EmailSender delivers one email; notify.EmailChannel is the real one.
-type EmailSender interface {
+// Channel delivers one rendered notice and says how secure it is (the
+// policy decides on that). notify.EmailChannel is the email channel; SMS,
+// portal and webhook channels implement the same interface and register
+// under their name in Processor.Channels.
+type Channel interface {
 	Security() notify.Security
 	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)
 }
+
+// EmailSender is the email channel.
+type EmailSender = Channel
 
 // Processor turns events into notices.
 type Processor struct {
 	Store  Store
 	Policy Policy
 	Email  EmailSender
-	Keys   *seal.Keyring
-	Log    *slog.Logger
+	// Channels are the other channels by name ("sms", "portal", "webhook");
+	// "email" is Email.
+	Channels map[string]Channel
+	Keys     *seal.Keyring
+	Log      *slog.Logger
 	// PublicBaseURL is where patients read notices; the link carries only an opaque token.
 	PublicBaseURL string
 	// ValueSets classify diagnoses into sensitive categories for the policy
@@ -65,6 +75,8 @@ type Processor struct {
 	Fetcher *intake.Fetcher
 	// Runs starts and advances workflow runs.
 	Runs *Runs
+	// Engagements records what happened to a notice ("delivered"); nil: nothing is recorded.
+	Engagements EventStore
 	// PlaceholderDomain, when set (dev only), gives a patient without an email
 	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
 	PlaceholderDomain string
@@ -152,18 +164,26 @@ func (p *Processor) processEOB(ctx context.Context, ev store.LoadedEvent) error 
 	nr := store.NewRun{TenantID: ev.TenantID, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
 		PatientIndex: p.Runs.Store.PatientIndex(refs[0]), EventID: &ev.ID,
 		Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
-	return p.startRuns(ctx, ev, notify.NoticeTypeEOB, "event:eob.received", nr)
-}
-
-// startRuns starts the trigger's workflows; when none is active, the event
-// is closed with a skipped notice that says so.
-func (p *Processor) startRuns(ctx context.Context, ev store.LoadedEvent, noticeType, trigger string, nr store.NewRun) error {
-	n, err := p.Runs.Start(ctx, ev.TenantID, trigger, nr)
-	if err != nil {
+	// A new version of an EOB a run already follows: its reminder shows this one.
+	if _, err := p.Runs.Store.RefreshSubject(ctx, ev.TenantID, nr.Subject, ev.ID, nr.Facts, false, p.Runs.now()); err != nil {
 		return fmt.Errorf("event %d: %w", ev.ID, err)
 	}
-	if n == 0 {
-		return p.closeEvent(ctx, ev, noticeType, store.NoticeSkipped, "no active workflow for "+trigger)
+	return p.startRuns(ctx, ev, notify.NoticeTypeEOB, nr, "event:eob.received")
+}
+
+// startRuns starts the workflows of the triggers; when none is active, the
+// event is closed with a skipped notice that says so.
+func (p *Processor) startRuns(ctx context.Context, ev store.LoadedEvent, noticeType string, nr store.NewRun, triggers ...string) error {
+	total := 0
+	for _, trigger := range triggers {
+		n, err := p.Runs.Start(ctx, ev.TenantID, trigger, nr)
+		if err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
+		total += n
+	}
+	if total == 0 {
+		return p.closeEvent(ctx, ev, noticeType, store.NoticeSkipped, "no active workflow for "+strings.Join(triggers, " or "))
 	}
 	return nil
 }
@@ -189,13 +209,19 @@ func (p *Processor) closeEvent(ctx context.Context, ev store.LoadedEvent, notice
 // finds it and does not send again. It returns nil once the notice has an
 // outcome (sent, denied, failed), and an error when the attempt should be
 // retried; on the last try the notice fails instead.
-func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, lastTry bool) error {
+func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Action, lastTry bool) error {
 	noticeType, err := noticeTypeOf(a.Template)
-	if err != nil {
-		return permanent(err)
+	if err == nil && run.EventID == nil {
+		err = fmt.Errorf("template %s needs the run's EOB or appointment, and this run (started by an API event or a segment) has none", a.Template)
 	}
-	if run.EventID == nil {
-		return permanent(fmt.Errorf("template %s needs the run's EOB or appointment, and this run has none", a.Template))
+	if err != nil {
+		// Nothing to send, nor a notice to record it on (a notice belongs to
+		// an event); retrying will not change that. Saving a workflow refuses
+		// such send steps; this covers definitions saved before that check.
+		if p.Log != nil {
+			p.Log.Warn("send step skipped", "run_id", run.ID, "workflow", run.WorkflowID, "step", a.Step, "err", err)
+		}
+		return nil
 	}
 	ev, err := p.Store.LoadEvent(ctx, *run.EventID)
 	if err != nil {
@@ -208,14 +234,20 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 	if n.Status != store.NoticePending {
 		return nil
 	}
+	out := outgoing{template: a.Template, channel: a.Channel}
+	if def, derr := p.Runs.definition(ctx, run); derr == nil {
+		out.sender = def.Sender
+	}
 	switch noticeType {
 	case notify.NoticeTypeEOB:
-		err = p.deliverEOB(ctx, n, ev, a.Template)
+		err = p.deliverEOB(ctx, n, ev, out)
 	default:
-		err = p.deliverAppointment(ctx, n, ev, a.Template)
+		err = p.deliverAppointment(ctx, n, ev, out)
 	}
 	switch {
-	case err == nil, errors.Is(err, asynq.SkipRetry):
+	case err == nil:
+		return p.recordDelivered(ctx, run, a, ev.ID)
+	case errors.Is(err, asynq.SkipRetry):
 		return nil // the notice has its outcome
 	case lastTry:
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -225,9 +257,24 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 	return err
 }
 
+// recordDelivered records a "delivered" engagement (the relay took the
+// message) for the run's subject, so a workflow can wait for it.
+func (p *Processor) recordDelivered(ctx context.Context, run store.Run, a workflow.Action, eventID int64) error {
+	n, err := p.Runs.Store.EnsureRunNotice(ctx, run, a.Step, a.Template, notify.NoticeTypeOf(a.Template), eventID)
+	if err != nil || n.Status != store.NoticeSent || p.Engagements == nil {
+		return err
+	}
+	_, wakes, err := p.Engagements.RecordEngagement(ctx, run.TenantID, run.Facts["patient"], run.Subject, "delivered", nil, p.Runs.now())
+	if err != nil {
+		return fmt.Errorf("record delivered: %w", err)
+	}
+	p.Runs.Wake(ctx, wakes)
+	return nil
+}
+
 // deliverEOB builds an EOB notice (the first one or its reminder) from the
 // event, reading what the notification did not carry from the source.
-func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, template string) error {
+func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, out outgoing) error {
 	eventID := ev.ID
 	var rec intake.EventRecord
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
@@ -283,12 +330,12 @@ func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.Loa
 		in.Facts["sensitive_categories"] = cats
 		in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
 	}
-	return p.decideAndSend(ctx, n, contact, in, &eobDraft{n: notice}, template)
+	return p.decideAndSend(ctx, n, contact, in, &eobDraft{n: notice}, out)
 }
 
 // deliverAppointment builds an appointment notice from the subject's latest
 // event, its time shown in the contact's time zone.
-func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev store.LoadedEvent, template string) error {
+func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev store.LoadedEvent, out outgoing) error {
 	var rec intake.EventRecord
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
 		return p.fail(ctx, n, "the stored event could not be decoded")
@@ -312,7 +359,7 @@ func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev s
 		Purpose:    "treatment",
 		Facts:      map[string]any{"status": facts.Status, "has_sensitive_reason": facts.HasSensitiveReason},
 	}
-	return p.decideAndSend(ctx, n, contact, in, &appointmentDraft{n: notice}, template)
+	return p.decideAndSend(ctx, n, contact, in, &appointmentDraft{n: notice}, out)
 }
 
 // noticeDraft is a notice on its way through the policy: the payload as the
@@ -366,16 +413,31 @@ func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notif
 }
 func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
 
+// outgoing is how a send step wants its notice sent.
+type outgoing struct {
+	template string
+	channel  string          // "email"; the only channel this version delivers on
+	sender   workflow.Sender // the workflow's identity: name, from, reply-to
+}
+
 // decideAndSend asks the policy whether the notice may go to this contact
-// by email and how, honours the decision (redactions, obligations, the
-// patient's own requests whatever the policy says), and delivers it once.
-func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact store.ContactDetails, in policy.Input, d noticeDraft, template string) error {
+// on the step's channel and how, honours the decision (redactions,
+// obligations, the patient's own requests whatever the policy says), and
+// delivers it once.
+func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact store.ContactDetails, in policy.Input, d noticeDraft, out outgoing) error {
 	tenantID := n.TenantID
+	if out.channel == "" {
+		out.channel = "email"
+	}
+	ch, ok := p.channels()[out.channel]
+	if !ok {
+		return p.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
+	}
 	if contact.Email == "" {
 		return p.fail(ctx, n, "no email address for the patient")
 	}
-	sec := p.Email.Security()
-	in.Channel = policy.Channel{Type: "email", TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted}
+	sec := ch.Security()
+	in.Channel = policy.Channel{Type: out.channel, TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted}
 	in.Payload = d.Fields()
 	in.Contact = policy.Contact{OptedOutChannels: contact.OptedOutChannels, HasConfidentialAddress: contact.ConfidentialEmail != "",
 		Restrictions: contact.Restrictions, MarketingAuthorized: contact.MarketingAuthorized,
@@ -406,8 +468,8 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 	}
 	// The patient's own requests hold whatever the policy says: an opted-out
 	// channel gets nothing.
-	if dec.Allow && slices.Contains(contact.OptedOutChannels, "email") {
-		dec = policy.Decision{Deny: []string{"the patient opted out of email (enforced by the worker)"}}
+	if dec.Allow && slices.Contains(contact.OptedOutChannels, out.channel) {
+		dec = policy.Decision{Deny: []string{"the patient opted out of " + out.channel + " (enforced by the worker)"}}
 	}
 	if !dec.Allow {
 		reasons := dec.Deny
@@ -435,7 +497,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
 	}
-	msg, err := d.Render(template, contact.Language, portalOnly)
+	msg, err := d.Render(out.template, contact.Language, portalOnly)
 	if err != nil {
 		return p.fail(ctx, n, "the notice could not be rendered")
 	}
@@ -450,6 +512,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 	}
 	// Opaque: a tenant's name could reveal the kind of care.
 	msg.MessageID = "<" + n.PortalToken + "@tidings.invalid>"
+	msg.FromName, msg.From, msg.ReplyTo = out.sender.Name, out.sender.From, out.sender.ReplyTo
 	payload, err := d.Payload()
 	if err != nil {
 		return err
@@ -458,7 +521,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 		return fmt.Errorf("notice %d: %w", n.ID, err)
 	}
 
-	dl, proceed, err := p.Store.BeginDelivery(ctx, n, "email")
+	dl, proceed, err := p.Store.BeginDelivery(ctx, n, out.channel)
 	if errors.Is(err, store.ErrOutcomeUnknown) {
 		return p.fail(ctx, n, "an earlier delivery attempt ended without a recorded outcome; not resent, to avoid a duplicate")
 	}
@@ -468,7 +531,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 	if !proceed {
 		return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
 	}
-	receipt, sendErr := p.Email.Send(ctx, msg)
+	receipt, sendErr := ch.Send(ctx, msg)
 	// Once the relay has answered, record it even if the task is being
 	// cancelled: a lost "sent" would look like an unknown outcome.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -604,6 +667,14 @@ const NoticeTypeAppointment = notify.NoticeTypeAppointment
 // refreshes the facts branches read), then starts the workflows its kind
 // triggers.
 func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent) error {
+	// Events of one appointment can be processed out of order (retries,
+	// concurrent tasks); only its newest version decides. Intake stores every
+	// event before enqueuing any, so the newest is known here.
+	if latest, err := p.Store.LatestEventID(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID); err != nil {
+		return fmt.Errorf("event %d: latest version: %w", ev.ID, err)
+	} else if latest != ev.ID {
+		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeSkipped, "superseded by a newer version of the appointment")
+	}
 	cur, err := appointmentFacts(ev.Resource)
 	if err != nil {
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeFailed, "the Appointment could not be read: "+err.Error())
@@ -628,6 +699,11 @@ func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent
 	facts := workflow.Facts{"patient": refs[0], "status": cur.Status, "kind": string(kind)}
 	if !cur.StartTime.IsZero() {
 		facts["start"] = cur.StartTime.Format(time.RFC3339)
+	}
+	if t, err := time.Parse(time.RFC3339, cur.Start); err == nil {
+		// Send windows fall back to the appointment's own offset when the
+		// contact has no time zone.
+		facts["utc_offset"] = t.Format("Z07:00")
 	}
 	if !cur.EndTime.IsZero() {
 		facts["end"] = cur.EndTime.Format(time.RFC3339)
@@ -660,7 +736,14 @@ func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent
 		rs.Wake(ctx, wakes)
 	}
 	nr := store.NewRun{TenantID: ev.TenantID, Subject: subject, PatientIndex: rs.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
-	return p.startRuns(ctx, ev, NoticeTypeAppointment, "event:appointment."+string(kind), nr)
+	triggers := []string{"event:appointment." + string(kind)}
+	if kind == fhir.KindRescheduled {
+		// A booking whose first version was superseded before it was
+		// processed starts its reminders here (a run that exists, or has
+		// ended, is not started again).
+		triggers = append(triggers, "event:appointment.booked")
+	}
+	return p.startRuns(ctx, ev, NoticeTypeAppointment, nr, triggers...)
 }
 
 func appointmentFacts(record []byte) (fhir.AppointmentFacts, error) {
@@ -687,4 +770,16 @@ var supportedObligations = map[string]bool{
 	"generic_provider_label":        true,
 	"route_to_confidential_address": true,
 	// requires_message_encryption: no S/MIME or OpenPGP yet, so it fails closed.
+}
+
+// channels are the delivery channels by name.
+func (p *Processor) channels() map[string]Channel {
+	out := make(map[string]Channel, len(p.Channels)+1)
+	for name, ch := range p.Channels {
+		out[name] = ch
+	}
+	if p.Email != nil {
+		out["email"] = p.Email
+	}
+	return out
 }

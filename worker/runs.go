@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,10 +31,12 @@ type RunStore interface {
 	WorkflowVersion(ctx context.Context, tenantID, id string, version int) (workflow.Definition, error)
 	StartRun(ctx context.Context, r store.NewRun, now time.Time) (store.RunWake, bool, error)
 	LoadRun(ctx context.Context, id int64) (store.Run, error)
-	SaveRun(ctx context.Context, r store.Run, st workflow.State, cursor int64, now time.Time) (store.RunWake, error)
+	SaveRun(ctx context.Context, r store.Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (store.RunWake, error)
+	ClearPending(ctx context.Context, r store.Run, now time.Time) (store.RunWake, error)
+	DeferPending(ctx context.Context, r store.Run, retry time.Time) (store.RunWake, error)
 	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]store.RunWake, error)
 	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
-	EngagementsSince(ctx context.Context, tenantID, patientIndex string, cursor int64, since time.Time) ([]store.Engagement, error)
+	EngagementsSince(ctx context.Context, r store.Run, since time.Time) ([]store.Engagement, error)
 	MarkPromoted(ctx context.Context, wakes []store.RunWake) error
 	EnsureRunNotice(ctx context.Context, r store.Run, step, template, noticeType string, eventID int64) (store.Notice, error)
 	ContactByIndex(ctx context.Context, tenantID, patientIndex string) (store.ContactDetails, error)
@@ -46,6 +50,15 @@ type RunQueue interface {
 	EnqueueRun(ctx context.Context, w store.RunWake, delay time.Duration) (bool, error)
 }
 
+// MaxAttempts is how often a run's pending actions are tried; the last
+// attempt fails a send's notice instead of retrying it.
+const MaxAttempts = 12
+
+// retryDelay backs off from 5 s, doubling, to at most 30 minutes.
+func retryDelay(attempts int) time.Duration {
+	return min(5*time.Second<<min(attempts, 10), 30*time.Minute)
+}
+
 // DefaultHorizon is how far ahead wake-ups go into Redis; later ones wait
 // in Postgres until the scheduler promotes them.
 const DefaultHorizon = time.Hour
@@ -56,6 +69,7 @@ type Runs struct {
 	Store RunStore
 	Queue RunQueue
 	Clock Clock
+	Log   *slog.Logger
 	// Horizon: wake-ups due within it are enqueued at once (delayed);
 	// later ones are left to the scheduler. 0 means DefaultHorizon; a
 	// negative value enqueues only what is already due (tests with a
@@ -147,16 +161,19 @@ func (r *Runs) definition(ctx context.Context, run store.Run) (workflow.Definiti
 // Sender executes a run's send action: it builds, decides on and delivers
 // the notice of (run, step). It returns nil once the notice has an outcome
 // (sent, denied, failed: the run goes on either way) and an error only
-// when the attempt should be retried.
+// when the attempt should be retried; on the last try it fails the notice.
 type Sender interface {
-	SendStep(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, lastTry bool) error
+	SendStep(ctx context.Context, run store.Run, a workflow.Action, lastTry bool) error
 }
 
-// Advance processes one wake-up of a run: the engagement events that
-// arrived, a changed subject, the timer; then executes the actions the step
-// machine produced and saves the new state. A stale wake-up (the run moved
-// on) does nothing; a send is unique per (run, step), so a retried wake-up
-// never sends twice.
+// Advance processes one wake-up of a run. It feeds the step machine what
+// happened (the start, engagement events that arrived, a changed subject,
+// the timer), saves the new state together with the actions the machine
+// decided, and only then carries them out and marks them done: a
+// cancellation that commits first wins, and a worker that dies mid-way
+// leaves the actions saved for the next wake-up. Every action is idempotent
+// (a send is unique per (run, step)). A stale wake-up (the run moved on)
+// does nothing.
 func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, send Sender, lastTry bool) error {
 	run, err := r.Store.LoadRun(ctx, runID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -171,28 +188,97 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 	if run.Status == workflow.StatusEnded || seq != run.WakeSeq {
 		return nil
 	}
+	// Three rounds at most: finish saved actions, step the machine, carry
+	// out what it decided. The run's next wake-up is enqueued once, at the end.
+	var next *store.RunWake
+	defer func() {
+		if next != nil && !next.DueAt.IsZero() {
+			r.enqueue(ctx, *next)
+		}
+	}()
+	for round := 0; round < 3; round++ {
+		if len(run.Pending) > 0 {
+			last := lastTry || run.Attempts >= MaxAttempts-1
+			for _, a := range run.Pending {
+				if err := r.execute(ctx, run, a, send, last); err != nil {
+					// Retried from Postgres with backoff: the retry is a new
+					// wake-up (an Asynq retry would carry a stale seq).
+					w, derr := r.Store.DeferPending(ctx, run, r.now().Add(retryDelay(run.Attempts)))
+					if derr != nil && !errors.Is(derr, store.ErrStale) {
+						return fmt.Errorf("run %d step %s: %w (and: %w)", runID, a.Step, err, derr)
+					}
+					if derr == nil {
+						next = &w
+					}
+					if r.Log != nil {
+						r.Log.Warn("run action failed; retrying later", "run_id", runID, "step", a.Step, "attempt", run.Attempts+1, "err", err)
+					}
+					return nil
+				}
+			}
+			w, err := r.Store.ClearPending(ctx, run, r.now())
+			if errors.Is(err, store.ErrStale) {
+				return nil // ended (cancelled) meanwhile; what was decided is done
+			}
+			if err != nil {
+				return fmt.Errorf("run %d: %w", runID, err)
+			}
+			next = &w
+			if run.State.Status == workflow.StatusEnded {
+				return nil
+			}
+			// Look again if events arrived while the actions ran.
+			if run, err = r.Store.LoadRun(ctx, runID); err != nil {
+				return fmt.Errorf("reload run %d: %w", runID, err)
+			}
+			if run.Status == workflow.StatusEnded || run.WakeSeq != w.WakeSeq {
+				next = nil // someone else moved it; their wake-up takes over
+				return nil
+			}
+			if !run.FactsChanged && run.DueAt != nil && run.DueAt.After(r.now()) {
+				if events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt); err != nil || len(events) == 0 {
+					return err
+				}
+			}
+			continue
+		}
+		w, err := r.step(ctx, run)
+		if errors.Is(err, store.ErrStale) {
+			next = nil // moved by an event or a cancellation; its wake-up takes over
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("run %d: %w", runID, err)
+		}
+		next = &w
+		if w.DueAt.IsZero() {
+			return nil
+		}
+		if run, err = r.Store.LoadRun(ctx, runID); err != nil {
+			return fmt.Errorf("reload run %d: %w", runID, err)
+		}
+		if len(run.Pending) == 0 || run.WakeSeq != w.WakeSeq {
+			return nil
+		}
+	}
+	return nil
+}
+
+// step feeds the machine and saves its state with the actions it decided.
+func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, error) {
 	now := r.now()
-	if run.DueAt == nil {
-		return nil // waits only for an event; an event will wake it
-	}
-	if now.Before(*run.DueAt) {
-		// Early (a clock between hosts, a promoted wake-up): go back to wait.
-		r.enqueue(ctx, store.RunWake{ID: run.ID, TenantID: run.TenantID, WakeSeq: run.WakeSeq, DueAt: *run.DueAt, Step: run.Step, Priority: run.Priority})
-		return nil
-	}
 	def, err := r.definition(ctx, run)
 	if err != nil {
-		return fmt.Errorf("run %d: definition: %w", runID, err)
+		return store.RunWake{}, fmt.Errorf("definition: %w", err)
 	}
 	contact, err := r.Store.ContactByIndex(ctx, run.TenantID, run.PatientIndex)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("run %d: contact: %w", runID, err)
+		return store.RunWake{}, fmt.Errorf("contact: %w", err)
 	}
 	wc := workflow.Contact{TimeZone: contact.TimeZone, Language: contact.Language}
-
 	st := run.State
 	var actions []workflow.Action
-	step := func(in workflow.Input) error {
+	feed := func(in workflow.Input) error {
 		in.Now, in.Facts, in.Contact = now, run.Facts, wc
 		next, acts, err := workflow.Advance(def, st, in)
 		if err != nil {
@@ -204,49 +290,33 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 	}
 	var errs []error
 	if st.Status == "" {
-		errs = append(errs, step(workflow.Input{Kind: workflow.InputStart}))
+		errs = append(errs, feed(workflow.Input{Kind: workflow.InputStart}))
+	}
+	events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
+	if err != nil {
+		return store.RunWake{}, fmt.Errorf("engagements: %w", err)
 	}
 	cursor := run.EngagementCursor
-	events, err := r.Store.EngagementsSince(ctx, run.TenantID, run.PatientIndex, cursor, run.CreatedAt)
-	if err != nil {
-		return fmt.Errorf("run %d: engagements: %w", runID, err)
-	}
 	for _, e := range events {
-		errs = append(errs, step(workflow.Input{Kind: workflow.InputEvent, Event: e.Type}))
+		errs = append(errs, feed(workflow.Input{Kind: workflow.InputEvent, Event: e.Type}))
 		cursor = e.ID
 	}
 	if run.FactsChanged {
-		errs = append(errs, step(workflow.Input{Kind: workflow.InputFactsChanged}))
+		errs = append(errs, feed(workflow.Input{Kind: workflow.InputFactsChanged}))
 	}
-	errs = append(errs, step(workflow.Input{Kind: workflow.InputWake}))
+	errs = append(errs, feed(workflow.Input{Kind: workflow.InputWake}))
 	if err := errors.Join(errs...); err != nil {
-		// The state does not fit its definition: end the run visibly.
+		// The state does not fit its definition: end the run visibly, after
+		// what was decided before the error.
 		st.Status, st.Outcome, st.WaitUntil, st.WaitingFor = workflow.StatusEnded, "error", time.Time{}, nil
-		actions = nil
 	}
-	for _, a := range actions {
-		if err := r.execute(ctx, run, a, contact, send, lastTry); err != nil {
-			return fmt.Errorf("run %d step %s: %w", runID, a.Step, err)
-		}
-	}
-	w, err := r.Store.SaveRun(ctx, run, st, cursor, now)
-	if errors.Is(err, store.ErrStale) {
-		return fmt.Errorf("run %d: %w", runID, err) // retried, on the run as it is now
-	}
-	if err != nil {
-		return fmt.Errorf("run %d: save: %w", runID, err)
-	}
-	if w.DueAt.IsZero() {
-		return nil
-	}
-	r.enqueue(ctx, w)
-	return nil
+	return r.Store.SaveRun(ctx, run, st, actions, cursor, now)
 }
 
-func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, contact store.ContactDetails, send Sender, lastTry bool) error {
+func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, send Sender, lastTry bool) error {
 	switch a.Type {
 	case workflow.ActionSend:
-		return send.SendStep(ctx, run, a, contact, lastTry)
+		return send.SendStep(ctx, run, a, lastTry)
 	case workflow.ActionStartWorkflow:
 		wfs, err := r.startTargets(ctx, run.TenantID, a.Workflow)
 		if err != nil || len(wfs) == 0 {
@@ -301,7 +371,7 @@ func noticeTypeOf(template string) (string, error) {
 
 // EventStore is what recording engagement and API events needs.
 type EventStore interface {
-	RecordEngagement(ctx context.Context, tenantID, patientRef, eventType string, data []byte, now time.Time) (int64, []store.RunWake, error)
+	RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []store.RunWake, error)
 	SegmentMembers(ctx context.Context, tenantID, segment string) ([]string, error)
 }
 
@@ -310,8 +380,8 @@ type EventStore interface {
 // patient's waiting runs so a wait for it ends, and starts the workflows the
 // event type triggers (one run per workflow and patient). data may be PHI:
 // it is stored sealed and never read back into a run.
-func (r *Runs) RecordEvent(ctx context.Context, es EventStore, tenantID, patientRef, eventType string, data []byte) (id int64, started int, err error) {
-	id, wakes, err := es.RecordEngagement(ctx, tenantID, patientRef, eventType, data, r.now())
+func (r *Runs) RecordEvent(ctx context.Context, es EventStore, tenantID, patientRef, subject, eventType string, data []byte) (id int64, started int, err error) {
+	id, wakes, err := es.RecordEngagement(ctx, tenantID, patientRef, subject, eventType, data, r.now())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -341,6 +411,10 @@ func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, 
 	if wf.Status != store.WorkflowActive {
 		return 0, fmt.Errorf("workflow %s is %s: %w", workflowID, wf.Status, ErrNotActive)
 	}
+	if strings.HasPrefix(wf.Trigger, "event:") {
+		// Its steps need the EOB or appointment that starts it.
+		return 0, fmt.Errorf("workflow %s is started by FHIR events: %w", workflowID, ErrNeedsSubject)
+	}
 	members, err := es.SegmentMembers(ctx, tenantID, segment)
 	if err != nil {
 		return 0, err
@@ -360,6 +434,10 @@ func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, 
 
 // ErrNotActive means a workflow is not active and starts no runs.
 var ErrNotActive = errors.New("workflow is not active")
+
+// ErrNeedsSubject means a workflow works on an EOB or an appointment and
+// cannot be started for a patient alone (enrolled from a segment).
+var ErrNeedsSubject = errors.New("workflow needs an EOB or appointment to start")
 
 // patientRun is a run whose subject is the patient (API-event and segment
 // triggers): the subject names the patient by blind index only.

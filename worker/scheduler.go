@@ -11,8 +11,9 @@ import (
 // ScheduleStore is what the scheduler needs from storage.
 type ScheduleStore interface {
 	PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]store.RunWake, error)
-	OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, limit int) ([]store.RunWake, error)
+	OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *store.RunWake, limit int) ([]store.RunWake, error)
 	MarkPromoted(ctx context.Context, wakes []store.RunWake) error
+	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
 }
 
 // Scheduler moves wake-ups from Postgres into Asynq as they come within the
@@ -56,8 +57,17 @@ func (s *Scheduler) Run(ctx context.Context) {
 // ScheduleReport is what one pass did.
 type ScheduleReport struct{ Promoted, Restored int }
 
-// Once makes one pass.
+// Once makes one pass, in one worker replica at a time (the others skip it).
 func (s *Scheduler) Once(ctx context.Context) (ScheduleReport, error) {
+	var rep ScheduleReport
+	_, err := s.Store.WithTryLock(ctx, "tidings:scheduler", func() (err error) {
+		rep, err = s.pass(ctx)
+		return err
+	})
+	return rep, err
+}
+
+func (s *Scheduler) pass(ctx context.Context) (ScheduleReport, error) {
 	var rep ScheduleReport
 	batch := s.Batch
 	if batch <= 0 {
@@ -85,13 +95,19 @@ func (s *Scheduler) restore(ctx context.Context, rep ScheduleReport, now time.Ti
 	if err != nil {
 		return rep, err
 	}
-	lost, err := s.Store.OverdueRuns(ctx, now, slack, batch)
-	if err != nil {
-		return rep, err
+	var after *store.RunWake
+	for {
+		lost, err := s.Store.OverdueRuns(ctx, now, slack, after, batch)
+		if err != nil {
+			return rep, err
+		}
+		_, requeued, err := s.hand(ctx, lost, now)
+		rep.Restored += requeued
+		if err != nil || len(lost) < batch {
+			return rep, err
+		}
+		after = &lost[len(lost)-1]
 	}
-	_, requeued, err := s.hand(ctx, lost, now)
-	rep.Restored = requeued
-	return rep, err
 }
 
 // hand enqueues wake-ups and marks those the queue holds; requeued counts

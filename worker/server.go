@@ -28,8 +28,11 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 		Concurrency:     cfg.Concurrency,
 		Queues:          Queues,
 		ShutdownTimeout: 30 * time.Second, // longer than an SMTP exchange may take
-		Logger:          asynqLogger{log.With("component", "asynq")},
-		LogLevel:        asynq.WarnLevel,
+		// Scheduled wake-ups move to their queue when due: look every second
+		// (Asynq's default is 5 s, which would make reminders up to 5 s late).
+		DelayedTaskCheckInterval: time.Second,
+		Logger:                   asynqLogger{log.With("component", "asynq")},
+		LogLevel:                 asynq.WarnLevel,
 		RetryDelayFunc: func(n int, _ error, _ *asynq.Task) time.Duration {
 			// 1 s doubling to 30 min: 20 retries span about seven hours, enough
 			// to ride out a relay or database outage.

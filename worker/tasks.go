@@ -48,8 +48,9 @@ type taskPayload struct {
 
 // Client enqueues tasks with sealed payloads.
 type Client struct {
-	asynq *asynq.Client
-	keys  *seal.Keyring
+	asynq     *asynq.Client
+	inspector *asynq.Inspector
+	keys      *seal.Keyring
 	// MaxRetry is how often a failing task is retried before the notice fails.
 	MaxRetry int
 }
@@ -63,11 +64,13 @@ func RedisOpt(addr, password string, db int) asynq.RedisClientOpt {
 
 // NewClient returns an enqueuer; close it with Close.
 func NewClient(opt asynq.RedisClientOpt, keys *seal.Keyring) *Client {
-	return &Client{asynq: asynq.NewClient(opt), keys: keys, MaxRetry: 20}
+	return &Client{asynq: asynq.NewClient(opt), inspector: asynq.NewInspector(opt), keys: keys, MaxRetry: 20}
 }
 
-// Close releases the Redis connection.
-func (c *Client) Close() error { return c.asynq.Close() }
+// Close releases the Redis connections.
+func (c *Client) Close() error {
+	return errors.Join(c.asynq.Close(), c.inspector.Close())
+}
 
 // EnqueueEvent schedules an event for processing.
 func (c *Client) EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error {
@@ -89,10 +92,22 @@ func (c *Client) EnqueueRun(ctx context.Context, w store.RunWake, delay time.Dur
 	}
 	task := asynq.NewTask(TypeRunWake, c.keys.Seal(plain, "asynq:"+TypeRunWake))
 	id := "run:" + strconv.FormatInt(w.ID, 10) + ":" + w.Step + ":" + strconv.FormatInt(w.WakeSeq, 10)
-	_, err = c.asynq.EnqueueContext(ctx, task, asynq.TaskID(id), asynq.ProcessIn(max(delay, 0)),
-		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue(queueFor(w.Priority)))
+	queue := queueFor(w.Priority)
+	opts := []asynq.Option{asynq.TaskID(id), asynq.ProcessIn(max(delay, 0)),
+		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2 * time.Minute), asynq.Queue(queue)}
+	_, err = c.asynq.EnqueueContext(ctx, task, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return false, nil
+		// Still queued: nothing to do. Archived (it ran out of retries while
+		// the run still waits on this seq): the run must not stay stuck
+		// behind its own dead task; put the wake-up back.
+		info, ierr := c.inspector.GetTaskInfo(queue, id)
+		if ierr != nil || info.State != asynq.TaskStateArchived {
+			return false, nil
+		}
+		if derr := c.inspector.DeleteTask(queue, id); derr != nil {
+			return false, fmt.Errorf("requeue run %d: %w", w.ID, derr)
+		}
+		_, err = c.asynq.EnqueueContext(ctx, task, opts...)
 	}
 	if err != nil {
 		return false, fmt.Errorf("enqueue run %d: %w", w.ID, err)

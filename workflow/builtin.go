@@ -60,5 +60,7 @@ func BuiltinRegistry() Registry {
 		Channels:  map[string]bool{"email": true},
 		Templates: templates,
 		Workflow:  func(id string) bool { return ids[id] },
+		// Every built-in template describes the run's EOB or appointment.
+		NeedsSubject: func(t string) bool { return templates[t] },
 	}
 }

@@ -234,6 +234,81 @@ func TestAppointmentRemindersWithSIUTimes(t *testing.T) {
 	}
 }
 
+// Contacts read from FHIR carry no time zone; the worker sets the
+// appointment's UTC offset as a fact, and the windows are read in it.
+func TestAppointmentRemindersUseTheSubjectOffset(t *testing.T) {
+	startFact, endFact := siuAppointment(t)
+	d := builtin(t, "appointment-reminders")
+	booked := mustTime(t, startFact).Add(-10 * 24 * time.Hour)
+
+	// waits runs the appointment to its end, waking on time, and returns
+	// every WaitUntil on the way.
+	waits := func(contact Contact, offset string) []time.Time {
+		t.Helper()
+		facts := Facts{"start": startFact, "end": endFact, "status": "fulfilled"}
+		if offset != "" {
+			facts[FactUTCOffset] = offset
+		}
+		st, _, err := Advance(d, State{}, Input{Kind: InputStart, Now: booked, Facts: facts, Contact: contact})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []time.Time
+		for st.Status == StatusWaiting {
+			out = append(out, st.WaitUntil)
+			if st, _, err = Advance(d, st, Input{Kind: InputWake, Now: st.WaitUntil, Facts: facts, Contact: contact}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	kolkata := waits(Contact{TimeZone: "Asia/Kolkata"}, "")
+	want := []time.Time{
+		mustTime(t, "2021-09-21T07:15:00Z"), // 12:45 IST
+		mustTime(t, "2021-09-23T07:15:00Z"),
+		mustTime(t, "2021-09-24T10:05:00Z"), // end + 2 h
+	}
+	if !slices.EqualFunc(kolkata, want, time.Time.Equal) {
+		t.Fatalf("with Asia/Kolkata: %v, want %v", kolkata, want)
+	}
+	if got := waits(Contact{Language: "en"}, "+05:30"); !slices.EqualFunc(got, kolkata, time.Time.Equal) {
+		t.Errorf("with utc_offset +05:30 and no zone: %v, want as Asia/Kolkata %v", got, kolkata)
+	}
+	// Without either, UTC: 12:45 IST is 07:15 UTC, before 09:00 UTC, so the
+	// reminders would move to 09:00 UTC, 14:30 IST.
+	if got := waits(Contact{}, ""); len(got) == 0 || !got[0].Equal(mustTime(t, "2021-09-21T09:00:00Z")) {
+		t.Errorf("with no zone and no offset: %v, want the first at 09:00 UTC", got)
+	}
+	// An offset that does not read is skipped: UTC again.
+	if got := waits(Contact{}, "IST"); len(got) == 0 || !got[0].Equal(mustTime(t, "2021-09-21T09:00:00Z")) {
+		t.Errorf("with an unreadable offset: %v, want the first at 09:00 UTC", got)
+	}
+}
+
+// A reminder outside the window moves to the opening in the subject's
+// offset, not in UTC.
+func TestAppointmentReminderMovedInTheSubjectOffset(t *testing.T) {
+	d := builtin(t, "appointment-reminders")
+	booked := mustTime(t, "2021-09-14T07:15:00Z") // 12:45 at +05:30
+	// The appointment is tomorrow 18:45 +05:30: the 72 h reminder has passed,
+	// the 24 h one (today 18:45 +05:30, 13:15 UTC) is after 18:00 and moves
+	// to 09:00 +05:30 tomorrow. Read in UTC it would have stayed at 13:15.
+	facts := Facts{"start": "2021-09-15T18:45:00+05:30", "end": "2021-09-15T19:30:00+05:30", FactUTCOffset: "+05:30"}
+	st, acts, err := Advance(d, State{}, Input{Kind: InputStart, Now: booked, Facts: facts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(templates(acts), []string{"appointment.confirmation"}) || st.Happened["wait-72h"] != HappenedPassed {
+		t.Errorf("start: %+v, sent %v", st, templates(acts))
+	}
+	if want := mustTime(t, "2021-09-15T03:30:00Z"); st.Step != "wait-24h" || !st.WaitUntil.Equal(want) {
+		t.Errorf("at %s until %s, want wait-24h until %s", st.Step, st.WaitUntil.Format(time.RFC3339), want.Format(time.RFC3339))
+	}
+	if got := st.WaitUntil.In(time.FixedZone("", 5*3600+1800)).Format("15:04"); got != "09:00" {
+		t.Errorf("the reminder is at %s local, want 09:00", got)
+	}
+}
+
 func TestAppointmentRescheduled(t *testing.T) {
 	startFact, endFact := siuAppointment(t)
 	d := builtin(t, "appointment-reminders")
@@ -313,34 +388,72 @@ func TestAppointmentCancelled(t *testing.T) {
 
 func TestAppointmentNoShowNextBusinessDay(t *testing.T) {
 	d := builtin(t, "appointment-noshow")
-	tests := []struct{ name, now, zone, want string }{
-		// Friday 15:00 EST → Saturday → Monday 09:00 EST.
-		{"friday afternoon", "2026-01-09T20:00:00Z", "America/New_York", "2026-01-12T14:00:00Z"},
-		// Wednesday 10:00 EST → Thursday 10:00 EST, inside the window.
-		{"wednesday morning", "2026-01-07T15:00:00Z", "America/New_York", "2026-01-08T15:00:00Z"},
-		// Thursday 19:00 EST → Friday 19:00, closed → Monday 09:00.
-		{"thursday evening", "2026-01-09T00:00:00Z", "America/New_York", "2026-01-12T14:00:00Z"},
-		// Friday 18:00 IST → Saturday → Monday 09:00 IST.
-		{"friday in Kolkata", "2026-01-09T12:30:00Z", "Asia/Kolkata", "2026-01-12T03:30:00Z"},
+	tests := []struct {
+		name, now string
+		zone      string // the contact's
+		offset    string // Facts utc_offset
+		want      string
+	}{
+		// New York in January is EST, UTC−5. 2026-01-05 is a Monday.
+		{"thursday 19:00 → friday 09:00", "2026-01-09T00:00:00Z", "America/New_York", "", "2026-01-09T14:00:00Z"},
+		{"friday 19:00 → monday 09:00", "2026-01-10T00:00:00Z", "America/New_York", "", "2026-01-12T14:00:00Z"},
+		{"monday 20:00 → tuesday 09:00", "2026-01-06T01:00:00Z", "America/New_York", "", "2026-01-06T14:00:00Z"},
+		{"monday 08:00 → tuesday 09:00, not the same day", "2026-01-05T13:00:00Z", "America/New_York", "", "2026-01-06T14:00:00Z"},
+		{"wednesday 10:00 → thursday 09:00", "2026-01-07T15:00:00Z", "America/New_York", "", "2026-01-08T14:00:00Z"},
+		{"friday 15:00 → monday 09:00", "2026-01-09T20:00:00Z", "America/New_York", "", "2026-01-12T14:00:00Z"},
+		{"saturday 10:00 → monday 09:00", "2026-01-10T15:00:00Z", "America/New_York", "", "2026-01-12T14:00:00Z"},
+		{"sunday 23:30 → monday 09:00", "2026-01-12T04:30:00Z", "America/New_York", "", "2026-01-12T14:00:00Z"},
+		// Chicago moves to CDT on Sunday 2026-03-08 and back to CST on
+		// Sunday 2026-11-01; 09:00 stays 09:00 on the wall clock.
+		{"chicago: friday 19:00 CST → monday 09:00 CDT", "2026-03-07T01:00:00Z", "America/Chicago", "", "2026-03-09T14:00:00Z"},
+		{"chicago: sunday 08:00 CDT, the change day → monday 09:00 CDT", "2026-03-08T13:00:00Z", "America/Chicago", "", "2026-03-09T14:00:00Z"},
+		{"chicago: friday 19:00 CDT → monday 09:00 CST", "2026-10-31T00:00:00Z", "America/Chicago", "", "2026-11-02T15:00:00Z"},
+		{"kolkata: friday 18:00 IST → monday 09:00 IST", "2026-01-09T12:30:00Z", "Asia/Kolkata", "", "2026-01-12T03:30:00Z"},
+		// No contact zone: the appointment's offset decides. In UTC this
+		// would be Saturday 01:00 and so Monday 09:00 UTC.
+		{"offset only: thursday 19:00 −06:00 → friday 09:00 −06:00", "2026-01-09T01:00:00Z", "", "-06:00", "2026-01-09T15:00:00Z"},
+		{"the contact's zone wins over the offset", "2026-01-09T00:00:00Z", "America/New_York", "+05:30", "2026-01-09T14:00:00Z"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			contact := Contact{TimeZone: tc.zone}
-			st, acts, err := Advance(d, State{}, Input{Kind: InputStart, Now: mustTime(t, tc.now), Contact: contact})
+			facts := Facts{"status": "noshow"}
+			if tc.offset != "" {
+				facts[FactUTCOffset] = tc.offset
+			}
+			st, acts, err := Advance(d, State{}, Input{Kind: InputStart, Now: mustTime(t, tc.now), Contact: contact, Facts: facts})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(acts) != 0 || !st.WaitUntil.Equal(mustTime(t, tc.want)) {
-				t.Fatalf("waiting until %s (sent %v), want %s", st.WaitUntil, acts, tc.want)
+			if len(acts) != 0 || st.Status != StatusWaiting || !st.WaitUntil.Equal(mustTime(t, tc.want)) {
+				t.Fatalf("%s until %s (sent %v), want waiting until %s", st.Status, st.WaitUntil.Format(time.RFC3339), acts, tc.want)
 			}
-			st, acts, err = Advance(d, st, Input{Kind: InputWake, Now: st.WaitUntil, Contact: contact})
+			st, acts, err = Advance(d, st, Input{Kind: InputWake, Now: st.WaitUntil, Contact: contact, Facts: facts})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(templates(acts), []string{"appointment.noshow"}) || st.Outcome != OutcomeCompleted {
+			if !slices.Equal(templates(acts), []string{"appointment.noshow"}) || st.Outcome != OutcomeCompleted || st.Happened["next-business-day"] != HappenedTime {
 				t.Errorf("%+v, sent %v", st, templates(acts))
 			}
 		})
+	}
+}
+
+// A worker that was down past LateAfter still sends the no-show notice: a
+// next_day wait never passes.
+func TestAppointmentNoShowLateWakeStillSends(t *testing.T) {
+	d := builtin(t, "appointment-noshow")
+	contact := Contact{TimeZone: "America/New_York"}
+	st, _, err := Advance(d, State{}, Input{Kind: InputStart, Now: mustTime(t, "2026-01-09T00:00:00Z"), Contact: contact})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, acts, err := Advance(d, st, Input{Kind: InputWake, Now: st.WaitUntil.Add(5 * time.Hour), Contact: contact})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(templates(acts), []string{"appointment.noshow"}) || st.Happened["next-business-day"] != HappenedTime {
+		t.Errorf("late wake: %+v, sent %v", st, templates(acts))
 	}
 }
 

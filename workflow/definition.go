@@ -8,7 +8,7 @@ import (
 // Step types.
 const (
 	StepSend         = "send"           // deliver a notice through a channel
-	StepWait         = "wait"           // wait for a time: a duration, a date, or a moment relative to a fact
+	StepWait         = "wait"           // wait for a time: a duration, a date, a moment relative to a fact, or the next day
 	StepWaitEvent    = "wait_event"     // wait for an engagement or API event, with a timeout
 	StepBranch       = "branch"         // ordered conditions, first match wins, with a fallback
 	StepGoto         = "goto"           // continue at a step of this workflow or start another workflow
@@ -34,8 +34,10 @@ type Definition struct {
 	Trigger  Trigger `json:"trigger"`
 	Priority string  `json:"priority,omitempty"` // high | normal | low; default normal
 	Sender   Sender  `json:"sender"`
-	// TimeZone is the IANA zone for send windows when the contact has none;
-	// default "UTC".
+	// TimeZone is the IANA zone for send windows and next_day waits when
+	// neither the window nor the contact has one. Without it the subject's
+	// UTC offset (Facts "utc_offset") is used, then UTC; see
+	// Window.TimeZone.
 	TimeZone string `json:"time_zone,omitempty"`
 	// LateAfter is how late a timed wake-up may be processed and still count
 	// as on time (a worker outage, a queue backlog); a reminder later than
@@ -79,15 +81,21 @@ type Step struct {
 	Channel  string `json:"channel,omitempty"`  // "email"; the channel registry decides what else exists
 	Template string `json:"template,omitempty"` // e.g. "appointment.reminder"
 
-	// wait: exactly one of Duration, Until, Relative.
+	// wait: exactly one of Duration, Until, Relative, NextDay.
 	Duration string    `json:"duration,omitempty"` // "72h", "7d", "1d12h"
 	Until    string    `json:"until,omitempty"`    // RFC 3339 instant
 	Relative *Relative `json:"relative,omitempty"`
+	// NextDay waits until the start (00:00) of the next calendar day in the
+	// window's zone (resolved as for Window.TimeZone), then lets Window
+	// apply: with a weekdays 09:00–18:00 window that is the next business
+	// day's opening. Its moment is always ahead, so it never passes.
+	NextDay bool `json:"next_day,omitempty"`
 	// Window keeps the wake-up inside a send window (wait steps only).
 	Window *Window `json:"window,omitempty"`
 	// IfPassed is where a wait goes when its moment had already passed when
 	// the run reached it (or was later than LateAfter): default, the step
 	// after the send that follows the wait, so a passed reminder is skipped.
+	// A next_day wait never passes and takes no IfPassed.
 	IfPassed string `json:"if_passed,omitempty"`
 
 	// wait_event
@@ -117,13 +125,20 @@ type Relative struct {
 	Offset string `json:"offset"` // signed duration: "-72h", "2h"
 }
 
-// Window is a recurring send window in the contact's time zone.
+// Window is a recurring send window, read on the wall clock of one zone (see
+// TimeZone).
 type Window struct {
 	// Days are "mon".."sun", or "weekdays", "weekends", "all"; default weekdays.
 	Days []string `json:"days,omitempty"`
 	From string   `json:"from"` // "09:00", local
 	To   string   `json:"to"`   // "18:00", local, after From
-	// TimeZone overrides the contact's zone and the workflow's default.
+	// TimeZone is the IANA zone the window is read in. The zone is the first
+	// of these that is set and valid: this TimeZone, Contact.TimeZone,
+	// Definition.TimeZone, the subject's UTC offset (Facts "utc_offset",
+	// "+05:30", "-06:00" or "Z", as a fixed zone: contacts read from FHIR
+	// carry no zone, but the appointment's time carries its offset), then
+	// UTC. An offset knows no daylight-saving rules, so it is only a fallback
+	// after the IANA zones.
 	TimeZone string `json:"time_zone,omitempty"`
 }
 
@@ -145,8 +160,9 @@ type Predicate struct {
 }
 
 // Facts are the values a run carries about its subject: "status", "kind",
-// "start", "end" (RFC 3339), "outcome", ... They may be PHI (an
-// appointment's time is) and are sealed at rest by the store.
+// "start", "end" (RFC 3339), "outcome", "utc_offset" (the subject's UTC
+// offset, "+05:30" or "Z", a fallback zone for windows), ... They may be
+// PHI (an appointment's time is) and are sealed at rest by the store.
 type Facts map[string]string
 
 // LogValue keeps facts out of logs.

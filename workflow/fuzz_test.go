@@ -24,6 +24,7 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(reminderJSON))
 	f.Add([]byte(reminderYAML))
+	f.Add([]byte(nextDayYAML))
 	f.Add([]byte(manyProblems))
 	f.Add([]byte("id: x\nsteps: [{id: a, type: end}]\n"))
 	f.Add([]byte("&a [*a]"))

@@ -8,6 +8,11 @@ import (
 	"time"
 )
 
+// FactUTCOffset is the fact holding the subject's UTC offset ("+05:30",
+// "-06:00", "Z"), which the worker sets from the appointment's time. Send
+// windows fall back to it when no IANA zone is known.
+const FactUTCOffset = "utc_offset"
+
 // OutcomeMissingFact ends a run whose wait is relative to a fact the run does
 // not have (or cannot read as an RFC 3339 instant).
 const OutcomeMissingFact = "missing_fact"
@@ -55,20 +60,25 @@ var (
 //   - send emits a send action and continues with Next (default: the step
 //     listed after it); add_to_segment likewise emits add_to_segment.
 //   - wait with a duration waits until in.Now + duration; with until, until
-//     that instant; with relative, until Facts[fact] + offset. A window moves
-//     the moment to the window's next opening (NextOpening) in the window's
-//     zone, else the contact's, else the workflow's, else UTC; a zone that does
-//     not load is skipped. A relative wait whose fact is missing or not RFC 3339
+//     that instant; with relative, until Facts[fact] + offset; with next_day,
+//     until 00:00 of the calendar day after in.Now in the window's zone. A
+//     window moves the moment to the window's next opening (NextOpening). The
+//     zone is the window's, else the contact's, else the workflow's, else the
+//     subject's UTC offset (Facts "utc_offset", "+05:30", "Z", as a fixed
+//     zone), else UTC; a zone that does not load and an offset that does not
+//     read are skipped. A relative wait whose fact is missing or not RFC 3339
 //     ends the run with "missing_fact". The wait has passed when its moment
 //     (after the window) is before in.Now, or when a negative offset was moved
 //     by the window to or after the fact itself (a reminder after the
 //     appointment). A passed wait records Happened "passed" and goes to
 //     IfPassed, by default past the send that follows it (to that send's next),
 //     or to its next when no send follows: a passed reminder is skipped, never
-//     sent late. Otherwise the run waits with WaitUntil set.
+//     sent late. Otherwise the run waits with WaitUntil set. A next_day wait
+//     never passes: its moment is always after in.Now.
 //   - InputWake at a timed wait: before WaitUntil nothing changes; later than
-//     WaitUntil + LateAfter (default 1h) the wait has passed (as above);
-//     otherwise Happened is "time" and the run continues with Next.
+//     WaitUntil + LateAfter (default 1h) the wait has passed (as above),
+//     except a next_day wait, which never passes; otherwise Happened is "time"
+//     and the run continues with Next.
 //   - wait_event continues at once with Next when one of its events is
 //     already in Engagement (Happened is the first such event recorded);
 //     otherwise the run waits with WaitingFor = Events and WaitUntil =
@@ -190,7 +200,7 @@ func (m *machine) apply() error {
 		if m.in.Now.Before(m.st.WaitUntil) {
 			return nil
 		}
-		if m.in.Now.After(m.st.WaitUntil.Add(m.lateAfter())) {
+		if !s.NextDay && m.in.Now.After(m.st.WaitUntil.Add(m.lateAfter())) {
 			m.happened(s.ID, HappenedPassed)
 			return m.run(m.passed(i, s))
 		}
@@ -315,8 +325,10 @@ func (m *machine) timed(i int, s Step) error {
 		fact = t
 		negative = off < 0
 		moment = t.Add(off)
+	case s.NextDay:
+		moment = nextDayStart(now, m.zone(s.Window))
 	default:
-		return fmt.Errorf("%w: wait without duration, until or relative", ErrDefinition)
+		return fmt.Errorf("%w: wait without duration, until, relative or next_day", ErrDefinition)
 	}
 	if s.Window != nil {
 		opening, err := NextOpening(moment, *s.Window, m.zone(s.Window))
@@ -325,7 +337,7 @@ func (m *machine) timed(i int, s Step) error {
 		}
 		moment = opening
 	}
-	if moment.Before(now) || (negative && !moment.Before(fact)) {
+	if !s.NextDay && (moment.Before(now) || (negative && !moment.Before(fact))) {
 		m.happened(s.ID, HappenedPassed)
 		return m.run(m.passed(i, s))
 	}
@@ -443,13 +455,21 @@ func (m *machine) value(field string) (string, bool) {
 	return v, v != ""
 }
 
-// zone is the zone a window is read in: the window's, the contact's, the
-// workflow's, then UTC, skipping any that does not load.
+// zone is the zone a wait's window (w, nil for none) and next day are read
+// in: the window's, the contact's, the workflow's, then the subject's UTC
+// offset, then UTC, skipping any that does not load or read.
 func (m *machine) zone(w *Window) *time.Location {
-	for _, name := range []string{w.TimeZone, m.in.Contact.TimeZone, m.d.TimeZone} {
+	var windowZone string
+	if w != nil {
+		windowZone = w.TimeZone
+	}
+	for _, name := range []string{windowZone, m.in.Contact.TimeZone, m.d.TimeZone} {
 		if loc, err := loadZone(name); err == nil {
 			return loc
 		}
+	}
+	if loc, err := offsetZone(m.in.Facts[FactUTCOffset]); err == nil {
+		return loc
 	}
 	return time.UTC
 }

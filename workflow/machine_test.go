@@ -280,6 +280,89 @@ func TestAdvance(t *testing.T) {
 			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 11, 0, 0, 0, time.UTC)},
 		},
 		{
+			name: "window: with no zone, the subject's utc_offset",
+			d: def(t, Step{ID: "w", Type: StepWait, Duration: "24h", Window: &Window{From: "09:00", To: "12:00"}},
+				send("s", ""), end("done", "")),
+			// Due Tuesday 10:00 UTC = 04:00 −06:00: Tuesday 09:00 −06:00.
+			inputs: []Input{withFacts(start(t0), Facts{FactUTCOffset: "-06:00"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 15, 0, 0, 0, time.UTC)},
+		},
+		{
+			name: "window: the workflow's zone before the subject's utc_offset",
+			d: func() Definition {
+				d := def(t, Step{ID: "w", Type: StepWait, Duration: "24h", Window: &Window{From: "09:00", To: "12:00"}}, send("s", ""), end("done", ""))
+				d.TimeZone = "Asia/Tokyo"
+				return d
+			}(),
+			inputs: []Input{withFacts(start(t0), Facts{FactUTCOffset: "-06:00"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 7, 0, 0, 0, 0, time.UTC)},
+		},
+		{
+			name: "window: the contact's zone before the subject's utc_offset",
+			d: def(t, Step{ID: "w", Type: StepWait, Duration: "24h", Window: &Window{From: "09:00", To: "12:00"}},
+				send("s", ""), end("done", "")),
+			// Due Tuesday 10:00 UTC = 19:00 JST: Wednesday 09:00 JST.
+			inputs: []Input{withContact(withFacts(start(t0), Facts{FactUTCOffset: "-06:00"}), Contact{TimeZone: "Asia/Tokyo"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 7, 0, 0, 0, 0, time.UTC)},
+		},
+		{
+			name: "window: a utc_offset that does not read falls back to UTC",
+			d: def(t, Step{ID: "w", Type: StepWait, Duration: "24h", Window: &Window{From: "09:00", To: "12:00"}},
+				send("s", ""), end("done", "")),
+			// Due Tuesday 10:00 UTC, inside 09:00–12:00 UTC.
+			inputs: []Input{withFacts(start(t0), Facts{FactUTCOffset: "-6:00"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 10, 0, 0, 0, time.UTC)},
+		},
+		{
+			name:   "next_day without a window: midnight UTC",
+			d:      def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs: []Input{start(t0)},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 0, 0, 0, 0, time.UTC)},
+		},
+		{
+			name:   "next_day without a window: midnight in the contact's zone",
+			d:      def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs: []Input{withContact(start(t0), Contact{TimeZone: "America/Chicago"})},
+			// Monday 04:00 CST: Tuesday 00:00 CST.
+			want: State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 6, 0, 0, 0, time.UTC)},
+		},
+		{
+			name:   "next_day without a window: midnight in the subject's utc_offset",
+			d:      def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs: []Input{withFacts(start(t0), Facts{FactUTCOffset: "+05:30"})},
+			// Monday 15:30 +05:30: Tuesday 00:00 +05:30.
+			want: State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 5, 18, 30, 0, 0, time.UTC)},
+		},
+		{
+			name: "next_day: the window's own zone decides the day",
+			d: def(t, Step{ID: "w", Type: StepWait, NextDay: true, Window: &Window{Days: []string{"all"}, From: "08:00", To: "20:00", TimeZone: "Asia/Tokyo"}},
+				send("s", ""), end("done", "")),
+			// Monday 19:00 JST: Tuesday 00:00 JST, then 08:00 JST. (In Chicago,
+			// the contact's zone, it would be Tuesday 08:00 CST.)
+			inputs: []Input{withContact(start(t0), Contact{TimeZone: "America/Chicago"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 5, 23, 0, 0, 0, time.UTC)},
+		},
+		{
+			name:    "next_day: a due wake sends",
+			d:       def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs:  []Input{start(t0), wake(time.Date(2026, 1, 6, 0, 0, 0, 0, time.UTC))},
+			want:    State{Status: StatusEnded, Step: "done", Visited: []string{"w", "s", "done"}, Happened: map[string]string{"w": HappenedTime}, Outcome: OutcomeCompleted},
+			actions: []Action{sent("s")},
+		},
+		{
+			name:    "next_day never passes: a wake a day late still sends",
+			d:       def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs:  []Input{start(t0), wake(time.Date(2026, 1, 7, 0, 0, 0, 0, time.UTC))},
+			want:    State{Status: StatusEnded, Step: "done", Visited: []string{"w", "s", "done"}, Happened: map[string]string{"w": HappenedTime}, Outcome: OutcomeCompleted},
+			actions: []Action{sent("s")},
+		},
+		{
+			name:   "next_day: changed facts do not move it",
+			d:      def(t, Step{ID: "w", Type: StepWait, NextDay: true}, send("s", ""), end("done", "")),
+			inputs: []Input{start(t0), withFacts(Input{Kind: InputFactsChanged, Now: at(time.Hour)}, Facts{"start": "2026-01-09T08:30:00Z"})},
+			want:   State{Status: StatusWaiting, Step: "w", Visited: []string{"w"}, WaitUntil: time.Date(2026, 1, 6, 0, 0, 0, 0, time.UTC)},
+		},
+		{
 			name:   "wait_event: waits for its events with a timeout",
 			d:      def(t, Step{ID: "we", Type: StepWaitEvent, Events: []string{"opened", "clicked"}, Timeout: "2d", Next: "yes", OnTimeout: "no"}, end("yes", "engaged"), end("no", "ignored")),
 			inputs: []Input{start(t0)},

@@ -102,6 +102,7 @@ func TestParseRejects(t *testing.T) {
 		{"yaml unknown field", "id: x\nsteps: []\nfavourite: yes\n", `unknown field "favourite"`},
 		{"yaml unknown nested field", "id: x\nsteps:\n  - id: a\n    type: end\n    extra: 1\n", `unknown field "extra"`},
 		{"yaml unquoted boolean value", "id: x\nsteps:\n  - id: b\n    type: branch\n    conditions:\n      - when: [{field: fact.paid, op: eq, value: true}]\n        next: b\n", "cannot unmarshal bool"},
+		{"json next_day as a string", `{"id": "x", "steps": [{"id": "w", "type": "wait", "next_day": "yes"}]}`, "cannot unmarshal string"},
 		{"yaml list at the root", "- id: x\n", "not a mapping"},
 		{"yaml scalar at the root", "just words\n", "not a mapping"},
 		{"yaml two documents", "id: x\n---\nid: y\n", "more than one yaml document"},
@@ -130,6 +131,43 @@ func TestParseYAMLTimestampBecomesString(t *testing.T) {
 	}
 	if got := d.Steps[0].Until; got != "2026-03-08T09:00:00Z" {
 		t.Errorf("until = %q", got)
+	}
+}
+
+// nextDayYAML is a wait for the next business day, in YAML: next_day is a
+// boolean, so it is not quoted.
+const nextDayYAML = `
+id: noshow
+trigger: {event: appointment.noshow}
+steps:
+  - id: wait
+    type: wait
+    next_day: true
+    window: {days: [weekdays], from: 09:00, to: 18:00}
+  - {id: notice, type: send, channel: email, template: t.one}
+  - {id: done, type: end}
+`
+
+func TestParseNextDay(t *testing.T) {
+	fromYAML, err := Parse([]byte(nextDayYAML))
+	if err != nil {
+		t.Fatalf("Parse YAML: %v", err)
+	}
+	fromJSON, err := Parse([]byte(`{"id": "noshow", "trigger": {"event": "appointment.noshow"}, "steps": [
+	  {"id": "wait", "type": "wait", "next_day": true, "window": {"days": ["weekdays"], "from": "09:00", "to": "18:00"}},
+	  {"id": "notice", "type": "send", "channel": "email", "template": "t.one"},
+	  {"id": "done", "type": "end"}]}`))
+	if err != nil {
+		t.Fatalf("Parse JSON: %v", err)
+	}
+	if !fromYAML.Steps[0].NextDay {
+		t.Errorf("next_day: true did not set NextDay")
+	}
+	if !reflect.DeepEqual(fromYAML, fromJSON) {
+		t.Errorf("YAML and JSON differ:\n%+v\n%+v", fromYAML, fromJSON)
+	}
+	if ps := Validate(fromYAML, testRegistry()); len(ps) > 0 {
+		t.Errorf("Validate: %v", ps)
 	}
 }
 

@@ -20,6 +20,8 @@ var (
 	genOps       = []string{"eq", "ne", "in", "exists", "missing", "true", "false"}
 	genValues    = []string{"fulfilled", "booked", "en", "gold", "true", "false"}
 	genBase      = time.Date(2026, 3, 6, 12, 0, 0, 0, time.UTC) // two days before a DST change
+	// utc_offset facts, one unreadable.
+	genOffsetFacts = []string{"", "+05:30", "-06:00", "Z", "+5:30"}
 )
 
 // randomDefinition draws a step graph. Many draws are invalid; the callers
@@ -72,11 +74,13 @@ func randomDefinition(r *rand.Rand) Definition {
 			s.Type, s.Channel, s.Template, s.Next = StepSend, pick([]string{"email", "sms"}), pick([]string{"t.one", "t.two", "t.three"}), main()
 		case 2, 3:
 			s.Type, s.Next = StepWait, main()
-			switch r.IntN(3) {
+			switch r.IntN(4) {
 			case 0:
 				s.Duration = pick(genDurations)
 			case 1:
 				s.Until = genBase.Add(time.Duration(r.IntN(240)-48) * time.Hour).Format(time.RFC3339)
+			case 2:
+				s.NextDay = true
 			default:
 				s.Relative = &Relative{Fact: pick([]string{"start", "end"}), Offset: pick(genOffsets)}
 			}
@@ -143,6 +147,9 @@ func randomDefinition(r *rand.Rand) Definition {
 // missing or unreadable.
 func randomFacts(r *rand.Rand, now time.Time) Facts {
 	f := Facts{"status": []string{"booked", "fulfilled", "noshow"}[r.IntN(3)], "kind": "visit"}
+	if o := genOffsetFacts[r.IntN(len(genOffsetFacts))]; o != "" {
+		f[FactUTCOffset] = o
+	}
 	start := now.Add(time.Duration(r.IntN(24*14)-24) * time.Hour)
 	switch r.IntN(10) {
 	case 0:
@@ -158,7 +165,9 @@ func randomFacts(r *rand.Rand, now time.Time) Facts {
 // runProperties drives a valid definition with the stream ops and checks,
 // after every Advance: no error; waiting (with a time or events) or ended;
 // no step executed twice; no step sent twice over the whole run; an ended
-// run never changes; Advance is deterministic and leaves its argument alone.
+// run never changes; Advance is deterministic and leaves its argument alone;
+// a next_day wait never passes, and waits until a moment after the input's
+// time and within a week (the next day, then a window opening).
 // Then it wakes the run at its due times: it must end within len(Steps)+1
 // wakes, since every wait of a valid definition has a time.
 func runProperties(t *testing.T, d Definition, r *rand.Rand, ops []byte) {
@@ -188,6 +197,15 @@ func runProperties(t *testing.T, d Definition, r *rand.Rand, ops []byte) {
 			t.Fatalf("an ended run changed: %+v → %+v, %v", st, next, acts)
 		}
 		checkAfter(t, next)
+		for _, s := range d.Steps {
+			if s.NextDay && next.Happened[s.ID] == HappenedPassed {
+				t.Fatalf("next_day wait %s passed\ndefinition %+v", s.ID, d)
+			}
+			if s.NextDay && s.ID == next.Step && next.Status == StatusWaiting && next.Step != st.Step &&
+				(!next.WaitUntil.After(in.Now) || next.WaitUntil.After(in.Now.Add(8*24*time.Hour))) {
+				t.Fatalf("next_day wait %s entered at %s waits until %s", s.ID, in.Now, next.WaitUntil)
+			}
+		}
 		for _, a := range acts {
 			if a.Type == ActionSend {
 				if sentSteps[a.Step] {
@@ -255,6 +273,7 @@ func TestAdvanceProperties(t *testing.T) {
 	valid := 0
 	types := map[string]int{}
 	outcomes := map[string]int{}
+	nextDay := 0
 	for seed := range uint64(seeds) {
 		r := seededRand(seed)
 		d := randomDefinition(r)
@@ -264,6 +283,9 @@ func TestAdvanceProperties(t *testing.T) {
 		valid++
 		for _, s := range d.Steps {
 			types[s.Type]++
+			if s.NextDay {
+				nextDay++
+			}
 		}
 		ops := make([]byte, r.IntN(40))
 		for i := range ops {
@@ -280,7 +302,10 @@ func TestAdvanceProperties(t *testing.T) {
 		st, _, _ := Advance(d, State{}, Input{Kind: InputStart, Now: genBase, Facts: randomFacts(r, genBase)})
 		outcomes[st.Outcome]++
 	}
-	t.Logf("%d of %d random definitions valid; step types %v; outcomes at start %v", valid, seeds, types, outcomes)
+	t.Logf("%d of %d random definitions valid; step types %v (next_day waits %d); outcomes at start %v", valid, seeds, types, nextDay, outcomes)
+	if nextDay == 0 {
+		t.Errorf("no valid random definition has a next_day wait")
+	}
 	if valid < seeds/5 {
 		t.Errorf("only %d of %d random definitions were valid: the generator tests too little", valid, seeds)
 	}

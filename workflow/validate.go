@@ -36,6 +36,10 @@ type Registry struct {
 	// Workflow says whether a workflow with this id exists, for a goto that
 	// starts another workflow; nil means none exists.
 	Workflow func(id string) bool
+	// NeedsSubject says whether a template describes the run's EOB or
+	// appointment; when set, such a send step in a workflow started by an
+	// API event or a segment (runs without one) is a problem.
+	NeedsSubject func(template string) bool
 }
 
 // Problem is one thing wrong with a definition. Step is the step's id, or
@@ -80,7 +84,7 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 // stepFields are the fields each step type may set (besides id and type).
 var stepFields = map[string][]string{
 	StepSend:         {"next", "channel", "template"},
-	StepWait:         {"next", "duration", "until", "relative", "window", "if_passed"},
+	StepWait:         {"next", "duration", "until", "relative", "next_day", "window", "if_passed"},
 	StepWaitEvent:    {"next", "events", "timeout", "on_timeout"},
 	StepBranch:       {"conditions", "else"},
 	StepGoto:         {"target", "workflow"},
@@ -102,6 +106,7 @@ func setFields(s Step) []string {
 	add("duration", s.Duration != "")
 	add("until", s.Until != "")
 	add("relative", s.Relative != nil)
+	add("next_day", s.NextDay)
 	add("window", s.Window != nil)
 	add("if_passed", s.IfPassed != "")
 	add("events", len(s.Events) > 0)
@@ -246,6 +251,12 @@ func (v *validator) step(i int, s Step, seen map[string]bool) {
 	case StepSend:
 		v.known(at, "channel", s.Channel, v.r.Channels)
 		v.known(at, "template", s.Template, v.r.Templates)
+		if v.r.NeedsSubject != nil && v.r.NeedsSubject(s.Template) && v.d.Trigger.Event == "" &&
+			(v.d.Trigger.APIEvent != "" || v.d.Trigger.Segment != "") {
+			// The template describes an EOB or an appointment, which a run
+			// started for a patient alone does not have.
+			v.add(at, "template", "this template needs an EOB or an appointment; a workflow started by an API event or a segment has neither")
+		}
 	case StepWait:
 		v.wait(at, s)
 	case StepWaitEvent:
@@ -298,13 +309,13 @@ func (v *validator) ref(at, field, target string) {
 
 func (v *validator) wait(at string, s Step) {
 	kinds := 0
-	for _, set := range []bool{s.Duration != "", s.Until != "", s.Relative != nil} {
+	for _, set := range []bool{s.Duration != "", s.Until != "", s.Relative != nil, s.NextDay} {
 		if set {
 			kinds++
 		}
 	}
 	if kinds != 1 {
-		v.add(at, "duration", "a wait needs exactly one of duration, until or relative")
+		v.add(at, "duration", "a wait needs exactly one of duration, until, relative or next_day")
 	}
 	if s.Duration != "" {
 		if dur, err := ParseDuration(s.Duration); err != nil {
@@ -350,6 +361,10 @@ func (v *validator) wait(at string, s Step) {
 				v.add(at, "window.time_zone", "not a loadable IANA time zone")
 			}
 		}
+	}
+	if s.NextDay && s.IfPassed != "" {
+		// Its moment is always ahead and a late wake still sends.
+		v.add(at, "if_passed", "a next_day wait never passes")
 	}
 	v.ref(at, "if_passed", s.IfPassed)
 }

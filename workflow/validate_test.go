@@ -68,7 +68,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		{"start", "template", "required for a send step"},
 
 		{"w1", "next", "points to a missing step"},
-		{"w1", "duration", "a wait needs exactly one of duration, until or relative"},
+		{"w1", "duration", "a wait needs exactly one of duration, until, relative or next_day"},
 		{"w1", "until", "not an RFC 3339 instant"},
 
 		{"w2", "relative.fact", "must be start or end"},
@@ -81,7 +81,7 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		{"w3", "duration", "must not be negative"},
 		{"w3", "window.to", "must be after from"},
 
-		{"w4", "duration", "a wait needs exactly one of duration, until or relative"},
+		{"w4", "duration", "a wait needs exactly one of duration, until, relative or next_day"},
 
 		{"ev", "segment", "does not belong to a step of type wait_event"},
 		{"ev", "events[0]", "an event type is required"},
@@ -264,6 +264,22 @@ func TestValidateOneProblemEach(t *testing.T) {
 		{"wait relative with empty offset", func(d *Definition) {
 			d.Steps[0] = Step{ID: "a", Type: StepWait, Relative: &Relative{Fact: "end"}}
 		}, nil},
+		{"wait next_day with a window", func(d *Definition) {
+			d.Steps[0] = Step{ID: "a", Type: StepWait, NextDay: true, Window: &Window{Days: []string{"weekdays"}, From: "09:00", To: "18:00"}}
+		}, nil},
+		{"wait next_day without a window (midnight)", func(d *Definition) {
+			d.Steps[0] = Step{ID: "a", Type: StepWait, NextDay: true}
+		}, nil},
+		{"wait next_day and a duration", func(d *Definition) {
+			d.Steps[0] = Step{ID: "a", Type: StepWait, NextDay: true, Duration: "24h"}
+		}, []Problem{{"a", "duration", "a wait needs exactly one of duration, until, relative or next_day"}}},
+		{"wait next_day and relative", func(d *Definition) {
+			d.Steps[0] = Step{ID: "a", Type: StepWait, NextDay: true, Relative: &Relative{Fact: "start", Offset: "-1h"}}
+		}, []Problem{{"a", "duration", "a wait needs exactly one of duration, until, relative or next_day"}}},
+		{"wait next_day with if_passed", func(d *Definition) {
+			d.Steps[0] = Step{ID: "a", Type: StepWait, NextDay: true, IfPassed: "c"}
+		}, []Problem{{"a", "if_passed", "a next_day wait never passes"}}},
+		{"send with next_day", func(d *Definition) { d.Steps[0].NextDay = true }, []Problem{{"a", "next_day", "does not belong to a step of type send"}}},
 		{"window days and 24:00", func(d *Definition) {
 			d.Steps[0] = Step{ID: "a", Type: StepWait, Duration: "1d", Window: &Window{Days: []string{"mon", "weekends", "all"}, From: "00:00", To: "24:00", TimeZone: "Europe/London"}}
 		}, nil},

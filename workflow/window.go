@@ -89,7 +89,8 @@ func windowBounds(w Window) (from, to int, days [7]bool, err error) {
 // the window's days and its time of day is at or after From and before To:
 // the From minute is inside, the To minute is not. w.TimeZone is not
 // consulted: the caller chooses the zone (Advance uses the window's zone,
-// then the contact's, then the workflow's).
+// then the contact's, then the workflow's, then the subject's UTC offset,
+// then UTC; see Window.TimeZone).
 //
 // Across a daylight-saving change "09:00" stays 09:00 on the wall clock. A
 // From that the clocks skip opens when the skipped hour ends; a From that
@@ -153,9 +154,12 @@ func wallOpening(y int, mo time.Month, d, minute int, loc *time.Location) time.T
 	// The clocks skipped the wall time: the window opens when the gap ends.
 	// time.Date resolved the missing time with the offset of one side of the
 	// gap; the gap's end is where that zone ends (wall clock still before the
-	// wanted minute) or began (already past it).
+	// wanted minute, on this day or, for a skipped midnight, the day before)
+	// or began (already past it).
+	ly, lm, ld := l.Date()
+	earlierDay := time.Date(ly, lm, ld, 0, 0, 0, 0, time.UTC).Before(time.Date(wy, wm, wd, 0, 0, 0, 0, time.UTC))
 	gapEnd := start
-	if sameDay(l) && l.Hour()*60+l.Minute() < minute {
+	if earlierDay || (sameDay(l) && l.Hour()*60+l.Minute() < minute) {
 		_, gapEnd = open.ZoneBounds()
 	}
 	if !gapEnd.IsZero() {
@@ -165,6 +169,35 @@ func wallOpening(y int, mo time.Month, d, minute int, loc *time.Location) time.T
 		}
 	}
 	return open
+}
+
+// nextDayStart is the first instant of the calendar day after t's in loc:
+// its 00:00, or, when the clocks skip midnight, the end of the skipped span.
+func nextDayStart(t time.Time, loc *time.Location) time.Time {
+	y, mo, d := t.In(loc).Date()
+	return wallOpening(y, mo, d+1, 0, loc)
+}
+
+// offsetZone reads a UTC offset as RFC 3339 writes it ("Z", "+05:30",
+// "-06:00") as a fixed zone.
+func offsetZone(s string) (*time.Location, error) {
+	if s == "Z" || s == "z" {
+		return time.UTC, nil
+	}
+	if len(s) != 6 || (s[0] != '+' && s[0] != '-') || s[3] != ':' ||
+		!isDigit(s[1]) || !isDigit(s[2]) || !isDigit(s[4]) || !isDigit(s[5]) {
+		return nil, errors.New("not a UTC offset: want Z or ±HH:MM")
+	}
+	h := int(s[1]-'0')*10 + int(s[2]-'0')
+	m := int(s[4]-'0')*10 + int(s[5]-'0')
+	if h > 23 || m > 59 {
+		return nil, errors.New("UTC offset out of range")
+	}
+	secs := (h*60 + m) * 60
+	if s[0] == '-' {
+		secs = -secs
+	}
+	return time.FixedZone("UTC"+s, secs), nil
 }
 
 // loadZone loads an IANA zone; "" and "Local" (the host's zone, which would

@@ -62,6 +62,9 @@ func TestNextOpening(t *testing.T) {
 		{"london: from in the skipped hour opens at 02:00 BST", "2026-03-29T00:00:00Z", Window{Days: []string{"all"}, From: "01:30", To: "03:00"}, "Europe/London", "2026-03-29T01:00:00Z"},
 		{"london: a from that occurs twice opens at the first (BST)", "2026-10-24T23:00:00Z", Window{Days: []string{"all"}, From: "01:30", To: "03:00"}, "Europe/London", "2026-10-25T00:30:00Z"},
 
+		// America/Santiago skips from 00:00 to 01:00 on Sunday 2026-09-06.
+		{"santiago: a from at a skipped midnight opens at 01:00", "2026-09-05T16:00:00Z", Window{Days: []string{"sun"}, From: "00:00", To: "06:00"}, "America/Santiago", "2026-09-06T04:00:00Z"},
+
 		{"weekends: wednesday to saturday 10:00 UTC", "2026-01-07T12:00:00Z", weekends, "UTC", "2026-01-10T10:00:00Z"},
 		{"to 24:00 covers the whole evening", "2026-01-07T23:59:00Z", Window{Days: []string{"all"}, From: "20:00", To: "24:00"}, "UTC", "2026-01-07T23:59:00Z"},
 	}
@@ -101,6 +104,74 @@ func TestNextOpeningRejectsBadWindows(t *testing.T) {
 		_, err := NextOpening(mustTime(t, "2026-01-07T07:00:00Z"), w, time.UTC)
 		if !errors.Is(err, ErrWindow) {
 			t.Errorf("window %+v: err = %v, want ErrWindow", w, err)
+		}
+	}
+}
+
+func TestNextDayStart(t *testing.T) {
+	tests := []struct{ name, t, zone, want string }{
+		{"utc: monday noon to tuesday 00:00", "2026-01-05T12:00:00Z", "UTC", "2026-01-06T00:00:00Z"},
+		{"utc: exactly midnight is today, so tomorrow", "2026-01-06T00:00:00Z", "UTC", "2026-01-07T00:00:00Z"},
+		{"utc: a second before midnight", "2026-01-05T23:59:59Z", "UTC", "2026-01-06T00:00:00Z"},
+		{"chicago: the calendar day is chicago's", "2026-01-06T03:00:00Z", "America/Chicago", "2026-01-06T06:00:00Z"},
+		{"chicago: saturday CST to sunday 00:00 CST, the change day", "2026-03-07T18:00:00Z", "America/Chicago", "2026-03-08T06:00:00Z"},
+		{"chicago: sunday, the change day, to monday 00:00 CDT", "2026-03-08T18:00:00Z", "America/Chicago", "2026-03-09T05:00:00Z"},
+		{"chicago: sunday, back to CST, to monday 00:00 CST", "2026-11-01T18:00:00Z", "America/Chicago", "2026-11-02T06:00:00Z"},
+		{"kolkata", "2026-01-05T18:29:00Z", "Asia/Kolkata", "2026-01-05T18:30:00Z"},
+		// Chile skips from 00:00 to 01:00 on 2026-09-06: that day starts at 01:00 −03.
+		{"santiago: a skipped midnight starts the day at 01:00", "2026-09-05T16:00:00Z", "America/Santiago", "2026-09-06T04:00:00Z"},
+		// And sets 24:00 back to 23:00 on 2026-04-04: 23:30 occurs twice.
+		{"santiago: first 23:30 to the one midnight", "2026-04-05T02:30:00Z", "America/Santiago", "2026-04-05T04:00:00Z"},
+		{"santiago: second 23:30 to the one midnight", "2026-04-05T03:30:00Z", "America/Santiago", "2026-04-05T04:00:00Z"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := nextDayStart(mustTime(t, tc.t), mustZone(t, tc.zone))
+			if want := mustTime(t, tc.want); !got.Equal(want) {
+				t.Errorf("nextDayStart(%s) = %s, want %s", tc.t, got.UTC().Format(time.RFC3339), tc.want)
+			}
+		})
+	}
+}
+
+func TestOffsetZone(t *testing.T) {
+	tests := []struct {
+		in   string
+		secs int // offset east of UTC
+		ok   bool
+	}{
+		{"+05:30", 5*3600 + 1800, true},
+		{"-06:00", -6 * 3600, true},
+		{"+00:00", 0, true},
+		{"-00:00", 0, true},
+		{"Z", 0, true},
+		{"z", 0, true},
+		{"+14:00", 14 * 3600, true},
+		{"-09:30", -(9*3600 + 1800), true},
+		{"", 0, false},
+		{"+5:30", 0, false},
+		{"05:30", 0, false},
+		{"+0530", 0, false},
+		{"+05:30:00", 0, false},
+		{"+24:00", 0, false},
+		{"+05:60", 0, false},
+		{"IST", 0, false},
+		{"UTC", 0, false},
+		{"+05-30", 0, false},
+		{"+0a:30", 0, false},
+	}
+	at := mustTime(t, "2026-01-05T12:00:00Z")
+	for _, tc := range tests {
+		loc, err := offsetZone(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("offsetZone(%q) err = %v, want ok %v", tc.in, err, tc.ok)
+			continue
+		}
+		if !tc.ok {
+			continue
+		}
+		if _, secs := at.In(loc).Zone(); secs != tc.secs {
+			t.Errorf("offsetZone(%q) is %ds east of UTC, want %d", tc.in, secs, tc.secs)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/mail"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -17,22 +18,24 @@ import (
 )
 
 // movableClock is the clock the worker reads; a test moves it to a wait's
-// end instead of sleeping for days.
+// end instead of sleeping for days. Between moves it runs at real speed, so
+// a retry the worker defers by seconds still comes due.
 type movableClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu    sync.Mutex
+	t     time.Time
+	setAt time.Time
 }
 
 func (c *movableClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.t
+	return c.t.Add(time.Since(c.setAt))
 }
 
 func (c *movableClock) Set(t time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.t = t
+	c.t, c.setAt = t, time.Now()
 }
 
 // The published SIU S12 appointment: 2021-09-24 12:45–13:35 +05:30, for
@@ -54,7 +57,8 @@ var (
 // the clock reaches them).
 func workflowStack(t *testing.T, start time.Time) (*testStack, *movableClock) {
 	t.Helper()
-	clock := &movableClock{t: start}
+	clock := &movableClock{}
+	clock.Set(start)
 	ts := newTestStack(t, testOpts{Clock: clock, WakeHorizon: -1, ScheduleEvery: 50 * time.Millisecond, NoPlaceholder: true})
 	return ts, clock
 }
@@ -118,15 +122,24 @@ func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what stri
 			}
 		}
 		if time.Now().After(deadline) {
+			if os.Getenv("TIDINGS_TEST_LOGS") != "" {
+				t.Log(ts.Logs.String())
+			}
 			t.Fatalf("timed out waiting for the %s run to be %s: %+v", workflowID, what, ts.runsOf(t, subject))
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
 }
 
+// waitingAt: the run waits at step until due, or up to a minute after it
+// (a timeout is computed from the clock, which runs on between moves).
 func waitingAt(step string, due time.Time) func(store.RunView) bool {
 	return func(r store.RunView) bool {
-		return r.Status == "waiting" && r.Step == step && r.DueAt != nil && r.DueAt.Equal(due)
+		if r.Status != "waiting" || r.Step != step || r.DueAt == nil {
+			return false
+		}
+		d := r.DueAt.Sub(due)
+		return d >= 0 && d < time.Minute
 	}
 }
 
@@ -291,7 +304,7 @@ func TestRescheduleMovesReminders(t *testing.T) {
 		t.Fatalf("%d messages at the old reminder time, want 1 (the confirmation)", n)
 	}
 	clock.Set(newDue)
-	ts.waitNotices(t, 3) // the confirmation, the reschedule (no workflow starts on it: skipped), the reminder
+	ts.waitNotices(t, 2) // the confirmation and the reminder (the reschedule starts no new run: the booking's exists)
 	if got := ts.subjects(t); len(got) != 2 || got[1] != "Reminder: upcoming appointment" {
 		t.Fatalf("messages %q, want the confirmation and a reminder", got)
 	}
@@ -390,8 +403,14 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	defer rc.Close()
 	// The wake-up is in Redis (scheduled on the high-priority queue) ...
-	if n, err := rc.ZCard(ctx, "asynq:{workflow_high}:scheduled").Result(); err != nil || n != 1 {
-		t.Fatalf("scheduled wake-ups in Redis: %d, %v; want 1", n, err)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, err := rc.ZCard(ctx, "asynq:{workflow_high}:scheduled").Result()
+		if err == nil && n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scheduled wake-ups in Redis: %d, %v; want 1", n, err)
+		}
 	}
 	// ... and then it is not.
 	if err := rc.FlushAll(ctx).Err(); err != nil {
@@ -426,5 +445,61 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 	}
 	if last := stats.Steps[len(stats.Steps)-1]; last.Outcomes["completed"] != 1 {
 		t.Errorf("last step outcomes %v", last.Outcomes)
+	}
+}
+
+// Booked and cancelled arrive before the worker sees either (a backlog, a
+// retry): only the newest version decides. The booking is recorded as
+// superseded, no confirmation or reminder goes out, and the cancellation
+// notice does.
+func TestOutOfOrderLifecycleOnlyNewestDecides(t *testing.T) {
+	clock := &movableClock{}
+	clock.Set(siuStart.Add(-10 * 24 * time.Hour))
+	ts := newTestStack(t, testOpts{Clock: clock, WakeHorizon: -1, ScheduleEvery: 50 * time.Millisecond, NoPlaceholder: true, DeferWorker: true})
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	for _, f := range []string{siuS12, siuS15} {
+		if r := ts.notify(t, ts.wrap(t, fixture(t, f))); r.Status != 202 {
+			t.Fatalf("%s: %d", f, r.Status)
+		}
+	}
+	if err := ts.StartWorker(); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitRun(t, siuAppointment, "appointment-cancelled", "completed", ended("completed"))
+	ts.waitNotices(t, 2)
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	var superseded bool
+	for _, o := range outs {
+		superseded = superseded || (o.Status == store.NoticeSkipped && strings.Contains(strings.Join(o.Reasons, ""), "superseded"))
+	}
+	if !superseded {
+		t.Errorf("the booking was not recorded as superseded: %+v", outs)
+	}
+	if runs := ts.runsOf(t, siuAppointment); len(runs) != 1 {
+		t.Errorf("runs %+v; want only the cancellation's", runs)
+	}
+	if got := ts.subjects(t); len(got) != 1 || got[0] != "Your appointment was cancelled" {
+		t.Fatalf("messages %q; want only the cancellation", got)
+	}
+}
+
+// An appointment entered in error ends its runs without a word.
+func TestEnteredInErrorEndsRunsSilently(t *testing.T) {
+	ts, clock := workflowStack(t, siuStart.Add(-10*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", siuStart.Add(-72*time.Hour)))
+	ts.waitNotices(t, 1)
+	eie := withAppointment(t, fixture(t, siuS12), func(a map[string]any) { a["status"] = "entered-in-error" })
+	if r := ts.notify(t, ts.wrap(t, eie)); r.Status != 202 {
+		t.Fatalf("entered-in-error: %d", r.Status)
+	}
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "ended", ended("entered-in-error"))
+	clock.Set(siuStart.Add(-24 * time.Hour))
+	time.Sleep(400 * time.Millisecond)
+	if got := ts.subjects(t); len(got) != 1 {
+		t.Fatalf("messages %q; want only the confirmation", got)
 	}
 }

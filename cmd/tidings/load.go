@@ -29,6 +29,7 @@ waiting runs cost in Redis and Postgres, and how late reminders go out after
 their due time. Nothing leaves this machine.`, stderr)
 	mode := fs.String("mode", "full-resource", "full-resource, id-only or workflows")
 	near := fs.Int("due", 2000, "with -mode workflows: of the N runs, how many have a reminder due during the run")
+	apptFile := fs.String("appointment", "fhir/testdata/hl7-fhir-r4-spec/appointment-example.json", "with -mode workflows: the Appointment (or Bundle holding one) to copy")
 	n := fs.Int("n", 2000, "notifications to post")
 	conc := fs.Int("c", 16, "concurrent clients")
 	workers := fs.Int("worker-concurrency", 20, "worker concurrency (Asynq)")
@@ -43,7 +44,7 @@ their due time. Nothing leaves this machine.`, stderr)
 		if *n == 2000 {
 			*n = 100000
 		}
-		return runWorkflowLoad(ctx, workflowLoad{runs: *n, due: *near, clients: *conc, workers: *workers}, stdout, stderr)
+		return runWorkflowLoad(ctx, workflowLoad{runs: *n, due: *near, clients: *conc, workers: *workers, appointment: *apptFile}, stdout, stderr)
 	}
 	if *mode != "full-resource" && *mode != "id-only" {
 		return usageError{"-mode must be full-resource, id-only or workflows"}

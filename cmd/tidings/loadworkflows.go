@@ -24,6 +24,7 @@ import (
 
 type workflowLoad struct {
 	runs, due, clients, workers int
+	appointment                 string // a published Appointment, or a Bundle holding one
 }
 
 // loadWorkflowID is the built-in appointment workflow without its
@@ -41,7 +42,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	if o.due <= 0 || o.due >= o.runs {
 		return usageError{"-due must be positive and below -n"}
 	}
-	raw, err := os.ReadFile("examples/replay/SIU-S12-01-expected.json")
+	raw, err := os.ReadFile(o.appointment)
 	if err != nil {
 		return err
 	}
@@ -78,30 +79,35 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	if offset != 0 {
 		zone = fmt.Sprintf("Etc/GMT%+d", -offset) // Etc/GMT-5 is UTC+5
 	}
-	var bundle map[string]any
-	if err := json.Unmarshal(raw, &bundle); err != nil {
-		return err
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return fmt.Errorf("%s: %w", o.appointment, err)
+	}
+	appt := doc
+	if doc["resourceType"] == "Bundle" {
+		for _, e := range doc["entry"].([]any) {
+			if res := e.(map[string]any)["resource"].(map[string]any); res["resourceType"] == "Appointment" {
+				appt = res
+			}
+		}
 	}
 	patientRef := ""
-	for _, e := range bundle["entry"].([]any) {
-		res := e.(map[string]any)["resource"].(map[string]any)
-		if res["resourceType"] == "Patient" {
-			patientRef = "Patient/" + fmt.Sprint(res["id"])
+	for _, p := range appt["participant"].([]any) {
+		if ref, _ := p.(map[string]any)["actor"].(map[string]any)["reference"].(string); strings.HasPrefix(ref, "Patient/") && patientRef == "" {
+			patientRef = ref
 		}
+	}
+	if appt["resourceType"] != "Appointment" || patientRef == "" {
+		return fmt.Errorf("%s: no Appointment with a Patient participant", o.appointment)
 	}
 	if err := s.app.store.UpsertContact(ctx, devTenant, patientRef, store.ContactDetails{Email: "load-patient@patients.invalid", TimeZone: zone, Source: "api"}); err != nil {
 		return err
 	}
 	booking := func(i int, start time.Time) ([]byte, error) {
-		for _, e := range bundle["entry"].([]any) {
-			res := e.(map[string]any)["resource"].(map[string]any)
-			if res["resourceType"] == "Appointment" {
-				res["id"] = fmt.Sprintf("load-%d", i)
-				res["start"] = start.Format(time.RFC3339)
-				res["end"] = start.Add(50 * time.Minute).Format(time.RFC3339)
-			}
-		}
-		b, err := json.Marshal(bundle)
+		appt["id"] = fmt.Sprintf("load-%d", i)
+		appt["start"] = start.Format(time.RFC3339)
+		appt["end"] = start.Add(50 * time.Minute).Format(time.RFC3339)
+		b, err := json.Marshal(doc)
 		if err != nil {
 			return nil, err
 		}

@@ -195,7 +195,7 @@ func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholde
 		return nil, err
 	}
 	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
-		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs()}, nil
+		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs(), Engagements: a.store}, nil
 }
 
 // runs drives workflow runs on the shared parts.
@@ -204,7 +204,7 @@ func (a *app) runs() *worker.Runs {
 	if clock == nil {
 		clock = worker.SystemClock{}
 	}
-	return &worker.Runs{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon}
+	return &worker.Runs{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon, Log: a.log}
 }
 
 // journeys adapts the run driver to the API: engagement and API events,
@@ -214,8 +214,8 @@ type journeys struct {
 	store *store.Store
 }
 
-func (j journeys) RecordEvent(ctx context.Context, tenantID, patientRef, eventType string, data []byte) (int64, int, error) {
-	return j.runs.RecordEvent(ctx, j.store, tenantID, patientRef, eventType, data)
+func (j journeys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
+	return j.runs.RecordEvent(ctx, j.store, tenantID, patientRef, subject, eventType, data)
 }
 
 func (j journeys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
