@@ -385,10 +385,22 @@ type Engagement struct {
 }
 
 // RecordEngagement stores an engagement or API event for a patient (data
-// sealed) and wakes the patient's waiting runs so they can react to it.
+// sealed) and wakes the patient's runs that wait for it.
 // When subject is set ("ExplanationOfBenefit/<id>"), only that subject's
 // runs (and runs of the patient as a whole) take the event.
 func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []RunWake, error) {
+	return s.recordEngagement(ctx, tenantID, patientRef, subject, eventType, data, now, true)
+}
+
+// RecordDelivered records the "delivered" engagement of a notice the relay
+// took, like RecordEngagement but without an audit row of its own: the
+// delivery.sent row just written proves it.
+func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]RunWake, error) {
+	_, wakes, err := s.recordEngagement(ctx, tenantID, patientRef, subject, "delivered", nil, now, false)
+	return wakes, err
+}
+
+func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audit bool) (int64, []RunWake, error) {
 	idx := s.PatientIndex(patientRef)
 	var sealed []byte
 	if len(data) > 0 {
@@ -401,10 +413,16 @@ func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, subj
 			VALUES (?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
 			return fmt.Errorf("record engagement: %w", translate(err))
 		}
+		// Only runs waiting for this event are woken; the others take it
+		// (for their branches) at their next wake-up.
 		if err := tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
 			WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND (? = '' OR subject = ? OR subject LIKE 'patient:%')
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, subject, subject).Scan(&wakes).Error; err != nil {
+				AND jsonb_exists(state->'waiting_for', ?)
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, subject, subject, eventType).Scan(&wakes).Error; err != nil {
 			return fmt.Errorf("wake runs: %w", err)
+		}
+		if !audit {
+			return nil
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "engagement.recorded",
 			SubjectType: "engagement", SubjectID: strconv.FormatInt(id, 10),

@@ -873,10 +873,17 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	mustTenant(t, s, "t2", "sub2")
-	d := remindersDef("reminders", "appointment.booked")
+	// Runs that wait for a portal view; a run waiting for a time is not woken.
+	d := workflow.Definition{ID: "viewed", Trigger: workflow.Trigger{Event: "eob.received"}, Steps: []workflow.Step{
+		{ID: "notice", Type: workflow.StepSend, Channel: "email", Template: "eob.notice"},
+		{ID: "wait-view", Type: workflow.StepWaitEvent, Events: []string{"portal.viewed"}, Timeout: "7d", OnTimeout: "done"},
+		{ID: "done", Type: workflow.StepEnd},
+	}}
+	timer := remindersDef("reminders", "appointment.booked")
 	for _, tenant := range []string{"t1", "t2"} {
 		mustWorkflow(t, s, tenant, d, WorkflowActive)
 	}
+	mustWorkflow(t, s, "t1", timer, WorkflowActive)
 	p1 := s.PatientIndex("Patient/p1")
 	start := func(tenant, subject, patient string) int64 {
 		w := mustStart(t, s, NewRun{TenantID: tenant, WorkflowID: d.ID, Subject: subject, PatientIndex: s.PatientIndex(patient)}, t0)
@@ -892,7 +899,9 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 	otherTenant := start("t2", "Appointment/a1", "Patient/p1")
 	sending := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a4", PatientIndex: p1}, t0).ID
 	saveStep(t, s, d, sending, workflow.Input{Kind: workflow.InputStart, Now: t0}) // its send is being carried out
-	all := []int64{appointment, eob, patientWide, ended, otherPatient, otherTenant, sending}
+	timed := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: timer.ID, Subject: "Appointment/a1", PatientIndex: p1}, t0).ID
+	mustAdvance(t, s, timer, timed, workflow.Input{Kind: workflow.InputStart, Now: t0}) // waits 48 h for a time, not an event
+	all := []int64{appointment, eob, patientWide, ended, otherPatient, otherTenant, sending, timed}
 
 	for i, tc := range []struct {
 		name    string

@@ -76,7 +76,9 @@ type Processor struct {
 	// Runs starts and advances workflow runs.
 	Runs *Runs
 	// Engagements records what happened to a notice ("delivered"); nil: nothing is recorded.
-	Engagements EventStore
+	Engagements interface {
+		RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]store.RunWake, error)
+	}
 	// PlaceholderDomain, when set (dev only), gives a patient without an email
 	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
 	PlaceholderDomain string
@@ -264,7 +266,7 @@ func (p *Processor) recordDelivered(ctx context.Context, run store.Run, a workfl
 	if err != nil || n.Status != store.NoticeSent || p.Engagements == nil {
 		return err
 	}
-	_, wakes, err := p.Engagements.RecordEngagement(ctx, run.TenantID, run.Facts["patient"], run.Subject, "delivered", nil, p.Runs.now())
+	wakes, err := p.Engagements.RecordDelivered(ctx, run.TenantID, run.Facts["patient"], run.Subject, p.Runs.now())
 	if err != nil {
 		return fmt.Errorf("record delivered: %w", err)
 	}

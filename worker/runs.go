@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,9 @@ type Runs struct {
 	Queue RunQueue
 	Clock Clock
 	Log   *slog.Logger
+	// Sender, when set (in the worker), carries out a new run's first steps
+	// in the task that started it; unset (the API), new runs are queued.
+	Sender Sender
 	// Horizon: wake-ups due within it are enqueued at once (delayed);
 	// later ones are left to the scheduler. 0 means DefaultHorizon; a
 	// negative value enqueues only what is already due (tests with a
@@ -115,11 +119,19 @@ func (r *Runs) startOne(ctx context.Context, workflowID string, version int, pri
 	if err != nil {
 		return false, fmt.Errorf("start run of %s: %w", workflowID, err)
 	}
-	if created {
-		// If this enqueue fails the scheduler promotes the run: it is due.
-		r.enqueue(ctx, w)
+	if !created {
+		return false, nil
 	}
-	return created, nil
+	if r.Sender != nil {
+		// The worker takes the run's first steps in the task that started
+		// it (usually a send): no second task, and no wait for one.
+		if err := r.Advance(ctx, w.TenantID, w.ID, w.WakeSeq, r.Sender, false); err == nil {
+			return true, nil
+		}
+	}
+	// If this enqueue fails the scheduler promotes the run: it is due.
+	r.enqueue(ctx, w)
+	return true, nil
 }
 
 // Wake hands wake-ups to the queue now (those due within the horizon).
@@ -236,13 +248,16 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 				return nil
 			}
 			if !run.FactsChanged && run.DueAt != nil && run.DueAt.After(r.now()) {
-				if events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt); err != nil || len(events) == 0 {
+				// Only an event the run waits for needs it now; others
+				// (the "delivered" of its own send) are fed at its next wake-up.
+				events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
+				if err != nil || !slices.ContainsFunc(events, func(e store.Engagement) bool { return slices.Contains(run.State.WaitingFor, e.Type) }) {
 					return err
 				}
 			}
 			continue
 		}
-		w, err := r.step(ctx, run)
+		w, saved, err := r.step(ctx, run)
 		if errors.Is(err, store.ErrStale) {
 			next = nil // moved by an event or a cancellation; its wake-up takes over
 			return nil
@@ -251,29 +266,25 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 			return fmt.Errorf("run %d: %w", runID, err)
 		}
 		next = &w
-		if w.DueAt.IsZero() {
+		if w.DueAt.IsZero() || len(saved.Pending) == 0 {
 			return nil
 		}
-		if run, err = r.Store.LoadRun(ctx, runID); err != nil {
-			return fmt.Errorf("reload run %d: %w", runID, err)
-		}
-		if len(run.Pending) == 0 || run.WakeSeq != w.WakeSeq {
-			return nil
-		}
+		run = saved
 	}
 	return nil
 }
 
 // step feeds the machine and saves its state with the actions it decided.
-func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, error) {
+// On success it returns the run as saved.
+func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, store.Run, error) {
 	now := r.now()
 	def, err := r.definition(ctx, run)
 	if err != nil {
-		return store.RunWake{}, fmt.Errorf("definition: %w", err)
+		return store.RunWake{}, run, fmt.Errorf("definition: %w", err)
 	}
 	contact, err := r.Store.ContactByIndex(ctx, run.TenantID, run.PatientIndex)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return store.RunWake{}, fmt.Errorf("contact: %w", err)
+		return store.RunWake{}, run, fmt.Errorf("contact: %w", err)
 	}
 	wc := workflow.Contact{TimeZone: contact.TimeZone, Language: contact.Language}
 	st := run.State
@@ -294,7 +305,7 @@ func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, error) {
 	}
 	events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
 	if err != nil {
-		return store.RunWake{}, fmt.Errorf("engagements: %w", err)
+		return store.RunWake{}, run, fmt.Errorf("engagements: %w", err)
 	}
 	cursor := run.EngagementCursor
 	for _, e := range events {
@@ -310,7 +321,16 @@ func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, error) {
 		// what was decided before the error.
 		st.Status, st.Outcome, st.WaitUntil, st.WaitingFor = workflow.StatusEnded, "error", time.Time{}, nil
 	}
-	return r.Store.SaveRun(ctx, run, st, actions, cursor, now)
+	w, err := r.Store.SaveRun(ctx, run, st, actions, cursor, now)
+	if err != nil {
+		return w, run, err
+	}
+	run.State, run.Pending, run.WakeSeq, run.EngagementCursor, run.FactsChanged = st, actions, w.WakeSeq, cursor, false
+	run.Step, run.Attempts = st.Step, 0
+	if len(actions) == 0 && st.Status == workflow.StatusEnded {
+		run.Status = workflow.StatusEnded
+	}
+	return w, run, nil
 }
 
 func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, send Sender, lastTry bool) error {

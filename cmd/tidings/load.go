@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"time"
@@ -34,8 +35,20 @@ their due time. Nothing leaves this machine.`, stderr)
 	conc := fs.Int("c", 16, "concurrent clients")
 	workers := fs.Int("worker-concurrency", 20, "worker concurrency (Asynq)")
 	tmpl := fs.String("eob", "examples/replay/ExplanationOfBenefit-EOBProfessional1.json", "EOB resource to copy")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (API and worker) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *n <= 0 || *conc <= 0 {
 		return usageError{"-n and -c must be positive"}

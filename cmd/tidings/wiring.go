@@ -194,8 +194,10 @@ func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholde
 	if err != nil {
 		return nil, err
 	}
-	return &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
-		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs(), Engagements: a.store}, nil
+	p := &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
+		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs(), Engagements: a.store}
+	p.Runs.Sender = p
+	return p, nil
 }
 
 // runs drives workflow runs on the shared parts.
