@@ -155,10 +155,14 @@ func (p *Processor) processEOB(ctx context.Context, ev store.LoadedEvent) error 
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
 		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the stored event could not be decoded")
 	}
-	facts, err := rec.Event().EOBFacts()
+	fev := rec.Event()
+	facts, err := fev.EOBFacts()
 	if err != nil {
 		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the ExplanationOfBenefit could not be read: "+err.Error())
 	}
+	// A run started here takes its first steps in this task: hand it the
+	// event already opened and read.
+	ctx = context.WithValue(ctx, openedEventKey{}, openedEOB{ev: ev, fev: fev, facts: facts})
 	refs := patientRefs(facts.PatientID, facts.PatientRef)
 	if len(refs) == 0 {
 		return p.closeEvent(ctx, ev, notify.NoticeTypeEOB, store.NoticeFailed, "the ExplanationOfBenefit names no patient")
@@ -225,9 +229,12 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 		}
 		return nil
 	}
-	ev, err := p.Store.LoadEvent(ctx, *run.EventID)
-	if err != nil {
-		return fmt.Errorf("load event %d: %w", *run.EventID, err)
+	opened, haveOpened := ctx.Value(openedEventKey{}).(openedEOB)
+	ev := opened.ev
+	if !haveOpened || ev.ID != *run.EventID {
+		if ev, err = p.Store.LoadEvent(ctx, *run.EventID); err != nil {
+			return fmt.Errorf("load event %d: %w", *run.EventID, err)
+		}
 	}
 	n, err := p.Runs.Store.EnsureRunNotice(ctx, run, a.Step, a.Template, noticeType, ev.ID)
 	if err != nil {
@@ -278,12 +285,10 @@ func (p *Processor) recordDelivered(ctx context.Context, run store.Run, a workfl
 // event, reading what the notification did not carry from the source.
 func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, out outgoing) error {
 	eventID := ev.ID
-	var rec intake.EventRecord
-	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
+	fev, facts, err := openEOB(ctx, ev)
+	if errors.Is(err, errUndecodable) {
 		return p.fail(ctx, n, "the stored event could not be decoded")
 	}
-	fev := rec.Event()
-	facts, err := fev.EOBFacts()
 	if err != nil {
 		return p.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
 	}
@@ -333,6 +338,32 @@ func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.Loa
 		in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
 	}
 	return p.decideAndSend(ctx, n, contact, in, &eobDraft{n: notice}, out)
+}
+
+// openedEventKey carries an EOB event the task has already opened and read
+// (processEOB) to the run steps it takes in the same task.
+type openedEventKey struct{}
+
+type openedEOB struct {
+	ev    store.LoadedEvent
+	fev   fhir.Event
+	facts fhir.EOBFacts
+}
+
+var errUndecodable = errors.New("the stored event could not be decoded")
+
+// openEOB reads an EOB event, reusing what this task already read.
+func openEOB(ctx context.Context, ev store.LoadedEvent) (fhir.Event, fhir.EOBFacts, error) {
+	if o, ok := ctx.Value(openedEventKey{}).(openedEOB); ok && o.ev.ID == ev.ID {
+		return o.fev, o.facts, nil
+	}
+	var rec intake.EventRecord
+	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
+		return fhir.Event{}, fhir.EOBFacts{}, errUndecodable
+	}
+	fev := rec.Event()
+	facts, err := fev.EOBFacts()
+	return fev, facts, err
 }
 
 // deliverAppointment builds an appointment notice from the subject's latest
