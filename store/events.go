@@ -153,6 +153,24 @@ func (s *Store) PreviousEvent(ctx context.Context, tenantID, resourceType, resou
 	return s.LoadEvent(ctx, ev.ID)
 }
 
+// KindSuperseded marks an event a newer version of its resource overtook
+// before it was processed: it never took effect.
+const KindSuperseded = "superseded"
+
+// PreviousAppliedEvent is PreviousEvent among the versions that took
+// effect (processed, with a kind, and not superseded), so a kind is always
+// derived from the state the subject's runs are in, whatever order the
+// versions are processed in.
+func (s *Store) PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (LoadedEvent, error) {
+	var ev Event
+	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ? AND id < ? AND kind <> '' AND kind <> ?",
+		tenantID, resourceType, resourceID, eventID, KindSuperseded).Order("id DESC").Take(&ev).Error
+	if err != nil {
+		return LoadedEvent{}, translate(err)
+	}
+	return s.LoadEvent(ctx, ev.ID)
+}
+
 // LatestEvent loads the newest event of a resource (ErrNotFound when none).
 func (s *Store) LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (LoadedEvent, error) {
 	return s.PreviousEvent(ctx, tenantID, resourceType, resourceID, 1<<62)

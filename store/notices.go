@@ -131,6 +131,11 @@ func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
 	})
 }
 
+// ErrRunEnded means the notice's workflow run ended (a cancellation, an
+// appointment entered in error) after the notice was decided and before it
+// was delivered: it is not sent.
+var ErrRunEnded = errors.New("the notice's run has ended")
+
 // ErrOutcomeUnknown means an earlier attempt claimed the delivery and never
 // recorded how it ended (the process died mid-send): it may have been sent.
 var ErrOutcomeUnknown = errors.New("delivery outcome unknown")
@@ -143,6 +148,17 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 	var d Delivery
 	proceed := false
 	err := s.InTx(ctx, func(tx *Store) error {
+		if n.RunID != nil {
+			// The run is read under a share lock: a cancellation that ends it
+			// either committed before (nothing is sent) or waits for this claim.
+			var status []string
+			if err := tx.q(ctx).Raw(`SELECT status FROM runs WHERE id = ? FOR SHARE`, *n.RunID).Scan(&status).Error; err != nil {
+				return err
+			}
+			if len(status) == 1 && status[0] == "ended" {
+				return ErrRunEnded
+			}
+		}
 		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status)
 			VALUES (?, ?, ?, 'sending') ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel).Error; err != nil {
 			return fmt.Errorf("insert delivery: %w", err)

@@ -367,15 +367,47 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome s
 		}
 		n = len(ended)
 		for _, e := range ended {
+			// A notice the run decided and has not begun to deliver is not sent.
+			res := tx.q(ctx).Exec(`UPDATE notices SET status = 'skipped', reasons = ?::jsonb, updated_at = now()
+				WHERE run_id = ? AND status = 'pending'
+					AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = notices.id AND d.status = 'sending')`,
+				`["the run ended (`+outcome+`) before the notice was delivered"]`, e.ID)
+			if res.Error != nil {
+				return fmt.Errorf("skip the ended run's notices: %w", res.Error)
+			}
 			if err := tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "worker", Action: "run.ended",
 				SubjectType: "run", SubjectID: strconv.FormatInt(e.ID, 10),
-				Detail: map[string]any{"workflow": e.WorkflowID, "outcome": outcome, "step": e.Step}}); err != nil {
+				Detail: map[string]any{"workflow": e.WorkflowID, "outcome": outcome, "step": e.Step, "notices_skipped": res.RowsAffected}}); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	return n, err
+}
+
+// EndRun ends one waiting run with an outcome, whatever its seq (a run
+// whose own processing keeps failing ends with "error").
+func (s *Store) EndRun(ctx context.Context, tenantID string, runID int64, outcome string, now time.Time) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		var ended []struct {
+			WorkflowID string
+			Step       string
+		}
+		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?, pending = '[]',
+				state = jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)),
+				wake_seq = wake_seq + 1, updated_at = now()
+			WHERE id = ? AND tenant_id = ? AND status = 'waiting'
+			RETURNING workflow_id, step`, outcome, now, outcome, runID, tenantID).Scan(&ended).Error; err != nil {
+			return fmt.Errorf("end run: %w", err)
+		}
+		if len(ended) == 0 {
+			return nil
+		}
+		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "worker", Action: "run.ended",
+			SubjectType: "run", SubjectID: strconv.FormatInt(runID, 10),
+			Detail: map[string]any{"workflow": ended[0].WorkflowID, "outcome": outcome, "step": ended[0].Step}})
+	})
 }
 
 // Engagement is one engagement or API event, as a run sees it.
@@ -464,7 +496,7 @@ func (s *Store) MarkPromoted(ctx context.Context, wakes []RunWake) error {
 	for i, w := range wakes {
 		pairs[i] = []any{w.ID, w.WakeSeq}
 	}
-	return s.q(ctx).Exec(`UPDATE runs SET promoted_seq = wake_seq WHERE (id, wake_seq) IN ?`, pairs).Error
+	return s.q(ctx).Exec(`UPDATE runs SET promoted_seq = wake_seq WHERE (id, wake_seq) IN ? AND promoted_seq <> wake_seq`, pairs).Error
 }
 
 // OverdueRuns lists waiting runs whose wake-up was handed to the queue but

@@ -33,7 +33,8 @@ type Store interface {
 	FinishNotice(ctx context.Context, n store.Notice, status string, reasons []string) error
 	BeginDelivery(ctx context.Context, n store.Notice, channel string) (store.Delivery, bool, error)
 	FinishDelivery(ctx context.Context, d store.Delivery, status string, tls bool, messageID, errText string) error
-	PreviousEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (store.LoadedEvent, error)
+	PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (store.LoadedEvent, error)
+	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
 	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
 }
@@ -555,6 +556,9 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 	}
 
 	dl, proceed, err := p.Store.BeginDelivery(ctx, n, out.channel)
+	if errors.Is(err, store.ErrRunEnded) {
+		return p.Store.FinishNotice(ctx, n, store.NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
+	}
 	if errors.Is(err, store.ErrOutcomeUnknown) {
 		return p.fail(ctx, n, "an earlier delivery attempt ended without a recorded outcome; not resent, to avoid a duplicate")
 	}
@@ -693,19 +697,40 @@ func (p *Processor) HandleFetchTask(ctx context.Context, t *asynq.Task) error {
 const NoticeTypeAppointment = notify.NoticeTypeAppointment
 
 // processAppointment derives what happened to the appointment from this
-// version and the previous one Tidings saw (booked, rescheduled, cancelled,
-// ...), records it on the event, applies it to the appointment's runs (a
+// version and the previous one that took effect (booked, rescheduled,
+// cancelled, ...), records it on the event, applies it to the appointment's runs (a
 // cancellation ends the reminders, entered-in-error ends every run
 // silently, a reschedule recomputes waits relative to the start, any change
 // refreshes the facts branches read), then starts the workflows its kind
 // triggers.
 func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent) error {
+	// One appointment's events are processed one at a time (in any replica):
+	// the newest-version check, the lifecycle and the run starts below must
+	// not interleave with another version's.
+	var err error
+	got, lerr := p.Store.WithTryLock(ctx, "subject:"+ev.TenantID+"/Appointment/"+ev.ResourceID, func() error {
+		err = p.applyAppointment(ctx, ev)
+		return nil
+	})
+	if lerr != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, lerr)
+	}
+	if !got {
+		return fmt.Errorf("event %d: another version of the appointment is being processed; retrying", ev.ID)
+	}
+	return err
+}
+
+func (p *Processor) applyAppointment(ctx context.Context, ev store.LoadedEvent) error {
 	// Events of one appointment can be processed out of order (retries,
 	// concurrent tasks); only its newest version decides. Intake stores every
 	// event before enqueuing any, so the newest is known here.
 	if latest, err := p.Store.LatestEventID(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID); err != nil {
 		return fmt.Errorf("event %d: latest version: %w", ev.ID, err)
 	} else if latest != ev.ID {
+		if err := p.Store.SetEventKind(ctx, ev.ID, store.KindSuperseded); err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeSkipped, "superseded by a newer version of the appointment")
 	}
 	cur, err := appointmentFacts(ev.Resource)
@@ -713,7 +738,7 @@ func (p *Processor) processAppointment(ctx context.Context, ev store.LoadedEvent
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeFailed, "the Appointment could not be read: "+err.Error())
 	}
 	var prev *fhir.AppointmentFacts
-	if pe, err := p.Store.PreviousEvent(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
+	if pe, err := p.Store.PreviousAppliedEvent(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
 		if pf, err := appointmentFacts(pe.Resource); err == nil {
 			prev = &pf
 		}

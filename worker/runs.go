@@ -35,6 +35,7 @@ type RunStore interface {
 	SaveRun(ctx context.Context, r store.Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (store.RunWake, error)
 	ClearPending(ctx context.Context, r store.Run, now time.Time) (store.RunWake, error)
 	DeferPending(ctx context.Context, r store.Run, retry time.Time) (store.RunWake, error)
+	EndRun(ctx context.Context, tenantID string, runID int64, outcome string, now time.Time) error
 	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]store.RunWake, error)
 	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
 	EngagementsSince(ctx context.Context, r store.Run, since time.Time) ([]store.Engagement, error)
@@ -125,7 +126,7 @@ func (r *Runs) startOne(ctx context.Context, workflowID string, version int, pri
 	if r.Sender != nil {
 		// The worker takes the run's first steps in the task that started
 		// it (usually a send): no second task, and no wait for one.
-		if err := r.Advance(ctx, w.TenantID, w.ID, w.WakeSeq, r.Sender, false); err == nil {
+		if err := r.Advance(ctx, w.TenantID, w.ID, w.WakeSeq, r.Sender); err == nil {
 			return true, nil
 		}
 	}
@@ -186,7 +187,7 @@ type Sender interface {
 // leaves the actions saved for the next wake-up. Every action is idempotent
 // (a send is unique per (run, step)). A stale wake-up (the run moved on)
 // does nothing.
-func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, send Sender, lastTry bool) error {
+func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, send Sender) error {
 	run, err := r.Store.LoadRun(ctx, runID)
 	if errors.Is(err, store.ErrNotFound) {
 		return permanent(fmt.Errorf("run %d: %w", runID, err))
@@ -210,12 +211,24 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 	}()
 	for round := 0; round < 3; round++ {
 		if len(run.Pending) > 0 {
-			last := lastTry || run.Attempts >= MaxAttempts-1
+			// The attempt count lives in Postgres (an Asynq retry would carry
+			// a stale seq); on the last attempt a send fails its notice and
+			// any other action is given up, so the run moves on.
+			last := run.Attempts >= MaxAttempts-1
 			for _, a := range run.Pending {
-				if err := r.execute(ctx, run, a, send, last); err != nil {
-					// Retried from Postgres with backoff: the retry is a new
-					// wake-up (an Asynq retry would carry a stale seq).
-					w, derr := r.Store.DeferPending(ctx, run, r.now().Add(retryDelay(run.Attempts)))
+				err := r.execute(ctx, run, a, send, last)
+				if err != nil && last {
+					if r.Log != nil {
+						r.Log.Warn("run action given up after the last attempt", "run_id", runID, "step", a.Step, "err", err)
+					}
+					err = nil
+				}
+				if err != nil {
+					// Retried with backoff as a new wake-up; recorded even if
+					// this task is being cancelled (a timeout counts too).
+					wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+					w, derr := r.Store.DeferPending(wctx, run, r.now().Add(retryDelay(run.Attempts)))
+					cancel()
 					if derr != nil && !errors.Is(derr, store.ErrStale) {
 						return fmt.Errorf("run %d step %s: %w (and: %w)", runID, a.Step, err, derr)
 					}
@@ -228,7 +241,9 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 					return nil
 				}
 			}
-			w, err := r.Store.ClearPending(ctx, run, r.now())
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			w, err := r.Store.ClearPending(wctx, run, r.now())
+			cancel()
 			if errors.Is(err, store.ErrStale) {
 				return nil // ended (cancelled) meanwhile; what was decided is done
 			}
@@ -270,6 +285,11 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 			return nil
 		}
 		run = saved
+	}
+	// Work remains (actions decided in the last round, or events that came
+	// meanwhile): wake the run again at once rather than at its due time.
+	if next != nil && !next.DueAt.IsZero() {
+		next.DueAt = r.now()
 	}
 	return nil
 }
@@ -342,6 +362,13 @@ func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, se
 		if err != nil || len(wfs) == 0 {
 			return err // a paused or deleted target starts nothing
 		}
+		if run.EventID == nil && strings.HasPrefix(wfs[0].Trigger, "event:") {
+			// Its sends need the EOB or appointment this run does not have.
+			if r.Log != nil {
+				r.Log.Warn("go-to not followed: the target workflow needs an EOB or appointment", "run_id", run.ID, "step", a.Step, "workflow", a.Workflow)
+			}
+			return nil
+		}
 		nr := store.NewRun{TenantID: run.TenantID, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
 		_, err = r.startOne(ctx, wfs[0].ID, wfs[0].Version, wfs[0].Priority, nr)
 		return err
@@ -377,7 +404,18 @@ func (p *Processor) HandleRunTask(ctx context.Context, t *asynq.Task) error {
 	if err != nil {
 		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
 	}
-	return p.Runs.Advance(ctx, pl.TenantID, pl.ID, pl.Seq, p, lastTry(ctx))
+	err = p.Runs.Advance(ctx, pl.TenantID, pl.ID, pl.Seq, p)
+	if err != nil && !errors.Is(err, asynq.SkipRetry) && lastTry(ctx) {
+		// Out of retries on the run's own bookkeeping (not its actions,
+		// which back off in Postgres): end it visibly rather than let it be
+		// replaced and fail again for ever.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if eerr := p.Runs.Store.EndRun(wctx, pl.TenantID, pl.ID, "error", p.Runs.now()); eerr != nil && p.Log != nil {
+			p.Log.Error("could not end a run that ran out of retries", "run_id", pl.ID, "err", eerr)
+		}
+	}
+	return err
 }
 
 // noticeTypeOf maps a send step's template to the policy's notice type.

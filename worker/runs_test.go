@@ -3,6 +3,8 @@ package worker
 import (
 	"bytes"
 	"context"
+	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -146,7 +148,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	e := newRunEnv(t, waitOnly)
 	ctx := context.Background()
 	w := e.start(t)
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil, false); err != nil {
+	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	run, err := e.st.LoadRun(ctx, w.ID)
@@ -163,7 +165,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 		t.Fatalf("queue holds %d tasks; a wake-up beyond the horizon belongs in Postgres", len(infos))
 	}
 	// The old seq is stale: nothing changes.
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil, false); err != nil {
+	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := e.st.LoadRun(ctx, w.ID); again.WakeSeq != run.WakeSeq {
@@ -177,7 +179,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	}
 	// An early wake-up (another host's clock) keeps the run waiting and
 	// queues a wake-up of its own for the due time.
-	if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, nil, false); err != nil {
+	if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	early, _ := e.st.LoadRun(ctx, w.ID)
@@ -193,7 +195,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	}
 	// At the due time the run ends.
 	e.clock.Set(due)
-	if err := e.runs.Advance(ctx, "t1", w.ID, early.WakeSeq, nil, false); err != nil {
+	if err := e.runs.Advance(ctx, "t1", w.ID, early.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	done, _ := e.st.LoadRun(ctx, w.ID)
@@ -220,7 +222,7 @@ func TestGotoStartsTheOtherWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil, false); err != nil {
+	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := e.st.RunsForSubject(ctx, "t1", "patient:"+idx)
@@ -231,4 +233,126 @@ func TestGotoStartsTheOtherWorkflow(t *testing.T) {
 		runs[1].WorkflowID != "pause" || runs[1].Status != "waiting" {
 		t.Fatalf("runs %+v; want first ended by goto and pause started", runs)
 	}
+}
+
+// scriptedSender stands in for the policy and SMTP path (exercised end to
+// end in cmd/tidings) where a test needs something to happen while a send
+// is under way.
+type scriptedSender struct {
+	calls  []string
+	during func(step string, n int) error
+}
+
+func (s *scriptedSender) SendStep(ctx context.Context, run store.Run, a workflow.Action, lastTry bool) error {
+	s.calls = append(s.calls, a.Step)
+	if s.during != nil {
+		return s.during(a.Step, len(s.calls))
+	}
+	return nil
+}
+
+func (e *runEnv) startSubject(t *testing.T, wf string) store.RunWake {
+	t.Helper()
+	idx := e.st.PatientIndex("Patient/p1")
+	w, created, err := e.st.StartRun(context.Background(), store.NewRun{TenantID: "t1", WorkflowID: wf, WorkflowVersion: 1,
+		Priority: "normal", Subject: "Appointment/a1", PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
+	if err != nil || !created {
+		t.Fatalf("start run: %v %v", created, err)
+	}
+	return w
+}
+
+// wakeQueuedNow reports whether the run's current wake-up waits in Redis
+// to be processed now (pending), not scheduled for later.
+func (e *runEnv) wakeQueuedNow(t *testing.T, runID int64) (store.Run, bool) {
+	t.Helper()
+	run, err := e.st.LoadRun(context.Background(), runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := e.insp.ListPendingTasks("workflow")
+	for _, task := range tasks {
+		if strings.HasPrefix(task.ID, "run:"+itoa(runID)+":") && strings.HasSuffix(task.ID, ":"+itoa(run.WakeSeq)) {
+			return run, true
+		}
+	}
+	return run, false
+}
+
+func sendsDef(steps ...workflow.Step) workflow.Definition {
+	return workflow.Definition{ID: "sends", Trigger: workflow.Trigger{Event: "appointment.booked"}, Steps: steps}
+}
+
+// Work left when a wake-up's rounds run out (a send decided in the last
+// round, an event that came during a send) is picked up by a wake-up queued
+// at once, not at the run's due time.
+func TestWorkLeftOverIsWokenAtOnce(t *testing.T) {
+	t.Run("a send decided in the last round", func(t *testing.T) {
+		e := newRunEnv(t, sendsDef(
+			workflow.Step{ID: "a", Type: workflow.StepSend, Channel: "email", Template: "appointment.confirmation"},
+			workflow.Step{ID: "w1", Type: workflow.StepWaitEvent, Events: []string{"delivered"}, Timeout: "72h", OnTimeout: "done"},
+			workflow.Step{ID: "b", Type: workflow.StepSend, Channel: "email", Template: "appointment.reminder"},
+			workflow.Step{ID: "done", Type: workflow.StepEnd}))
+		ctx := context.Background()
+		w := e.startSubject(t, "sends")
+		s := &scriptedSender{during: func(string, int) error {
+			_, err := e.st.RecordDelivered(ctx, "t1", "Patient/p1", "Appointment/a1", e.clock.Now())
+			return err
+		}}
+		if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, s); err != nil {
+			t.Fatal(err)
+		}
+		run, queued := e.wakeQueuedNow(t, w.ID)
+		if !queued {
+			t.Fatalf("sends %v, run pending %v due %v: the decided send waits for its grace period", s.calls, run.Pending, run.DueAt)
+		}
+		if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, s); err != nil {
+			t.Fatal(err)
+		}
+		if done, _ := e.st.LoadRun(ctx, w.ID); !slices.Equal(s.calls, []string{"a", "b"}) || done.Status != workflow.StatusEnded {
+			t.Fatalf("sends %v, run %s; want a then b and the run ended", s.calls, done.Status)
+		}
+	})
+	t.Run("an event during the last round's send", func(t *testing.T) {
+		e := newRunEnv(t, sendsDef(
+			workflow.Step{ID: "a", Type: workflow.StepSend, Channel: "email", Template: "appointment.confirmation"},
+			workflow.Step{ID: "w1", Type: workflow.StepWaitEvent, Events: []string{"x"}, Timeout: "72h", OnTimeout: "late"},
+			workflow.Step{ID: "b", Type: workflow.StepSend, Channel: "email", Template: "appointment.reminder"},
+			workflow.Step{ID: "w2", Type: workflow.StepWaitEvent, Events: []string{"y"}, Timeout: "72h", OnTimeout: "late"},
+			workflow.Step{ID: "c", Type: workflow.StepSend, Channel: "email", Template: "appointment.survey"},
+			workflow.Step{ID: "done", Type: workflow.StepEnd},
+			workflow.Step{ID: "late", Type: workflow.StepEnd}))
+		ctx := context.Background()
+		w := e.startSubject(t, "sends")
+		s := &scriptedSender{during: func(step string, n int) error {
+			switch {
+			case step == "a" && n == 1:
+				return errors.New("relay deferred") // retried from Postgres
+			case step == "b":
+				_, _, err := e.st.RecordEngagement(ctx, "t1", "Patient/p1", "Appointment/a1", "y", nil, e.clock.Now())
+				return err
+			}
+			return nil
+		}}
+		if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, s); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.st.RecordEngagement(ctx, "t1", "Patient/p1", "Appointment/a1", "x", nil, e.clock.Now()); err != nil {
+			t.Fatal(err)
+		}
+		e.clock.Add(10 * time.Second) // the deferred retry comes due
+		for i := 0; i < 4; i++ {
+			run, _ := e.st.LoadRun(ctx, w.ID)
+			if run.Status == workflow.StatusEnded {
+				break
+			}
+			if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		run, _ := e.st.LoadRun(ctx, w.ID)
+		if !slices.Equal(s.calls, []string{"a", "a", "b", "c"}) || run.Status != workflow.StatusEnded || run.Outcome != workflow.OutcomeCompleted {
+			t.Fatalf("sends %v, run %s %s at %s; want a (failed), a, b, c and the run completed without waiting 72 h", s.calls, run.Status, run.Outcome, run.Step)
+		}
+	})
 }

@@ -30,6 +30,8 @@ type Scheduler struct {
 	// lost; default 1 min (a busy queue delays wake-ups without losing them).
 	Slack time.Duration
 	Batch int // default 1000
+
+	restoreFrom *store.RunWake // where the next restore page starts (one page a pass)
 }
 
 // Run schedules until ctx ends.
@@ -95,19 +97,19 @@ func (s *Scheduler) restore(ctx context.Context, rep ScheduleReport, now time.Ti
 	if err != nil {
 		return rep, err
 	}
-	var after *store.RunWake
-	for {
-		lost, err := s.Store.OverdueRuns(ctx, now, slack, after, batch)
-		if err != nil {
-			return rep, err
-		}
-		_, requeued, err := s.hand(ctx, lost, now)
-		rep.Restored += requeued
-		if err != nil || len(lost) < batch {
-			return rep, err
-		}
-		after = &lost[len(lost)-1]
+	// One page a pass, resuming where the last pass stopped: a backlog of
+	// queued-but-late wake-ups is walked through, not rescanned every pass.
+	lost, err := s.Store.OverdueRuns(ctx, now, slack, s.restoreFrom, batch)
+	if err != nil {
+		return rep, err
 	}
+	s.restoreFrom = nil
+	if len(lost) == batch {
+		s.restoreFrom = &lost[len(lost)-1]
+	}
+	_, requeued, err := s.hand(ctx, lost, now)
+	rep.Restored += requeued
+	return rep, err
 }
 
 // hand enqueues wake-ups and marks those the queue holds; requeued counts
@@ -125,7 +127,7 @@ func (s *Scheduler) hand(ctx context.Context, wakes []store.RunWake, now time.Ti
 		if queued {
 			requeued++
 		}
-		done = append(done, w)
+		done = append(done, w) // marking an already promoted one writes nothing
 	}
 	if merr := s.Store.MarkPromoted(ctx, done); merr != nil {
 		return done, requeued, merr

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
+	"github.com/tidings-health/tidings/worker"
 )
 
 // movableClock is the clock the worker reads; a test moves it to a wait's
@@ -502,4 +504,95 @@ func TestEnteredInErrorEndsRunsSilently(t *testing.T) {
 	if got := ts.subjects(t); len(got) != 1 {
 		t.Fatalf("messages %q; want only the confirmation", got)
 	}
+}
+
+func backlogStack(t *testing.T, start time.Time) (*testStack, *movableClock, *asynq.Inspector) {
+	clock := &movableClock{}
+	clock.Set(start)
+	addr, db := testenv.NewRedisDB(t)
+	ts := newTestStack(t, testOpts{Clock: clock, WakeHorizon: -1, ScheduleEvery: 50 * time.Millisecond, NoPlaceholder: true, RedisAddr: addr, RedisDB: db})
+	insp := asynq.NewInspector(worker.RedisOpt(addr, "", db))
+	t.Cleanup(func() { insp.Close() })
+	return ts, clock, insp
+}
+
+// Two cancelled versions of a booked appointment stored before the worker
+// processes either (the event queue paused): the first is superseded, and
+// the second is compared with the version that took effect (booked), so it
+// is a cancellation: the reminders end and the cancellation notice goes.
+func TestTwoCancelledVersionsInABacklog(t *testing.T) {
+	ts, clock, insp := backlogStack(t, siuStart.Add(-10*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", siuStart.Add(-72*time.Hour)))
+	if err := insp.PauseQueue("default"); err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS15))); r.Status != 202 {
+		t.Fatalf("S15: %d", r.Status)
+	}
+	second := withAppointment(t, fixture(t, siuS15), func(a map[string]any) { a["comment"] = "cancellation reason added" })
+	if r := ts.notify(t, ts.wrap(t, second)); r.Status != 202 {
+		t.Fatalf("S15 again: %d %s", r.Status, r.Body)
+	}
+	if err := insp.UnpauseQueue("default"); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitNotices(t, 3)
+	time.Sleep(500 * time.Millisecond)
+	runs := ts.runsOf(t, siuAppointment)
+	for _, r := range runs {
+		t.Logf("run %s status %s outcome %s step %s", r.WorkflowID, r.Status, r.Outcome, r.Step)
+	}
+	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	for _, o := range outs {
+		t.Logf("notice %d event %d %s %v", o.NoticeID, o.EventID, o.Status, o.Reasons)
+	}
+	clock.Set(siuStart.Add(-72 * time.Hour))
+	time.Sleep(1500 * time.Millisecond)
+	got := ts.subjects(t)
+	t.Logf("messages: %q", got)
+	if strings.Join(got, "|") != "Your appointment is confirmed|Your appointment was cancelled" {
+		t.Errorf("messages %q; want the confirmation and the cancellation, no reminder", got)
+	}
+}
+
+// A reschedule followed by another update with the same new start, both
+// stored before processing: the second is compared with the booking that
+// took effect, so it is the reschedule, and the reminders move.
+func TestRescheduleThenUpdateInABacklog(t *testing.T) {
+	ts, _, insp := backlogStack(t, siuStart.Add(-10*24*time.Hour))
+	ts.putContact(t, siuPatient, `{"email":"appt-patient@example.org","time_zone":"Asia/Kolkata"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, siuS12))); r.Status != 202 {
+		t.Fatalf("S12: %d", r.Status)
+	}
+	ts.waitNotices(t, 1)
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "waiting for the 72 h reminder", waitingAt("wait-72h", siuStart.Add(-72*time.Hour)))
+	if err := insp.PauseQueue("default"); err != nil {
+		t.Fatal(err)
+	}
+	later := 48 * time.Hour
+	move := func(comment string) []byte {
+		return withAppointment(t, fixture(t, siuS12), func(a map[string]any) {
+			a["start"] = siuStart.Add(later).Format(time.RFC3339)
+			a["end"] = siuEnd.Add(later).Format(time.RFC3339)
+			if comment != "" {
+				a["comment"] = comment
+			}
+		})
+	}
+	for _, b := range [][]byte{move(""), move("room changed")} {
+		if r := ts.notify(t, ts.wrap(t, b)); r.Status != 202 {
+			t.Fatalf("post: %d %s", r.Status, r.Body)
+		}
+	}
+	if err := insp.UnpauseQueue("default"); err != nil {
+		t.Fatal(err)
+	}
+	// The first moved version is superseded, the second is the reschedule:
+	// the 72 h reminder moves to the new start − 72 h.
+	ts.waitRun(t, siuAppointment, "appointment-reminders", "moved to the new start − 72 h", waitingAt("wait-72h", siuStart.Add(later-72*time.Hour)))
 }
