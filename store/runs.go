@@ -446,11 +446,21 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 			return fmt.Errorf("record engagement: %w", translate(err))
 		}
 		// Only runs waiting for this event are woken; the others take it
-		// (for their branches) at their next wake-up.
-		if err := tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-			WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND (? = '' OR subject = ? OR subject LIKE 'patient:%')
-				AND jsonb_exists(state->'waiting_for', ?)
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, subject, subject, eventType).Scan(&wakes).Error; err != nil {
+		// (for their branches) at their next wake-up. With a subject, the
+		// lookup goes by subject (a patient may have thousands of runs).
+		var err error
+		if subject != "" {
+			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
+				WHERE tenant_id = ? AND status = 'waiting' AND subject IN (?, ?) AND patient_index = ?
+					AND jsonb_exists(state->'waiting_for', ?)
+				RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
+				now, tenantID, subject, "patient:"+idx, idx, eventType).Scan(&wakes).Error
+		} else {
+			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
+				WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND jsonb_exists(state->'waiting_for', ?)
+				RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, eventType).Scan(&wakes).Error
+		}
+		if err != nil {
 			return fmt.Errorf("wake runs: %w", err)
 		}
 		if !audit {
