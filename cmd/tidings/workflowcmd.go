@@ -29,7 +29,7 @@ alone unless it comes from --file, which saves a new version. --activate
 makes them active. list shows the tenant's workflows.`, stderr)
 	tenant := fs.String("tenant", "", "tenant")
 	builtins := fs.Bool("builtins", false, "install the built-in workflows")
-	activate := fs.Bool("activate", true, "activate what is installed")
+	activate := fs.Bool("activate", true, "activate the definitions from --file (new built-ins are always installed active)")
 	var files multiFlag
 	fs.Var(&files, "file", "a workflow definition (JSON or YAML); repeatable")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -95,24 +95,34 @@ makes them active. list shows the tenant's workflows.`, stderr)
 		}
 		fmt.Fprintf(stdout, "saved %s version %d\n", d.ID, v)
 	}
+	if *activate {
+		for _, d := range defs {
+			if err := st.SetWorkflowStatus(ctx, *tenant, d.ID, store.WorkflowActive); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+	}
 	if *builtins {
+		// New built-ins are installed active; ones the tenant has (perhaps
+		// paused or changed) are left as they are, so this can run at every start.
 		if err := st.InstallWorkflows(ctx, *tenant, workflow.Builtins()); err != nil {
 			return err
 		}
 		for _, d := range workflow.Builtins() {
-			defs = append(defs, d)
-			fmt.Fprintf(stdout, "built-in %s installed\n", d.ID)
+			fmt.Fprintf(stdout, "built-in %s present\n", d.ID)
 		}
 	}
-	if !*activate {
-		return nil
+	wfs, err := st.Workflows(ctx, *tenant)
+	if err != nil {
+		return err
 	}
-	for _, d := range defs {
-		if err := st.SetWorkflowStatus(ctx, *tenant, d.ID, store.WorkflowActive); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+	active := 0
+	for _, w := range wfs {
+		if w.Status == store.WorkflowActive {
+			active++
 		}
 	}
-	fmt.Fprintf(stdout, "%d workflows active for tenant %s\n", len(defs), *tenant)
+	fmt.Fprintf(stdout, "%d workflows active for tenant %s\n", active, *tenant)
 	return nil
 }
 
