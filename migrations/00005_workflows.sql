@@ -130,7 +130,16 @@ CREATE UNIQUE INDEX notices_event_type ON notices (event_id, notice_type) WHERE 
 CREATE UNIQUE INDEX notices_run_step ON notices (run_id, step) WHERE run_id IS NOT NULL;
 CREATE INDEX notices_event ON notices (event_id);
 
+-- When the worker finished with an event (whatever the outcome). An event
+-- handed to Redis and not processed long after is re-enqueued by the
+-- reconciler: Redis may have lost it (FLUSHALL, a failover without AOF).
+ALTER TABLE events ADD COLUMN processed_at timestamptz;
+UPDATE events SET processed_at = received_at;
+CREATE INDEX events_unprocessed ON events (id) WHERE processed_at IS NULL;
+
 -- +goose Down
+DROP INDEX events_unprocessed;
+ALTER TABLE events DROP COLUMN processed_at;
 DROP INDEX notices_event;
 DROP INDEX notices_run_step;
 DROP INDEX notices_event_type;

@@ -124,6 +124,21 @@ func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit i
 	return rows, err
 }
 
+// MarkEventProcessed records that the worker is done with an event.
+func (s *Store) MarkEventProcessed(ctx context.Context, eventID int64) error {
+	return s.q(ctx).Exec(`UPDATE events SET processed_at = now() WHERE id = ? AND processed_at IS NULL`, eventID).Error
+}
+
+// LostEvents lists outbox rows of events handed to the queue more than
+// lostAfter ago and still not processed: the queue may have lost them.
+func (s *Store) LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]OutboxRow, error) {
+	var rows []OutboxRow
+	err := s.q(ctx).Raw(`SELECT o.* FROM events e JOIN outbox o ON o.event_id = e.id AND o.task_type = ?
+		WHERE e.processed_at IS NULL AND o.enqueued_at < ? ORDER BY e.id LIMIT ?`,
+		TaskProcessEvent, time.Now().UTC().Add(-lostAfter), limit).Scan(&rows).Error
+	return rows, err
+}
+
 // OutboxByEvent loads the outbox row for an event.
 func (s *Store) OutboxByEvent(ctx context.Context, eventID int64) (OutboxRow, error) {
 	var row OutboxRow

@@ -714,15 +714,13 @@ func (s *Store) RunCounts(ctx context.Context, tenantID string) (map[string]int6
 	return out, nil
 }
 
-// Unsettled counts what is still in flight for a tenant: events that have
-// neither a notice nor a run yet, and runs that are due now (a wake-up to
+// Unsettled counts what is still in flight for a tenant: events the worker
+// has not finished with, and runs that are due now (a wake-up to
 // process) or carrying out actions. Zero means every event got where it is going for now.
 func (s *Store) Unsettled(ctx context.Context, tenantID string, now time.Time) (int64, error) {
 	var n int64
 	err := s.q(ctx).Raw(`SELECT
-		(SELECT count(*) FROM events e WHERE e.tenant_id = ?
-			AND NOT EXISTS (SELECT 1 FROM notices n WHERE n.event_id = e.id)
-			AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.tenant_id = e.tenant_id AND r.subject = e.resource_type || '/' || e.resource_id))
+		(SELECT count(*) FROM events e WHERE e.tenant_id = ? AND e.processed_at IS NULL)
 		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND status = 'waiting' AND (due_at <= ? OR pending <> '[]'::jsonb))`,
 		tenantID, tenantID, now).Scan(&n).Error
 	return n, err

@@ -1288,14 +1288,13 @@ func TestUnsettled(t *testing.T) {
 	mustTenant(t, s, "t2", "sub2")
 	d := remindersDef("reminders", "appointment.booked")
 	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	// Another tenant's unsettled event and a settled event with a notice
-	// never count.
+	// Another tenant's unprocessed event and a processed one never count.
 	mustEvent(t, s, "t2", "sub2", "Appointment", "u1", "1")
-	noticed := mustEvent(t, s, "t1", "sub1", "ExplanationOfBenefit", "e1", "1")
-	if _, err := s.EnsureNotice(ctx, "t1", noticed, "eob"); err != nil {
+	processed := mustEvent(t, s, "t1", "sub1", "ExplanationOfBenefit", "e1", "1")
+	if err := s.MarkEventProcessed(ctx, processed); err != nil {
 		t.Fatal(err)
 	}
-	var id int64
+	var id, ev, ev2 int64
 	for _, tc := range []struct {
 		name string
 		do   func()
@@ -1303,18 +1302,26 @@ func TestUnsettled(t *testing.T) {
 		want int64
 	}{
 		{"nothing yet", nil, t0, 0},
-		{"an event with neither notice nor run", func() { mustEvent(t, s, "t1", "sub1", "Appointment", "u1", "1") }, t0, 1},
-		{"its run, due now", func() {
+		{"an event the worker has not finished with", func() { ev = mustEvent(t, s, "t1", "sub1", "Appointment", "u1", "1") }, t0, 1},
+		{"and its run, due now", func() {
 			id = mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/u1"}, t0).ID
-		}, t0, 1},
-		{"the run waits for later", func() {
+		}, t0, 2},
+		{"the event processed, the run waiting for later", func() {
 			mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
+			if err := s.MarkEventProcessed(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
 		}, t0, 0},
 		{"the wait came due", nil, t0.Add(48 * time.Hour), 1},
 		{"the run ended", func() {
 			mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputEnd, Now: t0.Add(48 * time.Hour)})
 		}, t0.Add(48 * time.Hour), 0},
-		{"a second event of the subject", func() { mustEvent(t, s, "t1", "sub1", "Appointment", "u1", "2") }, t0.Add(48 * time.Hour), 0},
+		{"a second event of the subject", func() { ev2 = mustEvent(t, s, "t1", "sub1", "Appointment", "u1", "2") }, t0.Add(48 * time.Hour), 1},
+		{"processed too", func() {
+			if err := s.MarkEventProcessed(ctx, ev2); err != nil {
+				t.Fatal(err)
+			}
+		}, t0.Add(48 * time.Hour), 0},
 	} {
 		if tc.do != nil {
 			tc.do()

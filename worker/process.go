@@ -37,6 +37,7 @@ type Store interface {
 	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
 	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
+	MarkEventProcessed(ctx context.Context, eventID int64) error
 }
 
 // Policy decides whether a notice may go.
@@ -93,9 +94,18 @@ func (p *Processor) HandleEventTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
 	}
 	err = p.ProcessEvent(ctx, et.TenantID, et.ID)
-	if err != nil && !errors.Is(err, asynq.SkipRetry) && lastTry(ctx) {
+	done := err == nil || errors.Is(err, asynq.SkipRetry)
+	if !done && lastTry(ctx) {
 		// Out of retries: say so on the notice rather than leave it pending for ever.
 		p.giveUp(ctx, et, err)
+		done = true
+	}
+	if done {
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if merr := p.Store.MarkEventProcessed(wctx, et.ID); merr != nil && p.Log != nil {
+			p.Log.Warn("could not mark an event processed; the reconciler may enqueue it again (harmless)", "event_id", et.ID, "err", merr)
+		}
 	}
 	return err
 }

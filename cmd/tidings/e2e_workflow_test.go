@@ -596,3 +596,39 @@ func TestRescheduleThenUpdateInABacklog(t *testing.T) {
 	// the 72 h reminder moves to the new start − 72 h.
 	ts.waitRun(t, siuAppointment, "appointment-reminders", "moved to the new start − 72 h", waitingAt("wait-72h", siuStart.Add(later-72*time.Hour)))
 }
+
+// Redis loses an event's task after accepting it (FLUSHALL before any worker
+// took it): the reconciler sees the event was handed over and never
+// processed, enqueues it again, and its run sends the notice.
+func TestFlushAllLosesNoEvent(t *testing.T) {
+	ctx := context.Background()
+	rd, err := testenv.StartRedis(ctx, t.TempDir(), testenv.RedisOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close() })
+	ts := newTestStack(t, testOpts{RedisAddr: rd.Addr, NoPlaceholder: true, DeferWorker: true,
+		ReconcileEvery: 100 * time.Millisecond, WakeSlack: 500 * time.Millisecond})
+	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
+		t.Fatalf("EOB: %d", r.Status)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
+	defer rc.Close()
+	if n, err := rc.LLen(ctx, "asynq:{default}:pending").Result(); err != nil || n != 1 {
+		t.Fatalf("pending event tasks in Redis: %d, %v; want 1", n, err)
+	}
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.StartWorker(); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitNotices(t, 1)
+	if got := ts.subjects(t); len(got) != 1 || got[0] != "You have a new Explanation of Benefits" {
+		t.Fatalf("messages %q", got)
+	}
+	if !strings.Contains(ts.Logs.String(), "reconciler enqueued again events not processed") {
+		t.Error("the reconciler did not report re-enqueuing the lost event")
+	}
+}

@@ -51,7 +51,7 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
-	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery}
+	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, LostAfter: a.cfg.WakeSlack}
 	mon := &worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle}
 	sched := &worker.Scheduler{Store: a.store, Runs: proc.Runs, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack}
 	monDone, schedDone := make(chan struct{}), make(chan struct{})
