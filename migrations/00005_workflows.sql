@@ -133,8 +133,10 @@ CREATE INDEX notices_event ON notices (event_id);
 -- When the worker finished with an event (whatever the outcome). An event
 -- handed to Redis and not processed long after is re-enqueued by the
 -- reconciler: Redis may have lost it (FLUSHALL, a failover without AOF).
-ALTER TABLE events ADD COLUMN processed_at timestamptz;
-UPDATE events SET processed_at = received_at;
+-- Events stored before this migration count as processed; the default
+-- fills them without rewriting the table, and new events start NULL.
+ALTER TABLE events ADD COLUMN processed_at timestamptz DEFAULT '-infinity';
+ALTER TABLE events ALTER COLUMN processed_at DROP DEFAULT;
 CREATE INDEX events_unprocessed ON events (id) WHERE processed_at IS NULL;
 
 -- +goose Down

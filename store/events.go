@@ -168,6 +168,12 @@ func (s *Store) PreviousEvent(ctx context.Context, tenantID, resourceType, resou
 	return s.LoadEvent(ctx, ev.ID)
 }
 
+// MarkSuperseded records that an event never took effect, unless it
+// already did (its kind is set).
+func (s *Store) MarkSuperseded(ctx context.Context, eventID int64) error {
+	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ? AND kind = ''`, KindSuperseded, eventID).Error
+}
+
 // KindSuperseded marks an event a newer version of its resource overtook
 // before it was processed: it never took effect.
 const KindSuperseded = "superseded"

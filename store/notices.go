@@ -148,17 +148,6 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 	var d Delivery
 	proceed := false
 	err := s.InTx(ctx, func(tx *Store) error {
-		if n.RunID != nil {
-			// The run is read under a share lock: a cancellation that ends it
-			// either committed before (nothing is sent) or waits for this claim.
-			var status []string
-			if err := tx.q(ctx).Raw(`SELECT status FROM runs WHERE id = ? FOR SHARE`, *n.RunID).Scan(&status).Error; err != nil {
-				return err
-			}
-			if len(status) == 1 && status[0] == "ended" {
-				return ErrRunEnded
-			}
-		}
 		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status)
 			VALUES (?, ?, ?, 'sending') ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel).Error; err != nil {
 			return fmt.Errorf("insert delivery: %w", err)
@@ -171,6 +160,17 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 		}
 		if d.Status == DeliverySending && d.Attempts > 0 {
 			return ErrOutcomeUnknown
+		}
+		if n.RunID != nil {
+			// The run is read under a share lock: a cancellation that ends it
+			// either committed before (nothing is sent) or waits for this claim.
+			var status []string
+			if err := tx.q(ctx).Raw(`SELECT status FROM runs WHERE id = ? FOR SHARE`, *n.RunID).Scan(&status).Error; err != nil {
+				return err
+			}
+			if len(status) == 1 && status[0] == "ended" {
+				return ErrRunEnded
+			}
 		}
 		proceed = true
 		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', updated_at = now() WHERE id = ?`, d.ID).Error; err != nil {

@@ -366,18 +366,17 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome s
 			return fmt.Errorf("end runs: %w", err)
 		}
 		n = len(ended)
+		ids := make([]int64, len(ended))
+		for i, e := range ended {
+			ids[i] = e.ID
+		}
+		if err := tx.skipUndelivered(ctx, ids, outcome); err != nil {
+			return err
+		}
 		for _, e := range ended {
-			// A notice the run decided and has not begun to deliver is not sent.
-			res := tx.q(ctx).Exec(`UPDATE notices SET status = 'skipped', reasons = ?::jsonb, updated_at = now()
-				WHERE run_id = ? AND status = 'pending'
-					AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = notices.id AND d.status = 'sending')`,
-				`["the run ended (`+outcome+`) before the notice was delivered"]`, e.ID)
-			if res.Error != nil {
-				return fmt.Errorf("skip the ended run's notices: %w", res.Error)
-			}
 			if err := tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "worker", Action: "run.ended",
 				SubjectType: "run", SubjectID: strconv.FormatInt(e.ID, 10),
-				Detail: map[string]any{"workflow": e.WorkflowID, "outcome": outcome, "step": e.Step, "notices_skipped": res.RowsAffected}}); err != nil {
+				Detail: map[string]any{"workflow": e.WorkflowID, "outcome": outcome, "step": e.Step}}); err != nil {
 				return err
 			}
 		}
@@ -386,9 +385,28 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome s
 	return n, err
 }
 
-// EndRun ends one waiting run with an outcome, whatever its seq (a run
-// whose own processing keeps failing ends with "error").
-func (s *Store) EndRun(ctx context.Context, tenantID string, runID int64, outcome string, now time.Time) error {
+// skipUndelivered marks skipped the pending notices of ended runs that no
+// delivery has begun or finished: they are not sent. It runs before any
+// audit row of the transaction (notice rows, then the audit lock, as
+// FinishNotice takes them), so the two cannot deadlock.
+func (s *Store) skipUndelivered(ctx context.Context, runIDs []int64, outcome string) error {
+	if len(runIDs) == 0 {
+		return nil
+	}
+	err := s.q(ctx).Exec(`UPDATE notices SET status = 'skipped', reasons = ?::jsonb, updated_at = now()
+		WHERE run_id IN ? AND status = 'pending'
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notice_id = notices.id AND d.status <> 'failed')`,
+		`["the run ended (`+outcome+`) before the notice was delivered"]`, runIDs).Error
+	if err != nil {
+		return fmt.Errorf("skip the ended runs' notices: %w", err)
+	}
+	return nil
+}
+
+// EndRun ends one waiting run with an outcome if it is still at seq (a run
+// whose own processing keeps failing ends with "error"); its undelivered
+// notices are skipped.
+func (s *Store) EndRun(ctx context.Context, tenantID string, runID, seq int64, outcome string, now time.Time) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		var ended []struct {
 			WorkflowID string
@@ -397,12 +415,15 @@ func (s *Store) EndRun(ctx context.Context, tenantID string, runID int64, outcom
 		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?, pending = '[]',
 				state = jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)),
 				wake_seq = wake_seq + 1, updated_at = now()
-			WHERE id = ? AND tenant_id = ? AND status = 'waiting'
-			RETURNING workflow_id, step`, outcome, now, outcome, runID, tenantID).Scan(&ended).Error; err != nil {
+			WHERE id = ? AND tenant_id = ? AND wake_seq = ? AND status = 'waiting'
+			RETURNING workflow_id, step`, outcome, now, outcome, runID, tenantID, seq).Scan(&ended).Error; err != nil {
 			return fmt.Errorf("end run: %w", err)
 		}
 		if len(ended) == 0 {
 			return nil
+		}
+		if err := tx.skipUndelivered(ctx, []int64{runID}, outcome); err != nil {
+			return err
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "worker", Action: "run.ended",
 			SubjectType: "run", SubjectID: strconv.FormatInt(runID, 10),

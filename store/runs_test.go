@@ -1617,3 +1617,77 @@ func TestSaveRunLeavesAnEndedRunAlone(t *testing.T) {
 		t.Fatalf("%d run.ended rows for one run", n)
 	}
 }
+
+// A send the relay took (delivery 'sent') whose notice is not yet marked
+// sent stays a sent notice when a cancellation lands in between.
+func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	d := remindersDef("reminders", "appointment.booked")
+	mustWorkflow(t, s, "t1", d, WorkflowActive)
+	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
+	w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1", EventID: &ev}, t0)
+	mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
+	run := mustLoad(t, s, w.ID)
+	n, err := s.EnsureRunNotice(ctx, run, "confirm", "appointment.confirmation", "appointment", ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl, proceed, err := s.BeginDelivery(ctx, n, "email")
+	if err != nil || !proceed {
+		t.Fatal(err, proceed)
+	}
+	if err := s.FinishDelivery(ctx, dl, DeliverySent, true, "<m@x>", ""); err != nil {
+		t.Fatal(err)
+	}
+	// cancellation processed now, before FinishNotice(sent)
+	if _, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishNotice(ctx, n, NoticeSent, nil); err != nil {
+		t.Fatal(err)
+	}
+	var st []string
+	s.q(ctx).Raw(`SELECT status FROM notices WHERE id = ?`, n.ID).Scan(&st)
+	if st[0] != NoticeSent {
+		t.Fatalf("delivery was sent, notice status = %s", st[0])
+	}
+}
+
+// FinishNotice takes a notice row lock, then the audit lock; EndSubjectRuns
+// must take them in the same order (all notices first), or the two deadlock.
+func TestEndSubjectRunsDoesNotDeadlockWithFinishNotice(t *testing.T) {
+	for lockIdx := 0; lockIdx < 2; lockIdx++ {
+		s := mustStore(t)
+		ctx := context.Background()
+		var notices []Notice
+		for _, id := range []string{"reminders", "survey"} {
+			d := remindersDef(id, "appointment.booked")
+			mustWorkflow(t, s, "t1", d, WorkflowActive)
+			ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", id)
+			w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: id, Subject: "Appointment/a1", EventID: &ev}, t0)
+			mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
+			n, err := s.EnsureRunNotice(ctx, mustLoad(t, s, w.ID), "confirm", "appointment.confirmation", "appointment", ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			notices = append(notices, n)
+		}
+		tx := s.db.Begin()
+		if err := tx.Exec(`UPDATE notices SET updated_at = now() WHERE id = ?`, notices[lockIdx].ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour))
+			done <- err
+		}()
+		time.Sleep(500 * time.Millisecond)
+		aerr := tx.Exec(`SELECT pg_advisory_xact_lock(hashtext('audit:' || ?))`, "t1").Error
+		tx.Rollback()
+		err := <-done
+		if aerr != nil || err != nil {
+			t.Fatalf("locked notice %d: the FinishNotice side got %v, EndSubjectRuns got %v", lockIdx, aerr, err)
+		}
+	}
+}

@@ -198,10 +198,13 @@ func (s *Store) InstallWorkflows(ctx context.Context, tenantID string, defs []wo
 		if !errors.Is(err, ErrNotFound) {
 			return err
 		}
-		if _, err := s.SaveWorkflow(ctx, tenantID, d); err != nil {
-			return err
-		}
-		if err := s.SetWorkflowStatus(ctx, tenantID, d.ID, WorkflowActive); err != nil {
+		// Saved and activated together: never left a draft by a crash.
+		if err := s.InTx(ctx, func(tx *Store) error {
+			if _, err := tx.SaveWorkflow(ctx, tenantID, d); err != nil {
+				return err
+			}
+			return tx.SetWorkflowStatus(ctx, tenantID, d.ID, WorkflowActive)
+		}); err != nil {
 			return err
 		}
 	}

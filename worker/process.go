@@ -38,6 +38,7 @@ type Store interface {
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
 	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
 	MarkEventProcessed(ctx context.Context, eventID int64) error
+	MarkSuperseded(ctx context.Context, eventID int64) error
 }
 
 // Policy decides whether a notice may go.
@@ -738,7 +739,7 @@ func (p *Processor) applyAppointment(ctx context.Context, ev store.LoadedEvent) 
 	if latest, err := p.Store.LatestEventID(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID); err != nil {
 		return fmt.Errorf("event %d: latest version: %w", ev.ID, err)
 	} else if latest != ev.ID {
-		if err := p.Store.SetEventKind(ctx, ev.ID, store.KindSuperseded); err != nil {
+		if err := p.Store.MarkSuperseded(ctx, ev.ID); err != nil {
 			return fmt.Errorf("event %d: %w", ev.ID, err)
 		}
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeSkipped, "superseded by a newer version of the appointment")
@@ -756,9 +757,6 @@ func (p *Processor) applyAppointment(ctx context.Context, ev store.LoadedEvent) 
 		return fmt.Errorf("event %d: previous version: %w", ev.ID, err)
 	}
 	kind := fhir.AppointmentEventKindOf(cur, prev)
-	if err := p.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
-		return fmt.Errorf("event %d: %w", ev.ID, err)
-	}
 	refs := patientRefs(cur.PatientID, cur.PatientRef)
 	if len(refs) == 0 {
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeFailed, "the Appointment names no patient")
@@ -795,6 +793,9 @@ func (p *Processor) applyAppointment(ctx context.Context, ev store.LoadedEvent) 
 		if _, err := rs.Store.EndSubjectRuns(ctx, ev.TenantID, subject, "entered-in-error", nil, now); err != nil {
 			return fmt.Errorf("event %d: %w", ev.ID, err)
 		}
+		if err := p.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
+			return fmt.Errorf("event %d: %w", ev.ID, err)
+		}
 		return p.closeEvent(ctx, ev, NoticeTypeAppointment, store.NoticeSkipped, "appointment entered in error: its runs ended without a notice")
 	default:
 		wakes, err := rs.Store.RefreshSubject(ctx, ev.TenantID, subject, ev.ID, facts, kind == fhir.KindRescheduled, now)
@@ -804,6 +805,11 @@ func (p *Processor) applyAppointment(ctx context.Context, ev store.LoadedEvent) 
 		rs.Wake(ctx, wakes)
 	}
 	nr := store.NewRun{TenantID: ev.TenantID, Subject: subject, PatientIndex: rs.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
+	// The kind is recorded once the version has taken effect on the runs
+	// (a later version's kind is derived against it).
+	if err := p.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
+		return fmt.Errorf("event %d: %w", ev.ID, err)
+	}
 	triggers := []string{"event:appointment." + string(kind)}
 	if kind == fhir.KindRescheduled {
 		// A booking whose first version was superseded before it was

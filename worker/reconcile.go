@@ -70,8 +70,9 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 	}
 	total := 0
 	lost, err := r.requeueLost(ctx, batch)
-	if err != nil {
-		return 0, err
+	if err != nil && r.Log != nil {
+		// The outbox below does not depend on it.
+		r.Log.Warn("looking for lost events failed", "err", err)
 	}
 	for {
 		rows, err := r.Store.PendingOutbox(ctx, minAge, batch)
@@ -135,7 +136,7 @@ func (r *Reconciler) requeueLost(ctx context.Context, batch int) (int, error) {
 		return 0, err
 	}
 	if len(done) > 0 && r.Log != nil {
-		r.Log.Warn("reconciler enqueued again events not processed long after their hand-over", "count", len(done))
+		r.Log.Warn("reconciler enqueued again events not processed long after their hand-over (a no-op for any still queued)", "count", len(done))
 	}
 	return len(done), nil
 }

@@ -35,7 +35,7 @@ type RunStore interface {
 	SaveRun(ctx context.Context, r store.Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (store.RunWake, error)
 	ClearPending(ctx context.Context, r store.Run, now time.Time) (store.RunWake, error)
 	DeferPending(ctx context.Context, r store.Run, retry time.Time) (store.RunWake, error)
-	EndRun(ctx context.Context, tenantID string, runID int64, outcome string, now time.Time) error
+	EndRun(ctx context.Context, tenantID string, runID, seq int64, outcome string, now time.Time) error
 	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]store.RunWake, error)
 	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
 	EngagementsSince(ctx context.Context, r store.Run, since time.Time) ([]store.Engagement, error)
@@ -411,7 +411,7 @@ func (p *Processor) HandleRunTask(ctx context.Context, t *asynq.Task) error {
 		// replaced and fail again for ever.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		if eerr := p.Runs.Store.EndRun(wctx, pl.TenantID, pl.ID, "error", p.Runs.now()); eerr != nil && p.Log != nil {
+		if eerr := p.Runs.Store.EndRun(wctx, pl.TenantID, pl.ID, pl.Seq, "error", p.Runs.now()); eerr != nil && p.Log != nil {
 			p.Log.Error("could not end a run that ran out of retries", "run_id", pl.ID, "err", eerr)
 		}
 	}

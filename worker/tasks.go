@@ -92,31 +92,36 @@ func (c *Client) EnqueueRun(ctx context.Context, w store.RunWake, delay time.Dur
 	}
 	task := asynq.NewTask(TypeRunWake, c.keys.Seal(plain, "asynq:"+TypeRunWake))
 	id := "run:" + strconv.FormatInt(w.ID, 10) + ":" + w.Step + ":" + strconv.FormatInt(w.WakeSeq, 10)
-	queue := queueFor(w.Priority)
-	opts := []asynq.Option{asynq.TaskID(id), asynq.ProcessIn(max(delay, 0)),
-		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2 * time.Minute), asynq.Queue(queue)}
-	_, err = c.asynq.EnqueueContext(ctx, task, opts...)
+	queued, err := c.put(ctx, task, queueFor(w.Priority), id, asynq.ProcessIn(max(delay, 0)))
+	if err != nil {
+		return false, fmt.Errorf("enqueue run %d: %w", w.ID, err)
+	}
+	return queued, nil
+}
+
+// put enqueues a task under its id. If a task with that id is still queued,
+// it does nothing and reports queued=false. If one sits archived (it ran out
+// of retries, yet its row says the work is still to do, or the reconciler
+// would not have asked), it replaces it: the work must not stay stuck behind
+// its own dead task.
+func (c *Client) put(ctx context.Context, task *asynq.Task, queue, id string, extra ...asynq.Option) (bool, error) {
+	opts := append([]asynq.Option{asynq.TaskID(id), asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2 * time.Minute), asynq.Queue(queue)}, extra...)
+	_, err := c.asynq.EnqueueContext(ctx, task, opts...)
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		// Still queued: nothing to do. Archived (it ran out of retries while
-		// the run still waits on this seq): the run must not stay stuck
-		// behind its own dead task; put the wake-up back.
 		info, ierr := c.inspector.GetTaskInfo(queue, id)
 		if ierr != nil || info.State != asynq.TaskStateArchived {
 			return false, nil
 		}
-		if derr := c.inspector.DeleteTask(queue, id); derr != nil {
-			return false, fmt.Errorf("requeue run %d: %w", w.ID, derr)
+		if err := c.inspector.DeleteTask(queue, id); err != nil {
+			return false, err
 		}
 		_, err = c.asynq.EnqueueContext(ctx, task, opts...)
 	}
-	if err != nil {
-		return false, fmt.Errorf("enqueue run %d: %w", w.ID, err)
-	}
-	return true, nil
+	return err == nil, err
 }
 
 // enqueue seals the payload and enqueues it under a task id derived from the
-// row ("event:12"), so enqueuing twice while the first is pending is a no-op.
+// row ("event:12"), so enqueuing twice while the first is queued is a no-op.
 func (c *Client) enqueue(ctx context.Context, taskType, tenantID string, id int64) error {
 	plain, err := json.Marshal(taskPayload{TenantID: tenantID, ID: id})
 	if err != nil {
@@ -124,13 +129,7 @@ func (c *Client) enqueue(ctx context.Context, taskType, tenantID string, id int6
 	}
 	kind, _, _ := strings.Cut(taskType, ":")
 	task := asynq.NewTask(taskType, c.keys.Seal(plain, "asynq:"+taskType))
-	_, err = c.asynq.EnqueueContext(ctx, task,
-		asynq.TaskID(kind+":"+strconv.FormatInt(id, 10)),
-		asynq.MaxRetry(c.MaxRetry), asynq.Timeout(2*time.Minute), asynq.Queue("default"))
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil
-	}
-	if err != nil {
+	if _, err := c.put(ctx, task, "default", kind+":"+strconv.FormatInt(id, 10)); err != nil {
 		return fmt.Errorf("enqueue %s %d: %w", kind, id, err)
 	}
 	return nil

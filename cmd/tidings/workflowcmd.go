@@ -24,9 +24,10 @@ func runWorkflow(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs := newFlags("workflow "+args[0]+" --tenant TENANT [flags]", `install saves the built-in workflows (--builtins: EOB notice with a reminder;
 appointment confirmation, reminders, survey, cancellation and no-show notices)
 and/or definitions from JSON or YAML files (--file, repeatable), validating
-each and reporting every problem; a workflow the tenant already has is left
-alone unless it comes from --file, which saves a new version. --activate
-makes them active. list shows the tenant's workflows.`, stderr)
+each and reporting every problem. A built-in the tenant already has is left
+as it is (paused, or changed); new ones are installed active. A --file
+definition is saved as a new version and, with --activate (the default),
+made active. list shows the tenant's workflows.`, stderr)
 	tenant := fs.String("tenant", "", "tenant")
 	builtins := fs.Bool("builtins", false, "install the built-in workflows")
 	activate := fs.Bool("activate", true, "activate the definitions from --file (new built-ins are always installed active)")
