@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tidings-health/tidings/seal"
@@ -26,49 +25,13 @@ const (
 	tokenTwo = "token-for-tenant-two-0123456789"
 )
 
-// runsJourneys adapts the real run driver to Journeys, as cmd does.
-type runsJourneys struct {
-	runs *worker.Runs
-	st   *store.Store
-}
-
-func (j runsJourneys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
-	return j.runs.RecordEvent(ctx, j.st, tenantID, patientRef, subject, eventType, data)
-}
-
-func (j runsJourneys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
-	return j.runs.JoinSegment(ctx, tenantID, segment, patientRef)
-}
-
-func (j runsJourneys) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
-	return j.runs.Enroll(ctx, j.st, tenantID, workflowID, segment)
-}
-
-// syncBuffer collects log output written from handler goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // wfEnv is an API server on a real store (its own database) and a real run
 // driver whose wake-ups go to a Redis database of the test's own.
 type wfEnv struct {
 	t    *testing.T
 	st   *store.Store
 	h    http.Handler
-	logs *syncBuffer
+	logs *testenv.LogBuffer
 }
 
 func newWorkflowEnv(t *testing.T) *wfEnv {
@@ -96,10 +59,10 @@ func newWorkflowEnv(t *testing.T) *wfEnv {
 	client := worker.NewClient(worker.RedisOpt(addr, "", db), kr)
 	t.Cleanup(func() { _ = client.Close() })
 	runs := &worker.Runs{Store: st, Queue: client}
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	h := New(Config{
 		Workflows: st,
-		Journeys:  runsJourneys{runs: runs, st: st},
+		Journeys:  worker.Journeys{Runs: runs, Events: st},
 		APITokens: map[string]string{tokenOne: "t1", tokenTwo: "t2"},
 		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})

@@ -1,10 +1,10 @@
 package policy_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tidings-health/tidings/testenv"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -314,7 +314,7 @@ func TestReloadConcurrentDecisions(t *testing.T) {
 func TestWatch(t *testing.T) {
 	dir := t.TempDir()
 	writeDir(t, dir, version("a"))
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	e, err := policy.Open(context.Background(), policy.FromDir(dir),
 		policy.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	if err != nil {
@@ -406,24 +406,6 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a logger in another goroutine may write.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func TestDirSkipsHiddenEntries(t *testing.T) {

@@ -22,8 +22,8 @@ const (
 // event, a cancellation); the caller reloads and tries again.
 var ErrStale = errors.New("run changed since it was loaded")
 
-// Run is one workflow run as the worker sees it; Facts are opened.
-type Run struct {
+// RunColumns are a run's columns that need no decoding.
+type RunColumns struct {
 	ID               int64
 	TenantID         string
 	WorkflowID       string
@@ -33,8 +33,6 @@ type Run struct {
 	EventID          *int64
 	Status           string
 	Step             string
-	State            workflow.State
-	Facts            workflow.Facts
 	FactsChanged     bool
 	DueAt            *time.Time
 	WakeSeq          int64
@@ -42,33 +40,25 @@ type Run struct {
 	Priority         string
 	Outcome          string
 	CreatedAt        time.Time
-	// Pending are actions decided and saved with State, not all done yet.
-	Pending []workflow.Action
-	// Attempts counts failed attempts at Pending.
+	// Attempts counts failed attempts at the pending actions.
 	Attempts int
 }
 
+// Run is one workflow run as the worker sees it; Facts are opened.
+type Run struct {
+	RunColumns
+	State workflow.State
+	Facts workflow.Facts
+	// Pending are actions decided and saved with State, not all done yet.
+	Pending []workflow.Action
+}
+
+// runRow is a run as stored: state, facts and pending actions encoded.
 type runRow struct {
-	ID               int64
-	TenantID         string
-	WorkflowID       string
-	WorkflowVersion  int
-	Subject          string
-	PatientIndex     string
-	EventID          *int64
-	Status           string
-	Step             string
-	State            json.RawMessage
-	FactsSealed      []byte
-	FactsChanged     bool
-	DueAt            *time.Time
-	WakeSeq          int64
-	EngagementCursor int64
-	Priority         string
-	Outcome          string
-	CreatedAt        time.Time
-	Pending          json.RawMessage
-	Attempts         int
+	RunColumns
+	State       json.RawMessage
+	FactsSealed []byte
+	Pending     json.RawMessage
 }
 
 // RunWake is a wake-up to hand to the queue: run, the seq it is for, when.
@@ -154,10 +144,7 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (Run, error) {
 		return Run{}, ErrNotFound
 	}
 	row := rows[0]
-	r := Run{ID: row.ID, TenantID: row.TenantID, WorkflowID: row.WorkflowID, WorkflowVersion: row.WorkflowVersion,
-		Subject: row.Subject, PatientIndex: row.PatientIndex, EventID: row.EventID, Status: row.Status, Step: row.Step,
-		FactsChanged: row.FactsChanged, DueAt: row.DueAt, WakeSeq: row.WakeSeq, EngagementCursor: row.EngagementCursor,
-		Priority: row.Priority, Outcome: row.Outcome, CreatedAt: row.CreatedAt, Attempts: row.Attempts}
+	r := Run{RunColumns: row.RunColumns}
 	if err := json.Unmarshal(row.State, &r.State); err != nil {
 		return r, fmt.Errorf("run %d: state: %w", id, err)
 	}

@@ -987,7 +987,7 @@ func TestEngagementsSince(t *testing.T) {
 	login := record("t1", "Patient/p1", "", "portal.login", t0.Add(2*time.Hour))
 	p1 := s.PatientIndex("Patient/p1")
 	run := func(tenant, subject string, cursor int64) Run {
-		return Run{TenantID: tenant, PatientIndex: p1, Subject: subject, EngagementCursor: cursor}
+		return Run{RunColumns: RunColumns{TenantID: tenant, PatientIndex: p1, Subject: subject, EngagementCursor: cursor}}
 	}
 
 	for _, tc := range []struct {

@@ -255,7 +255,7 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 	if n.Status != store.NoticePending {
 		return nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel}
+	out := &outgoing{template: a.Template, channel: a.Channel}
 	if def, derr := p.Runs.definition(ctx, run); derr == nil {
 		out.sender = def.Sender
 	}
@@ -266,8 +266,10 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 		err = p.deliverAppointment(ctx, n, ev, out)
 	}
 	switch {
+	case err == nil && out.sent:
+		return p.recordDelivered(ctx, run)
 	case err == nil:
-		return p.recordDelivered(ctx, run, a, ev.ID)
+		return nil // denied, skipped or failed: recorded on the notice
 	case errors.Is(err, asynq.SkipRetry):
 		return nil // the notice has its outcome
 	case lastTry:
@@ -280,10 +282,9 @@ func (p *Processor) SendStep(ctx context.Context, run store.Run, a workflow.Acti
 
 // recordDelivered records a "delivered" engagement (the relay took the
 // message) for the run's subject, so a workflow can wait for it.
-func (p *Processor) recordDelivered(ctx context.Context, run store.Run, a workflow.Action, eventID int64) error {
-	n, err := p.Runs.Store.EnsureRunNotice(ctx, run, a.Step, a.Template, notify.NoticeTypeOf(a.Template), eventID)
-	if err != nil || n.Status != store.NoticeSent || p.Engagements == nil {
-		return err
+func (p *Processor) recordDelivered(ctx context.Context, run store.Run) error {
+	if p.Engagements == nil {
+		return nil
 	}
 	wakes, err := p.Engagements.RecordDelivered(ctx, run.TenantID, run.Facts["patient"], run.Subject, p.Runs.now())
 	if err != nil {
@@ -295,7 +296,7 @@ func (p *Processor) recordDelivered(ctx context.Context, run store.Run, a workfl
 
 // deliverEOB builds an EOB notice (the first one or its reminder) from the
 // event, reading what the notification did not carry from the source.
-func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, out outgoing) error {
+func (p *Processor) deliverEOB(ctx context.Context, n store.Notice, ev store.LoadedEvent, out *outgoing) error {
 	eventID := ev.ID
 	fev, facts, err := openEOB(ctx, ev)
 	if errors.Is(err, errUndecodable) {
@@ -380,7 +381,7 @@ func openEOB(ctx context.Context, ev store.LoadedEvent) (fhir.Event, fhir.EOBFac
 
 // deliverAppointment builds an appointment notice from the subject's latest
 // event, its time shown in the contact's time zone.
-func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev store.LoadedEvent, out outgoing) error {
+func (p *Processor) deliverAppointment(ctx context.Context, n store.Notice, ev store.LoadedEvent, out *outgoing) error {
 	var rec intake.EventRecord
 	if err := json.Unmarshal(ev.Resource, &rec); err != nil {
 		return p.fail(ctx, n, "the stored event could not be decoded")
@@ -460,6 +461,7 @@ func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) 
 
 // outgoing is how a send step wants its notice sent.
 type outgoing struct {
+	sent     bool // set once the relay took the message
 	template string
 	channel  string          // "email"; the only channel this version delivers on
 	sender   workflow.Sender // the workflow's identity: name, from, reply-to
@@ -469,12 +471,12 @@ type outgoing struct {
 // on the step's channel and how, honours the decision (redactions,
 // obligations, the patient's own requests whatever the policy says), and
 // delivers it once.
-func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact store.ContactDetails, in policy.Input, d noticeDraft, out outgoing) error {
+func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact store.ContactDetails, in policy.Input, d noticeDraft, out *outgoing) error {
 	tenantID := n.TenantID
 	if out.channel == "" {
 		out.channel = "email"
 	}
-	ch, ok := p.channels()[out.channel]
+	ch, ok := p.channel(out.channel)
 	if !ok {
 		return p.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
 	}
@@ -577,6 +579,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 		return fmt.Errorf("notice %d: begin delivery: %w", n.ID, err)
 	}
 	if !proceed {
+		out.sent = true // an earlier attempt delivered it
 		return p.Store.FinishNotice(ctx, n, store.NoticeSent, nil)
 	}
 	receipt, sendErr := ch.Send(ctx, msg)
@@ -597,6 +600,7 @@ func (p *Processor) decideAndSend(ctx context.Context, n store.Notice, contact s
 	if err := p.Store.FinishDelivery(wctx, dl, store.DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
 		return err
 	}
+	out.sent = true
 	return p.Store.FinishNotice(wctx, n, store.NoticeSent, nil)
 }
 
@@ -846,14 +850,11 @@ var supportedObligations = map[string]bool{
 	// requires_message_encryption: no S/MIME or OpenPGP yet, so it fails closed.
 }
 
-// channels are the delivery channels by name.
-func (p *Processor) channels() map[string]Channel {
-	out := make(map[string]Channel, len(p.Channels)+1)
-	for name, ch := range p.Channels {
-		out[name] = ch
+// channel finds a delivery channel by name.
+func (p *Processor) channel(name string) (Channel, bool) {
+	if name == "email" && p.Email != nil {
+		return p.Email, true
 	}
-	if p.Email != nil {
-		out["email"] = p.Email
-	}
-	return out
+	ch, ok := p.Channels[name]
+	return ch, ok
 }

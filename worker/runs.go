@@ -490,6 +490,28 @@ func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, 
 	return n, nil
 }
 
+// Journeys is the run driver as the API uses it: engagement and API
+// events, segment membership, enrolment.
+type Journeys struct {
+	Runs   *Runs
+	Events EventStore
+}
+
+// RecordEvent records an engagement or API event (see Runs.RecordEvent).
+func (j Journeys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
+	return j.Runs.RecordEvent(ctx, j.Events, tenantID, patientRef, subject, eventType, data)
+}
+
+// JoinSegment adds a patient to a segment (see Runs.JoinSegment).
+func (j Journeys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
+	return j.Runs.JoinSegment(ctx, tenantID, segment, patientRef)
+}
+
+// Enroll starts a workflow for a segment's members (see Runs.Enroll).
+func (j Journeys) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
+	return j.Runs.Enroll(ctx, j.Events, tenantID, workflowID, segment)
+}
+
 // ErrNotActive means a workflow is not active and starts no runs.
 var ErrNotActive = errors.New("workflow is not active")
 

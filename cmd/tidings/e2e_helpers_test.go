@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,28 +43,10 @@ func fixture(t testing.TB, rel string) []byte {
 	return b
 }
 
-// syncBuffer collects the service's logs for PHI canary checks.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type testStack struct {
 	*stack
 	Mail  *mailcatch.Server
-	Logs  *syncBuffer
+	Logs  *testenv.LogBuffer
 	DBURL string
 }
 
@@ -103,7 +84,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 	}
 	t.Cleanup(func() { mc.Close() })
 	host, port := splitHostPort(t, mc.Addr())
-	logs := &syncBuffer{}
+	logs := &testenv.LogBuffer{}
 	s := &stack{}
 	err = s.wire(ctx, stackInfra{DBURL: dbURL, RedisAddr: o.RedisAddr, RedisDB: o.RedisDB,
 		SMTP: notify.SMTPConfig{Host: host, Port: port, RequireTLS: !o.Opportunistic, RootCAs: mc.CertPool(), Timeout: 5 * time.Second}},

@@ -86,7 +86,7 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var logs syncBuffer
+	var logs testenv.LogBuffer
 	errs := make(chan error, 2)
 	go func() { errs <- realMain(ctx, []string{"serve"}, io.Discard, &logs) }()
 	go func() { errs <- realMain(ctx, []string{"worker"}, io.Discard, &logs) }()

@@ -173,7 +173,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 	}
 	return api.New(api.Config{
 		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
-		Workflows: a.store, Journeys: journeys{runs: a.runs(), store: a.store},
+		Workflows: a.store, Journeys: worker.Journeys{Runs: a.runs(), Events: a.store},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
 }
@@ -209,25 +209,6 @@ func (a *app) runs() *worker.Runs {
 		clock = worker.SystemClock{}
 	}
 	return &worker.Runs{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon, Log: a.log}
-}
-
-// journeys adapts the run driver to the API: engagement and API events,
-// segment membership, enrolment.
-type journeys struct {
-	runs  *worker.Runs
-	store *store.Store
-}
-
-func (j journeys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
-	return j.runs.RecordEvent(ctx, j.store, tenantID, patientRef, subject, eventType, data)
-}
-
-func (j journeys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
-	return j.runs.JoinSegment(ctx, tenantID, segment, patientRef)
-}
-
-func (j journeys) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
-	return j.runs.Enroll(ctx, j.store, tenantID, workflowID, segment)
 }
 
 type redisLog struct{ l *slog.Logger }
