@@ -4,28 +4,46 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tidings-health/tidings/fhir/client"
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/seal"
-	"github.com/tidings-health/tidings/store"
 )
 
 // Admin is what the source and subscription endpoints need.
 type Admin interface {
-	CreateSource(ctx context.Context, src store.Source, credential []byte) error
-	Report(ctx context.Context, tenantID, subscriptionID string) (store.SubscriptionReport, error)
+	CreateSource(ctx context.Context, src intake.Source, credential []byte) error
+	Report(ctx context.Context, tenantID, subscriptionID string) (intake.SubscriptionReport, error)
 }
 
 // Subscriber creates subscriptions on FHIR sources.
 type Subscriber interface {
-	Subscribe(ctx context.Context, req intake.Subscription, secret string) (string, error)
+	Subscribe(ctx context.Context, req intake.NewSubscription, secret string) (string, error)
+}
+
+// SubscriptionReport is the body of GET /v1/subscriptions/{id}: the
+// subscription's state for operators (no secrets).
+type SubscriptionReport struct {
+	ID               string     `json:"id"`
+	Status           string     `json:"status"`
+	SourceID         string     `json:"source_id,omitempty"`
+	RemoteRef        string     `json:"remote_ref,omitempty"`
+	Topic            string     `json:"topic,omitempty"`
+	LastHandshakeAt  *time.Time `json:"last_handshake_at,omitempty"`
+	LastHeartbeatAt  *time.Time `json:"last_heartbeat_at,omitempty"`
+	Heartbeats       int64      `json:"heartbeats"`
+	HeartbeatPeriodS int        `json:"heartbeat_period_s,omitempty"`
+	SilentSince      *time.Time `json:"silent_since,omitempty"`
+	EventsSinceStart int64      `json:"events_since_start"`
+	LastEventNumber  *int64     `json:"last_event_number,omitempty"`
+	Events           int64      `json:"events"`
+	GapsOpen         int64      `json:"gaps_open"`
+	GapsRecovered    int64      `json:"gaps_recovered"`
 }
 
 // SourceRequest is the body of POST /v1/sources. Exactly the credential its
@@ -54,8 +72,6 @@ type SubscriptionRequest struct {
 	HeartbeatPeriodS int    `json:"heartbeat_period_s,omitempty"`
 }
 
-var errBadBody = errors.New("bad body")
-
 // decodeJSON reads a limited JSON body into v, refusing unknown fields.
 func decodeJSON(c *gin.Context, max int64, v any) error {
 	body, err := readBody(c, max, "application/json")
@@ -65,7 +81,7 @@ func decodeJSON(c *gin.Context, max int64, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if len(body) == 0 || dec.Decode(v) != nil {
-		return newError(http.StatusBadRequest, "invalid", "the body is not the JSON object this endpoint takes (unknown fields are refused)")
+		return fault.New(fault.Invalid, "the body is not the JSON object this endpoint takes (unknown fields are refused)")
 	}
 	return nil
 }
@@ -76,7 +92,7 @@ func (h *handlers) postSource(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	src := store.Source{ID: req.ID, TenantID: c.GetString(ctxTenant), BaseURL: req.BaseURL, AuthType: req.Auth.Type,
+	src := intake.Source{ID: req.ID, TenantID: c.GetString(ctxTenant), BaseURL: req.BaseURL, AuthType: req.Auth.Type,
 		TokenURL: req.Auth.TokenURL, ClientID: req.Auth.ClientID, KeyID: req.Auth.KeyID, Scopes: req.Auth.Scopes}
 	var cred []byte
 	switch req.Auth.Type {
@@ -85,15 +101,11 @@ func (h *handlers) postSource(c *gin.Context) {
 	case "smart-backend":
 		cred = []byte(req.Auth.PrivateKeyPEM)
 	}
-	if problems := ValidateSource(src, cred); len(problems) > 0 {
-		jsonError(c, newError(http.StatusBadRequest, "invalid", strings.Join(problems, "; ")))
+	if problems := intake.ValidateSource(src, cred); len(problems) > 0 {
+		jsonError(c, fault.New(fault.Invalid, strings.Join(problems, "; ")))
 		return
 	}
 	if err := h.cfg.Admin.CreateSource(c.Request.Context(), src, cred); err != nil {
-		if errors.Is(err, store.ErrDuplicate) {
-			jsonError(c, newError(http.StatusConflict, "duplicate", "a source with this id exists"))
-			return
-		}
 		jsonError(c, err)
 		return
 	}
@@ -107,25 +119,17 @@ func (h *handlers) postSubscription(c *gin.Context) {
 		return
 	}
 	secret := seal.NewToken()
-	remote, err := h.cfg.Subscriber.Subscribe(c.Request.Context(), intake.Subscription{
+	remote, err := h.cfg.Subscriber.Subscribe(c.Request.Context(), intake.NewSubscription{
 		ID: req.ID, TenantID: c.GetString(ctxTenant), SourceID: req.SourceID, Topic: req.Topic,
 		Criteria: req.Criteria, Payload: req.Payload, HeartbeatPeriod: time.Duration(req.HeartbeatPeriodS) * time.Second,
 	}, secret)
-	switch {
-	case errors.Is(err, intake.ErrInvalidSubscription):
-		jsonError(c, newError(http.StatusBadRequest, "invalid", err.Error()))
-		return
-	case errors.Is(err, store.ErrDuplicate):
-		jsonError(c, newError(http.StatusConflict, "duplicate", "a subscription with this id exists"))
-		return
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrUnknownReference):
-		jsonError(c, newError(http.StatusBadRequest, "invalid", "source_id names no registered source of this tenant"))
-		return
-	case err != nil:
-		// Nothing is kept (Subscribe removed it); the upstream detail stays in
-		// the server log, so the API cannot be used to probe other hosts.
-		h.log.Warn("creating the Subscription on its source failed", "subscription", req.ID, "err", err)
-		jsonError(c, newError(http.StatusBadGateway, "transient", "the FHIR source did not create the Subscription; nothing was kept, try again"))
+	if err != nil {
+		if fault.CodeOf(err) == fault.Upstream {
+			// Nothing is kept (Subscribe removed it); the upstream detail
+			// stays in the server log.
+			h.log.Warn("creating the Subscription on its source failed", "subscription", req.ID, "err", err)
+		}
+		jsonError(c, err)
 		return
 	}
 	c.JSON(http.StatusCreated, gin.H{"id": req.ID, "status": "requested", "remote_ref": remote})
@@ -133,47 +137,12 @@ func (h *handlers) postSubscription(c *gin.Context) {
 
 func (h *handlers) getSubscription(c *gin.Context) {
 	r, err := h.cfg.Admin.Report(c.Request.Context(), c.GetString(ctxTenant), c.Param("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		jsonError(c, newError(http.StatusNotFound, "not-found", "no such subscription in this tenant"))
-		return
-	}
 	if err != nil {
 		jsonError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, r)
-}
-
-// ValidateSource checks a source's settings and credential, all problems at once.
-func ValidateSource(src store.Source, cred []byte) []string {
-	var p []string
-	if !fhirID.MatchString(src.ID) {
-		p = append(p, "id: 1-64 of A-Z a-z 0-9 - .")
-	}
-	if _, err := client.New(client.Options{BaseURL: src.BaseURL}); err != nil {
-		p = append(p, "base_url: "+err.Error())
-	}
-	switch src.AuthType {
-	case "none":
-	case "bearer":
-		if len(strings.TrimSpace(string(cred))) == 0 {
-			p = append(p, "bearer: the token is empty")
-		}
-	case "smart-backend":
-		if _, err := client.ParsePrivateKeyPEM(cred); err != nil {
-			p = append(p, "smart-backend: private key: "+err.Error())
-		}
-		if src.ClientID == "" {
-			p = append(p, "smart-backend: client_id is required")
-		}
-		if src.KeyID == "" {
-			p = append(p, "smart-backend: key_id (the key's kid in the client's JWK Set) is required")
-		}
-		if _, err := client.New(client.Options{BaseURL: src.TokenURL}); err != nil {
-			p = append(p, "smart-backend: token_url must be an https URL (http only on loopback)")
-		}
-	default:
-		p = append(p, "auth.type: none, bearer or smart-backend")
-	}
-	return p
+	c.JSON(http.StatusOK, SubscriptionReport{ID: r.ID, Status: r.Status, SourceID: r.SourceID, RemoteRef: r.RemoteRef,
+		Topic: r.Topic, LastHandshakeAt: r.LastHandshakeAt, LastHeartbeatAt: r.LastHeartbeatAt, Heartbeats: r.Heartbeats,
+		HeartbeatPeriodS: int(r.HeartbeatPeriod / time.Second), SilentSince: r.SilentSince, EventsSinceStart: r.EventsSinceStart,
+		LastEventNumber: r.LastEventNumber, Events: r.Events, GapsOpen: r.GapsOpen, GapsRecovered: r.GapsRecovered})
 }

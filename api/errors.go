@@ -1,15 +1,12 @@
 package api
 
 import (
-	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/intake"
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/fault"
 )
 
 // OperationOutcome is the FHIR error and information body.
@@ -29,63 +26,58 @@ func outcome(severity, code, diagnostics string) OperationOutcome {
 	return OperationOutcome{ResourceType: "OperationOutcome", Issue: []OutcomeIssue{{Severity: severity, Code: code, Diagnostics: diagnostics}}}
 }
 
-// apiError is an error with its HTTP status and FHIR issue code.
-type apiError struct {
+// answer is how the API answers one kind of failure: the HTTP status and
+// the FHIR issue type of an OperationOutcome.
+type answer struct {
 	status int
-	code   string // FHIR issue type code
-	msg    string
+	issue  string
 }
 
-func (e *apiError) Error() string { return e.msg }
-
-func newError(status int, code, msg string) *apiError {
-	return &apiError{status: status, code: code, msg: msg}
+// answers is the one table from error codes to what the client is told.
+var answers = map[fault.Code]answer{
+	fault.Invalid:          {http.StatusBadRequest, "invalid"},
+	fault.Unauthorized:     {http.StatusUnauthorized, "security"},
+	fault.Forbidden:        {http.StatusForbidden, "forbidden"},
+	fault.NotFound:         {http.StatusNotFound, "not-found"},
+	fault.Conflict:         {http.StatusConflict, "conflict"},
+	fault.TooLarge:         {http.StatusRequestEntityTooLarge, "too-costly"},
+	fault.UnsupportedMedia: {http.StatusUnsupportedMediaType, "not-supported"},
+	fault.Unprocessable:    {http.StatusUnprocessableEntity, "invalid"},
+	fault.Unsupported:      {http.StatusUnprocessableEntity, "not-supported"},
+	fault.Throttled:        {http.StatusTooManyRequests, "throttled"},
+	fault.Upstream:         {http.StatusBadGateway, "transient"},
+	fault.Unavailable:      {http.StatusServiceUnavailable, "transient"},
+	fault.Internal:         {http.StatusInternalServerError, "exception"},
 }
 
-// classify maps an error to what the client is told. Unknown errors become a
-// 500 without internals (they are logged, without PHI, by the caller).
-func classify(err error) *apiError {
-	var ae *apiError
-	switch {
-	case errors.As(err, &ae):
-		return ae
-	case errors.Is(err, store.ErrUnauthorized):
-		return newError(http.StatusUnauthorized, "security", "missing or wrong subscription secret")
-	case errors.Is(err, store.ErrUnknownReference):
-		return newError(http.StatusConflict, "conflict", "the tenant of this API token is not set up")
-	case errors.Is(err, store.ErrNotFound):
-		return newError(http.StatusNotFound, "not-found", "unknown subscription")
-	case errors.Is(err, fhir.ErrMalformed):
-		return newError(http.StatusBadRequest, "structure", err.Error())
-	case errors.Is(err, fhir.ErrNotNotification):
-		return newError(http.StatusUnprocessableEntity, "invalid", err.Error())
-	case errors.Is(err, intake.ErrBadSignature):
-		return newError(http.StatusUnauthorized, "security", err.Error())
-	case errors.Is(err, intake.ErrMismatch):
-		return newError(http.StatusBadRequest, "invalid", err.Error())
-	case errors.Is(err, intake.ErrInactive):
-		return newError(http.StatusForbidden, "forbidden", "the subscription is not active in Tidings")
-	case errors.Is(err, intake.ErrUnsupported):
-		return newError(http.StatusUnprocessableEntity, "not-supported", err.Error())
-	default:
-		return newError(http.StatusInternalServerError, "exception", "internal error; the request was not processed")
+// answerFor is the status and issue type for err; anything unclassified is
+// a 500 whose detail is never shown (it is logged, without PHI, by the
+// access log).
+func answerFor(err error) answer {
+	if a, ok := answers[fault.CodeOf(err)]; ok {
+		return a
 	}
+	return answers[fault.Internal]
 }
+
+func statusOf(err error) int { return answerFor(err).status }
 
 // fhirError answers with an OperationOutcome.
 func fhirError(c *gin.Context, err error) {
-	ae := classify(err)
-	if ae.status >= 500 {
+	a := answerFor(err)
+	if a.status >= 500 {
 		c.Error(err) //nolint:errcheck // recorded for the access log
 	}
-	if ae.status == http.StatusTooManyRequests {
+	if a.status == http.StatusTooManyRequests {
 		c.Header("Retry-After", strconv.Itoa(1))
 	}
 	c.Header("Content-Type", "application/fhir+json")
-	c.AbortWithStatusJSON(ae.status, outcome("error", ae.code, ae.msg))
+	c.AbortWithStatusJSON(a.status, outcome("error", a.issue, fault.MessageOf(err)))
 }
 
-// JSONError is the body of a non-FHIR error.
+// JSONError is the body of a non-FHIR error. Code is the FHIR issue type an
+// OperationOutcome would carry (invalid, not-found, conflict, …), so both
+// kinds of route speak one vocabulary.
 type JSONError struct {
 	Error struct {
 		Code    string `json:"code"`
@@ -94,12 +86,15 @@ type JSONError struct {
 }
 
 func jsonError(c *gin.Context, err error) {
-	ae := classify(err)
-	if ae.status >= 500 {
+	a := answerFor(err)
+	if a.status >= 500 {
 		c.Error(err) //nolint:errcheck
 	}
+	if a.status == http.StatusTooManyRequests {
+		c.Header("Retry-After", strconv.Itoa(1))
+	}
 	var body JSONError
-	body.Error.Code = ae.code
-	body.Error.Message = ae.msg
-	c.AbortWithStatusJSON(ae.status, body)
+	body.Error.Code = a.issue
+	body.Error.Message = fault.MessageOf(err)
+	c.AbortWithStatusJSON(a.status, body)
 }

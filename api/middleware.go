@@ -12,7 +12,11 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/time/rate"
+
+	"github.com/tidings-health/tidings/fault"
 )
+
+var errTooLarge = fault.New(fault.TooLarge, "body exceeds the size limit")
 
 // accessLog logs each request by route template, never by raw path: paths
 // can carry patient references.
@@ -85,7 +89,7 @@ func (l *limiters) allow(key string) bool {
 func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Context, error)) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		if !l.allow(key(c)) {
-			fail(c, newError(http.StatusTooManyRequests, "throttled", "rate limit exceeded; retry later"))
+			fail(c, fault.New(fault.Throttled, "rate limit exceeded; retry later"))
 			return
 		}
 		c.Next()
@@ -96,15 +100,15 @@ func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Cont
 // content type, and returns the body (an empty one is a rest-hook ping).
 func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error) {
 	if c.Request.ContentLength > maxBytes {
-		return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+		return nil, errTooLarge
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, newError(http.StatusRequestEntityTooLarge, "too-costly", "body exceeds the size limit")
+			return nil, errTooLarge
 		}
-		return nil, newError(http.StatusBadRequest, "incomplete", "could not read the request body")
+		return nil, fault.New(fault.Invalid, "could not read the request body")
 	}
 	if len(body) == 0 {
 		return body, nil
@@ -120,7 +124,7 @@ func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error)
 		}
 	}
 	if !ok {
-		return nil, newError(http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be one of "+strings.Join(allowed, ", "))
+		return nil, fault.New(fault.UnsupportedMedia, "Content-Type must be one of "+strings.Join(allowed, ", "))
 	}
 	return body, nil
 }

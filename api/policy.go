@@ -14,6 +14,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/policy"
 )
 
@@ -44,7 +45,7 @@ type EvaluateResponse struct {
 
 func (h *handlers) getPolicy(c *gin.Context) {
 	if h.cfg.Policy == nil {
-		jsonError(c, newError(http.StatusServiceUnavailable, "transient", "no policy engine in this process"))
+		jsonError(c, errNoPolicy)
 		return
 	}
 	c.JSON(http.StatusOK, h.cfg.Policy.Status())
@@ -52,7 +53,7 @@ func (h *handlers) getPolicy(c *gin.Context) {
 
 func (h *handlers) evaluatePolicy(c *gin.Context) {
 	if h.cfg.Policy == nil {
-		jsonError(c, newError(http.StatusServiceUnavailable, "transient", "no policy engine in this process"))
+		jsonError(c, errNoPolicy)
 		return
 	}
 	var req EvaluateRequest
@@ -61,7 +62,7 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 		return
 	}
 	if len(bytes.TrimSpace(req.Input)) == 0 {
-		jsonError(c, newError(http.StatusBadRequest, "invalid", "input (the sample decision input) is required"))
+		jsonError(c, fault.New(fault.Invalid, "input (the sample decision input) is required"))
 		return
 	}
 	var candidate fs.FS
@@ -71,7 +72,7 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 			clean := path.Clean(name)
 			if !fs.ValidPath(clean) || strings.HasPrefix(clean, ".") || len(req.Policy) > 100 ||
 				!(strings.HasSuffix(clean, ".rego") || strings.HasSuffix(clean, ".json")) {
-				jsonError(c, newError(http.StatusBadRequest, "invalid", "policy: file names must be relative paths ending in .rego or .json (at most 100 files)"))
+				jsonError(c, fault.New(fault.Invalid, "policy: file names must be relative paths ending in .rego or .json (at most 100 files)"))
 				return
 			}
 			m[clean] = &fstest.MapFile{Data: []byte(content)}
@@ -84,25 +85,19 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 	case evalSlot <- struct{}{}:
 		defer func() { <-evalSlot }()
 	default:
-		jsonError(c, newError(http.StatusTooManyRequests, "throttled", "another policy dry run is in progress; retry shortly"))
+		jsonError(c, fault.New(fault.Throttled, "another policy dry run is in progress; retry shortly"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), evalTimeout)
 	defer cancel()
 	res, err := h.cfg.Policy.Evaluate(ctx, candidate, req.Input)
 	if ctx.Err() != nil {
-		jsonError(c, newError(http.StatusUnprocessableEntity, "too-costly", "the dry run took longer than its limit"))
+		jsonError(c, fault.New(fault.Unprocessable, "the dry run took longer than its limit"))
 		return
 	}
-	switch {
-	case errors.Is(err, policy.ErrInvalidInput):
-		jsonError(c, newError(http.StatusBadRequest, "invalid", err.Error()))
-		return
-	case errors.Is(err, policy.ErrRejected):
-		// The compiler's or the tests' messages: what the analyst must fix.
-		jsonError(c, newError(http.StatusUnprocessableEntity, "invalid", err.Error()))
-		return
-	case err != nil && !errors.Is(err, policy.ErrNoDecision):
+	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
+		// Invalid input, or a candidate refused with the compiler's or the
+		// tests' messages: what the analyst must fix.
 		jsonError(c, err)
 		return
 	}
@@ -116,6 +111,8 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 }
 
 var evalSlot = make(chan struct{}, 1)
+
+var errNoPolicy = fault.New(fault.Unavailable, "no policy engine in this process")
 
 const evalTimeout = 5 * time.Second
 

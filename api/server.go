@@ -10,21 +10,23 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/journey"
 )
 
-// Intake receives authenticated notifications.
+// Intake receives authenticated notifications; *intake.Service is it.
 type Intake interface {
-	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
-	Receive(ctx context.Context, sub store.Subscription, body []byte) (intake.Result, error)
-	ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
-	VerifySignature(sub store.Subscription, body []byte, signature, timestamp string) error
+	Authenticate(ctx context.Context, subscriptionID, secret string) (intake.Subscription, error)
+	Receive(ctx context.Context, sub intake.Subscription, body []byte) (intake.Result, error)
+	ReceiveResource(ctx context.Context, sub intake.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
+	VerifySignature(sub intake.Subscription, body []byte, signature, timestamp string) error
 }
 
-// Contacts stores patient contacts.
+// Contacts registers patient contacts; delivery.Contacts is it.
 type Contacts interface {
-	UpsertContact(ctx context.Context, tenantID, patientRef string, c store.ContactDetails) error
+	Register(ctx context.Context, tenantID, patientID string, c delivery.Contact) error
 }
 
 // Check is one readiness dependency.
@@ -69,10 +71,11 @@ func New(cfg Config) *gin.Engine {
 	_ = r.SetTrustedProxies(nil)
 	r.ContextWithFallback = true
 	r.Use(recovery(log), accessLog(log))
-	r.NoRoute(func(c *gin.Context) { jsonError(c, newError(http.StatusNotFound, "not-found", "no such endpoint")) })
+	r.NoRoute(func(c *gin.Context) { jsonError(c, fault.New(fault.NotFound, "no such endpoint")) })
 	r.HandleMethodNotAllowed = true
 	r.NoMethod(func(c *gin.Context) {
-		jsonError(c, newError(http.StatusMethodNotAllowed, "not-supported", "method not allowed"))
+		// The one answer outside the error table: it is about the route, not an error of the core.
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
 	})
 
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
@@ -101,8 +104,8 @@ func New(cfg Config) *gin.Engine {
 	v1.GET("/workflows", h.listWorkflows)
 	v1.GET("/workflows/:id", h.getWorkflow)
 	v1.PUT("/workflows/:id", h.putWorkflow)
-	v1.POST("/workflows/:id/activate", h.setWorkflowStatus(store.WorkflowActive))
-	v1.POST("/workflows/:id/pause", h.setWorkflowStatus(store.WorkflowPaused))
+	v1.POST("/workflows/:id/activate", h.setWorkflowStatus(journey.WorkflowActive))
+	v1.POST("/workflows/:id/pause", h.setWorkflowStatus(journey.WorkflowPaused))
 	v1.POST("/workflows/:id/enroll", h.enrollSegment)
 	v1.GET("/workflows/:id/stats", h.workflowStats)
 	v1.GET("/runs", h.listRuns)

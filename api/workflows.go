@@ -12,23 +12,22 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/tidings-health/tidings/store"
-	"github.com/tidings-health/tidings/worker"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
 )
 
-// WorkflowAdmin stores and reports workflows; *store.Store implements it.
+// WorkflowAdmin stores and reports workflows; journey.Workflows is it.
 type WorkflowAdmin interface {
-	SaveWorkflow(ctx context.Context, tenantID string, d workflow.Definition) (int, error)
-	Workflow(ctx context.Context, tenantID, id string) (store.WorkflowInfo, error)
-	Workflows(ctx context.Context, tenantID string) ([]store.WorkflowInfo, error)
-	WorkflowExists(ctx context.Context, tenantID, id string) (bool, error)
-	SetWorkflowStatus(ctx context.Context, tenantID, id, status string) error
-	WorkflowStats(ctx context.Context, tenantID string, def workflow.Definition) ([]store.StepStats, error)
-	RunsForSubject(ctx context.Context, tenantID, subject string) ([]store.RunView, error)
+	Save(ctx context.Context, tenantID string, d workflow.Definition, create bool) (int, error)
+	Get(ctx context.Context, tenantID, id string) (journey.Workflow, error)
+	List(ctx context.Context, tenantID string) ([]journey.Workflow, error)
+	SetStatus(ctx context.Context, tenantID, id, status string) error
+	Stats(ctx context.Context, tenantID, id string) (journey.Workflow, []journey.StepStats, error)
+	Runs(ctx context.Context, tenantID, subject string) ([]journey.RunView, error)
 }
 
-// Journeys records engagement/API events and segment membership; the lead adapts *worker.Runs to it.
+// Journeys records engagement/API events and segment membership; *journey.Engine is it.
 type Journeys interface {
 	RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (id int64, started int, err error)
 	JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (joined bool, started int, err error)
@@ -60,6 +59,42 @@ type WorkflowSaved struct {
 	ID      string `json:"id"`
 	Version int    `json:"version"`
 	Status  string `json:"status"`
+}
+
+// WorkflowBody is a workflow as GET /v1/workflows/{id} shows it.
+type WorkflowBody struct {
+	WorkflowSummary
+	Definition workflow.Definition `json:"definition"`
+}
+
+// StepStatsBody is one step's figures in GET /v1/workflows/{id}/stats.
+type StepStatsBody struct {
+	Step      string           `json:"step"`
+	Now       int64            `json:"now"`
+	Processed int64            `json:"processed"`
+	Outcomes  map[string]int64 `json:"outcomes"`
+	DropOff   float64          `json:"drop_off"`
+}
+
+// RunStepBody is one step of a run's path.
+type RunStepBody struct {
+	Step     string    `json:"step"`
+	Happened string    `json:"happened,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// RunBody is a run as GET /v1/runs shows it: no facts, no PHI.
+type RunBody struct {
+	ID              int64         `json:"id"`
+	WorkflowID      string        `json:"workflow"`
+	WorkflowVersion int           `json:"version"`
+	Subject         string        `json:"subject"`
+	Status          string        `json:"status"`
+	Step            string        `json:"step"`
+	Outcome         string        `json:"outcome,omitempty"`
+	DueAt           *time.Time    `json:"due_at,omitempty"`
+	CreatedAt       time.Time     `json:"created_at"`
+	Path            []RunStepBody `json:"path"`
 }
 
 // WorkflowSummary is one workflow in GET /v1/workflows.
@@ -105,25 +140,19 @@ type SegmentMemberRequest struct {
 
 // Errors of this file's routes. Messages name fields and rules, never values.
 var (
-	errNoWorkflows     = newError(http.StatusServiceUnavailable, "transient", "workflows are not available in this process")
-	errNoJourneys      = newError(http.StatusServiceUnavailable, "transient", "events and segments are not available in this process")
-	errNoSuchWorkflow  = newError(http.StatusNotFound, "not-found", "no such workflow in this tenant")
-	errWorkflowExists  = newError(http.StatusConflict, "duplicate", "a workflow with this id exists; use PUT /v1/workflows/{id} to save a new version")
-	errNotActive       = newError(http.StatusConflict, "business-rule", "the workflow is not active; activate it before enrolling")
-	errNeedsSubject    = newError(http.StatusConflict, "business-rule", "the workflow is started by FHIR events and works on their EOB or appointment; it cannot be enrolled from a segment")
-	errBadSegment      = newError(http.StatusBadRequest, "invalid", "segment must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
-	errBadPatient      = newError(http.StatusBadRequest, "invalid", "patient must be a Patient reference: Patient/ followed by 1-64 of A-Z a-z 0-9 - .")
-	errBadEventType    = newError(http.StatusBadRequest, "invalid", "type must match ^[a-z0-9][a-z0-9_.:-]{0,63}$")
-	errBadEventData    = newError(http.StatusBadRequest, "invalid", "data must be a JSON object")
-	errEventDataTooBig = newError(http.StatusRequestEntityTooLarge, "too-costly", "data exceeds 8 KiB")
-	errBadEventSubject = newError(http.StatusBadRequest, "invalid", "subject, when given, must be Appointment/{id} or ExplanationOfBenefit/{id}")
-	errBadSubject      = newError(http.StatusBadRequest, "invalid", "subject is required: Appointment/{id}, ExplanationOfBenefit/{id} or patient:{index}")
-	errIDMismatch      = newError(http.StatusBadRequest, "invalid", "the id in the body differs from the id in the path")
-	errEmptyDefinition = newError(http.StatusBadRequest, "invalid", "the body must be a workflow definition (JSON or YAML)")
-	errJSONNotAnObject = newError(http.StatusBadRequest, "invalid", "a JSON definition must be a JSON object")
+	errNoWorkflows     = fault.New(fault.Unavailable, "workflows are not available in this process")
+	errNoJourneys      = fault.New(fault.Unavailable, "events and segments are not available in this process")
+	errBadSegment      = fault.New(fault.Invalid, "segment must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+	errBadPatient      = fault.New(fault.Invalid, "patient must be a Patient reference: Patient/ followed by 1-64 of A-Z a-z 0-9 - .")
+	errBadEventType    = fault.New(fault.Invalid, "type must match ^[a-z0-9][a-z0-9_.:-]{0,63}$")
+	errBadEventData    = fault.New(fault.Invalid, "data must be a JSON object")
+	errEventDataTooBig = fault.New(fault.TooLarge, "data exceeds 8 KiB")
+	errBadEventSubject = fault.New(fault.Invalid, "subject, when given, must be Appointment/{id} or ExplanationOfBenefit/{id}")
+	errBadSubject      = fault.New(fault.Invalid, "subject is required: Appointment/{id}, ExplanationOfBenefit/{id} or patient:{index}")
+	errIDMismatch      = fault.New(fault.Invalid, "the id in the body differs from the id in the path")
+	errEmptyDefinition = fault.New(fault.Invalid, "the body must be a workflow definition (JSON or YAML)")
+	errJSONNotAnObject = fault.New(fault.Invalid, "a JSON definition must be a JSON object")
 )
-
-const msgInvalidDefinition = "the workflow definition is invalid; every problem is listed in problems"
 
 func (h *handlers) hasWorkflows(c *gin.Context) bool {
 	if h.cfg.Workflows == nil {
@@ -164,56 +193,30 @@ func decodeDefinition(contentType string, body []byte) (workflow.Definition, err
 	if err != nil {
 		// Definitions are tenant configuration, not PHI: the parser's
 		// message (a field name, a line number) is what the author must fix.
-		return workflow.Definition{}, newError(http.StatusBadRequest, "structure", err.Error())
+		return workflow.Definition{}, fault.New(fault.Invalid, err.Error())
 	}
 	// The store assigns versions.
 	d.Version = 0
 	return d, nil
 }
 
-// validateDefinition checks d against the built-in channels and templates
-// and the tenant's workflows. A failed lookup is returned as err, not as a
-// problem: the client cannot fix it.
-func (h *handlers) validateDefinition(ctx context.Context, tenant string, d workflow.Definition) ([]workflow.Problem, error) {
-	base := workflow.BuiltinRegistry()
-	known := map[string]bool{}
-	var lookupErr error
-	reg := workflow.Registry{
-		Channels:     base.Channels,
-		Templates:    base.Templates,
-		NeedsSubject: base.NeedsSubject,
-		Workflow: func(id string) bool {
-			if id == d.ID {
-				return true
-			}
-			if ok, seen := known[id]; seen {
-				return ok
-			}
-			if lookupErr != nil {
-				return false
-			}
-			ok, err := h.cfg.Workflows.WorkflowExists(ctx, tenant, id)
-			if err != nil {
-				lookupErr = err
-				return false
-			}
-			known[id] = ok
-			return ok
-		},
-	}
-	problems := workflow.Validate(d, reg)
-	if lookupErr != nil {
-		return nil, lookupErr
-	}
-	return problems, nil
+func problemsError(c *gin.Context, inv *journey.InvalidDefinition) {
+	var body ProblemsError
+	body.Error.Code = answers[fault.Unprocessable].issue
+	body.Error.Message = inv.Error()
+	body.Problems = inv.Problems
+	c.AbortWithStatusJSON(http.StatusUnprocessableEntity, body)
 }
 
-func problemsError(c *gin.Context, problems []workflow.Problem) {
-	var body ProblemsError
-	body.Error.Code = "invalid"
-	body.Error.Message = msgInvalidDefinition
-	body.Problems = problems
-	c.AbortWithStatusJSON(http.StatusUnprocessableEntity, body)
+// workflowError answers a workflow route's error: every problem of an
+// invalid definition, or the error's code and message.
+func workflowError(c *gin.Context, err error) {
+	var inv *journey.InvalidDefinition
+	if errors.As(err, &inv) {
+		problemsError(c, inv)
+		return
+	}
+	jsonError(c, err)
 }
 
 func (h *handlers) postWorkflow(c *gin.Context) {
@@ -225,37 +228,13 @@ func (h *handlers) postWorkflow(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	ctx, tenant := c.Request.Context(), c.GetString(ctxTenant)
-	problems, err := h.validateDefinition(ctx, tenant, d)
+	version, err := h.cfg.Workflows.Save(c.Request.Context(), c.GetString(ctxTenant), d, true)
 	if err != nil {
-		jsonError(c, err)
-		return
-	}
-	if len(problems) > 0 {
-		problemsError(c, problems)
-		return
-	}
-	exists, err := h.cfg.Workflows.WorkflowExists(ctx, tenant, d.ID)
-	if err != nil {
-		jsonError(c, err)
-		return
-	}
-	if exists {
-		jsonError(c, errWorkflowExists)
-		return
-	}
-	version, err := h.cfg.Workflows.SaveWorkflow(ctx, tenant, d)
-	if errors.Is(err, store.ErrDuplicate) {
-		// Another request created it between the check and the save.
-		jsonError(c, errWorkflowExists)
-		return
-	}
-	if err != nil {
-		jsonError(c, err)
+		workflowError(c, err)
 		return
 	}
 	c.Header("Location", "/v1/workflows/"+d.ID)
-	c.JSON(http.StatusCreated, WorkflowSaved{ID: d.ID, Version: version, Status: store.WorkflowDraft})
+	c.JSON(http.StatusCreated, WorkflowSaved{ID: d.ID, Version: version, Status: journey.WorkflowDraft})
 }
 
 func (h *handlers) putWorkflow(c *gin.Context) {
@@ -263,6 +242,10 @@ func (h *handlers) putWorkflow(c *gin.Context) {
 		return
 	}
 	id := c.Param("id")
+	if !workflowID.MatchString(id) {
+		jsonError(c, journey.ErrNoSuchWorkflow)
+		return
+	}
 	d, err := readDefinition(c)
 	if err != nil {
 		jsonError(c, err)
@@ -276,20 +259,12 @@ func (h *handlers) putWorkflow(c *gin.Context) {
 		return
 	}
 	ctx, tenant := c.Request.Context(), c.GetString(ctxTenant)
-	cur, ok := h.workflow(c, id)
-	if !ok {
-		return
-	}
-	problems, err := h.validateDefinition(ctx, tenant, d)
+	version, err := h.cfg.Workflows.Save(ctx, tenant, d, false)
 	if err != nil {
-		jsonError(c, err)
+		workflowError(c, err)
 		return
 	}
-	if len(problems) > 0 {
-		problemsError(c, problems)
-		return
-	}
-	version, err := h.cfg.Workflows.SaveWorkflow(ctx, tenant, d)
+	cur, err := h.cfg.Workflows.Get(ctx, tenant, id)
 	if err != nil {
 		jsonError(c, err)
 		return
@@ -297,37 +272,29 @@ func (h *handlers) putWorkflow(c *gin.Context) {
 	c.JSON(http.StatusOK, WorkflowSaved{ID: d.ID, Version: version, Status: cur.Status})
 }
 
-// workflow loads the tenant's workflow named by id, answering 404 itself.
-func (h *handlers) workflow(c *gin.Context, id string) (store.WorkflowInfo, bool) {
+// workflowParam checks the id in the path; an id no workflow could have
+// is a 404 like any other unknown one.
+func workflowParam(c *gin.Context) (string, bool) {
+	id := c.Param("id")
 	if !workflowID.MatchString(id) {
-		jsonError(c, errNoSuchWorkflow)
-		return store.WorkflowInfo{}, false
+		jsonError(c, journey.ErrNoSuchWorkflow)
+		return "", false
 	}
-	wi, err := h.cfg.Workflows.Workflow(c.Request.Context(), c.GetString(ctxTenant), id)
-	if errors.Is(err, store.ErrNotFound) {
-		jsonError(c, errNoSuchWorkflow)
-		return store.WorkflowInfo{}, false
-	}
-	if err != nil {
-		jsonError(c, err)
-		return store.WorkflowInfo{}, false
-	}
-	return wi, true
+	return id, true
 }
 
 func (h *handlers) listWorkflows(c *gin.Context) {
 	if !h.hasWorkflows(c) {
 		return
 	}
-	wfs, err := h.cfg.Workflows.Workflows(c.Request.Context(), c.GetString(ctxTenant))
+	wfs, err := h.cfg.Workflows.List(c.Request.Context(), c.GetString(ctxTenant))
 	if err != nil {
 		jsonError(c, err)
 		return
 	}
 	out := make([]WorkflowSummary, 0, len(wfs))
 	for _, w := range wfs {
-		out = append(out, WorkflowSummary{ID: w.ID, Status: w.Status, Version: w.Version, Trigger: w.Trigger,
-			Priority: w.Priority, UpdatedAt: w.UpdatedAt})
+		out = append(out, summary(w))
 	}
 	c.JSON(http.StatusOK, gin.H{"workflows": out})
 }
@@ -336,11 +303,20 @@ func (h *handlers) getWorkflow(c *gin.Context) {
 	if !h.hasWorkflows(c) {
 		return
 	}
-	wi, ok := h.workflow(c, c.Param("id"))
+	id, ok := workflowParam(c)
 	if !ok {
 		return
 	}
-	c.JSON(http.StatusOK, wi)
+	w, err := h.cfg.Workflows.Get(c.Request.Context(), c.GetString(ctxTenant), id)
+	if err != nil {
+		jsonError(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, WorkflowBody{WorkflowSummary: summary(w), Definition: w.Definition})
+}
+
+func summary(w journey.Workflow) WorkflowSummary {
+	return WorkflowSummary{ID: w.ID, Status: w.Status, Version: w.Version, Trigger: w.Trigger, Priority: w.Priority, UpdatedAt: w.UpdatedAt}
 }
 
 // setWorkflowStatus answers POST /v1/workflows/{id}/activate and /pause.
@@ -349,17 +325,11 @@ func (h *handlers) setWorkflowStatus(status string) gin.HandlerFunc {
 		if !h.hasWorkflows(c) {
 			return
 		}
-		id := c.Param("id")
-		if !workflowID.MatchString(id) {
-			jsonError(c, errNoSuchWorkflow)
+		id, ok := workflowParam(c)
+		if !ok {
 			return
 		}
-		err := h.cfg.Workflows.SetWorkflowStatus(c.Request.Context(), c.GetString(ctxTenant), id, status)
-		if errors.Is(err, store.ErrNotFound) {
-			jsonError(c, errNoSuchWorkflow)
-			return
-		}
-		if err != nil {
+		if err := h.cfg.Workflows.SetStatus(c.Request.Context(), c.GetString(ctxTenant), id, status); err != nil {
 			jsonError(c, err)
 			return
 		}
@@ -371,9 +341,8 @@ func (h *handlers) enrollSegment(c *gin.Context) {
 	if !h.hasJourneys(c) {
 		return
 	}
-	id := c.Param("id")
-	if !workflowID.MatchString(id) {
-		jsonError(c, errNoSuchWorkflow)
+	id, ok := workflowParam(c)
+	if !ok {
 		return
 	}
 	var req EnrollRequest
@@ -386,17 +355,7 @@ func (h *handlers) enrollSegment(c *gin.Context) {
 		return
 	}
 	n, err := h.cfg.Journeys.Enroll(c.Request.Context(), c.GetString(ctxTenant), id, req.Segment)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		jsonError(c, errNoSuchWorkflow)
-		return
-	case errors.Is(err, worker.ErrNotActive):
-		jsonError(c, errNotActive)
-		return
-	case errors.Is(err, worker.ErrNeedsSubject):
-		jsonError(c, errNeedsSubject)
-		return
-	case err != nil:
+	if err != nil {
 		jsonError(c, err)
 		return
 	}
@@ -407,19 +366,20 @@ func (h *handlers) workflowStats(c *gin.Context) {
 	if !h.hasWorkflows(c) {
 		return
 	}
-	wi, ok := h.workflow(c, c.Param("id"))
+	id, ok := workflowParam(c)
 	if !ok {
 		return
 	}
-	stats, err := h.cfg.Workflows.WorkflowStats(c.Request.Context(), c.GetString(ctxTenant), wi.Definition)
+	w, stats, err := h.cfg.Workflows.Stats(c.Request.Context(), c.GetString(ctxTenant), id)
 	if err != nil {
 		jsonError(c, err)
 		return
 	}
-	if stats == nil {
-		stats = []store.StepStats{}
+	out := make([]StepStatsBody, len(stats))
+	for i, st := range stats {
+		out[i] = StepStatsBody{Step: st.Step, Now: st.Now, Processed: st.Processed, Outcomes: st.Outcomes, DropOff: st.DropOff}
 	}
-	c.JSON(http.StatusOK, gin.H{"workflow": wi.ID, "version": wi.Version, "steps": stats})
+	c.JSON(http.StatusOK, gin.H{"workflow": w.ID, "version": w.Version, "steps": out})
 }
 
 // validSubject reports whether s names a run subject: a technical resource
@@ -437,15 +397,20 @@ func (h *handlers) listRuns(c *gin.Context) {
 		jsonError(c, errBadSubject)
 		return
 	}
-	runs, err := h.cfg.Workflows.RunsForSubject(c.Request.Context(), c.GetString(ctxTenant), subject)
+	runs, err := h.cfg.Workflows.Runs(c.Request.Context(), c.GetString(ctxTenant), subject)
 	if err != nil {
 		jsonError(c, err)
 		return
 	}
-	if runs == nil {
-		runs = []store.RunView{}
+	out := make([]RunBody, len(runs))
+	for i, r := range runs {
+		out[i] = RunBody{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Subject: r.Subject,
+			Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: make([]RunStepBody, len(r.Path))}
+		for j, p := range r.Path {
+			out[i].Path[j] = RunStepBody{Step: p.Step, Happened: p.Happened, At: p.At}
+		}
 	}
-	c.JSON(http.StatusOK, gin.H{"runs": runs})
+	c.JSON(http.StatusOK, gin.H{"runs": out})
 }
 
 // checkEvent validates an event request and returns its data, compacted

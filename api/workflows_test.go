@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
@@ -58,11 +59,11 @@ func newWorkflowEnv(t *testing.T) *wfEnv {
 	addr, db := testenv.NewRedisDB(t)
 	client := worker.NewClient(worker.RedisOpt(addr, "", db), kr)
 	t.Cleanup(func() { _ = client.Close() })
-	runs := &worker.Runs{Store: st, Queue: client}
+	runs := &journey.Engine{Store: st, Queue: client}
 	logs := &testenv.LogBuffer{}
 	h := New(Config{
-		Workflows: st,
-		Journeys:  worker.Journeys{Runs: runs, Events: st},
+		Workflows: journey.Workflows{Store: st},
+		Journeys:  runs,
 		APITokens: map[string]string{tokenOne: "t1", tokenTwo: "t2"},
 		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -156,7 +157,7 @@ func TestPostBuiltinWorkflowThenRead(t *testing.T) {
 		t.Fatalf("Location %q", loc)
 	}
 
-	var got store.WorkflowInfo
+	var got WorkflowBody
 	want(t, e.do(tokenOne, "GET", "/v1/workflows/eob-notice", "", nil), http.StatusOK, &got)
 	if got.ID != "eob-notice" || got.Version != 1 || got.Status != "draft" || got.Trigger != "event:eob.received" || got.Priority != "normal" {
 		t.Fatalf("GET %+v", got)
@@ -208,7 +209,7 @@ func TestPostYAMLWorkflow(t *testing.T) {
 		if saved.ID != id || saved.Version != 1 {
 			t.Fatalf("%s: %+v", ct, saved)
 		}
-		var got store.WorkflowInfo
+		var got WorkflowBody
 		want(t, e.do(tokenOne, "GET", "/v1/workflows/"+id, "", nil), http.StatusOK, &got)
 		if got.Trigger != "api:portal.login" || got.Priority != "low" || !slices.Equal(stepIDs(got.Definition), []string{"hello", "done"}) {
 			t.Fatalf("%s: %+v", ct, got)
@@ -299,7 +300,7 @@ func TestDuplicateWorkflowIsConflict(t *testing.T) {
 	if !strings.Contains(rec.Body.String(), "PUT") {
 		t.Fatalf("409 does not point to PUT: %s", rec.Body.String())
 	}
-	var got store.WorkflowInfo
+	var got WorkflowBody
 	want(t, e.do(tokenOne, "GET", "/v1/workflows/eob-notice", "", nil), http.StatusOK, &got)
 	if got.Version != 1 {
 		t.Fatalf("a refused POST changed the version to %d", got.Version)
@@ -320,7 +321,7 @@ func TestPutSavesNewVersion(t *testing.T) {
 	if saved != (WorkflowSaved{ID: "eob-notice", Version: 2, Status: "active"}) {
 		t.Fatalf("saved %+v", saved)
 	}
-	var got store.WorkflowInfo
+	var got WorkflowBody
 	want(t, e.do(tokenOne, "GET", "/v1/workflows/eob-notice", "", nil), http.StatusOK, &got)
 	if got.Version != 2 || got.Definition.Version != 2 || got.Definition.Steps[1].Timeout != "3d" || got.Status != "active" {
 		t.Fatalf("GET after PUT %+v", got)
@@ -360,7 +361,7 @@ func TestActivatePauseAndNotFound(t *testing.T) {
 		if out["status"] != step.status || out["id"] != "eob-notice" {
 			t.Fatalf("%s: %v", step.action, out)
 		}
-		var got store.WorkflowInfo
+		var got WorkflowBody
 		want(t, e.do(tokenOne, "GET", "/v1/workflows/eob-notice", "", nil), http.StatusOK, &got)
 		if got.Status != step.status {
 			t.Fatalf("after %s: status %s", step.action, got.Status)
@@ -499,7 +500,7 @@ func TestPostEvent(t *testing.T) {
 		t.Fatalf("runs_started %d, want 1", ok.RunsStarted)
 	}
 	var runs struct {
-		Runs []store.RunView `json:"runs"`
+		Runs []RunBody `json:"runs"`
 	}
 	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("Patient/p1"), "", nil), http.StatusOK, &runs)
 	if len(runs.Runs) != 1 || runs.Runs[0].WorkflowID != "portal-welcome" || runs.Runs[0].WorkflowVersion != 1 || runs.Runs[0].Path == nil {
@@ -586,7 +587,7 @@ func TestSegmentMembersAndEnroll(t *testing.T) {
 		t.Fatalf("join with an active workflow %+v", out)
 	}
 	var runs struct {
-		Runs []store.RunView `json:"runs"`
+		Runs []RunBody `json:"runs"`
 	}
 	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("Patient/p3"), "", nil), http.StatusOK, &runs)
 	if len(runs.Runs) != 1 || runs.Runs[0].WorkflowID != "vip-welcome" {
@@ -628,7 +629,7 @@ func TestTenantCannotSeeAnotherTenantsWorkflow(t *testing.T) {
 		t.Fatalf("tenant two lists %+v", list)
 	}
 	// Tenant one's workflow is untouched by tenant two's attempts.
-	var got store.WorkflowInfo
+	var got WorkflowBody
 	want(t, e.do(tokenOne, "GET", "/v1/workflows/eob-notice", "", nil), http.StatusOK, &got)
 	if got.Version != 1 || got.Status != "draft" {
 		t.Fatalf("tenant one's workflow changed: %+v", got)
@@ -718,12 +719,11 @@ func FuzzDecodeDefinition(f *testing.F) {
 	f.Add("text/yaml", []byte(invalidDefinition))
 	f.Add("application/json", []byte("id: x"))
 	f.Add("application/yaml", []byte("a: &a [*a, *a]"))
-	reg := workflow.BuiltinRegistry()
+	reg := journey.Registry(nil)
 	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
 		d, err := decodeDefinition(contentType, body)
 		if err != nil {
-			var ae *apiError
-			if !errors.As(err, &ae) || ae.status != http.StatusBadRequest {
+			if statusOf(err) != http.StatusBadRequest {
 				t.Fatalf("error %v is not a 400", err)
 			}
 			return

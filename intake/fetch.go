@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/fhir/client"
-	"github.com/tidings-health/tidings/store"
 )
 
 // FHIRReader is what fetching needs from a subscription's FHIR server;
@@ -30,17 +30,19 @@ type Sources interface {
 
 // FetchStore is what fetching and gap recovery need from storage.
 type FetchStore interface {
-	LoadFetch(ctx context.Context, id int64) (store.Fetch, error)
-	FinishFetch(ctx context.Context, f store.Fetch, status string, events int, errText string) error
-	SubscriptionByID(ctx context.Context, id string) (store.Subscription, error)
+	LoadFetch(ctx context.Context, id int64) (Fetch, error)
+	FinishFetch(ctx context.Context, f Fetch, status string, events int, errText string) error
+	SubscriptionByID(ctx context.Context, id string) (Subscription, error)
 	LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error)
 	DetectGaps(ctx context.Context, settle time.Duration) (int64, error)
-	OpenGaps(ctx context.Context, limit int) ([]store.Gap, error)
-	FinishGap(ctx context.Context, g store.Gap, recovered bool, method string, events int, errText string) error
+	OpenGaps(ctx context.Context, limit int) ([]Gap, error)
+	FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error
 	MarkSilent(ctx context.Context, now time.Time) (int64, error)
 	SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error)
 	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
-	LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (store.LoadedEvent, error)
+	// LatestRecord is the newest stored version of a resource (a
+	// fault.NotFound error when Tidings never saw it).
+	LatestRecord(ctx context.Context, tenantID, resourceType, resourceID string) (fhir.Event, error)
 }
 
 // ErrPermanent marks a fetch outcome that retrying cannot change.
@@ -68,23 +70,23 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 	if ft.TenantID != tenantID {
 		return fmt.Errorf("fetch %d: task tenant does not match: %w", fetchID, ErrPermanent)
 	}
-	if ft.Status != store.FetchPending {
+	if ft.Status != FetchPending {
 		return nil
 	}
 	sub, err := f.Store.SubscriptionByID(ctx, ft.SubscriptionID)
 	if err != nil {
 		return fmt.Errorf("fetch %d: %w", fetchID, err)
 	}
-	if sub.SourceID == nil {
+	if sub.SourceID == "" {
 		return f.fail(ctx, ft, "the subscription has no FHIR source to fetch from")
 	}
-	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.SourceID)
 	if err != nil {
 		return fmt.Errorf("fetch %d: source: %w", fetchID, err)
 	}
 	var events []fhir.Event
 	switch ft.Kind {
-	case store.FetchRead:
+	case FetchRead:
 		res, err := reader.ReadReference(ctx, ft.Reference)
 		if errors.Is(err, client.ErrGone) {
 			gone, gerr := f.goneEvent(ctx, ft)
@@ -93,7 +95,7 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 			}
 			if gone == nil {
 				// Deleted before we could read it: nothing to notify about an EOB.
-				return f.Store.FinishFetch(ctx, ft, store.FetchDone, 0, "the resource is gone (404/410)")
+				return f.Store.FinishFetch(ctx, ft, FetchDone, 0, "the resource is gone (404/410)")
 			}
 			events = append(events, *gone)
 			break
@@ -112,7 +114,7 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 			ev.EventNumber = *ft.EventNumber
 		}
 		events = append(events, ev)
-	case store.FetchSearch:
+	case FetchSearch:
 		since, err := f.Store.LastEventAt(ctx, sub.ID)
 		if err != nil {
 			return fmt.Errorf("fetch %d: %w", fetchID, err)
@@ -129,11 +131,11 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 		}
 		return fmt.Errorf("fetch %d: %w", fetchID, err)
 	}
-	return f.Store.FinishFetch(ctx, ft, store.FetchDone, res.Accepted, "")
+	return f.Store.FinishFetch(ctx, ft, FetchDone, res.Accepted, "")
 }
 
-func (f *Fetcher) fail(ctx context.Context, ft store.Fetch, reason string) error {
-	if err := f.Store.FinishFetch(ctx, ft, store.FetchFailed, 0, reason); err != nil {
+func (f *Fetcher) fail(ctx context.Context, ft Fetch, reason string) error {
+	if err := f.Store.FinishFetch(ctx, ft, FetchFailed, 0, reason); err != nil {
 		return err
 	}
 	return fmt.Errorf("fetch %d failed: %w", ft.ID, ErrPermanent)
@@ -142,29 +144,25 @@ func (f *Fetcher) fail(ctx context.Context, ft store.Fetch, reason string) error
 // GiveUp records a fetch that ran out of retries.
 func (f *Fetcher) GiveUp(ctx context.Context, fetchID int64, cause error) error {
 	ft, err := f.Store.LoadFetch(ctx, fetchID)
-	if err != nil || ft.Status != store.FetchPending {
+	if err != nil || ft.Status != FetchPending {
 		return err
 	}
-	return f.Store.FinishFetch(ctx, ft, store.FetchFailed, 0, "gave up after the last retry: "+cause.Error())
+	return f.Store.FinishFetch(ctx, ft, FetchFailed, 0, "gave up after the last retry: "+cause.Error())
 }
 
 // goneEvent turns an Appointment that disappeared from its source into a
 // cancellation: the last version Tidings saw, with status "cancelled". It is
 // nil for other types, or when Tidings never saw the appointment.
-func (f *Fetcher) goneEvent(ctx context.Context, ft store.Fetch) (*fhir.Event, error) {
+func (f *Fetcher) goneEvent(ctx context.Context, ft Fetch) (*fhir.Event, error) {
 	typ, id := refTypeID(ft.Reference)
 	if typ != "Appointment" {
 		return nil, nil
 	}
-	last, err := f.Store.LatestEvent(ctx, ft.TenantID, typ, id)
-	if errors.Is(err, store.ErrNotFound) {
+	rec, err := f.Store.LatestRecord(ctx, ft.TenantID, typ, id)
+	if errors.Is(err, fault.NotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	var rec EventRecord
-	if err := json.Unmarshal(last.Resource, &rec); err != nil {
 		return nil, err
 	}
 	var res map[string]any
@@ -203,7 +201,7 @@ func refTypeID(ref string) (string, string) {
 // since a moment (less an overlap; what is found twice dedupes). A search cut
 // short by the client's page or entry limits still yields what it found; the
 // next search starts after it.
-func (f *Fetcher) searchSince(ctx context.Context, reader FHIRReader, sub store.Subscription, since time.Time) ([]fhir.Event, error) {
+func (f *Fetcher) searchSince(ctx context.Context, reader FHIRReader, sub Subscription, since time.Time) ([]fhir.Event, error) {
 	typ, params, err := criteria(sub.Criteria)
 	if err != nil {
 		return nil, err
@@ -340,15 +338,15 @@ func (f *Fetcher) monitor(ctx context.Context, settle time.Duration) (MonitorRep
 	return rep, nil
 }
 
-func (f *Fetcher) recoverGap(ctx context.Context, g store.Gap) (bool, error) {
+func (f *Fetcher) recoverGap(ctx context.Context, g Gap) (bool, error) {
 	sub, err := f.Store.SubscriptionByID(ctx, g.SubscriptionID)
 	if err != nil {
 		return false, err
 	}
-	if sub.SourceID == nil {
+	if sub.SourceID == "" {
 		return false, f.Store.FinishGap(ctx, g, false, "none", 0, "the subscription has no FHIR source to recover from")
 	}
-	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.SourceID)
 	if err != nil {
 		return false, err
 	}
@@ -392,7 +390,7 @@ func (f *Fetcher) recoverGap(ctx context.Context, g store.Gap) (bool, error) {
 
 // recoverEvents stores what an $events answer holds: full resources as they
 // are, references by fetching them.
-func (f *Fetcher) recoverEvents(ctx context.Context, sub store.Subscription, n *fhir.Notification) (int, error) {
+func (f *Fetcher) recoverEvents(ctx context.Context, sub Subscription, n *fhir.Notification) (int, error) {
 	var full []fhir.Event
 	res := Result{}
 	var err error
@@ -401,11 +399,11 @@ func (f *Fetcher) recoverEvents(ctx context.Context, sub store.Subscription, n *
 		case ev.Focus != nil:
 			full = append(full, ev)
 		case ev.FocusRef != "":
-			if res, err = f.Service.requestFetch(ctx, sub, res, store.FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
+			if res, err = f.Service.requestFetch(ctx, sub, res, FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
 				return 0, err
 			}
 		default: // empty content: search for what that event was about
-			if res, err = f.Service.requestFetch(ctx, sub, res, store.FetchSearch, "", "", ev.EventNumber); err != nil {
+			if res, err = f.Service.requestFetch(ctx, sub, res, FetchSearch, "", "", ev.EventNumber); err != nil {
 				return 0, err
 			}
 		}
@@ -440,10 +438,10 @@ func remoteSubscriptionID(ref string) string {
 // server's) and resources the source no longer has are skipped.
 func (f *Fetcher) FetchReferences(ctx context.Context, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
 	sub, err := f.Store.SubscriptionByID(ctx, subscriptionID)
-	if err != nil || sub.SourceID == nil {
+	if err != nil || sub.SourceID == "" {
 		return nil, nil, err
 	}
-	reader, err := f.Sources.Reader(ctx, *sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.SourceID)
 	if err != nil {
 		return nil, nil, err
 	}

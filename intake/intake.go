@@ -14,23 +14,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/store"
 )
 
-// ErrUnsupported means the notification is valid but asks for something this
-// version does not do yet (id-only or empty content); nothing was stored.
-var ErrUnsupported = errors.New("unsupported notification")
-
 // ErrInactive means the subscription is off (its server said so, or an operator).
-var ErrInactive = errors.New("subscription is not active")
+var ErrInactive = fault.New(fault.Forbidden, "the subscription is not active in Tidings")
+
+// ErrUnknownSubscription means no subscription has that id, or the secret
+// presented is not its secret.
+var ErrUnknownSubscription = fault.New(fault.NotFound, "unknown subscription")
+
+// ErrWrongSecret means the secret presented is not the subscription's.
+var ErrWrongSecret = fault.New(fault.Unauthorized, "missing or wrong subscription secret")
 
 // Store is what intake needs from storage.
 type Store interface {
-	Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error)
+	// Authenticate loads a subscription and checks the presented secret in
+	// constant time (ErrWrongSecret), or ErrUnknownSubscription.
+	Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error)
 	RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
-	InsertEvent(ctx context.Context, e store.NewEvent) (store.Stored, error)
-	InsertFetch(ctx context.Context, f store.NewFetch) (store.StoredFetch, error)
+	InsertEvent(ctx context.Context, e NewEvent) (StoredEvent, error)
+	InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error)
 	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
@@ -70,38 +75,47 @@ type Result struct {
 	EventIDs []int64
 }
 
-// EventRecord is what an event row holds, sealed: the focus resource and the
-// resources it references, so the worker needs no second fetch.
-type EventRecord struct {
-	Focus       json.RawMessage   `json:"focus"`
-	Related     []json.RawMessage `json:"related,omitempty"`
-	RelatedURLs []string          `json:"related_urls,omitempty"` // fullUrl of each Related, same order
-}
-
-// Event rebuilds the parsed event the record was made from.
-func (r EventRecord) Event() fhir.Event {
-	return fhir.Event{Focus: r.Focus, Related: r.Related, RelatedURLs: r.RelatedURLs}
-}
-
 // Authenticate checks a subscription's shared secret.
-func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret string) (store.Subscription, error) {
+func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error) {
+	if secret == "" {
+		return Subscription{}, fault.New(fault.Unauthorized, "missing subscription secret (Authorization: Bearer …)")
+	}
 	sub, err := s.Store.Authenticate(ctx, subscriptionID, secret)
-	if err == nil && sub.Status == "off" {
-		return store.Subscription{}, ErrInactive
+	if err == nil && sub.Status == StatusOff {
+		return Subscription{}, ErrInactive
 	}
 	return sub, err
+}
+
+// parseError gives the parser's errors their codes: a body that is not
+// JSON or breaks FHIR's structure is invalid; a valid resource that is not
+// a notification cannot be acted on. The parser's messages name fields and
+// entries, never values.
+func parseError(err error) error {
+	switch {
+	case errors.Is(err, fhir.ErrMalformed):
+		return fault.Wrap(err, fault.Invalid, err.Error())
+	case errors.Is(err, fhir.ErrNotNotification):
+		return fault.Wrap(err, fault.Unprocessable, err.Error())
+	}
+	return err
 }
 
 // Receive processes one notification body for an authenticated subscription:
 // a Subscriptions Backport notification Bundle or, as classic R4 rest-hook
 // servers send it, the changed resource itself.
-func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []byte) (Result, error) {
+func (s *Service) Receive(ctx context.Context, sub Subscription, body []byte) (Result, error) {
+	res, err := s.receive(ctx, sub, body)
+	return res, parseError(err)
+}
+
+func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (Result, error) {
 	if len(bytes.TrimSpace(body)) == 0 {
-		return s.ReceiveResource(ctx, sub, body, "", "") // a classic rest-hook ping
+		return s.receiveResource(ctx, sub, body, "", "") // a classic rest-hook ping
 	}
 	n, err := fhir.ParseNotification(body)
 	if errors.Is(err, fhir.ErrNotNotification) && resourceTypeOf(body) != "Bundle" {
-		return s.ReceiveResource(ctx, sub, body, "", "")
+		return s.receiveResource(ctx, sub, body, "", "")
 	}
 	if err != nil {
 		return Result{}, err
@@ -117,7 +131,7 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.Status, n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
-		return res, fmt.Errorf("%w: notification type %q", ErrUnsupported, n.Type)
+		return res, fault.Errorf(fault.Unsupported, "unsupported notification type %q", n.Type)
 	}
 	var full, byRef []fhir.Event
 	var numbers []int64
@@ -132,8 +146,8 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 			byRef = append(byRef, ev)
 		}
 	}
-	if (len(byRef) > 0 || len(n.Events) == 0 || len(full)+len(byRef) < len(n.Events)) && sub.SourceID == nil {
-		return res, fmt.Errorf("%w: %s content needs a FHIR source to fetch from, and this subscription has none (tidings subscription add --source-id)", ErrUnsupported, n.Content)
+	if (len(byRef) > 0 || len(n.Events) == 0 || len(full)+len(byRef) < len(n.Events)) && sub.SourceID == "" {
+		return res, fault.Errorf(fault.Unsupported, "%s content needs a FHIR source to fetch from, and this subscription has none (tidings subscription add --source-id)", n.Content)
 	}
 	if len(full) > 0 {
 		if res, err = s.storeEvents(ctx, sub, res, full); err != nil {
@@ -141,7 +155,7 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 		}
 	}
 	for _, ev := range byRef {
-		if res, err = s.requestFetch(ctx, sub, res, store.FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
+		if res, err = s.requestFetch(ctx, sub, res, FetchRead, ev.ResourceType, ev.FocusRef, ev.EventNumber); err != nil {
 			return res, err
 		}
 	}
@@ -149,13 +163,13 @@ func (s *Service) Receive(ctx context.Context, sub store.Subscription, body []by
 	// search the source for what changed since the last event.
 	for _, ev := range n.Events {
 		if ev.Focus == nil && ev.FocusRef == "" {
-			if res, err = s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", ev.EventNumber); err != nil {
+			if res, err = s.requestFetch(ctx, sub, res, FetchSearch, "", "", ev.EventNumber); err != nil {
 				return res, err
 			}
 		}
 	}
 	if len(n.Events) == 0 {
-		if res, err = s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", -1); err != nil {
+		if res, err = s.requestFetch(ctx, sub, res, FetchSearch, "", "", -1); err != nil {
 			return res, err
 		}
 	}
@@ -192,12 +206,12 @@ func (r *Result) markRecorded(num *int64) {
 
 // requestFetch stores what must be fetched (a reference, or a search since the
 // last event) with its outbox row, and hands it to the queue.
-func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res Result, kind, resourceType, ref string, eventNumber int64) (Result, error) {
-	if kind == store.FetchRead && !supportedFocus[resourceType] {
+func (s *Service) requestFetch(ctx context.Context, sub Subscription, res Result, kind, resourceType, ref string, eventNumber int64) (Result, error) {
+	if kind == FetchRead && !supportedFocus[resourceType] {
 		res.Ignored++
 		return res, nil
 	}
-	if kind == store.FetchRead && !readableRef(ref) {
+	if kind == FetchRead && !readableRef(ref) {
 		// Refused now, not when the worker tries: a reference with a query
 		// could carry identifiers, and we would store it.
 		return res, fmt.Errorf("%w: a focus reference must be [base/]Type/id[/_history/version] (no query, no fragment, at most 2048 characters)", fhir.ErrMalformed)
@@ -209,7 +223,7 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 		v := eventNumber
 		num = &v
 		key += "n:" + strconv.FormatInt(eventNumber, 10)
-	case kind == store.FetchSearch:
+	case kind == FetchSearch:
 		// A ping has no number: pings coalesce while a search is pending (the
 		// store frees the key when the fetch finishes).
 		key += "pending"
@@ -217,7 +231,7 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 		h := sha256.Sum256([]byte(ref))
 		key += "r:" + hex.EncodeToString(h[:]) + "|pending"
 	}
-	stored, err := s.Store.InsertFetch(ctx, store.NewFetch{TenantID: sub.TenantID, SubscriptionID: sub.ID,
+	stored, err := s.Store.InsertFetch(ctx, NewFetch{TenantID: sub.TenantID, SubscriptionID: sub.ID,
 		Kind: kind, Reference: ref, EventNumber: num, DedupeKey: key})
 	if err != nil {
 		return res, fmt.Errorf("store fetch: %w", err)
@@ -235,19 +249,24 @@ func (s *Service) requestFetch(ctx context.Context, sub store.Subscription, res 
 }
 
 // ErrMismatch means a classic rest-hook PUT's path names another resource than its body.
-var ErrMismatch = errors.New("resource does not match the request path")
+var ErrMismatch = fault.New(fault.Invalid, "resource does not match the request path")
 
 // ReceiveResource takes a classic R4 rest-hook notification: the resource
 // itself, POSTed or PUT to {endpoint}/{type}/{id} (wantType and wantID are
 // then checked against the body). It has no event number. An empty body is a
 // ping: Tidings searches the subscription's source for what changed.
-func (s *Service) ReceiveResource(ctx context.Context, sub store.Subscription, body []byte, wantType, wantID string) (Result, error) {
+func (s *Service) ReceiveResource(ctx context.Context, sub Subscription, body []byte, wantType, wantID string) (Result, error) {
+	res, err := s.receiveResource(ctx, sub, body, wantType, wantID)
+	return res, parseError(err)
+}
+
+func (s *Service) receiveResource(ctx context.Context, sub Subscription, body []byte, wantType, wantID string) (Result, error) {
 	res := Result{Type: "rest-hook"}
 	if len(bytes.TrimSpace(body)) == 0 {
-		if sub.SourceID == nil {
-			return res, fmt.Errorf("%w: an empty rest-hook ping asks for a fetch, and this subscription has no FHIR source to fetch from", ErrUnsupported)
+		if sub.SourceID == "" {
+			return res, fault.New(fault.Unsupported, "an empty rest-hook ping asks for a fetch, and this subscription has no FHIR source to fetch from")
 		}
-		return s.requestFetch(ctx, sub, res, store.FetchSearch, "", "", -1)
+		return s.requestFetch(ctx, sub, res, FetchSearch, "", "", -1)
 	}
 	var head struct {
 		ResourceType string `json:"resourceType"`
@@ -260,7 +279,7 @@ func (s *Service) ReceiveResource(ctx context.Context, sub store.Subscription, b
 		return res, fmt.Errorf("%w: the body has no resourceType", fhir.ErrNotNotification)
 	}
 	if wantType != "" && (head.ResourceType != wantType || head.ID != wantID) {
-		return res, fmt.Errorf("%w: the path names %s/%s", ErrMismatch, wantType, wantID)
+		return res, fault.Errorf(fault.Invalid, "%w: the path names %s/%s", ErrMismatch, wantType, wantID)
 	}
 	if !supportedFocus[head.ResourceType] {
 		res.Ignored = 1
@@ -299,10 +318,10 @@ func (s *Service) now() time.Time {
 
 // storeEvents stores each full-resource event of a supported type with its
 // outbox row (deduplicated), then hands the new ones to the queue.
-func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res Result, events []fhir.Event) (Result, error) {
+func (s *Service) storeEvents(ctx context.Context, sub Subscription, res Result, events []fhir.Event) (Result, error) {
 	for i, ev := range events {
 		if ev.Focus == nil {
-			return res, fmt.Errorf("%w: event without its focus resource", ErrUnsupported)
+			return res, fault.New(fault.Unsupported, "event without its focus resource")
 		}
 		// Ids become part of the dedupe key and are kept in clear: they must be
 		// FHIR ids (1-64 of A-Z a-z 0-9 - .), not arbitrary text.
@@ -319,19 +338,15 @@ func (s *Service) storeEvents(ctx context.Context, sub store.Subscription, res R
 			res.Ignored++
 			continue
 		}
-		rec, err := json.Marshal(EventRecord{Focus: ev.Focus, Related: ev.Related, RelatedURLs: ev.RelatedURLs})
-		if err != nil {
-			return res, fmt.Errorf("encode event: %w", err)
-		}
 		var num *int64
 		if ev.EventNumber >= 0 {
 			v := ev.EventNumber
 			num = &v
 		}
-		stored, err := s.Store.InsertEvent(ctx, store.NewEvent{
+		stored, err := s.Store.InsertEvent(ctx, NewEvent{
 			TenantID: sub.TenantID, SubscriptionID: sub.ID,
 			ResourceType: ev.ResourceType, ResourceID: ev.ID, VersionID: ev.VersionID,
-			EventNumber: num, DedupeKey: DedupeKey(dedupeScope(sub), ev), Resource: rec,
+			EventNumber: num, DedupeKey: DedupeKey(dedupeScope(sub), ev), Record: ev,
 		})
 		if err != nil {
 			return res, fmt.Errorf("store event: %w", err)
@@ -429,9 +444,9 @@ func readableRef(ref string) bool {
 // dedupeScope is what events deduplicate within: the FHIR source when the
 // subscription has one (two subscriptions on one server, or a recovery, give
 // one event per resource version), else the subscription.
-func dedupeScope(sub store.Subscription) string {
-	if sub.SourceID != nil {
-		return "source:" + *sub.SourceID
+func dedupeScope(sub Subscription) string {
+	if sub.SourceID != "" {
+		return "source:" + sub.SourceID
 	}
 	return sub.ID
 }

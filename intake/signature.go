@@ -4,41 +4,28 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"strconv"
 	"time"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/fault"
 )
 
 // ErrBadSignature means a subscription that signs its notifications sent one
 // without a valid signature, or with a timestamp outside the replay window.
-var ErrBadSignature = errors.New("missing or invalid notification signature")
+var ErrBadSignature = fault.New(fault.Unauthorized, "missing or invalid notification signature")
 
 // ReplayWindow is how far a signed timestamp may be from now.
 const ReplayWindow = 5 * time.Minute
-
-// KeyOpener opens a subscription's signing key.
-type KeyOpener interface {
-	SubscriptionHMACKey(sub store.Subscription) ([]byte, error)
-}
 
 // VerifySignature checks a notification's signature when its subscription
 // has a signing key: X-Signature is the hex HMAC-SHA256 of the raw body, or,
 // when X-Signature-Timestamp (Unix seconds) is sent, of "<timestamp>.<body>",
 // and that timestamp must be within ReplayWindow of now. Subscriptions
 // without a key need no signature.
-func (s *Service) VerifySignature(sub store.Subscription, body []byte, signature, timestamp string) error {
-	if len(sub.HMACKeySealed) == 0 {
+func (s *Service) VerifySignature(sub Subscription, body []byte, signature, timestamp string) error {
+	key := sub.SigningKey
+	if len(key) == 0 {
 		return nil
-	}
-	opener, ok := s.Store.(KeyOpener)
-	if !ok {
-		return errors.New("the subscription signs its notifications, but the store cannot open its key") // fail closed
-	}
-	key, err := opener.SubscriptionHMACKey(sub)
-	if err != nil {
-		return err
 	}
 	want, err := hex.DecodeString(signature)
 	if err != nil || len(want) != sha256.Size {

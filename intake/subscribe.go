@@ -8,7 +8,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/fhir/client"
 )
 
 // Backport IG extension URLs used on the Subscription Tidings creates.
@@ -31,13 +32,13 @@ type CreatorSources interface {
 
 // SubscribeStore is what creating subscriptions needs from storage.
 type SubscribeStore interface {
-	CreateSubscription(ctx context.Context, sub store.Subscription, secret string) error
+	CreateSubscription(ctx context.Context, sub Subscription, secret string) error
 	SetRemoteRef(ctx context.Context, subscriptionID, ref string) error
 	DeleteSubscription(ctx context.Context, subscriptionID string) error
 }
 
-// Subscription is what a caller asks Tidings to subscribe to.
-type Subscription struct {
+// NewSubscription is what a caller asks Tidings to subscribe to.
+type NewSubscription struct {
 	ID              string
 	TenantID        string
 	SourceID        string
@@ -46,9 +47,6 @@ type Subscription struct {
 	Payload         string        // full-resource (default), id-only or empty
 	HeartbeatPeriod time.Duration // 0: none
 }
-
-// ErrInvalidSubscription means the request cannot become a Subscription.
-var ErrInvalidSubscription = errors.New("invalid subscription")
 
 // Subscriber registers subscriptions and creates them on their FHIR source.
 type Subscriber struct {
@@ -63,7 +61,7 @@ type Subscriber struct {
 // Subscribe stores the subscription with a fresh secret and creates the
 // matching Backport Subscription (rest-hook, secret in channel.header) on the
 // source. The subscription stays "requested" until the server's handshake.
-func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret string) (remoteRef string, err error) {
+func (s *Subscriber) Subscribe(ctx context.Context, req NewSubscription, secret string) (remoteRef string, err error) {
 	var problems []string
 	if !fhirID.MatchString(req.ID) {
 		problems = append(problems, "id must be 1-64 of A-Z a-z 0-9 - .")
@@ -90,16 +88,14 @@ func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret str
 		problems = append(problems, "Tidings does not know its own API address (TIDINGS_API_BASE_URL), so it cannot tell the FHIR server where to notify")
 	}
 	if len(problems) > 0 {
-		return "", fmt.Errorf("%w: %s", ErrInvalidSubscription, strings.Join(problems, "; "))
+		return "", fault.New(fault.Invalid, "invalid subscription: "+strings.Join(problems, "; "))
 	}
 	creator, base, err := s.Sources.Creator(ctx, req.TenantID, req.SourceID)
 	if err != nil {
 		return "", err
 	}
-	sourceID := req.SourceID
-	if err := s.Store.CreateSubscription(ctx, store.Subscription{ID: req.ID, TenantID: req.TenantID, Topic: req.Topic,
-		SourceID: &sourceID, Criteria: req.Criteria, Status: "requested",
-		HeartbeatPeriodS: int(req.HeartbeatPeriod / time.Second)}, secret); err != nil {
+	if err := s.Store.CreateSubscription(ctx, Subscription{ID: req.ID, TenantID: req.TenantID, Topic: req.Topic,
+		SourceID: req.SourceID, Criteria: req.Criteria, Status: StatusRequested, HeartbeatPeriod: req.HeartbeatPeriod}, secret); err != nil {
 		return "", err
 	}
 	body, err := json.Marshal(s.backportSubscription(req, secret))
@@ -112,7 +108,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret str
 		if derr := s.Store.DeleteSubscription(context.WithoutCancel(ctx), req.ID); derr != nil {
 			err = errors.Join(err, derr)
 		}
-		return "", fmt.Errorf("create the Subscription on source %s: %w", req.SourceID, err)
+		// The upstream detail stays in the server log (the caller's error is
+		// generic), so the API cannot be used to probe other hosts.
+		return "", fault.Wrap(fmt.Errorf("create the Subscription on source %s: %w", req.SourceID, err), fault.Upstream,
+			"the FHIR source did not create the Subscription; nothing was kept, try again")
 	}
 	var got struct{ ID string }
 	if len(created) > 0 && json.Unmarshal(created, &got) == nil && fhirID.MatchString(got.ID) {
@@ -124,7 +123,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, req Subscription, secret str
 	return remoteRef, nil
 }
 
-func (s *Subscriber) backportSubscription(req Subscription, secret string) map[string]any {
+func (s *Subscriber) backportSubscription(req NewSubscription, secret string) map[string]any {
 	channel := map[string]any{
 		"type":     "rest-hook",
 		"endpoint": strings.TrimRight(s.NotifyBaseURL, "/") + "/fhir/r4/notify/" + req.ID,
@@ -147,4 +146,38 @@ func (s *Subscriber) backportSubscription(req Subscription, secret string) map[s
 		sub["_criteria"] = map[string]any{"extension": []any{map[string]any{"url": extFilterCriteria, "valueString": req.Criteria}}}
 	}
 	return sub
+}
+
+// ValidateSource checks a source's settings and credential, all problems at once.
+func ValidateSource(src Source, cred []byte) []string {
+	var p []string
+	if !fhirID.MatchString(src.ID) {
+		p = append(p, "id: 1-64 of A-Z a-z 0-9 - .")
+	}
+	if _, err := client.New(client.Options{BaseURL: src.BaseURL}); err != nil {
+		p = append(p, "base_url: "+err.Error())
+	}
+	switch src.AuthType {
+	case "none":
+	case "bearer":
+		if len(strings.TrimSpace(string(cred))) == 0 {
+			p = append(p, "bearer: the token is empty")
+		}
+	case "smart-backend":
+		if _, err := client.ParsePrivateKeyPEM(cred); err != nil {
+			p = append(p, "smart-backend: private key: "+err.Error())
+		}
+		if src.ClientID == "" {
+			p = append(p, "smart-backend: client_id is required")
+		}
+		if src.KeyID == "" {
+			p = append(p, "smart-backend: key_id (the key's kid in the client's JWK Set) is required")
+		}
+		if _, err := client.New(client.Options{BaseURL: src.TokenURL}); err != nil {
+			p = append(p, "smart-backend: token_url must be an https URL (http only on loopback)")
+		}
+	default:
+		p = append(p, "auth.type: none, bearer or smart-backend")
+	}
+	return p
 }

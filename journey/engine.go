@@ -1,4 +1,4 @@
-package worker
+package journey
 
 import (
 	"context"
@@ -6,50 +6,19 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/hibiken/asynq"
-
-	"github.com/tidings-health/tidings/notify"
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/workflow"
 )
 
-// Clock tells the time; tests inject one they can move.
-type Clock interface{ Now() time.Time }
-
-// SystemClock is the real time.
-type SystemClock struct{}
-
-// Now returns the current time.
-func (SystemClock) Now() time.Time { return time.Now() }
-
-// RunStore is what running workflows needs from storage.
-type RunStore interface {
-	ActiveWorkflows(ctx context.Context, tenantID, triggerKey string) ([]store.WorkflowInfo, error)
-	WorkflowVersion(ctx context.Context, tenantID, id string, version int) (workflow.Definition, error)
-	StartRun(ctx context.Context, r store.NewRun, now time.Time) (store.RunWake, bool, error)
-	LoadRun(ctx context.Context, id int64) (store.Run, error)
-	SaveRun(ctx context.Context, r store.Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (store.RunWake, error)
-	ClearPending(ctx context.Context, r store.Run, now time.Time) (store.RunWake, error)
-	DeferPending(ctx context.Context, r store.Run, retry time.Time) (store.RunWake, error)
-	EndRun(ctx context.Context, tenantID string, runID, seq int64, outcome string, now time.Time) error
-	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]store.RunWake, error)
-	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
-	EngagementsSince(ctx context.Context, r store.Run, since time.Time) ([]store.Engagement, error)
-	MarkPromoted(ctx context.Context, wakes []store.RunWake) error
-	EnsureRunNotice(ctx context.Context, r store.Run, step, template, noticeType string, eventID int64) (store.Notice, error)
-	ContactByIndex(ctx context.Context, tenantID, patientIndex string) (store.ContactDetails, error)
-	AddSegmentMember(ctx context.Context, tenantID, segment, patientRef string) (bool, error)
-	PatientIndex(patientRef string) string
-	Workflow(ctx context.Context, tenantID, id string) (store.WorkflowInfo, error)
-}
-
-// RunQueue hands run wake-ups to Asynq.
-type RunQueue interface {
-	EnqueueRun(ctx context.Context, w store.RunWake, delay time.Duration) (bool, error)
+// Queue hands run wake-ups to the task queue. Enqueuing the same wake-up
+// twice while it is queued is a no-op that reports queued=false.
+type Queue interface {
+	EnqueueRun(ctx context.Context, w Wake, delay time.Duration) (queued bool, err error)
 }
 
 // MaxAttempts is how often a run's pending actions are tried; the last
@@ -65,15 +34,18 @@ func retryDelay(attempts int) time.Duration {
 // in Postgres until the scheduler promotes them.
 const DefaultHorizon = time.Hour
 
-// Runs drives workflow runs: it starts them from events, advances them
-// with the step machine when they wake, and executes what the machine asks.
-type Runs struct {
-	Store RunStore
-	Queue RunQueue
+// Engine drives workflow runs: it turns stored events into runs (and
+// applies an appointment's lifecycle to the runs it has), advances runs
+// with the step machine when they wake, executes what the machine asks,
+// and records engagement and API events and segment membership.
+type Engine struct {
+	Store Store
+	Queue Queue
 	Clock Clock
 	Log   *slog.Logger
-	// Sender, when set (in the worker), carries out a new run's first steps
-	// in the task that started it; unset (the API), new runs are queued.
+	// Sender carries out send actions. When set (in the worker), a new run's
+	// first steps are taken in the task that started it; unset (the API),
+	// new runs are queued.
 	Sender Sender
 	// Horizon: wake-ups due within it are enqueued at once (delayed);
 	// later ones are left to the scheduler. 0 means DefaultHorizon; a
@@ -84,14 +56,27 @@ type Runs struct {
 	defs sync.Map // "tenant/workflow/version" → workflow.Definition (versions never change)
 }
 
-func (r *Runs) now() time.Time {
+// EndRun ends a waiting run with an outcome if it is still at seq (a run
+// whose own processing keeps failing ends with "error").
+func (r *Engine) EndRun(ctx context.Context, tenantID string, runID, seq int64, outcome string) error {
+	return r.Store.EndRun(ctx, tenantID, runID, seq, outcome, r.now())
+}
+
+// Now is the engine's clock.
+func (r *Engine) Now() time.Time { return r.now() }
+
+func (r *Engine) now() time.Time {
 	if r.Clock == nil {
 		return time.Now()
 	}
 	return r.Clock.Now()
 }
 
-func (r *Runs) horizon() time.Duration {
+// WakeHorizon is how far ahead wake-ups go into the queue; later ones
+// wait in Postgres for the scheduler.
+func (r *Engine) WakeHorizon() time.Duration { return r.horizon() }
+
+func (r *Engine) horizon() time.Duration {
 	if r.Horizon == 0 {
 		return DefaultHorizon
 	}
@@ -101,20 +86,26 @@ func (r *Runs) horizon() time.Duration {
 // Start starts a run of every active workflow the trigger starts, for the
 // subject. It reports how many workflows the trigger matched (a run that
 // already existed counts: nobody re-enters a workflow).
-func (r *Runs) Start(ctx context.Context, tenantID, triggerKey string, nr store.NewRun) (int, error) {
+func (r *Engine) Start(ctx context.Context, tenantID, triggerKey string, nr NewRun) (int, error) {
+	return r.start(ctx, tenantID, triggerKey, nr, nil)
+}
+
+// start is Start for an event the task has already opened (nil: none),
+// which the new runs' first sends use.
+func (r *Engine) start(ctx context.Context, tenantID, triggerKey string, nr NewRun, opened *Event) (int, error) {
 	wfs, err := r.Store.ActiveWorkflows(ctx, tenantID, triggerKey)
 	if err != nil {
 		return 0, fmt.Errorf("active workflows: %w", err)
 	}
 	for _, wf := range wfs {
-		if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, nr); err != nil {
+		if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, nr, opened); err != nil {
 			return 0, err
 		}
 	}
 	return len(wfs), nil
 }
 
-func (r *Runs) startOne(ctx context.Context, workflowID string, version int, priority string, nr store.NewRun) (bool, error) {
+func (r *Engine) startOne(ctx context.Context, workflowID string, version int, priority string, nr NewRun, opened *Event) (bool, error) {
 	nr.WorkflowID, nr.WorkflowVersion, nr.Priority = workflowID, version, priority
 	w, created, err := r.Store.StartRun(ctx, nr, r.now())
 	if err != nil {
@@ -126,7 +117,7 @@ func (r *Runs) startOne(ctx context.Context, workflowID string, version int, pri
 	if r.Sender != nil {
 		// The worker takes the run's first steps in the task that started
 		// it (usually a send): no second task, and no wait for one.
-		if err := r.Advance(ctx, w.TenantID, w.ID, w.WakeSeq, r.Sender); err == nil {
+		if err := r.advance(ctx, w.TenantID, w.ID, w.WakeSeq, opened); err == nil {
 			return true, nil
 		}
 	}
@@ -136,7 +127,7 @@ func (r *Runs) startOne(ctx context.Context, workflowID string, version int, pri
 }
 
 // Wake hands wake-ups to the queue now (those due within the horizon).
-func (r *Runs) Wake(ctx context.Context, wakes []store.RunWake) {
+func (r *Engine) Wake(ctx context.Context, wakes []Wake) {
 	for _, w := range wakes {
 		r.enqueue(ctx, w)
 	}
@@ -145,7 +136,7 @@ func (r *Runs) Wake(ctx context.Context, wakes []store.RunWake) {
 // enqueue hands one wake-up to the queue if it is due within the horizon
 // and records that it did; a failure is left to the scheduler, which
 // promotes every due wake-up that is not marked.
-func (r *Runs) enqueue(ctx context.Context, w store.RunWake) {
+func (r *Engine) enqueue(ctx context.Context, w Wake) {
 	delay := w.DueAt.Sub(r.now())
 	if delay > r.horizon() {
 		return
@@ -155,11 +146,13 @@ func (r *Runs) enqueue(ctx context.Context, w store.RunWake) {
 	if _, err := r.Queue.EnqueueRun(qctx, w, delay); err != nil {
 		return
 	}
-	_ = r.Store.MarkPromoted(ctx, []store.RunWake{w})
+	_ = r.Store.MarkPromoted(ctx, []Wake{w})
 }
 
-func (r *Runs) definition(ctx context.Context, run store.Run) (workflow.Definition, error) {
-	key := run.TenantID + "/" + run.WorkflowID + "/" + fmt.Sprint(run.WorkflowVersion)
+// definition is the workflow version a run follows; versions never
+// change, so they are cached.
+func (r *Engine) definition(ctx context.Context, run Run) (workflow.Definition, error) {
+	key := run.TenantID + "/" + run.WorkflowID + "/" + strconv.Itoa(run.WorkflowVersion)
 	if d, ok := r.defs.Load(key); ok {
 		return d.(workflow.Definition), nil
 	}
@@ -171,12 +164,27 @@ func (r *Runs) definition(ctx context.Context, run store.Run) (workflow.Definiti
 	return d, nil
 }
 
-// Sender executes a run's send action: it builds, decides on and delivers
-// the notice of (run, step). It returns nil once the notice has an outcome
-// (sent, denied, failed: the run goes on either way) and an error only
-// when the attempt should be retried; on the last try it fails the notice.
+// Send is one send action of a run to carry out.
+type Send struct {
+	Run    Run
+	Action workflow.Action
+	// Event is the run's EOB or appointment event, opened (nil when the run
+	// has none: an API-event or segment workflow).
+	Event *Event
+	// From is the workflow's sender identity (name, from, reply-to).
+	From workflow.Sender
+	// LastTry: the notice fails instead of asking to be retried.
+	LastTry bool
+}
+
+// Sender carries out send actions: it builds, decides on and delivers the
+// notice of (run, step). It reports delivered once the channel took the
+// message (now or in an earlier attempt), returns nil once the notice has
+// an outcome (sent, denied, failed: the run goes on either way), and an
+// error only when the attempt should be retried; on the last try it fails
+// the notice instead.
 type Sender interface {
-	SendStep(ctx context.Context, run store.Run, a workflow.Action, lastTry bool) error
+	Send(ctx context.Context, s Send) (delivered bool, err error)
 }
 
 // Advance processes one wake-up of a run. It feeds the step machine what
@@ -187,9 +195,13 @@ type Sender interface {
 // leaves the actions saved for the next wake-up. Every action is idempotent
 // (a send is unique per (run, step)). A stale wake-up (the run moved on)
 // does nothing.
-func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, send Sender) error {
+func (r *Engine) Advance(ctx context.Context, tenantID string, runID, seq int64) error {
+	return r.advance(ctx, tenantID, runID, seq, nil)
+}
+
+func (r *Engine) advance(ctx context.Context, tenantID string, runID, seq int64, opened *Event) error {
 	run, err := r.Store.LoadRun(ctx, runID)
-	if errors.Is(err, store.ErrNotFound) {
+	if errors.Is(err, fault.NotFound) {
 		return permanent(fmt.Errorf("run %d: %w", runID, err))
 	}
 	if err != nil {
@@ -201,9 +213,10 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 	if run.Status == workflow.StatusEnded || seq != run.WakeSeq {
 		return nil
 	}
+	t := &task{engine: r, opened: opened}
 	// Three rounds at most: finish saved actions, step the machine, carry
 	// out what it decided. The run's next wake-up is enqueued once, at the end.
-	var next *store.RunWake
+	var next *Wake
 	defer func() {
 		if next != nil && !next.DueAt.IsZero() {
 			r.enqueue(ctx, *next)
@@ -216,7 +229,7 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 			// any other action is given up, so the run moves on.
 			last := run.Attempts >= MaxAttempts-1
 			for _, a := range run.Pending {
-				err := r.execute(ctx, run, a, send, last)
+				err := t.execute(ctx, run, a, last)
 				if err != nil && last {
 					if r.Log != nil {
 						r.Log.Warn("run action given up after the last attempt", "run_id", runID, "step", a.Step, "err", err)
@@ -229,7 +242,7 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 					wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 					w, derr := r.Store.DeferPending(wctx, run, r.now().Add(retryDelay(run.Attempts)))
 					cancel()
-					if derr != nil && !errors.Is(derr, store.ErrStale) {
+					if derr != nil && !errors.Is(derr, ErrStale) {
 						return fmt.Errorf("run %d step %s: %w (and: %w)", runID, a.Step, err, derr)
 					}
 					if derr == nil {
@@ -244,7 +257,7 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			w, err := r.Store.ClearPending(wctx, run, r.now())
 			cancel()
-			if errors.Is(err, store.ErrStale) {
+			if errors.Is(err, ErrStale) {
 				return nil // ended (cancelled) meanwhile; what was decided is done
 			}
 			if err != nil {
@@ -266,14 +279,14 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 				// Only an event the run waits for needs it now; others
 				// (the "delivered" of its own send) are fed at its next wake-up.
 				events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
-				if err != nil || !slices.ContainsFunc(events, func(e store.Engagement) bool { return slices.Contains(run.State.WaitingFor, e.Type) }) {
+				if err != nil || !slices.ContainsFunc(events, func(e Engagement) bool { return slices.Contains(run.State.WaitingFor, e.Type) }) {
 					return err
 				}
 			}
 			continue
 		}
 		w, saved, err := r.step(ctx, run)
-		if errors.Is(err, store.ErrStale) {
+		if errors.Is(err, ErrStale) {
 			next = nil // moved by an event or a cancellation; its wake-up takes over
 			return nil
 		}
@@ -296,17 +309,16 @@ func (r *Runs) Advance(ctx context.Context, tenantID string, runID, seq int64, s
 
 // step feeds the machine and saves its state with the actions it decided.
 // On success it returns the run as saved.
-func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, store.Run, error) {
+func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	now := r.now()
 	def, err := r.definition(ctx, run)
 	if err != nil {
-		return store.RunWake{}, run, fmt.Errorf("definition: %w", err)
+		return Wake{}, run, fmt.Errorf("definition: %w", err)
 	}
-	contact, err := r.Store.ContactByIndex(ctx, run.TenantID, run.PatientIndex)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return store.RunWake{}, run, fmt.Errorf("contact: %w", err)
+	wc, err := r.Store.ContactPreferences(ctx, run.TenantID, run.PatientIndex)
+	if err != nil {
+		return Wake{}, run, fmt.Errorf("contact: %w", err)
 	}
-	wc := workflow.Contact{TimeZone: contact.TimeZone, Language: contact.Language}
 	st := run.State
 	var actions []workflow.Action
 	feed := func(in workflow.Input) error {
@@ -325,7 +337,7 @@ func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, store.Ru
 	}
 	events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
 	if err != nil {
-		return store.RunWake{}, run, fmt.Errorf("engagements: %w", err)
+		return Wake{}, run, fmt.Errorf("engagements: %w", err)
 	}
 	cursor := run.EngagementCursor
 	for _, e := range events {
@@ -353,10 +365,34 @@ func (r *Runs) step(ctx context.Context, run store.Run) (store.RunWake, store.Ru
 	return w, run, nil
 }
 
-func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, send Sender, lastTry bool) error {
+// task is one wake-up being processed: the event it has opened is read
+// from the database and decoded at most once.
+type task struct {
+	engine *Engine
+	opened *Event
+}
+
+// event is the run's event, opened once per task.
+func (t *task) event(ctx context.Context, run Run) (*Event, error) {
+	if run.EventID == nil {
+		return nil, nil
+	}
+	if t.opened != nil && t.opened.ID == *run.EventID {
+		return t.opened, nil
+	}
+	ev, err := t.engine.Store.LoadEvent(ctx, *run.EventID)
+	if err != nil {
+		return nil, fmt.Errorf("load event %d: %w", *run.EventID, err)
+	}
+	t.opened = ev
+	return ev, nil
+}
+
+func (t *task) execute(ctx context.Context, run Run, a workflow.Action, lastTry bool) error {
+	r := t.engine
 	switch a.Type {
 	case workflow.ActionSend:
-		return send.SendStep(ctx, run, a, lastTry)
+		return t.send(ctx, run, a, lastTry)
 	case workflow.ActionStartWorkflow:
 		wfs, err := r.startTargets(ctx, run.TenantID, a.Workflow)
 		if err != nil || len(wfs) == 0 {
@@ -369,8 +405,8 @@ func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, se
 			}
 			return nil
 		}
-		nr := store.NewRun{TenantID: run.TenantID, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
-		_, err = r.startOne(ctx, wfs[0].ID, wfs[0].Version, wfs[0].Priority, nr)
+		nr := NewRun{TenantID: run.TenantID, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
+		_, err = r.startOne(ctx, wfs[0].ID, wfs[0].Version, wfs[0].Priority, nr, t.opened)
 		return err
 	case workflow.ActionAddToSegment:
 		// Segment members are kept by patient reference, which every run
@@ -385,52 +421,45 @@ func (r *Runs) execute(ctx context.Context, run store.Run, a workflow.Action, se
 	return nil
 }
 
+// send carries out a send action through the Sender and, once the channel
+// took the message, records a "delivered" engagement for the run's subject
+// so a workflow can wait for it.
+func (t *task) send(ctx context.Context, run Run, a workflow.Action, lastTry bool) error {
+	r := t.engine
+	if r.Sender == nil {
+		return errors.New("no sender in this process")
+	}
+	ev, err := t.event(ctx, run)
+	if err != nil {
+		return err
+	}
+	s := Send{Run: run, Action: a, Event: ev, LastTry: lastTry}
+	if def, err := r.definition(ctx, run); err == nil {
+		s.From = def.Sender
+	}
+	delivered, err := r.Sender.Send(ctx, s)
+	if err != nil || !delivered {
+		return err
+	}
+	wakes, err := r.Store.RecordDelivered(ctx, run.TenantID, run.Facts["patient"], run.Subject, r.now())
+	if err != nil {
+		return fmt.Errorf("record delivered: %w", err)
+	}
+	r.Wake(ctx, wakes)
+	return nil
+}
+
 // startTargets finds the active workflow a go-to names; a paused or
 // missing one starts nothing.
-func (r *Runs) startTargets(ctx context.Context, tenantID, id string) ([]store.WorkflowInfo, error) {
+func (r *Engine) startTargets(ctx context.Context, tenantID, id string) ([]Workflow, error) {
 	wf, err := r.Store.Workflow(ctx, tenantID, id)
-	if errors.Is(err, store.ErrNotFound) || (err == nil && wf.Status != store.WorkflowActive) {
+	if errors.Is(err, fault.NotFound) || (err == nil && wf.Status != WorkflowActive) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	return []store.WorkflowInfo{wf}, nil
-}
-
-// HandleRunTask is the Asynq handler for TypeRunWake.
-func (p *Processor) HandleRunTask(ctx context.Context, t *asynq.Task) error {
-	pl, err := openTask(p.Keys, t)
-	if err != nil {
-		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
-	}
-	err = p.Runs.Advance(ctx, pl.TenantID, pl.ID, pl.Seq, p)
-	if err != nil && !errors.Is(err, asynq.SkipRetry) && lastTry(ctx) {
-		// Out of retries on the run's own bookkeeping (not its actions,
-		// which back off in Postgres): end it visibly rather than let it be
-		// replaced and fail again for ever.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if eerr := p.Runs.Store.EndRun(wctx, pl.TenantID, pl.ID, pl.Seq, "error", p.Runs.now()); eerr != nil && p.Log != nil {
-			p.Log.Error("could not end a run that ran out of retries", "run_id", pl.ID, "err", eerr)
-		}
-	}
-	return err
-}
-
-// noticeTypeOf maps a send step's template to the policy's notice type.
-func noticeTypeOf(template string) (string, error) {
-	nt := notify.NoticeTypeOf(template)
-	if nt == "" {
-		return "", fmt.Errorf("template %q is not known", template)
-	}
-	return nt, nil
-}
-
-// EventStore is what recording engagement and API events needs.
-type EventStore interface {
-	RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []store.RunWake, error)
-	SegmentMembers(ctx context.Context, tenantID, segment string) ([]string, error)
+	return []Workflow{wf}, nil
 }
 
 // RecordEvent records an engagement or API event for a patient (delivered,
@@ -438,8 +467,8 @@ type EventStore interface {
 // patient's waiting runs so a wait for it ends, and starts the workflows the
 // event type triggers (one run per workflow and patient). data may be PHI:
 // it is stored sealed and never read back into a run.
-func (r *Runs) RecordEvent(ctx context.Context, es EventStore, tenantID, patientRef, subject, eventType string, data []byte) (id int64, started int, err error) {
-	id, wakes, err := es.RecordEngagement(ctx, tenantID, patientRef, subject, eventType, data, r.now())
+func (r *Engine) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (id int64, started int, err error) {
+	id, wakes, err := r.Store.RecordEngagement(ctx, tenantID, patientRef, subject, eventType, data, r.now())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -450,7 +479,7 @@ func (r *Runs) RecordEvent(ctx context.Context, es EventStore, tenantID, patient
 
 // JoinSegment adds a patient to a segment and starts the workflows that
 // joining it triggers.
-func (r *Runs) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (joined bool, started int, err error) {
+func (r *Engine) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (joined bool, started int, err error) {
 	joined, err = r.Store.AddSegmentMember(ctx, tenantID, segment, patientRef)
 	if err != nil || !joined {
 		return joined, 0, err
@@ -461,25 +490,28 @@ func (r *Runs) JoinSegment(ctx context.Context, tenantID, segment, patientRef st
 
 // Enroll starts a workflow for every member of a segment, by hand. Members
 // that already have a run of it are not enrolled again.
-func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, segment string) (int, error) {
+func (r *Engine) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
 	wf, err := r.Store.Workflow(ctx, tenantID, workflowID)
+	if errors.Is(err, fault.NotFound) {
+		return 0, ErrNoSuchWorkflow
+	}
 	if err != nil {
 		return 0, err
 	}
-	if wf.Status != store.WorkflowActive {
-		return 0, fmt.Errorf("workflow %s is %s: %w", workflowID, wf.Status, ErrNotActive)
+	if wf.Status != WorkflowActive {
+		return 0, ErrNotActive
 	}
 	if strings.HasPrefix(wf.Trigger, "event:") {
 		// Its steps need the EOB or appointment that starts it.
-		return 0, fmt.Errorf("workflow %s is started by FHIR events: %w", workflowID, ErrNeedsSubject)
+		return 0, ErrNeedsSubject
 	}
-	members, err := es.SegmentMembers(ctx, tenantID, segment)
+	members, err := r.Store.SegmentMembers(ctx, tenantID, segment)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for _, ref := range members {
-		created, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, r.patientRun(tenantID, ref))
+		created, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, r.patientRun(tenantID, ref), nil)
 		if err != nil {
 			return n, err
 		}
@@ -490,38 +522,20 @@ func (r *Runs) Enroll(ctx context.Context, es EventStore, tenantID, workflowID, 
 	return n, nil
 }
 
-// Journeys is the run driver as the API uses it: engagement and API
-// events, segment membership, enrolment.
-type Journeys struct {
-	Runs   *Runs
-	Events EventStore
-}
-
-// RecordEvent records an engagement or API event (see Runs.RecordEvent).
-func (j Journeys) RecordEvent(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte) (int64, int, error) {
-	return j.Runs.RecordEvent(ctx, j.Events, tenantID, patientRef, subject, eventType, data)
-}
-
-// JoinSegment adds a patient to a segment (see Runs.JoinSegment).
-func (j Journeys) JoinSegment(ctx context.Context, tenantID, segment, patientRef string) (bool, int, error) {
-	return j.Runs.JoinSegment(ctx, tenantID, segment, patientRef)
-}
-
-// Enroll starts a workflow for a segment's members (see Runs.Enroll).
-func (j Journeys) Enroll(ctx context.Context, tenantID, workflowID, segment string) (int, error) {
-	return j.Runs.Enroll(ctx, j.Events, tenantID, workflowID, segment)
-}
-
-// ErrNotActive means a workflow is not active and starts no runs.
-var ErrNotActive = errors.New("workflow is not active")
-
-// ErrNeedsSubject means a workflow works on an EOB or an appointment and
-// cannot be started for a patient alone (enrolled from a segment).
-var ErrNeedsSubject = errors.New("workflow needs an EOB or appointment to start")
+// Errors the API shows as they are.
+var (
+	// ErrNoSuchWorkflow means the tenant has no workflow with that id.
+	ErrNoSuchWorkflow = fault.New(fault.NotFound, "no such workflow in this tenant")
+	// ErrNotActive means a workflow is not active and starts no runs.
+	ErrNotActive = fault.New(fault.Conflict, "the workflow is not active; activate it before enrolling")
+	// ErrNeedsSubject means a workflow works on an EOB or an appointment and
+	// cannot be started for a patient alone (enrolled from a segment).
+	ErrNeedsSubject = fault.New(fault.Conflict, "the workflow is started by FHIR events and works on their EOB or appointment; it cannot be enrolled from a segment")
+)
 
 // patientRun is a run whose subject is the patient (API-event and segment
 // triggers): the subject names the patient by blind index only.
-func (r *Runs) patientRun(tenantID, patientRef string) store.NewRun {
+func (r *Engine) patientRun(tenantID, patientRef string) NewRun {
 	idx := r.Store.PatientIndex(patientRef)
-	return store.NewRun{TenantID: tenantID, Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": patientRef}}
+	return NewRun{TenantID: tenantID, Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": patientRef}}
 }

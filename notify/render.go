@@ -41,6 +41,9 @@ const DefaultLanguage = "en"
 // languages with templates in templates/.
 var languages = []string{"en", "es"}
 
+// Channels are the channels this version delivers on (EmailChannel).
+var Channels = []string{"email"}
+
 // Templates lists every template name this package renders. A name is
 // "<notice type>.<kind>"; NoticeTypeOf reads the notice type off it.
 var Templates = []string{"eob.notice", "eob.reminder", "appointment.confirmation", "appointment.reminder", "appointment.cancelled", "appointment.survey", "appointment.noshow"}

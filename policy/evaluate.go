@@ -13,6 +13,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/tidings-health/tidings/fault"
 )
 
 // ErrInvalidInput means a dry run's input is not one JSON object.
@@ -71,22 +72,22 @@ func parseInput(raw json.RawMessage) (ast.Value, error) {
 		var syntax *json.SyntaxError
 		switch {
 		case errors.As(err, &syntax):
-			return nil, fmt.Errorf("%w: not valid JSON at byte %d", ErrInvalidInput, syntax.Offset)
+			return nil, fault.Errorf(fault.Invalid, "%w: not valid JSON at byte %d", ErrInvalidInput, syntax.Offset)
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return nil, fmt.Errorf("%w: empty or truncated JSON", ErrInvalidInput)
+			return nil, fault.Errorf(fault.Invalid, "%w: empty or truncated JSON", ErrInvalidInput)
 		default:
-			return nil, fmt.Errorf("%w: not valid JSON", ErrInvalidInput)
+			return nil, fault.Errorf(fault.Invalid, "%w: not valid JSON", ErrInvalidInput)
 		}
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: more than one JSON value (after byte %d)", ErrInvalidInput, dec.InputOffset())
+		return nil, fault.Errorf(fault.Invalid, "%w: more than one JSON value (after byte %d)", ErrInvalidInput, dec.InputOffset())
 	}
 	if _, ok := doc.(map[string]any); !ok {
-		return nil, fmt.Errorf("%w: the input is %s, want an object", ErrInvalidInput, jsonType(doc))
+		return nil, fault.Errorf(fault.Invalid, "%w: the input is %s, want an object", ErrInvalidInput, jsonType(doc))
 	}
 	v, err := ast.InterfaceToValue(doc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidInput, err)
+		return nil, fault.Errorf(fault.Invalid, "%w: %w", ErrInvalidInput, err)
 	}
 	return v, nil
 }

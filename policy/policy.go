@@ -2,8 +2,10 @@ package policy
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/tidings-health/tidings/fault"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -40,6 +42,11 @@ func (r rejection) Error() string {
 }
 
 func (r rejection) Unwrap() []error { return []error{ErrRejected, r.err} }
+
+// FaultCode and FaultMessage: a refused policy is the analyst's to fix, and
+// the compiler's or the tests' messages say how.
+func (r rejection) FaultCode() fault.Code { return fault.Unprocessable }
+func (r rejection) FaultMessage() string  { return r.Error() }
 
 func reject(err error) error {
 	if errors.Is(err, ErrRejected) {

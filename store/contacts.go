@@ -3,27 +3,11 @@ package store
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"strings"
+
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/workflow"
 )
-
-// ContactDetails is a patient's contact in clear, as the worker uses it.
-type ContactDetails struct {
-	Email    string
-	Language string
-	TimeZone string
-	Source   string // "api" or "fhir"
-
-	// What the patient asked for (set through the API only).
-	OptedOutChannels    []string // e.g. "email", "sms"
-	ConfidentialEmail   string   // HIPAA 164.522(b): send here, and only here
-	Restrictions        []string // agreed restrictions, e.g. "eob", "all"
-	MarketingAuthorized bool
-	AlternateFormat     string // e.g. "large-print"
-}
-
-// LogValue keeps contact details out of logs.
-func (ContactDetails) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 
 // PatientIndex is the blind index of a patient reference in a tenant.
 func (s *Store) PatientIndex(patientRef string) string {
@@ -32,7 +16,7 @@ func (s *Store) PatientIndex(patientRef string) string {
 
 // UpsertContact stores (sealed) how to reach a patient. A contact registered
 // through the API is not overwritten by one read from a FHIR bundle.
-func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, c ContactDetails) error {
+func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, c delivery.Contact) error {
 	var email []byte
 	if c.Email != "" {
 		email = s.keys.Seal([]byte(c.Email), ctxContactEmail)
@@ -70,19 +54,19 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 }
 
 // ContactFor finds a patient's contact; ErrNotFound when none.
-func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (ContactDetails, error) {
+func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (delivery.Contact, error) {
 	return s.ContactByIndex(ctx, tenantID, s.PatientIndex(patientRef))
 }
 
 // ContactByIndex finds a contact by the patient's blind index (as runs keep
 // it); ErrNotFound when none.
-func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex string) (ContactDetails, error) {
+func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex string) (delivery.Contact, error) {
 	var c Contact
 	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ?", tenantID, patientIndex).Take(&c).Error
 	if err != nil {
-		return ContactDetails{}, translate(err)
+		return delivery.Contact{}, translate(err)
 	}
-	out := ContactDetails{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source,
+	out := delivery.Contact{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source,
 		OptedOutChannels: splitList(c.OptedOutChannels), Restrictions: splitList(c.Restrictions),
 		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
 	for _, f := range []struct {
@@ -94,11 +78,24 @@ func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex strin
 		}
 		plain, err := s.keys.Open(f.sealed, ctxContactEmail)
 		if err != nil {
-			return ContactDetails{}, fmt.Errorf("open contact: %w", err)
+			return delivery.Contact{}, fmt.Errorf("open contact: %w", err)
 		}
 		*f.dst = string(plain)
 	}
 	return out, nil
+}
+
+// ContactPreferences are the time zone and language a patient's runs
+// schedule and choose templates by; zero when no contact is stored. Nothing
+// sealed is opened.
+func (s *Store) ContactPreferences(ctx context.Context, tenantID, patientIndex string) (workflow.Contact, error) {
+	var rows []struct{ TimeZone, Language string }
+	err := s.q(ctx).Raw(`SELECT time_zone, language FROM contacts WHERE tenant_id = ? AND patient_index = ?`, tenantID, patientIndex).
+		Scan(&rows).Error
+	if err != nil || len(rows) == 0 {
+		return workflow.Contact{}, err
+	}
+	return workflow.Contact{TimeZone: rows[0].TimeZone, Language: rows[0].Language}, nil
 }
 
 func splitList(s string) []string {

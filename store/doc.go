@@ -1,6 +1,9 @@
-// Package store owns Tidings' PostgreSQL state through GORM: tenants,
-// subscriptions, the event inbox and its outbox, contacts, notices,
-// deliveries, policy decisions and the hash-chained audit log. It seals PHI
-// before it reaches a column and translates the driver errors callers branch on
-// (not found, duplicate key, unknown tenant) into sentinel errors.
+// Package store is the PostgreSQL adapter, through GORM: it implements the
+// storage interfaces the core declares (intake.Store, journey.Store,
+// delivery.Store, …) for tenants, subscriptions and sources, the event inbox
+// and its outbox, fetches and gaps, contacts, workflows and runs, notices,
+// deliveries, policy decisions and the audit log. Its GORM models are its
+// own; it converts rows to the core's types at its boundary, seals PHI
+// before it reaches a column, and turns driver errors callers branch on
+// into coded errors (package fault).
 package store

@@ -2,44 +2,40 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 )
 
-// TaskProcessEvent is the outbox task type that turns an event into notices.
-const TaskProcessEvent = "event:process"
-
-// NewEvent is an event as intake hands it over; Resource is clear JSON and is
-// sealed before it reaches the table.
-type NewEvent struct {
-	TenantID       string
-	SubscriptionID string
-	ResourceType   string
-	ResourceID     string
-	VersionID      string
-	EventNumber    *int64
-	DedupeKey      string
-	Resource       []byte
-}
-
-// Stored says where an accepted event went.
-type Stored struct {
-	EventID   int64
-	OutboxID  int64
-	Duplicate bool
+// eventRecord is what an event row holds, sealed: the focus resource and the
+// resources the notification carried with it, so the worker needs no
+// second fetch.
+type eventRecord struct {
+	Focus       json.RawMessage   `json:"focus"`
+	Related     []json.RawMessage `json:"related,omitempty"`
+	RelatedURLs []string          `json:"related_urls,omitempty"` // fullUrl of each Related, same order
 }
 
 // InsertEvent stores the event, its outbox row and its audit row in one
 // transaction. A dedupe key seen before stores nothing and reports Duplicate;
 // concurrent inserts of the same key serialise on the unique index.
-func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
-	var out Stored
-	err := s.InTx(ctx, func(tx *Store) error {
-		sealed := s.keys.Seal(e.Resource, ctxEventResource)
+func (s *Store) InsertEvent(ctx context.Context, e intake.NewEvent) (intake.StoredEvent, error) {
+	var out intake.StoredEvent
+	rec, err := json.Marshal(eventRecord{Focus: e.Record.Focus, Related: e.Record.Related, RelatedURLs: e.Record.RelatedURLs})
+	if err != nil {
+		return out, fmt.Errorf("encode event: %w", err)
+	}
+	err = s.InTx(ctx, func(tx *Store) error {
+		sealed := s.keys.Seal(rec, ctxEventResource)
 		var ids []int64
 		err := tx.q(ctx).Raw(`INSERT INTO events
 			(tenant_id, subscription_id, resource_type, resource_id, version_id, event_number, dedupe_key, resource_sealed)
@@ -55,11 +51,11 @@ func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
 			if err := tx.q(ctx).Select("id").Where("dedupe_key = ?", e.DedupeKey).Take(&existing).Error; err != nil {
 				return fmt.Errorf("find duplicate event: %w", translate(err))
 			}
-			out = Stored{EventID: existing.ID, Duplicate: true}
+			out = intake.StoredEvent{EventID: existing.ID, Duplicate: true}
 			return nil
 		}
 		out.EventID = ids[0]
-		row := OutboxRow{TenantID: e.TenantID, TaskType: TaskProcessEvent, EventID: &out.EventID}
+		row := OutboxRow{TenantID: e.TenantID, TaskType: intake.TaskProcessEvent, EventID: &out.EventID}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("insert outbox: %w", err)
 		}
@@ -82,23 +78,38 @@ func (s *Store) InsertEvent(ctx context.Context, e NewEvent) (Stored, error) {
 	return out, err
 }
 
-// LoadedEvent is an event with its resource opened.
-type LoadedEvent struct {
-	Event
-	Resource []byte
-}
-
-// LoadEvent loads one event and opens its sealed resource.
-func (s *Store) LoadEvent(ctx context.Context, id int64) (LoadedEvent, error) {
+// LoadEvent loads one event, opens its sealed record and decodes it.
+func (s *Store) LoadEvent(ctx context.Context, id int64) (*journey.Event, error) {
 	var ev Event
 	if err := s.q(ctx).Where("id = ?", id).Take(&ev).Error; err != nil {
-		return LoadedEvent{}, translate(err)
+		return nil, translate(err)
 	}
+	return s.openEvent(ev)
+}
+
+func (s *Store) openEvent(ev Event) (*journey.Event, error) {
+	rec, err := s.openRecord(ev)
+	if err != nil {
+		return nil, err
+	}
+	rec.EventNumber, rec.ResourceType, rec.ID, rec.VersionID = -1, ev.ResourceType, ev.ResourceID, ev.VersionID
+	if ev.EventNumber != nil {
+		rec.EventNumber = *ev.EventNumber
+	}
+	return &journey.Event{ID: ev.ID, TenantID: ev.TenantID, SubscriptionID: ev.SubscriptionID, ResourceType: ev.ResourceType,
+		ResourceID: ev.ResourceID, VersionID: ev.VersionID, Kind: ev.Kind, Record: rec}, nil
+}
+
+func (s *Store) openRecord(ev Event) (fhir.Event, error) {
 	plain, err := s.keys.Open(ev.ResourceSealed, ctxEventResource)
 	if err != nil {
-		return LoadedEvent{}, fmt.Errorf("open event %d: %w", id, err)
+		return fhir.Event{}, fmt.Errorf("open event %d: %w", ev.ID, err)
 	}
-	return LoadedEvent{Event: ev, Resource: plain}, nil
+	var rec eventRecord
+	if err := json.Unmarshal(plain, &rec); err != nil {
+		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decode", ev.ID)
+	}
+	return fhir.Event{Focus: rec.Focus, Related: rec.Related, RelatedURLs: rec.RelatedURLs}, nil
 }
 
 // MarkEnqueued records that the queue accepted outbox rows.
@@ -117,10 +128,10 @@ func (s *Store) MarkEnqueueFailed(ctx context.Context, outboxID int64, reason st
 
 // PendingOutbox lists rows not yet handed to the queue that are older than
 // minAge (younger ones are still being enqueued by the request that wrote them).
-func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]OutboxRow, error) {
-	var rows []OutboxRow
-	err := s.q(ctx).Where("enqueued_at IS NULL AND created_at < ?", time.Now().UTC().Add(-minAge)).
-		Order("id").Limit(limit).Find(&rows).Error
+func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]intake.OutboxItem, error) {
+	var rows []intake.OutboxItem
+	err := s.q(ctx).Raw(`SELECT id, tenant_id, task_type, event_id, fetch_id FROM outbox
+		WHERE enqueued_at IS NULL AND created_at < ? ORDER BY id LIMIT ?`, time.Now().UTC().Add(-minAge), limit).Scan(&rows).Error
 	return rows, err
 }
 
@@ -131,18 +142,18 @@ func (s *Store) MarkEventProcessed(ctx context.Context, eventID int64) error {
 
 // LostEvents lists outbox rows of events handed to the queue more than
 // lostAfter ago and still not processed: the queue may have lost them.
-func (s *Store) LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]OutboxRow, error) {
-	var rows []OutboxRow
-	err := s.q(ctx).Raw(`SELECT o.* FROM events e JOIN outbox o ON o.event_id = e.id AND o.task_type = ?
+func (s *Store) LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]intake.OutboxItem, error) {
+	var rows []intake.OutboxItem
+	err := s.q(ctx).Raw(`SELECT o.id, o.tenant_id, o.task_type, o.event_id, o.fetch_id FROM events e JOIN outbox o ON o.event_id = e.id AND o.task_type = ?
 		WHERE e.processed_at IS NULL AND o.enqueued_at < ? ORDER BY e.id LIMIT ?`,
-		TaskProcessEvent, time.Now().UTC().Add(-lostAfter), limit).Scan(&rows).Error
+		intake.TaskProcessEvent, time.Now().UTC().Add(-lostAfter), limit).Scan(&rows).Error
 	return rows, err
 }
 
 // OutboxByEvent loads the outbox row for an event.
 func (s *Store) OutboxByEvent(ctx context.Context, eventID int64) (OutboxRow, error) {
 	var row OutboxRow
-	err := s.q(ctx).Where("event_id = ? AND task_type = ?", eventID, TaskProcessEvent).Take(&row).Error
+	err := s.q(ctx).Where("event_id = ? AND task_type = ?", eventID, intake.TaskProcessEvent).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return row, ErrNotFound
 	}
@@ -156,45 +167,48 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// PreviousEvent loads the newest event of the same resource received before
-// eventID (ErrNotFound when this is the first one Tidings saw).
-func (s *Store) PreviousEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (LoadedEvent, error) {
-	var ev Event
-	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ? AND id < ?", tenantID, resourceType, resourceID, eventID).
-		Order("id DESC").Take(&ev).Error
-	if err != nil {
-		return LoadedEvent{}, translate(err)
-	}
-	return s.LoadEvent(ctx, ev.ID)
-}
-
 // MarkSuperseded records that an event never took effect, unless it
 // already did (its kind is set).
 func (s *Store) MarkSuperseded(ctx context.Context, eventID int64) error {
-	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ? AND kind = ''`, KindSuperseded, eventID).Error
+	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ? AND kind = ''`, journey.KindSuperseded, eventID).Error
 }
-
-// KindSuperseded marks an event a newer version of its resource overtook
-// before it was processed: it never took effect.
-const KindSuperseded = "superseded"
 
 // PreviousAppliedEvent is PreviousEvent among the versions that took
 // effect (processed, with a kind, and not superseded), so a kind is always
 // derived from the state the subject's runs are in, whatever order the
 // versions are processed in.
-func (s *Store) PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (LoadedEvent, error) {
+func (s *Store) PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (*journey.Event, error) {
 	var ev Event
 	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ? AND id < ? AND kind <> '' AND kind <> ?",
-		tenantID, resourceType, resourceID, eventID, KindSuperseded).Order("id DESC").Take(&ev).Error
+		tenantID, resourceType, resourceID, eventID, journey.KindSuperseded).Order("id DESC").Take(&ev).Error
 	if err != nil {
-		return LoadedEvent{}, translate(err)
+		return nil, translate(err)
 	}
-	return s.LoadEvent(ctx, ev.ID)
+	return s.openEvent(ev)
 }
 
-// LatestEvent loads the newest event of a resource (ErrNotFound when none).
-func (s *Store) LatestEvent(ctx context.Context, tenantID, resourceType, resourceID string) (LoadedEvent, error) {
-	return s.PreviousEvent(ctx, tenantID, resourceType, resourceID, 1<<62)
+// LatestRecord is the record of the newest event of a resource (ErrNotFound when none).
+func (s *Store) LatestRecord(ctx context.Context, tenantID, resourceType, resourceID string) (fhir.Event, error) {
+	var ev Event
+	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ?", tenantID, resourceType, resourceID).
+		Order("id DESC").Take(&ev).Error
+	if err != nil {
+		return fhir.Event{}, translate(err)
+	}
+	return s.openRecord(ev)
+}
+
+// CloseEvent records an event that leads to no run: its notice of that
+// type gets the outcome and the reason (no PHI), unless it already has one.
+func (s *Store) CloseEvent(ctx context.Context, ev *journey.Event, noticeType string, outcome journey.Outcome, reason string) error {
+	n, err := s.EnsureNotice(ctx, ev.TenantID, ev.ID, noticeType)
+	if err != nil {
+		return err
+	}
+	if n.Status != delivery.NoticePending {
+		return nil
+	}
+	return s.FinishNotice(ctx, n, string(outcome), []string{reason})
 }
 
 // SetEventKind records what an event means (e.g. an Appointment "rescheduled").

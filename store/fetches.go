@@ -9,43 +9,17 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-)
 
-// TaskFetch is the outbox task type that fetches what a notification did not carry.
-const TaskFetch = "fetch:process"
-
-// Fetch kinds and statuses.
-const (
-	FetchRead    = "read"
-	FetchSearch  = "search"
-	FetchPending = "pending"
-	FetchDone    = "done"
-	FetchFailed  = "failed"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/intake"
 )
 
 const ctxSourceCredential = "fhir_sources.credential_sealed"
 
-// NewFetch is a fetch as intake hands it over.
-type NewFetch struct {
-	TenantID       string
-	SubscriptionID string
-	Kind           string
-	Reference      string
-	EventNumber    *int64
-	DedupeKey      string
-}
-
-// StoredFetch says where an accepted fetch went.
-type StoredFetch struct {
-	FetchID   int64
-	OutboxID  int64
-	Duplicate bool
-}
-
 // InsertFetch stores a fetch, its outbox row and its audit row in one
 // transaction; a dedupe key seen before stores nothing.
-func (s *Store) InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error) {
-	var out StoredFetch
+func (s *Store) InsertFetch(ctx context.Context, f intake.NewFetch) (intake.StoredFetch, error) {
+	var out intake.StoredFetch
 	err := s.InTx(ctx, func(tx *Store) error {
 		var ids []int64
 		if err := tx.q(ctx).Raw(`INSERT INTO fetches (tenant_id, subscription_id, kind, reference, event_number, dedupe_key)
@@ -58,7 +32,7 @@ func (s *Store) InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error
 			return nil
 		}
 		out.FetchID = ids[0]
-		row := OutboxRow{TenantID: f.TenantID, TaskType: TaskFetch, FetchID: &out.FetchID}
+		row := OutboxRow{TenantID: f.TenantID, TaskType: intake.TaskFetch, FetchID: &out.FetchID}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("insert outbox: %w", err)
 		}
@@ -77,13 +51,17 @@ func (s *Store) InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error
 }
 
 // LoadFetch loads one fetch.
-func (s *Store) LoadFetch(ctx context.Context, id int64) (Fetch, error) {
+func (s *Store) LoadFetch(ctx context.Context, id int64) (intake.Fetch, error) {
 	var f Fetch
-	return f, translate(s.q(ctx).Where("id = ?", id).Take(&f).Error)
+	if err := s.q(ctx).Where("id = ?", id).Take(&f).Error; err != nil {
+		return intake.Fetch{}, translate(err)
+	}
+	return intake.Fetch{ID: f.ID, TenantID: f.TenantID, SubscriptionID: f.SubscriptionID, Kind: f.Kind,
+		Reference: f.Reference, EventNumber: f.EventNumber, Status: f.Status}, nil
 }
 
 // FinishFetch records a fetch's outcome. errText never holds PHI.
-func (s *Store) FinishFetch(ctx context.Context, f Fetch, status string, events int, errText string) error {
+func (s *Store) FinishFetch(ctx context.Context, f intake.Fetch, status string, events int, errText string) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		if err := tx.q(ctx).Model(&Fetch{}).Where("id = ?", f.ID).Updates(map[string]any{
 			"status": status, "events_created": events, "last_error": truncate(errText, 500), "updated_at": gorm.Expr("now()"),
@@ -98,7 +76,7 @@ func (s *Store) FinishFetch(ctx context.Context, f Fetch, status string, events 
 		}
 		// A failed fetch did not deliver its event: that number is a gap the
 		// monitor recovers another way ($events or search).
-		if status == FetchFailed && f.EventNumber != nil {
+		if status == intake.FetchFailed && f.EventNumber != nil {
 			if err := tx.q(ctx).Exec(`INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
 				SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM subscription_gaps g WHERE g.subscription_id = ?
 					AND g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.from_number <= ? AND g.to_number >= ?)
@@ -184,9 +162,9 @@ func (s *Store) DetectGaps(ctx context.Context, settle time.Duration) (int64, er
 
 // OpenGaps lists gaps due for a recovery attempt, of subscriptions that have
 // a source to recover from, soonest first.
-func (s *Store) OpenGaps(ctx context.Context, limit int) ([]Gap, error) {
-	var gaps []Gap
-	err := s.q(ctx).Raw(`SELECT g.* FROM subscription_gaps g JOIN subscriptions s ON s.id = g.subscription_id
+func (s *Store) OpenGaps(ctx context.Context, limit int) ([]intake.Gap, error) {
+	var gaps []intake.Gap
+	err := s.q(ctx).Raw(`SELECT g.id, g.subscription_id, g.from_number, g.to_number FROM subscription_gaps g JOIN subscriptions s ON s.id = g.subscription_id
 		WHERE g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.next_attempt_at <= now() AND s.source_id IS NOT NULL
 		ORDER BY g.next_attempt_at LIMIT ?`, limit).Scan(&gaps).Error
 	return gaps, err
@@ -205,7 +183,7 @@ func (s *Store) SeenAt(ctx context.Context, subscriptionID string, n int64) (tim
 // FinishGap records a recovery attempt. A recovered gap's numbers count as
 // seen; a failed one is tried again later, backing off, and abandoned after
 // maxGapAttempts.
-func (s *Store) FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error {
+func (s *Store) FinishGap(ctx context.Context, g intake.Gap, recovered bool, method string, events int, errText string) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		if !recovered {
 			return tx.q(ctx).Exec(`UPDATE subscription_gaps SET method = ?, last_error = ?, attempts = attempts + 1,
@@ -269,6 +247,14 @@ func (s *Store) WithTryLock(ctx context.Context, name string, fn func() error) (
 	return true, fn()
 }
 
+// WithSubjectLock runs fn while holding a cluster-wide lock on one subject
+// of a tenant ("Appointment/123"), so that its events are processed one at a
+// time in any replica; it reports false without running fn when another
+// holds the lock.
+func (s *Store) WithSubjectLock(ctx context.Context, tenantID, subject string, fn func() error) (bool, error) {
+	return s.WithTryLock(ctx, "subject:"+tenantID+"/"+subject, fn)
+}
+
 // LastEventAt is when the subscription's newest event was received (zero when none).
 func (s *Store) LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error) {
 	var t []time.Time
@@ -281,13 +267,18 @@ func (s *Store) LastEventAt(ctx context.Context, subscriptionID string) (time.Ti
 
 // CreateSource registers a FHIR server; credential (a PEM private key or a
 // bearer token) is sealed before it is stored.
-func (s *Store) CreateSource(ctx context.Context, src Source, credential []byte) error {
+func (s *Store) CreateSource(ctx context.Context, in intake.Source, credential []byte) error {
+	src := Source{ID: in.ID, TenantID: in.TenantID, BaseURL: in.BaseURL, AuthType: in.AuthType, TokenURL: in.TokenURL,
+		ClientID: in.ClientID, KeyID: in.KeyID, Scopes: in.Scopes}
 	if len(credential) > 0 {
 		src.CredentialSealed = s.keys.Seal(credential, ctxSourceCredential)
 	}
 	return s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Create(&src).Error; err != nil {
-			return translate(err)
+		if err := translate(tx.q(ctx).Create(&src).Error); err != nil {
+			if errors.Is(err, ErrDuplicate) {
+				return fault.Wrap(err, fault.Conflict, "a source with this id exists")
+			}
+			return err
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: src.TenantID, Actor: "api", Action: "source.created",
 			SubjectType: "source", SubjectID: src.ID, Detail: map[string]any{"auth_type": src.AuthType}})
@@ -295,17 +286,19 @@ func (s *Store) CreateSource(ctx context.Context, src Source, credential []byte)
 }
 
 // SourceWithCredential loads a source and opens its credential.
-func (s *Store) SourceWithCredential(ctx context.Context, id string) (Source, []byte, error) {
-	var src Source
-	if err := s.q(ctx).Where("id = ?", id).Take(&src).Error; err != nil {
-		return Source{}, nil, translate(err)
+func (s *Store) SourceWithCredential(ctx context.Context, id string) (intake.Source, []byte, error) {
+	var row Source
+	if err := s.q(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
+		return intake.Source{}, nil, translate(err)
 	}
-	if len(src.CredentialSealed) == 0 {
+	src := intake.Source{ID: row.ID, TenantID: row.TenantID, BaseURL: row.BaseURL, AuthType: row.AuthType,
+		TokenURL: row.TokenURL, ClientID: row.ClientID, KeyID: row.KeyID, Scopes: row.Scopes}
+	if len(row.CredentialSealed) == 0 {
 		return src, nil, nil
 	}
-	cred, err := s.keys.Open(src.CredentialSealed, ctxSourceCredential)
+	cred, err := s.keys.Open(row.CredentialSealed, ctxSourceCredential)
 	if err != nil {
-		return Source{}, nil, fmt.Errorf("open source credential: %w", err)
+		return intake.Source{}, nil, fmt.Errorf("open source credential: %w", err)
 	}
 	return src, cred, nil
 }
@@ -328,7 +321,7 @@ func (s *Store) AttachSource(ctx context.Context, subscriptionID, sourceID, crit
 // OutboxFetch loads the outbox row of a fetch.
 func (s *Store) OutboxFetch(ctx context.Context, fetchID int64) (OutboxRow, error) {
 	var row OutboxRow
-	err := s.q(ctx).Where("fetch_id = ? AND task_type = ?", fetchID, TaskFetch).Take(&row).Error
+	err := s.q(ctx).Where("fetch_id = ? AND task_type = ?", fetchID, intake.TaskFetch).Take(&row).Error
 	if errors.Is(err, gorm.ErrRecordNotFound) {
 		return row, ErrNotFound
 	}
@@ -340,34 +333,26 @@ func (s *Store) SetRemoteRef(ctx context.Context, subscriptionID, ref string) er
 	return s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE id = ?`, ref, subscriptionID).Error
 }
 
-// SubscriptionReport is a subscription's state for operators (no secrets).
-type SubscriptionReport struct {
-	ID               string     `json:"id"`
-	Status           string     `json:"status"`
-	SourceID         *string    `json:"source_id,omitempty"`
-	RemoteRef        string     `json:"remote_ref,omitempty"`
-	Topic            string     `json:"topic,omitempty"`
-	LastHandshakeAt  *time.Time `json:"last_handshake_at,omitempty"`
-	LastHeartbeatAt  *time.Time `json:"last_heartbeat_at,omitempty"`
-	Heartbeats       int64      `json:"heartbeats"`
-	HeartbeatPeriodS int        `json:"heartbeat_period_s,omitempty"`
-	SilentSince      *time.Time `json:"silent_since,omitempty"`
-	EventsSinceStart int64      `json:"events_since_start"`
-	LastEventNumber  *int64     `json:"last_event_number,omitempty"`
-	Events           int64      `json:"events"`
-	GapsOpen         int64      `json:"gaps_open"`
-	GapsRecovered    int64      `json:"gaps_recovered"`
+func subscriptionReport(sub Subscription) intake.SubscriptionReport {
+	r := intake.SubscriptionReport{ID: sub.ID, TenantID: sub.TenantID, Status: sub.Status, RemoteRef: sub.RemoteRef, Topic: sub.Topic,
+		LastHandshakeAt: sub.LastHandshakeAt, LastHeartbeatAt: sub.LastHeartbeatAt, Heartbeats: sub.Heartbeats,
+		HeartbeatPeriod: time.Duration(sub.HeartbeatPeriodS) * time.Second, SilentSince: sub.SilentSince, EventsSinceStart: sub.EventsSinceStart}
+	if sub.SourceID != nil {
+		r.SourceID = *sub.SourceID
+	}
+	return r
 }
 
 // Report loads a tenant's subscription with its event and gap counts.
-func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (SubscriptionReport, error) {
+func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (intake.SubscriptionReport, error) {
 	var sub Subscription
 	if err := s.q(ctx).Where("id = ? AND tenant_id = ?", subscriptionID, tenantID).Take(&sub).Error; err != nil {
-		return SubscriptionReport{}, translate(err)
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return intake.SubscriptionReport{}, fault.New(fault.NotFound, "no such subscription in this tenant")
+		}
+		return intake.SubscriptionReport{}, err
 	}
-	r := SubscriptionReport{ID: sub.ID, Status: sub.Status, SourceID: sub.SourceID, RemoteRef: sub.RemoteRef, Topic: sub.Topic,
-		LastHandshakeAt: sub.LastHandshakeAt, LastHeartbeatAt: sub.LastHeartbeatAt, Heartbeats: sub.Heartbeats,
-		HeartbeatPeriodS: sub.HeartbeatPeriodS, SilentSince: sub.SilentSince, EventsSinceStart: sub.EventsSinceStart}
+	r := subscriptionReport(sub)
 	var last []int64
 	if err := s.q(ctx).Raw(`SELECT max(event_number) FROM subscription_event_numbers WHERE subscription_id = ? HAVING max(event_number) IS NOT NULL`, sub.ID).Scan(&last).Error; err != nil {
 		return r, err

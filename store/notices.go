@@ -9,41 +9,34 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/seal"
 )
 
-// Notice statuses.
-const (
-	NoticePending = "pending"
-	NoticeSent    = "sent"
-	NoticeDenied  = "denied"
-	NoticeFailed  = "failed"
-	NoticeSkipped = "skipped"
-)
-
-// Delivery statuses.
-const (
-	DeliverySending = "sending"
-	DeliverySent    = "sent"
-	DeliveryFailed  = "failed"
-)
+// notice converts a notice row.
+func notice(r Notice) delivery.Notice {
+	n := delivery.Notice{ID: r.ID, TenantID: r.TenantID, EventID: r.EventID, Type: r.NoticeType, Status: r.Status,
+		PortalToken: r.PortalToken, RunID: r.RunID, Template: r.Template}
+	if r.Step != nil {
+		n.Step = *r.Step
+	}
+	return n
+}
 
 // EnsureNotice returns the event's notice of that type, creating it (pending,
 // with a fresh portal token) the first time. Retried tasks get the same notice.
-func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64, noticeType string) (Notice, error) {
-	n := Notice{TenantID: tenantID, EventID: eventID, NoticeType: noticeType, Status: NoticePending,
-		Reasons: json.RawMessage("[]"), PortalToken: seal.NewToken()}
+func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64, noticeType string) (delivery.Notice, error) {
 	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token)
 		VALUES (?, ?, ?, ?, '[]', ?) ON CONFLICT (event_id, notice_type) WHERE run_id IS NULL DO NOTHING`,
-		n.TenantID, n.EventID, n.NoticeType, n.Status, n.PortalToken).Error
+		tenantID, eventID, noticeType, delivery.NoticePending, seal.NewToken()).Error
 	if err != nil {
-		return Notice{}, fmt.Errorf("insert notice: %w", err)
+		return delivery.Notice{}, fmt.Errorf("insert notice: %w", err)
 	}
 	var got Notice
 	if err := s.q(ctx).Where("event_id = ? AND notice_type = ? AND run_id IS NULL", eventID, noticeType).Take(&got).Error; err != nil {
-		return Notice{}, translate(err)
+		return delivery.Notice{}, translate(err)
 	}
-	return got, nil
+	return notice(got), nil
 }
 
 // SealNoticePayload stores the notice's payload, sealed.
@@ -66,7 +59,7 @@ func (s *Store) NoticePayload(ctx context.Context, noticeID int64) ([]byte, erro
 
 // FinishNotice sets a notice's final status with its reasons and audits it.
 // reasons are policy texts or delivery errors and never hold PHI.
-func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reasons []string) error {
+func (s *Store) FinishNotice(ctx context.Context, n delivery.Notice, status string, reasons []string) error {
 	if reasons == nil {
 		reasons = []string{}
 	}
@@ -77,7 +70,7 @@ func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reaso
 	return s.InTx(ctx, func(tx *Store) error {
 		// Only a pending notice is finished: a late or duplicate task must not
 		// turn "sent" into "failed".
-		res := tx.q(ctx).Model(&Notice{}).Where("id = ? AND status = ?", n.ID, NoticePending).
+		res := tx.q(ctx).Model(&Notice{}).Where("id = ? AND status = ?", n.ID, delivery.NoticePending).
 			Updates(map[string]any{"status": status, "reasons": gorm.Expr("?::jsonb", string(rj)), "updated_at": gorm.Expr("now()")})
 		if res.Error != nil {
 			return fmt.Errorf("finish notice: %w", res.Error)
@@ -91,21 +84,8 @@ func (s *Store) FinishNotice(ctx context.Context, n Notice, status string, reaso
 	})
 }
 
-// DecisionRecord is one policy decision to store.
-type DecisionRecord struct {
-	TenantID    string
-	NoticeID    int64
-	Revision    string
-	InputHash   string
-	Allow       bool
-	Reasons     []string
-	Redact      []string
-	Obligations []string
-	LatencyUS   int64
-}
-
 // RecordDecision stores a policy decision and its audit row in one transaction.
-func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
+func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 	if d.Reasons == nil {
 		d.Reasons = []string{}
 	}
@@ -131,20 +111,11 @@ func (s *Store) RecordDecision(ctx context.Context, d DecisionRecord) error {
 	})
 }
 
-// ErrRunEnded means the notice's workflow run ended (a cancellation, an
-// appointment entered in error) after the notice was decided and before it
-// was delivered: it is not sent.
-var ErrRunEnded = errors.New("the notice's run has ended")
-
-// ErrOutcomeUnknown means an earlier attempt claimed the delivery and never
-// recorded how it ended (the process died mid-send): it may have been sent.
-var ErrOutcomeUnknown = errors.New("delivery outcome unknown")
-
 // BeginDelivery claims the (notice, channel) delivery for an attempt. It
 // reports proceed=false when the delivery was already sent, and
 // ErrOutcomeUnknown when an earlier attempt never finished, so a retried or
 // duplicated task never sends twice.
-func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (Delivery, bool, error) {
+func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel string) (delivery.Delivery, bool, error) {
 	var d Delivery
 	proceed := false
 	err := s.InTx(ctx, func(tx *Store) error {
@@ -155,11 +126,11 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE notice_id = ? AND channel = ? FOR UPDATE`, n.ID, channel).Scan(&d).Error; err != nil {
 			return err
 		}
-		if d.Status == DeliverySent {
+		if d.Status == delivery.DeliverySent {
 			return nil
 		}
-		if d.Status == DeliverySending && d.Attempts > 0 {
-			return ErrOutcomeUnknown
+		if d.Status == delivery.DeliverySending && d.Attempts > 0 {
+			return delivery.ErrOutcomeUnknown
 		}
 		if n.RunID != nil {
 			// The run is read under a share lock: a cancellation that ends it
@@ -169,7 +140,7 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 				return err
 			}
 			if len(status) == 1 && status[0] == "ended" {
-				return ErrRunEnded
+				return delivery.ErrRunEnded
 			}
 		}
 		proceed = true
@@ -185,11 +156,11 @@ func (s *Store) BeginDelivery(ctx context.Context, n Notice, channel string) (De
 			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10),
 			Detail: map[string]any{"notice_id": n.ID, "channel": channel, "attempt": d.Attempts}})
 	})
-	return d, proceed, err
+	return delivery.Delivery{ID: d.ID, TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, Status: d.Status, Attempts: d.Attempts}, proceed, err
 }
 
 // FinishDelivery records an attempt's outcome. errText never holds PHI.
-func (s *Store) FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error {
+func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		if err := tx.q(ctx).Model(&Delivery{}).Where("id = ?", d.ID).Updates(map[string]any{
 			"status": status, "tls": tls, "message_id": messageID, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()"),

@@ -3,11 +3,12 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/workflow"
 )
@@ -18,12 +19,8 @@ const (
 	ctxSegmentPatient = "segment_members.patient_sealed"
 )
 
-// ErrStale means the run changed since it was loaded (another wake-up, an
-// event, a cancellation); the caller reloads and tries again.
-var ErrStale = errors.New("run changed since it was loaded")
-
-// RunColumns are a run's columns that need no decoding.
-type RunColumns struct {
+// runRow is a run as stored: state, facts and pending actions encoded.
+type runRow struct {
 	ID               int64
 	TenantID         string
 	WorkflowID       string
@@ -40,47 +37,11 @@ type RunColumns struct {
 	Priority         string
 	Outcome          string
 	CreatedAt        time.Time
-	// Attempts counts failed attempts at the pending actions.
-	Attempts int
-}
+	Attempts         int
 
-// Run is one workflow run as the worker sees it; Facts are opened.
-type Run struct {
-	RunColumns
-	State workflow.State
-	Facts workflow.Facts
-	// Pending are actions decided and saved with State, not all done yet.
-	Pending []workflow.Action
-}
-
-// runRow is a run as stored: state, facts and pending actions encoded.
-type runRow struct {
-	RunColumns
 	State       json.RawMessage
 	FactsSealed []byte
 	Pending     json.RawMessage
-}
-
-// RunWake is a wake-up to hand to the queue: run, the seq it is for, when.
-type RunWake struct {
-	ID       int64
-	TenantID string
-	WakeSeq  int64
-	DueAt    time.Time
-	Step     string
-	Priority string
-}
-
-// NewRun is a run to start.
-type NewRun struct {
-	TenantID        string
-	WorkflowID      string
-	WorkflowVersion int
-	Priority        string
-	Subject         string
-	PatientIndex    string
-	EventID         *int64
-	Facts           workflow.Facts
 }
 
 func (s *Store) sealFacts(f workflow.Facts) ([]byte, error) {
@@ -97,15 +58,15 @@ func (s *Store) sealFacts(f workflow.Facts) ([]byte, error) {
 // StartRun creates the run, due now, unless the workflow already has one for
 // this subject (running or ended: nobody re-enters a workflow); then it
 // reports created=false and the existing run's wake-up.
-func (s *Store) StartRun(ctx context.Context, r NewRun, now time.Time) (RunWake, bool, error) {
+func (s *Store) StartRun(ctx context.Context, r journey.NewRun, now time.Time) (journey.Wake, bool, error) {
 	facts, err := s.sealFacts(r.Facts)
 	if err != nil {
-		return RunWake{}, false, err
+		return journey.Wake{}, false, err
 	}
-	var w RunWake
+	var w journey.Wake
 	created := false
 	err = s.InTx(ctx, func(tx *Store) error {
-		var rows []RunWake
+		var rows []journey.Wake
 		if err := tx.q(ctx).Raw(`INSERT INTO runs (tenant_id, workflow_id, workflow_version, subject, patient_index, event_id,
 				status, facts_sealed, due_at, priority, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)
@@ -135,16 +96,20 @@ func (s *Store) StartRun(ctx context.Context, r NewRun, now time.Time) (RunWake,
 }
 
 // LoadRun reads a run with its facts opened; ErrNotFound when none.
-func (s *Store) LoadRun(ctx context.Context, id int64) (Run, error) {
+func (s *Store) LoadRun(ctx context.Context, id int64) (journey.Run, error) {
 	var rows []runRow
 	if err := s.q(ctx).Raw(`SELECT * FROM runs WHERE id = ?`, id).Scan(&rows).Error; err != nil {
-		return Run{}, err
+		return journey.Run{}, err
 	}
 	if len(rows) == 0 {
-		return Run{}, ErrNotFound
+		return journey.Run{}, ErrNotFound
 	}
 	row := rows[0]
-	r := Run{RunColumns: row.RunColumns}
+	c := row
+	r := journey.Run{ID: c.ID, TenantID: c.TenantID, WorkflowID: c.WorkflowID, WorkflowVersion: c.WorkflowVersion,
+		Subject: c.Subject, PatientIndex: c.PatientIndex, EventID: c.EventID, Status: c.Status, Step: c.Step,
+		FactsChanged: c.FactsChanged, DueAt: c.DueAt, WakeSeq: c.WakeSeq, EngagementCursor: c.EngagementCursor,
+		Priority: c.Priority, Outcome: c.Outcome, CreatedAt: c.CreatedAt, Attempts: c.Attempts}
 	if err := json.Unmarshal(row.State, &r.State); err != nil {
 		return r, fmt.Errorf("run %d: state: %w", id, err)
 	}
@@ -171,22 +136,22 @@ const PendingGrace = 3 * time.Minute
 
 // SaveRun stores the state the step machine produced together with the
 // actions it decided (not yet carried out), if the run has not changed since
-// it was loaded and has not ended (ErrStale otherwise: an ended run is never
+// it was loaded and has not ended (journey.ErrStale otherwise: an ended run is never
 // rewritten, so its ended_at and its one run.ended audit row stand), records
 // the newly executed steps of its path, and returns the run's next wake-up: the wait's end, or, while
 // actions are pending, now + PendingGrace. The cursor says which engagement
 // events the run has now seen.
-func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (RunWake, error) {
+func (s *Store) SaveRun(ctx context.Context, r journey.Run, st workflow.State, actions []workflow.Action, cursor int64, now time.Time) (journey.Wake, error) {
 	stateJSON, err := json.Marshal(st)
 	if err != nil {
-		return RunWake{}, err
+		return journey.Wake{}, err
 	}
 	if actions == nil {
 		actions = []workflow.Action{}
 	}
 	pending, err := json.Marshal(actions)
 	if err != nil {
-		return RunWake{}, err
+		return journey.Wake{}, err
 	}
 	status := workflow.StatusWaiting
 	var due *time.Time
@@ -204,9 +169,9 @@ func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, actions [
 		// done (ClearPending), so the scheduler re-drives them if need be.
 		status = workflow.StatusEnded
 	}
-	var w RunWake
+	var w journey.Wake
 	err = s.InTx(ctx, func(tx *Store) error {
-		var rows []RunWake
+		var rows []journey.Wake
 		if err := tx.q(ctx).Raw(`UPDATE runs SET state = ?::jsonb, step = ?, status = ?, due_at = ?, outcome = ?,
 				engagement_cursor = ?, facts_changed = false, pending = ?::jsonb, wake_seq = wake_seq + 1, updated_at = now(),
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
@@ -216,7 +181,7 @@ func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, actions [
 			return fmt.Errorf("save run: %w", err)
 		}
 		if len(rows) == 0 {
-			return ErrStale
+			return journey.ErrStale
 		}
 		w = rows[0]
 		for i := len(r.State.Visited); i < len(st.Visited); i++ {
@@ -243,16 +208,16 @@ func (s *Store) SaveRun(ctx context.Context, r Run, st workflow.State, actions [
 	return w, err
 }
 
-func (s *Store) auditEnded(ctx context.Context, r Run, st workflow.State) error {
+func (s *Store) auditEnded(ctx context.Context, r journey.Run, st workflow.State) error {
 	return s.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.ended",
 		SubjectType: "run", SubjectID: strconv.FormatInt(r.ID, 10),
 		Detail: map[string]any{"workflow": r.WorkflowID, "outcome": st.Outcome, "step": st.Step}})
 }
 
 // ClearPending records that a run's pending actions are done, if the run has
-// not moved since (ErrStale otherwise), and returns its next wake-up: its
+// not moved since (journey.ErrStale otherwise), and returns its next wake-up: its
 // wait's end. A run that ended keeps due_at NULL.
-func (s *Store) ClearPending(ctx context.Context, r Run, now time.Time) (RunWake, error) {
+func (s *Store) ClearPending(ctx context.Context, r journey.Run, now time.Time) (journey.Wake, error) {
 	ended := r.State.Status == workflow.StatusEnded
 	var due *time.Time
 	if !ended && !r.State.WaitUntil.IsZero() {
@@ -263,9 +228,9 @@ func (s *Store) ClearPending(ctx context.Context, r Run, now time.Time) (RunWake
 	if ended {
 		status = workflow.StatusEnded
 	}
-	var w RunWake
+	var w journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
-		var rows []RunWake
+		var rows []journey.Wake
 		if err := tx.q(ctx).Raw(`UPDATE runs SET pending = '[]', attempts = 0, status = ?, due_at = ?, wake_seq = wake_seq + 1, updated_at = now(),
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
 			WHERE id = ? AND wake_seq = ? AND status = 'waiting'
@@ -273,7 +238,7 @@ func (s *Store) ClearPending(ctx context.Context, r Run, now time.Time) (RunWake
 			return fmt.Errorf("clear pending actions: %w", err)
 		}
 		if len(rows) == 0 {
-			return ErrStale
+			return journey.ErrStale
 		}
 		w = rows[0]
 		if ended {
@@ -286,16 +251,16 @@ func (s *Store) ClearPending(ctx context.Context, r Run, now time.Time) (RunWake
 
 // DeferPending records a failed attempt at a run's pending actions and
 // makes the run due again at retry: the retry is a wake-up like any other,
-// driven from Postgres (ErrStale when the run moved meanwhile).
-func (s *Store) DeferPending(ctx context.Context, r Run, retry time.Time) (RunWake, error) {
-	var rows []RunWake
+// driven from Postgres (journey.ErrStale when the run moved meanwhile).
+func (s *Store) DeferPending(ctx context.Context, r journey.Run, retry time.Time) (journey.Wake, error) {
+	var rows []journey.Wake
 	if err := s.q(ctx).Raw(`UPDATE runs SET attempts = attempts + 1, due_at = ?, wake_seq = wake_seq + 1, updated_at = now()
 		WHERE id = ? AND wake_seq = ? AND status = 'waiting'
 		RETURNING id, tenant_id, wake_seq, due_at, step, priority`, retry, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
-		return RunWake{}, fmt.Errorf("defer pending actions: %w", err)
+		return journey.Wake{}, fmt.Errorf("defer pending actions: %w", err)
 	}
 	if len(rows) == 0 {
-		return RunWake{}, ErrStale
+		return journey.Wake{}, journey.ErrStale
 	}
 	return rows[0], nil
 }
@@ -303,12 +268,12 @@ func (s *Store) DeferPending(ctx context.Context, r Run, retry time.Time) (RunWa
 // RefreshSubject gives the subject's waiting runs its latest event and
 // facts. With changed set (a reschedule), they are woken now to recompute
 // their waits; the returned wake-ups are for the queue.
-func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]RunWake, error) {
+func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]journey.Wake, error) {
 	sealed, err := s.sealFacts(facts)
 	if err != nil {
 		return nil, err
 	}
-	var rows []RunWake
+	var rows []journey.Wake
 	// An older event never overwrites a newer one's facts.
 	if changed {
 		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, `+wakeNow+`, updated_at = now()
@@ -418,36 +383,30 @@ func (s *Store) EndRun(ctx context.Context, tenantID string, runID, seq int64, o
 	})
 }
 
-// Engagement is one engagement or API event, as a run sees it.
-type Engagement struct {
-	ID   int64
-	Type string
-}
-
 // RecordEngagement stores an engagement or API event for a patient (data
 // sealed) and wakes the patient's runs that wait for it.
 // When subject is set ("ExplanationOfBenefit/<id>"), only that subject's
 // runs (and runs of the patient as a whole) take the event.
-func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []RunWake, error) {
+func (s *Store) RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []journey.Wake, error) {
 	return s.recordEngagement(ctx, tenantID, patientRef, subject, eventType, data, now, true)
 }
 
 // RecordDelivered records the "delivered" engagement of a notice the relay
 // took, like RecordEngagement but without an audit row of its own: the
 // delivery.sent row just written proves it.
-func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]RunWake, error) {
+func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]journey.Wake, error) {
 	_, wakes, err := s.recordEngagement(ctx, tenantID, patientRef, subject, "delivered", nil, now, false)
 	return wakes, err
 }
 
-func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audit bool) (int64, []RunWake, error) {
+func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audit bool) (int64, []journey.Wake, error) {
 	idx := s.PatientIndex(patientRef)
 	var sealed []byte
 	if len(data) > 0 {
 		sealed = s.keys.Seal(data, ctxEngagementData)
 	}
 	var id int64
-	var wakes []RunWake
+	var wakes []journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
 		if err := tx.q(ctx).Raw(`INSERT INTO engagements (tenant_id, patient_index, subject, type, data_sealed, received_at)
 			VALUES (?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
@@ -484,8 +443,8 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 // EngagementsSince lists the engagement events a run takes after the
 // cursor, oldest first: its patient's, received no earlier than since (the
 // run's start), about its subject or about no subject in particular.
-func (s *Store) EngagementsSince(ctx context.Context, r Run, since time.Time) ([]Engagement, error) {
-	var out []Engagement
+func (s *Store) EngagementsSince(ctx context.Context, r journey.Run, since time.Time) ([]journey.Engagement, error) {
+	var out []journey.Engagement
 	err := s.q(ctx).Raw(`SELECT id, type FROM engagements
 		WHERE tenant_id = ? AND patient_index = ? AND id > ? AND received_at >= ?
 			AND (subject IS NULL OR subject = ? OR ? LIKE 'patient:%') ORDER BY id LIMIT 1000`,
@@ -496,8 +455,8 @@ func (s *Store) EngagementsSince(ctx context.Context, r Run, since time.Time) ([
 // PromotableRuns lists waiting runs due before now+horizon whose current
 // wake-up has not been handed to the queue yet. A run whose actions are
 // being carried out is left to its task until that task is overdue.
-func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]RunWake, error) {
-	var rows []RunWake
+func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]journey.Wake, error) {
+	var rows []journey.Wake
 	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
 		WHERE status = 'waiting' AND due_at <= ? AND promoted_seq <> wake_seq
 			AND (pending = '[]'::jsonb OR due_at <= ?) ORDER BY due_at LIMIT ?`,
@@ -506,7 +465,7 @@ func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.
 }
 
 // MarkPromoted records that these wake-ups are in the queue.
-func (s *Store) MarkPromoted(ctx context.Context, wakes []RunWake) error {
+func (s *Store) MarkPromoted(ctx context.Context, wakes []journey.Wake) error {
 	if len(wakes) == 0 {
 		return nil
 	}
@@ -523,8 +482,8 @@ func (s *Store) MarkPromoted(ctx context.Context, wakes []RunWake) error {
 // from run and seq, so one still queued is not duplicated.
 // Pages go by (due_at, id) after the last row of the previous page (after
 // is nil for the first), so runs that stay overdue do not hide the rest.
-func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *RunWake, limit int) ([]RunWake, error) {
-	var rows []RunWake
+func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *journey.Wake, limit int) ([]journey.Wake, error) {
+	var rows []journey.Wake
 	afterDue, afterID := time.Time{}, int64(0)
 	if after != nil {
 		afterDue, afterID = after.DueAt, after.ID
@@ -569,51 +528,42 @@ func (s *Store) SegmentMembers(ctx context.Context, tenantID, segment string) ([
 // EnsureRunNotice returns the notice of a run's send step, creating it the
 // first time: a retried or duplicated wake-up gets the same notice, and so
 // the same delivery.
-func (s *Store) EnsureRunNotice(ctx context.Context, r Run, step, template, noticeType string, eventID int64) (Notice, error) {
+func (s *Store) EnsureRunNotice(ctx context.Context, r journey.Run, step, template, noticeType string, eventID int64) (delivery.Notice, error) {
 	err := s.q(ctx).Exec(`INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, portal_token, run_id, step, template)
 		VALUES (?, ?, ?, 'pending', '[]', ?, ?, ?, ?) ON CONFLICT (run_id, step) WHERE run_id IS NOT NULL DO NOTHING`,
 		r.TenantID, eventID, noticeType, seal.NewToken(), r.ID, step, template).Error
 	if err != nil {
-		return Notice{}, fmt.Errorf("insert run notice: %w", err)
+		return delivery.Notice{}, fmt.Errorf("insert run notice: %w", err)
 	}
 	var got Notice
 	if err := s.q(ctx).Where("run_id = ? AND step = ?", r.ID, step).Take(&got).Error; err != nil {
-		return Notice{}, translate(err)
+		return delivery.Notice{}, translate(err)
 	}
-	return got, nil
-}
-
-// RunStep is one step of a run's path.
-type RunStep struct {
-	Step     string    `json:"step"`
-	Happened string    `json:"happened,omitempty"`
-	At       time.Time `json:"at"`
-}
-
-// RunView is a run as GET /v1/runs shows it: no facts, no PHI.
-type RunView struct {
-	ID              int64      `json:"id"`
-	WorkflowID      string     `json:"workflow"`
-	WorkflowVersion int        `json:"version"`
-	Subject         string     `json:"subject"`
-	Status          string     `json:"status"`
-	Step            string     `json:"step"`
-	Outcome         string     `json:"outcome,omitempty"`
-	DueAt           *time.Time `json:"due_at,omitempty"`
-	CreatedAt       time.Time  `json:"created_at"`
-	Path            []RunStep  `json:"path" gorm:"-"`
+	return notice(got), nil
 }
 
 // RunsForSubject lists the runs of a subject with their paths.
-func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([]RunView, error) {
-	var runs []RunView
+func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([]journey.RunView, error) {
+	var rows []struct {
+		ID              int64
+		WorkflowID      string
+		WorkflowVersion int
+		Subject         string
+		Status          string
+		Step            string
+		Outcome         string
+		DueAt           *time.Time
+		CreatedAt       time.Time
+	}
 	if err := s.q(ctx).Raw(`SELECT id, workflow_id, workflow_version, subject, status, step, outcome, due_at, created_at
-		FROM runs WHERE tenant_id = ? AND subject = ? ORDER BY id`, tenantID, subject).Scan(&runs).Error; err != nil {
+		FROM runs WHERE tenant_id = ? AND subject = ? ORDER BY id`, tenantID, subject).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
-	for i := range runs {
-		runs[i].Path = []RunStep{}
-		if err := s.q(ctx).Raw(`SELECT step, happened, at FROM run_steps WHERE run_id = ? ORDER BY seq`, runs[i].ID).
+	runs := make([]journey.RunView, len(rows))
+	for i, r := range rows {
+		runs[i] = journey.RunView{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Subject: r.Subject,
+			Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: []journey.RunStep{}}
+		if err := s.q(ctx).Raw(`SELECT step, happened, at FROM run_steps WHERE run_id = ? ORDER BY seq`, r.ID).
 			Scan(&runs[i].Path).Error; err != nil {
 			return nil, err
 		}
@@ -621,89 +571,17 @@ func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([
 	return runs, nil
 }
 
-// StepStats are one step's figures.
-type StepStats struct {
-	Step      string           `json:"step"`
-	Now       int64            `json:"now"`       // runs waiting at this step
-	Processed int64            `json:"processed"` // runs that executed it
-	Outcomes  map[string]int64 `json:"outcomes"`  // runs that ended at this step, by outcome
-	// DropOff is the share of runs that executed this step and ended there
-	// without reaching an end step (cancelled, loop, error, missing fact, a
-	// step of an older version); an end step's own outcome (completed,
-	// viewed, ...) is no drop-off.
-	DropOff float64 `json:"drop_off"`
-}
-
-// WorkflowStats gives per step the runs there now, processed, outcomes and
-// drop-off, in the order of the definition's steps (its latest version).
-func (s *Store) WorkflowStats(ctx context.Context, tenantID string, def workflow.Definition) ([]StepStats, error) {
-	workflowID := def.ID
-	steps := make([]string, len(def.Steps))
-	isEnd := map[string]bool{}
-	for i, st := range def.Steps {
-		steps[i] = st.ID
-		isEnd[st.ID] = st.Type == workflow.StepEnd || (st.Type == workflow.StepGoto && st.Workflow != "")
-	}
-	by := map[string]*StepStats{}
-	out := make([]StepStats, len(steps))
-	for i, st := range steps {
-		out[i] = StepStats{Step: st, Outcomes: map[string]int64{}}
-		by[st] = &out[i]
-	}
-	get := func(step string) *StepStats {
-		if p, ok := by[step]; ok {
-			return p
-		}
-		out = append(out, StepStats{Step: step, Outcomes: map[string]int64{}}) // a step of an older version
-		for i := range out {
-			by[out[i].Step] = &out[i]
-		}
-		return by[step]
-	}
-	var processed []struct {
-		Step string
-		N    int64
-	}
+// StepCounts are a workflow's runs counted per step: how many executed
+// each step, and how many are at each (step, status, outcome) now.
+func (s *Store) StepCounts(ctx context.Context, tenantID, workflowID string) (journey.StepCounts, error) {
+	var c journey.StepCounts
 	if err := s.q(ctx).Raw(`SELECT step, count(*) AS n FROM run_steps WHERE tenant_id = ? AND workflow_id = ? GROUP BY step`,
-		tenantID, workflowID).Scan(&processed).Error; err != nil {
-		return nil, err
+		tenantID, workflowID).Scan(&c.Processed).Error; err != nil {
+		return c, err
 	}
-	for _, p := range processed {
-		get(p.Step).Processed = p.N
-	}
-	var states []struct {
-		Step    string
-		Status  string
-		Outcome string
-		N       int64
-	}
-	if err := s.q(ctx).Raw(`SELECT step, status, outcome, count(*) AS n FROM runs WHERE tenant_id = ? AND workflow_id = ?
-		GROUP BY step, status, outcome`, tenantID, workflowID).Scan(&states).Error; err != nil {
-		return nil, err
-	}
-	for _, st := range states {
-		if st.Step == "" {
-			continue // created, not yet at a step
-		}
-		p := get(st.Step)
-		if st.Status == workflow.StatusWaiting {
-			p.Now += st.N
-		} else {
-			p.Outcomes[st.Outcome] += st.N
-		}
-	}
-	for i := range out {
-		var dropped int64
-		for _, n := range out[i].Outcomes {
-			if !isEnd[out[i].Step] {
-				dropped += n
-			}
-		}
-		if out[i].Processed > 0 {
-			out[i].DropOff = float64(dropped) / float64(out[i].Processed)
-		}
-	}
-	return out, nil
+	err := s.q(ctx).Raw(`SELECT step, status, outcome, count(*) AS n FROM runs WHERE tenant_id = ? AND workflow_id = ?
+		GROUP BY step, status, outcome`, tenantID, workflowID).Scan(&c.At).Error
+	return c, err
 }
 
 // RunCounts are a tenant's runs by status, for reports.

@@ -14,6 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -40,15 +45,19 @@ func remindersDef(id, event string) workflow.Definition {
 // of a definition.
 func mustWorkflow(t *testing.T, s *Store, tenantID string, d workflow.Definition, status string) int {
 	t.Helper()
-	if p := workflow.Validate(d, workflow.BuiltinRegistry()); len(p) > 0 {
+	if p := workflow.Validate(d, journey.Registry(nil)); len(p) > 0 {
 		t.Fatalf("test definition %s is invalid: %v", d.ID, p)
 	}
 	ctx := context.Background()
-	v, err := s.SaveWorkflow(ctx, tenantID, d)
+	exists, err := s.WorkflowExists(ctx, tenantID, d.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.SaveWorkflow(ctx, tenantID, d, !exists)
 	if err != nil {
 		t.Fatalf("save %s: %v", d.ID, err)
 	}
-	if status != WorkflowDraft {
+	if status != journey.WorkflowDraft {
 		if err := s.SetWorkflowStatus(ctx, tenantID, d.ID, status); err != nil {
 			t.Fatalf("set %s %s: %v", d.ID, status, err)
 		}
@@ -62,23 +71,23 @@ func mustTenant(t *testing.T, s *Store, tenantID, subscriptionID string) {
 	if err := s.EnsureTenant(ctx, tenantID, "Tenant "+tenantID); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateSubscription(ctx, Subscription{ID: subscriptionID, TenantID: tenantID}, "s3cret-s3cret"); err != nil {
+	if err := s.CreateSubscription(ctx, intake.Subscription{ID: subscriptionID, TenantID: tenantID}, "s3cret-s3cret"); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func mustEvent(t *testing.T, s *Store, tenantID, subscriptionID, resourceType, resourceID, version string) int64 {
 	t.Helper()
-	st, err := s.InsertEvent(context.Background(), NewEvent{TenantID: tenantID, SubscriptionID: subscriptionID,
+	st, err := s.InsertEvent(context.Background(), intake.NewEvent{TenantID: tenantID, SubscriptionID: subscriptionID,
 		ResourceType: resourceType, ResourceID: resourceID, VersionID: version,
-		DedupeKey: subscriptionID + "|" + resourceType + "|" + resourceID + "|v:" + version, Resource: []byte(`{}`)})
+		DedupeKey: subscriptionID + "|" + resourceType + "|" + resourceID + "|v:" + version, Record: fhir.Event{Focus: json.RawMessage(`{}`)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st.EventID
 }
 
-func mustStart(t *testing.T, s *Store, r NewRun, now time.Time) RunWake {
+func mustStart(t *testing.T, s *Store, r journey.NewRun, now time.Time) journey.Wake {
 	t.Helper()
 	if r.PatientIndex == "" {
 		r.PatientIndex = s.PatientIndex("Patient/p1")
@@ -99,7 +108,7 @@ func mustStart(t *testing.T, s *Store, r NewRun, now time.Time) RunWake {
 	return w
 }
 
-func mustLoad(t *testing.T, s *Store, id int64) Run {
+func mustLoad(t *testing.T, s *Store, id int64) journey.Run {
 	t.Helper()
 	r, err := s.LoadRun(context.Background(), id)
 	if err != nil {
@@ -111,7 +120,7 @@ func mustLoad(t *testing.T, s *Store, id int64) Run {
 // saveStep loads the run, applies one input with the step machine (the
 // run's own facts) and saves the state with the actions it decided, which
 // stay pending.
-func saveStep(t *testing.T, s *Store, d workflow.Definition, runID int64, in workflow.Input) (RunWake, []workflow.Action) {
+func saveStep(t *testing.T, s *Store, d workflow.Definition, runID int64, in workflow.Input) (journey.Wake, []workflow.Action) {
 	t.Helper()
 	r := mustLoad(t, s, runID)
 	in.Facts = r.Facts
@@ -128,7 +137,7 @@ func saveStep(t *testing.T, s *Store, d workflow.Definition, runID int64, in wor
 
 // mustAdvance is one wake-up as the worker handles it: the step saved with
 // its actions, the actions carried out, and then cleared.
-func mustAdvance(t *testing.T, s *Store, d workflow.Definition, runID int64, in workflow.Input) RunWake {
+func mustAdvance(t *testing.T, s *Store, d workflow.Definition, runID int64, in workflow.Input) journey.Wake {
 	t.Helper()
 	w, actions := saveStep(t, s, d, runID, in)
 	if len(actions) == 0 {
@@ -157,7 +166,7 @@ func auditRows(t *testing.T, s *Store, tenantID, action string) []auditRow {
 	return rows
 }
 
-func runIDs(ws []RunWake) []int64 {
+func runIDs(ws []journey.Wake) []int64 {
 	out := make([]int64, len(ws))
 	for i, w := range ws {
 		out[i] = w.ID
@@ -175,22 +184,6 @@ func sameTime(a, b *time.Time) bool {
 
 func ptr[T any](v T) *T { return &v }
 
-func TestTriggerKey(t *testing.T) {
-	for _, tc := range []struct {
-		trigger workflow.Trigger
-		want    string
-	}{
-		{workflow.Trigger{Event: "appointment.booked"}, "event:appointment.booked"},
-		{workflow.Trigger{APIEvent: "portal.login"}, "api:portal.login"},
-		{workflow.Trigger{Segment: "diabetes"}, "segment:diabetes"},
-		{workflow.Trigger{}, ""},
-	} {
-		if got := TriggerKey(tc.trigger); got != tc.want {
-			t.Errorf("TriggerKey(%+v) = %q, want %q", tc.trigger, got, tc.want)
-		}
-	}
-}
-
 func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
@@ -203,10 +196,10 @@ func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 	v2.Priority = workflow.PriorityHigh
 	v2.Steps = v2.Steps[:3]
 	v2.Steps = append(v2.Steps, workflow.Step{ID: "done", Type: workflow.StepEnd})
-	if got := mustWorkflow(t, s, "t1", v1, WorkflowDraft); got != 1 {
+	if got := mustWorkflow(t, s, "t1", v1, journey.WorkflowDraft); got != 1 {
 		t.Fatalf("first save: version %d, want 1", got)
 	}
-	if got := mustWorkflow(t, s, "t1", v2, WorkflowDraft); got != 2 {
+	if got := mustWorkflow(t, s, "t1", v2, journey.WorkflowDraft); got != 2 {
 		t.Fatalf("second save: version %d, want 2", got)
 	}
 
@@ -215,7 +208,7 @@ func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 		t.Fatal(err)
 	}
 	if wi.Version != 2 || wi.Definition.Version != 2 || wi.Definition.Name != "second" || len(wi.Definition.Steps) != 4 ||
-		wi.Status != WorkflowDraft || wi.Trigger != "event:appointment.booked" || wi.Priority != workflow.PriorityHigh {
+		wi.Status != journey.WorkflowDraft || wi.Trigger != "event:appointment.booked" || wi.Priority != workflow.PriorityHigh {
 		t.Fatalf("latest: version %d (definition %d) name %q steps %d status %q trigger %q priority %q",
 			wi.Version, wi.Definition.Version, wi.Definition.Name, len(wi.Definition.Steps), wi.Status, wi.Trigger, wi.Priority)
 	}
@@ -232,11 +225,11 @@ func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 		"missing workflow":       func() error { _, err := s.Workflow(ctx, "t1", "nope"); return err }(),
 		"other tenant's":         func() error { _, err := s.Workflow(ctx, "t2", "reminders"); return err }(),
 		"other tenant's version": func() error { _, err := s.WorkflowVersion(ctx, "t2", "reminders", 1); return err }(),
-		"status of unknown":      s.SetWorkflowStatus(ctx, "t1", "nope", WorkflowActive),
-		"status of other's":      s.SetWorkflowStatus(ctx, "t2", "reminders", WorkflowActive),
+		"status of unknown":      s.SetWorkflowStatus(ctx, "t1", "nope", journey.WorkflowActive),
+		"status of other's":      s.SetWorkflowStatus(ctx, "t2", "reminders", journey.WorkflowActive),
 	} {
-		if !errors.Is(err, ErrNotFound) {
-			t.Errorf("%s: %v, want ErrNotFound", name, err)
+		if !errors.Is(err, fault.NotFound) {
+			t.Errorf("%s: %v, want a not-found error", name, err)
 		}
 	}
 	for _, tc := range []struct {
@@ -255,7 +248,7 @@ func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 		!bytes.Contains(saved[0].Detail, []byte(`"version": 1`)) || !bytes.Contains(saved[1].Detail, []byte(`"version": 2`)) {
 		t.Fatalf("workflow.saved audit rows: %+v", saved)
 	}
-	if err := s.SetWorkflowStatus(ctx, "t1", "reminders", WorkflowPaused); err != nil {
+	if err := s.SetWorkflowStatus(ctx, "t1", "reminders", journey.WorkflowPaused); err != nil {
 		t.Fatal(err)
 	}
 	if rows := auditRows(t, s, "t1", "workflow.paused"); len(rows) != 1 || rows[0].SubjectID != "reminders" {
@@ -265,8 +258,8 @@ func TestSaveWorkflowKeepsEveryVersion(t *testing.T) {
 		t.Fatalf("audit chain: %d rows, %v", n, err)
 	}
 	// A new version keeps the status.
-	mustWorkflow(t, s, "t1", v1, WorkflowDraft)
-	if wi, _ := s.Workflow(ctx, "t1", "reminders"); wi.Version != 3 || wi.Status != WorkflowPaused || wi.Priority != workflow.PriorityNormal {
+	mustWorkflow(t, s, "t1", v1, journey.WorkflowDraft)
+	if wi, _ := s.Workflow(ctx, "t1", "reminders"); wi.Version != 3 || wi.Status != journey.WorkflowPaused || wi.Priority != workflow.PriorityNormal {
 		t.Fatalf("after a third save: version %d status %q priority %q", wi.Version, wi.Status, wi.Priority)
 	}
 }
@@ -278,16 +271,16 @@ func TestActiveWorkflowsListsOnlyActiveOnesOfTheTrigger(t *testing.T) {
 	for _, w := range []struct {
 		tenant, id, event, status string
 	}{
-		{"t1", "b-active", "appointment.booked", WorkflowActive},
-		{"t1", "a-active", "appointment.booked", WorkflowActive},
-		{"t1", "draft", "appointment.booked", WorkflowDraft},
-		{"t1", "paused", "appointment.booked", WorkflowPaused},
-		{"t1", "other-trigger", "appointment.cancelled", WorkflowActive},
-		{"t2", "other-tenant", "appointment.booked", WorkflowActive},
+		{"t1", "b-active", "appointment.booked", journey.WorkflowActive},
+		{"t1", "a-active", "appointment.booked", journey.WorkflowActive},
+		{"t1", "draft", "appointment.booked", journey.WorkflowDraft},
+		{"t1", "paused", "appointment.booked", journey.WorkflowPaused},
+		{"t1", "other-trigger", "appointment.cancelled", journey.WorkflowActive},
+		{"t2", "other-tenant", "appointment.booked", journey.WorkflowActive},
 	} {
 		mustWorkflow(t, s, w.tenant, remindersDef(w.id, w.event), w.status)
 	}
-	ids := func(ws []WorkflowInfo) []string {
+	ids := func(ws []journey.Workflow) []string {
 		out := []string{}
 		for _, w := range ws {
 			out = append(out, w.ID)
@@ -311,7 +304,7 @@ func TestActiveWorkflowsListsOnlyActiveOnesOfTheTrigger(t *testing.T) {
 			t.Errorf("ActiveWorkflows(%s, %s) = %v, want %v", tc.tenant, tc.key, ids(got), tc.want)
 		}
 		for _, w := range got {
-			if w.Status != WorkflowActive || w.Trigger != tc.key || len(w.Definition.Steps) == 0 {
+			if w.Status != journey.WorkflowActive || w.Trigger != tc.key || len(w.Definition.Steps) == 0 {
 				t.Errorf("%s: status %q trigger %q steps %d", w.ID, w.Status, w.Trigger, len(w.Definition.Steps))
 			}
 		}
@@ -332,8 +325,8 @@ func TestInstallWorkflowsLeavesExistingOnesAlone(t *testing.T) {
 	// nor the last built-in), at version 2 and paused.
 	own := remindersDef("appointment-noshow", "appointment.noshow")
 	own.Name = "our own"
-	mustWorkflow(t, s, "t1", own, WorkflowDraft)
-	mustWorkflow(t, s, "t1", own, WorkflowPaused)
+	mustWorkflow(t, s, "t1", own, journey.WorkflowDraft)
+	mustWorkflow(t, s, "t1", own, journey.WorkflowPaused)
 
 	builtins := workflow.Builtins()
 	for round := 1; round <= 2; round++ {
@@ -348,9 +341,9 @@ func TestInstallWorkflowsLeavesExistingOnesAlone(t *testing.T) {
 			t.Fatalf("round %d: %d workflows, want %d", round, len(all), len(builtins))
 		}
 		for _, w := range all {
-			want := WorkflowInfo{Status: WorkflowActive, Version: 1}
+			want := journey.Workflow{Status: journey.WorkflowActive, Version: 1}
 			if w.ID == own.ID {
-				want = WorkflowInfo{Status: WorkflowPaused, Version: 2}
+				want = journey.Workflow{Status: journey.WorkflowPaused, Version: 2}
 				if w.Definition.Name != "our own" {
 					t.Errorf("round %d: %s definition replaced (%q)", round, w.ID, w.Definition.Name)
 				}
@@ -375,11 +368,11 @@ func TestStartRunNeverReenters(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), WorkflowActive)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), journey.WorkflowActive)
 	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
 	facts := workflow.Facts{"start": "2030-01-10T15:00:00Z", "note": canaryFact}
-	nr := NewRun{TenantID: "t1", WorkflowID: "reminders", WorkflowVersion: 1, Priority: workflow.PriorityHigh,
+	nr := journey.NewRun{TenantID: "t1", WorkflowID: "reminders", WorkflowVersion: 1, Priority: workflow.PriorityHigh,
 		Subject: "Appointment/a1", PatientIndex: s.PatientIndex("Patient/p1"), EventID: &ev, Facts: facts}
 
 	w, created, err := s.StartRun(ctx, nr, t0)
@@ -479,8 +472,8 @@ func TestSaveRunIsOptimisticAndRecordsThePath(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1"}, t0)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1"}, t0)
 
 	loaded := mustLoad(t, s, w.ID)
 	st, actions, err := workflow.Advance(d, loaded.State, workflow.Input{Kind: workflow.InputStart, Now: t0, Facts: loaded.Facts})
@@ -497,11 +490,11 @@ func TestSaveRunIsOptimisticAndRecordsThePath(t *testing.T) {
 		t.Fatalf("wake-up after save: %+v, want seq %d due %v", saved, w.WakeSeq+1, t0.Add(PendingGrace))
 	}
 	// The run changed since `loaded` was read: a second writer loses.
-	if _, err := s.SaveRun(ctx, loaded, st, actions, 7, t0); !errors.Is(err, ErrStale) {
-		t.Fatalf("save with a stale run: %v, want ErrStale", err)
+	if _, err := s.SaveRun(ctx, loaded, st, actions, 7, t0); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("save with a stale run: %v, want journey.ErrStale", err)
 	}
-	if _, err := s.ClearPending(ctx, loaded, t0); !errors.Is(err, ErrStale) {
-		t.Fatalf("clear with a stale run: %v, want ErrStale", err)
+	if _, err := s.ClearPending(ctx, loaded, t0); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("clear with a stale run: %v, want journey.ErrStale", err)
 	}
 	r := mustLoad(t, s, w.ID)
 	if r.WakeSeq != saved.WakeSeq || r.Status != workflow.StatusWaiting || r.Step != "wait-1" || r.EngagementCursor != 7 ||
@@ -518,8 +511,8 @@ func TestSaveRunIsOptimisticAndRecordsThePath(t *testing.T) {
 	if cleared.WakeSeq != saved.WakeSeq+1 || !cleared.DueAt.Equal(t0.Add(48*time.Hour)) {
 		t.Fatalf("wake-up after clearing: %+v", cleared)
 	}
-	if _, err := s.ClearPending(ctx, r, t0.Add(time.Minute)); !errors.Is(err, ErrStale) {
-		t.Fatalf("second clear: %v, want ErrStale", err)
+	if _, err := s.ClearPending(ctx, r, t0.Add(time.Minute)); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("second clear: %v, want journey.ErrStale", err)
 	}
 	if r := mustLoad(t, s, w.ID); len(r.Pending) != 0 || r.Status != workflow.StatusWaiting || !sameTime(r.DueAt, ptr(t0.Add(48*time.Hour))) {
 		t.Fatalf("cleared run: pending %v status %q due %v", r.Pending, r.Status, r.DueAt)
@@ -583,10 +576,10 @@ func TestRunEndingWithActionsEndsWhenTheyAreDone(t *testing.T) {
 			d = b
 		}
 	}
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
 	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
 	ev2 := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "2")
-	id := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1", EventID: &ev}, t0).ID
+	id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1", EventID: &ev}, t0).ID
 	w, actions := saveStep(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	if len(actions) != 1 || !w.DueAt.Equal(t0.Add(PendingGrace)) {
 		t.Fatalf("saved: %+v with %d actions", w, len(actions))
@@ -599,7 +592,7 @@ func TestRunEndingWithActionsEndsWhenTheyAreDone(t *testing.T) {
 		t.Fatalf("%d run.ended rows before the send was done", n)
 	}
 
-	// Engagement and a changed subject leave its wake-up to the task.
+	// journey.Engagement and a changed subject leave its wake-up to the task.
 	now := t0.Add(time.Minute)
 	if _, _, err := s.RecordEngagement(ctx, "t1", "Patient/p1", "", "portal.login", nil, now); err != nil {
 		t.Fatal(err)
@@ -652,8 +645,8 @@ func TestRunEndingWithActionsEndsWhenTheyAreDone(t *testing.T) {
 		t.Fatalf("an ended run is promotable: %+v, %v", ws, err)
 	}
 	// An ended run is not cleared again.
-	if _, err := s.ClearPending(ctx, r, done); !errors.Is(err, ErrStale) {
-		t.Fatalf("clear of an ended run: %v, want ErrStale", err)
+	if _, err := s.ClearPending(ctx, r, done); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("clear of an ended run: %v, want journey.ErrStale", err)
 	}
 }
 
@@ -665,8 +658,8 @@ func TestSaveRunRecordsWhatEndedAWaitForAnEvent(t *testing.T) {
 			d = b
 		}
 	}
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "ExplanationOfBenefit/e1"}, t0)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "ExplanationOfBenefit/e1"}, t0)
 	mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	if rows := runSteps(t, s, w.ID); len(rows) != 2 || rows[1].Step != "wait-viewed" || rows[1].Happened != "" {
 		t.Fatalf("before the event: %+v", rows)
@@ -688,13 +681,13 @@ func TestRefreshSubject(t *testing.T) {
 			ctx := context.Background()
 			d := remindersDef("reminders", "appointment.booked")
 			for _, id := range []string{"reminders", "survey", "finished", "sending"} {
-				mustWorkflow(t, s, "t1", remindersDef(id, "appointment.booked"), WorkflowActive)
+				mustWorkflow(t, s, "t1", remindersDef(id, "appointment.booked"), journey.WorkflowActive)
 			}
 			e1 := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
 			e2 := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "2")
 			old := workflow.Facts{"start": "2030-01-10T15:00:00Z"}
 			start := func(wf, subject string) int64 {
-				w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: wf, Subject: subject, EventID: &e1, Facts: old}, t0)
+				w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: wf, Subject: subject, EventID: &e1, Facts: old}, t0)
 				mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 				return w.ID
 			}
@@ -703,9 +696,9 @@ func TestRefreshSubject(t *testing.T) {
 			mustAdvance(t, s, d, finished, workflow.Input{Kind: workflow.InputEnd, Now: t0})
 			otherSubject := start("reminders", "Appointment/a2")
 			// A run whose actions a task is carrying out right now.
-			sending := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "sending", Subject: "Appointment/a1", EventID: &e1, Facts: old}, t0).ID
+			sending := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "sending", Subject: "Appointment/a1", EventID: &e1, Facts: old}, t0).ID
 			saveStep(t, s, d, sending, workflow.Input{Kind: workflow.InputStart, Now: t0})
-			before := map[int64]Run{}
+			before := map[int64]journey.Run{}
 			for _, id := range append([]int64{finished, otherSubject, sending}, waiting...) {
 				before[id] = mustLoad(t, s, id)
 			}
@@ -719,7 +712,7 @@ func TestRefreshSubject(t *testing.T) {
 			if !changed && len(wakes) != 0 {
 				t.Fatalf("an unchanged subject woke %d runs", len(wakes))
 			}
-			woken := map[int64]RunWake{}
+			woken := map[int64]journey.Wake{}
 			for _, w := range wakes {
 				woken[w.ID] = w
 			}
@@ -792,15 +785,15 @@ func TestEndSubjectRuns(t *testing.T) {
 			d := remindersDef("reminders", "appointment.booked")
 			runs := map[string]int64{}
 			for _, id := range []string{"reminders", "survey", "cancelled-wf", "finished"} {
-				mustWorkflow(t, s, "t1", remindersDef(id, "appointment.booked"), WorkflowActive)
-				w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: id, Subject: "Appointment/a1"}, t0)
+				mustWorkflow(t, s, "t1", remindersDef(id, "appointment.booked"), journey.WorkflowActive)
+				w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: id, Subject: "Appointment/a1"}, t0)
 				mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 				runs[id] = w.ID
 			}
 			mustAdvance(t, s, d, runs["finished"], workflow.Input{Kind: workflow.InputEnd, Reason: "earlier", Now: t0.Add(time.Hour)})
-			other := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a2"}, t0).ID
+			other := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a2"}, t0).ID
 			mustAdvance(t, s, d, other, workflow.Input{Kind: workflow.InputStart, Now: t0})
-			before := map[int64]Run{}
+			before := map[int64]journey.Run{}
 			for _, id := range runs {
 				before[id] = mustLoad(t, s, id)
 			}
@@ -858,8 +851,8 @@ func TestEndSubjectRuns(t *testing.T) {
 			if len(acts) != 1 {
 				t.Fatalf("the held run's wake-up decided %d actions, want its reminder", len(acts))
 			}
-			if _, err := s.SaveRun(ctx, held, st, acts, 0, t0.Add(48*time.Hour)); !errors.Is(err, ErrStale) {
-				t.Fatalf("save of a run loaded before it was ended: %v, want ErrStale", err)
+			if _, err := s.SaveRun(ctx, held, st, acts, 0, t0.Add(48*time.Hour)); !errors.Is(err, journey.ErrStale) {
+				t.Fatalf("save of a run loaded before it was ended: %v, want journey.ErrStale", err)
 			}
 			// Ending again ends nothing.
 			if n, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", tc.outcome, tc.keep, now); err != nil || n != 0 {
@@ -881,12 +874,12 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 	}}
 	timer := remindersDef("reminders", "appointment.booked")
 	for _, tenant := range []string{"t1", "t2"} {
-		mustWorkflow(t, s, tenant, d, WorkflowActive)
+		mustWorkflow(t, s, tenant, d, journey.WorkflowActive)
 	}
-	mustWorkflow(t, s, "t1", timer, WorkflowActive)
+	mustWorkflow(t, s, "t1", timer, journey.WorkflowActive)
 	p1 := s.PatientIndex("Patient/p1")
 	start := func(tenant, subject, patient string) int64 {
-		w := mustStart(t, s, NewRun{TenantID: tenant, WorkflowID: d.ID, Subject: subject, PatientIndex: s.PatientIndex(patient)}, t0)
+		w := mustStart(t, s, journey.NewRun{TenantID: tenant, WorkflowID: d.ID, Subject: subject, PatientIndex: s.PatientIndex(patient)}, t0)
 		mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 		return w.ID
 	}
@@ -897,9 +890,9 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 	mustAdvance(t, s, d, ended, workflow.Input{Kind: workflow.InputEnd, Now: t0})
 	otherPatient := start("t1", "Appointment/a3", "Patient/p2")
 	otherTenant := start("t2", "Appointment/a1", "Patient/p1")
-	sending := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a4", PatientIndex: p1}, t0).ID
+	sending := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a4", PatientIndex: p1}, t0).ID
 	saveStep(t, s, d, sending, workflow.Input{Kind: workflow.InputStart, Now: t0}) // its send is being carried out
-	timed := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: timer.ID, Subject: "Appointment/a1", PatientIndex: p1}, t0).ID
+	timed := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: timer.ID, Subject: "Appointment/a1", PatientIndex: p1}, t0).ID
 	mustAdvance(t, s, timer, timed, workflow.Input{Kind: workflow.InputStart, Now: t0}) // waits 48 h for a time, not an event
 	all := []int64{appointment, eob, patientWide, ended, otherPatient, otherTenant, sending, timed}
 
@@ -912,7 +905,7 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 		{"about no subject", "", []int64{appointment, eob, patientWide}},
 		{"about the EOB", "ExplanationOfBenefit/e1", []int64{eob, patientWide}},
 	} {
-		before := map[int64]Run{}
+		before := map[int64]journey.Run{}
 		for _, id := range all {
 			before[id] = mustLoad(t, s, id)
 		}
@@ -942,7 +935,7 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 			}
 		}
 		for _, rid := range want {
-			if !slices.ContainsFunc(wakes, func(w RunWake) bool { return w.ID == rid }) {
+			if !slices.ContainsFunc(wakes, func(w journey.Wake) bool { return w.ID == rid }) {
 				t.Errorf("%s: run %d woken but no wake-up returned for the queue", tc.name, rid)
 			}
 		}
@@ -986,27 +979,27 @@ func TestEngagementsSince(t *testing.T) {
 	viewed := record("t1", "Patient/p1", "ExplanationOfBenefit/e1", "portal.viewed", t0.Add(time.Hour))
 	login := record("t1", "Patient/p1", "", "portal.login", t0.Add(2*time.Hour))
 	p1 := s.PatientIndex("Patient/p1")
-	run := func(tenant, subject string, cursor int64) Run {
-		return Run{RunColumns: RunColumns{TenantID: tenant, PatientIndex: p1, Subject: subject, EngagementCursor: cursor}}
+	run := func(tenant, subject string, cursor int64) journey.Run {
+		return journey.Run{TenantID: tenant, PatientIndex: p1, Subject: subject, EngagementCursor: cursor}
 	}
 
 	for _, tc := range []struct {
 		name  string
-		run   Run
+		run   journey.Run
 		since time.Time
-		want  []Engagement
+		want  []journey.Engagement
 	}{
 		{"the appointment's run, from the start", run("t1", "Appointment/a1", 0), t0.Add(-2 * time.Hour),
-			[]Engagement{{early, "delivered"}, {opened, "opened"}, {login, "portal.login"}}},
+			[]journey.Engagement{{early, "delivered"}, {opened, "opened"}, {login, "portal.login"}}},
 		{"the EOB's run", run("t1", "ExplanationOfBenefit/e1", 0), t0.Add(-2 * time.Hour),
-			[]Engagement{{early, "delivered"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
+			[]journey.Engagement{{early, "delivered"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
 		{"a run of the patient as a whole", run("t1", "patient:"+p1, 0), t0.Add(-2 * time.Hour),
-			[]Engagement{{early, "delivered"}, {opened, "opened"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
-		{"since the run started", run("t1", "Appointment/a1", 0), t0, []Engagement{{opened, "opened"}, {login, "portal.login"}}},
-		{"after the cursor", run("t1", "Appointment/a1", opened), t0, []Engagement{{login, "portal.login"}}},
-		{"since later", run("t1", "patient:"+p1, 0), t0.Add(time.Minute), []Engagement{{viewed, "portal.viewed"}, {login, "portal.login"}}},
+			[]journey.Engagement{{early, "delivered"}, {opened, "opened"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
+		{"since the run started", run("t1", "Appointment/a1", 0), t0, []journey.Engagement{{opened, "opened"}, {login, "portal.login"}}},
+		{"after the cursor", run("t1", "Appointment/a1", opened), t0, []journey.Engagement{{login, "portal.login"}}},
+		{"since later", run("t1", "patient:"+p1, 0), t0.Add(time.Minute), []journey.Engagement{{viewed, "portal.viewed"}, {login, "portal.login"}}},
 		{"all seen", run("t1", "Appointment/a1", login), t0, nil},
-		{"other tenant", run("t2", "Appointment/a1", 0), t0, []Engagement{{clicked, "clicked"}}},
+		{"other tenant", run("t2", "Appointment/a1", 0), t0, []journey.Engagement{{clicked, "clicked"}}},
 	} {
 		got, err := s.EngagementsSince(ctx, tc.run, tc.since)
 		if err != nil {
@@ -1022,12 +1015,12 @@ func TestPromotion(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	id := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
 	w1 := mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0}) // due t0+48h
-	var w2 RunWake
+	var w2 journey.Wake
 
-	promotable := func(now time.Time) []RunWake {
+	promotable := func(now time.Time) []journey.Wake {
 		t.Helper()
 		ws, err := s.PromotableRuns(ctx, now, time.Hour, 10)
 		if err != nil {
@@ -1035,7 +1028,7 @@ func TestPromotion(t *testing.T) {
 		}
 		return ws
 	}
-	overdue := func(now time.Time) []RunWake {
+	overdue := func(now time.Time) []journey.Wake {
 		t.Helper()
 		ws, err := s.OverdueRuns(ctx, now, 5*time.Minute, nil, 10)
 		if err != nil {
@@ -1043,9 +1036,9 @@ func TestPromotion(t *testing.T) {
 		}
 		return ws
 	}
-	mark := func(w RunWake) {
+	mark := func(w journey.Wake) {
 		t.Helper()
-		if err := s.MarkPromoted(ctx, []RunWake{w}); err != nil {
+		if err := s.MarkPromoted(ctx, []journey.Wake{w}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1054,8 +1047,8 @@ func TestPromotion(t *testing.T) {
 		name        string
 		do          func()
 		now         time.Time
-		wantPromote *RunWake // the wake-up expected promotable, nil for none
-		wantOverdue *RunWake
+		wantPromote *journey.Wake // the wake-up expected promotable, nil for none
+		wantOverdue *journey.Wake
 	}{
 		{"far from due", nil, t0, nil, nil},
 		{"due within the horizon", nil, due.Add(-30 * time.Minute), &w1, nil},
@@ -1075,7 +1068,7 @@ func TestPromotion(t *testing.T) {
 		if tc.do != nil {
 			tc.do()
 		}
-		check := func(what string, got []RunWake, want *RunWake) {
+		check := func(what string, got []journey.Wake, want *journey.Wake) {
 			if want == nil {
 				if len(got) != 0 {
 					t.Errorf("%s: %s %+v, want none", tc.name, what, got)
@@ -1094,13 +1087,13 @@ func TestPromotion(t *testing.T) {
 	}
 
 	// Earliest due first, within the limit.
-	soon := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a2"}, t0)
-	later := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a3"}, t0.Add(-time.Hour))
+	soon := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a2"}, t0)
+	later := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a3"}, t0.Add(-time.Hour))
 	ws, err := s.PromotableRuns(ctx, t0, 0, 1)
 	if err != nil || len(ws) != 1 || ws[0].ID != later.ID {
 		t.Fatalf("limit 1: %+v (%v), want run %d", ws, err, later.ID)
 	}
-	if err := s.MarkPromoted(ctx, []RunWake{soon, later}); err != nil {
+	if err := s.MarkPromoted(ctx, []journey.Wake{soon, later}); err != nil {
 		t.Fatal(err)
 	}
 	if ws := promotable(t0); len(ws) != 0 {
@@ -1116,17 +1109,17 @@ func TestPromotion(t *testing.T) {
 func TestOverdueRunsPages(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	mustWorkflow(t, s, "t1", remindersDef("reminders", "appointment.booked"), WorkflowActive)
-	var lost []RunWake
+	mustWorkflow(t, s, "t1", remindersDef("reminders", "appointment.booked"), journey.WorkflowActive)
+	var lost []journey.Wake
 	for i, at := range []time.Time{t0, t0, t0, t0.Add(time.Minute), t0.Add(-time.Minute)} {
-		lost = append(lost, mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: fmt.Sprintf("Appointment/a%d", i)}, at))
+		lost = append(lost, mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: fmt.Sprintf("Appointment/a%d", i)}, at))
 	}
 	if err := s.MarkPromoted(ctx, lost); err != nil {
 		t.Fatal(err)
 	}
 	now := t0.Add(time.Hour)
 	var seen []int64
-	var after *RunWake
+	var after *journey.Wake
 	for page := 0; page < 5; page++ {
 		ws, err := s.OverdueRuns(ctx, now, 5*time.Minute, after, 2)
 		if err != nil {
@@ -1149,13 +1142,13 @@ func TestOverdueRunsPages(t *testing.T) {
 func TestEnsureRunNotice(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	mustWorkflow(t, s, "t1", remindersDef("reminders", "appointment.booked"), WorkflowActive)
-	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), WorkflowActive)
+	mustWorkflow(t, s, "t1", remindersDef("reminders", "appointment.booked"), journey.WorkflowActive)
+	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), journey.WorkflowActive)
 	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
-	run := mustLoad(t, s, mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1", EventID: &ev}, t0).ID)
-	run2 := mustLoad(t, s, mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "survey", Subject: "Appointment/a1", EventID: &ev}, t0).ID)
+	run := mustLoad(t, s, mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1", EventID: &ev}, t0).ID)
+	run2 := mustLoad(t, s, mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "survey", Subject: "Appointment/a1", EventID: &ev}, t0).ID)
 
-	ensure := func(r Run, step, template string) Notice {
+	ensure := func(r journey.Run, step, template string) delivery.Notice {
 		t.Helper()
 		n, err := s.EnsureRunNotice(ctx, r, step, template, "appointment", ev)
 		if err != nil {
@@ -1164,8 +1157,8 @@ func TestEnsureRunNotice(t *testing.T) {
 		return n
 	}
 	first := ensure(run, "confirm", "appointment.confirmation")
-	if first.ID == 0 || first.RunID == nil || *first.RunID != run.ID || first.Step == nil || *first.Step != "confirm" ||
-		first.Template != "appointment.confirmation" || first.Status != NoticePending || first.EventID != ev || first.PortalToken == "" {
+	if first.ID == 0 || first.RunID == nil || *first.RunID != run.ID || first.Step != "confirm" ||
+		first.Template != "appointment.confirmation" || first.Status != delivery.NoticePending || first.EventID != ev || first.PortalToken == "" {
 		t.Fatalf("run notice: %+v", first)
 	}
 	again := ensure(run, "confirm", "appointment.confirmation")
@@ -1183,7 +1176,7 @@ func TestEnsureRunNotice(t *testing.T) {
 	if eventNotice.RunID != nil || eventAgain.ID != eventNotice.ID {
 		t.Fatalf("event notice %d (run %v), again %d", eventNotice.ID, eventNotice.RunID, eventAgain.ID)
 	}
-	distinct := map[string]Notice{
+	distinct := map[string]delivery.Notice{
 		"first":          first,
 		"another step":   ensure(run, "remind-1", "appointment.reminder"),
 		"another run":    ensure(run2, "confirm", "appointment.confirmation"),
@@ -1219,9 +1212,9 @@ func TestWorkflowStats(t *testing.T) {
 	v2 := v1
 	v2.Steps = slices.Clone(v1.Steps)
 	v2.Steps[1] = workflow.Step{ID: "wait", Type: workflow.StepWait, Duration: "48h"}
-	mustWorkflow(t, s, "t1", v1, WorkflowActive)
+	mustWorkflow(t, s, "t1", v1, journey.WorkflowActive)
 	run := func(tenant string, d workflow.Definition, version int, subject string, inputs ...workflow.Input) int64 {
-		id := mustStart(t, s, NewRun{TenantID: tenant, WorkflowID: d.ID, WorkflowVersion: version, Subject: subject}, t0).ID
+		id := mustStart(t, s, journey.NewRun{TenantID: tenant, WorkflowID: d.ID, WorkflowVersion: version, Subject: subject}, t0).ID
 		for _, in := range inputs {
 			mustAdvance(t, s, d, id, in)
 		}
@@ -1231,7 +1224,7 @@ func TestWorkflowStats(t *testing.T) {
 	cancel := workflow.Input{Kind: workflow.InputEnd, Now: t0.Add(time.Hour)}
 	run("t1", v1, 1, "Appointment/old", start) // waiting at wait-old
 	run("t1", v1, 1, "Appointment/old-cancelled", start, cancel)
-	mustWorkflow(t, s, "t1", v2, WorkflowActive)
+	mustWorkflow(t, s, "t1", v2, journey.WorkflowActive)
 	run("t1", v2, 2, "Appointment/waiting", start)
 	run("t1", v2, 2, "Appointment/waiting-too", start)
 	run("t1", v2, 2, "Appointment/cancelled", start, cancel)
@@ -1240,20 +1233,20 @@ func TestWorkflowStats(t *testing.T) {
 	// Other workflows and tenants do not count.
 	other := v2
 	other.ID = "other"
-	mustWorkflow(t, s, "t1", other, WorkflowActive)
+	mustWorkflow(t, s, "t1", other, journey.WorkflowActive)
 	run("t1", other, 1, "Appointment/waiting", start)
-	mustWorkflow(t, s, "t2", v2, WorkflowActive)
+	mustWorkflow(t, s, "t2", v2, journey.WorkflowActive)
 	run("t2", v2, 1, "Appointment/waiting", start, cancel)
 
 	latest, err := s.Workflow(ctx, "t1", "flow")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.WorkflowStats(ctx, "t1", latest.Definition)
+	_, got, err := journey.Workflows{Store: s}.Stats(ctx, "t1", latest.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []StepStats{
+	want := []journey.StepStats{
 		{Step: "confirm", Processed: 6, Outcomes: map[string]int64{}},
 		{Step: "wait", Now: 2, Processed: 4, Outcomes: map[string]int64{workflow.OutcomeCancelled: 1}, DropOff: 1.0 / 4},
 		{Step: "remind", Processed: 1, Outcomes: map[string]int64{}},
@@ -1287,7 +1280,7 @@ func TestUnsettled(t *testing.T) {
 	ctx := context.Background()
 	mustTenant(t, s, "t2", "sub2")
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
 	// Another tenant's unprocessed event and a processed one never count.
 	mustEvent(t, s, "t2", "sub2", "Appointment", "u1", "1")
 	processed := mustEvent(t, s, "t1", "sub1", "ExplanationOfBenefit", "e1", "1")
@@ -1304,7 +1297,7 @@ func TestUnsettled(t *testing.T) {
 		{"nothing yet", nil, t0, 0},
 		{"an event the worker has not finished with", func() { ev = mustEvent(t, s, "t1", "sub1", "Appointment", "u1", "1") }, t0, 1},
 		{"and its run, due now", func() {
-			id = mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/u1"}, t0).ID
+			id = mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/u1"}, t0).ID
 		}, t0, 2},
 		{"the event processed, the run waiting for later", func() {
 			mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
@@ -1341,16 +1334,16 @@ func TestRunsForSubjectShowsThePath(t *testing.T) {
 	ctx := context.Background()
 	mustTenant(t, s, "t2", "sub2")
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), WorkflowActive)
-	mustWorkflow(t, s, "t2", d, WorkflowActive)
-	first := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1",
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	mustWorkflow(t, s, "t1", remindersDef("survey", "appointment.booked"), journey.WorkflowActive)
+	mustWorkflow(t, s, "t2", d, journey.WorkflowActive)
+	first := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1",
 		Facts: workflow.Facts{"note": canaryFact}}, t0).ID
 	mustAdvance(t, s, d, first, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	mustAdvance(t, s, d, first, workflow.Input{Kind: workflow.InputWake, Now: t0.Add(48 * time.Hour)})
-	second := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "survey", Subject: "Appointment/a1"}, t0).ID
-	mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a2"}, t0)
-	mustStart(t, s, NewRun{TenantID: "t2", WorkflowID: "reminders", Subject: "Appointment/a1"}, t0)
+	second := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "survey", Subject: "Appointment/a1"}, t0).ID
+	mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a2"}, t0)
+	mustStart(t, s, journey.NewRun{TenantID: "t2", WorkflowID: "reminders", Subject: "Appointment/a1"}, t0)
 
 	views, err := s.RunsForSubject(ctx, "t1", "Appointment/a1")
 	if err != nil {
@@ -1442,29 +1435,27 @@ func TestConcurrentSavesAndStarts(t *testing.T) {
 		return errs
 	}
 
-	// Saving a new workflow at once from several requests: every save that
-	// succeeds gets its own version, from 1; one that loses the race to
-	// create the workflow learns that it exists (the API answers 409).
+	// Creating a new workflow at once from several requests: one wins
+	// version 1; the others learn that it exists (the API answers 409).
 	versions := make([]int, n)
 	var won []int
-	for i, err := range concurrently(func(i int) (err error) { versions[i], err = s.SaveWorkflow(ctx, "t1", d); return err }) {
+	for i, err := range concurrently(func(i int) (err error) { versions[i], err = s.SaveWorkflow(ctx, "t1", d, true); return err }) {
 		switch {
 		case err == nil:
 			won = append(won, versions[i])
-		case !errors.Is(err, ErrDuplicate):
-			t.Errorf("a losing create: %v, want ErrDuplicate", err)
+		case !errors.Is(err, journey.ErrWorkflowExists):
+			t.Errorf("a losing create: %v, want ErrWorkflowExists", err)
 		}
 	}
-	slices.Sort(won)
-	if len(won) == 0 || won[0] != 1 || won[len(won)-1] != len(won) || len(slices.Compact(slices.Clone(won))) != len(won) {
-		t.Fatalf("concurrent first saves got versions %v", won)
+	if !slices.Equal(won, []int{1}) {
+		t.Fatalf("concurrent creates got versions %v, want one winner with version 1", won)
 	}
 	if wi, err := s.Workflow(ctx, "t1", d.ID); err != nil || wi.Version != len(won) {
 		t.Fatalf("latest version %d (%v), want %d", wi.Version, err, len(won))
 	}
 	first := len(won)
 	// New versions of an existing workflow serialise: each save gets its own.
-	for _, err := range concurrently(func(i int) (err error) { versions[i], err = s.SaveWorkflow(ctx, "t1", d); return err }) {
+	for _, err := range concurrently(func(i int) (err error) { versions[i], err = s.SaveWorkflow(ctx, "t1", d, false); return err }) {
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1482,7 +1473,7 @@ func TestConcurrentSavesAndStarts(t *testing.T) {
 	// Duplicated triggers start one run.
 	var started atomic.Int32
 	for _, err := range concurrently(func(int) error {
-		_, ok, err := s.StartRun(ctx, NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: first + n, Subject: "Appointment/a1",
+		_, ok, err := s.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: first + n, Subject: "Appointment/a1",
 			PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityNormal}, t0)
 		if ok {
 			started.Add(1)
@@ -1502,8 +1493,8 @@ func TestDeferPendingRetriesFromPostgres(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	id := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
 	saved, actions := saveStep(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	first := mustLoad(t, s, id)
 	if first.Attempts != 0 || len(first.Pending) != 1 {
@@ -1511,7 +1502,7 @@ func TestDeferPendingRetriesFromPostgres(t *testing.T) {
 	}
 
 	// Two failed attempts, each a new wake-up at its retry time.
-	var last RunWake
+	var last journey.Wake
 	for i, retry := range []time.Time{t0.Add(5 * time.Second), t0.Add(15 * time.Second)} {
 		r := mustLoad(t, s, id)
 		w, err := s.DeferPending(ctx, r, retry)
@@ -1521,8 +1512,8 @@ func TestDeferPendingRetriesFromPostgres(t *testing.T) {
 		if w.ID != id || w.WakeSeq != r.WakeSeq+1 || !w.DueAt.Equal(retry) {
 			t.Fatalf("attempt %d: wake-up %+v, want seq %d due %v", i+1, w, r.WakeSeq+1, retry)
 		}
-		if _, err := s.DeferPending(ctx, r, retry); !errors.Is(err, ErrStale) {
-			t.Fatalf("attempt %d deferred twice: %v, want ErrStale", i+1, err)
+		if _, err := s.DeferPending(ctx, r, retry); !errors.Is(err, journey.ErrStale) {
+			t.Fatalf("attempt %d deferred twice: %v, want journey.ErrStale", i+1, err)
 		}
 		got := mustLoad(t, s, id)
 		if got.Attempts != i+1 || !slices.Equal(got.Pending, actions) || got.Status != workflow.StatusWaiting || !sameTime(got.DueAt, &retry) {
@@ -1553,8 +1544,8 @@ func TestDeferPendingRetriesFromPostgres(t *testing.T) {
 	if _, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.DeferPending(ctx, mustLoad(t, s, id), t0.Add(2*time.Hour)); !errors.Is(err, ErrStale) {
-		t.Fatalf("deferral of an ended run: %v, want ErrStale", err)
+	if _, err := s.DeferPending(ctx, mustLoad(t, s, id), t0.Add(2*time.Hour)); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("deferral of an ended run: %v, want journey.ErrStale", err)
 	}
 }
 
@@ -1562,8 +1553,8 @@ func TestUnsettledCountsRunsCarryingOutActions(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	id := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
 	saveStep(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0}) // its confirmation is being sent
 	if n, err := s.Unsettled(ctx, "t1", t0); err != nil || n != 1 {
 		t.Fatalf("unsettled while a run's send is in flight: %d (%v), want 1", n, err)
@@ -1580,8 +1571,8 @@ func TestStartRunReportsTheExistingRun(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	nr := NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: 1, Subject: "Appointment/a1",
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	nr := journey.NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: 1, Subject: "Appointment/a1",
 		PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityHigh}
 	id := mustStart(t, s, nr, t0).ID
 	saved := mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
@@ -1599,12 +1590,12 @@ func TestSaveRunLeavesAnEndedRunAlone(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
-	id := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: "Appointment/a1"}, t0).ID
 	mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputEnd, Now: t0})
 	r := mustLoad(t, s, id)
-	if _, err := s.SaveRun(ctx, r, r.State, nil, r.EngagementCursor, t0.Add(time.Hour)); !errors.Is(err, ErrStale) {
-		t.Fatalf("save of an ended run: %v, want ErrStale", err)
+	if _, err := s.SaveRun(ctx, r, r.State, nil, r.EngagementCursor, t0.Add(time.Hour)); !errors.Is(err, journey.ErrStale) {
+		t.Fatalf("save of an ended run: %v, want journey.ErrStale", err)
 	}
 	var endedAt []time.Time
 	if err := s.RawScan(ctx, &endedAt, `SELECT ended_at FROM runs WHERE id = ?`, id); err != nil {
@@ -1624,9 +1615,9 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	d := remindersDef("reminders", "appointment.booked")
-	mustWorkflow(t, s, "t1", d, WorkflowActive)
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
 	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
-	w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1", EventID: &ev}, t0)
+	w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a1", EventID: &ev}, t0)
 	mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	run := mustLoad(t, s, w.ID)
 	n, err := s.EnsureRunNotice(ctx, run, "confirm", "appointment.confirmation", "appointment", ev)
@@ -1637,19 +1628,19 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 	if err != nil || !proceed {
 		t.Fatal(err, proceed)
 	}
-	if err := s.FinishDelivery(ctx, dl, DeliverySent, true, "<m@x>", ""); err != nil {
+	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", ""); err != nil {
 		t.Fatal(err)
 	}
 	// cancellation processed now, before FinishNotice(sent)
 	if _, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.FinishNotice(ctx, n, NoticeSent, nil); err != nil {
+	if err := s.FinishNotice(ctx, n, delivery.NoticeSent, nil); err != nil {
 		t.Fatal(err)
 	}
 	var st []string
 	s.q(ctx).Raw(`SELECT status FROM notices WHERE id = ?`, n.ID).Scan(&st)
-	if st[0] != NoticeSent {
+	if st[0] != delivery.NoticeSent {
 		t.Fatalf("delivery was sent, notice status = %s", st[0])
 	}
 }
@@ -1660,12 +1651,12 @@ func TestEndSubjectRunsDoesNotDeadlockWithFinishNotice(t *testing.T) {
 	for lockIdx := 0; lockIdx < 2; lockIdx++ {
 		s := mustStore(t)
 		ctx := context.Background()
-		var notices []Notice
+		var notices []delivery.Notice
 		for _, id := range []string{"reminders", "survey"} {
 			d := remindersDef(id, "appointment.booked")
-			mustWorkflow(t, s, "t1", d, WorkflowActive)
+			mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
 			ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", id)
-			w := mustStart(t, s, NewRun{TenantID: "t1", WorkflowID: id, Subject: "Appointment/a1", EventID: &ev}, t0)
+			w := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: id, Subject: "Appointment/a1", EventID: &ev}, t0)
 			mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 			n, err := s.EnsureRunNotice(ctx, mustLoad(t, s, w.ID), "confirm", "appointment.confirmation", "appointment", ev)
 			if err != nil {

@@ -14,18 +14,18 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/seal"
 )
 
 var (
 	// ErrNotFound means the row asked for does not exist (in this tenant).
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = fault.New(fault.NotFound, "not found")
 	// ErrDuplicate means a unique key already holds that value.
-	ErrDuplicate = errors.New("duplicate")
+	ErrDuplicate = fault.New(fault.Conflict, "exists already")
 	// ErrUnknownReference means a row names a tenant (or other parent) that does not exist.
-	ErrUnknownReference = errors.New("unknown reference")
-	// ErrUnauthorized means a presented secret does not match.
-	ErrUnauthorized = errors.New("unauthorized")
+	ErrUnknownReference = fault.New(fault.Conflict, "names a tenant or parent that is not set up")
 )
 
 // Sealing contexts: a sealed value opens only in the column it was made for.
@@ -147,32 +147,63 @@ func SecretHash(secret string) []byte {
 }
 
 // CreateSubscription registers a subscription with its shared secret.
-func (s *Store) CreateSubscription(ctx context.Context, sub Subscription, secret string) error {
-	sub.SecretHash = SecretHash(secret)
-	if sub.Status == "" {
-		sub.Status = "active"
+func (s *Store) CreateSubscription(ctx context.Context, sub intake.Subscription, secret string) error {
+	row := Subscription{ID: sub.ID, TenantID: sub.TenantID, SecretHash: SecretHash(secret), Topic: sub.Topic, SourceURL: sub.SourceURL,
+		Status: sub.Status, Criteria: sub.Criteria, HeartbeatPeriodS: int(sub.HeartbeatPeriod / time.Second), RemoteRef: sub.RemoteRef}
+	if len(sub.SigningKey) > 0 {
+		row.HMACKeySealed = s.keys.Seal(sub.SigningKey, ctxSubscriptionHMAC)
 	}
-	if sub.SourceID != nil {
+	if row.Status == "" {
+		row.Status = intake.StatusActive
+	}
+	if sub.SourceID != "" {
 		// A subscription fetches only from its own tenant's source.
 		var tenants []string
-		if err := s.q(ctx).Raw(`SELECT tenant_id FROM fhir_sources WHERE id = ?`, *sub.SourceID).Scan(&tenants).Error; err != nil {
+		if err := s.q(ctx).Raw(`SELECT tenant_id FROM fhir_sources WHERE id = ?`, sub.SourceID).Scan(&tenants).Error; err != nil {
 			return err
 		}
 		if len(tenants) == 0 || tenants[0] != sub.TenantID {
-			return fmt.Errorf("%w: source %q", ErrUnknownReference, *sub.SourceID)
+			return fault.New(fault.Invalid, "source_id names no registered source of this tenant")
 		}
+		row.SourceID = &sub.SourceID
 	}
-	return translate(s.q(ctx).Create(&sub).Error)
+	err := translate(s.q(ctx).Create(&row).Error)
+	if errors.Is(err, ErrDuplicate) {
+		return fault.Wrap(err, fault.Conflict, "a subscription with this id exists")
+	}
+	return err
 }
 
-// Authenticate loads a subscription and checks the presented secret in constant time.
-func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error) {
-	var sub Subscription
-	if err := s.q(ctx).Where("id = ?", subscriptionID).Take(&sub).Error; err != nil {
-		return Subscription{}, translate(err)
+// Authenticate loads a subscription and checks the presented secret in
+// constant time; its signing key, if any, comes opened.
+func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string) (intake.Subscription, error) {
+	var row Subscription
+	if err := s.q(ctx).Where("id = ?", subscriptionID).Take(&row).Error; err != nil {
+		if errors.Is(err, gorm.ErrRecordNotFound) {
+			return intake.Subscription{}, intake.ErrUnknownSubscription
+		}
+		return intake.Subscription{}, err
 	}
-	if secret == "" || subtle.ConstantTimeCompare(SecretHash(secret), sub.SecretHash) != 1 {
-		return Subscription{}, ErrUnauthorized
+	if secret == "" || subtle.ConstantTimeCompare(SecretHash(secret), row.SecretHash) != 1 {
+		return intake.Subscription{}, intake.ErrWrongSecret
+	}
+	return s.subscription(row)
+}
+
+// subscription converts a row, opening its signing key.
+func (s *Store) subscription(row Subscription) (intake.Subscription, error) {
+	sub := intake.Subscription{ID: row.ID, TenantID: row.TenantID, Topic: row.Topic, Status: row.Status,
+		Criteria: row.Criteria, RemoteRef: row.RemoteRef, SourceURL: row.SourceURL, CreatedAt: row.CreatedAt,
+		HeartbeatPeriod: time.Duration(row.HeartbeatPeriodS) * time.Second}
+	if row.SourceID != nil {
+		sub.SourceID = *row.SourceID
+	}
+	if len(row.HMACKeySealed) > 0 {
+		key, err := s.keys.Open(row.HMACKeySealed, ctxSubscriptionHMAC)
+		if err != nil {
+			return intake.Subscription{}, fmt.Errorf("subscription %s: open signing key: %w", row.ID, err)
+		}
+		sub.SigningKey = key
 	}
 	return sub, nil
 }
@@ -221,23 +252,28 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind, remoteSt
 }
 
 // SubscriptionByID loads one subscription.
-func (s *Store) SubscriptionByID(ctx context.Context, id string) (Subscription, error) {
-	var sub Subscription
-	err := s.q(ctx).Where("id = ?", id).Take(&sub).Error
-	return sub, translate(err)
+func (s *Store) SubscriptionByID(ctx context.Context, id string) (intake.Subscription, error) {
+	var row Subscription
+	if err := s.q(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
+		return intake.Subscription{}, translate(err)
+	}
+	return s.subscription(row)
 }
 
 // Subscriptions lists every subscription, for operators.
-func (s *Store) Subscriptions(ctx context.Context) ([]Subscription, error) {
-	var subs []Subscription
-	err := s.q(ctx).Order("tenant_id, id").Find(&subs).Error
-	return subs, err
+func (s *Store) Subscriptions(ctx context.Context) ([]intake.SubscriptionReport, error) {
+	var rows []Subscription
+	if err := s.q(ctx).Order("tenant_id, id").Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	out := make([]intake.SubscriptionReport, len(rows))
+	for i, r := range rows {
+		out[i] = subscriptionReport(r)
+	}
+	return out, nil
 }
 
 const ctxSubscriptionHMAC = "subscriptions.hmac_key_sealed"
-
-// SealHMACKey seals a signing key for Subscription.HMACKeySealed.
-func (s *Store) SealHMACKey(key []byte) []byte { return s.keys.Seal(key, ctxSubscriptionHMAC) }
 
 // SetSubscriptionHMACKey stores (sealed) the key a source signs its
 // notifications with; nil removes it.
@@ -254,14 +290,6 @@ func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID strin
 		return ErrNotFound
 	}
 	return nil
-}
-
-// SubscriptionHMACKey opens a subscription's signing key (nil when it has none).
-func (s *Store) SubscriptionHMACKey(sub Subscription) ([]byte, error) {
-	if len(sub.HMACKeySealed) == 0 {
-		return nil, nil
-	}
-	return s.keys.Open(sub.HMACKeySealed, ctxSubscriptionHMAC)
 }
 
 // scrubValueErrors keeps values out of database errors. PostgreSQL's data

@@ -3,11 +3,16 @@ package store
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/testenv"
@@ -33,7 +38,7 @@ func mustStore(t *testing.T) *Store {
 	if err := s.EnsureTenant(ctx, "t1", "Tenant"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CreateSubscription(ctx, Subscription{ID: "sub1", TenantID: "t1"}, "s3cret-s3cret"); err != nil {
+	if err := s.CreateSubscription(ctx, intake.Subscription{ID: "sub1", TenantID: "t1"}, "s3cret-s3cret"); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -42,10 +47,10 @@ func mustStore(t *testing.T) *Store {
 func TestInsertEventDedupesConcurrently(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	e := NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "x",
-		VersionID: "1", DedupeKey: "sub1|ExplanationOfBenefit|x|v:1", Resource: []byte(`{"patient":"Canary Person"}`)}
+	e := intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "x",
+		VersionID: "1", DedupeKey: "sub1|ExplanationOfBenefit|x|v:1", Record: fhir.Event{Focus: json.RawMessage(`{"patient":"Canary Person"}`)}}
 	var wg sync.WaitGroup
-	results := make([]Stored, 8)
+	results := make([]intake.StoredEvent, 8)
 	errs := make([]error, 8)
 	for i := range results {
 		wg.Add(1)
@@ -72,7 +77,7 @@ func TestInsertEventDedupesConcurrently(t *testing.T) {
 		t.Fatal("resource stored in clear")
 	}
 	ev, err := s.LoadEvent(ctx, results[0].EventID)
-	if err != nil || !bytes.Contains(ev.Resource, []byte("Canary Person")) {
+	if err != nil || !bytes.Contains(ev.Record.Focus, []byte("Canary Person")) || ev.ResourceID != "x" {
 		t.Fatalf("LoadEvent: %v", err)
 	}
 }
@@ -83,10 +88,10 @@ func TestAuthenticate(t *testing.T) {
 	if _, err := s.Authenticate(ctx, "sub1", "s3cret-s3cret"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Authenticate(ctx, "sub1", "wrong"); !errors.Is(err, ErrUnauthorized) {
+	if _, err := s.Authenticate(ctx, "sub1", "wrong"); !errors.Is(err, intake.ErrWrongSecret) || !errors.Is(err, fault.Unauthorized) {
 		t.Fatalf("wrong secret: %v", err)
 	}
-	if _, err := s.Authenticate(ctx, "nobody", "s3cret-s3cret"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Authenticate(ctx, "nobody", "s3cret-s3cret"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown subscription: %v", err)
 	}
 }
@@ -115,10 +120,10 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 func TestContactsAreSealedAndAPIContactsWin(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	if err := s.UpsertContact(ctx, "t1", "Patient/p1", ContactDetails{Email: "api@example.org", Source: "api", Language: "es"}); err != nil {
+	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "api@example.org", Source: "api", Language: "es"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpsertContact(ctx, "t1", "Patient/p1", ContactDetails{Email: "bundle@example.org", Source: "fhir"}); err != nil {
+	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "bundle@example.org", Source: "fhir"}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := s.ContactFor(ctx, "t1", "Patient/p1")
@@ -138,7 +143,7 @@ func TestContactsAreSealedAndAPIContactsWin(t *testing.T) {
 func TestContactPreferencesRoundTripSealed(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	in := ContactDetails{Email: "home@example.org", Source: "api", OptedOutChannels: []string{"sms", "push"},
+	in := delivery.Contact{Email: "home@example.org", Source: "api", OptedOutChannels: []string{"sms", "push"},
 		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print"}
 	if err := s.UpsertContact(ctx, "t1", "Patient/p9", in); err != nil {
 		t.Fatal(err)

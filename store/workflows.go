@@ -7,40 +7,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
 )
-
-// Workflow statuses.
-const (
-	WorkflowDraft  = "draft"
-	WorkflowActive = "active"
-	WorkflowPaused = "paused"
-)
-
-// WorkflowInfo is a workflow's current version and status.
-type WorkflowInfo struct {
-	ID         string              `json:"id"`
-	Status     string              `json:"status"`
-	Version    int                 `json:"version"`
-	Trigger    string              `json:"trigger"`
-	Priority   string              `json:"priority"`
-	UpdatedAt  time.Time           `json:"updated_at"`
-	Definition workflow.Definition `json:"definition"`
-}
-
-// TriggerKey is how a workflow's trigger is indexed: "event:<kind>",
-// "api:<type>" or "segment:<name>".
-func TriggerKey(t workflow.Trigger) string {
-	switch {
-	case t.Event != "":
-		return "event:" + t.Event
-	case t.APIEvent != "":
-		return "api:" + t.APIEvent
-	case t.Segment != "":
-		return "segment:" + t.Segment
-	}
-	return ""
-}
 
 func priorityOf(d workflow.Definition) string {
 	if d.Priority == "" {
@@ -50,14 +20,21 @@ func priorityOf(d workflow.Definition) string {
 }
 
 // SaveWorkflow stores a definition (validated by the caller) as the
-// workflow's next version, creating the workflow (as a draft) the first
-// time. Runs already started keep the version they started on.
-func (s *Store) SaveWorkflow(ctx context.Context, tenantID string, d workflow.Definition) (int, error) {
+// workflow's next version. With create, the workflow must not exist yet and
+// is created as a draft; without, it must exist. Runs already started keep
+// the version they started on.
+func (s *Store) SaveWorkflow(ctx context.Context, tenantID string, d workflow.Definition, create bool) (int, error) {
 	var version int
 	err := s.InTx(ctx, func(tx *Store) error {
 		var cur []int
 		if err := tx.q(ctx).Raw(`SELECT version FROM workflows WHERE tenant_id = ? AND id = ? FOR UPDATE`, tenantID, d.ID).Scan(&cur).Error; err != nil {
 			return err
+		}
+		switch {
+		case create && len(cur) > 0:
+			return journey.ErrWorkflowExists
+		case !create && len(cur) == 0:
+			return journey.ErrNoSuchWorkflow
 		}
 		version = 1
 		if len(cur) > 0 {
@@ -70,13 +47,16 @@ func (s *Store) SaveWorkflow(ctx context.Context, tenantID string, d workflow.De
 		}
 		if len(cur) == 0 {
 			err = tx.q(ctx).Exec(`INSERT INTO workflows (tenant_id, id, status, version, trigger_key, priority) VALUES (?, ?, 'draft', ?, ?, ?)`,
-				tenantID, d.ID, version, TriggerKey(d.Trigger), priorityOf(d)).Error
+				tenantID, d.ID, version, journey.TriggerKey(d.Trigger), priorityOf(d)).Error
 		} else {
 			err = tx.q(ctx).Exec(`UPDATE workflows SET version = ?, trigger_key = ?, priority = ?, updated_at = now() WHERE tenant_id = ? AND id = ?`,
-				version, TriggerKey(d.Trigger), priorityOf(d), tenantID, d.ID).Error
+				version, journey.TriggerKey(d.Trigger), priorityOf(d), tenantID, d.ID).Error
+		}
+		if err = translate(err); errors.Is(err, ErrDuplicate) {
+			return journey.ErrWorkflowExists // created by another request meanwhile
 		}
 		if err != nil {
-			return fmt.Errorf("save workflow: %w", translate(err))
+			return fmt.Errorf("save workflow: %w", err)
 		}
 		if err := tx.q(ctx).Exec(`INSERT INTO workflow_versions (tenant_id, workflow_id, version, definition) VALUES (?, ?, ?, ?::jsonb)`,
 			tenantID, d.ID, version, string(def)).Error; err != nil {
@@ -97,7 +77,7 @@ func (s *Store) SetWorkflowStatus(ctx context.Context, tenantID, id, status stri
 			return fmt.Errorf("set workflow status: %w", res.Error)
 		}
 		if res.RowsAffected == 0 {
-			return ErrNotFound
+			return journey.ErrNoSuchWorkflow
 		}
 		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "workflow." + status,
 			SubjectType: "workflow", SubjectID: id})
@@ -117,42 +97,42 @@ type workflowRow struct {
 const workflowSelect = `SELECT w.id, w.status, w.version, w.trigger_key, w.priority, w.updated_at, v.definition
 	FROM workflows w JOIN workflow_versions v ON v.tenant_id = w.tenant_id AND v.workflow_id = w.id AND v.version = w.version`
 
-func (r workflowRow) info() (WorkflowInfo, error) {
-	wi := WorkflowInfo{ID: r.ID, Status: r.Status, Version: r.Version, Trigger: r.TriggerKey, Priority: r.Priority, UpdatedAt: r.UpdatedAt}
+func (r workflowRow) info() (journey.Workflow, error) {
+	wi := journey.Workflow{ID: r.ID, Status: r.Status, Version: r.Version, Trigger: r.TriggerKey, Priority: r.Priority, UpdatedAt: r.UpdatedAt}
 	if err := json.Unmarshal(r.Definition, &wi.Definition); err != nil {
 		return wi, fmt.Errorf("workflow %s: stored definition: %w", r.ID, err)
 	}
 	return wi, nil
 }
 
-// Workflow returns a workflow's latest version; ErrNotFound when none.
-func (s *Store) Workflow(ctx context.Context, tenantID, id string) (WorkflowInfo, error) {
+// Workflow returns a workflow's latest version; journey.ErrNoSuchWorkflow when none.
+func (s *Store) Workflow(ctx context.Context, tenantID, id string) (journey.Workflow, error) {
 	var rows []workflowRow
 	if err := s.q(ctx).Raw(workflowSelect+` WHERE w.tenant_id = ? AND w.id = ?`, tenantID, id).Scan(&rows).Error; err != nil {
-		return WorkflowInfo{}, err
+		return journey.Workflow{}, err
 	}
 	if len(rows) == 0 {
-		return WorkflowInfo{}, ErrNotFound
+		return journey.Workflow{}, journey.ErrNoSuchWorkflow
 	}
 	return rows[0].info()
 }
 
 // Workflows lists a tenant's workflows.
-func (s *Store) Workflows(ctx context.Context, tenantID string) ([]WorkflowInfo, error) {
+func (s *Store) Workflows(ctx context.Context, tenantID string) ([]journey.Workflow, error) {
 	return s.workflowsWhere(ctx, ` WHERE w.tenant_id = ? ORDER BY w.id`, tenantID)
 }
 
 // ActiveWorkflows lists the active workflows a trigger starts.
-func (s *Store) ActiveWorkflows(ctx context.Context, tenantID, triggerKey string) ([]WorkflowInfo, error) {
+func (s *Store) ActiveWorkflows(ctx context.Context, tenantID, triggerKey string) ([]journey.Workflow, error) {
 	return s.workflowsWhere(ctx, ` WHERE w.tenant_id = ? AND w.trigger_key = ? AND w.status = 'active' ORDER BY w.id`, tenantID, triggerKey)
 }
 
-func (s *Store) workflowsWhere(ctx context.Context, where string, args ...any) ([]WorkflowInfo, error) {
+func (s *Store) workflowsWhere(ctx context.Context, where string, args ...any) ([]journey.Workflow, error) {
 	var rows []workflowRow
 	if err := s.q(ctx).Raw(workflowSelect+where, args...).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
-	out := make([]WorkflowInfo, 0, len(rows))
+	out := make([]journey.Workflow, 0, len(rows))
 	for _, r := range rows {
 		wi, err := r.info()
 		if err != nil {
@@ -195,15 +175,15 @@ func (s *Store) InstallWorkflows(ctx context.Context, tenantID string, defs []wo
 		if err == nil {
 			continue
 		}
-		if !errors.Is(err, ErrNotFound) {
+		if !errors.Is(err, fault.NotFound) {
 			return err
 		}
 		// Saved and activated together: never left a draft by a crash.
 		if err := s.InTx(ctx, func(tx *Store) error {
-			if _, err := tx.SaveWorkflow(ctx, tenantID, d); err != nil {
+			if _, err := tx.SaveWorkflow(ctx, tenantID, d, true); err != nil {
 				return err
 			}
-			return tx.SetWorkflowStatus(ctx, tenantID, d.ID, WorkflowActive)
+			return tx.SetWorkflowStatus(ctx, tenantID, d.ID, journey.WorkflowActive)
 		}); err != nil {
 			return err
 		}

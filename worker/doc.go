@@ -1,7 +1,9 @@
-// Package worker owns the Asynq side of Tidings: task types and their sealed
-// payloads, the handler that turns a stored event into a policy-checked,
-// delivered notice, and the reconciler that re-enqueues from the Postgres
-// outbox whatever Redis never got (Redis down at intake, process killed
-// between commit and enqueue). Tasks Redis loses after accepting them are not
-// recovered yet.
+// Package worker is Tidings' thin Asynq adapter: task types and their
+// sealed payloads (Client), handlers that open a task and call the core
+// (journey for events and run wake-ups, intake for fetches) and map its
+// outcome to done, retry or skip-retry (Handlers), the scheduler that moves
+// wake-ups from Postgres into Redis as they come within the horizon and
+// restores those Redis lost, and the reconciler that enqueues what the
+// Postgres outbox holds and Redis never got or lost. Postgres holds the
+// truth; a task only says "work on row N now".
 package worker

@@ -2,19 +2,18 @@ package worker
 
 import (
 	"context"
-	"github.com/tidings-health/tidings/intake"
 	"log/slog"
 	"time"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/intake"
 )
 
 // OutboxStore is what the reconciler needs.
 type OutboxStore interface {
-	PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]store.OutboxRow, error)
+	PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]intake.OutboxItem, error)
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
-	LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]store.OutboxRow, error)
+	LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]intake.OutboxItem, error)
 }
 
 // Enqueuer hands an event or a fetch to the queue.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
@@ -38,7 +39,7 @@ type runEnv struct {
 	st     *store.Store
 	client *Client
 	insp   *asynq.Inspector
-	runs   *Runs
+	runs   *journey.Engine
 	clock  *fixedClock
 }
 
@@ -71,17 +72,17 @@ func newRunEnv(t *testing.T, def workflow.Definition) *runEnv {
 	t.Cleanup(func() { insp.Close() })
 	clock := &fixedClock{t: time.Date(2026, 5, 4, 10, 0, 0, 0, time.UTC)}
 	return &runEnv{st: st, client: client, insp: insp, clock: clock,
-		runs: &Runs{Store: st, Queue: client, Clock: clock, Horizon: time.Hour}}
+		runs: &journey.Engine{Store: st, Queue: client, Clock: clock, Horizon: time.Hour}}
 }
 
 // waitOnly waits two hours and ends: no send, so no channel is needed.
 var waitOnly = workflow.Definition{ID: "pause", Trigger: workflow.Trigger{APIEvent: "portal.login"},
 	Steps: []workflow.Step{{ID: "hold", Type: workflow.StepWait, Duration: "2h"}, {ID: "done", Type: workflow.StepEnd}}}
 
-func (e *runEnv) start(t *testing.T) store.RunWake {
+func (e *runEnv) start(t *testing.T) journey.Wake {
 	t.Helper()
 	idx := e.st.PatientIndex("Patient/p1")
-	w, created, err := e.st.StartRun(context.Background(), store.NewRun{TenantID: "t1", WorkflowID: "pause", WorkflowVersion: 1,
+	w, created, err := e.st.StartRun(context.Background(), journey.NewRun{TenantID: "t1", WorkflowID: "pause", WorkflowVersion: 1,
 		Priority: "normal", Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil || !created {
 		t.Fatalf("start run: %v %v", created, err)
@@ -122,7 +123,7 @@ func TestArchivedWakeUpIsReplaced(t *testing.T) {
 	if err := e.insp.ArchiveTask("workflow", id); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.MarkPromoted(ctx, []store.RunWake{w}); err != nil {
+	if err := e.st.MarkPromoted(ctx, []journey.Wake{w}); err != nil {
 		t.Fatal(err)
 	}
 	// Overdue by more than the slack: the scheduler puts it back.
@@ -148,7 +149,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	e := newRunEnv(t, waitOnly)
 	ctx := context.Background()
 	w := e.start(t)
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
+	if err := e.advance(ctx, w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	run, err := e.st.LoadRun(ctx, w.ID)
@@ -165,7 +166,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 		t.Fatalf("queue holds %d tasks; a wake-up beyond the horizon belongs in Postgres", len(infos))
 	}
 	// The old seq is stale: nothing changes.
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
+	if err := e.advance(ctx, w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	if again, _ := e.st.LoadRun(ctx, w.ID); again.WakeSeq != run.WakeSeq {
@@ -179,7 +180,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	}
 	// An early wake-up (another host's clock) keeps the run waiting and
 	// queues a wake-up of its own for the due time.
-	if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, nil); err != nil {
+	if err := e.advance(ctx, w.ID, run.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	early, _ := e.st.LoadRun(ctx, w.ID)
@@ -195,7 +196,7 @@ func TestAdvanceSavesAndSchedules(t *testing.T) {
 	}
 	// At the due time the run ends.
 	e.clock.Set(due)
-	if err := e.runs.Advance(ctx, "t1", w.ID, early.WakeSeq, nil); err != nil {
+	if err := e.advance(ctx, w.ID, early.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	done, _ := e.st.LoadRun(ctx, w.ID)
@@ -217,12 +218,12 @@ func TestGotoStartsTheOtherWorkflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	idx := e.st.PatientIndex("Patient/p1")
-	w, _, err := e.st.StartRun(ctx, store.NewRun{TenantID: "t1", WorkflowID: "first", WorkflowVersion: 1, Priority: "normal",
+	w, _, err := e.st.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: "first", WorkflowVersion: 1, Priority: "normal",
 		Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, nil); err != nil {
+	if err := e.advance(ctx, w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
 	runs, err := e.st.RunsForSubject(ctx, "t1", "patient:"+idx)
@@ -243,18 +244,27 @@ type scriptedSender struct {
 	during func(step string, n int) error
 }
 
-func (s *scriptedSender) SendStep(ctx context.Context, run store.Run, a workflow.Action, lastTry bool) error {
-	s.calls = append(s.calls, a.Step)
+func (s *scriptedSender) Send(ctx context.Context, req journey.Send) (bool, error) {
+	s.calls = append(s.calls, req.Action.Step)
 	if s.during != nil {
-		return s.during(a.Step, len(s.calls))
+		return false, s.during(req.Action.Step, len(s.calls))
 	}
-	return nil
+	return false, nil
 }
 
-func (e *runEnv) startSubject(t *testing.T, wf string) store.RunWake {
+// advance processes one wake-up with a sender (nil: none).
+func (e *runEnv) advance(ctx context.Context, runID, seq int64, s *scriptedSender) error {
+	e.runs.Sender = nil
+	if s != nil {
+		e.runs.Sender = s
+	}
+	return e.runs.Advance(ctx, "t1", runID, seq)
+}
+
+func (e *runEnv) startSubject(t *testing.T, wf string) journey.Wake {
 	t.Helper()
 	idx := e.st.PatientIndex("Patient/p1")
-	w, created, err := e.st.StartRun(context.Background(), store.NewRun{TenantID: "t1", WorkflowID: wf, WorkflowVersion: 1,
+	w, created, err := e.st.StartRun(context.Background(), journey.NewRun{TenantID: "t1", WorkflowID: wf, WorkflowVersion: 1,
 		Priority: "normal", Subject: "Appointment/a1", PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil || !created {
 		t.Fatalf("start run: %v %v", created, err)
@@ -264,7 +274,7 @@ func (e *runEnv) startSubject(t *testing.T, wf string) store.RunWake {
 
 // wakeQueuedNow reports whether the run's current wake-up waits in Redis
 // to be processed now (pending), not scheduled for later.
-func (e *runEnv) wakeQueuedNow(t *testing.T, runID int64) (store.Run, bool) {
+func (e *runEnv) wakeQueuedNow(t *testing.T, runID int64) (journey.Run, bool) {
 	t.Helper()
 	run, err := e.st.LoadRun(context.Background(), runID)
 	if err != nil {
@@ -299,14 +309,14 @@ func TestWorkLeftOverIsWokenAtOnce(t *testing.T) {
 			_, err := e.st.RecordDelivered(ctx, "t1", "Patient/p1", "Appointment/a1", e.clock.Now())
 			return err
 		}}
-		if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, s); err != nil {
+		if err := e.advance(ctx, w.ID, w.WakeSeq, s); err != nil {
 			t.Fatal(err)
 		}
 		run, queued := e.wakeQueuedNow(t, w.ID)
 		if !queued {
 			t.Fatalf("sends %v, run pending %v due %v: the decided send waits for its grace period", s.calls, run.Pending, run.DueAt)
 		}
-		if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, s); err != nil {
+		if err := e.advance(ctx, w.ID, run.WakeSeq, s); err != nil {
 			t.Fatal(err)
 		}
 		if done, _ := e.st.LoadRun(ctx, w.ID); !slices.Equal(s.calls, []string{"a", "b"}) || done.Status != workflow.StatusEnded {
@@ -334,7 +344,7 @@ func TestWorkLeftOverIsWokenAtOnce(t *testing.T) {
 			}
 			return nil
 		}}
-		if err := e.runs.Advance(ctx, "t1", w.ID, w.WakeSeq, s); err != nil {
+		if err := e.advance(ctx, w.ID, w.WakeSeq, s); err != nil {
 			t.Fatal(err)
 		}
 		if _, _, err := e.st.RecordEngagement(ctx, "t1", "Patient/p1", "Appointment/a1", "x", nil, e.clock.Now()); err != nil {
@@ -346,7 +356,7 @@ func TestWorkLeftOverIsWokenAtOnce(t *testing.T) {
 			if run.Status == workflow.StatusEnded {
 				break
 			}
-			if err := e.runs.Advance(ctx, "t1", w.ID, run.WakeSeq, s); err != nil {
+			if err := e.advance(ctx, w.ID, run.WakeSeq, s); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -5,14 +5,14 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/journey"
 )
 
 // ScheduleStore is what the scheduler needs from storage.
 type ScheduleStore interface {
-	PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]store.RunWake, error)
-	OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *store.RunWake, limit int) ([]store.RunWake, error)
-	MarkPromoted(ctx context.Context, wakes []store.RunWake) error
+	PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]journey.Wake, error)
+	OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *journey.Wake, limit int) ([]journey.Wake, error)
+	MarkPromoted(ctx context.Context, wakes []journey.Wake) error
 	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
 }
 
@@ -23,7 +23,7 @@ type ScheduleStore interface {
 // wake-up's task id is derived from run, step and seq.
 type Scheduler struct {
 	Store    ScheduleStore
-	Runs     *Runs // queue, clock and horizon
+	Runs     *journey.Engine // queue, clock and horizon
 	Log      *slog.Logger
 	Interval time.Duration // default 5s
 	// Slack is how overdue a promoted wake-up must be before it counts as
@@ -31,7 +31,7 @@ type Scheduler struct {
 	Slack time.Duration
 	Batch int // default 1000
 
-	restoreFrom *store.RunWake // where the next restore page starts (one page a pass)
+	restoreFrom *journey.Wake // where the next restore page starts (one page a pass)
 }
 
 // Run schedules until ctx ends.
@@ -79,9 +79,9 @@ func (s *Scheduler) pass(ctx context.Context) (ScheduleReport, error) {
 	if slack <= 0 {
 		slack = time.Minute
 	}
-	now := s.Runs.now()
+	now := s.Runs.Now()
 	for {
-		wakes, err := s.Store.PromotableRuns(ctx, now, s.Runs.horizon(), batch)
+		wakes, err := s.Store.PromotableRuns(ctx, now, s.Runs.WakeHorizon(), batch)
 		if err != nil {
 			return rep, err
 		}
@@ -114,8 +114,8 @@ func (s *Scheduler) restore(ctx context.Context, rep ScheduleReport, now time.Ti
 
 // hand enqueues wake-ups and marks those the queue holds; requeued counts
 // the ones it did not hold already.
-func (s *Scheduler) hand(ctx context.Context, wakes []store.RunWake, now time.Time) (done []store.RunWake, requeued int, err error) {
-	done = make([]store.RunWake, 0, len(wakes))
+func (s *Scheduler) hand(ctx context.Context, wakes []journey.Wake, now time.Time) (done []journey.Wake, requeued int, err error) {
+	done = make([]journey.Wake, 0, len(wakes))
 	for _, w := range wakes {
 		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		queued, qerr := s.Runs.Queue.EnqueueRun(qctx, w, w.DueAt.Sub(now))

@@ -15,8 +15,8 @@ type ServerConfig struct {
 	Log         *slog.Logger
 }
 
-// NewServer builds the Asynq server and its mux for the processor.
-func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq.Server, *asynq.ServeMux) {
+// NewServer builds the Asynq server and its mux for the handlers.
+func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, h *Handlers) (*asynq.Server, *asynq.ServeMux) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 10
 	}
@@ -46,10 +46,10 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, p *Processor) (*asynq
 		}),
 	})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(TypeProcessEvent, p.HandleEventTask)
-	mux.HandleFunc(TypeRunWake, p.HandleRunTask)
-	if p.Fetcher != nil {
-		mux.HandleFunc(TypeFetch, p.HandleFetchTask)
+	mux.HandleFunc(TypeProcessEvent, h.HandleEventTask)
+	mux.HandleFunc(TypeRunWake, h.HandleRunTask)
+	if h.Fetcher != nil {
+		mux.HandleFunc(TypeFetch, h.HandleFetchTask)
 	}
 	return srv, mux
 }

@@ -11,16 +11,17 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/seal"
-	"github.com/tidings-health/tidings/store"
 )
 
 // Task types. Each task only says "work on row N of this tenant now"; the
 // row in Postgres holds the truth.
 const (
-	TypeProcessEvent = store.TaskProcessEvent // build and deliver an event's notices
-	TypeFetch        = store.TaskFetch        // fetch what a notification did not carry
-	TypeRunWake      = "run:wake"             // advance a workflow run
+	TypeProcessEvent = intake.TaskProcessEvent // turn an event into workflow runs
+	TypeFetch        = intake.TaskFetch        // fetch what a notification did not carry
+	TypeRunWake      = "run:wake"              // advance a workflow run
 )
 
 // Queues and their weights: events and fetches on default; workflow
@@ -85,7 +86,7 @@ func (c *Client) EnqueueFetch(ctx context.Context, tenantID string, fetchID int6
 // EnqueueRun hands a run's wake-up to the queue, to be processed after
 // delay. The task id is derived from run, step and seq, so enqueuing the same
 // wake-up twice while it is queued is a no-op that reports queued=false.
-func (c *Client) EnqueueRun(ctx context.Context, w store.RunWake, delay time.Duration) (bool, error) {
+func (c *Client) EnqueueRun(ctx context.Context, w journey.Wake, delay time.Duration) (bool, error) {
 	plain, err := json.Marshal(taskPayload{TenantID: w.TenantID, ID: w.ID, Seq: w.WakeSeq})
 	if err != nil {
 		return false, err

@@ -9,17 +9,6 @@ import (
 //go:embed builtin/*.json
 var builtinFS embed.FS
 
-// BuiltinTemplates are the templates the built-in workflows send.
-var BuiltinTemplates = []string{
-	"eob.notice",
-	"eob.reminder",
-	"appointment.confirmation",
-	"appointment.reminder",
-	"appointment.cancelled",
-	"appointment.survey",
-	"appointment.noshow",
-}
-
 // Builtins returns the built-in workflows, parsed afresh on each call (the
 // caller may change them), ordered by id: appointment-cancelled,
 // appointment-noshow, appointment-reminders, eob-notice. Each is valid
@@ -45,22 +34,28 @@ func Builtins() []Definition {
 	return out
 }
 
-// BuiltinRegistry knows the email channel, BuiltinTemplates, and the
-// built-in workflow ids.
-func BuiltinRegistry() Registry {
-	templates := make(map[string]bool, len(BuiltinTemplates))
-	for _, t := range BuiltinTemplates {
-		templates[t] = true
+// RegistryOf is a registry of these channels and templates in which the
+// built-in workflow ids exist and every template describes the run's EOB or
+// appointment (none can be sent by a workflow whose runs have neither).
+// The templates are those the notify package renders: journey.Registry
+// passes them, so validation and rendering read one list.
+func RegistryOf(channels, templates []string) Registry {
+	set := func(names []string) map[string]bool {
+		m := make(map[string]bool, len(names))
+		for _, n := range names {
+			m[n] = true
+		}
+		return m
 	}
+	tpl := set(templates)
 	ids := make(map[string]bool)
 	for _, d := range Builtins() {
 		ids[d.ID] = true
 	}
 	return Registry{
-		Channels:  map[string]bool{"email": true},
-		Templates: templates,
-		Workflow:  func(id string) bool { return ids[id] },
-		// Every built-in template describes the run's EOB or appointment.
-		NeedsSubject: func(t string) bool { return templates[t] },
+		Channels:     set(channels),
+		Templates:    tpl,
+		Workflow:     func(id string) bool { return ids[id] },
+		NeedsSubject: func(t string) bool { return tpl[t] },
 	}
 }

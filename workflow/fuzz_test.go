@@ -28,7 +28,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(manyProblems))
 	f.Add([]byte("id: x\nsteps: [{id: a, type: end}]\n"))
 	f.Add([]byte("&a [*a]"))
-	reg := BuiltinRegistry()
+	reg := builtinRegistry()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := Parse(b)
 		if err != nil {

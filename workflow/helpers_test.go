@@ -46,3 +46,17 @@ func testRegistry() Registry {
 		Workflow:  func(id string) bool { return id == "other" || id == "follow-up" },
 	}
 }
+
+// builtinRegistry knows the email channel and the templates the built-ins
+// send. (journey's tests check the real registry: notify's templates.)
+func builtinRegistry() Registry {
+	var templates []string
+	for _, d := range Builtins() {
+		for _, s := range d.Steps {
+			if s.Type == StepSend {
+				templates = append(templates, s.Template)
+			}
+		}
+	}
+	return RegistryOf([]string{"email"}, templates)
+}

@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/store"
 )
 
 // DevSummary is what `tidings dev --json` prints: counts and reasons, no PHI.
@@ -203,7 +203,7 @@ func waitFinal(ctx context.Context, s *stack, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := s.app.store.CountAll(ctx, devTenant)
-		if err == nil && c.OutboxPending == 0 && c.ByStatus[store.NoticePending] == 0 {
+		if err == nil && c.OutboxPending == 0 && c.ByStatus[delivery.NoticePending] == 0 {
 			if n, err := s.app.store.Unsettled(ctx, devTenant, time.Now()); err == nil && n == 0 {
 				return nil
 			}
@@ -226,12 +226,12 @@ func fillOutcomes(ctx context.Context, s *stack, sum *DevSummary, fileOf map[str
 	}
 	for _, o := range outs {
 		switch o.Status {
-		case store.NoticeSent:
+		case delivery.NoticeSent:
 			sum.Sent++
-		case store.NoticeSkipped:
+		case delivery.NoticeSkipped:
 			sum.Skipped++
-		case store.NoticeDenied, store.NoticeFailed:
-			if o.Status == store.NoticeDenied {
+		case delivery.NoticeDenied, delivery.NoticeFailed:
+			if o.Status == delivery.NoticeDenied {
 				sum.Denied++
 			} else {
 				sum.Failed++

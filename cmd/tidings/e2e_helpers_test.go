@@ -18,13 +18,14 @@ import (
 
 	"encoding/base64"
 
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
-	"github.com/tidings-health/tidings/worker"
 )
 
 func TestMain(m *testing.M) {
@@ -62,7 +63,7 @@ type testOpts struct {
 	MonitorEvery   time.Duration
 	GapSettle      time.Duration
 	DeferWorker    bool
-	Clock          worker.Clock
+	Clock          journey.Clock
 	WakeHorizon    time.Duration
 	ScheduleEvery  time.Duration
 	WakeSlack      time.Duration
@@ -160,7 +161,7 @@ func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.Notices >= n && c.ByStatus[store.NoticePending] == 0 {
+		if c.Notices >= n && c.ByStatus[delivery.NoticePending] == 0 {
 			return c
 		}
 		if time.Now().After(deadline) {

@@ -18,7 +18,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/testenv"
 )
 
@@ -98,7 +98,7 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 			t.Errorf("%s: %d %s", f, r.Status, r.Body)
 		}
 	}
-	sub, err := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+	sub, err := ts.app.store.Report(context.Background(), devTenant, devSubscription)
 	if err != nil || sub.LastHandshakeAt == nil || sub.LastHeartbeatAt == nil || sub.Heartbeats != 1 {
 		t.Errorf("subscription status not recorded: %+v %v", sub, err)
 	}
@@ -265,7 +265,7 @@ func TestRedisDownThenUp(t *testing.T) {
 		t.Fatalf("after Redis came back no message arrived: %v; counts %+v", err, c)
 	}
 	c = ts.waitNotices(t, 1)
-	if c.OutboxPending != 0 || c.ByStatus[store.NoticeSent] != 1 {
+	if c.OutboxPending != 0 || c.ByStatus[delivery.NoticeSent] != 1 {
 		t.Fatalf("after recovery: %+v", c)
 	}
 }
@@ -331,7 +331,7 @@ func TestClassicRestHook(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := ts.waitNotices(t, 2)
-	if c.Events != 2 || c.ByStatus[store.NoticeSent] != 2 {
+	if c.Events != 2 || c.ByStatus[delivery.NoticeSent] != 2 {
 		t.Fatalf("counts %+v", c)
 	}
 	var withNumber int

@@ -11,10 +11,11 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/policy"
-	"github.com/tidings-health/tidings/store"
 )
 
 // Every EOB example goes through HTTP, Postgres, Redis, the worker and a real
@@ -50,7 +51,7 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 				t.Fatalf("waiting for %d message(s): %v (got %d)", want, err, len(ts.Mail.Messages()))
 			}
 			c := ts.waitNotices(t, int64(want))
-			if c.ByStatus[store.NoticeSent] != int64(want) {
+			if c.ByStatus[delivery.NoticeSent] != int64(want) {
 				t.Fatalf("notices %+v, want %d sent", c.ByStatus, want)
 			}
 			time.Sleep(300 * time.Millisecond) // a second message would be a double send
@@ -156,20 +157,20 @@ func TestRelayWithoutSTARTTLSFailsClosed(t *testing.T) {
 		t.Fatalf("status %d", res.Status)
 	}
 	c := ts.waitNotices(t, 1)
-	if c.ByStatus[store.NoticeFailed] != 1 {
+	if c.ByStatus[delivery.NoticeFailed] != 1 {
 		t.Fatalf("notices %+v, want 1 failed", c.ByStatus)
 	}
 	if got := len(ts.Mail.Messages()); got != 0 {
 		t.Fatalf("relay without STARTTLS received %d message(s)", got)
 	}
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
-	if len(outs) != 1 || outs[0].Delivery != store.DeliveryFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), "TLS") {
+	if len(outs) != 1 || outs[0].Delivery != delivery.DeliveryFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), "TLS") {
 		t.Fatalf("outcome %+v: want a failed delivery whose reason names TLS", outs)
 	}
 	// The failure is the send step's outcome, not the run's: the journey
 	// goes on to wait for the portal view, and its task is not retried.
 	ts.waitRun(t, "ExplanationOfBenefit/EOBOral1", "eob-notice", "waiting for a portal view",
-		func(r store.RunView) bool { return r.Status == "waiting" && r.Step == "wait-viewed" })
+		func(r journey.RunView) bool { return r.Status == "waiting" && r.Step == "wait-viewed" })
 	dump := redisDump(t, ts)
 	if strings.Contains(dump, "state=archived") || strings.Contains(dump, "state=retry") {
 		t.Fatalf("a permanent failure left a task to retry or in the archive:\n%.2000s", dump)
@@ -235,7 +236,7 @@ func TestPatientRights(t *testing.T) {
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
 	denied := 0
 	for _, o := range outs {
-		if o.ResourceID == "EOBProfessionalTransportation1" && o.Status == store.NoticeDenied && strings.Contains(strings.Join(o.Reasons, " "), "opted out") {
+		if o.ResourceID == "EOBProfessionalTransportation1" && o.Status == delivery.NoticeDenied && strings.Contains(strings.Join(o.Reasons, " "), "opted out") {
 			denied++
 		}
 	}
@@ -326,7 +327,7 @@ func TestNoContactFailsWithReason(t *testing.T) {
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")))
 	ts.waitNotices(t, 1)
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
-	if outs[0].Status != store.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "no email address") {
+	if outs[0].Status != delivery.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "no email address") {
 		t.Fatalf("outcome %+v", outs[0])
 	}
 }
@@ -405,7 +406,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 	if bundleEmail == "" {
 		t.Fatal("fixture Patient2 has no email")
 	}
-	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", store.ContactDetails{Email: "old-address@example.org", Source: "fhir"}); err != nil {
+	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "old-address@example.org", Source: "fhir"}); err != nil {
 		t.Fatal(err)
 	}
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
@@ -439,7 +440,7 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	}
 	// The EOB workflow's run, and its first send, claimed by an attempt
 	// that died before recording how it ended.
-	w, _, err := ts.app.store.StartRun(ctx, store.NewRun{TenantID: devTenant, WorkflowID: "eob-notice", WorkflowVersion: 1,
+	w, _, err := ts.app.store.StartRun(ctx, journey.NewRun{TenantID: devTenant, WorkflowID: "eob-notice", WorkflowVersion: 1,
 		Priority: "normal", Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
 		EventID: &eventID}, time.Now())
 	if err != nil {
@@ -461,7 +462,7 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	}
 	ts.waitNotices(t, 1)
 	outs, _ := ts.app.store.NoticeOutcomes(ctx, devTenant)
-	if outs[0].Status != store.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "without a recorded outcome") {
+	if outs[0].Status != delivery.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, ""), "without a recorded outcome") {
 		t.Fatalf("outcome %+v", outs[0])
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -544,8 +545,8 @@ func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", store.ContactDetails{Email: "home@example.org", ConfidentialEmail: "private@example.org", Source: "api"})
-	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient1", store.ContactDetails{Email: "p1@example.org", OptedOutChannels: []string{"email"}, Source: "api"})
+	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "home@example.org", ConfidentialEmail: "private@example.org", Source: "api"})
+	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient1", delivery.Contact{Email: "p1@example.org", OptedOutChannels: []string{"email"}, Source: "api"})
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")))
 	ts.waitNotices(t, 2)

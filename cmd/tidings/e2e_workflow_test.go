@@ -14,7 +14,9 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/testenv"
 	"github.com/tidings-health/tidings/worker"
 )
@@ -93,7 +95,7 @@ func (ts *testStack) subjects(t *testing.T) []string {
 	return out
 }
 
-func (ts *testStack) runsOf(t *testing.T, subject string) []store.RunView {
+func (ts *testStack) runsOf(t *testing.T, subject string) []journey.RunView {
 	t.Helper()
 	runs, err := ts.app.store.RunsForSubject(context.Background(), devTenant, subject)
 	if err != nil {
@@ -102,7 +104,7 @@ func (ts *testStack) runsOf(t *testing.T, subject string) []store.RunView {
 	return runs
 }
 
-func runOf(t *testing.T, runs []store.RunView, workflowID string) store.RunView {
+func runOf(t *testing.T, runs []journey.RunView, workflowID string) journey.RunView {
 	t.Helper()
 	for _, r := range runs {
 		if r.WorkflowID == workflowID {
@@ -110,11 +112,11 @@ func runOf(t *testing.T, runs []store.RunView, workflowID string) store.RunView 
 		}
 	}
 	t.Fatalf("no run of %s among %+v", workflowID, runs)
-	return store.RunView{}
+	return journey.RunView{}
 }
 
 // waitRun waits until the subject's run of a workflow satisfies ok.
-func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what string, ok func(store.RunView) bool) store.RunView {
+func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what string, ok func(journey.RunView) bool) journey.RunView {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -135,8 +137,8 @@ func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what stri
 
 // waitingAt: the run waits at step until due, or up to a minute after it
 // (a timeout is computed from the clock, which runs on between moves).
-func waitingAt(step string, due time.Time) func(store.RunView) bool {
-	return func(r store.RunView) bool {
+func waitingAt(step string, due time.Time) func(journey.RunView) bool {
+	return func(r journey.RunView) bool {
 		if r.Status != "waiting" || r.Step != step || r.DueAt == nil {
 			return false
 		}
@@ -145,11 +147,11 @@ func waitingAt(step string, due time.Time) func(store.RunView) bool {
 	}
 }
 
-func ended(outcome string) func(store.RunView) bool {
-	return func(r store.RunView) bool { return r.Status == "ended" && r.Outcome == outcome }
+func ended(outcome string) func(journey.RunView) bool {
+	return func(r journey.RunView) bool { return r.Status == "ended" && r.Outcome == outcome }
 }
 
-func pathOf(r store.RunView) string {
+func pathOf(r journey.RunView) string {
 	steps := make([]string, len(r.Path))
 	for i, s := range r.Path {
 		steps[i] = s.Step
@@ -400,7 +402,7 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 	}
 	ts.waitNotices(t, 1)
 	subject := "ExplanationOfBenefit/EOBPharmacy1"
-	ts.waitRun(t, subject, "eob-quick", "waiting", func(r store.RunView) bool { return r.Status == "waiting" && r.Step == "pause" })
+	ts.waitRun(t, subject, "eob-quick", "waiting", func(r journey.RunView) bool { return r.Status == "waiting" && r.Step == "pause" })
 
 	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	defer rc.Close()
@@ -435,7 +437,7 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 	// Stats show the run's path.
 	r := doRequest(h, "GET", "/v1/workflows/eob-quick/stats", "", token, "")
 	var stats struct {
-		Steps []store.StepStats `json:"steps"`
+		Steps []api.StepStatsBody `json:"steps"`
 	}
 	if err := json.Unmarshal(r.Body.Bytes(), &stats); err != nil || r.Code != 200 {
 		t.Fatalf("stats: %d %s", r.Code, r.Body)
@@ -472,7 +474,7 @@ func TestOutOfOrderLifecycleOnlyNewestDecides(t *testing.T) {
 	outs, _ := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
 	var superseded bool
 	for _, o := range outs {
-		superseded = superseded || (o.Status == store.NoticeSkipped && strings.Contains(strings.Join(o.Reasons, ""), "superseded"))
+		superseded = superseded || (o.Status == delivery.NoticeSkipped && strings.Contains(strings.Join(o.Reasons, ""), "superseded"))
 	}
 	if !superseded {
 		t.Errorf("the booking was not recorded as superseded: %+v", outs)

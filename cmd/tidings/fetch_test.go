@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -128,7 +130,7 @@ func (f *fakeFHIR) saw(prefix string) int {
 func (ts *testStack) attachFake(t *testing.T, f *fakeFHIR, heartbeat time.Duration) {
 	t.Helper()
 	ctx := context.Background()
-	if err := ts.app.store.CreateSource(ctx, store.Source{ID: "fake-ehr", TenantID: devTenant, BaseURL: f.URL + "/fhir", AuthType: "bearer"}, []byte(fakeToken)); err != nil {
+	if err := ts.app.store.CreateSource(ctx, intake.Source{ID: "fake-ehr", TenantID: devTenant, BaseURL: f.URL + "/fhir", AuthType: "bearer"}, []byte(fakeToken)); err != nil {
 		t.Fatal(err)
 	}
 	if err := ts.app.store.AttachSource(ctx, devSubscription, "fake-ehr", "ExplanationOfBenefit", heartbeat); err != nil {
@@ -212,12 +214,12 @@ func TestIDOnlyFetchOfDeletedResource(t *testing.T) {
 	}
 	var status, lastError string
 	deadline := time.Now().Add(20 * time.Second)
-	for status != store.FetchDone && time.Now().Before(deadline) {
+	for status != intake.FetchDone && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 		ts.app.store.RawScan(context.Background(), &status, `SELECT status FROM fetches`)
 	}
 	ts.app.store.RawScan(context.Background(), &lastError, `SELECT last_error FROM fetches`)
-	if status != store.FetchDone || !strings.Contains(lastError, "gone") {
+	if status != intake.FetchDone || !strings.Contains(lastError, "gone") {
 		t.Fatalf("fetch %q %q", status, lastError)
 	}
 	c, _ := ts.app.store.CountAll(context.Background(), devTenant)
@@ -293,7 +295,7 @@ func TestFailedFetchReopensTheGap(t *testing.T) {
 	ts.app.store.RawScan(context.Background(), &status, `SELECT status FROM fetches`)
 	var gap store.Gap
 	ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
-	if status != store.FetchFailed || gap.FromNumber != 2 || gap.Method != "$events" || gap.RecoveredAt == nil {
+	if status != intake.FetchFailed || gap.FromNumber != 2 || gap.Method != "$events" || gap.RecoveredAt == nil {
 		t.Fatalf("fetch %q, gap %+v", status, gap)
 	}
 }
@@ -344,7 +346,7 @@ func TestSilentSubscription(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for silent == nil && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
-		sub, _ := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+		sub, _ := ts.app.store.Report(context.Background(), devTenant, devSubscription)
 		silent = sub.SilentSince
 	}
 	if silent == nil {
@@ -358,7 +360,7 @@ func TestSilentSubscription(t *testing.T) {
 	if r := ts.notify(t, fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")); r.Status != 200 {
 		t.Fatalf("heartbeat: %d", r.Status)
 	}
-	sub, _ := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+	sub, _ := ts.app.store.Report(context.Background(), devTenant, devSubscription)
 	if sub.SilentSince != nil {
 		t.Error("a heartbeat did not clear silent")
 	}
@@ -515,7 +517,7 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 		t.Fatalf("handshake: %d %s", rec.Code, rec.Body)
 	}
 	r = call("GET", "/v1/subscriptions/eob-feed", "")
-	var rep store.SubscriptionReport
+	var rep api.SubscriptionReport
 	json.Unmarshal(r.Body.Bytes(), &rep)
 	if r.Code != 200 || rep.Status != "active" || rep.LastHandshakeAt == nil || rep.HeartbeatPeriodS != 60 || rep.RemoteRef == "" {
 		t.Fatalf("GET subscription: %d %s", r.Code, r.Body)

@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/intake"
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -104,7 +105,7 @@ their due time. Nothing leaves this machine.`, stderr)
 			return err
 		}
 		defer stop()
-		if err := s.app.store.CreateSource(ctx, store.Source{ID: "load-ehr", TenantID: devTenant, BaseURL: base, AuthType: "none"}, nil); err != nil {
+		if err := s.app.store.CreateSource(ctx, intake.Source{ID: "load-ehr", TenantID: devTenant, BaseURL: base, AuthType: "none"}, nil); err != nil {
 			return err
 		}
 		if err := s.app.store.AttachSource(ctx, devSubscription, "load-ehr", "", 0); err != nil {
@@ -132,7 +133,7 @@ their due time. Nothing leaves this machine.`, stderr)
 		if err != nil {
 			return err
 		}
-		if c.Notices >= int64(*n-failed) && c.ByStatus[store.NoticePending] == 0 {
+		if c.Notices >= int64(*n-failed) && c.ByStatus[delivery.NoticePending] == 0 {
 			break
 		}
 		if ctx.Err() != nil {
@@ -148,7 +149,7 @@ their due time. Nothing leaves this machine.`, stderr)
 	fmt.Fprintf(stdout, "intake:   %.0f notifications/s  p50 %s  p99 %s  max %s  (non-202: %d)\n",
 		float64(*n)/intake.Seconds(), pctOf(lat, 0.50), pctOf(lat, 0.99), lat[len(lat)-1].Round(10*time.Microsecond), failed)
 	fmt.Fprintf(stdout, "delivery: %.0f notices/s from a full queue to the mail catcher over STARTTLS (%d sent, %d denied, %d failed in %s)\n",
-		float64(c.ByStatus[store.NoticeSent])/total.Seconds(), c.ByStatus[store.NoticeSent], c.ByStatus[store.NoticeDenied], c.ByStatus[store.NoticeFailed], total.Round(time.Millisecond))
+		float64(c.ByStatus[delivery.NoticeSent])/total.Seconds(), c.ByStatus[delivery.NoticeSent], c.ByStatus[delivery.NoticeDenied], c.ByStatus[delivery.NoticeFailed], total.Round(time.Millisecond))
 	return nil
 }
 

@@ -17,8 +17,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -63,7 +64,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 		}
 	}
 	def.ID, def.Steps = loadWorkflowID, def.Steps[1:] // without the confirmation
-	if problems := workflow.Validate(def, workflow.BuiltinRegistry()); len(problems) > 0 {
+	if problems := workflow.Validate(def, journey.Registry(nil)); len(problems) > 0 {
 		return fmt.Errorf("load workflow: %v", problems)
 	}
 	if err := s.app.store.InstallWorkflows(ctx, devTenant, []workflow.Definition{def}); err != nil {
@@ -100,7 +101,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	if appt["resourceType"] != "Appointment" || patientRef == "" {
 		return fmt.Errorf("%s: no Appointment with a Patient participant", o.appointment)
 	}
-	if err := s.app.store.UpsertContact(ctx, devTenant, patientRef, store.ContactDetails{Email: "load-patient@patients.invalid", TimeZone: zone, Source: "api"}); err != nil {
+	if err := s.app.store.UpsertContact(ctx, devTenant, patientRef, delivery.Contact{Email: "load-patient@patients.invalid", TimeZone: zone, Source: "api"}); err != nil {
 		return err
 	}
 	booking := func(i int, start time.Time) ([]byte, error) {

@@ -8,7 +8,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -38,7 +38,7 @@ Needs TIDINGS_DATABASE_URL, TIDINGS_SEAL_KEYS and TIDINGS_BLIND_INDEX_KEY.`, std
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	src := store.Source{ID: *id, TenantID: *tenant, BaseURL: *baseURL, AuthType: *auth,
+	src := intake.Source{ID: *id, TenantID: *tenant, BaseURL: *baseURL, AuthType: *auth,
 		TokenURL: *tokenURL, ClientID: *clientID, KeyID: *keyID, Scopes: *scopes}
 	var cred []byte
 	var err error
@@ -51,7 +51,7 @@ Needs TIDINGS_DATABASE_URL, TIDINGS_SEAL_KEYS and TIDINGS_BLIND_INDEX_KEY.`, std
 	if err != nil {
 		return usageError{"cannot read the credential file: " + err.Error()}
 	}
-	problems := api.ValidateSource(src, cred)
+	problems := intake.ValidateSource(src, cred)
 	if !subscriptionID.MatchString(src.TenantID) {
 		problems = append(problems, "tenant: 1-64 of A-Z a-z 0-9 . _ -")
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 
+	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/store"
@@ -44,7 +46,7 @@ func (r *sourceReaders) Creator(ctx context.Context, tenantID, sourceID string) 
 		return nil, "", err
 	}
 	if sc.tenant != tenantID {
-		return nil, "", store.ErrNotFound
+		return nil, "", errNoSuchSource
 	}
 	return sc.c, sc.c.BaseURL(), nil
 }
@@ -56,6 +58,9 @@ func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClie
 		return sc, nil
 	}
 	src, cred, err := r.store.SourceWithCredential(ctx, sourceID)
+	if errors.Is(err, fault.NotFound) {
+		return sourceClient{}, errNoSuchSource
+	}
 	if err != nil {
 		return sourceClient{}, err
 	}
@@ -73,8 +78,11 @@ func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClie
 	return sc, nil
 }
 
+// errNoSuchSource: another tenant's source is as unknown as a missing one.
+var errNoSuchSource = fault.New(fault.Invalid, "source_id names no registered source of this tenant")
+
 // sourceAuth turns a source's settings and opened credential into the client's auth.
-func sourceAuth(src store.Source, cred []byte, publicOnly bool) (client.Auth, error) {
+func sourceAuth(src intake.Source, cred []byte, publicOnly bool) (client.Auth, error) {
 	switch src.AuthType {
 	case "none":
 		return nil, nil

@@ -15,13 +15,13 @@ import (
 
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/seal"
-	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
-	"github.com/tidings-health/tidings/worker"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -65,7 +65,7 @@ type stackOptions struct {
 	NoPlaceholder  bool          // no placeholder address for patients without email (tests)
 	DeferWorker    bool          // do not start the worker; call stack.StartWorker
 	Progress       io.Writer     // one line per step; nil for none
-	Clock          worker.Clock  // nil: the system clock (tests move theirs)
+	Clock          journey.Clock // nil: the system clock (tests move theirs)
 	WakeHorizon    time.Duration // 0: an hour; negative: only wake-ups already due go to Redis
 	ScheduleEvery  time.Duration // 0: a second
 	WakeSlack      time.Duration // 0: a minute
@@ -207,7 +207,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		}
 	}
 	s.Secret = seal.NewToken()
-	if err = s.app.store.CreateSubscription(ctx, store.Subscription{ID: devSubscription, TenantID: devTenant,
+	if err = s.app.store.CreateSubscription(ctx, intake.Subscription{ID: devSubscription, TenantID: devTenant,
 		Topic: "http://hl7.org/fhir/us/carin-bb/SubscriptionTopic/eob"}, s.Secret); err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 )
@@ -87,17 +89,11 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	if err := st.EnsureTenant(ctx, *tenant, *tenantName); err != nil {
 		return err
 	}
-	sub := store.Subscription{ID: *id, TenantID: *tenant, Topic: *topic, SourceURL: *source,
-		Criteria: *crit, HeartbeatPeriodS: int(heartbeat.Seconds())}
-	if *sourceID != "" {
-		sub.SourceID = sourceID
-	}
-	if hmacKey != nil {
-		sub.HMACKeySealed = st.SealHMACKey(hmacKey)
-	}
+	sub := intake.Subscription{ID: *id, TenantID: *tenant, Topic: *topic, SourceURL: *source, SourceID: *sourceID,
+		Criteria: *crit, HeartbeatPeriod: *heartbeat, SigningKey: hmacKey}
 	err = st.CreateSubscription(ctx, sub, secret)
-	if errors.Is(err, store.ErrUnknownReference) {
-		return fmt.Errorf("source %q is not registered (tidings source add)", *sourceID)
+	if *sourceID != "" && errors.Is(err, fault.Invalid) {
+		return fmt.Errorf("source %q is not registered for tenant %q (tidings source add)", *sourceID, *tenant)
 	}
 	if errors.Is(err, store.ErrDuplicate) {
 		if *ifMissing {
@@ -142,8 +138,8 @@ func runSubscriptionList(ctx context.Context, args []string, stdout, stderr io.W
 	fmt.Fprintln(tw, "ID\tTENANT\tSTATUS\tSOURCE\tLAST HANDSHAKE\tLAST HEARTBEAT\tHEARTBEATS\tEVENTS SINCE START\tSILENT SINCE")
 	for _, s := range subs {
 		src := "-"
-		if s.SourceID != nil {
-			src = *s.SourceID
+		if s.SourceID != "" {
+			src = s.SourceID
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", s.ID, s.TenantID, s.Status, src, when(s.LastHandshakeAt), when(s.LastHeartbeatAt), s.Heartbeats, s.EventsSinceStart, when(s.SilentSince))
 	}

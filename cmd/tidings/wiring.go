@@ -17,7 +17,9 @@ import (
 
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/logging"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
@@ -51,7 +53,7 @@ type app struct {
 	redis  asynq.RedisClientOpt
 	client *worker.Client
 	pol    *policy.Engine // compiled and prepared once per process
-	clock  worker.Clock   // nil: the system clock; tests move their own
+	clock  journey.Clock  // nil: the system clock; tests move their own
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -172,8 +174,8 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 		polAdmin = pol
 	}
 	return api.New(api.Config{
-		Intake: svc, Contacts: a.store, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
-		Workflows: a.store, Journeys: worker.Journeys{Runs: a.runs(), Events: a.store},
+		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
+		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
 }
@@ -190,25 +192,24 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 	})
 }
 
-// processor builds the event processor.
-func (a *app) processor(pol *policy.Engine, email worker.EmailSender, placeholderDomain string) (*worker.Processor, error) {
+// sender builds the delivery service that carries out runs' send steps.
+func (a *app) sender(pol *policy.Engine, email delivery.Channel, refs delivery.References, placeholderDomain string) (*delivery.Service, error) {
 	sets, err := valueset.Load(rego.FS)
 	if err != nil {
 		return nil, err
 	}
-	p := &worker.Processor{Store: a.store, Policy: pol, Email: email, Keys: a.keys, Log: a.log, ValueSets: sets,
-		PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Runs: a.runs(), Engagements: a.store}
-	p.Runs.Sender = p
-	return p, nil
+	return &delivery.Service{Store: a.store, Policy: pol, Channels: map[string]delivery.Channel{"email": email},
+		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log}, nil
 }
 
-// runs drives workflow runs on the shared parts.
-func (a *app) runs() *worker.Runs {
+// journeys drives workflow runs on the shared parts; without a sender (the
+// API) new runs are queued for the worker.
+func (a *app) journeys() *journey.Engine {
 	clock := a.clock
 	if clock == nil {
-		clock = worker.SystemClock{}
+		clock = journey.SystemClock{}
 	}
-	return &worker.Runs{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon, Log: a.log}
+	return &journey.Engine{Store: a.store, Queue: a.client, Clock: clock, Horizon: a.cfg.WakeHorizon, Log: a.log}
 }
 
 type redisLog struct{ l *slog.Logger }

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/worker"
 )
@@ -34,18 +35,20 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // startWorker starts the Asynq server and the reconciler; stop waits for both.
-func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeholderDomain string) (stop func(), err error) {
+func (a *app) startWorker(ctx context.Context, email delivery.Channel, placeholderDomain string) (stop func(), err error) {
 	pol, err := a.policyEngine(ctx)
 	if err != nil {
 		return nil, err
 	}
-	proc, err := a.processor(pol, email, placeholderDomain)
+	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
+	sender, err := a.sender(pol, email, fetcher, placeholderDomain)
 	if err != nil {
 		return nil, err
 	}
-	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
-	proc.Fetcher = fetcher
-	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, proc)
+	journeys := a.journeys()
+	journeys.Sender = sender
+	handlers := &worker.Handlers{Journeys: journeys, Fetcher: fetcher, Keys: a.keys, Log: a.log}
+	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, handlers)
 	if err := srv.Start(mux); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
@@ -53,7 +56,7 @@ func (a *app) startWorker(ctx context.Context, email worker.EmailSender, placeho
 	done := make(chan struct{})
 	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, LostAfter: a.cfg.WakeSlack}
 	mon := &worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle}
-	sched := &worker.Scheduler{Store: a.store, Runs: proc.Runs, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack}
+	sched := &worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack}
 	monDone, schedDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(done); rec.Run(rctx) }()
 	go func() { defer close(monDone); mon.Run(rctx) }()

@@ -9,7 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -63,12 +64,11 @@ made active. list shows the tenant's workflows.`, stderr)
 	if err := st.EnsureTenant(ctx, *tenant, *tenant); err != nil {
 		return err
 	}
-	reg := workflow.BuiltinRegistry()
-	known := reg.Workflow
-	reg.Workflow = func(id string) bool {
+	builtin := journey.Registry(nil).Workflow
+	reg := journey.Registry(func(id string) bool {
 		ok, _ := st.WorkflowExists(ctx, *tenant, id)
-		return ok || (known != nil && known(id))
-	}
+		return ok || (*builtins && builtin(id)) // installed by this command too
+	})
 	var defs []workflow.Definition
 	var problems []string
 	for _, f := range files {
@@ -90,7 +90,11 @@ made active. list shows the tenant's workflows.`, stderr)
 		return fmt.Errorf("definitions are not valid:\n  - %s", strings.Join(problems, "\n  - "))
 	}
 	for _, d := range defs {
-		v, err := st.SaveWorkflow(ctx, *tenant, d)
+		exists, err := st.WorkflowExists(ctx, *tenant, d.ID)
+		if err != nil {
+			return err
+		}
+		v, err := st.SaveWorkflow(ctx, *tenant, d, !exists)
 		if err != nil {
 			return err
 		}
@@ -98,7 +102,7 @@ made active. list shows the tenant's workflows.`, stderr)
 	}
 	if *activate {
 		for _, d := range defs {
-			if err := st.SetWorkflowStatus(ctx, *tenant, d.ID, store.WorkflowActive); err != nil && !errors.Is(err, store.ErrNotFound) {
+			if err := st.SetWorkflowStatus(ctx, *tenant, d.ID, journey.WorkflowActive); err != nil && !errors.Is(err, fault.NotFound) {
 				return err
 			}
 		}
@@ -119,7 +123,7 @@ made active. list shows the tenant's workflows.`, stderr)
 	}
 	active := 0
 	for _, w := range wfs {
-		if w.Status == store.WorkflowActive {
+		if w.Status == journey.WorkflowActive {
 			active++
 		}
 	}

@@ -1,0 +1,165 @@
+package delivery
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/workflow"
+)
+
+// draft is a notice on its way through the policy: the payload as the
+// policy sees it, the changes a decision may ask for, and its rendering.
+type draft interface {
+	Fields() map[string]any
+	Redact(fields ...string) error
+	HideProvider()
+	PortalOnly()
+	Render(template, lang string, portalOnly bool) (notify.Email, error)
+	Payload() ([]byte, error)
+}
+
+type eobDraft struct{ n notify.EOBNotice }
+
+func (d *eobDraft) Fields() map[string]any { return d.n.Fields() }
+func (d *eobDraft) Redact(f ...string) (err error) {
+	d.n, err = d.n.Redact(f...)
+	return err
+}
+func (d *eobDraft) HideProvider() { d.n.ProviderName = "" }
+func (d *eobDraft) PortalOnly()   { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
+func (d *eobDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+	switch {
+	case portalOnly:
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+	case template == "eob.reminder":
+		return notify.RenderEOBReminderEmail(d.n, lang)
+	}
+	return notify.RenderEOBEmail(d.n, lang)
+}
+func (d *eobDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+
+type appointmentDraft struct{ n notify.AppointmentNotice }
+
+func (d *appointmentDraft) Fields() map[string]any { return d.n.Fields() }
+func (d *appointmentDraft) Redact(f ...string) (err error) {
+	d.n, err = d.n.Redact(f...)
+	return err
+}
+func (d *appointmentDraft) HideProvider() { d.n.ProviderName = "" }
+func (d *appointmentDraft) PortalOnly()   { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
+func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+	if portalOnly {
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+	}
+	return notify.RenderAppointmentEmail(template, d.n, lang)
+}
+func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+
+// policyInput completes what the policies judge: the notice (type,
+// purpose, facts already in base) as d would send it, on a channel of that
+// security, to a contact with these preferences. The contact's addresses
+// never go in; only whether a confidential one exists.
+func policyInput(base policy.Input, d draft, channel string, sec notify.Security, c Contact) policy.Input {
+	in := base
+	in.Channel = policy.Channel{Type: channel, TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted}
+	in.Payload = d.Fields()
+	in.Contact = policy.Contact{OptedOutChannels: c.OptedOutChannels, HasConfidentialAddress: c.ConfidentialEmail != "",
+		Restrictions: c.Restrictions, MarketingAuthorized: c.MarketingAuthorized,
+		Language: c.Language, AlternateFormat: c.AlternateFormat}
+	return in
+}
+
+// supportedObligations are the policy obligations this version can honour.
+var supportedObligations = map[string]bool{
+	"portal_only":                   true,
+	"generic_provider_label":        true,
+	"route_to_confidential_address": true,
+	// requires_message_encryption: no S/MIME or OpenPGP yet, so it fails closed.
+}
+
+// plan is what a decision makes of a draft: a message to send, or the
+// notice's final status and why.
+type plan struct {
+	Status  string // "" to send Email; NoticeDenied or NoticeFailed otherwise
+	Reasons []string
+	Email   notify.Email
+	Payload []byte // the notice as sent, to store sealed
+}
+
+// outgoing is how a send step wants its notice sent.
+type outgoing struct {
+	template  string
+	channel   string
+	from      workflow.Sender // the workflow's identity: name, from, reply-to
+	messageID string          // opaque
+}
+
+func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
+
+// apply honours a policy decision on a draft, failing closed: no decision,
+// an obligation this version cannot meet, a redaction the notice cannot
+// make, a confidential address the policy asks for and the contact lacks —
+// each fails the notice, visibly, rather than send it. The patient's own
+// requests hold whatever the policy says: an opted-out channel gets nothing,
+// and a confidential-communication address is the only one used. It
+// changes d.
+func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoing) plan {
+	if decideErr != nil {
+		if errors.Is(decideErr, policy.ErrNoDecision) {
+			// A broken policy is not a denial: the notice fails, so it can be re-driven.
+			return failed("no policy decision (not sent): " + decideErr.Error())
+		}
+		return failed("the policy input could not be built: " + decideErr.Error())
+	}
+	if dec.Allow && slices.Contains(c.OptedOutChannels, out.channel) {
+		return plan{Status: NoticeDenied, Reasons: []string{"the patient opted out of " + out.channel + " (enforced by the worker)"}}
+	}
+	if !dec.Allow {
+		reasons := dec.Deny
+		if len(reasons) == 0 {
+			reasons = []string{"policy did not allow the notice"}
+		}
+		return plan{Status: NoticeDenied, Reasons: reasons}
+	}
+	for _, o := range dec.Obligations {
+		if !supportedObligations[o] {
+			return failed("the policy set obligation " + o + ", which this version cannot meet; not sent")
+		}
+	}
+	if len(dec.Redact) > 0 {
+		if err := d.Redact(dec.Redact...); err != nil {
+			return failed("the policy asked for a redaction the notice cannot make: " + err.Error())
+		}
+	}
+	if dec.Has("generic_provider_label") {
+		d.HideProvider() // a provider's name can reveal the care
+	}
+	portalOnly := dec.Has("portal_only")
+	if portalOnly {
+		// Nothing but the link: not even what kind of notice waits.
+		d.PortalOnly()
+	}
+	msg, err := d.Render(out.template, c.Language, portalOnly)
+	if err != nil {
+		return failed("the notice could not be rendered")
+	}
+	msg.To = c.Email
+	if dec.Has("route_to_confidential_address") && c.ConfidentialEmail == "" {
+		return failed("the policy routes this notice to a confidential address, and none is on file")
+	}
+	if c.ConfidentialEmail != "" {
+		// HIPAA 164.522(b): a confidential-communication address is used,
+		// and only it, whatever the policy says.
+		msg.To = c.ConfidentialEmail
+	}
+	msg.MessageID = out.messageID
+	msg.FromName, msg.From, msg.ReplyTo = out.from.Name, out.from.From, out.from.ReplyTo
+	payload, err := d.Payload()
+	if err != nil {
+		return failed("the notice could not be encoded")
+	}
+	return plan{Email: msg, Payload: payload}
+}

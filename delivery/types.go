@@ -1,0 +1,101 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/tidings-health/tidings/notify"
+)
+
+// Notice statuses.
+const (
+	NoticePending = "pending"
+	NoticeSent    = "sent"
+	NoticeDenied  = "denied"
+	NoticeFailed  = "failed"
+	NoticeSkipped = "skipped"
+)
+
+// Notice is one notice a run's send step (or an event that led to no run)
+// produced. Its payload is stored sealed and never held here.
+type Notice struct {
+	ID          int64
+	TenantID    string
+	EventID     int64
+	Type        string // the policy's notice type: eob, appointment
+	Status      string
+	PortalToken string // opaque, random: the portal link carries only it
+	RunID       *int64
+	Step        string
+	Template    string
+}
+
+// Delivery statuses.
+const (
+	DeliverySending = "sending"
+	DeliverySent    = "sent"
+	DeliveryFailed  = "failed"
+)
+
+// Delivery is one (notice, channel) delivery and its attempts.
+type Delivery struct {
+	ID       int64
+	TenantID string
+	NoticeID int64
+	Channel  string
+	Status   string
+	Attempts int
+}
+
+// Contact is how to reach a patient and what the patient asked for, in
+// clear: it lives in memory only while a notice is sent.
+type Contact struct {
+	Email    string
+	Language string
+	TimeZone string
+	Source   string // "api" or "fhir"
+
+	// What the patient asked for (set through the API only).
+	OptedOutChannels    []string // e.g. "email", "sms"
+	ConfidentialEmail   string   // HIPAA 164.522(b): send here, and only here
+	Restrictions        []string // agreed restrictions, e.g. "eob", "all"
+	MarketingAuthorized bool
+	AlternateFormat     string // e.g. "large-print"
+}
+
+// LogValue keeps contact details out of logs.
+func (Contact) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
+
+// Decision is one policy decision as the decision log keeps it: the input
+// only as a hash, never the input.
+type Decision struct {
+	TenantID    string
+	NoticeID    int64
+	Revision    string
+	InputHash   string
+	Allow       bool
+	Reasons     []string
+	Redact      []string
+	Obligations []string
+	LatencyUS   int64
+}
+
+// Channel delivers one rendered notice and says how secure it is (the
+// policy decides on that). notify.EmailChannel is the email channel; SMS,
+// portal and webhook channels implement the same interface.
+type Channel interface {
+	Security() notify.Security
+	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)
+}
+
+var (
+	// ErrRunEnded means the notice's workflow run ended (a cancellation, an
+	// appointment entered in error) after the notice was decided and before
+	// it was delivered: it is not sent.
+	ErrRunEnded = errors.New("the notice's run has ended")
+	// ErrOutcomeUnknown means an earlier attempt claimed the delivery and
+	// never recorded how it ended (the process died mid-send): it may have
+	// been sent.
+	ErrOutcomeUnknown = errors.New("delivery outcome unknown")
+)
