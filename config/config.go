@@ -65,6 +65,9 @@ type Config struct {
 	SMTPRequireTLS  bool
 	SMTPImplicitTLS bool
 	SMTPCAFile      string
+	// TIDINGS_SMTP_POOL_SIZE: SMTP sessions the worker keeps open at most;
+	// 0 (unset) sizes the pool to Concurrency. See SMTPSessions.
+	SMTPPoolSize int
 }
 
 // Role says which process the configuration is for; each checks what it uses.
@@ -84,6 +87,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("public_base_url", c.PublicBaseURL),
 		slog.String("smtp", net.JoinHostPort(c.SMTPHost, strconv.Itoa(c.SMTPPort))),
 		slog.Bool("smtp_require_tls", c.SMTPRequireTLS),
+		slog.Int("smtp_sessions", c.SMTPSessions()),
 		slog.Int("concurrency", c.Concurrency),
 	)
 }
@@ -182,6 +186,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SMTPRequireTLS:      getb("TIDINGS_SMTP_REQUIRE_TLS", true),
 		SMTPImplicitTLS:     getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
 		SMTPCAFile:          get("TIDINGS_SMTP_CA_FILE", ""),
+		SMTPPoolSize:        geti("TIDINGS_SMTP_POOL_SIZE", 0),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -262,8 +267,22 @@ func (c Config) Validate(role Role) []string {
 		if c.Concurrency <= 0 {
 			p = append(p, "TIDINGS_WORKER_CONCURRENCY must be positive")
 		}
+		if c.SMTPPoolSize < 0 {
+			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
+		}
 	}
 	return p
+}
+
+// SMTPSessions is how many SMTP sessions the email channel may keep open:
+// TIDINGS_SMTP_POOL_SIZE, or else one per concurrent task, so that no
+// task waits for another's session. A relay that limits connections per
+// client wants TIDINGS_SMTP_POOL_SIZE at or below its limit.
+func (c Config) SMTPSessions() int {
+	if c.SMTPPoolSize > 0 {
+		return c.SMTPPoolSize
+	}
+	return c.Concurrency
 }
 
 func isLoopback(host string) bool {

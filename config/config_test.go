@@ -20,6 +20,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_PUBLIC_BASE_URL":    "http://portal.example.org",
 		"TIDINGS_SMTP_PORT":          "x",
 		"TIDINGS_WORKER_CONCURRENCY": "0",
+		"TIDINGS_SMTP_POOL_SIZE":     "-1",
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -33,6 +34,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_SMTP_HOST is required",
 		"TIDINGS_SMTP_FROM is required",
 		"TIDINGS_WORKER_CONCURRENCY must be positive",
+		"TIDINGS_SMTP_POOL_SIZE must be positive",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
@@ -64,5 +66,26 @@ func TestValidConfigPasses(t *testing.T) {
 	}
 	if strings.Contains(c.LogValue().String(), "0123456789abcdef") {
 		t.Error("LogValue prints an API token")
+	}
+	if c.SMTPPoolSize != 0 || c.SMTPSessions() != c.Concurrency {
+		t.Errorf("SMTP pool %d, sessions %d: want one session per concurrent task (%d) by default",
+			c.SMTPPoolSize, c.SMTPSessions(), c.Concurrency)
+	}
+}
+
+func TestSMTPPoolSizeOverridesConcurrency(t *testing.T) {
+	c, parse := FromEnv(env(map[string]string{
+		"TIDINGS_WORKER_CONCURRENCY": "20",
+		"TIDINGS_SMTP_POOL_SIZE":     "3",
+	}))
+	if len(parse) > 0 {
+		t.Fatal(parse)
+	}
+	if c.Concurrency != 20 || c.SMTPSessions() != 3 {
+		t.Errorf("concurrency %d, SMTP sessions %d; want 20 and 3", c.Concurrency, c.SMTPSessions())
+	}
+	if _, parse := FromEnv(env(map[string]string{"TIDINGS_SMTP_POOL_SIZE": "four"})); len(parse) != 1 ||
+		parse[0] != "TIDINGS_SMTP_POOL_SIZE must be an integer" {
+		t.Errorf("a non-integer pool size: %v", parse)
 	}
 }

@@ -63,6 +63,16 @@ type Options struct {
 	// sent to the client instead of accepting the recipient. Tests use it to
 	// play a server that refuses mail.
 	RejectRcpt func(rcpt string) *Reply
+	// HangUpAfterData, when set, is asked about every message once it has
+	// been received in full; on true the catcher keeps the message and
+	// drops the connection without answering, so the client cannot know
+	// that it was taken. Tests use it to play a connection lost at the end
+	// of DATA.
+	HangUpAfterData func(to []string) bool
+	// IdleTimeout is how long a connection may wait for the client's next
+	// command before the catcher answers 421 and hangs up, as real servers
+	// do with idle clients; 60 s when zero.
+	IdleTimeout time.Duration
 }
 
 // Reply is an SMTP reply the catcher sends instead of accepting a command.
@@ -80,6 +90,7 @@ type Message struct {
 	Path string   // the .eml file, "" when Options.Dir is empty
 	TLS  bool     // the session was under TLS when DATA was sent
 	User string   // the AUTH user name, "" when the client did not authenticate
+	Conn int      // the connection that carried it: 1 for the first accepted, and so on
 }
 
 // Server is a running catcher. Its methods are safe for concurrent use.
@@ -93,6 +104,8 @@ type Server struct {
 	close sync.Once
 
 	mu       sync.Mutex
+	conns    map[*countedConn]struct{} // open connections
+	accepted int                       // connections accepted so far
 	msgs     []Message
 	seq      int
 	arrived  chan struct{} // closed and replaced on every accepted message
@@ -113,7 +126,8 @@ func Start(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("mailcatch: create message dir: %w", err)
 		}
 	}
-	s := &Server{opts: opts, done: make(chan struct{}), arrived: make(chan struct{})}
+	s := &Server{opts: opts, done: make(chan struct{}), arrived: make(chan struct{}),
+		conns: map[*countedConn]struct{}{}}
 
 	var tlsConfig *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
@@ -126,10 +140,11 @@ func Start(opts Options) (*Server, error) {
 		s.der = cert.Certificate[0]
 	}
 
-	ln, err := net.Listen("tcp", opts.Addr)
+	tcp, err := net.Listen("tcp", opts.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("mailcatch: listen: %w", err)
 	}
+	var ln net.Listener = &countingListener{Listener: tcp, srv: s}
 	if opts.ImplicitTLS {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
@@ -141,6 +156,9 @@ func Start(opts Options) (*Server, error) {
 	srv.MaxMessageBytes = MaxMessageBytes
 	srv.MaxRecipients = MaxRecipients
 	srv.ReadTimeout = ioTimeout
+	if opts.IdleTimeout > 0 {
+		srv.ReadTimeout = opts.IdleTimeout
+	}
 	srv.WriteTimeout = ioTimeout
 	// The server's own log lines would go to stderr of whoever embeds us
 	// (a test run, `tidings dev`); keep them out.
@@ -172,6 +190,53 @@ func (s *Server) CertPEM() []byte {
 // CertPool returns a pool that trusts the catcher's certificate, or nil when
 // it offers no TLS.
 func (s *Server) CertPool() *x509.CertPool { return s.pool }
+
+// Connections returns how many connections the catcher has accepted so far.
+func (s *Server) Connections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
+}
+
+// OpenConnections returns how many connections are open now.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// WaitOpenConnections blocks until exactly n connections are open (the
+// catcher notices a client's hang-up on its own goroutine) or ctx ends.
+func (s *Server) WaitOpenConnections(ctx context.Context, n int) error {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		open := s.OpenConnections()
+		if open == n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mailcatch: %d connections open, waiting for %d: %w", open, n, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// DropConnections closes every open connection without a word, as a server
+// that restarts or sheds idle clients does, and returns how many it closed.
+func (s *Server) DropConnections() int {
+	s.mu.Lock()
+	open := make([]*countedConn, 0, len(s.conns))
+	for c := range s.conns {
+		open = append(open, c)
+	}
+	s.mu.Unlock()
+	for _, c := range open {
+		c.Close()
+	}
+	return len(open)
+}
 
 // Messages returns the messages accepted so far, in order of acceptance.
 func (s *Server) Messages() []Message {
@@ -286,17 +351,66 @@ func cloneMessages(in []Message) []Message {
 	return out
 }
 
+// countingListener numbers the connections it accepts and keeps the open
+// ones, below any TLS.
+type countingListener struct {
+	net.Listener
+	srv *Server
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	cc := &countedConn{Conn: c, srv: l.srv}
+	l.srv.mu.Lock()
+	l.srv.accepted++
+	cc.id = l.srv.accepted
+	l.srv.conns[cc] = struct{}{}
+	l.srv.mu.Unlock()
+	return cc, nil
+}
+
+// countedConn is one accepted TCP connection.
+type countedConn struct {
+	net.Conn
+	srv  *Server
+	id   int
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() {
+		c.srv.mu.Lock()
+		delete(c.srv.conns, c)
+		c.srv.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// connOf finds the accepted connection under c's TLS, if any.
+func connOf(c *smtp.Conn) *countedConn {
+	nc := c.Conn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	cc, _ := nc.(*countedConn)
+	return cc
+}
+
 // session is one SMTP session; go-smtp starts a fresh one after STARTTLS.
 type session struct {
 	srv  *Server
 	conn *smtp.Conn
+	raw  *countedConn
 	from string
 	to   []string
 	user string
 }
 
 func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
-	return &session{srv: s, conn: c}, nil
+	return &session{srv: s, conn: c, raw: connOf(c)}, nil
 }
 
 var _ smtp.AuthSession = (*session)(nil)
@@ -346,13 +460,24 @@ func (ss *session) Data(r io.Reader) error {
 		return err // ErrDataTooLarge and the like carry their own SMTP code
 	}
 	_, underTLS := ss.conn.TLSConnectionState()
-	return ss.srv.accept(Message{
+	m := Message{
 		From: ss.from,
 		To:   append([]string(nil), ss.to...),
 		Data: data,
 		TLS:  underTLS,
 		User: ss.user,
-	})
+	}
+	if ss.raw != nil {
+		m.Conn = ss.raw.id
+	}
+	if err := ss.srv.accept(m); err != nil {
+		return err
+	}
+	if hangUp := ss.srv.opts.HangUpAfterData; hangUp != nil && ss.raw != nil && hangUp(m.To) {
+		ss.raw.Close() // the reply below goes nowhere
+		return errors.New("mailcatch: hung up after DATA")
+	}
+	return nil
 }
 
 func (ss *session) Reset() {

@@ -400,3 +400,103 @@ func TestStartOptionsErrors(t *testing.T) {
 		t.Error("second listener on the same address accepted")
 	}
 }
+
+func waitOpen(t *testing.T, s *mailcatch.Server, n int) {
+	t.Helper()
+	if err := s.WaitOpenConnections(waitCtx(t), n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConnectionsCountedAndNamedOnMessages(t *testing.T) {
+	s := mustStart(t, mailcatch.Options{STARTTLS: true})
+	c := newClient(t, s, mail.TLSMandatory)
+	// Two messages over one session, then one over a second session.
+	if err := c.DialAndSend(newMsg(t, "first"), newMsg(t, "second")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DialAndSend(newMsg(t, "third")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := s.WaitFor(waitCtx(t), 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := []int{msgs[0].Conn, msgs[1].Conn, msgs[2].Conn}; got[0] != 1 || got[1] != 1 || got[2] != 2 {
+		t.Errorf("Message.Conn = %v, want [1 1 2]", got)
+	}
+	if n := s.Connections(); n != 2 {
+		t.Errorf("Connections = %d, want 2", n)
+	}
+	waitOpen(t, s, 0)
+}
+
+func TestDropConnections(t *testing.T) {
+	s := mustStart(t, mailcatch.Options{STARTTLS: true})
+	c := newClient(t, s, mail.TLSMandatory)
+	if err := c.DialWithContext(waitCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitOpen(t, s, 1)
+	if n := s.DropConnections(); n != 1 {
+		t.Fatalf("DropConnections = %d, want 1", n)
+	}
+	if s.OpenConnections() != 0 {
+		t.Errorf("OpenConnections = %d after DropConnections", s.OpenConnections())
+	}
+	if err := c.Send(newMsg(t, "late")); err == nil {
+		t.Fatal("send over a dropped connection succeeded")
+	}
+	if n := len(s.Messages()); n != 0 {
+		t.Fatalf("%d messages stored", n)
+	}
+}
+
+func TestIdleTimeoutAnswers421(t *testing.T) {
+	s := mustStart(t, mailcatch.Options{IdleTimeout: 50 * time.Millisecond})
+	c := ehlo(t, s.Addr())
+	waitOpen(t, s, 0) // the catcher hung up on the idle client
+	// The 421 waits in the client's socket: it is what the next command reads.
+	err := c.Mail("a@example.org")
+	var reply *textproto.Error
+	if !errors.As(err, &reply) || reply.Code != 421 {
+		t.Fatalf("MAIL after the idle timeout: %v, want 421", err)
+	}
+}
+
+func TestHangUpAfterDataKeepsMessageWithoutAnswer(t *testing.T) {
+	s := mustStart(t, mailcatch.Options{HangUpAfterData: func(to []string) bool {
+		return strings.HasPrefix(to[0], "cut@")
+	}})
+	c := ehlo(t, s.Addr())
+	send := func(rcpt string) error {
+		if err := c.Mail("a@example.org"); err != nil {
+			return err
+		}
+		if err := c.Rcpt(rcpt); err != nil {
+			return err
+		}
+		w, err := c.Data()
+		if err != nil {
+			return err
+		}
+		if _, err := w.Write([]byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+			return err
+		}
+		return w.Close()
+	}
+	if err := send("fine@example.net"); err != nil {
+		t.Fatalf("first message: %v", err)
+	}
+	err := send("cut@example.net")
+	var reply *textproto.Error
+	if err == nil || errors.As(err, &reply) {
+		t.Fatalf("end of DATA: %v, want a lost connection and no reply", err)
+	}
+	msgs := s.Messages()
+	if len(msgs) != 2 || msgs[1].To[0] != "cut@example.net" {
+		t.Fatalf("messages %+v, want both kept", msgs)
+	}
+	waitOpen(t, s, 0)
+}

@@ -3,6 +3,6 @@
 // field from fhir facts, the email templates that workflow steps name
 // (Templates) rendered in each supported language, and the delivery
 // channels. The email channel delivers over SMTP with TLS enforced unless
-// configured otherwise, and reports what it guarantees (Security) so the
+// configured otherwise, reusing a bounded pool of sessions, and reports what it guarantees (Security) so the
 // policy can decide what may be sent through it.
 package notify

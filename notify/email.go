@@ -23,9 +23,17 @@ import (
 	mailsmtp "github.com/wneessen/go-mail/smtp"
 )
 
-// DefaultSMTPTimeout bounds each SMTP session step when SMTPConfig.Timeout
-// is zero.
-const DefaultSMTPTimeout = 15 * time.Second
+// Defaults for the zero values of SMTPConfig.
+const (
+	DefaultSMTPTimeout        = 15 * time.Second
+	DefaultSMTPPoolSize       = 4
+	DefaultSMTPIdleTimeout    = 30 * time.Second
+	DefaultMessagesPerSession = 100
+)
+
+// quitTimeout bounds the QUIT that ends a pooled session: the message is
+// already sent, so there is no point waiting long for the goodbye.
+const quitTimeout = 2 * time.Second
 
 // Security is what a channel guarantees about a message in transit; the
 // policy sees it.
@@ -64,6 +72,17 @@ type SMTPConfig struct {
 	RootCAs *x509.CertPool
 	// Timeout bounds connecting and each step of the session; default 15s.
 	Timeout time.Duration
+	// PoolSize is how many SMTP sessions the channel keeps open at most, and
+	// so how many messages it sends at once; more Sends wait for a session.
+	// Default 4. The worker sizes it to its concurrency
+	// (TIDINGS_SMTP_POOL_SIZE overrides that), so no task waits for another.
+	PoolSize int
+	// IdleTimeout closes a session that has waited this long for a message
+	// (servers hang up on idle clients after a minute or a few); default 30s.
+	IdleTimeout time.Duration
+	// MaxMessagesPerSession ends a session with QUIT after this many
+	// messages, as relays limit them per connection; default 100.
+	MaxMessagesPerSession int
 }
 
 // LogValue logs the config without its secrets.
@@ -75,15 +94,18 @@ func (c SMTPConfig) LogValue() slog.Value {
 		slog.Bool("implicit_tls", c.ImplicitTLS),
 		slog.Bool("auth", c.Username != ""),
 		slog.Bool("custom_roots", c.RootCAs != nil),
+		slog.Int("pool_size", c.PoolSize),
 	)
 }
 
 // EmailChannel sends email through one SMTP server. It is safe for
-// concurrent use; each Send opens its own session.
+// concurrent use. It keeps up to PoolSize sessions open and sends each
+// message over an idle one; Close ends them.
 type EmailChannel struct {
 	cfg        SMTPConfig
 	addr       string // host:port, for errors
 	fromDomain string // for generated Message-IDs
+	pool       *sessionPool
 }
 
 var hostnameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$`)
@@ -122,12 +144,10 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 	if cfg.Username != "" && !cfg.RequireTLS && !cfg.ImplicitTLS {
 		bad("username and password need RequireTLS or ImplicitTLS")
 	}
-	if cfg.Timeout < 0 {
-		bad("timeout is negative")
-	}
-	if cfg.Timeout == 0 {
-		cfg.Timeout = DefaultSMTPTimeout
-	}
+	orDefault(&cfg.Timeout, DefaultSMTPTimeout, "timeout", bad)
+	orDefault(&cfg.PoolSize, DefaultSMTPPoolSize, "pool size", bad)
+	orDefault(&cfg.IdleTimeout, DefaultSMTPIdleTimeout, "idle timeout", bad)
+	orDefault(&cfg.MaxMessagesPerSession, DefaultMessagesPerSession, "messages per session", bad)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
 	}
@@ -135,7 +155,18 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 		cfg:        cfg,
 		addr:       net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		fromDomain: fromDomain,
+		pool:       newSessionPool(cfg.PoolSize, cfg.MaxMessagesPerSession, cfg.IdleTimeout, min(cfg.Timeout, quitTimeout)),
 	}, nil
+}
+
+// orDefault reports a negative setting and fills in a zero one.
+func orDefault[T int | time.Duration](v *T, def T, name string, bad func(string)) {
+	if *v < 0 {
+		bad(name + " is negative")
+	}
+	if *v == 0 {
+		*v = def
+	}
 }
 
 // Security reports what the channel guarantees. No message-level
@@ -144,16 +175,22 @@ func (c *EmailChannel) Security() Security {
 	return Security{TLSEnforced: c.cfg.RequireTLS || c.cfg.ImplicitTLS}
 }
 
-// Send delivers one message in its own SMTP session.
+// Send delivers one message over a session from the pool: an idle one, a
+// new one while fewer than PoolSize are open, or the next one to come back
+// (waiting no longer than ctx allows).
 //
 // Errors are *DeliveryError values wrapping ErrNoTLS (TLS required but not
 // available or the handshake failed: nothing was sent), ErrRejected (a
 // permanent 5xx answer) or ErrTemporary (a 4xx answer, a network failure,
-// a timeout or ctx ending: retry), or ErrInvalidEmail before anything is
-// sent. Error strings name the server, the stage and the SMTP code only,
-// never the recipient or the content. A failure after the server accepted
-// the message (at RSET or QUIT) is not an error: retrying would deliver it
-// twice.
+// a timeout, ctx ending or the channel closed: retry), or ErrInvalidEmail
+// before anything is sent. Error strings name the server, the stage and
+// the SMTP code only, never the recipient or the content. A failure after
+// the server accepted the message (at RSET) is not an error: retrying
+// would deliver it twice.
+//
+// A pooled session that the server closed while it sat idle fails at MAIL
+// FROM, before any of the message went out; Send then tries once more on a
+// new session. Nothing is tried again once a recipient has been given.
 func (c *EmailChannel) Send(ctx context.Context, e Email) (Receipt, error) {
 	msg, id, err := c.buildMsg(e)
 	if err != nil {
@@ -162,42 +199,164 @@ func (c *EmailChannel) Send(ctx context.Context, e Email) (Receipt, error) {
 	if err := ctx.Err(); err != nil {
 		return Receipt{}, c.fail("connect", "cancelled before connecting", ErrTemporary, 0, "", err)
 	}
-
-	tr := &sessionTrace{}
-	defer tr.close()
-	stop := context.AfterFunc(ctx, tr.close) // unblocks a session stuck in I/O
-	defer stop()
-
-	client, err := mail.NewClient(c.cfg.Host, c.clientOptions(ctx, tr)...)
+	s, err := c.session(ctx)
 	if err != nil {
-		// Only a bad option can fail here, and the config was validated.
-		return Receipt{}, c.fail("connect", "smtp client setup failed", ErrRejected, 0, "", nil)
+		return Receipt{}, err
 	}
-	sc, err := client.DialToSMTPClientWithContext(ctx)
-	if err != nil {
-		return Receipt{}, c.dialError(ctx, tr, err)
-	}
-	state, isTLS := sc.TLSConnectionState()
-	underTLS := isTLS && state.HandshakeComplete
-	if c.Security().TLSEnforced && !underTLS {
-		return Receipt{}, c.fail("starttls", "session is not under TLS", ErrNoTLS, 0, "", nil)
-	}
-	if c.cfg.Username != "" {
-		if err := c.auth(sc); err != nil {
-			return Receipt{}, c.authError(ctx, err)
+	after, err := c.transact(ctx, s, msg)
+	if after == sessionWasStale {
+		s.trace.close()
+		if s, err = c.dialInto(ctx); err != nil { // the stale session's slot
+			return Receipt{}, err
 		}
+		after, err = c.transact(ctx, s, msg)
 	}
-
-	err = client.SendWithSMTPClient(sc, msg)
-	delivered := msg.IsDelivered()
-	_ = client.CloseWithSMTPClient(sc) // QUIT; the outcome is already known
-	if err != nil && !delivered {
+	underTLS := s.tls // s may serve another Send once back
+	if after == sessionReusable {
+		c.pool.put(s)
+	} else {
+		c.pool.discard(s)
+	}
+	if err != nil && !msg.IsDelivered() {
 		return Receipt{}, c.sendError(ctx, err)
 	}
 	return Receipt{MessageID: id, TLS: underTLS}, nil
 }
 
-func (c *EmailChannel) clientOptions(ctx context.Context, tr *sessionTrace) []mail.Option {
+// Close ends every open session with QUIT. A Send still running finishes
+// on its session, which is then closed; later Sends fail (ErrTemporary).
+func (c *EmailChannel) Close() error {
+	c.pool.close()
+	return nil
+}
+
+// session takes a session from the pool or dials one into a free slot.
+func (c *EmailChannel) session(ctx context.Context) (*smtpSession, error) {
+	s, err := c.pool.get(ctx)
+	switch {
+	case errors.Is(err, errPoolClosed):
+		return nil, c.fail("connect", "channel closed", ErrTemporary, 0, "", nil)
+	case err != nil:
+		return nil, c.fail("connect", "cancelled while waiting for a session", ErrTemporary, 0, "", err)
+	case s != nil:
+		return s, nil
+	}
+	return c.dialInto(ctx)
+}
+
+// dialInto dials a session into a slot the caller holds; the slot is
+// given back when that fails.
+func (c *EmailChannel) dialInto(ctx context.Context) (*smtpSession, error) {
+	s, err := c.dial(ctx)
+	if err != nil {
+		c.pool.discard(nil)
+		return nil, err
+	}
+	return s, nil
+}
+
+// dial opens a session: connect, greet, TLS as configured, AUTH.
+func (c *EmailChannel) dial(ctx context.Context) (*smtpSession, error) {
+	tr := &sessionTrace{}
+	stop := context.AfterFunc(ctx, tr.close) // unblocks a dial stuck in I/O
+	fail := func(err error) (*smtpSession, error) {
+		stop()
+		tr.close() // go-mail leaves the connection open on some errors
+		return nil, err
+	}
+	client, err := mail.NewClient(c.cfg.Host, c.clientOptions(tr)...)
+	if err != nil {
+		// Only a bad option can fail here, and the config was validated.
+		return fail(c.fail("connect", "smtp client setup failed", ErrRejected, 0, "", nil))
+	}
+	sc, err := client.DialToSMTPClientWithContext(ctx)
+	if err != nil {
+		return fail(c.dialError(ctx, tr, err))
+	}
+	state, isTLS := sc.TLSConnectionState()
+	underTLS := isTLS && state.HandshakeComplete
+	if c.Security().TLSEnforced && !underTLS {
+		return fail(c.fail("starttls", "session is not under TLS", ErrNoTLS, 0, "", nil))
+	}
+	if c.cfg.Username != "" {
+		if err := c.auth(sc); err != nil {
+			return fail(c.authError(ctx, err))
+		}
+	}
+	if !stop() {
+		tr.close()
+		return nil, c.fail("connect", "cancelled", ErrTemporary, 0, "", ctx.Err())
+	}
+	return &smtpSession{client: client, smtp: sc, trace: tr, tls: underTLS}, nil
+}
+
+// What a mail transaction left its session fit for.
+type sessionAfter int
+
+const (
+	sessionReusable sessionAfter = iota // back to the pool
+	sessionBroken                       // close it
+	// sessionWasStale: a pooled session was found closed by the server
+	// at MAIL FROM; none of the message was sent, and it may go on
+	// another session.
+	sessionWasStale
+)
+
+// transact runs one mail transaction (MAIL, RCPT, DATA, then RSET) on s.
+func (c *EmailChannel) transact(ctx context.Context, s *smtpSession, msg *mail.Msg) (sessionAfter, error) {
+	stop := context.AfterFunc(ctx, s.trace.close) // unblocks a session stuck in I/O
+	reused := s.sent > 0
+	s.sent++
+	err := s.client.SendWithSMTPClient(s.smtp, msg)
+	after := sessionBroken
+	var se *mail.SendError
+	switch {
+	case err == nil:
+		after = sessionReusable
+	case msg.IsDelivered(): // the RSET after the message failed
+	case !errors.As(err, &se):
+	case se.Reason == mail.ErrGetSender || se.Reason == mail.ErrGetRcpts || se.Reason == mail.ErrNoUnencoded:
+		after = sessionReusable // refused before anything was sent
+	case reused && closedWhileIdle(se):
+		after = sessionWasStale
+	case se.ErrorCode() >= 400 && c.reset(s) == nil:
+		// The server refused this message and the session is clean again.
+		after = sessionReusable
+	}
+	if !stop() {
+		// ctx ended and closed the connection under the transaction.
+		after = sessionBroken
+	}
+	return after, err
+}
+
+// closedWhileIdle reports whether a pooled session's first command found
+// it already closed by the server: the connection failed, or the server
+// answered 421 (closing the channel), as servers do to clients that idled
+// past their timeout.
+func closedWhileIdle(se *mail.SendError) bool {
+	switch se.Reason {
+	case mail.ErrConnCheck:
+		return true
+	case mail.ErrSMTPMailFrom:
+		code := se.ErrorCode()
+		return code == 0 || code == 421
+	}
+	return false
+}
+
+// reset ends a refused transaction with RSET so the session can carry the
+// next message. go-mail sends one already after MAIL or RCPT failed but
+// keeps its outcome to itself; a second RSET is cheap and says whether
+// the session is clean.
+func (c *EmailChannel) reset(s *smtpSession) error {
+	if err := s.smtp.UpdateDeadline(c.cfg.Timeout); err != nil {
+		return err
+	}
+	return s.smtp.Reset()
+}
+
+func (c *EmailChannel) clientOptions(tr *sessionTrace) []mail.Option {
 	tlsConfig := &tls.Config{
 		ServerName: c.cfg.Host,
 		RootCAs:    c.cfg.RootCAs,
@@ -208,8 +367,11 @@ func (c *EmailChannel) clientOptions(ctx context.Context, tr *sessionTrace) []ma
 		mail.WithTimeout(c.cfg.Timeout),
 		mail.WithTLSConfig(tlsConfig),
 		mail.WithDialContextFunc(func(dialCtx context.Context, network, addr string) (net.Conn, error) {
-			return tr.dial(ctx, dialCtx, network, addr, c.cfg.Timeout, c.cfg.ImplicitTLS, tlsConfig)
+			return tr.dial(dialCtx, network, addr, c.cfg.Timeout, c.cfg.ImplicitTLS, tlsConfig)
 		}),
+		// A pooled session that died while idle shows at MAIL FROM, which
+		// Send handles; a NOOP before every message would cost a round trip.
+		mail.WithoutNoop(),
 	}
 	switch {
 	case c.cfg.ImplicitTLS:
@@ -455,7 +617,7 @@ type sessionTrace struct {
 	closed bool
 }
 
-func (t *sessionTrace) dial(sendCtx, dialCtx context.Context, network, addr string,
+func (t *sessionTrace) dial(dialCtx context.Context, network, addr string,
 	timeout time.Duration, implicitTLS bool, tlsConfig *tls.Config) (net.Conn, error) {
 	d := net.Dialer{Timeout: timeout}
 	raw, err := d.DialContext(dialCtx, network, addr)
@@ -464,9 +626,13 @@ func (t *sessionTrace) dial(sendCtx, dialCtx context.Context, network, addr stri
 	}
 	t.mu.Lock()
 	if t.closed {
+		// The Send's ctx ended, and with it dialCtx, which derives from it.
 		t.mu.Unlock()
 		raw.Close()
-		return nil, sendCtx.Err()
+		if err := dialCtx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, net.ErrClosed
 	}
 	t.conn = raw
 	t.mu.Unlock()
@@ -484,7 +650,8 @@ func (t *sessionTrace) dial(sendCtx, dialCtx context.Context, network, addr stri
 	return tc, nil
 }
 
-// close closes the connection, which go-mail leaves open on some errors.
+// close closes the connection: when a session ends, when ctx ends under
+// it, and after errors go-mail leaves the connection open on.
 func (t *sessionTrace) close() {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -42,7 +42,7 @@ func catcher(t *testing.T, opts mailcatch.Options) *mailcatch.Server {
 }
 
 // configFor points a config at the catcher, trusting its certificate.
-func configFor(t *testing.T, s *mailcatch.Server) SMTPConfig {
+func configFor(t testing.TB, s *mailcatch.Server) SMTPConfig {
 	t.Helper()
 	host, p, err := net.SplitHostPort(s.Addr())
 	if err != nil {
@@ -67,10 +67,11 @@ func mustChannel(t *testing.T, cfg SMTPConfig) *EmailChannel {
 	if err != nil {
 		t.Fatalf("NewEmailChannel: %v", err)
 	}
+	t.Cleanup(func() { c.Close() })
 	return c
 }
 
-func eobEmail(t *testing.T) Email {
+func eobEmail(t testing.TB) Email {
 	t.Helper()
 	e, err := RenderEOBEmail(EOBNotice{
 		PayerName: canaryPayer, ServiceDate: "2024-03-05", ProviderName: "Dr. Ada Lovelace",
@@ -344,6 +345,8 @@ func TestSendImplicitTLSToPlaintextServer(t *testing.T) {
 	}
 }
 
+// A refused recipient fails that Send only: the session is reset and
+// carries the next message.
 func TestSendServerRejectsOrDefers(t *testing.T) {
 	tests := []struct {
 		name     string
@@ -358,11 +361,23 @@ func TestSendServerRejectsOrDefers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := catcher(t, mailcatch.Options{STARTTLS: true, RejectRcpt: func(rcpt string) *mailcatch.Reply {
+				if rcpt != canaryRcpt {
+					return nil
+				}
 				r := tt.reply
 				r.Text = "<" + rcpt + ">: Recipient address rejected" // real servers echo the address
 				return &r
 			}})
-			_, err := mustChannel(t, configFor(t, s)).Send(sendCtx(t), eobEmail(t))
+			cfg := configFor(t, s)
+			cfg.PoolSize = 1
+			c := mustChannel(t, cfg)
+			accepted := eobEmail(t)
+			accepted.To = "someone.else@example.net"
+			if _, err := c.Send(sendCtx(t), accepted); err != nil {
+				t.Fatalf("Send to an accepted recipient: %v", err)
+			}
+
+			_, err := c.Send(sendCtx(t), eobEmail(t))
 			if !errors.Is(err, tt.kind) {
 				t.Fatalf("Send: %v, want %v", err, tt.kind)
 			}
@@ -377,6 +392,14 @@ func TestSendServerRejectsOrDefers(t *testing.T) {
 				t.Errorf("error does not name server and code: %v", err)
 			}
 			assertSafeError(t, err)
+
+			if _, err := c.Send(sendCtx(t), accepted); err != nil {
+				t.Fatalf("Send after the refusal: %v", err)
+			}
+			msgs := s.Messages()
+			if len(msgs) != 2 || msgs[1].Conn != 1 || s.Connections() != 1 {
+				t.Errorf("%d messages, %d connections: want 2 over the one session, reset and reused", len(msgs), s.Connections())
+			}
 		})
 	}
 }
@@ -498,8 +521,10 @@ func TestNewEmailChannelValidates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("good config: %v", err)
 	}
-	if c.cfg.Port != 587 || c.cfg.Timeout != DefaultSMTPTimeout {
-		t.Errorf("defaults: port %d timeout %v", c.cfg.Port, c.cfg.Timeout)
+	if c.cfg.Port != 587 || c.cfg.Timeout != DefaultSMTPTimeout || c.cfg.PoolSize != 4 ||
+		c.cfg.IdleTimeout != 30*time.Second || c.cfg.MaxMessagesPerSession != 100 {
+		t.Errorf("defaults: port %d timeout %v pool %d idle %v messages/session %d",
+			c.cfg.Port, c.cfg.Timeout, c.cfg.PoolSize, c.cfg.IdleTimeout, c.cfg.MaxMessagesPerSession)
 	}
 	implicit := good
 	implicit.ImplicitTLS = true
@@ -522,6 +547,9 @@ func TestNewEmailChannelValidates(t *testing.T) {
 			c.Username, c.Password, c.RequireTLS = "u", canaryPass, false
 		}, []string{"need RequireTLS"}},
 		{"negative timeout", func(c *SMTPConfig) { c.Timeout = -time.Second }, []string{"timeout"}},
+		{"negative pool settings", func(c *SMTPConfig) {
+			c.PoolSize, c.IdleTimeout, c.MaxMessagesPerSession = -1, -time.Second, -1
+		}, []string{"pool size", "idle timeout", "messages per session"}},
 		{"everything at once", func(c *SMTPConfig) { c.Host, c.Port, c.From = "", -1, "" },
 			[]string{"host is empty", "port", "from"}},
 	}

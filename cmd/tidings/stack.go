@@ -217,10 +217,14 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 			return err
 		}
 	}
+	if infra.SMTP.PoolSize == 0 {
+		infra.SMTP.PoolSize = cfg.SMTPSessions()
+	}
 	email, err := notify.NewEmailChannel(infra.SMTP)
 	if err != nil {
 		return err
 	}
+	s.stops = append(s.stops, func() { email.Close() }) // runs after the worker's stop
 	if o.Progress != nil {
 		fmt.Fprintln(o.Progress, "starting the worker and the API …")
 	}

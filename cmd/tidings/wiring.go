@@ -189,6 +189,7 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
+		PoolSize: cfg.SMTPSessions(),
 	})
 }
 

@@ -25,6 +25,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer email.Close() // after the worker stopped: QUIT to the relay
 	stop, err := a.startWorker(ctx, email, "")
 	if err != nil {
 		return err
