@@ -34,16 +34,18 @@ type Store interface {
 	// constant time (ErrWrongSecret), or ErrUnknownSubscription.
 	Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error)
 	RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
-	InsertEvent(ctx context.Context, e NewEvent) (StoredEvent, error)
+	// InsertEvents stores events (deduplicated) where workers claim them;
+	// the results are in order.
+	InsertEvents(ctx context.Context, events []NewEvent) ([]StoredEvent, error)
 	InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error)
 	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
 }
 
-// Queue hands an event to the worker.
+// Queue hands a fetch to the worker. (Events need no queue: workers claim
+// them from storage.)
 type Queue interface {
-	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
 	EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error
 }
 
@@ -67,7 +69,6 @@ type Result struct {
 	Accepted   int // new events stored
 	Duplicates int // events seen before
 	Ignored    int // events whose focus type Tidings does not handle
-	Queued     int // new events handed to the queue now (the rest wait for the reconciler)
 	Fetches    int // fetches requested (id-only and empty content, pings)
 
 	recorded map[int64]bool // event numbers stored with their event or fetch
@@ -316,8 +317,8 @@ func (s *Service) now() time.Time {
 	return time.Now().UTC()
 }
 
-// storeEvents stores each full-resource event of a supported type with its
-// outbox row (deduplicated), then hands the new ones to the queue.
+// storeEvents stores each full-resource event of a supported type
+// (deduplicated), where workers claim it.
 func (s *Service) storeEvents(ctx context.Context, sub Subscription, res Result, events []fhir.Event) (Result, error) {
 	for i, ev := range events {
 		if ev.Focus == nil {
@@ -332,7 +333,7 @@ func (s *Service) storeEvents(ctx context.Context, sub Subscription, res Result,
 			return res, fmt.Errorf("%w: event %d: meta.versionId is not a FHIR id", fhir.ErrMalformed, i+1)
 		}
 	}
-	var fresh []queued
+	var batch []NewEvent
 	for _, ev := range events {
 		if !supportedFocus[ev.ResourceType] {
 			res.Ignored++
@@ -343,26 +344,28 @@ func (s *Service) storeEvents(ctx context.Context, sub Subscription, res Result,
 			v := ev.EventNumber
 			num = &v
 		}
-		stored, err := s.Store.InsertEvent(ctx, NewEvent{
+		batch = append(batch, NewEvent{
 			TenantID: sub.TenantID, SubscriptionID: sub.ID,
 			ResourceType: ev.ResourceType, ResourceID: ev.ID, VersionID: ev.VersionID,
 			EventNumber: num, DedupeKey: DedupeKey(dedupeScope(sub), ev), Record: ev,
 		})
-		if err != nil {
-			return res, fmt.Errorf("store event: %w", err)
-		}
-		if stored.Duplicate {
+	}
+	if len(batch) == 0 {
+		return res, nil
+	}
+	stored, err := s.Store.InsertEvents(ctx, batch)
+	if err != nil {
+		return res, fmt.Errorf("store events: %w", err)
+	}
+	for i, st := range stored {
+		if st.Duplicate {
 			res.Duplicates++
 			continue
 		}
 		res.Accepted++
-		res.markRecorded(num)
-		res.EventIDs = append(res.EventIDs, stored.EventID)
-		fresh = append(fresh, queued{stored.OutboxID, func(qctx context.Context) error {
-			return s.Queue.EnqueueEvent(qctx, sub.TenantID, stored.EventID)
-		}})
+		res.markRecorded(batch[i].EventNumber)
+		res.EventIDs = append(res.EventIDs, st.EventID)
 	}
-	res.Queued += s.handOver(ctx, fresh)
 	return res, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tidings-health/tidings/fault"
@@ -31,19 +32,49 @@ func (r *Engine) ProcessEvent(ctx context.Context, tenantID string, eventID int6
 	if ev.TenantID != tenantID {
 		return permanent(fmt.Errorf("event %d: task tenant does not match", eventID))
 	}
+	return r.processEvent(ctx, ev)
+}
+
+// ProcessEvents processes a batch of claimed events and returns each one's
+// outcome, in order: nil, an error wrapping ErrPermanent (final), or an
+// error to retry. Events about one subject are processed one after
+// another, in the order they were stored; different subjects at once, up to
+// Parallel.
+func (r *Engine) ProcessEvents(ctx context.Context, events []*Event) []error {
+	errs := make([]error, len(events))
+	var order []string
+	bySubject := map[string][]int{}
+	for i, ev := range events {
+		key := ev.TenantID + "/" + ev.ResourceType + "/" + ev.ResourceID
+		if _, ok := bySubject[key]; !ok {
+			order = append(order, key)
+		}
+		bySubject[key] = append(bySubject[key], i)
+	}
+	sem := make(chan struct{}, max(r.Parallel, 1))
+	var wg sync.WaitGroup
+	for _, key := range order {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(idx []int) {
+			defer func() { <-sem; wg.Done() }()
+			for _, i := range idx {
+				errs[i] = r.processEvent(ctx, events[i])
+			}
+		}(bySubject[key])
+	}
+	wg.Wait()
+	return errs
+}
+
+func (r *Engine) processEvent(ctx context.Context, ev *Event) error {
 	switch ev.ResourceType {
 	case "Appointment":
 		return r.processAppointment(ctx, ev)
 	case "ExplanationOfBenefit":
 		return r.processEOB(ctx, ev)
 	}
-	return permanent(fmt.Errorf("event %d: no notice for resource type %s", eventID, ev.ResourceType))
-}
-
-// EventDone records that the worker is finished with an event (processed,
-// or given up), so the reconciler does not enqueue it again.
-func (r *Engine) EventDone(ctx context.Context, eventID int64) error {
-	return r.Store.MarkEventProcessed(ctx, eventID)
+	return permanent(fmt.Errorf("event %d: no notice for resource type %s", ev.ID, ev.ResourceType))
 }
 
 // GiveUpEvent records, on the event's notice, that processing it ran out

@@ -18,7 +18,6 @@ type Store interface {
 	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
 	MarkSuperseded(ctx context.Context, eventID int64) error
-	MarkEventProcessed(ctx context.Context, eventID int64) error
 	// CloseEvent records an event that leads to no run: its notice (of the
 	// type) gets the outcome with the reason, unless it already has one.
 	CloseEvent(ctx context.Context, ev *Event, noticeType string, outcome Outcome, reason string) error

@@ -21,6 +21,8 @@ type Event struct {
 	// "rescheduled", … for an appointment; "superseded" when a newer version
 	// overtook it); empty before.
 	Kind string
+	// Attempts counts failed tries at processing the event.
+	Attempts int
 	// Record is the focus resource and the resources the notification
 	// carried with it.
 	Record fhir.Event

@@ -101,3 +101,13 @@ func (s *Store) VerifyAudit(ctx context.Context, tenantID string) (int, error) {
 	}
 	return len(entries), nil
 }
+
+// AuditMany appends several records, like Audit.
+func (s *Store) AuditMany(ctx context.Context, rs []AuditRecord) error {
+	for _, r := range rs {
+		if err := s.Audit(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}

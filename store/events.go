@@ -1,14 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
-
-	"gorm.io/gorm"
 
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
@@ -25,57 +25,133 @@ type eventRecord struct {
 	RelatedURLs []string          `json:"related_urls,omitempty"` // fullUrl of each Related, same order
 }
 
-// InsertEvent stores the event, its outbox row and its audit row in one
-// transaction. A dedupe key seen before stores nothing and reports Duplicate;
-// concurrent inserts of the same key serialise on the unique index.
-func (s *Store) InsertEvent(ctx context.Context, e intake.NewEvent) (intake.StoredEvent, error) {
-	var out intake.StoredEvent
-	rec, err := json.Marshal(eventRecord{Focus: e.Record.Focus, Related: e.Record.Related, RelatedURLs: e.Record.RelatedURLs})
-	if err != nil {
-		return out, fmt.Errorf("encode event: %w", err)
+// InsertEvents stores a notification's events with their audit rows,
+// committed together with other requests' events (group commit: one
+// transaction for all that arrived meanwhile), and tells the workers there
+// is work. A dedupe key seen before stores nothing and reports Duplicate
+// with the existing event's id; the results are in the order of events.
+func (s *Store) InsertEvents(ctx context.Context, events []intake.NewEvent) ([]intake.StoredEvent, error) {
+	if len(events) == 0 {
+		return nil, nil
 	}
-	err = s.InTx(ctx, func(tx *Store) error {
-		sealed := s.keys.Seal(rec, ctxEventResource)
-		var ids []int64
-		err := tx.q(ctx).Raw(`INSERT INTO events
-			(tenant_id, subscription_id, resource_type, resource_id, version_id, event_number, dedupe_key, resource_sealed)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
-			e.TenantID, e.SubscriptionID, e.ResourceType, e.ResourceID, e.VersionID, e.EventNumber, e.DedupeKey, sealed).
-			Scan(&ids).Error
+	rows := make([]newEventRow, len(events))
+	for i, e := range events {
+		rec, err := json.Marshal(eventRecord{Focus: e.Record.Focus, Related: e.Record.Related, RelatedURLs: e.Record.RelatedURLs})
 		if err != nil {
-			return fmt.Errorf("insert event: %w", err)
+			return nil, fmt.Errorf("encode event: %w", err)
 		}
-		if len(ids) == 0 {
-			var existing Event
-			if err := tx.q(ctx).Select("id").Where("dedupe_key = ?", e.DedupeKey).Take(&existing).Error; err != nil {
-				return fmt.Errorf("find duplicate event: %w", translate(err))
+		rows[i] = newEventRow{NewEvent: e, sealed: s.keys.Seal(rec, ctxEventResource)}
+	}
+	return s.eventWrites.do(ctx, rows)
+}
+
+// newEventRow is an event ready to insert: its record already sealed.
+type newEventRow struct {
+	intake.NewEvent
+	sealed []byte
+}
+
+// EventsChannel is the channel intake notifies on commit and workers listen on.
+const EventsChannel = "tidings_events"
+
+// insertEvents is one group commit of events: one multi-row insert that
+// skips known dedupe keys, one lookup of the ids those keys have, the event
+// numbers, the audit rows, and a notification to the workers, in one
+// transaction.
+func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.StoredEvent, error) {
+	n := len(rows)
+	tenant, sub, typ, rid, ver, key := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	num, sealed := make([]*int64, n), make([][]byte, n)
+	for i, r := range rows {
+		tenant[i], sub[i], typ[i], rid[i], ver[i], key[i] = r.TenantID, r.SubscriptionID, r.ResourceType, r.ResourceID, r.VersionID, r.DedupeKey
+		num[i], sealed[i] = r.EventNumber, r.sealed
+	}
+	out := make([]intake.StoredEvent, n)
+	err := s.InTx(ctx, func(tx *Store) error {
+		res, err := tx.query(ctx, `INSERT INTO events
+				(tenant_id, subscription_id, resource_type, resource_id, version_id, event_number, dedupe_key, resource_sealed)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bytea[])
+			ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key`, tenant, sub, typ, rid, ver, num, key, sealed)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		fresh, err := scanKeyIDs(res)
+		if err != nil {
+			return fmt.Errorf("insert events: %w", err)
+		}
+		var seen []string
+		for _, k := range key {
+			if _, ok := fresh[k]; !ok {
+				seen = append(seen, k)
 			}
-			out = intake.StoredEvent{EventID: existing.ID, Duplicate: true}
-			return nil
 		}
-		out.EventID = ids[0]
-		row := OutboxRow{TenantID: e.TenantID, TaskType: intake.TaskProcessEvent, EventID: &out.EventID}
-		if err := tx.q(ctx).Create(&row).Error; err != nil {
-			return fmt.Errorf("insert outbox: %w", err)
-		}
-		out.OutboxID = row.ID
-		if e.EventNumber != nil {
-			if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-				e.SubscriptionID, *e.EventNumber).Error; err != nil {
-				return fmt.Errorf("record event number: %w", err)
+		known := map[string]int64{}
+		if len(seen) > 0 {
+			res, err := tx.query(ctx, `SELECT id, dedupe_key FROM events WHERE dedupe_key = ANY($1::text[])`, seen)
+			if err != nil {
+				return fmt.Errorf("find duplicate events: %w", err)
 			}
+			if known, err = scanKeyIDs(res); err != nil {
+				return fmt.Errorf("find duplicate events: %w", err)
+			}
+		}
+		var audits []AuditRecord
+		var numSubs []string
+		var numbers []int64
+		for i, r := range rows {
+			if id, ok := fresh[r.DedupeKey]; ok {
+				// The first of several rows with one key in a batch is the new one.
+				delete(fresh, r.DedupeKey)
+				known[r.DedupeKey] = id
+				out[i] = intake.StoredEvent{EventID: id}
+				audits = append(audits, AuditRecord{TenantID: r.TenantID, Actor: "subscription:" + r.SubscriptionID, Action: "event.received",
+					SubjectType: "event", SubjectID: strconv.FormatInt(id, 10),
+					Detail: map[string]any{"resource_type": r.ResourceType, "resource_id": r.ResourceID, "version_id": r.VersionID}})
+				if r.EventNumber != nil {
+					numSubs, numbers = append(numSubs, r.SubscriptionID), append(numbers, *r.EventNumber)
+				}
+				continue
+			}
+			id, ok := known[r.DedupeKey]
+			if !ok {
+				return fmt.Errorf("insert events: a dedupe key neither stored nor found")
+			}
+			out[i] = intake.StoredEvent{EventID: id, Duplicate: true}
 		}
 		// events_since_start is not bumped here: every event of a subscription
 		// would then queue on that one row. The highest event_number stored is
 		// derivable from events whenever gap tracking needs it.
-		return tx.Audit(ctx, AuditRecord{
-			TenantID: e.TenantID, Actor: "subscription:" + e.SubscriptionID, Action: "event.received",
-			SubjectType: "event", SubjectID: strconv.FormatInt(out.EventID, 10),
-			Detail: map[string]any{"resource_type": e.ResourceType, "resource_id": e.ResourceID, "version_id": e.VersionID},
-		})
+		if len(numbers) > 0 {
+			if _, err := tx.exec(ctx, `INSERT INTO subscription_event_numbers (subscription_id, event_number)
+				SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING`, numSubs, numbers); err != nil {
+				return fmt.Errorf("record event numbers: %w", err)
+			}
+		}
+		if len(audits) == 0 {
+			return nil
+		}
+		if err := tx.AuditMany(ctx, audits); err != nil {
+			return err
+		}
+		// Delivered to listening workers when this commits.
+		_, err = tx.exec(ctx, `SELECT pg_notify($1, '')`, EventsChannel)
+		return err
 	})
 	return out, err
+}
+
+func scanKeyIDs(rows *sql.Rows) (map[string]int64, error) {
+	defer rows.Close()
+	m := map[string]int64{}
+	for rows.Next() {
+		var id int64
+		var key string
+		if err := rows.Scan(&id, &key); err != nil {
+			return nil, err
+		}
+		m[key] = id
+	}
+	return m, rows.Err()
 }
 
 // LoadEvent loads one event, opens its sealed record and decodes it.
@@ -135,29 +211,60 @@ func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit i
 	return rows, err
 }
 
+// ClaimEvents claims up to limit events nobody has processed or holds a
+// claim on, oldest first, for lease: other workers (and replicas) skip them
+// until the lease passes, so an event whose worker died is claimed again.
+// They come opened and decoded.
+func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration) ([]*journey.Event, error) {
+	rows, err := s.query(ctx, `UPDATE events e SET claimed_until = now() + make_interval(secs => $2)
+		FROM (SELECT id FROM events WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
+		WHERE e.id = c.id
+		RETURNING e.id, e.tenant_id, e.subscription_id, e.resource_type, e.resource_id, e.version_id, e.event_number,
+			e.kind, e.attempts, e.resource_sealed`, limit, lease.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("claim events: %w", err)
+	}
+	defer rows.Close()
+	var out []*journey.Event
+	for rows.Next() {
+		var ev Event
+		var attempts int
+		if err := rows.Scan(&ev.ID, &ev.TenantID, &ev.SubscriptionID, &ev.ResourceType, &ev.ResourceID, &ev.VersionID,
+			&ev.EventNumber, &ev.Kind, &attempts, &ev.ResourceSealed); err != nil {
+			return nil, fmt.Errorf("claim events: %w", err)
+		}
+		je, err := s.openEvent(ev)
+		if err != nil {
+			return nil, err
+		}
+		je.Attempts = attempts
+		out = append(out, je)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim events: %w", err)
+	}
+	slices.SortFunc(out, func(a, b *journey.Event) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// RetryEvent records a failed attempt at a claimed event and keeps it
+// claimed until retryAt, when it is claimed again. errText holds no PHI.
+func (s *Store) RetryEvent(ctx context.Context, eventID int64, retryAt time.Time, errText string) error {
+	_, err := s.exec(ctx, `UPDATE events SET attempts = attempts + 1, claimed_until = $2, last_error = $3 WHERE id = $1`,
+		eventID, retryAt, truncate(errText, 500))
+	return err
+}
+
+// MarkEventsProcessed records that the worker is done with events.
+func (s *Store) MarkEventsProcessed(ctx context.Context, eventIDs []int64) error {
+	_, err := s.exec(ctx, `UPDATE events SET processed_at = now(), claimed_until = NULL WHERE id = ANY($1::bigint[]) AND processed_at IS NULL`, eventIDs)
+	return err
+}
+
 // MarkEventProcessed records that the worker is done with an event.
 func (s *Store) MarkEventProcessed(ctx context.Context, eventID int64) error {
 	return s.q(ctx).Exec(`UPDATE events SET processed_at = now() WHERE id = ? AND processed_at IS NULL`, eventID).Error
-}
-
-// LostEvents lists outbox rows of events handed to the queue more than
-// lostAfter ago and still not processed: the queue may have lost them.
-func (s *Store) LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]intake.OutboxItem, error) {
-	var rows []intake.OutboxItem
-	err := s.q(ctx).Raw(`SELECT o.id, o.tenant_id, o.task_type, o.event_id, o.fetch_id FROM events e JOIN outbox o ON o.event_id = e.id AND o.task_type = ?
-		WHERE e.processed_at IS NULL AND o.enqueued_at < ? ORDER BY e.id LIMIT ?`,
-		intake.TaskProcessEvent, time.Now().UTC().Add(-lostAfter), limit).Scan(&rows).Error
-	return rows, err
-}
-
-// OutboxByEvent loads the outbox row for an event.
-func (s *Store) OutboxByEvent(ctx context.Context, eventID int64) (OutboxRow, error) {
-	var row OutboxRow
-	err := s.q(ctx).Where("event_id = ? AND task_type = ?", eventID, intake.TaskProcessEvent).Take(&row).Error
-	if errors.Is(err, gorm.ErrRecordNotFound) {
-		return row, ErrNotFound
-	}
-	return row, err
 }
 
 func truncate(s string, n int) string {

@@ -78,13 +78,13 @@ func mustTenant(t *testing.T, s *Store, tenantID, subscriptionID string) {
 
 func mustEvent(t *testing.T, s *Store, tenantID, subscriptionID, resourceType, resourceID, version string) int64 {
 	t.Helper()
-	st, err := s.InsertEvent(context.Background(), intake.NewEvent{TenantID: tenantID, SubscriptionID: subscriptionID,
+	st, err := s.InsertEvents(context.Background(), []intake.NewEvent{{TenantID: tenantID, SubscriptionID: subscriptionID,
 		ResourceType: resourceType, ResourceID: resourceID, VersionID: version,
-		DedupeKey: subscriptionID + "|" + resourceType + "|" + resourceID + "|v:" + version, Record: fhir.Event{Focus: json.RawMessage(`{}`)}})
+		DedupeKey: subscriptionID + "|" + resourceType + "|" + resourceID + "|v:" + version, Record: fhir.Event{Focus: json.RawMessage(`{}`)}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st.EventID
+	return st[0].EventID
 }
 
 func mustStart(t *testing.T, s *Store, r journey.NewRun, now time.Time) journey.Wake {
@@ -990,16 +990,16 @@ func TestEngagementsSince(t *testing.T) {
 		want  []journey.Engagement
 	}{
 		{"the appointment's run, from the start", run("t1", "Appointment/a1", 0), t0.Add(-2 * time.Hour),
-			[]journey.Engagement{{early, "delivered"}, {opened, "opened"}, {login, "portal.login"}}},
+			[]journey.Engagement{{ID: early, Type: "delivered"}, {ID: opened, Type: "opened"}, {ID: login, Type: "portal.login"}}},
 		{"the EOB's run", run("t1", "ExplanationOfBenefit/e1", 0), t0.Add(-2 * time.Hour),
-			[]journey.Engagement{{early, "delivered"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
+			[]journey.Engagement{{ID: early, Type: "delivered"}, {ID: viewed, Type: "portal.viewed"}, {ID: login, Type: "portal.login"}}},
 		{"a run of the patient as a whole", run("t1", "patient:"+p1, 0), t0.Add(-2 * time.Hour),
-			[]journey.Engagement{{early, "delivered"}, {opened, "opened"}, {viewed, "portal.viewed"}, {login, "portal.login"}}},
-		{"since the run started", run("t1", "Appointment/a1", 0), t0, []journey.Engagement{{opened, "opened"}, {login, "portal.login"}}},
-		{"after the cursor", run("t1", "Appointment/a1", opened), t0, []journey.Engagement{{login, "portal.login"}}},
-		{"since later", run("t1", "patient:"+p1, 0), t0.Add(time.Minute), []journey.Engagement{{viewed, "portal.viewed"}, {login, "portal.login"}}},
+			[]journey.Engagement{{ID: early, Type: "delivered"}, {ID: opened, Type: "opened"}, {ID: viewed, Type: "portal.viewed"}, {ID: login, Type: "portal.login"}}},
+		{"since the run started", run("t1", "Appointment/a1", 0), t0, []journey.Engagement{{ID: opened, Type: "opened"}, {ID: login, Type: "portal.login"}}},
+		{"after the cursor", run("t1", "Appointment/a1", opened), t0, []journey.Engagement{{ID: login, Type: "portal.login"}}},
+		{"since later", run("t1", "patient:"+p1, 0), t0.Add(time.Minute), []journey.Engagement{{ID: viewed, Type: "portal.viewed"}, {ID: login, Type: "portal.login"}}},
 		{"all seen", run("t1", "Appointment/a1", login), t0, nil},
-		{"other tenant", run("t2", "Appointment/a1", 0), t0, []journey.Engagement{{clicked, "clicked"}}},
+		{"other tenant", run("t2", "Appointment/a1", 0), t0, []journey.Engagement{{ID: clicked, Type: "clicked"}}},
 	} {
 		got, err := s.EngagementsSince(ctx, tc.run, tc.since)
 		if err != nil {

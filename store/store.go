@@ -41,6 +41,8 @@ type Store struct {
 	db   *gorm.DB
 	keys *seal.Keyring
 	inTx bool
+
+	eventWrites *groupCommit[newEventRow, intake.StoredEvent]
 }
 
 // Options tune the connection pool.
@@ -79,7 +81,11 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &Store{db: db, keys: keys}, nil
+	st := &Store{db: db, keys: keys}
+	// At most a third of the pool commits events at once: the rest is left
+	// to the workers.
+	st.eventWrites = newGroupCommit(512, max(1, opts.MaxOpenConns/3), st.insertEvents)
+	return st, nil
 }
 
 // scrubDSN keeps the database URL, which may hold a password, out of errors.

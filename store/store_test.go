@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fault"
@@ -44,41 +46,129 @@ func mustStore(t *testing.T) *Store {
 	return s
 }
 
-func TestInsertEventDedupesConcurrently(t *testing.T) {
+// Concurrent requests with the same event store it once; each learns the
+// one event id, and only one of them that it is new. Their events are
+// committed together (group commit), with one audit row per new event.
+func TestInsertEventsDedupesConcurrently(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	e := intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "x",
 		VersionID: "1", DedupeKey: "sub1|ExplanationOfBenefit|x|v:1", Record: fhir.Event{Focus: json.RawMessage(`{"patient":"Canary Person"}`)}}
+	other := e
+	other.ResourceID, other.DedupeKey = "y", "sub1|ExplanationOfBenefit|y|v:1"
 	var wg sync.WaitGroup
-	results := make([]intake.StoredEvent, 8)
-	errs := make([]error, 8)
+	results := make([][]intake.StoredEvent, 16)
+	errs := make([]error, len(results))
 	for i := range results {
 		wg.Add(1)
-		go func() { defer wg.Done(); results[i], errs[i] = s.InsertEvent(ctx, e) }()
+		batch := []intake.NewEvent{e}
+		if i%2 == 1 {
+			batch = []intake.NewEvent{other, e} // and a key twice in one transaction
+		}
+		go func() { defer wg.Done(); results[i], errs[i] = s.InsertEvents(ctx, batch) }()
 	}
 	wg.Wait()
-	fresh := 0
+	fresh, ids := 0, map[string]map[int64]bool{"x": {}, "y": {}}
 	for i := range results {
 		if errs[i] != nil {
 			t.Fatal(errs[i])
 		}
-		if !results[i].Duplicate {
-			fresh++
+		for j, r := range results[i] {
+			if !r.Duplicate {
+				fresh++
+			}
+			id := "x"
+			if i%2 == 1 && j == 0 {
+				id = "y"
+			}
+			ids[id][r.EventID] = true
 		}
 	}
 	c, _ := s.CountAll(ctx, "t1")
-	if fresh != 1 || c.Events != 1 || c.Outbox != 1 {
-		t.Fatalf("fresh %d events %d outbox %d; want 1 each", fresh, c.Events, c.Outbox)
+	if fresh != 2 || c.Events != 2 || c.Audit != 2 || len(ids["x"]) != 1 || len(ids["y"]) != 1 {
+		t.Fatalf("fresh %d, events %d, audit rows %d, ids %v; want 2 new events, each with one id and one audit row", fresh, c.Events, c.Audit, ids)
 	}
 	// The resource is sealed in its column and opens again.
 	var raw []byte
-	s.db.Raw(`SELECT resource_sealed FROM events`).Scan(&raw)
+	s.db.Raw(`SELECT resource_sealed FROM events LIMIT 1`).Scan(&raw)
 	if bytes.Contains(raw, []byte("Canary")) {
 		t.Fatal("resource stored in clear")
 	}
-	ev, err := s.LoadEvent(ctx, results[0].EventID)
+	ev, err := s.LoadEvent(ctx, results[0][0].EventID)
 	if err != nil || !bytes.Contains(ev.Record.Focus, []byte("Canary Person")) || ev.ResourceID != "x" {
 		t.Fatalf("LoadEvent: %v", err)
+	}
+}
+
+// One request's bad row fails that request alone, not the others committed
+// with it.
+func TestInsertEventsFailsOnlyTheBadRequest(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	good := intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "ok",
+		DedupeKey: "sub1|ExplanationOfBenefit|ok|v:1", Record: fhir.Event{Focus: json.RawMessage(`{}`)}}
+	bad := good
+	bad.TenantID, bad.ResourceID, bad.DedupeKey = "no-such-tenant", "bad", "sub1|ExplanationOfBenefit|bad|v:1"
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		e := good
+		if i == 3 {
+			e = bad
+		}
+		e.DedupeKey += fmt.Sprint(i)
+		go func() { defer wg.Done(); _, errs[i] = s.InsertEvents(ctx, []intake.NewEvent{e}) }()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if (err != nil) != (i == 3) {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	if c, _ := s.CountAll(ctx, "t1"); c.Events != 7 {
+		t.Fatalf("events %d, want the 7 good ones", c.Events)
+	}
+}
+
+// Claims are exclusive until their lease passes; a failed attempt is
+// claimed again when it is due; processed events are never claimed.
+func TestClaimEvents(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	var batch []intake.NewEvent
+	for i := range 5 {
+		id := fmt.Sprint("e", i)
+		batch = append(batch, intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: id,
+			DedupeKey: "sub1|ExplanationOfBenefit|" + id, Record: fhir.Event{Focus: json.RawMessage(`{"id":"` + id + `"}`)}})
+	}
+	if _, err := s.InsertEvents(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.ClaimEvents(ctx, 3, time.Minute)
+	if err != nil || len(first) != 3 || first[0].ResourceID != "e0" || first[2].ResourceID != "e2" || string(first[1].Record.Focus) != `{"id":"e1"}` {
+		t.Fatalf("first claim: %d events (%v)", len(first), err)
+	}
+	second, err := s.ClaimEvents(ctx, 10, time.Minute)
+	if err != nil || len(second) != 2 || second[0].ResourceID != "e3" {
+		t.Fatalf("second claim: %d events (%v); want the 2 unclaimed", len(second), err)
+	}
+	if none, _ := s.ClaimEvents(ctx, 10, time.Minute); len(none) != 0 {
+		t.Fatalf("claimed %d events already claimed", len(none))
+	}
+	// e0 is done; e1 failed and is due again now; e2's worker died (its lease passed).
+	if err := s.MarkEventsProcessed(ctx, []int64{first[0].ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RetryEvent(ctx, first[1].ID, time.Now().Add(-time.Second), "relay down"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Exec(`UPDATE events SET claimed_until = now() - interval '1 second' WHERE id = ?`, first[2].ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.ClaimEvents(ctx, 10, time.Minute)
+	if err != nil || len(again) != 2 || again[0].ID != first[1].ID || again[0].Attempts != 1 || again[1].ID != first[2].ID || again[1].Attempts != 0 {
+		t.Fatalf("claimed again: %+v (%v); want e1 (1 attempt) and e2", again, err)
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 
 // Handlers are the task handlers: each opens its task's sealed payload and
 // calls the core, and turns the core's outcome into Asynq's (done, retry,
-// or skip retrying).
+// or skip retrying). (Events come through the Claimer, not Redis.)
 type Handlers struct {
 	Journeys *journey.Engine
 	// Fetcher performs fetches (id-only and empty notifications, pings);
@@ -24,34 +24,6 @@ type Handlers struct {
 	Fetcher *intake.Fetcher
 	Keys    *seal.Keyring
 	Log     *slog.Logger
-}
-
-// HandleEventTask is the Asynq handler for TypeProcessEvent.
-func (h *Handlers) HandleEventTask(ctx context.Context, t *asynq.Task) error {
-	et, err := openTask(h.Keys, t)
-	if err != nil {
-		// A payload we cannot open never will be: no key for it, or tampered with.
-		return fmt.Errorf("open task payload: %w: %w", err, asynq.SkipRetry)
-	}
-	err = skipIfPermanent(h.Journeys.ProcessEvent(ctx, et.TenantID, et.ID))
-	done := err == nil || errors.Is(err, asynq.SkipRetry)
-	if !done && lastTry(ctx) {
-		// Out of retries: say so on the notice rather than leave it pending for ever.
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if gerr := h.Journeys.GiveUpEvent(wctx, et.TenantID, et.ID, err); gerr != nil && h.Log != nil {
-			h.Log.Error("could not record a notice that ran out of retries", "event_id", et.ID, "err", gerr)
-		}
-		cancel()
-		done = true
-	}
-	if done {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if merr := h.Journeys.EventDone(wctx, et.ID); merr != nil && h.Log != nil {
-			h.Log.Warn("could not mark an event processed; the reconciler may enqueue it again (harmless)", "event_id", et.ID, "err", merr)
-		}
-	}
-	return err
 }
 
 // HandleRunTask is the Asynq handler for TypeRunWake.

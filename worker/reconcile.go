@@ -13,28 +13,23 @@ type OutboxStore interface {
 	PendingOutbox(ctx context.Context, minAge time.Duration, limit int) ([]intake.OutboxItem, error)
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
-	LostEvents(ctx context.Context, lostAfter time.Duration, limit int) ([]intake.OutboxItem, error)
 }
 
-// Enqueuer hands an event or a fetch to the queue.
+// Enqueuer hands a fetch to the queue.
 type Enqueuer interface {
-	EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error
 	EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error
 }
 
-// Reconciler enqueues outbox rows that intake could not hand to Redis (Redis
-// down, process killed between commit and enqueue).
+// Reconciler enqueues the fetches intake could not hand to Redis (Redis
+// down, process killed between commit and enqueue). Events need none of
+// this: workers claim them from Postgres.
 type Reconciler struct {
 	Store    OutboxStore
 	Queue    Enqueuer
 	Log      *slog.Logger
 	Interval time.Duration // how often to look; default 5s
 	MinAge   time.Duration // leave younger rows to the request that wrote them; default 2s
-	// LostAfter: an event handed to the queue this long ago and not yet
-	// processed is enqueued again (its task id makes that a no-op while
-	// Redis still holds it); default 1 min.
-	LostAfter time.Duration
-	Batch     int
+	Batch    int
 }
 
 // Run reconciles until ctx ends.
@@ -68,24 +63,16 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 		batch = 500
 	}
 	total := 0
-	lost, err := r.requeueLost(ctx, batch)
-	if err != nil && r.Log != nil {
-		// The outbox below does not depend on it.
-		r.Log.Warn("looking for lost events failed", "err", err)
-	}
 	for {
 		rows, err := r.Store.PendingOutbox(ctx, minAge, batch)
 		if err != nil || len(rows) == 0 {
-			return total + lost, err
+			return total, err
 		}
 		var done []int64
 		for _, row := range rows {
 			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			var err error
-			switch {
-			case row.EventID != nil:
-				err = r.Queue.EnqueueEvent(qctx, row.TenantID, *row.EventID)
-			case row.FetchID != nil:
+			if row.FetchID != nil {
 				err = r.Queue.EnqueueFetch(qctx, row.TenantID, *row.FetchID)
 			}
 			cancel()
@@ -109,35 +96,6 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
-}
-
-// requeueLost enqueues again events Redis accepted and then lost.
-func (r *Reconciler) requeueLost(ctx context.Context, batch int) (int, error) {
-	lostAfter := r.LostAfter
-	if lostAfter <= 0 {
-		lostAfter = time.Minute
-	}
-	rows, err := r.Store.LostEvents(ctx, lostAfter, batch)
-	if err != nil || len(rows) == 0 {
-		return 0, err
-	}
-	var done []int64
-	for _, row := range rows {
-		qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := r.Queue.EnqueueEvent(qctx, row.TenantID, *row.EventID)
-		cancel()
-		if err != nil {
-			break // Redis down: the next pass tries again
-		}
-		done = append(done, row.ID)
-	}
-	if err := r.Store.MarkEnqueued(ctx, done...); err != nil {
-		return 0, err
-	}
-	if len(done) > 0 && r.Log != nil {
-		r.Log.Warn("reconciler enqueued again events not processed long after their hand-over (a no-op for any still queued)", "count", len(done))
-	}
-	return len(done), nil
 }
 
 // Monitor runs gap detection and recovery and silence detection periodically.

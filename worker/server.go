@@ -46,7 +46,6 @@ func NewServer(opt asynq.RedisClientOpt, cfg ServerConfig, h *Handlers) (*asynq.
 		}),
 	})
 	mux := asynq.NewServeMux()
-	mux.HandleFunc(TypeProcessEvent, h.HandleEventTask)
 	mux.HandleFunc(TypeRunWake, h.HandleRunTask)
 	if h.Fetcher != nil {
 		mux.HandleFunc(TypeFetch, h.HandleFetchTask)

@@ -19,12 +19,11 @@ import (
 // Task types. Each task only says "work on row N of this tenant now"; the
 // row in Postgres holds the truth.
 const (
-	TypeProcessEvent = intake.TaskProcessEvent // turn an event into workflow runs
-	TypeFetch        = intake.TaskFetch        // fetch what a notification did not carry
-	TypeRunWake      = "run:wake"              // advance a workflow run
+	TypeFetch   = intake.TaskFetch // fetch what a notification did not carry
+	TypeRunWake = "run:wake"       // advance a workflow run
 )
 
-// Queues and their weights: events and fetches on default; workflow
+// Queues and their weights: fetches on default; workflow
 // wake-ups on one queue per priority, so a flood of low-priority journeys
 // does not hold back an appointment reminder.
 var Queues = map[string]int{"default": 4, "workflow_high": 6, "workflow": 3, "workflow_low": 1}
@@ -71,11 +70,6 @@ func NewClient(opt asynq.RedisClientOpt, keys *seal.Keyring) *Client {
 // Close releases the Redis connections.
 func (c *Client) Close() error {
 	return errors.Join(c.asynq.Close(), c.inspector.Close())
-}
-
-// EnqueueEvent schedules an event for processing.
-func (c *Client) EnqueueEvent(ctx context.Context, tenantID string, eventID int64) error {
-	return c.enqueue(ctx, TypeProcessEvent, tenantID, eventID)
 }
 
 // EnqueueFetch schedules a fetch.

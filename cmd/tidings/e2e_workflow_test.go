@@ -599,9 +599,8 @@ func TestRescheduleThenUpdateInABacklog(t *testing.T) {
 	ts.waitRun(t, siuAppointment, "appointment-reminders", "moved to the new start − 72 h", waitingAt("wait-72h", siuStart.Add(later-72*time.Hour)))
 }
 
-// Redis loses an event's task after accepting it (FLUSHALL before any worker
-// took it): the reconciler sees the event was handed over and never
-// processed, enqueues it again, and its run sends the notice.
+// An event is never only in Redis: workers claim events from Postgres, so
+// a FLUSHALL before any worker saw the event loses nothing.
 func TestFlushAllLosesNoEvent(t *testing.T) {
 	ctx := context.Background()
 	rd, err := testenv.StartRedis(ctx, t.TempDir(), testenv.RedisOptions{})
@@ -617,9 +616,6 @@ func TestFlushAllLosesNoEvent(t *testing.T) {
 	}
 	rc := redis.NewClient(&redis.Options{Addr: rd.Addr})
 	defer rc.Close()
-	if n, err := rc.LLen(ctx, "asynq:{default}:pending").Result(); err != nil || n != 1 {
-		t.Fatalf("pending event tasks in Redis: %d, %v; want 1", n, err)
-	}
 	if err := rc.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -629,8 +625,5 @@ func TestFlushAllLosesNoEvent(t *testing.T) {
 	ts.waitNotices(t, 1)
 	if got := ts.subjects(t); len(got) != 1 || got[0] != "You have a new Explanation of Benefits" {
 		t.Fatalf("messages %q", got)
-	}
-	if !strings.Contains(ts.Logs.String(), "reconciler enqueued again events not processed") {
-		t.Error("the reconciler did not report re-enqueuing the lost event")
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/testenv"
 )
@@ -174,12 +177,17 @@ func TestMigrateCommand(t *testing.T) {
 		t.Fatalf("status:\n%s", out)
 	}
 	// Every migration rolls back cleanly, newest first, and applies again.
-	for _, f := range []string{"00005_workflows.sql", "00004_contact_preferences.sql", "00003_appointments_signatures.sql", "00002_sources_fetches_gaps.sql", "00001_init.sql"} {
+	files, err := fs.Glob(migrations.FS, "*.sql")
+	if err != nil || len(files) < 6 {
+		t.Fatalf("migrations %v (%v)", files, err)
+	}
+	slices.Reverse(files)
+	for _, f := range files {
 		if out := run("down"); !strings.Contains(out, "rolled back "+f) {
-			t.Fatalf("down:\n%s", out)
+			t.Fatalf("down, expecting %s:\n%s", f, out)
 		}
 	}
-	if out := run("status"); strings.Count(out, "pending") != 5 {
+	if out := run("status"); strings.Count(out, "pending") != len(files) {
 		t.Fatalf("status after down:\n%s", out)
 	}
 	if out := run("up"); !strings.Contains(out, "applied 00001_init.sql") || !strings.Contains(out, "applied 00002_sources_fetches_gaps.sql") {

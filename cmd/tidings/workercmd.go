@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
@@ -35,7 +36,9 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// startWorker starts the Asynq server and the reconciler; stop waits for both.
+// startWorker starts the event claimer, the Asynq server (run wake-ups,
+// fetches), the reconciler, the gap monitor and the scheduler; stop waits
+// for all of them.
 func (a *app) startWorker(ctx context.Context, email delivery.Channel, placeholderDomain string) (stop func(), err error) {
 	pol, err := a.policyEngine(ctx)
 	if err != nil {
@@ -47,27 +50,27 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		return nil, err
 	}
 	journeys := a.journeys()
-	journeys.Sender = sender
+	journeys.Sender, journeys.Parallel = sender, a.cfg.Concurrency
 	handlers := &worker.Handlers{Journeys: journeys, Fetcher: fetcher, Keys: a.keys, Log: a.log}
 	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, handlers)
 	if err := srv.Start(mux); err != nil {
 		return nil, fmt.Errorf("start worker: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	rec := &worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, LostAfter: a.cfg.WakeSlack}
-	mon := &worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle}
-	sched := &worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack}
-	monDone, schedDone := make(chan struct{}), make(chan struct{})
-	go func() { defer close(done); rec.Run(rctx) }()
-	go func() { defer close(monDone); mon.Run(rctx) }()
-	go func() { defer close(schedDone); sched.Run(rctx) }()
+	var wg sync.WaitGroup
+	for _, loop := range []interface{ Run(context.Context) }{
+		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log},
+		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery},
+		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
+		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
+	} {
+		wg.Add(1)
+		go func() { defer wg.Done(); loop.Run(rctx) }()
+	}
 	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
 	return func() {
 		cancel()
-		<-done
-		<-monDone
-		<-schedDone
+		wg.Wait()
 		srv.Shutdown()
 	}, nil
 }

@@ -1,0 +1,57 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// The hot paths write many rows per statement: arrays passed as one
+// parameter each and unnested (`INSERT … SELECT * FROM unnest($1::text[],
+// …)`). GORM would expand a slice argument into a list, so these statements
+// go to the connection (or the transaction) directly, with PostgreSQL's own
+// $n placeholders, through pgx, which encodes Go slices as arrays and
+// prepares each statement once per connection.
+
+// exec runs a statement in the store's transaction, if any.
+func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := s.db.Statement.ConnPool.ExecContext(ctx, query, args...)
+	return res, scrub(err)
+}
+
+// query runs a query in the store's transaction, if any. The caller closes
+// the rows.
+func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := s.db.Statement.ConnPool.QueryContext(ctx, query, args...)
+	return rows, scrub(err)
+}
+
+// scrub keeps values out of database errors: PostgreSQL's data exceptions
+// (SQLSTATE class 22) quote the offending value, and errors travel on into
+// logs and task error strings. The statements GORM runs are scrubbed by a
+// callback (scrubValueErrors); these, here.
+func scrub(err error) error {
+	var pg *pgconn.PgError
+	if err != nil && errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22") {
+		return fmt.Errorf("database rejected a value (SQLSTATE %s, column %q)", pg.Code, pg.ColumnName)
+	}
+	return err
+}
+
+// scanInt64s reads a one-column result of ids.
+func scanInt64s(rows *sql.Rows) ([]int64, error) {
+	defer rows.Close()
+	var out []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
