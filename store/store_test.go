@@ -17,7 +17,7 @@ func TestMain(m *testing.M) {
 	testenv.Main(m, func(ctx context.Context, url string) error { return migrations.Up(ctx, url, nil) })
 }
 
-func mustStore(t *testing.T) *Store {
+func mustStore(t testing.TB) *Store {
 	t.Helper()
 	keys, _ := seal.ParseKeys("k1:" + seal.NewRandomKey())
 	kr, err := seal.NewKeyring(keys, "", bytes.Repeat([]byte{3}, 32))
