@@ -252,21 +252,7 @@ func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
 // name, so that of many worker replicas only one does a periodic job; it
 // reports false without running fn when another holds the lock.
 func (s *Store) WithTryLock(ctx context.Context, name string, fn func() error) (bool, error) {
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		return false, err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	var got bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, name).Scan(&got); err != nil || !got {
-		return false, err
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext($1))`, name)
-	return true, fn()
+	return s.withSessionLock(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, `SELECT pg_advisory_unlock(hashtext($1))`, []any{name}, fn)
 }
 
 // LastEventAt is when the subscription's newest event was received (zero when none).
