@@ -91,9 +91,6 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 					}
 				}
 			}
-			if n, err := ts.app.store.VerifyAudit(context.Background(), devTenant); err != nil || n == 0 {
-				t.Errorf("audit chain: %d rows, %v", n, err)
-			}
 		})
 	}
 }
