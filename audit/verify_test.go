@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/seal"
@@ -188,4 +190,44 @@ func TestVerifyFindsRowsBehindTheHead(t *testing.T) {
 		t.Fatal(rep)
 	}
 	mustContain(t, rep.String(), "never be chained", "1 rows not chained yet")
+}
+
+// An export of a time range verifies on its own against the checkpoints
+// around it, and an edit of it does not.
+func TestExportVerifiesOnItsOwn(t *testing.T) {
+	e := newEnv(t)
+	e.insert(t, 30)
+	// Ten minutes apart, before they are chained.
+	e.exec(t, `UPDATE audit_log SET at = '2026-01-01T00:00:00Z'::timestamptz + id * interval '10 minutes'`)
+	c := e.chainer()
+	c.Batch, c.CheckpointRows = 10, 10
+	e.chainAll(t, c)
+	ctx := context.Background()
+	atOf := func(seq int64) time.Time {
+		rows, err := e.st.ChainedRows(ctx, "t1", seq-1, 1)
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("seq %d: %v", seq, err)
+		}
+		return rows[0].Row.At
+	}
+	var out bytes.Buffer
+	sum, err := audit.Export(ctx, e.st, &out, "t1", atOf(14), atOf(17))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.InRange != 3 || sum.FromSeq != 11 || sum.ToSeq != 20 || sum.Checkpoints != 2 {
+		t.Fatalf("export %+v", sum)
+	}
+	pub, _ := audit.ParsePublicKeys(e.signer.PublicKeyLine())
+	rep, err := audit.VerifyExcerpt(bytes.NewReader(out.Bytes()), e.keys, pub)
+	if err != nil || rep.Rows != 10 || rep.InRange != 3 || !rep.Anchored {
+		t.Fatalf("excerpt: %+v, %v", rep, err)
+	}
+	edited := bytes.Replace(out.Bytes(), []byte(`"i":15`), []byte(`"i":16`), 1)
+	if bytes.Equal(edited, out.Bytes()) {
+		t.Fatal("the export does not hold row 15's detail")
+	}
+	if _, err := audit.VerifyExcerpt(bytes.NewReader(edited), e.keys, pub); err == nil || !strings.Contains(err.Error(), "seq 16") {
+		t.Fatalf("an edited excerpt: %v", err)
+	}
 }

@@ -264,6 +264,19 @@ func (s *Store) AuditBacklog(ctx context.Context, tenant string, head audit.Head
 	return out, nil
 }
 
+// AuditSeqSpan is the first and last seq of a tenant's chained rows dated
+// in [from, to); both zero when there are none.
+func (s *Store) AuditSeqSpan(ctx context.Context, tenant string, from, to time.Time) (first, last int64, err error) {
+	var span []struct{ First, Last *int64 }
+	err = s.q(ctx).Raw(`SELECT min(c.seq) AS first, max(c.seq) AS last
+		FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
+		WHERE c.tenant_id = ? AND l.at >= ? AND l.at < ?`, tenant, from, to).Scan(&span).Error
+	if err != nil || len(span) == 0 || span[0].First == nil {
+		return 0, 0, err
+	}
+	return *span[0].First, *span[0].Last, nil
+}
+
 // auditLogRowColumns reads an audit_log row l, in auditLogRow.dests order.
 const auditLogRowColumns = `l.id, l.tenant_id, l.at, l.actor, l.action, l.subject_type, l.subject_id, l.detail::text, l.xid::text`
 
