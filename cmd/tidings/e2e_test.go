@@ -91,6 +91,9 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 					}
 				}
 			}
+			if rep := ts.verifyAudit(t); !rep.OK() || rep.Rows == 0 {
+				t.Errorf("audit chain: %s", rep)
+			}
 		})
 	}
 }
