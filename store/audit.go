@@ -63,15 +63,17 @@ func (s *Store) AuditMany(ctx context.Context, rs []AuditRecord) error {
 
 // TenantsToChain lists the tenants with audit rows ready to chain (their
 // transactions, and all before them, have ended) or with chained rows no
-// checkpoint covers yet.
+// checkpoint covers yet. Of the rows after a chain's head only the first,
+// in chain order, is looked at: if it is not ready, none is.
 func (s *Store) TenantsToChain(ctx context.Context) ([]string, error) {
 	var ids []string
 	err := s.q(ctx).Raw(`SELECT t.id FROM tenants t
 		LEFT JOIN LATERAL (SELECT c.seq, l.xid, l.id FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
 			WHERE c.tenant_id = t.id ORDER BY c.seq DESC LIMIT 1) h ON true
-		WHERE EXISTS (SELECT 1 FROM audit_log l WHERE l.tenant_id = t.id
-				AND l.xid < pg_snapshot_xmin(pg_current_snapshot())
-				AND (h.id IS NULL OR (l.xid, l.id) > (h.xid, h.id)))
+		LEFT JOIN LATERAL (SELECT l.xid FROM audit_log l
+			WHERE l.tenant_id = t.id AND (l.xid, l.id) > (coalesce(h.xid, '0'), coalesce(h.id, 0))
+			ORDER BY l.xid, l.id LIMIT 1) next ON true
+		WHERE next.xid < pg_snapshot_xmin(pg_current_snapshot())
 			OR h.seq > coalesce((SELECT max(size) FROM audit_checkpoints k WHERE k.tenant_id = t.id), 0)
 		ORDER BY t.id`).Scan(&ids).Error
 	return ids, err
