@@ -78,6 +78,11 @@ func ParseKeys(spec, primary string) (*Keys, error) {
 	return &Keys{keys: keys, Primary: primary}, nil
 }
 
+// String names the keys without their bytes, should they be printed.
+func (k *Keys) String() string {
+	return fmt.Sprintf("audit chain keys %v (primary %s)", k.IDs(), k.Primary)
+}
+
 // IDs lists the key ids, sorted.
 func (k *Keys) IDs() []string {
 	ids := make([]string, 0, len(k.keys))

@@ -3,6 +3,7 @@ package audit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -259,6 +260,9 @@ func TestKeyRotation(t *testing.T) {
 	}
 	if e.keys, err = audit.ParseKeys(both, "c2"); err != nil {
 		t.Fatal(err)
+	}
+	if printed := fmt.Sprintf("%v %v", e.keys, e.signer); strings.Contains(printed, k1[3:]) || !strings.Contains(printed, "[c1 c2] (primary c2) audit checkpoint signing key s1") {
+		t.Fatalf("printed keys: %s", printed)
 	}
 	e.insert(t, 10)
 	e.chainAll(t, e.chainer())

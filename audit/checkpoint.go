@@ -72,6 +72,9 @@ func ParseSigningKey(spec string) (*Signer, error) {
 	panic("unreachable")
 }
 
+// String names the key without its bytes, should it be printed.
+func (s *Signer) String() string { return "audit checkpoint signing key " + s.KeyID }
+
 // Sign fills in the key id and the signature. At is kept to the
 // microsecond, as the database stores it.
 func (s *Signer) Sign(c Checkpoint) Checkpoint {
