@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/seal"
 )
 
@@ -57,6 +58,17 @@ type Config struct {
 	PolicyPublicKey string        // TIDINGS_POLICY_PUBLIC_KEY: PEM file; the bundle must be signed by it
 	PolicyWatch     time.Duration // TIDINGS_POLICY_WATCH: how often a dir or bundle is checked for changes
 
+	// The audit chain (worker): HMAC keys, the one that chains new rows,
+	// the checkpoint signing key and where checkpoints are written outside
+	// the database.
+	AuditKeys            string        // TIDINGS_AUDIT_KEYS "id:base64,..." (secret)
+	AuditPrimary         string        // TIDINGS_AUDIT_PRIMARY: required with more than one key
+	AuditSigningKey      string        // TIDINGS_AUDIT_SIGNING_KEY "id:base64 of an Ed25519 seed" (secret)
+	AuditCheckpointDir   string        // TIDINGS_AUDIT_CHECKPOINT_DIR
+	AuditChainEvery      time.Duration // TIDINGS_AUDIT_CHAIN_EVERY: between chainer passes
+	AuditCheckpointRows  int64         // TIDINGS_AUDIT_CHECKPOINT_ROWS: rows chained before a checkpoint
+	AuditCheckpointEvery time.Duration // TIDINGS_AUDIT_CHECKPOINT_EVERY: the longest a chained row waits for one
+
 	SMTPHost        string
 	SMTPPort        int
 	SMTPUsername    string
@@ -77,6 +89,7 @@ const (
 	RoleServe Role = 1 << iota
 	RoleWorker
 	RoleMigrate
+	RoleAudit // tidings audit verify and export: the database and the chain keys
 )
 
 // LogValue prints the configuration without its secrets.
@@ -89,6 +102,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Bool("smtp_require_tls", c.SMTPRequireTLS),
 		slog.Int("smtp_sessions", c.SMTPSessions()),
 		slog.Int("concurrency", c.Concurrency),
+		slog.String("audit_checkpoint_dir", c.AuditCheckpointDir),
 	)
 }
 
@@ -151,42 +165,49 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		return d
 	}
 	c := Config{
-		DatabaseURL:         get("TIDINGS_DATABASE_URL", ""),
-		RedisAddr:           get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
-		RedisPassword:       get("TIDINGS_REDIS_PASSWORD", ""),
-		RedisDB:             geti("TIDINGS_REDIS_DB", 0),
-		SealKeys:            get("TIDINGS_SEAL_KEYS", ""),
-		SealPrimary:         get("TIDINGS_SEAL_PRIMARY", ""),
-		BlindIndexKey:       get("TIDINGS_BLIND_INDEX_KEY", ""),
-		APITokens:           get("TIDINGS_API_TOKENS", ""),
-		ListenAddr:          get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
-		PublicBaseURL:       get("TIDINGS_PUBLIC_BASE_URL", ""),
-		APIBaseURL:          get("TIDINGS_API_BASE_URL", ""),
-		RatePerSecond:       getf("TIDINGS_RATE_PER_SECOND", 200),
-		RateBurst:           geti("TIDINGS_RATE_BURST", 400),
-		MaxBodyBytes:        int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
-		LogFormat:           get("TIDINGS_LOG_FORMAT", "json"),
-		Concurrency:         geti("TIDINGS_WORKER_CONCURRENCY", 10),
-		ReconcileEvery:      getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
-		MonitorEvery:        getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
-		ScheduleEvery:       getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
-		WakeHorizon:         getd("TIDINGS_WAKE_HORIZON", time.Hour),
-		WakeSlack:           getd("TIDINGS_WAKE_SLACK", time.Minute),
-		GapSettle:           getd("TIDINGS_GAP_SETTLE", time.Minute),
-		AllowPrivateSources: getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
-		PolicyDir:           get("TIDINGS_POLICY_DIR", ""),
-		PolicyBundle:        get("TIDINGS_POLICY_BUNDLE", ""),
-		PolicyPublicKey:     get("TIDINGS_POLICY_PUBLIC_KEY", ""),
-		PolicyWatch:         getd("TIDINGS_POLICY_WATCH", 10*time.Second),
-		SMTPHost:            get("TIDINGS_SMTP_HOST", ""),
-		SMTPPort:            geti("TIDINGS_SMTP_PORT", 0),
-		SMTPUsername:        get("TIDINGS_SMTP_USERNAME", ""),
-		SMTPPassword:        get("TIDINGS_SMTP_PASSWORD", ""),
-		SMTPFrom:            get("TIDINGS_SMTP_FROM", ""),
-		SMTPRequireTLS:      getb("TIDINGS_SMTP_REQUIRE_TLS", true),
-		SMTPImplicitTLS:     getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
-		SMTPCAFile:          get("TIDINGS_SMTP_CA_FILE", ""),
-		SMTPPoolSize:        geti("TIDINGS_SMTP_POOL_SIZE", 0),
+		DatabaseURL:          get("TIDINGS_DATABASE_URL", ""),
+		RedisAddr:            get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
+		RedisPassword:        get("TIDINGS_REDIS_PASSWORD", ""),
+		RedisDB:              geti("TIDINGS_REDIS_DB", 0),
+		SealKeys:             get("TIDINGS_SEAL_KEYS", ""),
+		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
+		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
+		APITokens:            get("TIDINGS_API_TOKENS", ""),
+		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
+		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
+		RatePerSecond:        getf("TIDINGS_RATE_PER_SECOND", 200),
+		RateBurst:            geti("TIDINGS_RATE_BURST", 400),
+		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
+		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		MonitorEvery:         getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		ScheduleEvery:        getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
+		WakeHorizon:          getd("TIDINGS_WAKE_HORIZON", time.Hour),
+		WakeSlack:            getd("TIDINGS_WAKE_SLACK", time.Minute),
+		GapSettle:            getd("TIDINGS_GAP_SETTLE", time.Minute),
+		AllowPrivateSources:  getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		PolicyDir:            get("TIDINGS_POLICY_DIR", ""),
+		PolicyBundle:         get("TIDINGS_POLICY_BUNDLE", ""),
+		PolicyPublicKey:      get("TIDINGS_POLICY_PUBLIC_KEY", ""),
+		PolicyWatch:          getd("TIDINGS_POLICY_WATCH", 10*time.Second),
+		AuditKeys:            get("TIDINGS_AUDIT_KEYS", ""),
+		AuditPrimary:         get("TIDINGS_AUDIT_PRIMARY", ""),
+		AuditSigningKey:      get("TIDINGS_AUDIT_SIGNING_KEY", ""),
+		AuditCheckpointDir:   get("TIDINGS_AUDIT_CHECKPOINT_DIR", ""),
+		AuditChainEvery:      getd("TIDINGS_AUDIT_CHAIN_EVERY", time.Second),
+		AuditCheckpointRows:  int64(geti("TIDINGS_AUDIT_CHECKPOINT_ROWS", 1000)),
+		AuditCheckpointEvery: getd("TIDINGS_AUDIT_CHECKPOINT_EVERY", 10*time.Second),
+		SMTPHost:             get("TIDINGS_SMTP_HOST", ""),
+		SMTPPort:             geti("TIDINGS_SMTP_PORT", 0),
+		SMTPUsername:         get("TIDINGS_SMTP_USERNAME", ""),
+		SMTPPassword:         get("TIDINGS_SMTP_PASSWORD", ""),
+		SMTPFrom:             get("TIDINGS_SMTP_FROM", ""),
+		SMTPRequireTLS:       getb("TIDINGS_SMTP_REQUIRE_TLS", true),
+		SMTPImplicitTLS:      getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
+		SMTPCAFile:           get("TIDINGS_SMTP_CA_FILE", ""),
+		SMTPPoolSize:         geti("TIDINGS_SMTP_POOL_SIZE", 0),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -208,7 +229,12 @@ func (c Config) Validate(role Role) []string {
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
 	}
-	if role&RoleMigrate != 0 && role&^RoleMigrate == 0 {
+	if role&(RoleWorker|RoleAudit) != 0 {
+		if _, err := c.AuditKeyring(); err != nil {
+			p = append(p, err.Error())
+		}
+	}
+	if role&(RoleServe|RoleWorker) == 0 {
 		return p
 	}
 	if _, _, err := net.SplitHostPort(c.RedisAddr); err != nil {
@@ -267,6 +293,15 @@ func (c Config) Validate(role Role) []string {
 		if c.Concurrency <= 0 {
 			p = append(p, "TIDINGS_WORKER_CONCURRENCY must be positive")
 		}
+		if _, err := c.AuditSigner(); err != nil {
+			p = append(p, err.Error())
+		}
+		if c.AuditCheckpointDir == "" {
+			p = append(p, "TIDINGS_AUDIT_CHECKPOINT_DIR is required (a folder outside the database's reach for the signed checkpoints)")
+		}
+		if c.AuditChainEvery <= 0 || c.AuditCheckpointRows <= 0 || c.AuditCheckpointEvery <= 0 {
+			p = append(p, "TIDINGS_AUDIT_CHAIN_EVERY, TIDINGS_AUDIT_CHECKPOINT_ROWS and TIDINGS_AUDIT_CHECKPOINT_EVERY must be positive")
+		}
 		if c.SMTPPoolSize < 0 {
 			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
 		}
@@ -316,6 +351,30 @@ func (c Config) Keyring() (*seal.Keyring, error) {
 		return nil, fmt.Errorf("TIDINGS_SEAL_PRIMARY: %w", err)
 	}
 	return k, nil
+}
+
+// AuditKeyring reads the audit chain's HMAC keys and picks the primary.
+func (c Config) AuditKeyring() (*audit.Keys, error) {
+	if c.AuditKeys == "" {
+		return nil, errors.New("TIDINGS_AUDIT_KEYS is required (id:base64 of 32 bytes; `tidings audit keygen` makes one)")
+	}
+	k, err := audit.ParseKeys(c.AuditKeys, c.AuditPrimary)
+	if err != nil {
+		return nil, fmt.Errorf("TIDINGS_AUDIT_KEYS / TIDINGS_AUDIT_PRIMARY: %w", err)
+	}
+	return k, nil
+}
+
+// AuditSigner reads the key that signs audit checkpoints.
+func (c Config) AuditSigner() (*audit.Signer, error) {
+	if c.AuditSigningKey == "" {
+		return nil, errors.New("TIDINGS_AUDIT_SIGNING_KEY is required (id:base64 of a 32-byte Ed25519 seed; `tidings audit keygen` makes one)")
+	}
+	s, err := audit.ParseSigningKey(c.AuditSigningKey)
+	if err != nil {
+		return nil, fmt.Errorf("TIDINGS_AUDIT_SIGNING_KEY: %w", err)
+	}
+	return s, nil
 }
 
 func decodeKey(s string) ([]byte, error) {

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/seal"
 )
@@ -35,6 +36,9 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_SMTP_FROM is required",
 		"TIDINGS_WORKER_CONCURRENCY must be positive",
 		"TIDINGS_SMTP_POOL_SIZE must be positive",
+		"TIDINGS_AUDIT_KEYS is required",
+		"TIDINGS_AUDIT_SIGNING_KEY is required",
+		"TIDINGS_AUDIT_CHECKPOINT_DIR is required",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
@@ -45,16 +49,24 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 	}
 }
 
+// validEnv is a configuration every role accepts.
+func validEnv() map[string]string {
+	return map[string]string{
+		"TIDINGS_DATABASE_URL":         "postgres://tidings@127.0.0.1:5432/tidings",
+		"TIDINGS_SEAL_KEYS":            "k1:" + seal.NewRandomKey(),
+		"TIDINGS_BLIND_INDEX_KEY":      seal.NewRandomKey(),
+		"TIDINGS_PUBLIC_BASE_URL":      "https://portal.example.org",
+		"TIDINGS_SMTP_HOST":            "smtp.example.org",
+		"TIDINGS_SMTP_FROM":            "notices@example.org",
+		"TIDINGS_API_TOKENS":           "acme:0123456789abcdef0123456789",
+		"TIDINGS_AUDIT_KEYS":           "a1:" + seal.NewRandomKey(),
+		"TIDINGS_AUDIT_SIGNING_KEY":    "s1:" + seal.NewRandomKey(),
+		"TIDINGS_AUDIT_CHECKPOINT_DIR": "/var/lib/tidings/audit",
+	}
+}
+
 func TestValidConfigPasses(t *testing.T) {
-	c, parse := FromEnv(env(map[string]string{
-		"TIDINGS_DATABASE_URL":    "postgres://tidings@127.0.0.1:5432/tidings",
-		"TIDINGS_SEAL_KEYS":       "k1:" + seal.NewRandomKey(),
-		"TIDINGS_BLIND_INDEX_KEY": seal.NewRandomKey(),
-		"TIDINGS_PUBLIC_BASE_URL": "https://portal.example.org",
-		"TIDINGS_SMTP_HOST":       "smtp.example.org",
-		"TIDINGS_SMTP_FROM":       "notices@example.org",
-		"TIDINGS_API_TOKENS":      "acme:0123456789abcdef0123456789",
-	}))
+	c, parse := FromEnv(env(validEnv()))
 	if p := append(parse, c.Validate(RoleServe|RoleWorker)...); len(p) > 0 {
 		t.Fatalf("unexpected problems: %v", p)
 	}
@@ -87,5 +99,59 @@ func TestSMTPPoolSizeOverridesConcurrency(t *testing.T) {
 	if _, parse := FromEnv(env(map[string]string{"TIDINGS_SMTP_POOL_SIZE": "four"})); len(parse) != 1 ||
 		parse[0] != "TIDINGS_SMTP_POOL_SIZE must be an integer" {
 		t.Errorf("a non-integer pool size: %v", parse)
+	}
+}
+
+// The worker refuses to start without usable audit keys; with several
+// chain keys it must be told which one chains (never guessed), and no key
+// is ever printed.
+func TestAuditKeys(t *testing.T) {
+	k1, k2, sign := seal.NewRandomKey(), seal.NewRandomKey(), seal.NewRandomKey()
+	base := validEnv()
+	base["TIDINGS_AUDIT_KEYS"] = "a1:" + k1 + ",a2:" + k2
+	base["TIDINGS_AUDIT_PRIMARY"] = "a2"
+	base["TIDINGS_AUDIT_SIGNING_KEY"] = "s1:" + sign
+	with := func(k, v string) map[string]string {
+		m := map[string]string{}
+		for a, b := range base {
+			m[a] = b
+		}
+		m[k] = v
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		role Role
+		want string // "" for no problem
+	}{
+		{"two keys, primary named", base, RoleWorker, ""},
+		{"two keys, no primary", with("TIDINGS_AUDIT_PRIMARY", ""), RoleWorker, "name the one that chains new rows"},
+		{"primary not among the keys", with("TIDINGS_AUDIT_PRIMARY", "a3"), RoleWorker, `primary key "a3" is not among the keys`},
+		{"short chain key", with("TIDINGS_AUDIT_KEYS", "a1:c2hvcnQ="), RoleWorker, "TIDINGS_AUDIT_KEYS"},
+		{"two signing keys", with("TIDINGS_AUDIT_SIGNING_KEY", "s1:"+sign+",s2:"+k1), RoleWorker, "exactly one signing key"},
+		{"no checkpoint dir", with("TIDINGS_AUDIT_CHECKPOINT_DIR", ""), RoleWorker, "TIDINGS_AUDIT_CHECKPOINT_DIR is required"},
+		{"serve needs none", with("TIDINGS_AUDIT_KEYS", ""), RoleServe, ""},
+		{"verify needs the chain keys", with("TIDINGS_AUDIT_KEYS", ""), RoleAudit, "TIDINGS_AUDIT_KEYS is required"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, parse := FromEnv(env(tc.env))
+			all := strings.Join(append(parse, c.Validate(tc.role)...), "\n")
+			if tc.want == "" && all != "" || !strings.Contains(all, tc.want) {
+				t.Fatalf("problems %q, want %q", all, tc.want)
+			}
+			for _, secret := range []string{k1, k2, sign} {
+				if strings.Contains(all, secret) {
+					t.Fatal("a key was printed")
+				}
+			}
+		})
+	}
+	c, _ := FromEnv(env(base))
+	if k, err := c.AuditKeyring(); err != nil || k.Primary != "a2" {
+		t.Fatalf("keyring: %v", err)
+	}
+	if c.AuditCheckpointRows != 1000 || c.AuditCheckpointEvery != 10*time.Second || c.AuditChainEvery != time.Second {
+		t.Fatalf("defaults: %d rows, %v, %v", c.AuditCheckpointRows, c.AuditCheckpointEvery, c.AuditChainEvery)
 	}
 }

@@ -39,7 +39,8 @@ type FetchStore interface {
 	FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error
 	MarkSilent(ctx context.Context, now time.Time) (int64, error)
 	SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error)
-	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
+	// WithMonitorLock runs fn unless another replica's monitor holds the lock.
+	WithMonitorLock(ctx context.Context, fn func() error) (bool, error)
 	// LatestRecord is the newest stored version of a resource (a
 	// fault.NotFound error when Tidings never saw it).
 	LatestRecord(ctx context.Context, tenantID, resourceType, resourceID string) (fhir.Event, error)
@@ -305,7 +306,7 @@ type MonitorReport struct {
 func (f *Fetcher) Monitor(ctx context.Context, settle time.Duration) (MonitorReport, error) {
 	var rep MonitorReport
 	// One replica at a time: the others skip this pass.
-	_, err := f.Store.WithTryLock(ctx, "tidings:monitor", func() error {
+	_, err := f.Store.WithMonitorLock(ctx, func() error {
 		var err error
 		rep, err = f.monitor(ctx, settle)
 		return err

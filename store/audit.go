@@ -1,13 +1,17 @@
 package store
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
+
+	"github.com/tidings-health/tidings/audit"
 )
 
 // AuditRecord is one action to audit. Detail must not hold PHI: ids, counts,
@@ -21,93 +25,286 @@ type AuditRecord struct {
 	Detail      map[string]any
 }
 
-const genesis = "0000000000000000000000000000000000000000000000000000000000000000"
-
-// Audit appends to the tenant's hash chain. Called on a store inside InTx it
-// joins that transaction (so no audit row means the action did not happen);
-// otherwise it runs its own.
+// Audit inserts an audit row. Called on a store inside InTx it joins that
+// transaction (so no audit row means the action did not happen); otherwise
+// the insert is a transaction of its own. It takes no lock: the chainer
+// (package audit) links committed rows into the tenant's chain later.
 func (s *Store) Audit(ctx context.Context, r AuditRecord) error {
-	if !s.inTx {
-		return s.InTx(ctx, func(tx *Store) error { return tx.Audit(ctx, r) })
+	return s.AuditMany(ctx, []AuditRecord{r})
+}
+
+// AuditMany inserts several audit rows in one statement, like Audit.
+func (s *Store) AuditMany(ctx context.Context, rs []AuditRecord) error {
+	if len(rs) == 0 {
+		return nil
 	}
-	detail, err := canonicalDetail(r.Detail)
-	if err != nil {
-		return fmt.Errorf("audit detail: %w", err)
+	var sqlText strings.Builder
+	sqlText.WriteString(`INSERT INTO audit_log (tenant_id, actor, action, subject_type, subject_id, detail) VALUES `)
+	args := make([]any, 0, 6*len(rs))
+	for i, r := range rs {
+		detail := []byte("{}")
+		if r.Detail != nil {
+			var err error
+			if detail, err = json.Marshal(r.Detail); err != nil {
+				return fmt.Errorf("audit detail: %w", err)
+			}
+		}
+		if i > 0 {
+			sqlText.WriteString(", ")
+		}
+		sqlText.WriteString("(?, ?, ?, ?, ?, ?::jsonb)")
+		args = append(args, r.TenantID, r.Actor, r.Action, r.SubjectType, r.SubjectID, string(detail))
 	}
-	// One writer per tenant chain at a time; the lock ends with the transaction.
-	if err := s.q(ctx).Exec(`SELECT pg_advisory_xact_lock(hashtext('audit:' || ?))`, r.TenantID).Error; err != nil {
-		return fmt.Errorf("audit lock: %w", err)
-	}
-	var prev []string
-	if err := s.q(ctx).Raw(`SELECT hash FROM audit_log WHERE tenant_id = ? ORDER BY id DESC LIMIT 1`, r.TenantID).Scan(&prev).Error; err != nil {
-		return fmt.Errorf("audit chain head: %w", err)
-	}
-	e := AuditEntry{
-		TenantID: r.TenantID, At: time.Now().UTC().Truncate(time.Microsecond),
-		Actor: r.Actor, Action: r.Action, SubjectType: r.SubjectType, SubjectID: r.SubjectID,
-		Detail: detail, PrevHash: genesis,
-	}
-	if len(prev) > 0 {
-		e.PrevHash = prev[0]
-	}
-	e.Hash = chainHash(e)
-	if err := s.q(ctx).Create(&e).Error; err != nil {
+	if err := s.q(ctx).Exec(sqlText.String(), args...).Error; err != nil {
 		return fmt.Errorf("audit insert: %w", err)
 	}
 	return nil
 }
 
-func canonicalDetail(d map[string]any) (json.RawMessage, error) {
-	if d == nil {
-		return json.RawMessage("{}"), nil
-	}
-	return json.Marshal(d) // map keys marshal sorted
+// TenantsToChain lists the tenants with audit rows ready to chain (their
+// transactions, and all before them, have ended) or with chained rows no
+// checkpoint covers yet. Of the rows after a chain's head only the first,
+// in chain order, is looked at: if it is not ready, none is.
+func (s *Store) TenantsToChain(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.q(ctx).Raw(`SELECT t.id FROM tenants t
+		LEFT JOIN LATERAL (SELECT c.seq, l.xid, l.id FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
+			WHERE c.tenant_id = t.id ORDER BY c.seq DESC LIMIT 1) h ON true
+		LEFT JOIN LATERAL (SELECT l.xid FROM audit_log l
+			WHERE l.tenant_id = t.id AND (l.xid, l.id) > (coalesce(h.xid, '0'), coalesce(h.id, 0))
+			ORDER BY l.xid, l.id LIMIT 1) next ON true
+		WHERE next.xid < pg_snapshot_xmin(pg_current_snapshot())
+			OR h.seq > coalesce((SELECT max(size) FROM audit_checkpoints k WHERE k.tenant_id = t.id), 0)
+		ORDER BY t.id`).Scan(&ids).Error
+	return ids, err
 }
 
-func chainHash(e AuditEntry) string {
-	h := sha256.New()
-	for _, part := range []string{e.PrevHash, e.TenantID, e.At.UTC().Format(time.RFC3339Nano), e.Actor, e.Action, e.SubjectType, e.SubjectID} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	h.Write(e.Detail)
-	return hex.EncodeToString(h.Sum(nil))
+// AuditTenants lists every tenant, for verification.
+func (s *Store) AuditTenants(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.q(ctx).Raw(`SELECT id FROM tenants ORDER BY id`).Scan(&ids).Error
+	return ids, err
 }
 
-// VerifyAudit walks a tenant's chain and reports the first broken link.
-func (s *Store) VerifyAudit(ctx context.Context, tenantID string) (int, error) {
-	var entries []AuditEntry
-	if err := s.q(ctx).Where("tenant_id = ?", tenantID).Order("id").Find(&entries).Error; err != nil {
-		return 0, err
-	}
-	prev := genesis
-	for i, e := range entries {
-		// jsonb normalises spacing and key order; re-canonicalise as written.
-		var m map[string]any
-		dec := json.NewDecoder(bytes.NewReader(e.Detail))
-		dec.UseNumber()
-		if err := dec.Decode(&m); err != nil {
-			return i, fmt.Errorf("audit row %d: detail: %w", e.ID, err)
-		}
-		canon, _ := canonicalDetail(m)
-		e.Detail = canon
-		if e.PrevHash != prev {
-			return i, fmt.Errorf("audit row %d: previous hash does not match row before it", e.ID)
-		}
-		if chainHash(e) != e.Hash {
-			return i, fmt.Errorf("audit row %d: hash does not match its content", e.ID)
-		}
-		prev = e.Hash
-	}
-	return len(entries), nil
-}
-
-// AuditMany appends several records, like Audit.
-func (s *Store) AuditMany(ctx context.Context, rs []AuditRecord) error {
-	for _, r := range rs {
-		if err := s.Audit(ctx, r); err != nil {
+// ChainTx runs fn in one transaction that holds the tenant's audit chain
+// lock; it reports false, without running fn, when another holds it.
+func (s *Store) ChainTx(ctx context.Context, tenant string, fn func(audit.ChainTx) error) (bool, error) {
+	locked := false
+	err := s.InTx(ctx, func(tx *Store) error {
+		var err error
+		if locked, err = tx.TryXactLock(ctx, LockAuditChain, tenant); err != nil || !locked {
 			return err
 		}
+		return fn(chainTx{s: tx, tenant: tenant})
+	})
+	return locked, err
+}
+
+// chainTx is a tenant's chaining transaction.
+type chainTx struct {
+	s      *Store
+	tenant string
+}
+
+func (c chainTx) Head(ctx context.Context) (audit.Head, error) {
+	var h []struct {
+		Seq     int64
+		Hash    []byte
+		XID     string `gorm:"column:xid"`
+		AuditID int64
+	}
+	err := c.s.q(ctx).Raw(`SELECT c.seq, c.hash, l.xid::text AS xid, l.id AS audit_id
+		FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
+		WHERE c.tenant_id = ? ORDER BY c.seq DESC LIMIT 1`, c.tenant).Scan(&h).Error
+	if err != nil || len(h) == 0 {
+		return audit.Head{}, err
+	}
+	xid, err := strconv.ParseUint(h[0].XID, 10, 64)
+	return audit.Head{Seq: h[0].Seq, Hash: h[0].Hash, XID: xid, AuditID: h[0].AuditID}, err
+}
+
+// Ready reads the rows after head in chain order, only those below the
+// snapshot's xmin: every transaction that could still insert a row before
+// them has ended. Horizon and rows come from one statement, one snapshot.
+func (c chainTx) Ready(ctx context.Context, after audit.Head, limit int) ([]audit.Row, error) {
+	rows, err := c.s.q(ctx).Raw(`SELECT `+auditLogRowColumns+` FROM audit_log l
+		WHERE l.tenant_id = ? AND l.xid < pg_snapshot_xmin(pg_current_snapshot())
+			AND (l.xid, l.id) > (?::text::xid8, ?)
+		ORDER BY l.xid, l.id LIMIT ?`, c.tenant, strconv.FormatUint(after.XID, 10), after.AuditID, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("audit rows to chain: %w", err)
+	}
+	defer rows.Close()
+	out := make([]audit.Row, 0, limit)
+	for rows.Next() {
+		var r auditLogRow
+		if err := rows.Scan(r.dests()...); err != nil {
+			return nil, fmt.Errorf("audit rows to chain: %w", err)
+		}
+		row, err := r.row()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row)
+	}
+	return out, rows.Err()
+}
+
+func (c chainTx) AppendLinks(ctx context.Context, links []audit.Link) error {
+	seqs, ids, keys, hashes := make(pgArray, len(links)), make(pgArray, len(links)), make(pgArray, len(links)), make(pgArray, len(links))
+	for i, l := range links {
+		seqs[i], ids[i] = strconv.FormatInt(l.Seq, 10), strconv.FormatInt(l.AuditID, 10)
+		keys[i], hashes[i] = l.KeyID, hex.EncodeToString(l.Hash)
+	}
+	err := c.s.q(ctx).Exec(`INSERT INTO audit_chain (tenant_id, seq, audit_id, key_id, hash)
+		SELECT ?, u.seq, u.audit_id, u.key_id, decode(u.hash, 'hex')
+		FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[]) AS u(seq, audit_id, key_id, hash)`,
+		c.tenant, seqs, ids, keys, hashes).Error
+	if err != nil {
+		return fmt.Errorf("append to the audit chain: %w", translate(err))
 	}
 	return nil
 }
+
+func (c chainTx) LastCheckpoint(ctx context.Context) (audit.Checkpoint, error) {
+	cps, err := c.s.checkpoints(ctx, c.tenant, `ORDER BY size DESC LIMIT 1`)
+	if err != nil || len(cps) == 0 {
+		return audit.Checkpoint{}, err
+	}
+	return cps[0], nil
+}
+
+func (c chainTx) AddCheckpoint(ctx context.Context, cp audit.Checkpoint) error {
+	err := c.s.q(ctx).Exec(`INSERT INTO audit_checkpoints (tenant_id, size, head, at, signing_key_id, signature)
+		VALUES (?, ?, ?, ?, ?, ?)`, cp.TenantID, cp.Size, []byte(cp.Head), cp.At, cp.KeyID, cp.Signature).Error
+	if err != nil {
+		return fmt.Errorf("audit checkpoint: %w", translate(err))
+	}
+	return nil
+}
+
+// CheckpointsAfter lists a tenant's checkpoints with a size above size, in
+// size order.
+func (s *Store) CheckpointsAfter(ctx context.Context, tenant string, size int64) ([]audit.Checkpoint, error) {
+	return s.checkpoints(ctx, tenant, `AND size > ? ORDER BY size`, size)
+}
+
+func (s *Store) checkpoints(ctx context.Context, tenant, tail string, args ...any) ([]audit.Checkpoint, error) {
+	var rows []struct {
+		Size         int64
+		Head         []byte
+		At           time.Time
+		SigningKeyID string
+		Signature    []byte
+	}
+	err := s.q(ctx).Raw(`SELECT size, head, at, signing_key_id, signature FROM audit_checkpoints WHERE tenant_id = ? `+tail,
+		append([]any{tenant}, args...)...).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("audit checkpoints: %w", err)
+	}
+	out := make([]audit.Checkpoint, len(rows))
+	for i, r := range rows {
+		out[i] = audit.Checkpoint{TenantID: tenant, Size: r.Size, Head: r.Head, At: r.At, KeyID: r.SigningKeyID, Signature: r.Signature}
+	}
+	return out, nil
+}
+
+// ChainedRows lists up to limit links of a tenant's chain after seq, in seq
+// order, each with its audit row (nil when the row is gone).
+func (s *Store) ChainedRows(ctx context.Context, tenant string, afterSeq int64, limit int) ([]audit.Chained, error) {
+	rows, err := s.q(ctx).Raw(`SELECT c.seq, c.audit_id, c.key_id, c.hash, c.chained_at, `+auditLogRowColumns+`
+		FROM audit_chain c LEFT JOIN audit_log l ON l.id = c.audit_id
+		WHERE c.tenant_id = ? AND c.seq > ? ORDER BY c.seq LIMIT ?`, tenant, afterSeq, limit).Rows()
+	if err != nil {
+		return nil, fmt.Errorf("audit chain: %w", err)
+	}
+	defer rows.Close()
+	var out []audit.Chained
+	for rows.Next() {
+		l := audit.Link{TenantID: tenant}
+		var r auditLogRow
+		if err := rows.Scan(append([]any{&l.Seq, &l.AuditID, &l.KeyID, &l.Hash, &l.ChainedAt}, r.dests()...)...); err != nil {
+			return nil, fmt.Errorf("audit chain: %w", err)
+		}
+		c := audit.Chained{Link: l}
+		if r.id.Valid {
+			row, err := r.row()
+			if err != nil {
+				return nil, err
+			}
+			c.Row = &row
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// AuditBacklog counts a tenant's audit rows not chained yet, and those of
+// them behind the chain's head in chain order, which no chainer will ever take.
+func (s *Store) AuditBacklog(ctx context.Context, tenant string, head audit.Head) (audit.Backlog, error) {
+	var b []struct {
+		N           int64
+		Oldest      *time.Time
+		Behind      int64
+		FirstBehind *int64
+	}
+	err := s.q(ctx).Raw(`SELECT count(*) AS n, min(at) AS oldest, count(*) FILTER (WHERE behind) AS behind,
+			min(id) FILTER (WHERE behind) AS first_behind
+		FROM (SELECT l.id, l.at, (l.xid, l.id) < (?::text::xid8, ?) AS behind FROM audit_log l
+			WHERE l.tenant_id = ? AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.audit_id = l.id)) u`,
+		strconv.FormatUint(head.XID, 10), head.AuditID, tenant).Scan(&b).Error
+	if err != nil || len(b) == 0 {
+		return audit.Backlog{}, err
+	}
+	out := audit.Backlog{Rows: b[0].N, Behind: b[0].Behind}
+	if b[0].Oldest != nil {
+		out.Oldest = *b[0].Oldest
+	}
+	if b[0].FirstBehind != nil {
+		out.FirstBehind = *b[0].FirstBehind
+	}
+	return out, nil
+}
+
+// AuditSeqSpan is the first and last seq of a tenant's chained rows dated
+// in [from, to); both zero when there are none.
+func (s *Store) AuditSeqSpan(ctx context.Context, tenant string, from, to time.Time) (first, last int64, err error) {
+	var span []struct{ First, Last *int64 }
+	err = s.q(ctx).Raw(`SELECT min(c.seq) AS first, max(c.seq) AS last
+		FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
+		WHERE c.tenant_id = ? AND l.at >= ? AND l.at < ?`, tenant, from, to).Scan(&span).Error
+	if err != nil || len(span) == 0 || span[0].First == nil {
+		return 0, 0, err
+	}
+	return *span[0].First, *span[0].Last, nil
+}
+
+// auditLogRowColumns reads an audit_log row l, in auditLogRow.dests order.
+const auditLogRowColumns = `l.id, l.tenant_id, l.at, l.actor, l.action, l.subject_type, l.subject_id, l.detail::text, l.xid::text`
+
+// auditLogRow is an audit_log row as read; an outer join may find none.
+type auditLogRow struct {
+	id                                                    sql.NullInt64
+	at                                                    sql.NullTime
+	tenant, actor, action, subjectType, subjectID, detail sql.NullString
+	xid                                                   sql.NullString
+}
+
+func (r *auditLogRow) dests() []any {
+	return []any{&r.id, &r.tenant, &r.at, &r.actor, &r.action, &r.subjectType, &r.subjectID, &r.detail, &r.xid}
+}
+
+func (r auditLogRow) row() (audit.Row, error) {
+	xid, err := strconv.ParseUint(r.xid.String, 10, 64)
+	if err != nil {
+		return audit.Row{}, fmt.Errorf("audit row %d: xid: %w", r.id.Int64, err)
+	}
+	return audit.Row{ID: r.id.Int64, TenantID: r.tenant.String, At: r.at.Time, Actor: r.actor.String, Action: r.action.String,
+		SubjectType: r.subjectType.String, SubjectID: r.subjectID.String, Detail: json.RawMessage(r.detail.String), XID: xid}, nil
+}
+
+// pgArray is a PostgreSQL array literal passed as one parameter, for values
+// that need no quoting (numbers, hex, key ids).
+type pgArray []string
+
+func (a pgArray) Value() (driver.Value, error) { return "{" + strings.Join(a, ",") + "}", nil }

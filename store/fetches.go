@@ -226,33 +226,24 @@ func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
 	return res.RowsAffected, res.Error
 }
 
-// WithTryLock runs fn while holding a cluster-wide advisory lock named
-// name, so that of many worker replicas only one does a periodic job; it
-// reports false without running fn when another holds the lock.
-func (s *Store) WithTryLock(ctx context.Context, name string, fn func() error) (bool, error) {
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		return false, err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close()
-	var got bool
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock(hashtext($1))`, name).Scan(&got); err != nil || !got {
-		return false, err
-	}
-	defer conn.ExecContext(context.WithoutCancel(ctx), `SELECT pg_advisory_unlock(hashtext($1))`, name)
-	return true, fn()
-}
-
 // WithSubjectLock runs fn while holding a cluster-wide lock on one subject
 // of a tenant ("Appointment/123"), so that its events are processed one at a
 // time in any replica; it reports false without running fn when another
 // holds the lock.
 func (s *Store) WithSubjectLock(ctx context.Context, tenantID, subject string, fn func() error) (bool, error) {
-	return s.WithTryLock(ctx, "subject:"+tenantID+"/"+subject, fn)
+	return s.TryLock(ctx, LockAppointmentSubject, tenantID+"/"+subject, fn)
+}
+
+// WithSchedulerLock runs fn unless another replica's scheduler holds the
+// lock (then it reports false): one scheduler pass at a time.
+func (s *Store) WithSchedulerLock(ctx context.Context, fn func() error) (bool, error) {
+	return s.TryLock(ctx, LockScheduler, "scheduler", fn)
+}
+
+// WithMonitorLock runs fn unless another replica's gap monitor holds the
+// lock (then it reports false): one monitor pass at a time.
+func (s *Store) WithMonitorLock(ctx context.Context, fn func() error) (bool, error) {
+	return s.TryLock(ctx, LockGapMonitor, "monitor", fn)
 }
 
 // LastEventAt is when the subscription's newest event was received (zero when none).

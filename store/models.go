@@ -177,19 +177,3 @@ type PolicyDecision struct {
 	LatencyUS      int64           `gorm:"column:latency_us"`
 	CreatedAt      time.Time
 }
-
-// AuditEntry is one row of the hash-chained audit log.
-type AuditEntry struct {
-	ID          int64 `gorm:"primaryKey"`
-	TenantID    string
-	At          time.Time
-	Actor       string
-	Action      string
-	SubjectType string
-	SubjectID   string
-	Detail      json.RawMessage `gorm:"type:jsonb"`
-	PrevHash    string
-	Hash        string
-}
-
-func (AuditEntry) TableName() string { return "audit_log" }

@@ -338,9 +338,7 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome s
 }
 
 // skipUndelivered marks skipped the pending notices of ended runs that no
-// delivery has begun or finished: they are not sent. It runs before any
-// audit row of the transaction (notice rows, then the audit lock, as
-// FinishNotice takes them), so the two cannot deadlock.
+// delivery has begun or finished: they are not sent.
 func (s *Store) skipUndelivered(ctx context.Context, runIDs []int64, outcome string) error {
 	if len(runIDs) == 0 {
 		return nil

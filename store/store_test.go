@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	testenv.Main(m, func(ctx context.Context, url string) error { return migrations.Up(ctx, url, nil) })
 }
 
-func mustStore(t *testing.T) *Store {
+func mustStore(t testing.TB) *Store {
 	t.Helper()
 	keys, _ := seal.ParseKeys("k1:" + seal.NewRandomKey())
 	kr, err := seal.NewKeyring(keys, "", bytes.Repeat([]byte{3}, 32))
@@ -183,27 +183,6 @@ func TestAuthenticate(t *testing.T) {
 	}
 	if _, err := s.Authenticate(ctx, "nobody", "s3cret-s3cret"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown subscription: %v", err)
-	}
-}
-
-func TestAuditChainDetectsTampering(t *testing.T) {
-	s := mustStore(t)
-	ctx := context.Background()
-	for i := 0; i < 5; i++ {
-		if err := s.Audit(ctx, AuditRecord{TenantID: "t1", Actor: "test", Action: "x", SubjectType: "n", SubjectID: "1",
-			Detail: map[string]any{"i": i, "reasons": []string{"b", "a"}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n, err := s.VerifyAudit(ctx, "t1")
-	if err != nil || n != 5 {
-		t.Fatalf("verify: %d %v", n, err)
-	}
-	if err := s.db.Exec(`UPDATE audit_log SET detail = '{"i": 99}' WHERE id = (SELECT min(id) + 2 FROM audit_log)`).Error; err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.VerifyAudit(ctx, "t1"); err == nil {
-		t.Fatal("a changed audit row went unnoticed")
 	}
 }
 

@@ -13,7 +13,7 @@ type ScheduleStore interface {
 	PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]journey.Wake, error)
 	OverdueRuns(ctx context.Context, now time.Time, slack time.Duration, after *journey.Wake, limit int) ([]journey.Wake, error)
 	MarkPromoted(ctx context.Context, wakes []journey.Wake) error
-	WithTryLock(ctx context.Context, name string, fn func() error) (bool, error)
+	WithSchedulerLock(ctx context.Context, fn func() error) (bool, error)
 }
 
 // Scheduler moves wake-ups from Postgres into Asynq as they come within the
@@ -62,7 +62,7 @@ type ScheduleReport struct{ Promoted, Restored int }
 // Once makes one pass, in one worker replica at a time (the others skip it).
 func (s *Scheduler) Once(ctx context.Context) (ScheduleReport, error) {
 	var rep ScheduleReport
-	_, err := s.Store.WithTryLock(ctx, "tidings:scheduler", func() (err error) {
+	_, err := s.Store.WithSchedulerLock(ctx, func() (err error) {
 		rep, err = s.pass(ctx)
 		return err
 	})

@@ -18,6 +18,7 @@ import (
 
 	"encoding/base64"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/journey"
@@ -98,6 +99,30 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 	}
 	t.Cleanup(s.Close)
 	return &testStack{stack: s, Mail: mc, Logs: logs, DBURL: dbURL}
+}
+
+// verifyAudit runs the stack's audit chainer once and verifies the dev
+// tenant's chain against the database's and the folder's checkpoints.
+func (ts *testStack) verifyAudit(t testing.TB) audit.Report {
+	t.Helper()
+	ctx := context.Background()
+	ch, err := ts.app.chainer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Pass(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := checkpointPublicKeys(ts.app.cfg, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &audit.Verifier{Store: ts.app.store, Keys: ch.Keys, PublicKeys: pub, CheckpointDir: ts.app.cfg.AuditCheckpointDir}
+	rep, err := v.Verify(ctx, devTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
 
 func splitHostPort(t testing.TB, addr string) (string, int) {

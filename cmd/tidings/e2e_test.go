@@ -92,8 +92,8 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 					}
 				}
 			}
-			if n, err := ts.app.store.VerifyAudit(context.Background(), devTenant); err != nil || n == 0 {
-				t.Errorf("audit chain: %d rows, %v", n, err)
+			if rep := ts.verifyAudit(t); !rep.OK() || rep.Rows == 0 {
+				t.Errorf("audit chain: %s", rep)
 			}
 		})
 	}

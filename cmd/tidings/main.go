@@ -1,5 +1,5 @@
 // Command tidings is the one Tidings binary: serve, worker, migrate, dev,
-// load and keys. Subcommands only wire packages together.
+// load, keys and audit. Subcommands only wire packages together.
 package main
 
 import (
@@ -40,7 +40,8 @@ Usage: tidings <command> [flags]
 
 Commands:
   serve     run the HTTP API (FHIR notification intake, contacts, health)
-  worker    run the Asynq worker (notices, delivery) and the outbox reconciler
+  worker    run the Asynq worker (notices, delivery), the outbox reconciler
+            and the audit chainer
   migrate   apply or inspect database migrations: up | down | status
   dev       run everything locally (Postgres, Redis, mail catcher, API, worker)
             and replay sample notifications
@@ -55,6 +56,9 @@ Commands:
   policy    test [DIR]: run the policies' tests with coverage;
             eval --input FILE [--dir DIR]: decide one sample input
   keys      print a new random key: keys new
+  audit     verify [--tenant T]: check the audit chains and their signed
+            checkpoints; export --tenant T --from --to: an excerpt an auditor
+            can verify; keygen: new chain and checkpoint signing keys
   health    GET a /readyz or /healthz URL and exit 0 when it answers 200
             (for container health checks, where there is no curl)
 
@@ -89,6 +93,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runWorkflow(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

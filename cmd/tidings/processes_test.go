@@ -41,23 +41,33 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	ln.Close()
 	mailHost, mailPort := splitHostPort(t, mc.Addr())
 	env := map[string]string{
-		"TIDINGS_DATABASE_URL":    dbURL,
-		"TIDINGS_REDIS_ADDR":      redisAddr,
-		"TIDINGS_REDIS_DB":        strconv.Itoa(redisDB),
-		"TIDINGS_SEAL_KEYS":       "k1:" + seal.NewRandomKey(),
-		"TIDINGS_BLIND_INDEX_KEY": seal.NewRandomKey(),
-		"TIDINGS_PUBLIC_BASE_URL": "https://portal.example.org",
-		"TIDINGS_LISTEN_ADDR":     listen,
-		"TIDINGS_SMTP_HOST":       mailHost,
-		"TIDINGS_SMTP_PORT":       strconv.Itoa(mailPort),
-		"TIDINGS_SMTP_FROM":       "Plan <notices@plan.example.org>",
-		"TIDINGS_SMTP_CA_FILE":    caFile,
-		"TIDINGS_RECONCILE_EVERY": "500ms",
-		"TIDINGS_API_TOKENS":      "plan:plan-api-token-0123456789abcdef",
+		"TIDINGS_DATABASE_URL":         dbURL,
+		"TIDINGS_REDIS_ADDR":           redisAddr,
+		"TIDINGS_REDIS_DB":             strconv.Itoa(redisDB),
+		"TIDINGS_SEAL_KEYS":            "k1:" + seal.NewRandomKey(),
+		"TIDINGS_BLIND_INDEX_KEY":      seal.NewRandomKey(),
+		"TIDINGS_PUBLIC_BASE_URL":      "https://portal.example.org",
+		"TIDINGS_LISTEN_ADDR":          listen,
+		"TIDINGS_SMTP_HOST":            mailHost,
+		"TIDINGS_SMTP_PORT":            strconv.Itoa(mailPort),
+		"TIDINGS_SMTP_FROM":            "Plan <notices@plan.example.org>",
+		"TIDINGS_SMTP_CA_FILE":         caFile,
+		"TIDINGS_RECONCILE_EVERY":      "500ms",
+		"TIDINGS_API_TOKENS":           "plan:plan-api-token-0123456789abcdef",
+		"TIDINGS_AUDIT_KEYS":           "a1:" + seal.NewRandomKey(),
+		"TIDINGS_AUDIT_SIGNING_KEY":    "s1:" + seal.NewRandomKey(),
+		"TIDINGS_AUDIT_CHECKPOINT_DIR": filepath.Join(t.TempDir(), "audit"),
+		"TIDINGS_AUDIT_CHAIN_EVERY":    "200ms",
 	}
 	for k, v := range env {
 		t.Setenv(k, v)
 	}
+	// Without audit keys the worker does not start.
+	t.Setenv("TIDINGS_AUDIT_KEYS", "")
+	if err := realMain(context.Background(), []string{"worker"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "TIDINGS_AUDIT_KEYS is required") {
+		t.Fatalf("worker without audit keys: %v", err)
+	}
+	t.Setenv("TIDINGS_AUDIT_KEYS", env["TIDINGS_AUDIT_KEYS"])
 	secretFile := filepath.Join(t.TempDir(), "secret")
 	var out bytes.Buffer
 	if err := realMain(context.Background(), []string{"subscription", "add", "--id", "payer-eob", "--tenant", "plan", "--secret-file", secretFile}, &out, io.Discard); err != nil {
@@ -159,6 +169,12 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	if strings.Contains(logs.String(), "member@plan.example.org") || strings.Contains(logs.String(), secret) {
 		t.Error("logs carry an email address or a secret")
 	}
+	// The worker chained the audit rows and wrote checkpoints into the folder.
+	out.Reset()
+	if err := realMain(context.Background(), []string{"audit", "verify"}, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "tenant plan: ") || !strings.Contains(out.String(), ": OK") || strings.Contains(out.String(), " 0 in the checkpoint file") {
+		t.Errorf("audit verify: %v\n%s", err, out.String())
+	}
 }
 
 // `tidings migrate` applies, reports and rolls back the embedded migrations.
@@ -178,7 +194,7 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	// Every migration rolls back cleanly, newest first, and applies again.
 	files, err := fs.Glob(migrations.FS, "*.sql")
-	if err != nil || len(files) < 6 {
+	if err != nil || len(files) < 8 {
 		t.Fatalf("migrations %v (%v)", files, err)
 	}
 	slices.Reverse(files)

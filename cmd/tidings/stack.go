@@ -172,8 +172,18 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	if infra.SMTP.From == "" {
 		infra.SMTP.From = "Tidings dev <notices@tidings.invalid>"
 	}
+	// Checkpoints go outside the database: into the stack's folder.
+	auditDir := filepath.Join(s.Dir, "audit-checkpoints")
+	if s.Dir == "" {
+		if auditDir, err = os.MkdirTemp("", "tidings-audit-"); err != nil {
+			return err
+		}
+		s.stops = append(s.stops, func() { os.RemoveAll(auditDir) })
+	}
 	cfg := config.Config{
 		DatabaseURL: infra.DBURL, RedisAddr: infra.RedisAddr, RedisDB: infra.RedisDB,
+		AuditKeys: "dev1:" + newKey(), AuditSigningKey: "devsign:" + newKey(), AuditCheckpointDir: auditDir,
+		AuditChainEvery: time.Second, AuditCheckpointRows: 1000, AuditCheckpointEvery: 10 * time.Second,
 		SealKeys: "dev1:" + newKey(), BlindIndexKey: newKey(),
 		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/intake"
@@ -178,6 +179,25 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
+}
+
+// chainer links committed audit rows into each tenant's chain and writes
+// the signed checkpoints.
+func (a *app) chainer() (*audit.Chainer, error) {
+	keys, err := a.cfg.AuditKeyring()
+	if err != nil {
+		return nil, err
+	}
+	signer, err := a.cfg.AuditSigner()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(a.cfg.AuditCheckpointDir, 0o750); err != nil {
+		return nil, fmt.Errorf("TIDINGS_AUDIT_CHECKPOINT_DIR: %w", err)
+	}
+	return &audit.Chainer{Store: a.store, Keys: keys, Signer: signer, CheckpointDir: a.cfg.AuditCheckpointDir,
+		Log: a.log.With("component", "audit"), Interval: a.cfg.AuditChainEvery,
+		CheckpointRows: a.cfg.AuditCheckpointRows, CheckpointEvery: a.cfg.AuditCheckpointEvery}, nil
 }
 
 // emailChannel builds the SMTP channel from configuration.

@@ -13,7 +13,7 @@ import (
 )
 
 func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nand the reconciler that enqueues what the outbox holds.", stderr)
+	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nthe reconciler that enqueues what the outbox holds, and the chainer that links\naudit rows into each tenant's signed chain.", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -37,8 +37,8 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 // startWorker starts the event claimer, the Asynq server (run wake-ups,
-// fetches), the reconciler, the gap monitor and the scheduler; stop waits
-// for all of them.
+// fetches), the reconciler, the gap monitor, the scheduler and the audit
+// chainer; stop waits for all of them.
 func (a *app) startWorker(ctx context.Context, email delivery.Channel, placeholderDomain string) (stop func(), err error) {
 	pol, err := a.policyEngine(ctx)
 	if err != nil {
@@ -46,6 +46,10 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	}
 	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
 	sender, err := a.sender(pol, email, fetcher, placeholderDomain)
+	if err != nil {
+		return nil, err
+	}
+	chainer, err := a.chainer()
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +67,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery},
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
+		chainer,
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop.Run(rctx) }()
