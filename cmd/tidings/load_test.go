@@ -223,3 +223,35 @@ func TestTenthsAndMedian(t *testing.T) {
 		}
 	}
 }
+
+// The sql prefill copies a real warm-up's rows with new keys (the database's
+// own constraints check that every copy is consistent), and the timed run
+// then adds its own on top.
+func TestLoadPrefillSQL(t *testing.T) {
+	t.Setenv(asTidingsEnv, "1")
+	var out, progress bytes.Buffer
+	err := realMain(t.Context(), []string{"load", "-n", "20", "-prefill", "200", "-prefill-warmup", "40", "-baseline", "100ms", "-eob", loadEOB}, &out, &progress)
+	if err != nil {
+		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	report := out.String()
+	for _, want := range []string{
+		"prefill: 200 events before the window: 40 notifications delivered through serve and worker",
+		"then their rows copied 4 times with new keys by SQL (",
+		"delivered: 20 mails of 20 accepted notifications",
+		"notices after the run: 220 sent\n",
+		"database after the run: 220 events",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, table := range []string{"events", "runs", "notices", "deliveries", "audit_log"} {
+		if !regexp.MustCompile(`by SQL \([^)]*\b` + table + `\b`).MatchString(report) {
+			t.Errorf("%s not copied", table)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", report)
+	}
+}

@@ -331,15 +331,6 @@ func (s *procStack) stopServices() error {
 	return nil
 }
 
-// restartServices gives serve and worker a new environment: the prefill
-// runs without the rate limit, the measurement with the settings asked for.
-func (s *procStack) restartServices(ctx context.Context, settings serviceSettings, say func(string, ...any)) error {
-	if err := s.stopServices(); err != nil {
-		return err
-	}
-	return s.startServices(ctx, settings, say)
-}
-
 // putContact registers the load patient's email through the API, as a
 // payer's system would.
 func (s *procStack) putContact(ctx context.Context, patientRef string) error {

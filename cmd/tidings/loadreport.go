@@ -61,8 +61,12 @@ func printLoadHeader(w io.Writer, o eobLoad, reps int) {
 		clients = fmt.Sprintf("fixed arrival rate %s/s (open loop)", num(o.rate))
 	}
 	prefill := "none"
-	if o.prefill > 0 {
-		prefill = fmt.Sprintf("%s notifications through serve and worker before the timed run (rate limit lifted), untimed", num(float64(o.prefill)))
+	switch {
+	case o.prefill > 0 && o.prefillVia == prefillSQL:
+		prefill = fmt.Sprintf("about %s events: %s notifications through serve and worker, their rows then copied by SQL with new keys (the copies keep the originals' timestamps, sealed contents and audit hashes, so their audit chain does not verify)",
+			num(float64(o.prefill)), num(float64(min(o.prefill, o.warmup))))
+	case o.prefill > 0:
+		prefill = fmt.Sprintf("%s notifications through serve and worker", num(float64(o.prefill)))
 	}
 	fmt.Fprintf(w, "settings: %d notifications, %s, %d rep(s) on fresh stacks, baselines %s each, prefill %s\n", o.n, clients, reps, o.baseline, prefill)
 	limit := fmt.Sprintf("default (%s/s, burst %d, per client address and per subscription)", num(def.RatePerSecond), def.RateBurst)
@@ -87,9 +91,16 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 		num(r.Base.PGRate), o.clients, baselineRowBytes>>10, o.baseline)
 	fmt.Fprintf(w, "baseline smtp: %s mails/s reusing connections, %s mails/s one connection each (%d clients, STARTTLS, %.1f KB mails)\n",
 		num(r.Base.SMTPReuse), num(r.Base.SMTPEach), o.clients, float64(r.Base.SMTPMailBytes)/1024)
-	if r.Prefilled > 0 {
-		fmt.Fprintf(w, "prefill: %s notifications delivered through serve and worker in %s (%s/s, untimed); serve and worker then restarted\n",
-			num(float64(r.Prefilled)), secs(r.PrefillTime), num(float64(r.Prefilled)/r.PrefillTime.Seconds()))
+	if p := r.Prefill; p.Events > 0 {
+		copied := ""
+		if p.Copies > 0 {
+			copied = fmt.Sprintf(", then their rows copied %s times with new keys by SQL", num(float64(p.Copies)))
+			if len(p.Tables) > 0 {
+				copied += " (" + strings.Join(p.Tables, ", ") + ")"
+			}
+		}
+		fmt.Fprintf(w, "prefill: %s events before the window: %s notifications delivered through serve and worker in %s (%s/s, rate limit lifted, untimed)%s; %s in all; serve and worker then restarted\n",
+			num(float64(p.Events)), num(float64(p.Sent)), secs(p.Through), num(float64(p.Sent)/p.Through.Seconds()), copied, secs(p.Time))
 	}
 	how := fmt.Sprintf("from %d clients", o.clients)
 	since := "its first attempt"

@@ -14,6 +14,8 @@ type eobLoad struct {
 	n, clients  int
 	rate        float64 // > 0: open loop at this arrival rate
 	prefill     int
+	prefillVia  string // prefillSQL or prefillIntake
+	warmup      int    // prefillSQL: notifications sent for real
 	baseline    time.Duration
 	stall       time.Duration
 	settings    serviceSettings
@@ -29,8 +31,7 @@ type repResult struct {
 
 	Base baselines
 
-	Prefilled   int
-	PrefillTime time.Duration
+	Prefill prefillResult
 
 	Accepted  int // notifications answered 2xx in the window
 	Throttled int
@@ -81,24 +82,8 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	}
 
 	if o.prefill > 0 {
-		o.say("prefill: posting %d notifications through serve and worker, untimed …", o.prefill)
-		t0 := time.Now()
-		base, _, _ := s.Mail.Accepted()
-		p := newPoster(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte { return notes.body("prefill-"+strconv.Itoa(i), i+1) })
-		res := p.closedLoop(ctx, o.clients, 0, o.prefill)
-		if res.accepted < o.prefill {
-			return r, fmt.Errorf("prefill: %d of %d notifications not accepted (first: %s)", o.prefill-res.accepted, o.prefill, res.firstErr)
-		}
-		if _, err := s.waitMails(ctx, base, res.accepted, nil, o.stall, nil); err != nil {
+		if r.Prefill, err = prefill(ctx, s, o, notes); err != nil {
 			return r, fmt.Errorf("prefill: %w", err)
-		}
-		if _, err := s.quiet(ctx, time.Minute); err != nil {
-			return r, err
-		}
-		r.Prefilled, r.PrefillTime = res.accepted, time.Since(t0)
-		o.say("prefill done in %s; restarting serve and worker with the settings to measure …", r.PrefillTime.Round(time.Second))
-		if err := s.restartServices(ctx, o.settings, o.say); err != nil {
-			return r, err
 		}
 	}
 
@@ -123,7 +108,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	}
 	mailBase, bytesBase, _ := s.Mail.Accepted()
 	cpu0 := s.cpu()
-	from := o.prefill
+	from := int(r.Prefill.Events)
 	p := newPoster(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte { return notes.body("load-"+strconv.Itoa(i), i+1) })
 	times := make([]time.Time, o.n)
 	fewer := make(chan int, 1)
