@@ -40,6 +40,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	rate := fs.Float64("rate", 0, "full-resource: post at this fixed arrival rate (notifications/s, open loop) instead of from -c clients as fast as they are answered")
 	rateLimit := fs.Float64("rate-limit", 0, "full-resource: serve's TIDINGS_RATE_PER_SECOND (burst twice that); 0: its default")
 	workers := fs.Int("worker-concurrency", 0, "TIDINGS_WORKER_CONCURRENCY; 0: the worker's default (in-process modes: 20)")
+	patients := fs.Int("patients", 1, "full-resource: spread the notifications over this many patients (Patient/load-0 …), each with a contact registered through the API; 1: all for the example's own patient")
 	prefill := fs.Int("prefill", 0, "full-resource: first grow the tables to about this many events (untimed, serve and worker without the rate limit), then restart serve and worker and measure")
 	prefillVia := fs.String("prefill-via", prefillSQL, "how -prefill grows the tables: sql (send -prefill-warmup notifications through serve and worker, then copy the rows they wrote, with new keys, by SQL) or intake (send them all through serve and worker)")
 	warmup := fs.Int("prefill-warmup", 1000, "with -prefill-via sql: how many notifications go through serve and worker before their rows are copied")
@@ -54,8 +55,8 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-	if *n <= 0 || *conc <= 0 || *reps <= 0 || *rate < 0 || *rateLimit < 0 || *workers < 0 || *prefill < 0 || *warmup <= 0 || *baseline <= 0 || *stall <= 0 {
-		return usageError{"-n, -c, -reps, -baseline and -stall must be positive; -rate, -rate-limit, -worker-concurrency and -prefill not negative"}
+	if *n <= 0 || *conc <= 0 || *reps <= 0 || *patients <= 0 || *rate < 0 || *rateLimit < 0 || *workers < 0 || *prefill < 0 || *warmup <= 0 || *baseline <= 0 || *stall <= 0 {
+		return usageError{"-n, -c, -reps, -patients, -prefill-warmup, -baseline and -stall must be positive; -rate, -rate-limit, -worker-concurrency and -prefill not negative"}
 	}
 	inProcess := *mode == "id-only" || *mode == "workflows"
 	if !inProcess && *mode != "full-resource" {
@@ -64,7 +65,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	if *prefillVia != prefillSQL && *prefillVia != prefillIntake {
 		return usageError{"-prefill-via must be sql or intake"}
 	}
-	for _, f := range []string{"reps", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall"} {
+	for _, f := range []string{"reps", "patients", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall"} {
 		if inProcess && given[f] {
 			return usageError{"-" + f + " is for the full-resource mode"}
 		}
@@ -100,7 +101,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 		return err
 	}
 	o := eobLoad{
-		n: *n, clients: *conc, rate: *rate, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
+		n: *n, clients: *conc, rate: *rate, patients: *patients, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
 		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers},
 		eob:      raw, prefillRate: 1e6,
 		say: func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) },

@@ -29,7 +29,7 @@ func TestLoadReport(t *testing.T) {
 	report := out.String()
 	t.Logf("report:\n%s", report)
 	for _, want := range []string{
-		"machine: ", "commit: ", "settings: 50 notifications, 16 clients (closed loop), 1 rep(s)",
+		"machine: ", "commit: ", "settings: 50 notifications all for the example's patient, 16 clients (closed loop), 1 rep(s)",
 		"tidings serve and tidings worker as separate processes", "rate limit default (200/s, burst 400", "worker concurrency default (10)",
 		"servers: PostgreSQL ", "intake latency: p50 ", "top statements by calls", "notices after the run: 50 sent\n",
 		"database after the run: 50 events",
@@ -153,12 +153,12 @@ func TestEOBNotificationBodies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	notes, err := newEOBNotifications(raw, "http://127.0.0.1:1/fhir/r4/Subscription/load-eob")
+	notes, err := newEOBNotifications(raw, "http://127.0.0.1:1/fhir/r4/Subscription/load-eob", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if notes.patient != "Patient/Patient2" {
-		t.Errorf("patient %q", notes.patient)
+	if !slices.Equal(notes.Patients, []string{"Patient/Patient2"}) {
+		t.Errorf("patients %q", notes.Patients)
 	}
 	a, b := notes.body("load-7", 8), notes.body("load-12", 13)
 	var bundle struct {
@@ -185,6 +185,22 @@ func TestEOBNotificationBodies(t *testing.T) {
 	same := bytes.ReplaceAll(bytes.ReplaceAll(a, []byte("load-7"), []byte("load-12")), []byte(`"8"`), []byte(`"13"`))
 	if !bytes.Equal(same, b) {
 		t.Error("two bodies differ in more than the id and the number")
+	}
+	if !bytes.Contains(b, []byte(`"patient":{"reference":"Patient/Patient2"}`)) {
+		t.Error("the example's patient is not the one notified")
+	}
+
+	three, err := newEOBNotifications(raw, "http://127.0.0.1:1/fhir/r4/Subscription/load-eob", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for number, want := range map[int]string{1: "Patient/load-0", 2: "Patient/load-1", 3: "Patient/load-2", 4: "Patient/load-0"} {
+		if !bytes.Contains(three.body("x", number), []byte(`"patient":{"reference":"`+want+`"}`)) {
+			t.Errorf("event %d is not about %s", number, want)
+		}
+	}
+	if !slices.Equal(three.Patients, []string{"Patient/load-0", "Patient/load-1", "Patient/load-2"}) {
+		t.Errorf("patients %q", three.Patients)
 	}
 }
 

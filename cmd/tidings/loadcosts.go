@@ -23,8 +23,9 @@ type pgCounters struct{ Commits, Rollbacks int64 }
 // statement is one normalised statement and how often it ran.
 type statement struct {
 	Calls  int64
-	Nested bool   // run by a trigger (a foreign-key check) or a function, not sent by a client
-	Query  string // pg_stat_statements' text: values replaced by $n, cut to 100 characters
+	MS     float64 // execution time, lock waits included
+	Nested bool    // run by a trigger (a foreign-key check) or a function, not sent by a client
+	Query  string  // pg_stat_statements' text: values replaced by $n, cut to 100 characters
 }
 
 // pgCosts is what serve and worker asked of Postgres in the window.
@@ -35,7 +36,8 @@ type pgCosts struct {
 	ExecMS     float64 // execution time of the top-level statements, lock waits included
 	Commits    int64
 	Rollbacks  int64
-	Top        []statement
+	Top        []statement // by calls
+	TopTime    []statement // by time
 }
 
 // resetCosts empties pg_stat_statements and reads the transaction counters;
@@ -87,20 +89,31 @@ func (s *procStack) costs(ctx context.Context, before pgCounters) (pgCosts, erro
 	if err != nil {
 		return c, err
 	}
-	rows, err := s.stats.Query(ctx, `SELECT calls, NOT toplevel, regexp_replace(query, '\s+', ' ', 'g') FROM pg_stat_statements s WHERE `+mine+` ORDER BY calls DESC, query LIMIT 10`, s.PG.User, loadDatabase)
-	if err != nil {
+	if c.Top, err = s.topStatements(ctx, mine, "calls", 10); err != nil {
 		return c, err
 	}
+	c.TopTime, err = s.topStatements(ctx, mine, "total_exec_time", 5)
+	return c, err
+}
+
+// topStatements lists the services' statements with the most of by.
+func (s *procStack) topStatements(ctx context.Context, mine, by string, n int) ([]statement, error) {
+	rows, err := s.stats.Query(ctx, `SELECT calls, total_exec_time, NOT toplevel, regexp_replace(query, '\s+', ' ', 'g')
+		FROM pg_stat_statements s WHERE `+mine+` ORDER BY `+by+` DESC, query LIMIT `+strconv.Itoa(n), s.PG.User, loadDatabase)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
+	var top []statement
 	for rows.Next() {
 		var st statement
-		if err := rows.Scan(&st.Calls, &st.Nested, &st.Query); err != nil {
-			return c, err
+		if err := rows.Scan(&st.Calls, &st.MS, &st.Nested, &st.Query); err != nil {
+			return nil, err
 		}
 		st.Query = cut(st.Query, 100)
-		c.Top = append(c.Top, st)
+		top = append(top, st)
 	}
-	return c, rows.Err()
+	return top, rows.Err()
 }
 
 // cut shortens s to at most n characters.

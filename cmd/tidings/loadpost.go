@@ -78,23 +78,27 @@ func (t *bodyTemplate) fill(values ...string) []byte {
 	return out
 }
 
-// Markers in the EOB template: the resource id and the event number. Both
-// stand inside JSON strings, where the values put in their place (an id of
-// letters, digits and dashes; a decimal number) need no escaping.
+// Markers in the EOB template: the resource id, the event number and the
+// patient reference. They stand inside JSON strings, where the values put
+// in their place (ids of letters, digits and dashes; a decimal number) need
+// no escaping.
 const (
-	idMarker     = "LOADIDMARKER7f3a9c"
-	numberMarker = "987654321987654321"
+	idMarker      = "LOADIDMARKER7f3a9c"
+	numberMarker  = "987654321987654321"
+	patientMarker = "Patient/LOADPATIENTMARKER4e1d"
 )
 
 // eobNotifications makes distinct full-resource EOB notifications: copies of
 // one published example with new ids, numbered as a FHIR server numbers the
-// events of a subscription (1, 2, 3 …).
+// events of a subscription (1, 2, 3 …), for one patient after another.
 type eobNotifications struct {
-	tmpl    *bodyTemplate
-	patient string // the example's patient reference, e.g. Patient/Patient2
+	tmpl     *bodyTemplate
+	Patients []string // patient references, e.g. the example's Patient/Patient2
 }
 
-func newEOBNotifications(raw []byte, subscriptionURL string) (*eobNotifications, error) {
+// newEOBNotifications copies the EOB raw for patients patients: with one,
+// the example's own; with more, Patient/load-0, Patient/load-1, ….
+func newEOBNotifications(raw []byte, subscriptionURL string, patients int) (*eobNotifications, error) {
 	var res map[string]any
 	if err := json.Unmarshal(raw, &res); err != nil {
 		return nil, err
@@ -109,6 +113,7 @@ func newEOBNotifications(raw []byte, subscriptionURL string) (*eobNotifications,
 	}
 	res["id"] = idMarker
 	res["meta"] = map[string]any{"versionId": "1"}
+	patient["reference"] = patientMarker
 	eob, err := json.Marshal(res)
 	if err != nil {
 		return nil, err
@@ -147,30 +152,48 @@ func newEOBNotifications(raw []byte, subscriptionURL string) (*eobNotifications,
 	if err := enc.Encode(bundle); err != nil {
 		return nil, err
 	}
-	t := newBodyTemplate(bytes.TrimSpace(buf.Bytes()), idMarker, numberMarker)
-	if t.count(0) < 2 || t.count(1) != 2 {
-		return nil, fmt.Errorf("notification template has %d id and %d event-number places, want at least 2 and 2", t.count(0), t.count(1))
+	t := newBodyTemplate(bytes.TrimSpace(buf.Bytes()), idMarker, numberMarker, patientMarker)
+	if t.count(0) < 2 || t.count(1) != 2 || t.count(2) != 1 {
+		return nil, fmt.Errorf("notification template has %d id, %d event-number and %d patient places, want at least 2, 2 and 1", t.count(0), t.count(1), t.count(2))
 	}
-	return &eobNotifications{tmpl: t, patient: ref}, nil
+	e := &eobNotifications{tmpl: t, Patients: []string{ref}}
+	if patients > 1 {
+		e.Patients = make([]string, patients)
+		for k := range e.Patients {
+			e.Patients[k] = "Patient/load-" + strconv.Itoa(k)
+		}
+	}
+	return e, nil
 }
 
-// body is the notification of EOB id carrying event number.
+// body is the notification of EOB id carrying event number, about the
+// patients in turn.
 func (e *eobNotifications) body(id string, number int) []byte {
-	return e.tmpl.fill(id, strconv.Itoa(number))
+	return e.tmpl.fill(id, strconv.Itoa(number), e.Patients[(number-1)%len(e.Patients)])
 }
 
-// poster posts notifications to one subscription as a FHIR server would: a
-// 429 is retried after its Retry-After; any other answer is final.
+// poster sends requests as a FHIR server or a payer's system would: a 429
+// is retried after its Retry-After; any other answer is final.
 type poster struct {
-	url    string // the notify URL
-	secret string
-	client *http.Client
-	body   func(i int) []byte
+	method      string
+	url         func(i int) string
+	contentType string
+	token       string // bearer
+	body        func(i int) []byte
+	client      *http.Client
 }
 
-func newPoster(baseURL, subscription, secret string, conns int, body func(i int) []byte) *poster {
+// newPoster sends with at most conns connections at once (0: no limit, for
+// an open loop).
+func newPoster(conns int, method, contentType, token string, url func(i int) string, body func(i int) []byte) *poster {
 	tr := &http.Transport{MaxIdleConnsPerHost: max(conns, 256), MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
-	return &poster{url: baseURL + "/fhir/r4/notify/" + subscription, secret: secret, client: &http.Client{Transport: tr}, body: body}
+	return &poster{method: method, url: url, contentType: contentType, token: token, body: body, client: &http.Client{Transport: tr}}
+}
+
+// notifier posts notification body(i) to a subscription.
+func notifier(baseURL, subscription, secret string, conns int, body func(i int) []byte) *poster {
+	url := baseURL + "/fhir/r4/notify/" + subscription
+	return newPoster(conns, http.MethodPost, "application/fhir+json", secret, func(int) string { return url }, body)
 }
 
 // postOutcome is what posting notifications from..from+n-1 gave.
@@ -220,13 +243,13 @@ func (c *collector) done() postOutcome {
 func (p *poster) post(ctx context.Context, i int, since time.Time, c *collector) {
 	body := p.body(i)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+		req, err := http.NewRequestWithContext(ctx, p.method, p.url(i), bytes.NewReader(body))
 		if err != nil {
 			c.fail(0, err.Error())
 			return
 		}
-		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Authorization", "Bearer "+p.secret)
+		req.Header.Set("Content-Type", p.contentType)
+		req.Header.Set("Authorization", "Bearer "+p.token)
 		resp, err := p.client.Do(req)
 		if err != nil {
 			c.fail(0, err.Error())

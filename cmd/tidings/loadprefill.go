@@ -59,7 +59,7 @@ func prefill(ctx context.Context, s *procStack, o eobLoad, notes *eobNotificatio
 	}
 	o.say("prefill: sending %d notifications through serve and worker, untimed …", p.Sent)
 	base, _, _ := s.Mail.Accepted()
-	res := newPoster(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte {
+	res := notifier(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte {
 		return notes.body("prefill-"+strconv.Itoa(i), i+1)
 	}).closedLoop(ctx, o.clients, 0, p.Sent)
 	if res.accepted < p.Sent {

@@ -331,22 +331,18 @@ func (s *procStack) stopServices() error {
 	return nil
 }
 
-// putContact registers the load patient's email through the API, as a
-// payer's system would.
-func (s *procStack) putContact(ctx context.Context, patientRef string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, s.BaseURL+"/v1/contacts/"+patientRef, strings.NewReader(`{"email":"`+loadEmail+`"}`))
-	if err != nil {
+// putContacts registers the load patients' email address through the API,
+// as a payer's system would, from clients connections.
+func (s *procStack) putContacts(ctx context.Context, patientRefs []string, clients int) error {
+	body := []byte(`{"email":"` + loadEmail + `"}`)
+	res := newPoster(clients, http.MethodPut, "application/json", s.apiToken,
+		func(i int) string { return s.BaseURL + "/v1/contacts/" + patientRefs[i] },
+		func(int) []byte { return body }).closedLoop(ctx, clients, 0, len(patientRefs))
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+s.apiToken)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("PUT /v1/contacts/%s: %s", patientRef, resp.Status)
+	if res.accepted < len(patientRefs) {
+		return fmt.Errorf("PUT /v1/contacts: %d of %d not accepted (first: %s)", len(patientRefs)-res.accepted, len(patientRefs), res.firstErr)
 	}
 	return nil
 }

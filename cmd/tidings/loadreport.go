@@ -68,7 +68,11 @@ func printLoadHeader(w io.Writer, o eobLoad, reps int) {
 	case o.prefill > 0:
 		prefill = fmt.Sprintf("%s notifications through serve and worker", num(float64(o.prefill)))
 	}
-	fmt.Fprintf(w, "settings: %d notifications, %s, %d rep(s) on fresh stacks, baselines %s each, prefill %s\n", o.n, clients, reps, o.baseline, prefill)
+	patients := "all for the example's patient"
+	if o.patients > 1 {
+		patients = fmt.Sprintf("for %s patients in turn", num(float64(o.patients)))
+	}
+	fmt.Fprintf(w, "settings: %d notifications %s, %s, %d rep(s) on fresh stacks, baselines %s each, prefill %s\n", o.n, patients, clients, reps, o.baseline, prefill)
 	limit := fmt.Sprintf("default (%s/s, burst %d, per client address and per subscription)", num(def.RatePerSecond), def.RateBurst)
 	if o.settings.RatePerSecond > 0 {
 		limit = fmt.Sprintf("TIDINGS_RATE_PER_SECOND=%s, TIDINGS_RATE_BURST=%d (-rate-limit)", num(o.settings.RatePerSecond), max(1, int(2*o.settings.RatePerSecond)))
@@ -142,11 +146,11 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	}
 	fmt.Fprintln(w, "top statements by calls (serve and worker):")
 	for _, st := range r.Costs.Top {
-		nested := ""
-		if st.Nested {
-			nested = "(nested) "
-		}
-		fmt.Fprintf(w, "  %9s  %s%s\n", num(float64(st.Calls)), nested, st.Query)
+		fmt.Fprintf(w, "  %9s calls  %s\n", num(float64(st.Calls)), st.label())
+	}
+	fmt.Fprintln(w, "top statements by time (serve and worker; lock waits included):")
+	for _, st := range r.Costs.TopTime {
+		fmt.Fprintf(w, "  %9s ms  %s calls  %s\n", num(st.MS), num(float64(st.Calls)), st.label())
 	}
 	statuses := make([]string, 0, len(r.After.Notices))
 	for st, n := range r.After.Notices {
@@ -155,6 +159,14 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	sort.Strings(statuses)
 	fmt.Fprintf(w, "notices after the run: %s\n", strings.Join(statuses, ", "))
 	fmt.Fprintf(w, "database after the run: %s events, %s MiB\n", num(float64(r.After.Events)), num(float64(r.After.DBBytes)/(1<<20)))
+}
+
+// label is the statement's text, marked when Postgres ran it inside another.
+func (st statement) label() string {
+	if st.Nested {
+		return "(nested) " + st.Query
+	}
+	return st.Query
 }
 
 // medianRep is, figure by figure, the median of the reps' numbers.

@@ -14,6 +14,7 @@ type eobLoad struct {
 	n, clients  int
 	rate        float64 // > 0: open loop at this arrival rate
 	prefill     int
+	patients    int    // notifications go to this many patients in turn
 	prefillVia  string // prefillSQL or prefillIntake
 	warmup      int    // prefillSQL: notifications sent for real
 	baseline    time.Duration
@@ -70,11 +71,11 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 		return r, err
 	}
 	defer s.Close()
-	notes, err := newEOBNotifications(o.eob, s.BaseURL+"/fhir/r4/Subscription/"+loadSubscription)
+	notes, err := newEOBNotifications(o.eob, s.BaseURL+"/fhir/r4/Subscription/"+loadSubscription, o.patients)
 	if err != nil {
 		return r, fmt.Errorf("-eob: %w", err)
 	}
-	if err := s.putContact(ctx, notes.patient); err != nil {
+	if err := s.putContacts(ctx, notes.Patients, o.clients); err != nil {
 		return r, err
 	}
 	if r.Servers, err = s.versions(ctx); err != nil {
@@ -109,7 +110,11 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	mailBase, bytesBase, _ := s.Mail.Accepted()
 	cpu0 := s.cpu()
 	from := int(r.Prefill.Events)
-	p := newPoster(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte { return notes.body("load-"+strconv.Itoa(i), i+1) })
+	conns := o.clients
+	if o.rate > 0 {
+		conns = 0 // open loop: as many connections as requests in flight
+	}
+	p := notifier(s.BaseURL, loadSubscription, s.Secret, conns, func(i int) []byte { return notes.body("load-"+strconv.Itoa(i), i+1) })
 	times := make([]time.Time, o.n)
 	fewer := make(chan int, 1)
 	waited := make(chan error, 1)

@@ -172,7 +172,7 @@ func postAll(ctx context.Context, s *stack, c, n int, body func(i int) ([]byte, 
 		}
 		bodies[i] = b
 	}
-	res := newPoster(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] }).closedLoop(ctx, c, 0, n)
+	res := notifier(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] }).closedLoop(ctx, c, 0, n)
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
