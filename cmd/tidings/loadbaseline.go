@@ -76,15 +76,10 @@ func baselinePostgres(ctx context.Context, url string, clients int, d time.Durat
 		}
 	}
 	return timed(ctx, clients, d, func(ctx context.Context, i int) error {
-		tx, err := conns[i].Begin(ctx)
-		if err != nil {
+		return pgx.BeginFunc(ctx, conns[i], func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO baseline (payload) VALUES ($1)`, payload)
 			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO baseline (payload) VALUES ($1)`, payload); err != nil {
-			tx.Rollback(ctx)
-			return err
-		}
-		return tx.Commit(ctx)
+		})
 	})
 }
 

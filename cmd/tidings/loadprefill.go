@@ -413,19 +413,17 @@ func cloneRows(ctx context.Context, conn *pgx.Conn, plan []cloneTable, copies in
 	}
 	for from := 1; from <= copies; from += cloneBatch {
 		to := min(copies, from+cloneBatch-1)
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			return err
-		}
-		for _, t := range plan {
-			sql := fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s, generate_series(%d, %d) AS r`,
-				pgx.Identifier{t.Name}.Sanitize(), strings.Join(t.Cols, ", "), strings.Join(t.Exprs, ", "), src(t), from, to)
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				tx.Rollback(ctx)
-				return fmt.Errorf("copying %s: %w", t.Name, err)
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			for _, t := range plan {
+				sql := fmt.Sprintf(`INSERT INTO %s (%s) SELECT %s FROM %s, generate_series(%d, %d) AS r`,
+					pgx.Identifier{t.Name}.Sanitize(), strings.Join(t.Cols, ", "), strings.Join(t.Exprs, ", "), src(t), from, to)
+				if _, err := tx.Exec(ctx, sql); err != nil {
+					return fmt.Errorf("copying %s: %w", t.Name, err)
+				}
 			}
-		}
-		if err := tx.Commit(ctx); err != nil {
+			return nil
+		})
+		if err != nil {
 			return err
 		}
 		say("  %d of %d copies …", to, copies)
