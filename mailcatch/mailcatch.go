@@ -73,6 +73,10 @@ type Options struct {
 	// command before the catcher answers 421 and hangs up, as real servers
 	// do with idle clients; 60 s when zero.
 	IdleTimeout time.Duration
+	// CountOnly keeps no message: Accepted counts them and their bytes, and
+	// Messages and WaitFor return none. For measurements that send many
+	// thousands of messages; Dir is then ignored.
+	CountOnly bool
 }
 
 // Reply is an SMTP reply the catcher sends instead of accepting a command.
@@ -107,7 +111,8 @@ type Server struct {
 	conns    map[*countedConn]struct{} // open connections
 	accepted int                       // connections accepted so far
 	msgs     []Message
-	seq      int
+	seq      int           // messages accepted
+	bytes    int64         // their size as received
 	arrived  chan struct{} // closed and replaced on every accepted message
 	closed   bool
 	closeErr error
@@ -120,6 +125,9 @@ func Start(opts Options) (*Server, error) {
 	}
 	if opts.STARTTLS && opts.ImplicitTLS {
 		return nil, errors.New("mailcatch: STARTTLS and ImplicitTLS are mutually exclusive")
+	}
+	if opts.CountOnly {
+		opts.Dir = ""
 	}
 	if opts.Dir != "" {
 		if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
@@ -245,13 +253,22 @@ func (s *Server) Messages() []Message {
 	return cloneMessages(s.msgs)
 }
 
+// Accepted returns how many messages have been accepted so far and their
+// total size, and a channel that is closed when the next one is (or when the
+// server closes): a caller waits for the Nth message without polling.
+func (s *Server) Accepted() (n int, bytes int64, next <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.seq, s.bytes, s.arrived
+}
+
 // WaitFor blocks until at least n messages have been accepted and returns
-// them all. It returns the context's error when ctx ends first, and ErrClosed
-// when the server is closed first.
+// them all (none with CountOnly). It returns the context's error when ctx
+// ends first, and ErrClosed when the server is closed first.
 func (s *Server) WaitFor(ctx context.Context, n int) ([]Message, error) {
 	for {
 		s.mu.Lock()
-		if len(s.msgs) >= n {
+		if s.seq >= n {
 			out := cloneMessages(s.msgs)
 			s.mu.Unlock()
 			return out, nil
@@ -296,8 +313,9 @@ func (s *Server) Close() error {
 	return s.closeErr
 }
 
-// accept records a message and writes its file.
-func (s *Server) accept(m Message) error {
+// accept counts a message of size bytes, and unless CountOnly records it
+// and writes its file.
+func (s *Server) accept(m Message, size int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := s.seq + 1
@@ -310,7 +328,10 @@ func (s *Server) accept(m Message) error {
 		m.Path = path
 	}
 	s.seq = n
-	s.msgs = append(s.msgs, m)
+	s.bytes += size
+	if !s.opts.CountOnly {
+		s.msgs = append(s.msgs, m)
+	}
 	close(s.arrived)
 	s.arrived = make(chan struct{})
 	return nil
@@ -455,6 +476,13 @@ func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (ss *session) Data(r io.Reader) error {
+	if ss.srv.opts.CountOnly {
+		n, err := io.Copy(io.Discard, r)
+		if err != nil {
+			return err
+		}
+		return ss.srv.accept(Message{}, n)
+	}
 	data, err := io.ReadAll(r)
 	if err != nil {
 		return err // ErrDataTooLarge and the like carry their own SMTP code
@@ -470,7 +498,7 @@ func (ss *session) Data(r io.Reader) error {
 	if ss.raw != nil {
 		m.Conn = ss.raw.id
 	}
-	if err := ss.srv.accept(m); err != nil {
+	if err := ss.srv.accept(m, int64(len(data))); err != nil {
 		return err
 	}
 	if hangUp := ss.srv.opts.HangUpAfterData; hangUp != nil && ss.raw != nil && hangUp(m.To) {

@@ -354,6 +354,43 @@ func TestMessagesInOrderAndFilesNumbered(t *testing.T) {
 	}
 }
 
+// CountOnly counts messages and bytes, keeps none and writes no file, and
+// Accepted's channel wakes a waiter on the next message.
+func TestCountOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mail")
+	s := mustStart(t, mailcatch.Options{Dir: dir, STARTTLS: true, CountOnly: true})
+	n, size, next := s.Accepted()
+	if n != 0 || size != 0 {
+		t.Fatalf("before any mail: %d messages, %d bytes", n, size)
+	}
+	c := newClient(t, s, mail.TLSMandatory)
+	if err := c.DialAndSend(newMsg(t, "first")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-next:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accepted's channel not closed by a message")
+	}
+	if err := c.DialAndSend(newMsg(t, "second"), newMsg(t, "third")); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := s.WaitFor(waitCtx(t), 3)
+	if err != nil || len(msgs) != 0 {
+		t.Fatalf("WaitFor: %d messages, %v; want none kept", len(msgs), err)
+	}
+	n, size, _ = s.Accepted()
+	if n != 3 || size < 3*int64(len("first")) {
+		t.Errorf("Accepted: %d messages, %d bytes", n, size)
+	}
+	if len(s.Messages()) != 0 {
+		t.Error("messages kept")
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("message dir created (stat: %v)", err)
+	}
+}
+
 func TestWaitForStopsOnContextAndClose(t *testing.T) {
 	s, err := mailcatch.Start(mailcatch.Options{})
 	if err != nil {

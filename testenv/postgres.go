@@ -38,9 +38,19 @@ type Postgres struct {
 	Dir  string // removed by Stop
 	Log  string // server log file, inside Dir
 
+	opts    PostgresOptions
 	mu      sync.Mutex
 	srv     *child
 	stopped bool
+}
+
+// PostgresOptions tune a PostgreSQL cluster.
+type PostgresOptions struct {
+	// StatStatements preloads pg_stat_statements and makes it track every
+	// statement, nested ones too (pg_stat_statements.track=all), so that a
+	// measurement can count what a program ran. Each database that reads the
+	// view still needs CREATE EXTENSION pg_stat_statements.
+	StatStatements bool
 }
 
 // StartPostgres creates a cluster with initdb in a new folder under dir ("" for
@@ -51,6 +61,11 @@ type Postgres struct {
 // As root, initdb and postgres run as the `postgres` system user, which must be
 // able to enter dir.
 func StartPostgres(ctx context.Context, dir string) (*Postgres, error) {
+	return StartPostgresWith(ctx, dir, PostgresOptions{})
+}
+
+// StartPostgresWith is StartPostgres with options.
+func StartPostgresWith(ctx context.Context, dir string, opts PostgresOptions) (*Postgres, error) {
 	bins, err := findPostgres(os.Getenv("PATH"), pgLibGlob)
 	if err != nil {
 		return nil, err
@@ -70,7 +85,7 @@ func StartPostgres(ctx context.Context, dir string) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{Host: "127.0.0.1", User: pgUser, Dir: base, Log: filepath.Join(base, "postgres.log")}
+	p := &Postgres{Host: "127.0.0.1", User: pgUser, Dir: base, Log: filepath.Join(base, "postgres.log"), opts: opts}
 	if err := p.start(ctx, bins, cred); err != nil {
 		_ = p.Stop()
 		return nil, err
@@ -108,7 +123,7 @@ func (p *Postgres) start(ctx context.Context, bins pgBinaries, cred *syscall.Cre
 		if err != nil {
 			return err
 		}
-		srv, err := startChild(bins.postgres, pgConfigArgs(dataDir, p.Dir, port), p.Dir, p.Log, cred, syscall.SIGQUIT)
+		srv, err := startChild(bins.postgres, pgConfigArgs(dataDir, p.Dir, port, p.opts), childEnv(), p.Dir, p.Log, cred, syscall.SIGQUIT)
 		if err != nil {
 			return err
 		}
@@ -202,6 +217,10 @@ func (p *Postgres) Stop() error {
 	return nil
 }
 
+// PID is the postmaster's process id (0 before it started), for reading
+// what the server costs from /proc.
+func (p *Postgres) PID() int { return p.pid() }
+
 // pid is the postmaster's process id (0 before it started).
 func (p *Postgres) pid() int {
 	p.mu.Lock()
@@ -215,7 +234,7 @@ func (p *Postgres) pid() int {
 // pgConfigArgs are the postgres command-line settings for a throwaway
 // cluster: loopback only, durability off (the data dies with the test),
 // enough connections for parallel tests.
-func pgConfigArgs(dataDir, socketDir string, port int) []string {
+func pgConfigArgs(dataDir, socketDir string, port int, opts PostgresOptions) []string {
 	settings := []string{
 		"listen_addresses=127.0.0.1",
 		"port=" + strconv.Itoa(port),
@@ -225,6 +244,9 @@ func pgConfigArgs(dataDir, socketDir string, port int) []string {
 		"full_page_writes=off",
 		"max_connections=200",
 		"logging_collector=off",
+	}
+	if opts.StatStatements {
+		settings = append(settings, "shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")
 	}
 	args := []string{"-D", dataDir}
 	for _, s := range settings {

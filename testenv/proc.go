@@ -31,21 +31,21 @@ type child struct {
 }
 
 // startChild starts a long-running server process in its own process group,
-// with its stdout and stderr appended to logPath.
+// with environment env and its stdout and stderr appended to logPath.
 //
 // The child gets pdeathsig: the kernel sends it that signal when the thread
 // that forked it exits, so a test binary that dies (panic, timeout, SIGKILL)
 // takes its servers along. Because the signal is tied to the thread rather
 // than the process, the fork happens on a goroutine that keeps its OS thread
 // locked until the child has been reaped.
-func startChild(bin string, args []string, dir, logPath string, cred *syscall.Credential, pdeathsig syscall.Signal) (*child, error) {
+func startChild(bin string, args, env []string, dir, logPath string, cred *syscall.Credential, pdeathsig syscall.Signal) (*child, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("testenv: open server log: %w", err)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
-	cmd.Env = childEnv()
+	cmd.Env = env
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{

@@ -96,7 +96,7 @@ func (r *Redis) start(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, startTimeout)
 		defer cancel()
 	}
-	srv, err := startChild(r.bin, r.args(), r.Dir, r.Log, nil, syscall.SIGKILL)
+	srv, err := startChild(r.bin, r.args(), childEnv(), r.Dir, r.Log, nil, syscall.SIGKILL)
 	if err != nil {
 		return err
 	}
@@ -182,6 +182,10 @@ func (r *Redis) Close() error {
 	}
 	return nil
 }
+
+// PID is the server's process id (0 while stopped), for reading what the
+// server costs from /proc.
+func (r *Redis) PID() int { return r.pid() }
 
 // pid is the server's process id (0 while stopped).
 func (r *Redis) pid() int {

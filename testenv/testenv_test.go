@@ -563,3 +563,46 @@ func contains(xs []int, x int) bool {
 	}
 	return false
 }
+
+// With StatStatements the server counts every statement, nested ones too.
+func TestPostgresStatStatements(t *testing.T) {
+	ctx := t.Context()
+	pg, err := StartPostgresWith(ctx, "", PostgresOptions{StatStatements: true})
+	if err != nil {
+		t.Fatalf("StartPostgresWith: %v", err)
+	}
+	t.Cleanup(func() { _ = pg.Stop() })
+	if pg.PID() == 0 || !alive(pg.PID()) {
+		t.Fatalf("PID %d", pg.PID())
+	}
+	conn := connect(t, pg.URL("postgres"))
+	for _, sql := range []string{
+		`CREATE EXTENSION pg_stat_statements`,
+		`CREATE FUNCTION probe_nested() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN (SELECT 41 + 1); END $$`,
+		`SELECT pg_stat_statements_reset()`,
+	} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	for range 3 {
+		if _, err := conn.Exec(ctx, `SELECT probe_nested()`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var outer, nested int64
+	err = conn.QueryRow(ctx, `SELECT
+		coalesce(sum(calls) FILTER (WHERE query LIKE 'SELECT probe_nested()%'), 0),
+		coalesce(sum(calls) FILTER (WHERE query LIKE '%41 + 1%' OR query LIKE '%$1 + $2%'), 0)
+		FROM pg_stat_statements`).Scan(&outer, &nested)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if outer != 3 || nested != 3 {
+		t.Errorf("calls: outer %d, nested %d; want 3 and 3 (track=all)", outer, nested)
+	}
+	var track string
+	if err := conn.QueryRow(ctx, `SHOW pg_stat_statements.track`).Scan(&track); err != nil || track != "all" {
+		t.Errorf("pg_stat_statements.track = %q, %v", track, err)
+	}
+}

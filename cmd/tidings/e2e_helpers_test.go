@@ -29,7 +29,16 @@ import (
 	"github.com/tidings-health/tidings/testenv"
 )
 
+// asTidingsEnv makes the test binary be the tidings command (main with its
+// arguments), so that `tidings load` can run serve and worker as separate
+// processes of os.Executable() in a test.
+const asTidingsEnv = "GO_TEST_BINARY_IS_TIDINGS"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(asTidingsEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
 	testenv.Main(m, func(ctx context.Context, url string) error { return migrations.Up(ctx, url, nil) })
 }
 

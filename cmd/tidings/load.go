@@ -2,45 +2,78 @@ package main
 
 import (
 	"context"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"runtime/pprof"
-	"sort"
-	"strings"
 	"time"
-
-	"github.com/tidings-health/tidings/delivery"
-	"github.com/tidings-health/tidings/fhir"
-	"github.com/tidings-health/tidings/intake"
 )
 
 func runLoad(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("load [flags]", `Starts a local stack like "tidings dev", posts N distinct EOB notifications
-(copies of one published example with new ids) from C concurrent clients with the
-worker stopped, then starts the worker and waits until it has delivered them to
-the local mail catcher over STARTTLS. Prints intake throughput and latency
-percentiles, and delivery throughput. With -mode id-only the notifications carry
-only references, and a FHIR server on loopback (inside this command, serving the
-same copies) answers the worker's reads. With -mode workflows it books N
-appointments (default 100000) and reports how fast runs are created, what the
-waiting runs cost in Redis and Postgres, and how late reminders go out after
-their due time. Nothing leaves this machine.`, stderr)
-	mode := fs.String("mode", "full-resource", "full-resource, id-only or workflows")
+	fs := newFlags("load [flags]", `Measures Tidings on this machine and prints a plain-text report, one figure a line.
+
+The default (full-resource) mode starts PostgreSQL (with pg_stat_statements), Redis
+and a STARTTLS mail catcher, prepares the database as an operator would (tidings
+migrate up, subscription add, workflow install --builtins), and runs tidings serve
+and tidings worker as separate processes of this binary configured only by TIDINGS_*
+variables, with their default settings unless -rate-limit or -worker-concurrency is
+given. In the same run it first measures two baselines: single-row Postgres
+transactions (BEGIN; INSERT one 12 KB row; COMMIT) and bare STARTTLS sends to the
+same catcher. Then it posts N distinct EOB notifications (copies of one published
+example with new ids and event numbers) from C clients, or at a fixed arrival rate
+with -rate, while the worker runs; the window runs from the first POST until the
+catcher accepts the last expected mail, and nothing reads Postgres inside it. It
+reports intake rate and latency, notices/s end to end and as ratios to the
+baselines, the rate by tenth of the run, statements and transactions per delivered
+notice (pg_stat_statements, pg_stat_database), the top statements, and the peak RSS
+and CPU of serve and worker. -reps K repeats all of it on fresh stacks and prints
+the median of each figure.
+
+-mode id-only (the worker reads each EOB from a FHIR server inside this command)
+and -mode workflows (N appointment runs; how late reminders go out) run the API and
+the worker inside this command, and say so. Nothing leaves this machine.`, stderr)
+	mode := fs.String("mode", "full-resource", "full-resource (serve and worker as separate processes), id-only or workflows (both in-process)")
+	n := fs.Int("n", 20000, "notifications to post (-mode workflows: appointments, default 100000)")
+	conc := fs.Int("c", 16, "concurrent clients, and connections of each baseline")
+	reps := fs.Int("reps", 1, "full-resource: measure this many times, each on a fresh stack, and print the medians")
+	rate := fs.Float64("rate", 0, "full-resource: post at this fixed arrival rate (notifications/s, open loop) instead of from -c clients as fast as they are answered")
+	rateLimit := fs.Float64("rate-limit", 0, "full-resource: serve's TIDINGS_RATE_PER_SECOND (burst twice that); 0: its default")
+	workers := fs.Int("worker-concurrency", 0, "TIDINGS_WORKER_CONCURRENCY; 0: the worker's default (in-process modes: 20)")
+	patients := fs.Int("patients", 1, "full-resource: spread the notifications over this many patients (Patient/load-0 …), each with a contact registered through the API; 1: all for the example's own patient")
+	prefill := fs.Int("prefill", 0, "full-resource: first grow the tables to about this many events (untimed, serve and worker without the rate limit), then restart serve and worker and measure")
+	prefillVia := fs.String("prefill-via", prefillSQL, "how -prefill grows the tables: sql (send -prefill-warmup notifications through serve and worker, then copy the rows they wrote, with new keys, by SQL) or intake (send them all through serve and worker)")
+	warmup := fs.Int("prefill-warmup", 1000, "with -prefill-via sql: how many notifications go through serve and worker before their rows are copied")
+	baseline := fs.Duration("baseline", 5*time.Second, "full-resource: how long each baseline runs")
+	stall := fs.Duration("stall", 2*time.Minute, "full-resource: give up when no mail arrives for this long")
 	near := fs.Int("due", 2000, "with -mode workflows: of the N runs, how many have a reminder due during the run")
 	apptFile := fs.String("appointment", "fhir/testdata/hl7-fhir-r4-spec/appointment-example.json", "with -mode workflows: the Appointment (or Bundle holding one) to copy")
-	n := fs.Int("n", 2000, "notifications to post")
-	conc := fs.Int("c", 16, "concurrent clients")
-	workers := fs.Int("worker-concurrency", 20, "worker concurrency (Asynq)")
 	tmpl := fs.String("eob", "examples/replay/ExplanationOfBenefit-EOBProfessional1.json", "EOB resource to copy")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (API and worker) to this file")
+	cpuProfile := fs.String("cpuprofile", "", "in-process modes: write a CPU profile of the whole run (API and worker) to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if *n <= 0 || *conc <= 0 || *reps <= 0 || *patients <= 0 || *rate < 0 || *rateLimit < 0 || *workers < 0 || *prefill < 0 || *warmup <= 0 || *baseline <= 0 || *stall <= 0 {
+		return usageError{"-n, -c, -reps, -patients, -prefill-warmup, -baseline and -stall must be positive; -rate, -rate-limit, -worker-concurrency and -prefill not negative"}
+	}
+	inProcess := *mode == "id-only" || *mode == "workflows"
+	if !inProcess && *mode != "full-resource" {
+		return usageError{"-mode must be full-resource, id-only or workflows"}
+	}
+	if *prefillVia != prefillSQL && *prefillVia != prefillIntake {
+		return usageError{"-prefill-via must be sql or intake"}
+	}
+	for _, f := range []string{"reps", "patients", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall"} {
+		if inProcess && given[f] {
+			return usageError{"-" + f + " is for the full-resource mode"}
+		}
+	}
 	if *cpuProfile != "" {
+		if !inProcess {
+			return usageError{"-cpuprofile profiles this process: it needs an in-process mode (id-only, workflows)"}
+		}
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
 			return err
@@ -51,132 +84,43 @@ their due time. Nothing leaves this machine.`, stderr)
 		}
 		defer pprof.StopCPUProfile()
 	}
-	if *n <= 0 || *conc <= 0 {
-		return usageError{"-n and -c must be positive"}
+	if inProcess && *workers == 0 {
+		*workers = 20
 	}
-	if *mode == "workflows" {
-		if *n == 2000 {
+	switch *mode {
+	case "workflows":
+		if !given["n"] {
 			*n = 100000
 		}
 		return runWorkflowLoad(ctx, workflowLoad{runs: *n, due: *near, clients: *conc, workers: *workers, appointment: *apptFile}, stdout, stderr)
-	}
-	if *mode != "full-resource" && *mode != "id-only" {
-		return usageError{"-mode must be full-resource, id-only or workflows"}
+	case "id-only":
+		return runIDOnlyLoad(ctx, *n, *conc, *workers, *tmpl, stdout, stderr)
 	}
 	raw, err := os.ReadFile(*tmpl)
 	if err != nil {
 		return err
 	}
-	mailDir, err := os.MkdirTemp("", "tidings-load-mail-")
-	if err != nil {
-		return err
+	o := eobLoad{
+		n: *n, clients: *conc, rate: *rate, patients: *patients, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
+		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers},
+		eob:      raw, prefillRate: 1e6,
+		say: func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) },
 	}
-	defer os.RemoveAll(mailDir)
-	// The worker starts after intake so each figure measures one side alone.
-	s, err := startStack(ctx, stackOptions{MailDir: mailDir, Concurrency: *workers, Progress: stderr, DeferWorker: true})
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-
-	fmt.Fprintf(stderr, "preparing %d %s notifications …\n", *n, *mode)
-	bodies := make([][]byte, *n)
-	served := map[string][]byte{}
-	for i := range bodies {
-		var res map[string]any
-		if err := json.Unmarshal(raw, &res); err != nil {
-			return fmt.Errorf("%s: %w", *tmpl, err)
-		}
-		id := fmt.Sprintf("load-%d", i)
-		res["id"] = id
-		res["meta"] = map[string]any{"versionId": "1"}
-		b, _ := json.Marshal(res)
-		if *mode == "id-only" {
-			served["ExplanationOfBenefit/"+id] = b
-			continue
-		}
-		if bodies[i], err = fhir.WrapResources(b, s.BaseURL+"/fhir/r4/Subscription/"+devSubscription, "load", time.Now().UTC()); err != nil {
-			return err
-		}
-	}
-	if *mode == "id-only" {
-		base, stop, err := serveLoadFHIR(served)
+	printLoadHeader(stdout, o, *reps)
+	var results []repResult
+	for i := 1; i <= *reps; i++ {
+		o.say("rep %d of %d: starting a fresh stack …", i, *reps)
+		r, err := runEOBRep(ctx, o)
 		if err != nil {
-			return err
+			return fmt.Errorf("rep %d: %w", i, err)
 		}
-		defer stop()
-		if err := s.app.store.CreateSource(ctx, intake.Source{ID: "load-ehr", TenantID: devTenant, BaseURL: base, AuthType: "none"}, nil); err != nil {
-			return err
-		}
-		if err := s.app.store.AttachSource(ctx, devSubscription, "load-ehr", "", 0); err != nil {
-			return err
-		}
-		for i := range bodies {
-			bodies[i] = idOnlyNotification(base, "ExplanationOfBenefit", fmt.Sprintf("load-%d", i), int64(i+1))
-		}
+		fmt.Fprintf(stdout, "rep %d of %d:\n", i, *reps)
+		printRep(stdout, o, r, false)
+		results = append(results, r)
 	}
-
-	fmt.Fprintf(stderr, "posting with %d clients …\n", *conc)
-	start := time.Now()
-	lat, failed, err := postAll(ctx, s, *conc, *n, func(i int) ([]byte, error) { return bodies[i], nil })
-	if err != nil {
-		return err
+	if *reps > 1 {
+		fmt.Fprintf(stdout, "median of %d reps:\n", *reps)
+		printRep(stdout, o, medianRep(results), true)
 	}
-	intake := time.Since(start)
-	fmt.Fprintln(stderr, "starting the worker; waiting for delivery …")
-	start = time.Now()
-	if err := s.StartWorker(); err != nil {
-		return err
-	}
-	for {
-		c, err := s.app.store.CountAll(ctx, devTenant)
-		if err != nil {
-			return err
-		}
-		if c.Notices >= int64(*n-failed) && c.ByStatus[delivery.NoticePending] == 0 {
-			break
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	total := time.Since(start)
-	c, _ := s.app.store.CountAll(ctx, devTenant)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	host, _ := os.Hostname()
-	fmt.Fprintf(stdout, "machine: %s, %d notifications, %d clients, worker concurrency %d\n", host, *n, *conc, *workers)
-	fmt.Fprintf(stdout, "intake:   %.0f notifications/s  p50 %s  p99 %s  max %s  (non-202: %d)\n",
-		float64(*n)/intake.Seconds(), pctOf(lat, 0.50), pctOf(lat, 0.99), lat[len(lat)-1].Round(10*time.Microsecond), failed)
-	fmt.Fprintf(stdout, "delivery: %.0f notices/s from a full queue to the mail catcher over STARTTLS (%d sent, %d denied, %d failed in %s)\n",
-		float64(c.ByStatus[delivery.NoticeSent])/total.Seconds(), c.ByStatus[delivery.NoticeSent], c.ByStatus[delivery.NoticeDenied], c.ByStatus[delivery.NoticeFailed], total.Round(time.Millisecond))
 	return nil
-}
-
-// serveLoadFHIR serves resources by "Type/id" on a loopback port, as the FHIR
-// server an id-only notification points at.
-func serveLoadFHIR(resources map[string][]byte) (base string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		res, ok := resources[strings.TrimPrefix(r.URL.Path, "/fhir/")]
-		w.Header().Set("Content-Type", "application/fhir+json")
-		if !ok {
-			w.WriteHeader(http.StatusNotFound)
-			w.Write([]byte(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"not-found"}]}`))
-			return
-		}
-		w.Write(res)
-	}), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String() + "/fhir", func() { srv.Close() }, nil
-}
-
-// idOnlyNotification is a Backport event-notification with id-only content.
-func idOnlyNotification(base, typ, id string, number int64) []byte {
-	ref := base + "/" + typ + "/" + id
-	return []byte(fmt.Sprintf(`{"resourceType":"Bundle","type":"history","entry":[{"fullUrl":"urn:uuid:00000000-0000-4000-8000-%012d","resource":{"resourceType":"Parameters","parameter":[{"name":"subscription","valueReference":{"reference":"%s/Subscription/load"}},{"name":"status","valueCode":"active"},{"name":"type","valueCode":"event-notification"},{"name":"notification-event","part":[{"name":"event-number","valueString":"%d"},{"name":"focus","valueReference":{"reference":%q}}]}]},"request":{"method":"GET","url":"Subscription/load/$status"},"response":{"status":"200"}},{"fullUrl":%q,"request":{"method":"PUT","url":"%s/%s"},"response":{"status":"200"}}]}`,
-		number, base, number, ref, ref, typ, id))
 }

@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -47,12 +44,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	if err != nil {
 		return err
 	}
-	mailDir, err := os.MkdirTemp("", "tidings-load-mail-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(mailDir)
-	s, err := startStack(ctx, stackOptions{MailDir: mailDir, Concurrency: o.workers, Progress: stderr, NoWorkflows: true})
+	s, err := startStack(ctx, stackOptions{Concurrency: o.workers, Progress: stderr, NoWorkflows: true})
 	if err != nil {
 		return err
 	}
@@ -154,10 +146,11 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 		return err
 	}
 
-	host, _ := os.Hostname()
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	sort.Slice(delays, func(i, j int) bool { return delays[i] < delays[j] })
-	fmt.Fprintf(stdout, "machine: %s, %d appointment runs (%d far, %d due now), %d clients, worker concurrency %d\n", host, o.runs, far, o.due, o.clients, o.workers)
+	fmt.Fprintln(stdout, inProcessNote)
+	fmt.Fprintf(stdout, "machine: %s\ncommit: %s\n", machine(), commit())
+	fmt.Fprintf(stdout, "settings: %d appointment runs (%d far, %d due now), %d clients, worker concurrency %d\n", o.runs, far, o.due, o.clients, o.workers)
 	fmt.Fprintf(stdout, "booking intake: %.0f notifications/s  p50 %s  p99 %s  (non-202: %d)\n",
 		float64(far)/intake.Seconds(), pctOf(lat, 0.50), pctOf(lat, 0.99), failed)
 	fmt.Fprintf(stdout, "runs created:   %.0f runs/s (%d runs started and waiting in %s)\n", float64(far-failed)/created.Seconds(), far-failed, created.Round(time.Second))
@@ -170,7 +163,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 }
 
 // postAll posts n notifications built by body from c clients and returns
-// the latencies and the count that did not get 202.
+// the latencies of those accepted, sorted, and the count of those not.
 func postAll(ctx context.Context, s *stack, c, n int, body func(i int) ([]byte, error)) ([]time.Duration, int, error) {
 	bodies := make([][]byte, n)
 	for i := range bodies {
@@ -180,37 +173,14 @@ func postAll(ctx context.Context, s *stack, c, n int, body func(i int) ([]byte, 
 		}
 		bodies[i] = b
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: c, MaxConnsPerHost: c}}
-	lat := make([]time.Duration, n)
-	var next, failures atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < c; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(bodies[i]))
-				req.Header.Set("Content-Type", "application/fhir+json")
-				req.Header.Set("Authorization", "Bearer "+s.Secret)
-				resp, err := client.Do(req)
-				if err == nil {
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				lat[i] = time.Since(t0)
-				if err != nil || resp.StatusCode != http.StatusAccepted {
-					failures.Add(1)
-				}
-			}
-		}()
+	res := notifier(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] }).closedLoop(ctx, c, 0, n)
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
 	}
-	wg.Wait()
-	return lat, int(failures.Load()), ctx.Err()
+	if len(res.lat) == 0 {
+		return nil, 0, fmt.Errorf("no notification was accepted (first failure: %s)", res.firstErr)
+	}
+	return res.lat, res.failures(), nil
 }
 
 // waitRuns waits until n runs wait (their first wait reached), printing a
@@ -285,18 +255,24 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 func redisUsed(ctx context.Context, rc *redis.Client) int64 {
-	info, err := rc.Info(ctx, "memory").Result()
+	n, _ := strconv.ParseInt(redisInfo(ctx, rc, "memory")["used_memory"], 10, 64)
+	return n
+}
+
+// redisInfo is one section of Redis' INFO as a map; empty when Redis does
+// not answer.
+func redisInfo(ctx context.Context, rc *redis.Client, section string) map[string]string {
+	out := map[string]string{}
+	info, err := rc.Info(ctx, section).Result()
 	if err != nil {
-		return 0
+		return out
 	}
 	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			var n int64
-			fmt.Sscanf(v, "%d", &n)
-			return n
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+			out[k] = v
 		}
 	}
-	return 0
+	return out
 }
 
 func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }

@@ -1,0 +1,273 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+const loadEOB = "../../examples/replay/ExplanationOfBenefit-EOBProfessional1.json"
+
+// `tidings load` end to end with a tiny N: serve and worker as separate
+// processes of the (test) binary, every figure in the report, the counts
+// adding up, and nothing left running or on disk afterwards.
+func TestLoadReport(t *testing.T) {
+	t.Setenv(asTidingsEnv, "1")
+	kids, dirs := ourChildren(t), loadDirs(t)
+	var out, progress bytes.Buffer
+	err := realMain(t.Context(), []string{"load", "-n", "50", "-reps", "1", "-baseline", "300ms", "-eob", loadEOB}, &out, &progress)
+	if err != nil {
+		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	report := out.String()
+	t.Logf("report:\n%s", report)
+	for _, want := range []string{
+		"machine: ", "commit: ", "settings: 50 notifications all for the example's patient, 16 clients (closed loop), 1 rep(s)",
+		"tidings serve and tidings worker as separate processes", "rate limit default (200/s, burst 400", "worker concurrency default (10)",
+		"servers: PostgreSQL ", "intake latency: p50 ", "top statements by calls", "notices after the run: 50 sent\n",
+		"database after the run: 50 events",
+		"intake non-2xx: 0 throttled (429, retried after Retry-After), 0 other non-2xx or no answer\n",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	positive := func(pattern string) float64 {
+		t.Helper()
+		m := regexp.MustCompile(pattern).FindStringSubmatch(report)
+		if m == nil {
+			t.Errorf("report lacks %s", pattern)
+			return 0
+		}
+		x, err := strconv.ParseFloat(strings.ReplaceAll(m[1], ",", ""), 64)
+		if err != nil || x <= 0 {
+			t.Errorf("%s: %q is not a positive number", pattern, m[1])
+		}
+		return x
+	}
+	positive(`baseline postgres: ([\d,.]+) single-row transactions/s \(16 clients, 12 KB rows`)
+	positive(`baseline smtp: ([\d,.]+) mails/s reusing connections`)
+	positive(`, ([\d,.]+) mails/s one connection each`)
+	positive(`intake: ([\d,.]+) notifications/s \(50 accepted`)
+	e2e := positive(`end to end: ([\d,.]+) notices/s \(50 in `)
+	positive(`= ([\d,.e-]+) × postgres baseline`)
+	positive(`, ([\d,.e-]+) × smtp baseline`)
+	if got := positive(`delivered: ([\d,]+) mails of 50 accepted notifications`); got != 50 {
+		t.Errorf("delivered %v of 50", got)
+	}
+	statements := positive(`statements per delivered notice: ([\d,.]+) \(`)
+	calls := positive(`\(([\d,]+) calls sent by serve and worker`)
+	if statements*50 < calls*0.99 || statements*50 > calls*1.01 {
+		t.Errorf("%v statements per notice × 50 notices ≠ %v calls", statements, calls)
+	}
+	positive(`nested statements per delivered notice: ([\d,.]+)`)
+	positive(`transactions per delivered notice: ([\d,.]+)`)
+	positive(`statement time per delivered notice: ([\d,.]+) ms`)
+	serve, worker := positive(`memory: serve ([\d,.]+) MiB`), positive(`, worker ([\d,.]+) MiB peak RSS`)
+	if sum := positive(`together ([\d,.]+) MiB`); sum < (serve+worker)*0.98 || sum > (serve+worker)*1.02 {
+		t.Errorf("memory: %v + %v ≠ %v", serve, worker, sum)
+	}
+	positive(`cpu in the window: serve ([\d,.]+) s`)
+	positive(`, postgres ([\d,.]+) s`)
+	if m := regexp.MustCompile(`end to end by tenth of the mails: ((?:[\d,.]+, ){9}[\d,.]+) notices/s`).FindStringSubmatch(report); m == nil {
+		t.Error("no rate for each tenth")
+	} else if e2e > 0 {
+		t.Logf("tenths %s; whole run %v/s", m[1], e2e)
+	}
+	if strings.Contains(report, "median of") {
+		t.Error("a median printed for one rep")
+	}
+	if strings.Contains(report+progress.String(), loadEmail) {
+		t.Error("the patient's email address is in the output")
+	}
+	assertNothingLeft(t, kids, dirs)
+}
+
+// A run that fails half-way (here: no mail within a millisecond of the
+// first POST) stops everything it started.
+func TestLoadFailureLeavesNothing(t *testing.T) {
+	t.Setenv(asTidingsEnv, "1")
+	kids, dirs := ourChildren(t), loadDirs(t)
+	var out, progress bytes.Buffer
+	err := realMain(t.Context(), []string{"load", "-n", "20", "-baseline", "100ms", "-stall", "1ms", "-eob", loadEOB}, &out, &progress)
+	if err == nil || !strings.Contains(err.Error(), "no mail for 1ms") {
+		t.Fatalf("load: %v, want no mail for 1ms\nprogress:\n%s", err, progress.String())
+	}
+	assertNothingLeft(t, kids, dirs)
+}
+
+// ourChildren lists this process's children: the test servers of
+// testenv.Main, and whatever a test started and did not stop.
+func ourChildren(t *testing.T) []int {
+	t.Helper()
+	var kids []int
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := procStat(pid); len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(os.Getpid()) {
+			kids = append(kids, pid)
+		}
+	}
+	slices.Sort(kids)
+	return kids
+}
+
+func loadDirs(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "tidings-load-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
+// assertNothingLeft checks that the load command stopped every process it
+// started and removed its folders.
+func assertNothingLeft(t *testing.T, kidsBefore []int, dirsBefore []string) {
+	t.Helper()
+	if kids := ourChildren(t); !slices.Equal(kids, kidsBefore) {
+		t.Errorf("child processes %v after the load, %v before", kids, kidsBefore)
+	}
+	if dirs := loadDirs(t); !slices.Equal(dirs, dirsBefore) {
+		t.Errorf("folders %v after the load, %v before", dirs, dirsBefore)
+	}
+}
+
+// Bodies are the template with the id and the event number in place, and
+// nothing else changed.
+func TestEOBNotificationBodies(t *testing.T) {
+	raw, err := os.ReadFile(loadEOB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes, err := newEOBNotifications(raw, "http://127.0.0.1:1/fhir/r4/Subscription/load-eob", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(notes.Patients, []string{"Patient/Patient2"}) {
+		t.Errorf("patients %q", notes.Patients)
+	}
+	a, b := notes.body("load-7", 8), notes.body("load-12", 13)
+	var bundle struct {
+		Entry []struct {
+			Resource json.RawMessage
+		}
+	}
+	if err := json.Unmarshal(b, &bundle); err != nil || len(bundle.Entry) < 2 {
+		t.Fatalf("body does not parse: %v", err)
+	}
+	var eob struct{ ID, ResourceType string }
+	json.Unmarshal(bundle.Entry[1].Resource, &eob)
+	if eob.ID != "load-12" || eob.ResourceType != "ExplanationOfBenefit" {
+		t.Errorf("focus %s/%s", eob.ResourceType, eob.ID)
+	}
+	for _, want := range []string{`"event-number","valueString":"13"`, `"events-since-subscription-start","valueString":"13"`, `"ExplanationOfBenefit/load-12"`} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("body lacks %s", want)
+		}
+	}
+	if bytes.Contains(b, []byte(idMarker)) || bytes.Contains(b, []byte(numberMarker)) {
+		t.Error("a marker left in the body")
+	}
+	same := bytes.ReplaceAll(bytes.ReplaceAll(a, []byte("load-7"), []byte("load-12")), []byte(`"8"`), []byte(`"13"`))
+	if !bytes.Equal(same, b) {
+		t.Error("two bodies differ in more than the id and the number")
+	}
+	if !bytes.Contains(b, []byte(`"patient":{"reference":"Patient/Patient2"}`)) {
+		t.Error("the example's patient is not the one notified")
+	}
+
+	three, err := newEOBNotifications(raw, "http://127.0.0.1:1/fhir/r4/Subscription/load-eob", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for number, want := range map[int]string{1: "Patient/load-0", 2: "Patient/load-1", 3: "Patient/load-2", 4: "Patient/load-0"} {
+		if !bytes.Contains(three.body("x", number), []byte(`"patient":{"reference":"`+want+`"}`)) {
+			t.Errorf("event %d is not about %s", number, want)
+		}
+	}
+	if !slices.Equal(three.Patients, []string{"Patient/load-0", "Patient/load-1", "Patient/load-2"}) {
+		t.Errorf("patients %q", three.Patients)
+	}
+}
+
+func TestTenthsAndMedian(t *testing.T) {
+	start := time.Unix(1000, 0)
+	times := make([]time.Time, 100)
+	for i := range times {
+		// 10 mails a second for the first half, 20 for the second.
+		if i < 50 {
+			times[i] = start.Add(time.Duration(i+1) * 100 * time.Millisecond)
+		} else {
+			times[i] = start.Add(5*time.Second + time.Duration(i-49)*50*time.Millisecond)
+		}
+	}
+	got := tenths(start, times)
+	for k, want := range []float64{10, 10, 10, 10, 10, 20, 20, 20, 20, 20} {
+		if got[k] < want*0.999 || got[k] > want*1.001 {
+			t.Errorf("tenth %d: %v/s, want %v", k+1, got[k], want)
+		}
+	}
+	reps := []repResult{
+		{E2ERate: 3, P99: 30 * time.Millisecond, Tenths: [10]float64{1}, Costs: pgCosts{Statements: 9}, FirstErr: "x"},
+		{E2ERate: 1, P99: 10 * time.Millisecond, Tenths: [10]float64{5}, Costs: pgCosts{Statements: 1}},
+		{E2ERate: 2, P99: 20 * time.Millisecond, Tenths: [10]float64{3}, Costs: pgCosts{Statements: 4}},
+	}
+	m := medianRep(reps)
+	if m.E2ERate != 2 || m.P99 != 20*time.Millisecond || m.Tenths[0] != 3 || m.Costs.Statements != 4 || m.FirstErr != "" {
+		t.Errorf("median %+v", m)
+	}
+	if got := medianRep(reps[:2]); got.E2ERate != 2 || got.Costs.Statements != 5 {
+		t.Errorf("median of two: %v, %v", got.E2ERate, got.Costs.Statements)
+	}
+	for x, want := range map[float64]string{2617.4: "2,617", 58.04: "58", 0.02164: "0.0216", 1234567: "1,234,567", 100: "100"} {
+		if got := num(x); got != want {
+			t.Errorf("num(%v) = %q, want %q", x, got, want)
+		}
+	}
+}
+
+// The sql prefill copies a real warm-up's rows with new keys (the database's
+// own constraints check that every copy is consistent), and the timed run
+// then adds its own on top.
+func TestLoadPrefillSQL(t *testing.T) {
+	t.Setenv(asTidingsEnv, "1")
+	var out, progress bytes.Buffer
+	err := realMain(t.Context(), []string{"load", "-n", "20", "-prefill", "200", "-prefill-warmup", "40", "-baseline", "100ms", "-eob", loadEOB}, &out, &progress)
+	if err != nil {
+		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	report := out.String()
+	for _, want := range []string{
+		"prefill: 200 events before the window: 40 notifications delivered through serve and worker",
+		"then their rows copied 4 times with new keys by SQL (",
+		"delivered: 20 mails of 20 accepted notifications",
+		"notices after the run: 220 sent\n",
+		"database after the run: 220 events",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, table := range []string{"events", "runs", "notices", "deliveries", "audit_log"} {
+		if !regexp.MustCompile(`by SQL \([^)]*\b` + table + `\b`).MatchString(report) {
+			t.Errorf("%s not copied", table)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", report)
+	}
+}
