@@ -34,6 +34,10 @@ type EOBFacts struct {
 	// ServiceDate (YYYY-MM-DD) is billablePeriod.start, else the earliest
 	// item or addItem servicedDate / servicedPeriod.start, else created.
 	ServiceDate string
+	// Diagnoses are the diagnosis codings (as DiagnosisCodes lists them),
+	// for coarse flags such as "has a sensitive diagnosis"; never carried
+	// into a notice.
+	Diagnoses []Coding
 	// PatientShare is what the member owes, in this order of preference:
 	//  1. the total whose category code is memberliability;
 	//  2. the header adjudication memberliability, else the sum over items
@@ -131,7 +135,49 @@ func eobFacts(eob json.RawMessage, related []json.RawMessage, urls []string) (EO
 	}
 	f.ServiceDate = serviceDate(e)
 	f.PatientShare = patientShare(e)
+	f.Diagnoses = diagnoses(e.Diagnosis, probe.Contained)
 	return f, nil
+}
+
+// diagnoses lists the codings DiagnosisCodes lists, from an EOB already
+// decoded: each diagnosis's concept, and the code of a contained Condition
+// its reference names.
+func diagnoses(ds []fhir.ExplanationOfBenefitDiagnosis, contained []json.RawMessage) []Coding {
+	var out []Coding
+	var conditions map[string][]Coding // by id, read when first needed
+	for _, d := range ds {
+		for _, c := range d.DiagnosisCodeableConcept.Coding {
+			if code := deref(c.Code); code != "" {
+				out = append(out, Coding{System: deref(c.System), Code: code})
+			}
+		}
+		ref := deref(d.DiagnosisReference.Reference)
+		if len(ref) < 2 || ref[0] != '#' {
+			continue
+		}
+		if conditions == nil {
+			conditions = map[string][]Coding{}
+			for _, raw := range contained {
+				var r struct {
+					ResourceType string `json:"resourceType"`
+					ID           string `json:"id"`
+					Code         struct {
+						Coding []struct{ System, Code string } `json:"coding"`
+					} `json:"code"`
+				}
+				if json.Unmarshal(raw, &r) != nil || r.ResourceType != "Condition" {
+					continue
+				}
+				for _, c := range r.Code.Coding {
+					if c.Code != "" {
+						conditions[r.ID] = append(conditions[r.ID], Coding{System: c.System, Code: c.Code})
+					}
+				}
+			}
+		}
+		out = append(out, conditions[ref[1:]]...)
+	}
+	return out
 }
 
 // relatedIndex indexes contained resources ("#id") and related ones, the

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -344,5 +345,38 @@ func TestPHITypesLogRedacted(t *testing.T) {
 	}
 	if strings.Count(out, "[REDACTED]") != 3 {
 		t.Errorf("want 3 redacted values: %s", out)
+	}
+}
+
+// The diagnoses EOB facts carry are exactly what DiagnosisCodes reads from
+// the same EOB, for every published example.
+func TestEOBFactsDiagnosesMatchDiagnosisCodes(t *testing.T) {
+	n := 0
+	for _, path := range fixtureFiles(t) {
+		raw := mustRead(t, path)
+		if !strings.HasPrefix(headOf(t, raw), "ExplanationOfBenefit/") {
+			continue
+		}
+		f, err := EOBFactsFrom(raw, nil)
+		if err != nil {
+			continue
+		}
+		n++
+		if want := DiagnosisCodes(raw); !slices.Equal(f.Diagnoses, want) {
+			t.Errorf("%s: facts %v, DiagnosisCodes %v", path, f.Diagnoses, want)
+		}
+	}
+	if n < 8 {
+		t.Fatalf("only %d EOBs read", n)
+	}
+	withContained := []byte(`{"resourceType":"ExplanationOfBenefit","status":"active","use":"claim","patient":{"reference":"Patient/p"},
+		"contained":[{"resourceType":"Condition","id":"c1","code":{"coding":[{"system":"http://hl7.org/fhir/sid/icd-10-cm","code":"F32.9"}]}}],
+		"diagnosis":[{"sequence":1,"diagnosisReference":{"reference":"#c1"}},{"sequence":2,"diagnosisCodeableConcept":{"coding":[{"code":"E11.9"}]}}]}`)
+	f, err := EOBFactsFrom(withContained, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := DiagnosisCodes(withContained); len(want) != 2 || !slices.Equal(f.Diagnoses, want) {
+		t.Fatalf("facts %v, DiagnosisCodes %v", f.Diagnoses, want)
 	}
 }

@@ -40,6 +40,102 @@ func checkJSON(doc []byte, what string) error {
 	if len(bytes.TrimSpace(doc)) == 0 {
 		return fmt.Errorf("%w: %s is empty", ErrMalformed, what)
 	}
+	// Every notification, and every resource a worker reads, comes through
+	// here: the common case (a valid document with plain keys) is answered
+	// by a quick scan; anything else takes the thorough walk, whose errors
+	// say what is wrong and where.
+	if json.Valid(doc) && quickCheck(doc) {
+		return nil
+	}
+	return walkJSON(doc, what)
+}
+
+// keyFrame is one open object or array in quickCheck: an object's keys so
+// far, as they are in the document.
+type keyFrame struct {
+	object bool
+	keys   [][]byte
+}
+
+// quickCheck reports whether a document json.Valid accepts nests no deeper
+// than MaxDepth and repeats no key in an object, comparing keys as walkJSON
+// does (case-insensitively). It answers false, for walkJSON to decide, on
+// anything it does not read itself: a key with an escape or a byte outside
+// ASCII.
+func quickCheck(doc []byte) bool {
+	stack := make([]keyFrame, 0, 16)
+	prev := byte(0) // the last structural byte or value outside strings
+	for i := 0; i < len(doc); i++ {
+		c := doc[i]
+		switch c {
+		case '"':
+			j, plain := i+1, true
+			for ; j < len(doc) && doc[j] != '"'; j++ {
+				switch b := doc[j]; {
+				case b == '\\':
+					plain = false
+					j++
+				case b >= 0x80:
+					plain = false
+				}
+			}
+			if n := len(stack); n > 0 && stack[n-1].object && (prev == '{' || prev == ',') {
+				if !plain {
+					return false
+				}
+				key := doc[i+1 : j]
+				for _, k := range stack[n-1].keys {
+					if asciiEqualFold(k, key) {
+						return false
+					}
+				}
+				stack[n-1].keys = append(stack[n-1].keys, key)
+			}
+			i, prev = j, '"'
+		case '{', '[':
+			if len(stack) >= MaxDepth {
+				return false
+			}
+			n := len(stack)
+			if n < cap(stack) {
+				stack = stack[:n+1] // reuse the frame's key slice
+			} else {
+				stack = append(stack, keyFrame{})
+			}
+			stack[n].object, stack[n].keys = c == '{', stack[n].keys[:0]
+			prev = c
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+			prev = c
+		case ' ', '\t', '\n', '\r':
+		default:
+			prev = c
+		}
+	}
+	return true
+}
+
+func asciiEqualFold(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// walkJSON is checkJSON's thorough walk, token by token.
+func walkJSON(doc []byte, what string) error {
 	dec := json.NewDecoder(bytes.NewReader(doc))
 	dec.UseNumber()
 	var stack []*guardFrame

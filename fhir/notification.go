@@ -160,6 +160,13 @@ func decodeBundle(body []byte) (bundleEnvelope, []bundleEntry, error) {
 	if t := firstNonSpace(body); t != '{' {
 		return env, nil, fmt.Errorf("%w: body is not a JSON object", ErrNotNotification)
 	}
+	// Most bodies are Bundles of the shape wanted: read envelope and
+	// entries at once (each json.Unmarshal reads the whole body twice).
+	// Anything else takes the careful way below, entry by entry, whose
+	// errors say where the shape is wrong.
+	if env, entries, ok := decodeBundleAtOnce(body); ok {
+		return env, entries, nil
+	}
 	// Read resourceType alone first: other resources use "type" and
 	// "entry" for other shapes.
 	var head resourceHead
@@ -186,6 +193,30 @@ func decodeBundle(body []byte) (bundleEnvelope, []bundleEntry, error) {
 		}
 	}
 	return env, entries, nil
+}
+
+// decodeBundleAtOnce reads a Bundle's envelope and entries in one decode;
+// ok is false for anything that is not plainly a Bundle of entries within
+// the limits with object resources.
+func decodeBundleAtOnce(body []byte) (bundleEnvelope, []bundleEntry, bool) {
+	var b struct {
+		ResourceType string `json:"resourceType"`
+		Meta         *struct {
+			Profile []string `json:"profile"`
+		} `json:"meta"`
+		Type  string        `json:"type"`
+		Entry []bundleEntry `json:"entry"`
+	}
+	if json.Unmarshal(body, &b) != nil || b.ResourceType != "Bundle" || len(b.Entry) > MaxEntries {
+		return bundleEnvelope{}, nil, false
+	}
+	for _, e := range b.Entry {
+		if e.hasResource() && firstNonSpace(e.Resource) != '{' {
+			return bundleEnvelope{}, nil, false
+		}
+	}
+	env := bundleEnvelope{ResourceType: b.ResourceType, Meta: b.Meta, Type: b.Type} // its raw entries are not needed
+	return env, b.Entry, true
 }
 
 func firstNonSpace(b []byte) byte {

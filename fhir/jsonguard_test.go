@@ -1,0 +1,98 @@
+package fhir
+
+import (
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The quick scan only ever says "fine" where the thorough walk says so too,
+// and every problem is still found with the walk's message.
+func TestCheckJSONQuickAgreesWithWalk(t *testing.T) {
+	deep := strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth)
+	tooDeep := strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1)
+	for _, tc := range []struct {
+		doc string
+		ok  bool
+		msg string // in the error
+	}{
+		{`{"a":1,"b":[{"a":2}],"c":{"a":"b,\"{"}}`, true, ""},
+		{`{"a":1,"A":2}`, false, "repeats a key"},
+		{`{"type":1,"x":{"y":2},"TYPE":3}`, false, "repeats a key"},
+		{`{"x":{"a":1},"y":{"a":1}}`, true, ""},
+		{`{"a":"x","b":"a"}`, true, ""}, // a value that equals a key is no key
+		{`{"t\u0079pe":1,"type":2}`, false, "repeats a key"},
+		{`{"é":1,"É":2}`, false, "repeats a key"},
+		{`{"é":1,"e":2}`, true, ""},
+		{deep, true, ""},
+		{tooDeep, false, "nests deeper"},
+		{`{"a":1} {"b":2}`, false, "after the top-level value"},
+		{`{"a":}`, false, "not valid JSON"},
+		{`["\\\"",{"k":1,"k ":2}]`, true, ""},
+	} {
+		err := checkJSON([]byte(tc.doc), "doc")
+		if (err == nil) != tc.ok || (err != nil && !strings.Contains(err.Error(), tc.msg)) {
+			t.Errorf("checkJSON(%.40s) = %v, want ok=%v %q", tc.doc, err, tc.ok, tc.msg)
+		}
+		if werr := walkJSON([]byte(tc.doc), "doc"); (werr == nil) != (err == nil) {
+			t.Errorf("%.40s: walk says %v, check says %v", tc.doc, werr, err)
+		}
+	}
+	// Every published example, and every fuzz seed, gets the walk's answer.
+	var docs [][]byte
+	filepath.WalkDir("testdata", func(path string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(path, ".json") {
+			if b, err := os.ReadFile(path); err == nil {
+				docs = append(docs, b)
+			}
+		}
+		return nil
+	})
+	if len(docs) < 30 {
+		t.Fatalf("only %d fixtures read", len(docs))
+	}
+	for _, d := range docs {
+		if (checkJSON(d, "doc") == nil) != (walkJSON(d, "doc") == nil) {
+			t.Errorf("quick and walk disagree on a fixture starting %.60q", d)
+		}
+	}
+}
+
+func FuzzCheckJSON(f *testing.F) {
+	f.Add([]byte(`{"a":1,"A":2}`))
+	f.Add([]byte(`{"resourceType":"Bundle","entry":[{"resource":{"id":"x","ID":"y"}}]}`))
+	f.Add([]byte(`[{"\u0041":1,"a":2}]`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if bytes.Count(doc, []byte("[")) > 5000 {
+			return
+		}
+		quick, walk := checkJSON(doc, "doc"), walkJSON(doc, "doc")
+		if (quick == nil) != (walk == nil) {
+			t.Fatalf("checkJSON %v, walk %v", quick, walk)
+		}
+	})
+}
+
+func BenchmarkCheckJSON(b *testing.B) {
+	doc, err := os.ReadFile("testdata/carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("quick", func(b *testing.B) {
+		for b.Loop() {
+			if err := checkJSON(doc, "eob"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("walk", func(b *testing.B) {
+		for b.Loop() {
+			if err := walkJSON(doc, "eob"); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
