@@ -111,12 +111,17 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if out.channel == "" {
 		out.channel = "email"
 	}
+	sub, reason, err := s.read(ctx, ev, noticeType)
+	if err == nil && reason != "" {
+		err = s.fail(ctx, n, reason)
+	}
 	var delivered bool
-	switch noticeType {
-	case notify.NoticeTypeEOB:
-		delivered, err = s.deliverEOB(ctx, n, ev, out)
-	default:
-		delivered, err = s.deliverAppointment(ctx, n, ev, out)
+	if err == nil {
+		var contact Contact
+		if contact, err = s.contact(ctx, n.TenantID, sub); err == nil {
+			base, d := s.draftFor(sub, contact, n.PortalToken)
+			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out)
+		}
 	}
 	switch {
 	case err == nil, errors.Is(err, errFinal):
@@ -132,22 +137,42 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 // errFinal marks an outcome already recorded on the notice.
 var errFinal = errors.New("the notice has its outcome")
 
-// deliverEOB builds an EOB notice (the first one or its reminder) from the
-// event, reading what the notification did not carry from the source.
-func (s *Service) deliverEOB(ctx context.Context, n Notice, ev *journey.Event, out outgoing) (bool, error) {
+// subject is what a notice is about, read from its event: the facts, and
+// the record with whatever was fetched for it.
+type subject struct {
+	event      *journey.Event
+	noticeType string
+	eob        fhir.EOBFacts
+	appt       fhir.AppointmentFacts
+	rec        fhir.Event
+	patientID  string
+	patientRef string
+}
+
+// read reads the event a notice is about. For an EOB it reads from the
+// source what the notification did not carry: the Patient (for the
+// address), the insurer or provider when it has no name. A reason is a
+// final failure (the event cannot become a notice); an error, one to retry.
+func (s *Service) read(ctx context.Context, ev *journey.Event, noticeType string) (subject, string, error) {
+	sub := subject{event: ev, noticeType: noticeType, rec: ev.Record}
+	if noticeType != notify.NoticeTypeEOB {
+		facts, err := ev.AppointmentFacts()
+		if err != nil {
+			return sub, "the Appointment could not be read: " + err.Error(), nil
+		}
+		sub.appt, sub.patientID, sub.patientRef = facts, facts.PatientID, facts.PatientRef
+		return sub, "", nil
+	}
 	facts, err := ev.EOBFacts()
 	if err != nil {
-		return false, s.fail(ctx, n, "the ExplanationOfBenefit could not be read: "+err.Error())
+		return sub, "the ExplanationOfBenefit could not be read: " + err.Error(), nil
 	}
-	rec := ev.Record
 	if s.References != nil {
-		// What the notification did not carry — the Patient (for the address),
-		// the insurer or provider when it has no name — is read from the source.
 		var refs []string
-		if _, inBundle := rec.PatientContact(facts.PatientRef); !inBundle {
+		if _, inBundle := sub.rec.PatientContact(facts.PatientRef); !inBundle {
 			refs = append(refs, facts.PatientRef)
 		}
-		insurer, provider := eobPartyRefs(rec.Focus)
+		insurer, provider := eobPartyRefs(sub.rec.Focus)
 		if facts.PayerName == "" {
 			refs = append(refs, insurer)
 		}
@@ -156,9 +181,10 @@ func (s *Service) deliverEOB(ctx context.Context, n Notice, ev *journey.Event, o
 		}
 		found, urls, err := s.References.FetchReferences(ctx, ev.SubscriptionID, refs)
 		if err != nil {
-			return false, fmt.Errorf("event %d: fetch a referenced resource: %w", ev.ID, err)
+			return sub, "", fmt.Errorf("event %d: fetch a referenced resource: %w", ev.ID, err)
 		}
 		if len(found) > 0 {
+			rec := &sub.rec
 			rec.RelatedURLs = append(slices.Clip(rec.RelatedURLs), make([]string, max(0, len(rec.Related)-len(rec.RelatedURLs)))...) // keep URLs index-aligned
 			rec.Related = append(slices.Clip(rec.Related), found...)
 			rec.RelatedURLs = append(rec.RelatedURLs, urls...)
@@ -167,45 +193,57 @@ func (s *Service) deliverEOB(ctx context.Context, n Notice, ev *journey.Event, o
 			}
 		}
 	}
-	contact, err := s.contact(ctx, n.TenantID, facts.PatientID, facts.PatientRef, rec)
-	if err != nil {
-		return false, fmt.Errorf("event %d: contact: %w", ev.ID, err)
-	}
-	in := policy.Input{
-		NoticeType: notify.NoticeTypeEOB,
-		Purpose:    "payment",
-		Facts:      map[string]any{"use": facts.Use, "outcome": facts.Outcome},
-	}
-	if s.ValueSets != nil {
-		// Categories, never codes, go to the policy.
-		cats := s.ValueSets.Categories(fhir.DiagnosisCodes(rec.Focus))
-		in.Facts["sensitive_categories"] = cats
-		in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
-	}
-	return s.decideAndSend(ctx, n, contact, in, &eobDraft{n: notify.ToEOBNotice(facts, s.portalURL(n.PortalToken))}, out)
+	sub.eob, sub.patientID, sub.patientRef = facts, facts.PatientID, facts.PatientRef
+	return sub, "", nil
 }
 
-// deliverAppointment builds an appointment notice from the subject's latest
-// event, its time shown in the contact's time zone.
-func (s *Service) deliverAppointment(ctx context.Context, n Notice, ev *journey.Event, out outgoing) (bool, error) {
-	facts, err := ev.AppointmentFacts()
-	if err != nil {
-		return false, s.fail(ctx, n, "the Appointment could not be read: "+err.Error())
-	}
-	contact, err := s.contact(ctx, n.TenantID, facts.PatientID, facts.PatientRef, ev.Record)
-	if err != nil {
-		return false, fmt.Errorf("event %d: contact: %w", ev.ID, err)
+// draftFor builds the minimum-necessary notice for a contact (an
+// appointment's time is shown in the contact's zone) and the part of the
+// policy input that describes it.
+func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (policy.Input, draft) {
+	link := s.portalURL(portalToken)
+	if sub.noticeType == notify.NoticeTypeEOB {
+		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: "payment",
+			Facts: map[string]any{"use": sub.eob.Use, "outcome": sub.eob.Outcome}}
+		if s.ValueSets != nil {
+			// Categories, never codes, go to the policy.
+			cats := s.ValueSets.Categories(sub.event.DiagnosisCodes())
+			in.Facts["sensitive_categories"] = cats
+			in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
+		}
+		return in, &eobDraft{n: notify.ToEOBNotice(sub.eob, link)}
 	}
 	var loc *time.Location
 	if contact.TimeZone != "" {
 		loc, _ = time.LoadLocation(contact.TimeZone) // unknown: the appointment's own offset
 	}
-	in := policy.Input{
-		NoticeType: notify.NoticeTypeAppointment,
-		Purpose:    "treatment",
-		Facts:      map[string]any{"status": facts.Status, "has_sensitive_reason": facts.HasSensitiveReason},
+	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: "treatment",
+		Facts: map[string]any{"status": sub.appt.Status, "has_sensitive_reason": sub.appt.HasSensitiveReason}}
+	return in, &appointmentDraft{n: notify.ToAppointmentNotice(sub.appt, loc, link)}
+}
+
+// decision asks the policy about a notice for a contact on a channel and
+// applies the answer: the plan, and the decision to log (nil when the input
+// could not be built: there was nothing to decide on). An error means the
+// ask was cut short (shutting down): retry.
+func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
+	in := policyInput(base, d, out.channel, sec, contact)
+	start := time.Now()
+	dec, err := s.Policy.Decide(ctx, in)
+	latency := time.Since(start)
+	if err != nil && ctx.Err() != nil {
+		return plan{}, nil, fmt.Errorf("policy: %w", ctx.Err())
 	}
-	return s.decideAndSend(ctx, n, contact, in, &appointmentDraft{n: notify.ToAppointmentNotice(facts, loc, s.portalURL(n.PortalToken))}, out)
+	p := apply(dec, err, d, contact, out)
+	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
+		return p, nil, nil
+	}
+	rec := &Decision{TenantID: tenantID, Revision: dec.Revision, InputHash: policy.InputHash(in),
+		Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds()}
+	if err != nil {
+		rec.Reasons = []string{"no policy decision"}
+	}
+	return p, rec, nil
 }
 
 // decideAndSend asks the policy whether the notice may go to this contact
@@ -219,21 +257,13 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	if contact.Email == "" {
 		return false, s.fail(ctx, n, "no email address for the patient")
 	}
-	in := policyInput(base, d, out.channel, ch.Security(), contact)
-	start := time.Now()
-	dec, err := s.Policy.Decide(ctx, in)
-	latency := time.Since(start)
-	if err != nil && ctx.Err() != nil {
-		return false, fmt.Errorf("notice %d: policy: %w", n.ID, ctx.Err()) // shutting down: retry later
+	p, rec, err := s.decision(ctx, n.TenantID, contact, base, d, out, ch.Security())
+	if err != nil {
+		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
-	p := apply(dec, err, d, contact, out)
-	if err == nil || errors.Is(err, policy.ErrNoDecision) {
-		rec := Decision{TenantID: n.TenantID, NoticeID: n.ID, Revision: dec.Revision, InputHash: policy.InputHash(in),
-			Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds()}
-		if err != nil {
-			rec.Reasons = []string{"no policy decision"}
-		}
-		if rerr := s.Store.RecordDecision(ctx, rec); rerr != nil && err == nil {
+	if rec != nil {
+		rec.NoticeID = n.ID
+		if rerr := s.Store.RecordDecision(ctx, *rec); rerr != nil && p.Status != NoticeFailed {
 			return false, fmt.Errorf("notice %d: record decision: %w", n.ID, rerr)
 		}
 	}
@@ -287,40 +317,59 @@ func (s *Service) fail(ctx context.Context, n Notice, reason string) error {
 	return fmt.Errorf("notice %d failed: %w", n.ID, errFinal)
 }
 
-// contact finds where to send, most authoritative first: a contact registered
-// through the API; the Patient resource that came with this event (which also
-// refreshes the stored contact); a contact stored from an earlier bundle;
-// and, in dev only, a placeholder on a reserved domain.
-func (s *Service) contact(ctx context.Context, tenantID, patientID, patientRef string, ev fhir.Event) (Contact, error) {
-	refs := journey.PatientRefs(patientID, patientRef)
-	var stored *Contact
-	for _, ref := range refs {
+// contact finds where to send (see pickContact), reading the contacts stored
+// under the patient's references, and stores the bundle's contact when it
+// is new.
+func (s *Service) contact(ctx context.Context, tenantID string, sub subject) (Contact, error) {
+	refs := journey.PatientRefs(sub.patientID, sub.patientRef)
+	stored := make([]*Contact, len(refs))
+	for i, ref := range refs {
 		c, err := s.Store.ContactFor(ctx, tenantID, ref)
 		if err != nil && !errors.Is(err, fault.NotFound) {
 			return Contact{}, err
 		}
-		if err == nil && c.Email != "" && stored == nil {
-			stored = &c
+		if err == nil {
+			stored[i] = &c
 		}
 	}
-	if stored != nil && stored.Source == "api" {
-		return *stored, nil
+	c, upsert := s.pickContact(stored, sub)
+	if upsert != nil {
+		if err := s.Store.UpsertContact(ctx, tenantID, refs[0], *upsert); err != nil {
+			return Contact{}, err
+		}
 	}
-	pc, fromBundle := ev.PatientContact(patientRef)
+	return c, nil
+}
+
+// pickContact finds where to send, most authoritative first: a contact
+// registered through the API; the Patient resource that came with the event
+// (to be stored, as upsert, when it differs from the stored one); a contact
+// stored from an earlier bundle; and, in dev only, a placeholder on a
+// reserved domain. stored holds the contacts under the patient's references
+// (journey.PatientRefs, in that order; nil where there is none).
+func (s *Service) pickContact(stored []*Contact, sub subject) (c Contact, upsert *Contact) {
+	var found *Contact
+	for _, c := range stored {
+		if c != nil && c.Email != "" && found == nil {
+			found = c
+		}
+	}
+	if found != nil && found.Source == "api" {
+		return *found, nil
+	}
+	pc, fromBundle := sub.rec.PatientContact(sub.patientRef)
 	if fromBundle && pc.Email != "" {
 		c := Contact{Email: pc.Email, Language: pc.Language, Source: "fhir"}
-		if len(refs) > 0 && (stored == nil || stored.Email != c.Email || stored.Language != c.Language) {
-			if err := s.Store.UpsertContact(ctx, tenantID, refs[0], c); err != nil {
-				return Contact{}, err
-			}
+		if len(stored) > 0 && (found == nil || found.Email != c.Email || found.Language != c.Language) {
+			upsert = &c
 		}
-		return c, nil
+		return c, upsert
 	}
-	if stored != nil {
-		return *stored, nil
+	if found != nil {
+		return *found, nil
 	}
-	if s.PlaceholderDomain != "" && patientID != "" {
-		return Contact{Email: placeholder(patientID, s.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
+	if s.PlaceholderDomain != "" && sub.patientID != "" {
+		return Contact{Email: placeholder(sub.patientID, s.PlaceholderDomain), Language: pc.Language, Source: "fhir"}, nil
 	}
 	return Contact{}, nil
 }

@@ -25,8 +25,9 @@ type Queue interface {
 // attempt fails a send's notice instead of retrying it.
 const MaxAttempts = 12
 
-// retryDelay backs off from 5 s, doubling, to at most 30 minutes.
-func retryDelay(attempts int) time.Duration {
+// RetryDelay is how long a run waits before its pending actions are tried
+// again after attempts failures: 5 s, doubling, to at most 30 minutes.
+func RetryDelay(attempts int) time.Duration {
 	return min(5*time.Second<<min(attempts, 10), 30*time.Minute)
 }
 
@@ -242,7 +243,7 @@ func (r *Engine) advance(ctx context.Context, tenantID string, runID, seq int64,
 					// Retried with backoff as a new wake-up; recorded even if
 					// this task is being cancelled (a timeout counts too).
 					wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-					w, derr := r.Store.DeferPending(wctx, run, r.now().Add(retryDelay(run.Attempts)))
+					w, derr := r.Store.DeferPending(wctx, run, r.now().Add(RetryDelay(run.Attempts)))
 					cancel()
 					if derr != nil && !errors.Is(derr, ErrStale) {
 						return fmt.Errorf("run %d step %s: %w (and: %w)", runID, a.Step, err, derr)
@@ -321,10 +322,34 @@ func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	if err != nil {
 		return Wake{}, run, fmt.Errorf("contact: %w", err)
 	}
+	events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
+	if err != nil {
+		return Wake{}, run, fmt.Errorf("engagements: %w", err)
+	}
+	st, actions, cursor := feedMachine(def, run, wc, events, now)
+	w, err := r.Store.SaveRun(ctx, run, st, actions, cursor, now)
+	if err != nil {
+		return w, run, err
+	}
+	run.State, run.Pending, run.WakeSeq, run.EngagementCursor, run.FactsChanged = st, actions, w.WakeSeq, cursor, false
+	run.Step, run.Attempts = st.Step, 0
+	if len(actions) == 0 && st.Status == workflow.StatusEnded {
+		run.Status = workflow.StatusEnded
+	}
+	return w, run, nil
+}
+
+// feedMachine gives the step machine what happened to a run since it was
+// saved: its start (a new run), the engagement events that arrived, a
+// change of its subject, and the timer; it returns the state, the actions
+// decided, and the engagement cursor after them. A state that does not fit
+// its definition ends the run visibly ("error"), after what was decided
+// before the error.
+func feedMachine(def workflow.Definition, run Run, contact workflow.Contact, events []Engagement, now time.Time) (workflow.State, []workflow.Action, int64) {
 	st := run.State
 	var actions []workflow.Action
 	feed := func(in workflow.Input) error {
-		in.Now, in.Facts, in.Contact = now, run.Facts, wc
+		in.Now, in.Facts, in.Contact = now, run.Facts, contact
 		next, acts, err := workflow.Advance(def, st, in)
 		if err != nil {
 			return err
@@ -337,10 +362,6 @@ func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	if st.Status == "" {
 		errs = append(errs, feed(workflow.Input{Kind: workflow.InputStart}))
 	}
-	events, err := r.Store.EngagementsSince(ctx, run, run.CreatedAt)
-	if err != nil {
-		return Wake{}, run, fmt.Errorf("engagements: %w", err)
-	}
 	cursor := run.EngagementCursor
 	for _, e := range events {
 		errs = append(errs, feed(workflow.Input{Kind: workflow.InputEvent, Event: e.Type}))
@@ -351,20 +372,9 @@ func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	}
 	errs = append(errs, feed(workflow.Input{Kind: workflow.InputWake}))
 	if err := errors.Join(errs...); err != nil {
-		// The state does not fit its definition: end the run visibly, after
-		// what was decided before the error.
 		st.Status, st.Outcome, st.WaitUntil, st.WaitingFor = workflow.StatusEnded, "error", time.Time{}, nil
 	}
-	w, err := r.Store.SaveRun(ctx, run, st, actions, cursor, now)
-	if err != nil {
-		return w, run, err
-	}
-	run.State, run.Pending, run.WakeSeq, run.EngagementCursor, run.FactsChanged = st, actions, w.WakeSeq, cursor, false
-	run.Step, run.Attempts = st.Step, 0
-	if len(actions) == 0 && st.Status == workflow.StatusEnded {
-		run.Status = workflow.StatusEnded
-	}
-	return w, run, nil
+	return st, actions, cursor
 }
 
 // task is one wake-up being processed: the event it has opened is read

@@ -51,17 +51,38 @@ func (r *Engine) ProcessEvents(ctx context.Context, events []*Event) []error {
 		}
 		bySubject[key] = append(bySubject[key], i)
 	}
+	// New EOBs, one version each, go together (the batch path); the rest
+	// one at a time, each subject's versions in order.
+	var eobs []int
+	var rest [][]int
+	for _, key := range order {
+		idx := bySubject[key]
+		if len(idx) == 1 && events[idx[0]].ResourceType == "ExplanationOfBenefit" {
+			eobs = append(eobs, idx[0])
+			continue
+		}
+		rest = append(rest, idx)
+	}
 	sem := make(chan struct{}, max(r.Parallel, 1))
 	var wg sync.WaitGroup
-	for _, key := range order {
+	for _, idx := range rest {
 		sem <- struct{}{}
 		wg.Add(1)
-		go func(idx []int) {
+		go func() {
 			defer func() { <-sem; wg.Done() }()
 			for _, i := range idx {
 				errs[i] = r.processEvent(ctx, events[i])
 			}
-		}(bySubject[key])
+		}()
+	}
+	if len(eobs) > 0 {
+		batch := make([]*Event, len(eobs))
+		for k, i := range eobs {
+			batch[k] = events[i]
+		}
+		for k, err := range r.processEOBs(ctx, batch) {
+			errs[eobs[k]] = err
+		}
 	}
 	wg.Wait()
 	return errs

@@ -33,6 +33,22 @@ type Event struct {
 	eobErr  error
 	appt    *fhir.AppointmentFacts
 	apptErr error
+	codes   *[]fhir.Coding
+}
+
+// DiagnosisCodes reads the diagnosis codings of the event's EOB, once:
+// callers turn them into coarse categories, never carry them on.
+func (e *Event) DiagnosisCodes() []fhir.Coding {
+	if e.codes == nil {
+		var c []fhir.Coding
+		if f, err := e.EOBFacts(); err == nil {
+			c = f.Diagnoses // read with the facts, in the same decode
+		} else {
+			c = fhir.DiagnosisCodes(e.Record.Focus)
+		}
+		e.codes = &c
+	}
+	return *e.codes
 }
 
 // EOBFacts reads the event's ExplanationOfBenefit, once.
@@ -57,7 +73,7 @@ func (e *Event) AppointmentFacts() (fhir.AppointmentFacts, error) {
 // facts read from the old one.
 func (e *Event) SetRecord(r fhir.Event) {
 	e.Record = r
-	e.eob, e.eobErr, e.appt, e.apptErr = nil, nil, nil, nil
+	e.eob, e.eobErr, e.appt, e.apptErr, e.codes = nil, nil, nil, nil, nil
 }
 
 // KindSuperseded marks an event a newer version of its resource overtook

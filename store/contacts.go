@@ -66,6 +66,11 @@ func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex strin
 	if err != nil {
 		return delivery.Contact{}, translate(err)
 	}
+	return s.contact(c)
+}
+
+// contact opens a contact row.
+func (s *Store) contact(c Contact) (delivery.Contact, error) {
 	out := delivery.Contact{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source,
 		OptedOutChannels: splitList(c.OptedOutChannels), Restrictions: splitList(c.Restrictions),
 		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
@@ -89,13 +94,8 @@ func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex strin
 // schedule and choose templates by; zero when no contact is stored. Nothing
 // sealed is opened.
 func (s *Store) ContactPreferences(ctx context.Context, tenantID, patientIndex string) (workflow.Contact, error) {
-	var rows []struct{ TimeZone, Language string }
-	err := s.q(ctx).Raw(`SELECT time_zone, language FROM contacts WHERE tenant_id = ? AND patient_index = ?`, tenantID, patientIndex).
-		Scan(&rows).Error
-	if err != nil || len(rows) == 0 {
-		return workflow.Contact{}, err
-	}
-	return workflow.Contact{TimeZone: rows[0].TimeZone, Language: rows[0].Language}, nil
+	prefs, err := s.ContactPreferencesOf(ctx, tenantID, []string{patientIndex})
+	return prefs[patientIndex], err
 }
 
 func splitList(s string) []string {

@@ -78,9 +78,7 @@ func (s *Store) FinishNotice(ctx context.Context, n delivery.Notice, status stri
 		if res.RowsAffected == 0 {
 			return nil
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "notice." + status,
-			SubjectType: "notice", SubjectID: strconv.FormatInt(n.ID, 10),
-			Detail: map[string]any{"event_id": n.EventID, "reasons": reasons}})
+		return tx.Audit(ctx, noticeAudit(n, status, reasons))
 	})
 }
 
@@ -104,10 +102,7 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("record decision: %w", err)
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: d.TenantID, Actor: "policy", Action: "policy.decision",
-			SubjectType: "notice", SubjectID: strconv.FormatInt(d.NoticeID, 10),
-			Detail: map[string]any{"allow": d.Allow, "reasons": d.Reasons, "redact": d.Redact, "obligations": d.Obligations,
-				"revision": d.Revision, "input_hash": d.InputHash}})
+		return tx.Audit(ctx, decisionAudit(d))
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -14,19 +15,35 @@ import (
 // parameter each and unnested (`INSERT … SELECT * FROM unnest($1::text[],
 // …)`). GORM would expand a slice argument into a list, so these statements
 // go to the connection (or the transaction) directly, with PostgreSQL's own
-// $n placeholders, through pgx, which encodes Go slices as arrays and
-// prepares each statement once per connection.
+// $n placeholders, through pgx, which encodes Go slices as arrays.
 
-// exec runs a statement in the store's transaction, if any.
+// exec runs a statement in the store's transaction, if any, prepared once
+// per connection: its arrays, their types known, travel in binary (a
+// batch's sealed resources would otherwise go as hex text).
 func (s *Store) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	res, err := s.db.Statement.ConnPool.ExecContext(ctx, query, args...)
 	return res, scrub(err)
 }
 
-// query runs a query in the store's transaction, if any. The caller closes
-// the rows.
+// query is exec for a statement that returns rows; the caller closes them.
 func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	rows, err := s.db.Statement.ConnPool.QueryContext(ctx, query, args...)
+	return rows, scrub(err)
+}
+
+// execPlanned runs a statement planned for the arrays it is given, each
+// time (pgx's exec mode: an unnamed statement), never with a cached generic
+// plan: for an UPDATE that joins a batch to a large table, a plan made for
+// other arrays, or while the table was small, can turn index lookups into
+// scans of the whole table.
+func (s *Store) execPlanned(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	res, err := s.db.Statement.ConnPool.ExecContext(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
+	return res, scrub(err)
+}
+
+// queryPlanned is execPlanned for a statement that returns rows.
+func (s *Store) queryPlanned(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := s.db.Statement.ConnPool.QueryContext(ctx, query, append([]any{pgx.QueryExecModeExec}, args...)...)
 	return rows, scrub(err)
 }
 

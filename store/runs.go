@@ -209,9 +209,7 @@ func (s *Store) SaveRun(ctx context.Context, r journey.Run, st workflow.State, a
 }
 
 func (s *Store) auditEnded(ctx context.Context, r journey.Run, st workflow.State) error {
-	return s.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.ended",
-		SubjectType: "run", SubjectID: strconv.FormatInt(r.ID, 10),
-		Detail: map[string]any{"workflow": r.WorkflowID, "outcome": st.Outcome, "step": st.Step}})
+	return s.Audit(ctx, runEndedAudit(r.TenantID, r.ID, r.WorkflowID, st))
 }
 
 // ClearPending records that a run's pending actions are done, if the run has
@@ -417,12 +415,12 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 		if subject != "" {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
 				WHERE tenant_id = ? AND status = 'waiting' AND subject IN (?, ?) AND patient_index = ?
-					AND jsonb_exists(state->'waiting_for', ?)
+					AND state->'waiting_for' @> jsonb_build_array(?::text)
 				RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
 				now, tenantID, subject, "patient:"+idx, idx, eventType).Scan(&wakes).Error
 		} else {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-				WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND jsonb_exists(state->'waiting_for', ?)
+				WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND state->'waiting_for' @> jsonb_build_array(?::text)
 				RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, eventType).Scan(&wakes).Error
 		}
 		if err != nil {

@@ -1,0 +1,325 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/workflow"
+)
+
+// BatchStore is what starting runs a batch at a time needs from storage.
+type BatchStore interface {
+	// ContactsOf are the contacts stored under patient references of a
+	// tenant, by reference (absent: none).
+	ContactsOf(ctx context.Context, tenantID string, patientRefs []string) (map[string]Contact, error)
+	// BeginStarts writes, in one transaction, each planned run that does
+	// not exist yet (nobody re-enters a workflow) with its path, its
+	// notices, their decisions, the delivery attempts about to be made, the
+	// contacts to store and every audit row.
+	BeginStarts(ctx context.Context, starts []RunStart) ([]RunBegun, error)
+	// FinishStarts records, in one transaction, what became of the
+	// attempts: deliveries, notices, the runs' pending sends done (or
+	// retried later), "delivered" engagements; it returns the wake-ups for
+	// the queue.
+	FinishStarts(ctx context.Context, finishes []RunFinish) ([]journey.Wake, error)
+}
+
+// RunStart is a planned run with its notices, to write together.
+type RunStart struct {
+	Start journey.Start
+	// Pending are the sends still to attempt; the run is saved with them
+	// (and due at PendingGrace) so that a crash before they are done
+	// leaves them to be re-driven. Empty: the run is saved as its plan
+	// left it.
+	Pending []workflow.Action
+	Notices []NoticeStart
+	// Contact is the bundle's contact to store (not over one registered
+	// through the API); nil: none.
+	Contact *ContactUpsert
+}
+
+// NoticeStart is one send's notice as planned.
+type NoticeStart struct {
+	Step, Template, Type string
+	PortalToken          string
+	Status               string // NoticePending: attempted now; else final
+	Reasons              []string
+	Payload              []byte // the notice as sent; sealed by the store
+	Channel              string // set for an attempt made now
+	Decision             *Decision
+}
+
+// ContactUpsert is a contact to store under a patient reference.
+type ContactUpsert struct {
+	PatientRef string
+	Contact    Contact
+}
+
+// RunBegun is what BeginStarts wrote of a RunStart.
+type RunBegun struct {
+	Created bool // false: the run existed; nothing was written
+	Run     journey.Run
+	// Notices and Deliveries, in the order of the RunStart's notices (a
+	// zero Delivery where no attempt is made).
+	Notices    []Notice
+	Deliveries []Delivery
+}
+
+// RunFinish is what became of a begun run's attempts.
+type RunFinish struct {
+	Run     journey.Run
+	Results []SendResult
+}
+
+// SendResult is one attempt's outcome.
+type SendResult struct {
+	Notice    Notice
+	Delivery  Delivery
+	Sent      bool
+	Temporary bool // failed, to be tried again
+	TLS       bool
+	MessageID string
+	Err       string // no PHI
+}
+
+var _ journey.BatchStarter = (*Service)(nil)
+
+// maxParallelSends bounds the messages of a batch in flight at once; the
+// channel's own pool bounds its connections.
+const maxParallelSends = 32
+
+// Start carries out the first sends of planned runs a batch at a time: it
+// reads the contacts of all of them at once, builds and decides on each
+// notice in memory, writes the runs with their notices in one transaction,
+// hands the messages to the channel, and records the outcomes in a second
+// transaction. It makes the records the one-at-a-time path (Send) makes,
+// in those two transactions.
+func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.Started, []journey.Wake) {
+	out := make([]journey.Started, len(starts))
+	bs, ok := s.Store.(BatchStore)
+	if !ok {
+		for i := range out {
+			out[i].Err = errors.New("the store cannot start runs in batches")
+		}
+		return out, nil
+	}
+	plans, emails, errs := s.plan(ctx, bs, starts)
+	var todo []RunStart
+	var todoOf []int
+	for i, err := range errs {
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		todo, todoOf = append(todo, plans[i]), append(todoOf, i)
+	}
+	if len(todo) == 0 {
+		return out, nil
+	}
+	begun, err := bs.BeginStarts(ctx, todo)
+	if err != nil {
+		for _, i := range todoOf {
+			out[i].Err = err
+		}
+		return out, nil
+	}
+	// Attempt the sends of the runs written now.
+	type attempt struct{ k, notice int } // k: index in todo
+	var attempts []attempt
+	for k, b := range begun {
+		out[todoOf[k]].Created = b.Created
+		if !b.Created {
+			continue
+		}
+		for n, ns := range todo[k].Notices {
+			if ns.Status == NoticePending {
+				attempts = append(attempts, attempt{k, n})
+			}
+		}
+	}
+	results := make([][]SendResult, len(begun))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxParallelSends)
+	for _, a := range attempts {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			b, ns := begun[a.k], todo[a.k].Notices[a.notice]
+			r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice]}
+			receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
+			if err == nil {
+				r.Sent, r.TLS, r.MessageID = true, receipt.TLS, receipt.MessageID
+			} else {
+				r.Err = "email delivery failed: " + err.Error()
+				r.Temporary = errors.Is(err, notify.ErrTemporary)
+			}
+			mu.Lock()
+			results[a.k] = append(results[a.k], r)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	var finishes []RunFinish
+	var finishOf []int
+	for k, b := range begun {
+		if b.Created && len(results[k]) > 0 {
+			finishes = append(finishes, RunFinish{Run: b.Run, Results: results[k]})
+			finishOf = append(finishOf, todoOf[k])
+		}
+	}
+	if len(finishes) == 0 {
+		return out, nil
+	}
+	// Once the relay has answered, record it even if the batch is being
+	// cancelled: a lost "sent" would look like an unknown outcome.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	wakes, err := bs.FinishStarts(wctx, finishes)
+	if err != nil {
+		for _, i := range finishOf {
+			out[i].Err = fmt.Errorf("record the outcome of the sends: %w", err)
+		}
+		return out, nil
+	}
+	for k, f := range finishes {
+		for _, r := range f.Results {
+			if r.Sent {
+				out[finishOf[k]].Delivered = true
+			}
+		}
+	}
+	return out, wakes
+}
+
+// plan reads each start's event and contact and decides on each of its
+// notices: the records to write and the messages to send (by start, by
+// notice). A start whose event's referenced resources could not be fetched
+// gets an error (tried again later); what cannot be sent is recorded as
+// failed or denied, as Send records it.
+func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Start) ([]RunStart, [][]notify.Email, []error) {
+	plans := make([]RunStart, len(starts))
+	emails := make([][]notify.Email, len(starts))
+	errs := make([]error, len(starts))
+	type read struct {
+		sub    subject
+		reason string
+		err    error
+	}
+	reads := map[int64]read{}       // by event
+	refsOf := map[string][]string{} // by tenant
+	for _, st := range starts {
+		ev := st.Event
+		if ev == nil {
+			continue
+		}
+		if _, ok := reads[ev.ID]; ok {
+			continue
+		}
+		sub, reason, err := s.read(ctx, ev, noticeTypeOfEvent(ev))
+		reads[ev.ID] = read{sub, reason, err}
+		if err == nil && reason == "" {
+			refsOf[ev.TenantID] = append(refsOf[ev.TenantID], journey.PatientRefs(sub.patientID, sub.patientRef)...)
+		}
+	}
+	contacts := map[string]map[string]Contact{}
+	for tenant, refs := range refsOf {
+		cs, err := bs.ContactsOf(ctx, tenant, refs)
+		if err != nil {
+			for i := range errs {
+				errs[i] = fmt.Errorf("contacts: %w", err)
+			}
+			return plans, emails, errs
+		}
+		contacts[tenant] = cs
+	}
+	for i, st := range starts {
+		rs := RunStart{Start: st}
+		if st.Event == nil {
+			// An API-event or segment run: its sends have no notice to
+			// record (Send skips them too); the run goes on.
+			if s.Log != nil && len(st.Sends) > 0 {
+				s.Log.Warn("send steps skipped: the run has no EOB or appointment", "workflow", st.Run.WorkflowID)
+			}
+			plans[i] = rs
+			continue
+		}
+		rd := reads[st.Event.ID]
+		if rd.err != nil {
+			errs[i] = rd.err
+			continue
+		}
+		var contact Contact
+		if rd.reason == "" {
+			refs := journey.PatientRefs(rd.sub.patientID, rd.sub.patientRef)
+			stored := make([]*Contact, len(refs))
+			for k, ref := range refs {
+				if c, ok := contacts[st.Run.TenantID][ref]; ok {
+					stored[k] = &c
+				}
+			}
+			var upsert *Contact
+			contact, upsert = s.pickContact(stored, rd.sub)
+			if upsert != nil {
+				rs.Contact = &ContactUpsert{PatientRef: refs[0], Contact: *upsert}
+			}
+		}
+		rs.Notices = make([]NoticeStart, 0, len(st.Sends))
+		emails[i] = make([]notify.Email, 0, len(st.Sends))
+		for _, a := range st.Sends {
+			noticeType := notify.NoticeTypeOf(a.Template)
+			if noticeType == "" {
+				if s.Log != nil {
+					s.Log.Warn("send step skipped", "workflow", st.Run.WorkflowID, "step", a.Step, "err", "template is not known")
+				}
+				continue
+			}
+			ns := NoticeStart{Step: a.Step, Template: a.Template, Type: noticeType, PortalToken: seal.NewToken()}
+			out := outgoing{template: a.Template, channel: a.Channel, from: st.From, messageID: "<" + ns.PortalToken + "@tidings.invalid>"}
+			if out.channel == "" {
+				out.channel = "email"
+			}
+			var email notify.Email
+			ch, ok := s.Channels[out.channel]
+			switch {
+			case rd.reason != "":
+				ns.Status, ns.Reasons = NoticeFailed, []string{rd.reason}
+			case !ok:
+				ns.Status, ns.Reasons = NoticeFailed, []string{"channel " + out.channel + " is not configured in this deployment; not sent"}
+			case contact.Email == "":
+				ns.Status, ns.Reasons = NoticeFailed, []string{"no email address for the patient"}
+			default:
+				base, d := s.draftFor(rd.sub, contact, ns.PortalToken)
+				p, rec, err := s.decision(ctx, st.Run.TenantID, contact, base, d, out, ch.Security())
+				if err != nil {
+					errs[i] = err
+					break
+				}
+				ns.Decision, ns.Status, ns.Reasons = rec, p.Status, p.Reasons
+				if p.Status == "" {
+					ns.Status, ns.Payload, ns.Channel, email = NoticePending, p.Payload, out.channel, p.Email
+					rs.Pending = append(rs.Pending, a)
+				}
+			}
+			rs.Notices = append(rs.Notices, ns)
+			emails[i] = append(emails[i], email)
+		}
+		plans[i] = rs
+	}
+	return plans, emails, errs
+}
+
+// noticeTypeOfEvent is the notice an event's send steps make.
+func noticeTypeOfEvent(ev *journey.Event) string {
+	if ev.ResourceType == "Appointment" {
+		return notify.NoticeTypeAppointment
+	}
+	return notify.NoticeTypeEOB
+}

@@ -1,0 +1,194 @@
+package journey
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tidings-health/tidings/workflow"
+)
+
+// The hot path: a batch of new EOBs, each starting its workflow's run,
+// whose first steps send a notice and then wait. Taken one event at a time
+// that is a dozen transactions per notice; here a whole batch is read with
+// a few queries, its runs are planned by the pure step machine, and a
+// BatchStarter writes them with their notices in one transaction, sends,
+// and records the outcomes in a second. What the machine decides that is
+// not a send (a go-to, a segment), and anything unusual, takes the general
+// path of one event at a time.
+
+// Start is a new run planned in memory: its first steps already taken by
+// the step machine, the sends they decided still to be carried out.
+type Start struct {
+	Run   NewRun
+	State workflow.State
+	// Sends are the send actions the first steps decided, in order.
+	Sends []workflow.Action
+	Event *Event
+	From  workflow.Sender // the workflow's sender identity
+	Now   time.Time
+}
+
+// Started is what became of a Start.
+type Started struct {
+	// Created is false when the workflow already had a run for the subject
+	// (nobody re-enters a workflow): nothing was written or sent.
+	Created bool
+	// Delivered: a send's message was taken by the channel.
+	Delivered bool
+	// Err is set when the start must be tried again (nothing of it was
+	// written) or its sends' bookkeeping failed.
+	Err error
+}
+
+// BatchStarter writes planned runs with their notices and carries out
+// their sends, a batch at a time; besides each start's outcome it returns
+// the wake-ups for the queue (the runs' next ones, and any run their
+// "delivered" woke). delivery.Service implements it.
+type BatchStarter interface {
+	Start(ctx context.Context, starts []Start) ([]Started, []Wake)
+}
+
+// BatchStore is what the batch path needs from storage beyond Store.
+type BatchStore interface {
+	// RefreshSubjects gives the waiting runs of each subject its newest
+	// event and facts (as RefreshSubject without a change to react to).
+	RefreshSubjects(ctx context.Context, refreshes []SubjectRefresh) error
+	// ContactPreferencesOf are the zones and languages of patients, by
+	// blind index (zero for those without a contact).
+	ContactPreferencesOf(ctx context.Context, tenantID string, patientIndexes []string) (map[string]workflow.Contact, error)
+}
+
+// SubjectRefresh is one subject's newest event and facts.
+type SubjectRefresh struct {
+	TenantID string
+	Subject  string
+	EventID  int64
+	Facts    workflow.Facts
+}
+
+// processEOBs processes a batch of EOB events, one subject each (the
+// caller keeps one subject's versions in order). It returns each event's
+// outcome, as processEvent would.
+func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
+	errs := make([]error, len(evs))
+	starter, ok := r.Sender.(BatchStarter)
+	bs, ok2 := r.Store.(BatchStore)
+	if !ok || !ok2 || len(evs) < 2 {
+		for i, ev := range evs {
+			errs[i] = r.processEvent(ctx, ev)
+		}
+		return errs
+	}
+	now := r.now()
+	type pending struct {
+		i  int
+		nr NewRun
+	}
+	var todo []pending
+	var refreshes []SubjectRefresh
+	for i, ev := range evs {
+		facts, err := ev.EOBFacts()
+		if err != nil {
+			errs[i] = r.closeEvent(ctx, ev, OutcomeFailed, "the ExplanationOfBenefit could not be read: "+err.Error())
+			continue
+		}
+		refs := PatientRefs(facts.PatientID, facts.PatientRef)
+		if len(refs) == 0 {
+			errs[i] = r.closeEvent(ctx, ev, OutcomeFailed, "the ExplanationOfBenefit names no patient")
+			continue
+		}
+		nr := NewRun{TenantID: ev.TenantID, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
+			PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID,
+			Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
+		todo = append(todo, pending{i, nr})
+		refreshes = append(refreshes, SubjectRefresh{TenantID: ev.TenantID, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts})
+	}
+	if len(todo) == 0 {
+		return errs
+	}
+	fail := func(err error) []error {
+		for _, p := range todo {
+			errs[p.i] = fmt.Errorf("event %d: %w", evs[p.i].ID, err)
+		}
+		return errs
+	}
+	// A new version of an EOB a run already follows: its reminder shows this one.
+	if err := bs.RefreshSubjects(ctx, refreshes); err != nil {
+		return fail(err)
+	}
+	const trigger = "event:eob.received"
+	workflows := map[string][]Workflow{}
+	prefs := map[string]map[string]workflow.Contact{}
+	for _, p := range todo {
+		tenant := p.nr.TenantID
+		if _, ok := workflows[tenant]; ok {
+			continue
+		}
+		wfs, err := r.Store.ActiveWorkflows(ctx, tenant, trigger)
+		if err != nil {
+			return fail(fmt.Errorf("active workflows: %w", err))
+		}
+		workflows[tenant] = wfs
+		var idx []string
+		for _, q := range todo {
+			if q.nr.TenantID == tenant {
+				idx = append(idx, q.nr.PatientIndex)
+			}
+		}
+		if prefs[tenant], err = bs.ContactPreferencesOf(ctx, tenant, idx); err != nil {
+			return fail(fmt.Errorf("contacts: %w", err))
+		}
+	}
+	var starts []Start
+	var startOf []int // the event each start is for
+	for _, p := range todo {
+		ev := evs[p.i]
+		wfs := workflows[p.nr.TenantID]
+		if len(wfs) == 0 {
+			errs[p.i] = r.closeEvent(ctx, ev, OutcomeSkipped, "no active workflow for "+trigger)
+			continue
+		}
+		for _, wf := range wfs {
+			nr := p.nr
+			nr.WorkflowID, nr.WorkflowVersion, nr.Priority = wf.ID, wf.Version, wf.Priority
+			run := Run{TenantID: nr.TenantID, WorkflowID: nr.WorkflowID, WorkflowVersion: nr.WorkflowVersion, Facts: nr.Facts}
+			def, err := r.definition(ctx, run)
+			if err != nil {
+				errs[p.i] = fmt.Errorf("event %d: definition: %w", ev.ID, err)
+				break
+			}
+			st, actions, _ := feedMachine(def, run, prefs[nr.TenantID][nr.PatientIndex], nil, now)
+			if !onlySends(actions) {
+				// A go-to or a segment: the general path carries it out.
+				if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, p.nr, ev); err != nil {
+					errs[p.i] = fmt.Errorf("event %d: %w", ev.ID, err)
+				}
+				continue
+			}
+			starts = append(starts, Start{Run: nr, State: st, Sends: actions, Event: ev, From: def.Sender, Now: now})
+			startOf = append(startOf, p.i)
+		}
+	}
+	if len(starts) == 0 {
+		return errs
+	}
+	started, wakes := starter.Start(ctx, starts)
+	for k, s := range started {
+		i := startOf[k]
+		if s.Err != nil && errs[i] == nil {
+			errs[i] = fmt.Errorf("event %d: %w", evs[i].ID, s.Err)
+		}
+	}
+	r.Wake(ctx, wakes)
+	return errs
+}
+
+func onlySends(actions []workflow.Action) bool {
+	for _, a := range actions {
+		if a.Type != workflow.ActionSend {
+			return false
+		}
+	}
+	return true
+}
