@@ -52,6 +52,12 @@ type Config struct {
 	RateBurst    int
 }
 
+// DefaultRatePerSecond is the per-client and per-subscription limit when
+// none is configured: above what one deployment takes in (a few thousand
+// notifications a second on two cores), so that it stops a flood without
+// throttling a health plan's bulk feed.
+const DefaultRatePerSecond = 10000
+
 // New builds the Gin engine with every route.
 func New(cfg Config) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
@@ -59,7 +65,7 @@ func New(cfg Config) *gin.Engine {
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec, cfg.RateBurst = 200, 400
+		cfg.RatePerSec, cfg.RateBurst = DefaultRatePerSecond, 2*DefaultRatePerSecond
 	}
 	log := cfg.Log
 	if log == nil {

@@ -59,6 +59,8 @@ type Fetcher struct {
 	Store   FetchStore
 	Sources Sources
 	Log     *slog.Logger
+
+	subs recent[Subscription]
 }
 
 // ProcessFetch performs one fetch: a read of the focus reference (id-only
@@ -438,7 +440,9 @@ func remoteSubscriptionID(ref string) string {
 // has no source; references not to fetch (contained, urn:uuid, another
 // server's) and resources the source no longer has are skipped.
 func (f *Fetcher) FetchReferences(ctx context.Context, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
-	sub, err := f.Store.SubscriptionByID(ctx, subscriptionID)
+	// Asked for every EOB a worker notices: the subscription is read once a
+	// second at most.
+	sub, err := f.subs.get(subscriptionID, func() (Subscription, error) { return f.Store.SubscriptionByID(ctx, subscriptionID) })
 	if err != nil || sub.SourceID == "" {
 		return nil, nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -30,9 +31,9 @@ var ErrWrongSecret = fault.New(fault.Unauthorized, "missing or wrong subscriptio
 
 // Store is what intake needs from storage.
 type Store interface {
-	// Authenticate loads a subscription and checks the presented secret in
-	// constant time (ErrWrongSecret), or ErrUnknownSubscription.
-	Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error)
+	// SubscriptionSecret loads a subscription with the hash of its secret
+	// (SecretHash), or ErrUnknownSubscription.
+	SubscriptionSecret(ctx context.Context, subscriptionID string) (Subscription, []byte, error)
 	RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
 	// InsertEvents stores events (deduplicated) where workers claim them;
 	// the results are in order.
@@ -61,6 +62,19 @@ type Service struct {
 	Log            *slog.Logger
 	EnqueueTimeout time.Duration
 	Now            func() time.Time
+
+	secrets recent[subscriptionSecret]
+}
+
+type subscriptionSecret struct {
+	sub  Subscription
+	hash []byte
+}
+
+// SecretHash is what a subscription's secret is stored as: its SHA-256.
+func SecretHash(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
 }
 
 // Result says what a notification led to; it holds no PHI.
@@ -81,11 +95,23 @@ func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret strin
 	if secret == "" {
 		return Subscription{}, fault.New(fault.Unauthorized, "missing subscription secret (Authorization: Bearer …)")
 	}
-	sub, err := s.Store.Authenticate(ctx, subscriptionID, secret)
-	if err == nil && sub.Status == StatusOff {
+	// Every notification names its subscription: read it once a second at
+	// most, not once a request. A subscription turned off or given a new
+	// secret takes effect within that second.
+	got, err := s.secrets.get(subscriptionID, func() (subscriptionSecret, error) {
+		sub, hash, err := s.Store.SubscriptionSecret(ctx, subscriptionID)
+		return subscriptionSecret{sub, hash}, err
+	})
+	if err != nil {
+		return Subscription{}, err
+	}
+	if subtle.ConstantTimeCompare(SecretHash(secret), got.hash) != 1 {
+		return Subscription{}, ErrWrongSecret
+	}
+	if got.sub.Status == StatusOff {
 		return Subscription{}, ErrInactive
 	}
-	return sub, err
+	return got.sub, nil
 }
 
 // parseError gives the parser's errors their codes: a body that is not
@@ -129,6 +155,9 @@ func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (R
 				return res, err
 			}
 		}
+		// A status can turn the subscription off: this process reads it
+		// afresh at once (others within a second).
+		defer s.secrets.forget(sub.ID)
 		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.Status, n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:

@@ -25,6 +25,46 @@ type eventRecord struct {
 	RelatedURLs []string          `json:"related_urls,omitempty"` // fullUrl of each Related, same order
 }
 
+// encodeRecord writes an event's record as eventRecord encodes it. The
+// focus is JSON the parser checked (fhir's guard, or the fetch that read
+// it), so it goes in as it came, without encoding/json compacting it once
+// more; a related resource is checked here (one read from a source was not
+// checked by anyone).
+func encodeRecord(r fhir.Event) ([]byte, error) {
+	size := len(r.Focus) + 64
+	for _, rel := range r.Related {
+		size += len(rel) + 1
+	}
+	for _, u := range r.RelatedURLs {
+		size += len(u) + 8
+	}
+	b := make([]byte, 0, size)
+	b = append(b, `{"focus":`...)
+	b = append(b, r.Focus...)
+	if len(r.Related) > 0 {
+		b = append(b, `,"related":[`...)
+		for i, rel := range r.Related {
+			if !json.Valid(rel) {
+				return nil, fmt.Errorf("encode event: related resource %d is not JSON", i)
+			}
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, rel...)
+		}
+		b = append(b, ']')
+	}
+	if len(r.RelatedURLs) > 0 {
+		b = append(b, `,"related_urls":`...)
+		urls, err := json.Marshal(r.RelatedURLs)
+		if err != nil {
+			return nil, fmt.Errorf("encode event: %w", err)
+		}
+		b = append(b, urls...)
+	}
+	return append(b, '}'), nil
+}
+
 // InsertEvents stores a notification's events with their audit rows,
 // committed together with other requests' events (group commit: one
 // transaction for all that arrived meanwhile), and tells the workers there
@@ -36,9 +76,9 @@ func (s *Store) InsertEvents(ctx context.Context, events []intake.NewEvent) ([]i
 	}
 	rows := make([]newEventRow, len(events))
 	for i, e := range events {
-		rec, err := json.Marshal(eventRecord{Focus: e.Record.Focus, Related: e.Record.Related, RelatedURLs: e.Record.RelatedURLs})
+		rec, err := encodeRecord(e.Record)
 		if err != nil {
-			return nil, fmt.Errorf("encode event: %w", err)
+			return nil, err
 		}
 		rows[i] = newEventRow{NewEvent: e, sealed: s.keys.Seal(rec, ctxEventResource)}
 	}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 )
@@ -45,11 +46,18 @@ func (g *groupCommit[In, Out]) do(ctx context.Context, items []In) ([]Out, error
 	g.pending = append(g.pending, c)
 	g.mu.Unlock()
 	for {
+		if !g.queued(c) {
+			// Another caller's commit took it: its outcome comes soon.
+			<-c.done
+			return c.out, c.err
+		}
 		select {
 		case <-c.done:
 			return c.out, c.err
 		case g.slots <- struct{}{}:
-			g.lead()
+			if g.queued(c) {
+				g.lead()
+			}
 			<-g.slots
 		case <-ctx.Done():
 			if g.withdraw(c) {
@@ -59,6 +67,13 @@ func (g *groupCommit[In, Out]) do(ctx context.Context, items []In) ([]Out, error
 			return c.out, c.err
 		}
 	}
+}
+
+// queued reports whether a call still waits for a commit to take it.
+func (g *groupCommit[In, Out]) queued(c *groupCall[In, Out]) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Contains(g.pending, c)
 }
 
 // withdraw takes a call that nobody has taken yet out of the queue.

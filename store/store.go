@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"strings"
@@ -82,9 +80,10 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
 	st := &Store{db: db, keys: keys}
-	// At most a third of the pool commits events at once: the rest is left
-	// to the workers.
-	st.eventWrites = newGroupCommit(512, max(1, opts.MaxOpenConns/3), st.insertEvents)
+	// Two commits of events at once at most: while they run, requests
+	// queue, and the next commit takes them all (more would commit one
+	// event each and gain nothing on a few cores).
+	st.eventWrites = newGroupCommit(512, 2, st.insertEvents)
 	return st, nil
 }
 
@@ -146,15 +145,9 @@ func (s *Store) EnsureTenant(ctx context.Context, id, name string) error {
 	return s.q(ctx).Exec(`INSERT INTO tenants (id, name) VALUES (?, ?) ON CONFLICT (id) DO NOTHING`, id, name).Error
 }
 
-// SecretHash is what a subscription's secret is stored as.
-func SecretHash(secret string) []byte {
-	h := sha256.Sum256([]byte(secret))
-	return h[:]
-}
-
 // CreateSubscription registers a subscription with its shared secret.
 func (s *Store) CreateSubscription(ctx context.Context, sub intake.Subscription, secret string) error {
-	row := Subscription{ID: sub.ID, TenantID: sub.TenantID, SecretHash: SecretHash(secret), Topic: sub.Topic, SourceURL: sub.SourceURL,
+	row := Subscription{ID: sub.ID, TenantID: sub.TenantID, SecretHash: intake.SecretHash(secret), Topic: sub.Topic, SourceURL: sub.SourceURL,
 		Status: sub.Status, Criteria: sub.Criteria, HeartbeatPeriodS: int(sub.HeartbeatPeriod / time.Second), RemoteRef: sub.RemoteRef}
 	if len(sub.SigningKey) > 0 {
 		row.HMACKeySealed = s.keys.Seal(sub.SigningKey, ctxSubscriptionHMAC)
@@ -180,20 +173,19 @@ func (s *Store) CreateSubscription(ctx context.Context, sub intake.Subscription,
 	return err
 }
 
-// Authenticate loads a subscription and checks the presented secret in
-// constant time; its signing key, if any, comes opened.
-func (s *Store) Authenticate(ctx context.Context, subscriptionID, secret string) (intake.Subscription, error) {
+// SubscriptionSecret loads a subscription (its signing key, if any,
+// opened) with the hash of its secret (intake.SecretHash), for intake to
+// check the presented one; intake.ErrUnknownSubscription when none.
+func (s *Store) SubscriptionSecret(ctx context.Context, subscriptionID string) (intake.Subscription, []byte, error) {
 	var row Subscription
 	if err := s.q(ctx).Where("id = ?", subscriptionID).Take(&row).Error; err != nil {
 		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return intake.Subscription{}, intake.ErrUnknownSubscription
+			return intake.Subscription{}, nil, intake.ErrUnknownSubscription
 		}
-		return intake.Subscription{}, err
+		return intake.Subscription{}, nil, err
 	}
-	if secret == "" || subtle.ConstantTimeCompare(SecretHash(secret), row.SecretHash) != 1 {
-		return intake.Subscription{}, intake.ErrWrongSecret
-	}
-	return s.subscription(row)
+	sub, err := s.subscription(row)
+	return sub, row.SecretHash, err
 }
 
 // subscription converts a row, opening its signing key.

@@ -108,7 +108,7 @@ func TestInsertEventsFailsOnlyTheBadRequest(t *testing.T) {
 	good := intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "ok",
 		DedupeKey: "sub1|ExplanationOfBenefit|ok|v:1", Record: fhir.Event{Focus: json.RawMessage(`{}`)}}
 	bad := good
-	bad.TenantID, bad.ResourceID, bad.DedupeKey = "no-such-tenant", "bad", "sub1|ExplanationOfBenefit|bad|v:1"
+	bad.SubscriptionID, bad.ResourceID, bad.DedupeKey = "no-such-subscription", "bad", "sub1|ExplanationOfBenefit|bad|v:1"
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	for i := range errs {
@@ -172,16 +172,14 @@ func TestClaimEvents(t *testing.T) {
 	}
 }
 
-func TestAuthenticate(t *testing.T) {
+func TestSubscriptionSecret(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	if _, err := s.Authenticate(ctx, "sub1", "s3cret-s3cret"); err != nil {
-		t.Fatal(err)
+	sub, hash, err := s.SubscriptionSecret(ctx, "sub1")
+	if err != nil || sub.ID != "sub1" || sub.TenantID != "t1" || !bytes.Equal(hash, intake.SecretHash("s3cret-s3cret")) {
+		t.Fatalf("subscription %+v, hash matches %v, %v", sub, bytes.Equal(hash, intake.SecretHash("s3cret-s3cret")), err)
 	}
-	if _, err := s.Authenticate(ctx, "sub1", "wrong"); !errors.Is(err, intake.ErrWrongSecret) || !errors.Is(err, fault.Unauthorized) {
-		t.Fatalf("wrong secret: %v", err)
-	}
-	if _, err := s.Authenticate(ctx, "nobody", "s3cret-s3cret"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
+	if _, _, err := s.SubscriptionSecret(ctx, "nobody"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown subscription: %v", err)
 	}
 }
@@ -244,5 +242,32 @@ func TestDatabaseErrorsCarryNoValues(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "Canary") || !strings.Contains(err.Error(), "22P02") {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A record written without encoding/json reads back as encoding/json
+// reads it: focus, related resources and their URLs.
+func TestEncodeRecordRoundTrip(t *testing.T) {
+	for _, r := range []fhir.Event{
+		{Focus: json.RawMessage(`{"resourceType":"ExplanationOfBenefit","id":"x"}`)},
+		{Focus: json.RawMessage("{\n  \"id\": \"y\"\n}"), Related: []json.RawMessage{json.RawMessage(`{"resourceType":"Patient"}`), json.RawMessage(`{"a":[1,2]}`)},
+			RelatedURLs: []string{"urn:uuid:1", "https://ehr.example/Patient/\"quoted\""}},
+	} {
+		b, err := encodeRecord(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got eventRecord
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		want, _ := json.Marshal(eventRecord{Focus: r.Focus, Related: r.Related, RelatedURLs: r.RelatedURLs})
+		again, _ := json.Marshal(got)
+		if !bytes.Equal(again, want) {
+			t.Fatalf("round trip\n%s\nwant\n%s", again, want)
+		}
+	}
+	if _, err := encodeRecord(fhir.Event{Focus: json.RawMessage(`{}`), Related: []json.RawMessage{json.RawMessage(`{"a":`)}}); err == nil {
+		t.Fatal("a related resource that is not JSON was stored")
 	}
 }

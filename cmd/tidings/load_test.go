@@ -30,7 +30,7 @@ func TestLoadReport(t *testing.T) {
 	t.Logf("report:\n%s", report)
 	for _, want := range []string{
 		"machine: ", "commit: ", "settings: 50 notifications all for the example's patient, 16 clients (closed loop), 1 rep(s)",
-		"tidings serve and tidings worker as separate processes", "rate limit default (200/s, burst 400", "worker concurrency default (10)",
+		"tidings serve and tidings worker as separate processes", "rate limit default (10,000/s, burst 20000", "worker concurrency default (10)",
 		"servers: PostgreSQL ", "intake latency: p50 ", "top statements by calls", "notices after the run: 50 sent\n",
 		"database after the run: 50 events",
 		"intake non-2xx: 0 throttled (429, retried after Retry-After), 0 other non-2xx or no answer\n",
