@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/intake"
@@ -62,7 +63,38 @@ func encodeRecord(r fhir.Event) ([]byte, error) {
 		}
 		b = append(b, urls...)
 	}
-	return append(b, '}'), nil
+	return compressRecord(append(b, '}')), nil
+}
+
+// A record is stored compressed: FHIR JSON shrinks five to ten times, so
+// an EOB's row stays small enough not to be moved out of line (TOAST), and
+// PostgreSQL no longer tries to compress what sealing made random. A
+// record that starts with '{' is plain JSON, as written before.
+const recordZstd = 0x01
+
+var (
+	recordEncoder = must(zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(2), zstd.WithWindowSize(256<<10)))
+	recordDecoder = must(zstd.NewReader(nil, zstd.WithDecoderConcurrency(2), zstd.WithDecoderLowmem(true),
+		zstd.WithDecoderMaxMemory(4*fhir.MaxBodyBytes)))
+)
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func compressRecord(rec []byte) []byte {
+	return recordEncoder.EncodeAll(rec, []byte{recordZstd})
+}
+
+func decompressRecord(stored []byte) ([]byte, error) {
+	if len(stored) == 0 || stored[0] != recordZstd {
+		return stored, nil
+	}
+	return recordDecoder.DecodeAll(stored[1:], nil)
 }
 
 // InsertEvents stores a notification's events with their audit rows,
@@ -220,6 +252,9 @@ func (s *Store) openRecord(ev Event) (fhir.Event, error) {
 	plain, err := s.keys.Open(ev.ResourceSealed, ctxEventResource)
 	if err != nil {
 		return fhir.Event{}, fmt.Errorf("open event %d: %w", ev.ID, err)
+	}
+	if plain, err = decompressRecord(plain); err != nil {
+		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decompress", ev.ID)
 	}
 	var rec eventRecord
 	if err := json.Unmarshal(plain, &rec); err != nil {

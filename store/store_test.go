@@ -253,9 +253,13 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 		{Focus: json.RawMessage("{\n  \"id\": \"y\"\n}"), Related: []json.RawMessage{json.RawMessage(`{"resourceType":"Patient"}`), json.RawMessage(`{"a":[1,2]}`)},
 			RelatedURLs: []string{"urn:uuid:1", "https://ehr.example/Patient/\"quoted\""}},
 	} {
-		b, err := encodeRecord(r)
+		stored, err := encodeRecord(r)
 		if err != nil {
 			t.Fatal(err)
+		}
+		b, err := decompressRecord(stored)
+		if err != nil || len(stored) == 0 || stored[0] != recordZstd {
+			t.Fatalf("stored %q (%v)", stored, err)
 		}
 		var got eventRecord
 		if err := json.Unmarshal(b, &got); err != nil {
