@@ -78,6 +78,7 @@ type testOpts struct {
 	ScheduleEvery  time.Duration
 	WakeSlack      time.Duration
 	NoWorkflows    bool
+	RejectRcpt     func(rcpt string) *mailcatch.Reply // the catcher refuses these recipients
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -89,7 +90,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 	if o.RedisAddr == "" {
 		o.RedisAddr, o.RedisDB = testenv.NewRedisDB(t)
 	}
-	mc, err := mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), STARTTLS: !o.NoSTARTTLS})
+	mc, err := mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), STARTTLS: !o.NoSTARTTLS, RejectRcpt: o.RejectRcpt})
 	if err != nil {
 		t.Fatal(err)
 	}
