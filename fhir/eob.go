@@ -2,6 +2,7 @@ package fhir
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -69,6 +70,59 @@ type eobProbe struct {
 	Contained    []json.RawMessage `json:"contained"`
 }
 
+// eobDoc reads an EOB in one pass: samply's model and, shadowing its use
+// and outcome, what eobProbe reads.
+type eobDoc struct {
+	fhir.ExplanationOfBenefit
+	ResourceType string            `json:"resourceType"`
+	Use          json.RawMessage   `json:"use"`
+	Outcome      json.RawMessage   `json:"outcome"`
+	Contained    []json.RawMessage `json:"contained"`
+}
+
+// decodeEOB decodes an EOB whose JSON checkJSON has passed. Each
+// json.Unmarshal reads its input twice (validation, then decoding), and
+// the probe and samply's model were two: one decode does both. When it
+// fails, the probe and the model are decoded one after the other, as
+// before, so that the error is the one they give.
+func decodeEOB(eob []byte) (eobProbe, fhir.ExplanationOfBenefit, error) {
+	var d eobDoc
+	err := json.Unmarshal(eob, &d)
+	if err == nil && d.ResourceType == "ExplanationOfBenefit" {
+		probe := eobProbe{ResourceType: d.ResourceType, Contained: d.Contained}
+		e := d.ExplanationOfBenefit
+		var use, outcome string
+		if len(d.Use) > 0 {
+			err = errors.Join(err, json.Unmarshal(d.Use, &use), e.Use.UnmarshalJSON(d.Use))
+			probe.Use = &use
+		}
+		if len(d.Outcome) > 0 {
+			err = errors.Join(err, json.Unmarshal(d.Outcome, &outcome), e.Outcome.UnmarshalJSON(d.Outcome))
+			probe.Outcome = &outcome
+		}
+		if err == nil {
+			return probe, e, nil
+		}
+	}
+	return decodeEOBCarefully(eob)
+}
+
+// decodeEOBCarefully decodes the probe, then samply's model.
+func decodeEOBCarefully(eob []byte) (eobProbe, fhir.ExplanationOfBenefit, error) {
+	var probe eobProbe
+	if err := json.Unmarshal(eob, &probe); err != nil {
+		return probe, fhir.ExplanationOfBenefit{}, decodeError("ExplanationOfBenefit", err)
+	}
+	if probe.ResourceType != "ExplanationOfBenefit" {
+		return probe, fhir.ExplanationOfBenefit{}, fmt.Errorf("%w: resourceType is not ExplanationOfBenefit", ErrMalformed)
+	}
+	e, err := fhir.UnmarshalExplanationOfBenefit(eob)
+	if err != nil {
+		return probe, e, decodeError("ExplanationOfBenefit", err)
+	}
+	return probe, e, nil
+}
+
 // EOBFactsFrom builds facts from the focus EOB and the related resources
 // (Event.Related); the EOB's contained resources are used as well.
 // References resolve as in a Bundle, except that related resources have no
@@ -96,16 +150,9 @@ func eobFacts(eob json.RawMessage, related []json.RawMessage, urls []string) (EO
 	if firstNonSpace(eob) != '{' {
 		return f, fmt.Errorf("%w: ExplanationOfBenefit is not a JSON object", ErrMalformed)
 	}
-	var probe eobProbe
-	if err := json.Unmarshal(eob, &probe); err != nil {
-		return f, decodeError("ExplanationOfBenefit", err)
-	}
-	if probe.ResourceType != "ExplanationOfBenefit" {
-		return f, fmt.Errorf("%w: resourceType is not ExplanationOfBenefit", ErrMalformed)
-	}
-	e, err := fhir.UnmarshalExplanationOfBenefit(eob)
+	probe, e, err := decodeEOB(eob)
 	if err != nil {
-		return f, decodeError("ExplanationOfBenefit", err)
+		return f, err
 	}
 	ix, err := relatedIndex(probe.Contained, related, urls)
 	if err != nil {

@@ -380,3 +380,15 @@ func TestEOBFactsDiagnosesMatchDiagnosisCodes(t *testing.T) {
 		t.Fatalf("facts %v, DiagnosisCodes %v", f.Diagnoses, want)
 	}
 }
+
+// BenchmarkEOBFacts measures facts from the largest CARIN EOB example: the
+// worker builds them once per notice.
+func BenchmarkEOBFacts(b *testing.B) {
+	eob := mustRead(b, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
+	b.SetBytes(int64(len(eob)))
+	for b.Loop() {
+		if _, err := EOBFactsFrom(eob, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -182,4 +183,83 @@ func FuzzAppointmentFactsFrom(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzDecodeEOB checks the one-pass decode against the probe and model
+// decoded one after the other: the same result, or both an error (the
+// one-pass decode falls back to the careful one to word it). Inputs are
+// what checkJSON passes, as in eobFacts. One difference is allowed: a key
+// given twice, whose earlier value the one pass never looks at.
+func FuzzDecodeEOB(f *testing.F) {
+	for _, name := range eobFixtures {
+		f.Add(mustRead(f, name))
+	}
+	f.Add([]byte(`{"resourceType":"ExplanationOfBenefit","use":null}`))
+	f.Add([]byte(`{"resourceType":"ExplanationOfBenefit","use":5,"outcome":"complete"}`))
+	f.Add([]byte(`{"resourceType":"ExplanationOfBenefit","use":"cl\u0061im"}`))
+	f.Add([]byte(`{"resourceType":"ExplanationOfBenefit","USE":"preauthorization","contained":[{"resourceType":"Condition","id":"c"}]}`))
+	f.Add([]byte(`{"resourceType":"Patient","use":"claim"}`))
+	f.Fuzz(func(t *testing.T, eob []byte) {
+		if checkJSON(eob, "ExplanationOfBenefit") != nil || repeatsAKey(eob) {
+			return
+		}
+		p1, e1, err1 := decodeEOB(eob)
+		p2, e2, err2 := decodeEOBCarefully(eob)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("one pass: %v; careful: %v", err1, err2)
+		}
+		if err1 != nil {
+			if err1.Error() != err2.Error() {
+				t.Fatalf("errors differ: %v / %v", err1, err2)
+			}
+			return
+		}
+		j1, _ := json.Marshal([]any{p1, e1})
+		j2, _ := json.Marshal([]any{p2, e2})
+		if string(j1) != string(j2) {
+			t.Fatalf("decodes differ:\n%s\n%s", j1, j2)
+		}
+	})
+}
+
+// repeatsAKey reports whether any object in doc names a key twice (keys
+// compared without case, as encoding/json matches fields); a document it
+// cannot read counts as repeating.
+func repeatsAKey(doc []byte) bool {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	var walk func() bool
+	walk = func() bool {
+		tok, err := dec.Token()
+		if err != nil {
+			return true
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return true
+				}
+				key := strings.ToLower(k.(string))
+				if seen[key] {
+					return true
+				}
+				seen[key] = true
+				if walk() {
+					return true
+				}
+			}
+			_, _ = dec.Token()
+		case json.Delim('['):
+			for dec.More() {
+				if walk() {
+					return true
+				}
+			}
+			_, _ = dec.Token()
+		}
+		return false
+	}
+	return walk()
 }
