@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -256,11 +257,112 @@ func (s *Store) openRecord(ev Event) (fhir.Event, error) {
 	if plain, err = decompressRecord(plain); err != nil {
 		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decompress", ev.ID)
 	}
-	var rec eventRecord
-	if err := json.Unmarshal(plain, &rec); err != nil {
+	rec, err := decodeRecord(plain)
+	if err != nil {
 		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decode", ev.ID)
 	}
 	return fhir.Event{Focus: rec.Focus, Related: rec.Related, RelatedURLs: rec.RelatedURLs}, nil
+}
+
+// decodeRecord reads a record. One that encodeRecord framed is cut at its
+// values' ends, without encoding/json validating and decoding the whole
+// EOB twice more (it was checked before it was stored, and sealing
+// authenticates it since); anything else, older records included, is
+// decoded by encoding/json.
+func decodeRecord(plain []byte) (eventRecord, error) {
+	if rec, ok := splitRecord(plain); ok {
+		return rec, nil
+	}
+	var rec eventRecord
+	err := json.Unmarshal(plain, &rec)
+	return rec, err
+}
+
+// splitRecord cuts a record framed exactly as encodeRecord writes it; ok
+// is false for any other shape.
+func splitRecord(b []byte) (rec eventRecord, ok bool) {
+	const head, rel, urls = `{"focus":`, `,"related":[`, `,"related_urls":`
+	if !bytes.HasPrefix(b, []byte(head)) {
+		return rec, false
+	}
+	i := len(head)
+	end := skipValue(b, i)
+	if end < 0 || b[i] != '{' {
+		return rec, false
+	}
+	rec.Focus = b[i:end:end]
+	i = end
+	if bytes.HasPrefix(b[i:], []byte(rel)) {
+		i += len(rel)
+		for {
+			end := skipValue(b, i)
+			if end < 0 || b[i] != '{' {
+				return rec, false
+			}
+			rec.Related = append(rec.Related, b[i:end:end])
+			if end >= len(b) {
+				return rec, false
+			}
+			i = end + 1
+			if b[end] == ']' {
+				break
+			}
+			if b[end] != ',' {
+				return rec, false
+			}
+		}
+	}
+	if bytes.HasPrefix(b[i:], []byte(urls)) {
+		i += len(urls)
+		end := skipValue(b, i)
+		if end < 0 || b[i] != '[' || json.Unmarshal(b[i:end], &rec.RelatedURLs) != nil {
+			return rec, false
+		}
+		i = end
+	}
+	return rec, i == len(b)-1 && b[i] == '}'
+}
+
+// skipValue returns the end of the object, array or string that starts at
+// b[i], or -1 when there is none. It trusts the JSON to be valid: it only
+// pairs brackets outside strings.
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	depth := 0
+	for j := i; j < len(b); j++ {
+		switch b[j] {
+		case '"':
+			j++
+			for ; j < len(b) && b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					j++
+				}
+			}
+			if j >= len(b) {
+				return -1
+			}
+			if depth == 0 {
+				return j + 1
+			}
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return j + 1
+			}
+			if depth < 0 {
+				return -1
+			}
+		default:
+			if depth == 0 {
+				return -1
+			}
+		}
+	}
+	return -1
 }
 
 // MarkEnqueued records that the queue accepted outbox rows.
