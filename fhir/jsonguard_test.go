@@ -2,9 +2,11 @@ package fhir
 
 import (
 	"bytes"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -93,6 +95,41 @@ func BenchmarkCheckJSON(b *testing.B) {
 			if err := walkJSON(doc, "eob"); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+}
+
+// FuzzReadHead holds readHead to json.Unmarshal on whatever checkJSON
+// passes: the same head, or an error from both.
+func FuzzReadHead(f *testing.F) {
+	for _, name := range eobFixtures {
+		f.Add(mustRead(f, name))
+	}
+	for _, s := range []string{
+		`{"resourceType":"Patient","id":"p","meta":{"versionId":"2","profile":["a"]}}`,
+		`{"resourceType":"Patient","ID":"q","id":"p"}`,
+		`{"reſourceType":"Patient"}`,
+		`{"resourceType":"Pat\u0069ent","id":null,"meta":null}`,
+		`{"resourceType":5}`,
+		`{"meta":{"versionId":1}}`,
+		`{"id":"a","id":"b","meta":{"versionId":"1"},"meta":{"profile":["x"]}}`,
+		` { "a" : [ 1 , { "b" : "}" } ] , "id" : "x" } `,
+		"{\"id\":\"\xff\"}",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		if checkJSON(doc, "doc") != nil {
+			return
+		}
+		got, err := readHead(doc)
+		var want resourceHead
+		werr := json.Unmarshal(doc, &want)
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("readHead error %v, json.Unmarshal error %v", err, werr)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("readHead %+v, json.Unmarshal %+v", got, want)
 		}
 	})
 }

@@ -242,8 +242,8 @@ func readStatus(env bundleEnvelope, entries []bundleEntry) (subscriptionStatus, 
 	if len(entries) == 0 || !entries[0].hasResource() {
 		return subscriptionStatus{}, fmt.Errorf("%w: Bundle has no status as its first entry", ErrNotNotification)
 	}
-	var head resourceHead
-	if err := json.Unmarshal(entries[0].Resource, &head); err != nil {
+	head, err := readHead(entries[0].Resource)
+	if err != nil {
 		return subscriptionStatus{}, decodeError("entry[0].resource", err)
 	}
 	switch {
@@ -308,8 +308,8 @@ func indexEntries(entries []bundleEntry, skipFirst bool) (*resourceIndex, []int,
 		if (skipFirst && i == 0) || !e.hasResource() {
 			continue
 		}
-		var head resourceHead
-		if err := json.Unmarshal(e.Resource, &head); err != nil {
+		head, err := readHead(e.Resource)
+		if err != nil {
 			return nil, nil, decodeError(fmt.Sprintf("entry[%d].resource", i), err)
 		}
 		if head.ResourceType == "" {
