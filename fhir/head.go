@@ -52,7 +52,7 @@ func scanHead(raw []byte) (h resourceHead, ok bool) {
 			return h, false
 		}
 		start := skipSpace(raw, i+1)
-		end := skipAny(raw, start)
+		end := ValueEnd(raw, start)
 		if end < 0 {
 			return h, false
 		}
@@ -131,9 +131,11 @@ func skipSpace(b []byte, i int) int {
 	return i
 }
 
-// skipAny returns the end of the JSON value that starts at b[i] (object,
-// array, string or literal), or -1. It trusts the JSON to be valid.
-func skipAny(b []byte, i int) int {
+// ValueEnd returns the end of the JSON value that starts at b[i] (object,
+// array, string or literal), or -1 when b ends first. It trusts the JSON
+// to be valid (checked before, or written by us): it pairs brackets
+// outside strings and does not look inside values.
+func ValueEnd(b []byte, i int) int {
 	if i >= len(b) {
 		return -1
 	}

@@ -286,7 +286,7 @@ func splitRecord(b []byte) (rec eventRecord, ok bool) {
 		return rec, false
 	}
 	i := len(head)
-	end := skipValue(b, i)
+	end := fhir.ValueEnd(b, i)
 	if end < 0 || b[i] != '{' {
 		return rec, false
 	}
@@ -295,7 +295,7 @@ func splitRecord(b []byte) (rec eventRecord, ok bool) {
 	if bytes.HasPrefix(b[i:], []byte(rel)) {
 		i += len(rel)
 		for {
-			end := skipValue(b, i)
+			end := fhir.ValueEnd(b, i)
 			if end < 0 || b[i] != '{' {
 				return rec, false
 			}
@@ -314,7 +314,7 @@ func splitRecord(b []byte) (rec eventRecord, ok bool) {
 	}
 	if bytes.HasPrefix(b[i:], []byte(urls)) {
 		i += len(urls)
-		end := skipValue(b, i)
+		end := fhir.ValueEnd(b, i)
 		if end < 0 || b[i] != '[' || json.Unmarshal(b[i:end], &rec.RelatedURLs) != nil {
 			return rec, false
 		}
@@ -323,47 +323,6 @@ func splitRecord(b []byte) (rec eventRecord, ok bool) {
 	return rec, i == len(b)-1 && b[i] == '}'
 }
 
-// skipValue returns the end of the object, array or string that starts at
-// b[i], or -1 when there is none. It trusts the JSON to be valid: it only
-// pairs brackets outside strings.
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return -1
-	}
-	depth := 0
-	for j := i; j < len(b); j++ {
-		switch b[j] {
-		case '"':
-			j++
-			for ; j < len(b) && b[j] != '"'; j++ {
-				if b[j] == '\\' {
-					j++
-				}
-			}
-			if j >= len(b) {
-				return -1
-			}
-			if depth == 0 {
-				return j + 1
-			}
-		case '{', '[':
-			depth++
-		case '}', ']':
-			depth--
-			if depth == 0 {
-				return j + 1
-			}
-			if depth < 0 {
-				return -1
-			}
-		default:
-			if depth == 0 {
-				return -1
-			}
-		}
-	}
-	return -1
-}
 
 // MarkEnqueued records that the queue accepted outbox rows.
 func (s *Store) MarkEnqueued(ctx context.Context, outboxIDs ...int64) error {
