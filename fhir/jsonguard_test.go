@@ -133,3 +133,57 @@ func FuzzReadHead(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanBundle holds scanBundle to decodeBundleAtOnce on whatever
+// checkJSON passes: where the walk answers, the envelope and entries are
+// the ones json.Unmarshal reads.
+func FuzzScanBundle(f *testing.F) {
+	for _, s := range []string{
+		`{"resourceType":"Bundle","type":"history","meta":{"profile":["p|1"]},"entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient"},"request":{"method":"POST"},"response":null}]}`,
+		`{"resourceType":"Bundle","entry":null}`,
+		`{"resourceType":"Bundle","entry":[]}`,
+		`{"resourceType":"Bundle","entry":[null]}`,
+		`{"resourceType":"Bundle","Entry":[{"resource":{}}],"entry":[]}`,
+		`{"resourceType":"Bundle","entry":[{"resource":"x"}]}`,
+		`{"resourceType":"Bundle","entry":[{"fullUrl":"a","fullUrl":"b"}]}`,
+		` { "resourceType" : "Bundle" , "entry" : [ { "resource" : { "a" : [ "]" ] } } ] } `,
+		`{"resourceType":"Bundle","type":"h\u0069story","entry":[{"fullUrl":"urn:uuid:\u00e9"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if checkJSON(body, "body") != nil {
+			return
+		}
+		env, entries, ok := scanBundle(body)
+		wenv, wentries, wok := decodeBundleAtOnce(body)
+		if ok && !wok {
+			t.Fatalf("scanBundle read what decodeBundleAtOnce refuses")
+		}
+		if ok && (!reflect.DeepEqual(env, wenv) || !reflect.DeepEqual(entries, wentries)) {
+			t.Fatalf("scanBundle %+v %+v\ndecodeBundleAtOnce %+v %+v", env, entries, wenv, wentries)
+		}
+	})
+}
+
+// The walk takes the published notification Bundles, not only the
+// fallback: otherwise it would be dead code that its fuzz test cannot see.
+func TestScanBundleReadsPublishedNotifications(t *testing.T) {
+	n := 0
+	for _, name := range fixtureFiles(t) {
+		if !strings.HasPrefix(name, "subscriptions-backport-ig/") {
+			continue
+		}
+		body := mustRead(t, name)
+		if _, _, ok := decodeBundleAtOnce(body); !ok {
+			continue
+		}
+		n++
+		if _, _, ok := scanBundle(body); !ok {
+			t.Errorf("%s: scanBundle fell back", name)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no Backport notification fixtures")
+	}
+}

@@ -160,10 +160,14 @@ func decodeBundle(body []byte) (bundleEnvelope, []bundleEntry, error) {
 	if t := firstNonSpace(body); t != '{' {
 		return env, nil, fmt.Errorf("%w: body is not a JSON object", ErrNotNotification)
 	}
-	// Most bodies are Bundles of the shape wanted: read envelope and
-	// entries at once (each json.Unmarshal reads the whole body twice).
+	// Most bodies are Bundles of the shape wanted: walk their members
+	// (scanBundle), else read envelope and entries at once (each
+	// json.Unmarshal reads the whole body twice).
 	// Anything else takes the careful way below, entry by entry, whose
 	// errors say where the shape is wrong.
+	if env, entries, ok := scanBundle(body); ok {
+		return env, entries, nil
+	}
 	if env, entries, ok := decodeBundleAtOnce(body); ok {
 		return env, entries, nil
 	}
