@@ -165,13 +165,8 @@ func ValueEnd(b []byte, i int) int {
 	for j := i; j < len(b); j++ {
 		switch c := b[j]; c {
 		case '"':
-			j++
-			for ; j < len(b) && b[j] != '"'; j++ {
-				if b[j] == '\\' {
-					j++
-				}
-			}
-			if j >= len(b) {
+			j = stringEnd(b, j+1)
+			if j < 0 {
 				return -1
 			}
 			if depth == 0 {
@@ -198,6 +193,27 @@ func ValueEnd(b []byte, i int) int {
 		}
 	}
 	return -1
+}
+
+// stringEnd returns the index of the quote that closes the string whose
+// text starts at b[i], or -1. A quote is escaped when an odd number of
+// backslashes precede it; IndexByte finds candidates fast.
+func stringEnd(b []byte, i int) int {
+	for {
+		k := bytes.IndexByte(b[i:], '"')
+		if k < 0 {
+			return -1
+		}
+		q := i + k
+		n := 0
+		for p := q - 1; p >= i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q
+		}
+		i = q + 1
+	}
 }
 
 func isDelimiter(c byte) bool {
