@@ -1,9 +1,13 @@
-// Package worker is Tidings' thin Asynq adapter: task types and their
+// Package worker is Tidings' thin adapter between the core and its two
+// sources of work. The Claimer takes stored events from Postgres in
+// batches (LISTEN wakes it; a lease lets another worker take over from one
+// that died) and has journey process them; no queue stands between an
+// event and its worker. Asynq carries the rest: task types and their
 // sealed payloads (Client), handlers that open a task and call the core
-// (journey for events and run wake-ups, intake for fetches) and map its
-// outcome to done, retry or skip-retry (Handlers), the scheduler that moves
-// wake-ups from Postgres into Redis as they come within the horizon and
-// restores those Redis lost, and the reconciler that enqueues what the
+// (journey for run wake-ups, intake for fetches) and map its outcome to
+// done, retry or skip-retry (Handlers), the scheduler that moves wake-ups
+// from Postgres into Redis as they come within the horizon and restores
+// those Redis lost, and the reconciler that enqueues the fetches the
 // Postgres outbox holds and Redis never got or lost. Postgres holds the
 // truth; a task only says "work on row N now".
 package worker
