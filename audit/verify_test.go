@@ -102,7 +102,7 @@ func TestVerifyFindsTampering(t *testing.T) {
 		name: "deleted row whose audit row alone is gone",
 		tamper: func(t *testing.T, e *env) int64 {
 			id := e.auditID(t, 23)
-						e.exec(t, `DELETE FROM audit_log WHERE id = $1`, id)
+			e.exec(t, `DELETE FROM audit_log WHERE id = $1`, id)
 			return id
 		},
 		seq: 23, reasons: []string{"which is gone", "deleted row"},

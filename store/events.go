@@ -323,7 +323,6 @@ func splitRecord(b []byte) (rec eventRecord, ok bool) {
 	return rec, i == len(b)-1 && b[i] == '}'
 }
 
-
 // MarkEnqueued records that the queue accepted outbox rows.
 func (s *Store) MarkEnqueued(ctx context.Context, outboxIDs ...int64) error {
 	if len(outboxIDs) == 0 {
