@@ -1,7 +1,8 @@
 // Package policy is Tidings' embedded OPA engine. An Engine compiles, tests
 // and prepares one revision of the Rego policies from a Source (the files
 // embedded from rego/, a directory, or a signed OPA bundle), answers Decide
-// for each notice with the decision and the revision that made it, and swaps
+// for each notice with the decision and the revision that made it (from the
+// policies partially evaluated against their data once, at load), and swaps
 // in a new revision atomically on Reload or Watch, keeping the last good one
 // when a change does not compile or fails its own *_test.rego tests; with no
 // good revision it decides nothing. For compliance teams it dry-runs the

@@ -58,7 +58,7 @@ func (e *Engine) Evaluate(ctx context.Context, candidate fs.FS, in json.RawMessa
 		return EvalResult{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
 	}
 	fired := &firedRules{seen: map[*ast.Rule]bool{}}
-	d, err := rev.decide(ctx, input, rego.EvalQueryTracer(fired))
+	d, err := rev.decide(ctx, &rev.query, input, rego.EvalQueryTracer(fired))
 	return EvalResult{Decision: d, Fired: fired.list()}, err
 }
 

@@ -168,7 +168,7 @@ func BenchmarkDecideReprepared(b *testing.B) {
 	in := realisticEOB()
 	b.ReportAllocs()
 	for b.Loop() {
-		query, err := prepare(ctx, files)
+		query, err := prepare(ctx, files, false)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func BenchmarkDecideInput(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				rs, err := e.active.Load().query.Eval(ctx, opt)
+				rs, err := e.active.Load().fast.Eval(ctx, opt)
 				if err != nil {
 					b.Fatal(err)
 				}

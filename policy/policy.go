@@ -94,9 +94,16 @@ type Engine struct {
 
 // revision is one compiled and prepared set of policy files.
 type revision struct {
-	id       string // hex SHA-256 of the compiled files
-	hash     string // content hash of the source read it came from
-	query    rego.PreparedEvalQuery
+	id   string // hex SHA-256 of the compiled files
+	hash string // content hash of the source read it came from
+	// query evaluates the modules as written; dry runs trace it, so the
+	// rules they report are the analyst's own.
+	query rego.PreparedEvalQuery
+	// fast is query partially evaluated against the revision's data, with
+	// the input unknown: data lookups and helper rules are folded in once,
+	// at load, instead of on every decision. FuzzPartialEvalAgrees holds it
+	// to query. Only revisions that become active have one.
+	fast     *rego.PreparedEvalQuery
 	loadedAt time.Time
 }
 
@@ -265,7 +272,11 @@ func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
 	if err != nil {
 		return nil, err
 	}
-	rev.hash = f.hash
+	fast, err := prepare(ctx, files.withoutTests(), true)
+	if err != nil {
+		return nil, reject(err)
+	}
+	rev.hash, rev.fast = f.hash, &fast
 	return rev, nil
 }
 
@@ -274,7 +285,7 @@ func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
 // it succeeds.
 func compileRevision(ctx context.Context, files policyFiles) (*revision, error) {
 	compiled := files.withoutTests()
-	query, err := prepare(ctx, compiled)
+	query, err := prepare(ctx, compiled, false)
 	if err != nil {
 		return nil, reject(err)
 	}
@@ -321,12 +332,17 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	return rev.decide(ctx, input)
+	q := &rev.query
+	if rev.fast != nil {
+		q = rev.fast
+	}
+	return rev.decide(ctx, q, input)
 }
 
-func (r *revision) decide(ctx context.Context, input ast.Value, opts ...rego.EvalOption) (Decision, error) {
+// decide evaluates q, one of r's queries, on input.
+func (r *revision) decide(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, opts ...rego.EvalOption) (Decision, error) {
 	opts = append(opts, rego.EvalParsedInput(input))
-	rs, err := r.query.Eval(ctx, opts...)
+	rs, err := q.Eval(ctx, opts...)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: evaluate %s: %w", ErrNoDecision, DecisionQuery, err)
 	}
@@ -338,8 +354,9 @@ func (r *revision) decide(ctx context.Context, input ast.Value, opts ...rego.Eva
 	return d, nil
 }
 
-// prepare compiles files and prepares DecisionQuery against them.
-func prepare(ctx context.Context, files policyFiles) (rego.PreparedEvalQuery, error) {
+// prepare compiles files and prepares DecisionQuery against them; with
+// partial, the query is first partially evaluated with the input unknown.
+func prepare(ctx context.Context, files policyFiles, partial bool) (rego.PreparedEvalQuery, error) {
 	loaded, err := files.load()
 	if err != nil {
 		return rego.PreparedEvalQuery{}, err
@@ -360,7 +377,11 @@ func prepare(ctx context.Context, files policyFiles) (rego.PreparedEvalQuery, er
 	for _, m := range loaded.ParsedModules() {
 		opts = append(opts, rego.ParsedModule(m))
 	}
-	query, err := rego.New(opts...).PrepareForEval(ctx)
+	var prep []rego.PrepareOption
+	if partial {
+		prep = append(prep, rego.WithPartialEval())
+	}
+	query, err := rego.New(opts...).PrepareForEval(ctx, prep...)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: compile: %w", err)
 	}
