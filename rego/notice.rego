@@ -178,9 +178,11 @@ protected_in_transit if input.channel.message_encrypted == true
 # leaves, or it does not leave at all.
 protected_in_transit if requires_message_encryption
 
+# The channel is checked first: on a protected one, which is the usual case,
+# the PHI fields need not be worked out at all.
 phi_on_unprotected_channel if {
-	phi_fields != set()
 	not channel_protected
+	phi_fields != set()
 }
 
 portal_only if phi_on_unprotected_channel
