@@ -16,7 +16,8 @@ import (
 
 // The service's role (a LOGIN role granted tidings_app) writes and reads
 // audit rows and runs the chainer, but can neither change nor remove
-// anything of the audit tables, nor choose a row's xid.
+// anything of the audit tables, nor choose a row's xid; it may revoke an API
+// key but not change its tenant, role or secret, nor delete it.
 func TestAppRoleCannotRewriteTheAuditLog(t *testing.T) {
 	ownerURL := testenv.NewDB(t)
 	ctx := context.Background()
@@ -62,6 +63,12 @@ func TestAppRoleCannotRewriteTheAuditLog(t *testing.T) {
 		`TRUNCATE audit_checkpoints`,
 		`INSERT INTO audit_log (tenant_id, actor, action, subject_type, subject_id, xid) VALUES ('t1', 'a', 'b', 'c', 'd', '1')`,
 		`INSERT INTO audit_log (tenant_id, actor, action, subject_type, subject_id, at) VALUES ('t1', 'a', 'b', 'c', 'd', now() - interval '1 year')`,
+		// API keys: revocable, never re-scoped, re-keyed or deleted.
+		`UPDATE api_keys SET role = 'admin'`,
+		`UPDATE api_keys SET tenant_id = 't1'`,
+		`UPDATE api_keys SET secret_hash = secret_hash`,
+		`DELETE FROM api_keys`,
+		`TRUNCATE api_keys`,
 	} {
 		_, err := app.Exec(ctx, sql)
 		var pg *pgconn.PgError
@@ -72,6 +79,9 @@ func TestAppRoleCannotRewriteTheAuditLog(t *testing.T) {
 	// The rest of the schema stays the service's to change.
 	if _, err := app.Exec(ctx, `UPDATE tenants SET name = 'Renamed' WHERE id = 't1'`); err != nil {
 		t.Errorf("update a tenant: %v", err)
+	}
+	if _, err := app.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE tenant_id = 't1'`); err != nil {
+		t.Errorf("revoke a key: %v", err)
 	}
 	if rep := e.verify(t); !rep.OK() || rep.Rows != 3 {
 		t.Fatal(rep)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/workflow"
 )
@@ -47,7 +48,7 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 			return nil // an API contact stays; nothing changed
 		}
 		return tx.Audit(ctx, AuditRecord{
-			TenantID: tenantID, Actor: c.Source, Action: "contact.upsert",
+			TenantID: tenantID, Actor: audit.ActorOr(ctx, c.Source), Action: "contact.upsert",
 			SubjectType: "contact", SubjectID: s.PatientIndex(patientRef),
 		})
 	})

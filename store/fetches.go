@@ -10,6 +10,7 @@ import (
 
 	"gorm.io/gorm"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
 )
@@ -271,7 +272,7 @@ func (s *Store) CreateSource(ctx context.Context, in intake.Source, credential [
 			}
 			return err
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: src.TenantID, Actor: "api", Action: "source.created",
+		return tx.Audit(ctx, AuditRecord{TenantID: src.TenantID, Actor: audit.ActorOr(ctx, "api"), Action: "source.created",
 			SubjectType: "source", SubjectID: src.ID, Detail: map[string]any{"auth_type": src.AuthType}})
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/seal"
@@ -395,7 +396,7 @@ func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subje
 	return wakes, err
 }
 
-func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audit bool) (int64, []journey.Wake, error) {
+func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audited bool) (int64, []journey.Wake, error) {
 	idx := s.PatientIndex(patientRef)
 	var sealed []byte
 	if len(data) > 0 {
@@ -426,10 +427,10 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 		if err != nil {
 			return fmt.Errorf("wake runs: %w", err)
 		}
-		if !audit {
+		if !audited {
 			return nil
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "engagement.recorded",
+		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: audit.ActorOr(ctx, "api"), Action: "engagement.recorded",
 			SubjectType: "engagement", SubjectID: strconv.FormatInt(id, 10),
 			Detail: map[string]any{"type": eventType, "runs_woken": len(wakes)}})
 	})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/workflow"
@@ -62,7 +63,7 @@ func (s *Store) SaveWorkflow(ctx context.Context, tenantID string, d workflow.De
 			tenantID, d.ID, version, string(def)).Error; err != nil {
 			return fmt.Errorf("save workflow version: %w", translate(err))
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "workflow.saved",
+		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: audit.ActorOr(ctx, "api"), Action: "workflow.saved",
 			SubjectType: "workflow", SubjectID: d.ID, Detail: map[string]any{"version": version}})
 	})
 	return version, err
@@ -79,7 +80,7 @@ func (s *Store) SetWorkflowStatus(ctx context.Context, tenantID, id, status stri
 		if res.RowsAffected == 0 {
 			return journey.ErrNoSuchWorkflow
 		}
-		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: "api", Action: "workflow." + status,
+		return tx.Audit(ctx, AuditRecord{TenantID: tenantID, Actor: audit.ActorOr(ctx, "api"), Action: "workflow." + status,
 			SubjectType: "workflow", SubjectID: id})
 	})
 }
