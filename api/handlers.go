@@ -2,7 +2,7 @@ package api
 
 import (
 	"context"
-	"crypto/subtle"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -10,6 +10,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidings-health/tidings/access"
+	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
@@ -20,10 +22,9 @@ type handlers struct {
 	log *slog.Logger
 }
 
-var errUnknownToken = fault.New(fault.Unauthorized, "missing or unknown API token")
-
 const ctxSubscription = "tidings.subscription"
 const ctxTenant = "tidings.tenant"
+const ctxPrincipal = "tidings.principal"
 
 // authSubscription checks the subscription's shared secret, sent as
 // "Authorization: Bearer <secret>" (what Subscription.channel.header carries).
@@ -79,17 +80,37 @@ func (h *handlers) notify(c *gin.Context) {
 	c.JSON(status, outcome("information", "informational", msg))
 }
 
-// authAPI maps a bearer token to its tenant.
+// authAPI authenticates the API key and puts its principal, tenant and
+// audit actor on the request.
 func (h *handlers) authAPI(c *gin.Context) {
-	tok := bearer(c)
-	for known, tenant := range h.cfg.APITokens {
-		if tok != "" && subtle.ConstantTimeCompare([]byte(tok), []byte(known)) == 1 {
-			c.Set(ctxTenant, tenant)
-			c.Next()
+	if h.cfg.Keys == nil {
+		jsonError(c, access.ErrUnauthenticated)
+		return
+	}
+	p, err := h.cfg.Keys.Authenticate(c.Request.Context(), bearer(c))
+	if err != nil {
+		if !errors.Is(err, fault.Unauthorized) {
+			h.log.Error("API key not checked", "err", err)
+		}
+		jsonError(c, err)
+		return
+	}
+	c.Set(ctxPrincipal, p)
+	c.Set(ctxTenant, p.TenantID)
+	c.Request = c.Request.WithContext(audit.WithActor(c.Request.Context(), p.Actor()))
+	c.Next()
+}
+
+// require lets only principals whose role may use the route through.
+func require(role access.Role) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		p, ok := c.MustGet(ctxPrincipal).(access.Principal)
+		if !ok || !p.May(role) {
+			jsonError(c, fault.Errorf(fault.Forbidden, "this route needs an API key with role %s", role))
 			return
 		}
+		c.Next()
 	}
-	jsonError(c, errUnknownToken)
 }
 
 // ContactRequest is the body of PUT /v1/contacts/Patient/{id}.

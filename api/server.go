@@ -10,6 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
@@ -29,6 +30,14 @@ type Contacts interface {
 	Register(ctx context.Context, tenantID, patientID string, c delivery.Contact) error
 }
 
+// Keys checks and manages API keys; *access.Service is it.
+type Keys interface {
+	Authenticate(ctx context.Context, token string) (access.Principal, error)
+	Create(ctx context.Context, tenantID string, role access.Role, name string, ttl time.Duration, actor string) (access.Key, string, error)
+	List(ctx context.Context, tenantID string) ([]access.Key, error)
+	Revoke(ctx context.Context, tenantID, id, actor string) error
+}
+
 // Check is one readiness dependency.
 type Check struct {
 	Name string
@@ -45,7 +54,7 @@ type Config struct {
 	Workflows    WorkflowAdmin // nil: workflow and run routes answer 503
 	Journeys     Journeys      // nil: event, segment and enroll routes answer 503
 	Checks       []Check
-	APITokens    map[string]string // token → tenant
+	Keys         Keys // nil: every /v1 route answers 401
 	Log          *slog.Logger
 	MaxBodyBytes int64
 	RatePerSec   float64
@@ -100,25 +109,48 @@ func New(cfg Config) *gin.Engine {
 	f.POST("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
 
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI)
-	v1.PUT("/contacts/Patient/:id", h.putContact)
-	v1.POST("/sources", h.postSource)
-	v1.POST("/subscriptions", h.postSubscription)
-	v1.GET("/subscriptions/:id", h.getSubscription)
-	v1.GET("/policy", h.getPolicy)
-	v1.POST("/policy/evaluate", h.evaluatePolicy)
-	v1.POST("/workflows", h.postWorkflow)
-	v1.GET("/workflows", h.listWorkflows)
-	v1.GET("/workflows/:id", h.getWorkflow)
-	v1.PUT("/workflows/:id", h.putWorkflow)
-	v1.POST("/workflows/:id/activate", h.setWorkflowStatus(journey.WorkflowActive))
-	v1.POST("/workflows/:id/pause", h.setWorkflowStatus(journey.WorkflowPaused))
-	v1.POST("/workflows/:id/enroll", h.enrollSegment)
-	v1.GET("/workflows/:id/stats", h.workflowStats)
-	v1.GET("/runs", h.listRuns)
-	v1.POST("/events", h.postEvent)
-	v1.POST("/segments/:segment/members", h.postSegmentMember)
+	for _, rt := range h.routes() {
+		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
+	}
 	return r
 }
+
+// Route is one /v1 route and the role it needs.
+type Route struct {
+	Method, Path string
+	Role         access.Role
+	handler      gin.HandlerFunc
+}
+
+// routes is every /v1 route with its role: the one place that says who may
+// do what.
+func (h *handlers) routes() []Route {
+	return []Route{
+		{"PUT", "/contacts/Patient/:id", access.Contacts, h.putContact},
+		{"POST", "/sources", access.Integration, h.postSource},
+		{"POST", "/subscriptions", access.Integration, h.postSubscription},
+		{"GET", "/subscriptions/:id", access.Integration, h.getSubscription},
+		{"GET", "/policy", access.Compliance, h.getPolicy},
+		{"POST", "/policy/evaluate", access.Compliance, h.evaluatePolicy},
+		{"POST", "/workflows", access.Operator, h.postWorkflow},
+		{"GET", "/workflows", access.Operator, h.listWorkflows},
+		{"GET", "/workflows/:id", access.Operator, h.getWorkflow},
+		{"PUT", "/workflows/:id", access.Operator, h.putWorkflow},
+		{"POST", "/workflows/:id/activate", access.Operator, h.setWorkflowStatus(journey.WorkflowActive)},
+		{"POST", "/workflows/:id/pause", access.Operator, h.setWorkflowStatus(journey.WorkflowPaused)},
+		{"POST", "/workflows/:id/enroll", access.Operator, h.enrollSegment},
+		{"GET", "/workflows/:id/stats", access.Operator, h.workflowStats},
+		{"GET", "/runs", access.Operator, h.listRuns},
+		{"POST", "/events", access.Operator, h.postEvent},
+		{"POST", "/segments/:segment/members", access.Operator, h.postSegmentMember},
+		{"POST", "/keys", access.Admin, h.postKey},
+		{"GET", "/keys", access.Admin, h.listKeys},
+		{"DELETE", "/keys/:id", access.Admin, h.revokeKey},
+	}
+}
+
+// Routes lists the /v1 routes and their roles, for documentation and tests.
+func Routes() []Route { return (&handlers{}).routes() }
 
 // Serve runs the HTTP server on ln until ctx ends, then shuts down gracefully.
 func Serve(ctx context.Context, ln net.Listener, handler http.Handler, log *slog.Logger) error {

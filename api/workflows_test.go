@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
@@ -21,18 +22,21 @@ import (
 	"github.com/tidings-health/tidings/workflow"
 )
 
+// Names of the operator keys of tenants t1 and t2; wfEnv.do sends the key's
+// token in their place.
 const (
-	tokenOne = "token-for-tenant-one-0123456789"
-	tokenTwo = "token-for-tenant-two-0123456789"
+	tokenOne = "operator key of t1"
+	tokenTwo = "operator key of t2"
 )
 
 // wfEnv is an API server on a real store (its own database) and a real run
 // driver whose wake-ups go to a Redis database of the test's own.
 type wfEnv struct {
-	t    *testing.T
-	st   *store.Store
-	h    http.Handler
-	logs *testenv.LogBuffer
+	t      *testing.T
+	st     *store.Store
+	h      http.Handler
+	logs   *testenv.LogBuffer
+	tokens map[string]string // tokenOne, tokenTwo → the keys' tokens
 }
 
 func newWorkflowEnv(t *testing.T) *wfEnv {
@@ -60,19 +64,34 @@ func newWorkflowEnv(t *testing.T) *wfEnv {
 	client := worker.NewClient(worker.RedisOpt(addr, "", db), kr)
 	t.Cleanup(func() { _ = client.Close() })
 	runs := &journey.Engine{Store: st, Queue: client}
+	keySvc := &access.Service{Store: st}
 	logs := &testenv.LogBuffer{}
 	h := New(Config{
 		Workflows: journey.Workflows{Store: st},
 		Journeys:  runs,
-		APITokens: map[string]string{tokenOne: "t1", tokenTwo: "t2"},
+		Keys:      keySvc,
 		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	return &wfEnv{t: t, st: st, h: h, logs: logs}
+	tokens := map[string]string{tokenOne: newKey(t, keySvc, "t1", access.Operator), tokenTwo: newKey(t, keySvc, "t2", access.Operator)}
+	return &wfEnv{t: t, st: st, h: h, logs: logs, tokens: tokens}
 }
 
-// do sends one request as the tenant of token.
+// newKey makes an API key and returns its token.
+func newKey(t *testing.T, keys *access.Service, tenant string, role access.Role) string {
+	t.Helper()
+	_, token, err := keys.Create(context.Background(), tenant, role, "test", 0, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token
+}
+
+// do sends one request with token, or with the key that token names.
 func (e *wfEnv) do(token, method, path, contentType string, body []byte) *httptest.ResponseRecorder {
 	e.t.Helper()
+	if real, ok := e.tokens[token]; ok {
+		token = real
+	}
 	return serve(e.h, token, method, path, contentType, body)
 }
 
@@ -646,7 +665,8 @@ func TestTenantCannotSeeAnotherTenantsWorkflow(t *testing.T) {
 }
 
 func TestWorkflowRoutesWithoutBackends(t *testing.T) {
-	h := New(Config{APITokens: map[string]string{tokenOne: "t1"}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e := newWorkflowEnv(t)
+	h := New(Config{Keys: &access.Service{Store: e.st}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	for _, r := range []struct {
 		method, path, body string
 	}{
@@ -662,7 +682,7 @@ func TestWorkflowRoutesWithoutBackends(t *testing.T) {
 		if r.body != "" {
 			body = []byte(r.body)
 		}
-		rec := serve(h, tokenOne, r.method, r.path, "application/json", body)
+		rec := serve(h, e.tokens[tokenOne], r.method, r.path, "application/json", body)
 		if rec.Code != http.StatusServiceUnavailable {
 			t.Errorf("%s %s: %d %s", r.method, r.path, rec.Code, rec.Body.String())
 			continue
@@ -733,4 +753,28 @@ func FuzzDecodeDefinition(f *testing.F) {
 		}
 		_ = workflow.Validate(d, reg) // must not panic on anything that parses
 	})
+}
+
+// Every /v1 route the server registers is in the role table: none is
+// reachable without a role check.
+func TestEveryV1RouteHasARole(t *testing.T) {
+	declared := map[string]bool{}
+	for _, rt := range Routes() {
+		if rt.Role == "" {
+			t.Errorf("%s %s has no role", rt.Method, rt.Path)
+		}
+		declared[rt.Method+" /v1"+rt.Path] = true
+	}
+	n := 0
+	for _, r := range New(Config{}).Routes() {
+		if strings.HasPrefix(r.Path, "/v1/") {
+			n++
+			if !declared[r.Method+" "+r.Path] {
+				t.Errorf("%s %s is registered without a role", r.Method, r.Path)
+			}
+		}
+	}
+	if n != len(declared) {
+		t.Errorf("%d /v1 routes registered, %d declared", n, len(declared))
+	}
 }

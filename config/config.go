@@ -26,7 +26,6 @@ type Config struct {
 	SealKeys       string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
 	SealPrimary    string // TIDINGS_SEAL_PRIMARY
 	BlindIndexKey  string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
-	APITokens      string // TIDINGS_API_TOKENS "tenant:token,..." (secret)
 	ListenAddr     string // TIDINGS_LISTEN_ADDR
 	PublicBaseURL  string // TIDINGS_PUBLIC_BASE_URL
 	APIBaseURL     string // TIDINGS_API_BASE_URL: where FHIR servers reach this API (for Subscriptions Tidings creates)
@@ -164,6 +163,9 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		}
 		return d
 	}
+	if get("TIDINGS_API_TOKENS", "") != "" {
+		problems = append(problems, "TIDINGS_API_TOKENS is no longer read: API keys are kept hashed in the database, each with a tenant and a role; create one with `tidings keys create --tenant ID --role admin` and unset TIDINGS_API_TOKENS")
+	}
 	c := Config{
 		DatabaseURL:          get("TIDINGS_DATABASE_URL", ""),
 		RedisAddr:            get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
@@ -172,7 +174,6 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SealKeys:             get("TIDINGS_SEAL_KEYS", ""),
 		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
 		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
-		APITokens:            get("TIDINGS_API_TOKENS", ""),
 		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
 		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
 		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
@@ -270,9 +271,6 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")
-		}
-		if _, err := ParseAPITokens(c.APITokens); err != nil {
-			p = append(p, err.Error())
 		}
 	}
 	if role&RoleWorker != 0 {
@@ -399,31 +397,4 @@ func (c Config) SMTPRoots() (*x509.CertPool, error) {
 		return nil, errors.New("TIDINGS_SMTP_CA_FILE holds no PEM certificate")
 	}
 	return pool, nil
-}
-
-// ParseAPITokens reads "tenant:token,..." for the /v1 API. Tokens are at
-// least 24 characters.
-func ParseAPITokens(spec string) (map[string]string, error) {
-	out := map[string]string{}
-	var problems []string
-	for i, part := range strings.Split(spec, ",") {
-		part = strings.TrimSpace(part)
-		if part == "" {
-			continue
-		}
-		tenant, token, ok := strings.Cut(part, ":")
-		if !ok || tenant == "" {
-			problems = append(problems, fmt.Sprintf("TIDINGS_API_TOKENS entry %d: want tenant:token", i+1))
-			continue
-		}
-		if len(token) < 24 {
-			problems = append(problems, fmt.Sprintf("TIDINGS_API_TOKENS entry %d: token must be at least 24 characters", i+1))
-			continue
-		}
-		out[token] = tenant
-	}
-	if len(problems) > 0 {
-		return nil, errors.New(strings.Join(problems, "; "))
-	}
-	return out, nil
 }

@@ -58,7 +58,6 @@ func validEnv() map[string]string {
 		"TIDINGS_PUBLIC_BASE_URL":      "https://portal.example.org",
 		"TIDINGS_SMTP_HOST":            "smtp.example.org",
 		"TIDINGS_SMTP_FROM":            "notices@example.org",
-		"TIDINGS_API_TOKENS":           "acme:0123456789abcdef0123456789",
 		"TIDINGS_AUDIT_KEYS":           "a1:" + seal.NewRandomKey(),
 		"TIDINGS_AUDIT_SIGNING_KEY":    "s1:" + seal.NewRandomKey(),
 		"TIDINGS_AUDIT_CHECKPOINT_DIR": "/var/lib/tidings/audit",
@@ -153,5 +152,16 @@ func TestAuditKeys(t *testing.T) {
 	}
 	if c.AuditCheckpointRows != 1000 || c.AuditCheckpointEvery != 10*time.Second || c.AuditChainEvery != time.Second {
 		t.Fatalf("defaults: %d rows, %v, %v", c.AuditCheckpointRows, c.AuditCheckpointEvery, c.AuditChainEvery)
+	}
+}
+
+// Tokens in clear in the environment are refused, with the way to make a
+// key instead, rather than silently ignored.
+func TestAPITokensRefused(t *testing.T) {
+	e := validEnv()
+	e["TIDINGS_API_TOKENS"] = "acme:0123456789abcdef0123456789"
+	_, parse := FromEnv(env(e))
+	if len(parse) != 1 || !strings.Contains(parse[0], "tidings keys create") {
+		t.Fatalf("problems = %q, want one naming tidings keys create", parse)
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"encoding/base64"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
@@ -295,4 +296,15 @@ func codesOf(t testing.TB, eob json.RawMessage) []string {
 		}
 	}
 	return codes
+}
+
+// apiKey makes an API key for tenant with role, as `tidings keys create`
+// does, and returns its token.
+func (ts *testStack) apiKey(t *testing.T, tenant string, role access.Role) string {
+	t.Helper()
+	_, token, err := ts.app.apiKeyService().Create(context.Background(), tenant, role, "test", 0, "test")
+	if err != nil {
+		t.Fatalf("create %s key for %s: %v", role, tenant, err)
+	}
+	return token
 }

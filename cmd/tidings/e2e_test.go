@@ -11,6 +11,7 @@ import (
 	"testing/fstest"
 	"time"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/journey"
@@ -210,8 +211,7 @@ func TestUnenforcedChannelGetsAPortalOnlyNotice(t *testing.T) {
 // home address does not.
 func TestPatientRights(t *testing.T) {
 	ts := newTestStack(t, testOpts{NoPlaceholder: true})
-	token := "dev-rights-token-0123456789abcdef"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Contacts)
 	h, _ := ts.app.handler(nil)
 	put := func(id, body string) {
 		t.Helper()
@@ -287,8 +287,7 @@ func TestRegisteredContactReceivesTheNotice(t *testing.T) {
 	}
 	json.Unmarshal(eob, &doc)
 	id := strings.TrimPrefix(doc.Patient.Reference, "Patient/")
-	token := "dev-test-token-000000000000000"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Contacts)
 	h, err := ts.app.handler(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -498,8 +497,7 @@ func TestDecisionLog(t *testing.T) {
 // active policy or a candidate that never becomes active.
 func TestPolicyEndpoints(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
-	token := "dev-policy-token-0123456789abcdef"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Compliance)
 	pol, err := ts.app.policyEngine(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/journey"
@@ -70,8 +71,7 @@ func workflowStack(t *testing.T, start time.Time) (*testStack, *movableClock) {
 // putContact registers the patient's address and time zone through the API.
 func (ts *testStack) putContact(t *testing.T, patientID, body string) {
 	t.Helper()
-	token := "dev-workflow-token-0123456789abcdef"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Contacts)
 	h, err := ts.app.handler(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -337,8 +337,7 @@ func TestEOBReminderOnlyWithoutPortalView(t *testing.T) {
 			ts.waitRun(t, subject, "eob-notice", "waiting for a portal view", waitingAt("wait-viewed", t0.Add(7*24*time.Hour)))
 			if viewed {
 				clock.Set(t0.Add(26 * time.Hour))
-				token := "dev-events-token-0123456789abcdef"
-				ts.app.cfg.APITokens = "dev:" + token
+				token := ts.apiKey(t, "dev", access.Operator)
 				h, _ := ts.app.handler(nil)
 				if r := doRequest(h, "POST", "/v1/events", "application/json", token, `{"type":"portal.viewed","patient":"Patient/Patient2"}`); r.Code != 202 {
 					t.Fatalf("POST /v1/events: %d %s", r.Code, r.Body)
@@ -381,8 +380,7 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 	t.Cleanup(func() { rd.Close() })
 	ts := newTestStack(t, testOpts{RedisAddr: rd.Addr, NoWorkflows: true, NoPlaceholder: true,
 		ScheduleEvery: 100 * time.Millisecond, WakeSlack: 500 * time.Millisecond})
-	token := "dev-flush-token-0123456789abcdef"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Operator)
 	h, _ := ts.app.handler(nil)
 	def := `{"id": "eob-quick", "trigger": {"event": "eob.received"}, "priority": "high", "sender": {"name": "Plan"},
 		"steps": [

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/store"
@@ -455,8 +456,7 @@ func TestDeletedAppointmentIsCancelled(t *testing.T) {
 func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	f := newFakeFHIR(t)
 	ts := newTestStack(t, testOpts{DeferWorker: true})
-	token := "dev-admin-token-0123456789abcdef"
-	ts.app.cfg.APITokens = "dev:" + token
+	token := ts.apiKey(t, "dev", access.Integration)
 	h, err := ts.app.handler(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -546,9 +546,8 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 		t.Errorf("unknown source: %d %s", r.Code, r.Body)
 	}
 	// Another tenant sees neither this tenant's source nor its subscription.
-	other := "other-admin-token-0123456789abcdef"
 	ts.app.store.EnsureTenant(context.Background(), "other", "Other")
-	ts.app.cfg.APITokens = "dev:" + token + ",other:" + other
+	other := ts.apiKey(t, "other", access.Integration)
 	h2, _ := ts.app.handler(nil)
 	if r := doRequest(h2, "POST", "/v1/subscriptions", "application/json", other, `{"id":"steal","source_id":"ehr","topic":"http://t"}`); r.Code != 400 {
 		t.Errorf("another tenant's source: %d %s", r.Code, r.Body)

@@ -126,7 +126,6 @@ func startProcStack(ctx context.Context, settings serviceSettings, say func(stri
 	}
 	s.BaseURL = "http://" + listen
 	mailHost, mailPort, _ := net.SplitHostPort(s.Mail.Addr())
-	s.apiToken = seal.NewToken()
 	s.vars = map[string]string{
 		"TIDINGS_DATABASE_URL":    s.PG.URL(loadDatabase),
 		"TIDINGS_REDIS_ADDR":      s.Redis.Addr,
@@ -134,7 +133,6 @@ func startProcStack(ctx context.Context, settings serviceSettings, say func(stri
 		"TIDINGS_BLIND_INDEX_KEY": newKey(),
 		"TIDINGS_PUBLIC_BASE_URL": s.BaseURL,
 		"TIDINGS_LISTEN_ADDR":     listen,
-		"TIDINGS_API_TOKENS":      loadTenant + ":" + s.apiToken,
 		"TIDINGS_SMTP_HOST":       mailHost,
 		"TIDINGS_SMTP_PORT":       mailPort,
 		"TIDINGS_SMTP_FROM":       "Tidings load <notices@tidings.invalid>",
@@ -145,17 +143,24 @@ func startProcStack(ctx context.Context, settings serviceSettings, say func(stri
 		"TIDINGS_AUDIT_CHECKPOINT_DIR": filepath.Join(s.Dir, "audit-checkpoints"),
 	}
 
-	say("tidings migrate up; subscription add; workflow install --builtins …")
+	say("tidings migrate up; subscription add; workflow install --builtins; keys create …")
 	s.Secret = seal.NewToken()
+	tokenFile := filepath.Join(dir, "contacts-api-key")
 	for _, args := range [][]string{
 		{"migrate", "up"},
 		{"subscription", "add", "--id", loadSubscription, "--tenant", loadTenant, "--topic", eobTopic, "--secret-env", "LOAD_SUBSCRIPTION_SECRET"},
 		{"workflow", "install", "--tenant", loadTenant, "--builtins"},
+		{"keys", "create", "--tenant", loadTenant, "--role", "contacts", "--name", "load", "--token-file", tokenFile},
 	} {
 		if err := s.run(ctx, args, "LOAD_SUBSCRIPTION_SECRET="+s.Secret); err != nil {
 			return nil, err
 		}
 	}
+	token, err := os.ReadFile(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	s.apiToken = strings.TrimSpace(string(token))
 	if err := s.startServices(ctx, settings, say); err != nil {
 		return nil, err
 	}

@@ -53,7 +53,6 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		"TIDINGS_SMTP_FROM":            "Plan <notices@plan.example.org>",
 		"TIDINGS_SMTP_CA_FILE":         caFile,
 		"TIDINGS_RECONCILE_EVERY":      "500ms",
-		"TIDINGS_API_TOKENS":           "plan:plan-api-token-0123456789abcdef",
 		"TIDINGS_AUDIT_KEYS":           "a1:" + seal.NewRandomKey(),
 		"TIDINGS_AUDIT_SIGNING_KEY":    "s1:" + seal.NewRandomKey(),
 		"TIDINGS_AUDIT_CHECKPOINT_DIR": filepath.Join(t.TempDir(), "audit"),
@@ -97,6 +96,23 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		t.Fatalf("workflow list: %v\n%s", err, out.String())
 	}
 
+	// An API key for contacts, made as an operator would; its token is shown
+	// once and keys list never shows it.
+	tokenFile := filepath.Join(t.TempDir(), "key")
+	if err := realMain(context.Background(), []string{"keys", "create", "--tenant", "plan", "--role", "contacts", "--name", "crm", "--token-file", tokenFile}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("keys create: %v", err)
+	}
+	tokenBytes, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiToken := strings.TrimSpace(string(tokenBytes))
+	out.Reset()
+	if err := realMain(context.Background(), []string{"keys", "list", "--tenant", "plan"}, &out, io.Discard); err != nil ||
+		!strings.Contains(out.String(), "contacts") || !strings.Contains(out.String(), "crm") || strings.Contains(out.String(), apiToken[len(apiToken)-20:]) {
+		t.Fatalf("keys list: %v\n%s", err, out.String())
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var logs testenv.LogBuffer
@@ -126,7 +142,7 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	// The pharmacy EOB's patient has no email in the bundle: register one.
 	creq, _ := http.NewRequest("PUT", base+"/v1/contacts/Patient/Patient2", strings.NewReader(`{"email":"member@plan.example.org","language":"es"}`))
 	creq.Header.Set("Content-Type", "application/json")
-	creq.Header.Set("Authorization", "Bearer plan-api-token-0123456789abcdef")
+	creq.Header.Set("Authorization", "Bearer "+apiToken)
 	cresp, err := http.DefaultClient.Do(creq)
 	if err != nil {
 		t.Fatal(err)

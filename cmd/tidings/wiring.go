@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
@@ -47,14 +48,15 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 
 // app holds the parts both processes share.
 type app struct {
-	cfg    config.Config
-	log    *slog.Logger
-	keys   *seal.Keyring
-	store  *store.Store
-	redis  asynq.RedisClientOpt
-	client *worker.Client
-	pol    *policy.Engine // compiled and prepared once per process
-	clock  journey.Clock  // nil: the system clock; tests move their own
+	cfg     config.Config
+	log     *slog.Logger
+	keys    *seal.Keyring
+	store   *store.Store
+	redis   asynq.RedisClientOpt
+	client  *worker.Client
+	pol     *policy.Engine  // compiled and prepared once per process
+	clock   journey.Clock   // nil: the system clock; tests move their own
+	apiKeys *access.Service // one per process, so a revocation clears its cache
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -154,10 +156,6 @@ func (a *app) pingRedis(ctx context.Context) error {
 
 // handler builds the HTTP API.
 func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
-	tokens, err := config.ParseAPITokens(a.cfg.APITokens)
-	if err != nil {
-		return nil, err
-	}
 	svc := a.intake()
 	checks := []api.Check{
 		{Name: "postgres", Ping: a.store.Ping},
@@ -175,7 +173,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 		polAdmin = pol
 	}
 	return api.New(api.Config{
-		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, APITokens: tokens, Log: a.log,
+		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
 	}), nil
@@ -221,6 +219,14 @@ func (a *app) sender(pol *policy.Engine, email delivery.Channel, refs delivery.R
 	}
 	return &delivery.Service{Store: a.store, Policy: pol, Channels: map[string]delivery.Channel{"email": email},
 		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log}, nil
+}
+
+// apiKeyService checks and manages the /v1 API keys.
+func (a *app) apiKeyService() *access.Service {
+	if a.apiKeys == nil {
+		a.apiKeys = &access.Service{Store: a.store}
+	}
+	return a.apiKeys
 }
 
 // journeys drives workflow runs on the shared parts; without a sender (the
