@@ -52,9 +52,10 @@ type AppointmentFacts struct {
 	CancelledBy string
 	// Reasons are the codings that say what the visit is for: reasonCode,
 	// the code of each Condition, Procedure or Observation a
-	// reasonReference resolves to (contained, in the notification, or
-	// among the related resources), serviceCategory, serviceType and
-	// specialty. They are for coarse flags such as "a sensitive reason"
+	// reasonReference resolves to (contained, or among the related
+	// resources; a notification's Event.Related holds no clinical
+	// resource, so a Condition that came only in the Bundle is unread and
+	// must be fetched), serviceCategory, serviceType and specialty. They are for coarse flags such as "a sensitive reason"
 	// and never go into a notice. Free text (description, comment,
 	// patientInstruction, a reference's display) is not read.
 	Reasons []Coding
