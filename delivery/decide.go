@@ -48,7 +48,10 @@ func (d *appointmentDraft) Redact(f ...string) (err error) {
 	d.n, err = d.n.Redact(f...)
 	return err
 }
-func (d *appointmentDraft) HideProvider() { d.n.ProviderName = "" }
+
+// HideProvider drops the location too: generic_provider_label names no
+// provider or location, and a clinic's name reveals the care as well.
+func (d *appointmentDraft) HideProvider() { d.n.ProviderName, d.n.LocationName = "", "" }
 func (d *appointmentDraft) PortalOnly()   { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
 func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
 	if portalOnly {

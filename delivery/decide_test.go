@@ -119,9 +119,9 @@ func TestApply(t *testing.T) {
 		{name: "routing to the confidential address on file", dec: allow("route_to_confidential_address"),
 			draft: func() draft { return eob() }, contact: Contact{Email: home.Email, ConfidentialEmail: "secret@example.org"},
 			want: want{to: "secret@example.org"}},
-		{name: "an appointment with a hidden provider", dec: allow("generic_provider_label"),
+		{name: "an appointment with a generic provider label names neither provider nor location", dec: allow("generic_provider_label"),
 			draft: func() draft { return appointment() }, contact: home,
-			want: want{to: home.Email, body: []string{"Clinic 4"}, notBody: []string{"Dr. Canary"}}},
+			want: want{to: home.Email, body: []string{"9:30"}, notBody: []string{"Dr. Canary", "Clinic 4"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := out

@@ -160,6 +160,19 @@ func (s *Service) read(ctx context.Context, ev *journey.Event, noticeType string
 		if err != nil {
 			return sub, "the Appointment could not be read: " + err.Error(), nil
 		}
+		if s.References != nil && len(facts.UnreadReasons) > 0 {
+			// A reason the notification did not carry decides whether the
+			// visit is sensitive: read it from the source.
+			found, err := s.fetch(ctx, ev, &sub.rec, facts.UnreadReasons)
+			if err != nil {
+				return sub, "", err
+			}
+			if found {
+				if f2, err := sub.rec.AppointmentFacts(); err == nil {
+					facts = f2
+				}
+			}
+		}
 		sub.appt, sub.patientID, sub.patientRef = facts, facts.PatientID, facts.PatientRef
 		return sub, "", nil
 	}
@@ -179,22 +192,35 @@ func (s *Service) read(ctx context.Context, ev *journey.Event, noticeType string
 		if facts.ProviderName == "" {
 			refs = append(refs, provider)
 		}
-		found, urls, err := s.References.FetchReferences(ctx, ev.SubscriptionID, refs)
+		found, err := s.fetch(ctx, ev, &sub.rec, refs)
 		if err != nil {
-			return sub, "", fmt.Errorf("event %d: fetch a referenced resource: %w", ev.ID, err)
+			return sub, "", err
 		}
-		if len(found) > 0 {
-			rec := &sub.rec
-			rec.RelatedURLs = append(slices.Clip(rec.RelatedURLs), make([]string, max(0, len(rec.Related)-len(rec.RelatedURLs)))...) // keep URLs index-aligned
-			rec.Related = append(slices.Clip(rec.Related), found...)
-			rec.RelatedURLs = append(rec.RelatedURLs, urls...)
-			if f2, err := rec.EOBFacts(); err == nil {
+		if found {
+			if f2, err := sub.rec.EOBFacts(); err == nil {
 				facts = f2
 			}
 		}
 	}
 	sub.eob, sub.patientID, sub.patientRef = facts, facts.PatientID, facts.PatientRef
 	return sub, "", nil
+}
+
+// fetch reads refs from the event's source and adds what it found to rec's
+// related resources, under the reference each was read by. It reports
+// whether it found any.
+func (s *Service) fetch(ctx context.Context, ev *journey.Event, rec *fhir.Event, refs []string) (bool, error) {
+	found, urls, err := s.References.FetchReferences(ctx, ev.SubscriptionID, refs)
+	if err != nil {
+		return false, fmt.Errorf("event %d: fetch a referenced resource: %w", ev.ID, err)
+	}
+	if len(found) == 0 {
+		return false, nil
+	}
+	rec.RelatedURLs = append(slices.Clip(rec.RelatedURLs), make([]string, max(0, len(rec.Related)-len(rec.RelatedURLs)))...) // keep URLs index-aligned
+	rec.Related = append(slices.Clip(rec.Related), found...)
+	rec.RelatedURLs = append(rec.RelatedURLs, urls...)
+	return true, nil
 }
 
 // draftFor builds the minimum-necessary notice for a contact (an
@@ -205,12 +231,7 @@ func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (po
 	if sub.noticeType == notify.NoticeTypeEOB {
 		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: "payment",
 			Facts: map[string]any{"use": sub.eob.Use, "outcome": sub.eob.Outcome}}
-		if s.ValueSets != nil {
-			// Categories, never codes, go to the policy.
-			cats := s.ValueSets.Categories(sub.event.DiagnosisCodes())
-			in.Facts["sensitive_categories"] = cats
-			in.Facts["has_sensitive_diagnosis"] = len(cats) > 0
-		}
+		s.addSensitivity(in.Facts, sub.event.DiagnosisCodes(), false)
 		return in, &eobDraft{n: notify.ToEOBNotice(sub.eob, link)}
 	}
 	var loc *time.Location
@@ -218,8 +239,25 @@ func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (po
 		loc, _ = time.LoadLocation(contact.TimeZone) // unknown: the appointment's own offset
 	}
 	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: "treatment",
-		Facts: map[string]any{"status": sub.appt.Status, "has_sensitive_reason": sub.appt.HasSensitiveReason}}
+		Facts: map[string]any{"status": sub.appt.Status}}
+	s.addSensitivity(in.Facts, sub.appt.Reasons, len(sub.appt.UnreadReasons) > 0)
 	return in, &appointmentDraft{n: notify.ToAppointmentNotice(sub.appt, loc, link)}
+}
+
+// addSensitivity classifies the codes (an EOB's diagnoses, an
+// Appointment's reasons) and adds the categories, never the codes, to the
+// policy facts. unknown says a reason could not be read (a reference the
+// source did not give): its category is unknown, so the notice counts as
+// sensitive.
+func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unknown bool) {
+	var cats []string
+	if s.ValueSets != nil {
+		cats = s.ValueSets.Categories(codes)
+		facts["sensitive_categories"] = cats
+	} else if !unknown {
+		return
+	}
+	facts["has_sensitive_diagnosis"] = len(cats) > 0 || unknown
 }
 
 // decision asks the policy about a notice for a contact on a channel and

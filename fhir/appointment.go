@@ -12,10 +12,10 @@ import (
 
 // AppointmentFacts is what a notice may use from an Appointment: when,
 // with whom, where, and what happened to it. What the visit is for never
-// travels: reasonCode, reasonReference, description, comment,
-// patientInstruction, serviceCategory, serviceType, specialty,
-// appointmentType, basedOn and the participants' types are read (at most)
-// into the coarse flags below and otherwise dropped.
+// travels: reasonCode, reasonReference, serviceCategory, serviceType and
+// specialty are read only into Reasons (for a coarse classification),
+// and description, comment, patientInstruction, appointmentType, basedOn
+// and the participants' types are dropped.
 type AppointmentFacts struct {
 	ID, VersionID string
 	// Status is one of the R4 codes: proposed, pending, booked, arrived,
@@ -50,15 +50,20 @@ type AppointmentFacts struct {
 	// code. The reason's text and the code itself are dropped: codes such
 	// as pat-preg or prov-onc reveal care.
 	CancelledBy string
-	// HasSensitiveReason is set when the Appointment says anything about
-	// why it takes place: any reasonCode or reasonReference, or a
-	// non-blank description, comment or patientInstruction (free text that
-	// can reveal care). It does not judge how sensitive the reason is; a
-	// notice builder should treat true as "say nothing about the visit's
-	// purpose and prefer a notice that carries no details".
-	// serviceType, specialty and appointmentType are not counted: nearly
-	// every Appointment has them, and they never travel anyway.
-	HasSensitiveReason bool
+	// Reasons are the codings that say what the visit is for: reasonCode,
+	// the code of each Condition, Procedure or Observation a
+	// reasonReference resolves to (contained, or among the related
+	// resources; a notification's Event.Related holds no clinical
+	// resource, so a Condition that came only in the Bundle is unread and
+	// must be fetched), serviceCategory, serviceType and specialty. They are for coarse flags such as "a sensitive reason"
+	// and never go into a notice. Free text (description, comment,
+	// patientInstruction, a reference's display) is not read.
+	Reasons []Coding
+	// UnreadReasons are the reasonReference references that resolve to
+	// nothing at hand, so their codes are unknown; a caller may fetch
+	// them and build the facts again. A reference with only a display
+	// has nothing to read and is not listed.
+	UnreadReasons []string
 }
 
 // LogValue keeps the facts out of logs.
@@ -173,11 +178,59 @@ func appointmentFacts(raw json.RawMessage, related []json.RawMessage, urls []str
 	if a.CancelationReason != nil {
 		f.CancelledBy = cancelledBy(*a.CancelationReason)
 	}
-	f.HasSensitiveReason = len(a.ReasonCode) > 0 || len(a.ReasonReference) > 0 ||
-		strings.TrimSpace(deref(a.Description)) != "" ||
-		strings.TrimSpace(deref(a.Comment)) != "" ||
-		strings.TrimSpace(deref(a.PatientInstruction)) != ""
+	f.Reasons = conceptCodings(f.Reasons, a.ReasonCode, a.ServiceCategory, a.ServiceType, a.Specialty)
+	for _, r := range a.ReasonReference {
+		ref := deref(r.Reference)
+		if ref == "" {
+			continue
+		}
+		i, ok := ix.resolve(ref)
+		if !ok {
+			f.UnreadReasons = append(f.UnreadReasons, ref)
+			continue
+		}
+		f.Reasons = append(f.Reasons, reasonCodings(ix.items[i].raw)...)
+	}
 	return f, nil
+}
+
+// conceptCodings appends the codings (those with a code) of each concept.
+func conceptCodings(out []Coding, lists ...[]fhir.CodeableConcept) []Coding {
+	for _, list := range lists {
+		for _, cc := range list {
+			for _, c := range cc.Coding {
+				if code := deref(c.Code); code != "" {
+					out = append(out, Coding{System: deref(c.System), Code: code})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// reasonResources are the resource types an Appointment.reasonReference
+// may name whose code says what the visit is for.
+var reasonResources = map[string]bool{"Condition": true, "Procedure": true, "Observation": true}
+
+// reasonCodings reads the code of a resource a reasonReference resolved
+// to; nil for another resource type.
+func reasonCodings(raw json.RawMessage) []Coding {
+	var r struct {
+		ResourceType string `json:"resourceType"`
+		Code         struct {
+			Coding []struct{ System, Code string } `json:"coding"`
+		} `json:"code"`
+	}
+	if json.Unmarshal(raw, &r) != nil || !reasonResources[r.ResourceType] {
+		return nil
+	}
+	var out []Coding
+	for _, c := range r.Code.Coding {
+		if c.Code != "" {
+			out = append(out, Coding{System: c.System, Code: c.Code})
+		}
+	}
+	return out
 }
 
 // instant parses a FHIR instant (a full date and time with seconds and a

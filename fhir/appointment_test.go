@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,42 +58,43 @@ func resourceOf(t testing.TB, bundle []byte, typ string) json.RawMessage {
 func TestAppointmentFactsFixtures(t *testing.T) {
 	siuStart := time.Date(2021, 9, 24, 7, 15, 0, 0, time.UTC) // 12:45 at +05:30
 	siuEnd := time.Date(2021, 9, 24, 8, 5, 0, 0, time.UTC)
-	siu := func(status string, sensitive bool) AppointmentFacts {
+	siu := func(status string) AppointmentFacts {
 		return AppointmentFacts{
 			ID: siuAppointmentID, Status: status,
 			Start: "2021-09-24T12:45:00+05:30", End: "2021-09-24T13:35:00+05:30",
 			StartTime: siuStart, EndTime: siuEnd, MinutesDuration: 1,
 			PatientRef: "Patient/" + siuPatientID, PatientID: siuPatientID,
 			PractitionerName: "Robert C GE", LocationName: "055",
-			HasSensitiveReason: sensitive,
 		}
 	}
 	tests := []struct {
 		file string
 		want AppointmentFacts
 	}{
-		// reasonReference, description and comment: flagged, not carried.
+		// The reasonReference names a Condition the example does not carry:
+		// unread. Description and comment are not carried.
 		{"hl7-fhir-r4-spec/appointment-example.json", AppointmentFacts{
 			ID: "example", Status: "booked",
 			Start: "2013-12-10T09:00:00Z", End: "2013-12-10T11:00:00Z",
 			StartTime: time.Date(2013, 12, 10, 9, 0, 0, 0, time.UTC), EndTime: time.Date(2013, 12, 10, 11, 0, 0, 0, time.UTC),
 			PatientRef: "Patient/example", PatientID: "example",
 			PractitionerName: "Dr Adam Careful", LocationName: "South Wing, second floor",
-			HasSensitiveReason: true,
+			Reasons:       []Coding{{"http://example.org/service-category", "gp"}, {"", "52"}, {"http://snomed.info/sct", "394814009"}},
+			UnreadReasons: []string{"Condition/example"},
 		}},
 		// Proposed: only requestedPeriod, no start; the attending
 		// participant has no actor yet.
 		{"hl7-fhir-r4-spec/appointment-example-request.json", AppointmentFacts{
 			ID: "examplereq", Status: "proposed", MinutesDuration: 15,
 			PatientRef: "Patient/example", PatientID: "example",
-			LocationName: "South Wing, second floor", HasSensitiveReason: true,
+			LocationName: "South Wing, second floor",
+			Reasons:      []Coding{{"http://snomed.info/sct", "413095006"}, {"http://example.org/service-category", "gp"}, {"http://snomed.info/sct", "394814009"}},
 		}},
-		// S12 carries a comment ("booked for emergency procedure"); S15 and
-		// S26 carry none. Names resolve from the Bundle's Practitioner and
-		// Location.
-		{siuS12, siu("booked", true)},
-		{siuS15, siu("cancelled", false)},
-		{siuS26, siu("noshow", false)},
+		// No reason, service or specialty (appointmentType is not read).
+		// Names resolve from the Bundle's Practitioner and Location.
+		{siuS12, siu("booked")},
+		{siuS15, siu("cancelled")},
+		{siuS26, siu("noshow")},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -100,8 +102,11 @@ func TestAppointmentFactsFixtures(t *testing.T) {
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("facts =\n%+v\nwant\n%+v", got, tc.want)
 			}
-			// What the visit is for never travels, in any field.
-			dump := fmt.Sprintf("%#v", got)
+			// What the visit is for travels only as codes in Reasons
+			// (for classification), never in any other field.
+			rest := got
+			rest.Reasons = nil
+			dump := fmt.Sprintf("%#v", rest)
 			for _, secret := range []string{"MRI", "burn", "Severe", "emergency", "EMERGENCY", "Gastroenterologist",
 				"General Discussion", "General practice", "FOLLOWUP", "WALKIN", "Clinical Review", "413095006", "myringotomy", "ServiceRequest"} {
 				if strings.Contains(dump, secret) {
@@ -203,33 +208,66 @@ func TestAppointmentFactsActorByTypeAndCancelledBy(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got.CancelledBy != tc.want || got.PractitionerName != "Dr Who" || got.LocationName != "Room 4" || got.PatientRef != "" || got.HasSensitiveReason {
+		if got.CancelledBy != tc.want || got.PractitionerName != "Dr Who" || got.LocationName != "Room 4" || got.PatientRef != "" || got.Reasons != nil {
 			t.Errorf("%s|%s: %+v", tc.system, tc.code, got)
 		}
 	}
 }
 
-func TestAppointmentFactsSensitiveReason(t *testing.T) {
-	for field, value := range map[string]any{
-		"reasonCode":         []any{map[string]any{"text": canary}},
-		"reasonReference":    []any{map[string]any{"reference": "Condition/c1"}},
-		"description":        canary,
-		"comment":            canary,
-		"patientInstruction": canary,
-	} {
-		appt := map[string]any{"resourceType": "Appointment", "status": "booked", "participant": []any{}, field: value}
-		got, err := AppointmentFactsFrom(mustJSON(t, appt), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !got.HasSensitiveReason || strings.Contains(fmt.Sprintf("%#v", got), canary) {
-			t.Errorf("%s: HasSensitiveReason=%v facts=%+v", field, got.HasSensitiveReason, got)
-		}
+// Reasons hold the codes of reasonCode, serviceCategory, serviceType,
+// specialty and of the Condition, Procedure or Observation a
+// reasonReference resolves to, wherever it is; free text never.
+func TestAppointmentFactsReasons(t *testing.T) {
+	icd := func(code string) map[string]any {
+		return map[string]any{"coding": []any{map[string]any{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": code}}, "text": canary}
 	}
-	blank := mustJSON(t, map[string]any{"resourceType": "Appointment", "status": "booked", "participant": []any{}, "comment": "  ",
-		"serviceType": []any{map[string]any{"text": "x"}}, "specialty": []any{map[string]any{"text": "x"}}})
-	if got, err := AppointmentFactsFrom(blank, nil); err != nil || got.HasSensitiveReason {
-		t.Errorf("blank comment and service type flagged: %+v %v", got, err)
+	condition := func(id, code string) map[string]any {
+		return map[string]any{"resourceType": "Condition", "id": id, "code": icd(code), "subject": map[string]any{"reference": "Patient/p1"}}
+	}
+	ref := func(r string) map[string]any { return map[string]any{"reference": r, "display": canary} }
+	appt := mustJSON(t, map[string]any{
+		"resourceType": "Appointment", "status": "booked", "participant": []any{},
+		"contained":       []any{condition("c1", "F32.9")},
+		"reasonCode":      []any{icd("Z30.09"), map[string]any{"text": canary}},
+		"serviceCategory": []any{icd("A"), map[string]any{"coding": []any{map[string]any{"code": ""}}}},
+		"serviceType":     []any{icd("B")},
+		"specialty":       []any{icd("C")},
+		"reasonReference": []any{
+			ref("#c1"),                        // contained
+			ref("Condition/c2"),               // in the notification
+			ref("Procedure/p3"),               // in the notification
+			ref("Patient/p1"),                 // not a reason resource: no codes
+			ref("Condition/missing"),          // nowhere
+			map[string]any{"display": canary}, // nothing to read
+		},
+		"description": canary, "comment": canary, "patientInstruction": canary,
+	})
+	related := []json.RawMessage{
+		mustJSON(t, condition("c2", "B20")),
+		mustJSON(t, map[string]any{"resourceType": "Procedure", "id": "p3", "code": icd("Z31.0")}),
+		mustJSON(t, map[string]any{"resourceType": "Patient", "id": "p1"}),
+	}
+	got, err := AppointmentFactsFrom(appt, related)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []string
+	for _, c := range got.Reasons {
+		codes = append(codes, c.Code)
+	}
+	if want := "Z30.09 A B C F32.9 B20 Z31.0"; strings.Join(codes, " ") != want {
+		t.Errorf("reason codes %q, want %q", strings.Join(codes, " "), want)
+	}
+	if !slices.Equal(got.UnreadReasons, []string{"Condition/missing"}) {
+		t.Errorf("unread %q", got.UnreadReasons)
+	}
+	if strings.Contains(fmt.Sprintf("%#v", got), canary) {
+		t.Errorf("free text in the facts: %+v", got)
+	}
+	// The same reference, once the resource is at hand, is read.
+	got, err = AppointmentFactsFrom(appt, append(related, mustJSON(t, condition("missing", "F10.20"))))
+	if err != nil || got.UnreadReasons != nil || got.Reasons[len(got.Reasons)-1].Code != "F10.20" {
+		t.Errorf("after fetching: %+v %v", got, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -139,7 +140,7 @@ func FuzzAppointmentFactsFrom(f *testing.F) {
 			if !errors.Is(err, ErrMalformed) {
 				t.Fatalf("error is not ErrMalformed: %v", err)
 			}
-			if facts != (AppointmentFacts{}) {
+			if !reflect.DeepEqual(facts, AppointmentFacts{}) {
 				t.Fatalf("facts returned with an error")
 			}
 			return
@@ -174,12 +175,14 @@ func FuzzAppointmentFactsFrom(f *testing.F) {
 				t.Fatalf("first sight of %s gives %q", facts.Status, first)
 			}
 		}
-		var loose struct {
-			Description any `json:"description"`
+		for _, c := range facts.Reasons {
+			if c.Code == "" {
+				t.Fatalf("a reason without a code: %+v", facts.Reasons)
+			}
 		}
-		if json.Unmarshal(appt, &loose) == nil {
-			if s, ok := loose.Description.(string); ok && strings.TrimSpace(s) != "" && !facts.HasSensitiveReason {
-				t.Fatalf("description present but HasSensitiveReason unset")
+		for _, r := range facts.UnreadReasons {
+			if r == "" {
+				t.Fatalf("an empty unread reason: %q", facts.UnreadReasons)
 			}
 		}
 	})

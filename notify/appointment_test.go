@@ -217,7 +217,8 @@ func TestToAppointmentNotice(t *testing.T) {
 			name: "facts outside the notice are not carried over",
 			facts: fhir.AppointmentFacts{
 				ID: "a1", VersionID: "3", Status: "cancelled", End: "2024-03-10T08:00:00Z", EndTime: utc.Add(30 * time.Minute),
-				MinutesDuration: 30, PatientRef: "Patient/p1", PatientID: "p1", CancelledBy: "provider", HasSensitiveReason: true,
+				MinutesDuration: 30, PatientRef: "Patient/p1", PatientID: "p1", CancelledBy: "provider",
+				Reasons: []fhir.Coding{{System: "http://hl7.org/fhir/sid/icd-10-cm", Code: "F32.9"}}, UnreadReasons: []string{"Condition/c1"},
 			},
 			want: AppointmentNotice{PortalURL: portal},
 		},

@@ -109,3 +109,41 @@ test_revealing_fields_are_read_from_data if {
 		with data.data.settings.sensitive.prefer_message_encryption as true
 		with data.data.settings.sensitive.revealing_fields as ["provider_name"]
 }
+
+# --- appointments ---------------------------------------------------------------
+
+# The fields an appointment notice names its provider and location by
+# (notify.AppointmentNotice) are the ones the allowlist lets it carry, and
+# all of them are revealing.
+test_shipped_revealing_fields_cover_the_appointment_names if {
+	names := {"provider_name", "location_name"}
+	every name in names {
+		name in data.data.allowlist.appointment.email
+		name in data.data.settings.sensitive.revealing_fields
+	}
+}
+
+test_every_listed_category_makes_an_appointment_portal_only if {
+	every name, _ in data.data.sensitive.categories {
+		notice.decision == allowed_with(appointment_phi, ["portal_only", "generic_provider_label"]) with input as with_facts(appointment_email, {"status": "booked", "sensitive_categories": [name], "has_sensitive_diagnosis": true})
+	}
+}
+
+# A reason the worker could not read (has_sensitive_diagnosis without a
+# category) is treated as sensitive.
+test_an_appointment_with_an_unread_reason_is_sensitive if {
+	req := with_facts(appointment_email, {"status": "booked", "sensitive_categories": [], "has_sensitive_diagnosis": true})
+	notice.decision == allowed_with(appointment_phi, ["portal_only", "generic_provider_label"]) with input as req
+}
+
+test_an_ordinary_appointment_names_provider_and_location if {
+	req := with_facts(appointment_email, {"status": "booked", "sensitive_categories": [], "has_sensitive_diagnosis": false})
+	notice.decision == allowed with input as req
+}
+
+test_shipped_snomed_concepts_name_their_source if {
+	every category in data.data.sensitive.categories {
+		count(category.snomed) > 0
+		category.snomed_source != ""
+	}
+}

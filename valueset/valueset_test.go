@@ -11,7 +11,10 @@ import (
 	"github.com/tidings-health/tidings/rego"
 )
 
-const icd = "http://hl7.org/fhir/sid/icd-10-cm"
+const (
+	icd = "http://hl7.org/fhir/sid/icd-10-cm"
+	sct = "http://snomed.info/sct"
+)
 
 func TestCategories(t *testing.T) {
 	s, err := Load(rego.FS)
@@ -48,6 +51,34 @@ func TestCategories(t *testing.T) {
 	}
 }
 
+// SNOMED CT concepts match by exact id, and only under the SNOMED CT system.
+func TestSNOMEDCategories(t *testing.T) {
+	s, err := Load(rego.FS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		system, code, want string
+	}{
+		{sct, "74732009", "mental_health"},        // mental disorder
+		{sct, "394587001", "mental_health"},       // psychiatry (a specialty)
+		{sct, "66214007", "substance_use"},        // substance abuse
+		{sct, "86406008", "hiv_sti"},              // HIV infection
+		{sct, "386639001", "reproductive_health"}, // termination of pregnancy
+		{sct, "394580004", "genetic"},             // clinical genetics (a specialty)
+		{sct, " 86406008 ", "hiv_sti"},
+		{sct, "394814009", ""}, // general practice: the published examples' specialty
+		{sct, "413095006", ""}, // clinical review: appointment-example-request's reason
+		{sct, "864060080", ""}, // no prefix matching for SNOMED CT
+		{icd, "86406008", ""},  // the id under another system
+		{"", "74732009", ""},   // or under none
+	} {
+		if got := strings.Join(s.Categories([]fhir.Coding{{System: c.system, Code: c.code}}), ","); got != c.want {
+			t.Errorf("%s|%s: %q, want %q", c.system, c.code, got, c.want)
+		}
+	}
+}
+
 // Every published EOB's diagnoses, read by fhir.DiagnosisCodes, are classified.
 func TestFixtureDiagnosesAreNotSensitive(t *testing.T) {
 	s, err := Load(rego.FS)
@@ -73,9 +104,11 @@ func TestFixtureDiagnosesAreNotSensitive(t *testing.T) {
 }
 
 func TestLoadRejectsBadData(t *testing.T) {
-	bad := fstest.MapFS{Path: {Data: []byte(`{"sensitive":{"categories":{"x":{"ranges":[["F99","F01"]],"codes":["F3.2"]}}}}`)}}
+	bad := fstest.MapFS{Path: {Data: []byte(`{"sensitive":{"categories":{"x":{"ranges":[["F99","F01"]],"codes":["F3.2"],"snomed":["F32", "0123456"]}}}}`)}}
 	_, err := Load(bad)
-	if err == nil || !strings.Contains(err.Error(), "no source") || !strings.Contains(err.Error(), "range") || !strings.Contains(err.Error(), "code prefix") {
-		t.Fatalf("err = %v", err)
+	for _, want := range []string{"no source", "range", "code prefix", "without a snomed_source", `"F32" is not a SNOMED CT concept id`, `"0123456" is not`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to say %q", err, want)
+		}
 	}
 }
