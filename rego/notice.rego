@@ -40,9 +40,11 @@
 #                        may ever carry PHI (sms and push may not)
 #   data/non_phi.json    non_phi_fields: the payload fields that are not PHI;
 #                        every other field counts as PHI
-#   data/sensitive.json  sensitive.categories: the sensitive diagnosis
-#                        categories and their ICD-10-CM value sets; Tidings uses
-#                        them to fill facts.sensitive_categories
+#   data/sensitive.json  sensitive.categories: the sensitive categories and
+#                        their ICD-10-CM and SNOMED CT value sets; Tidings
+#                        matches an EOB's diagnoses and an appointment's
+#                        reasons, service type and specialty against them to
+#                        fill facts.sensitive_categories
 #   data/settings.json   settings: switches compliance may flip
 #
 # FLAGS. A flag that loosens a rule (tls_enforced, message_encrypted,
