@@ -80,9 +80,10 @@ func (d Decision) Has(obligation string) bool {
 // completely before it becomes active, in one atomic step, so every decision
 // comes from exactly one revision. It is safe for concurrent use.
 type Engine struct {
-	src    Source
-	log    *slog.Logger
-	active atomic.Pointer[revision]
+	src     Source
+	log     *slog.Logger
+	sandbox *Sandbox // candidate dry runs run in a child process; nil: in this one
+	active  atomic.Pointer[revision]
 
 	loadMu   sync.Mutex // one load at a time
 	lastSeen string     // content hash last loaded or rejected; under loadMu
