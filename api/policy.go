@@ -80,7 +80,8 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 		candidate = m
 	}
 	// One dry run at a time, each bounded in time: a candidate policy is
-	// arbitrary code from a caller.
+	// arbitrary code from a caller, which the engine runs in a child process
+	// under a time and memory limit (see policy.Sandbox).
 	select {
 	case evalSlot <- struct{}{}:
 		defer func() { <-evalSlot }()
@@ -91,8 +92,8 @@ func (h *handlers) evaluatePolicy(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), evalTimeout)
 	defer cancel()
 	res, err := h.cfg.Policy.Evaluate(ctx, candidate, req.Input)
-	if ctx.Err() != nil {
-		jsonError(c, fault.New(fault.Unprocessable, "the dry run took longer than its limit"))
+	if ctx.Err() != nil && !errors.Is(err, policy.ErrDryRunLimit) {
+		jsonError(c, fault.New(fault.Unprocessable, "the dry run exceeded its time limit"))
 		return
 	}
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {

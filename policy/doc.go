@@ -5,9 +5,12 @@
 // policies partially evaluated against their data once, at load), and swaps
 // in a new revision atomically on Reload or Watch, keeping the last good one
 // when a change does not compile or fails its own *_test.rego tests; with no
-// good revision it decides nothing. For compliance teams it dry-runs the
-// active or a candidate policy on a sample input with the rules that fired
-// (Evaluate), runs the policies' tests with coverage (RunTestsWithCoverage),
-// and hashes inputs for the decision log (InputHash) so that PHI is never
-// stored.
+// good revision it decides nothing. Every policy compiles against an
+// allow-list of OPA built-ins; any other fails to compile. For compliance
+// teams it dry-runs the active or a candidate policy on a sample input with
+// the rules that fired (Evaluate); with WithSandbox a candidate, a caller's
+// code, runs in a child process (ServeSandbox) under a time and memory
+// limit, so that it cannot exhaust the process that decides. It also runs
+// the policies' tests with coverage (RunTestsWithCoverage), and hashes
+// inputs for the decision log (InputHash) so that PHI is never stored.
 package policy

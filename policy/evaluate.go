@@ -35,30 +35,49 @@ type EvalResult struct {
 // input document such as a sample file, and reports the rules that fired.
 // With candidate nil it asks the active revision; otherwise it compiles the
 // policies in candidate and runs their tests as Reload would, and decides
-// with them, but never makes them active. A candidate that is refused gives
-// an error wrapping ErrRejected; input that is not one JSON object,
-// ErrInvalidInput. When the policies give no usable decision the error wraps
-// ErrNoDecision and the result still lists the rules that fired.
+// with them, but never makes them active. A candidate is arbitrary code from
+// a caller: with WithSandbox it compiles and runs in a child process under a
+// time and memory limit, and a child over either gives a fault.Unprocessable
+// error wrapping ErrDryRunLimit. A candidate that is refused gives an error
+// wrapping ErrRejected; input that is not one JSON object, ErrInvalidInput.
+// When the policies give no usable decision the error wraps ErrNoDecision
+// and the result still lists the rules that fired.
 func (e *Engine) Evaluate(ctx context.Context, candidate fs.FS, in json.RawMessage) (EvalResult, error) {
 	input, err := parseInput(in)
 	if err != nil {
 		return EvalResult{}, err
 	}
-	rev := e.active.Load()
-	if candidate != nil {
-		files, err := readPolicyFiles(candidate, true)
-		if err != nil {
-			return EvalResult{}, err
+	if candidate == nil {
+		rev := e.active.Load()
+		if rev == nil {
+			return EvalResult{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
 		}
-		if rev, err = compileRevision(ctx, files); err != nil {
-			return EvalResult{}, err
-		}
+		return rev.dryRun(ctx, input)
 	}
-	if rev == nil {
-		return EvalResult{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
+	files, err := readPolicyFiles(candidate, true)
+	if err != nil {
+		return EvalResult{}, err
 	}
+	if e.sandbox != nil {
+		return e.sandbox.evaluate(ctx, files, in)
+	}
+	return dryRunCandidate(ctx, files, input)
+}
+
+// dryRunCandidate compiles and tests files as Reload would, then decides
+// on input with them.
+func dryRunCandidate(ctx context.Context, files policyFiles, input ast.Value) (EvalResult, error) {
+	rev, err := compileRevision(ctx, files)
+	if err != nil {
+		return EvalResult{}, err
+	}
+	return rev.dryRun(ctx, input)
+}
+
+// dryRun decides on input and lists the rules that fired.
+func (r *revision) dryRun(ctx context.Context, input ast.Value) (EvalResult, error) {
 	fired := &firedRules{seen: map[*ast.Rule]bool{}}
-	d, err := rev.decide(ctx, &rev.query, input, rego.EvalQueryTracer(fired))
+	d, err := r.decide(ctx, &r.query, input, rego.EvalQueryTracer(fired))
 	return EvalResult{Decision: d, Fired: fired.list()}, err
 }
 

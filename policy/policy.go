@@ -2,10 +2,8 @@ package policy
 
 import (
 	"context"
-
 	"errors"
 	"fmt"
-	"github.com/tidings-health/tidings/fault"
 	"io/fs"
 	"log/slog"
 	"slices"
@@ -18,6 +16,8 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+
+	"github.com/tidings-health/tidings/fault"
 )
 
 // DecisionQuery is the one document Tidings asks the policies for.
@@ -80,9 +80,10 @@ func (d Decision) Has(obligation string) bool {
 // completely before it becomes active, in one atomic step, so every decision
 // comes from exactly one revision. It is safe for concurrent use.
 type Engine struct {
-	src    Source
-	log    *slog.Logger
-	active atomic.Pointer[revision]
+	src     Source
+	log     *slog.Logger
+	sandbox *Sandbox // candidate dry runs run in a child process; nil: in this one
+	active  atomic.Pointer[revision]
 
 	loadMu   sync.Mutex // one load at a time
 	lastSeen string     // content hash last loaded or rejected; under loadMu
@@ -386,23 +387,6 @@ func prepare(ctx context.Context, files policyFiles, partial bool) (rego.Prepare
 		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: compile: %w", err)
 	}
 	return query, nil
-}
-
-// capabilities are OPA's built-ins minus those that reach outside the process.
-// A policy sees PHI, so it must not be able to send it anywhere or read the
-// process environment; a module that calls one of these does not compile.
-func capabilities() *ast.Capabilities {
-	caps := ast.CapabilitiesForThisVersion() // a fresh copy on every call
-	caps.Builtins = slices.DeleteFunc(caps.Builtins, func(b *ast.Builtin) bool {
-		switch b.Name {
-		// json.*_schema follow "$ref" to http(s) and file:// URLs.
-		case "http.send", "net.lookup_ip_addr", "opa.runtime", "json.verify_schema", "json.match_schema":
-			return true
-		}
-		return false
-	})
-	caps.AllowNet = []string{} // empty, not nil: no host at all
-	return caps
 }
 
 // decisionFrom reads the decision document, refusing anything that is not

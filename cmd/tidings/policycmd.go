@@ -17,6 +17,10 @@ import (
 const minCoverage = 90.0
 
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "sandbox" {
+		// Hidden: the child process of a candidate dry run (see policy.Sandbox).
+		return policy.ServeSandbox(ctx, args[1:], os.Stdin, stdout)
+	}
 	if len(args) == 0 || (args[0] != "test" && args[0] != "eval") {
 		fmt.Fprint(stderr, "Usage: tidings policy test [DIR] | eval --input FILE [--dir DIR]\n\n  test  run the policies' own tests (*_test.rego) with rule coverage\n  eval  decide one sample input, and list the rules that fired\n")
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {

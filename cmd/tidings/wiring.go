@@ -87,7 +87,14 @@ func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
 			return nil, err
 		}
 	}
-	pol, err := policy.Open(ctx, src, policy.WithLogger(a.log.With("component", "policy")))
+	// Candidate dry runs (POST /v1/policy/evaluate) run in a child: this
+	// binary's hidden "policy sandbox" command, under a time and memory limit.
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("policy sandbox: %w", err)
+	}
+	pol, err := policy.Open(ctx, src, policy.WithLogger(a.log.With("component", "policy")),
+		policy.WithSandbox(policy.Sandbox{Path: exe, Args: []string{"policy", "sandbox"}}))
 	if err != nil {
 		return nil, err
 	}
