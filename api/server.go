@@ -57,11 +57,18 @@ type Config struct {
 	Keys         Keys // nil: every /v1 route answers 401
 	Log          *slog.Logger
 	MaxBodyBytes int64
-	RatePerSec   float64
-	RateBurst    int
+	// RatePerSec and RateBurst limit each client address, each
+	// subscription and each API key separately.
+	RatePerSec float64
+	RateBurst  int
+	// TrustedProxies are the addresses or CIDRs of the reverse proxies in
+	// front of the server, whose X-Forwarded-For (or X-Real-IP) names the
+	// client. Empty: the connection's address is the client, and those
+	// headers, which any client can set, are ignored.
+	TrustedProxies []string
 }
 
-// DefaultRatePerSecond is the per-client and per-subscription limit when
+// DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
 // none is configured: above what one deployment takes in (a few thousand
 // notifications a second on two cores), so that it stops a flood without
 // throttling a health plan's bulk feed.
@@ -81,9 +88,15 @@ func New(cfg Config) *gin.Engine {
 		log = slog.Default()
 	}
 	r := gin.New()
-	// Rate limits key on the client address: take it from the connection, not
-	// from X-Forwarded-For, which any client can set.
-	_ = r.SetTrustedProxies(nil)
+	// Rate limits key on the client address: take it from the connection, or
+	// from X-Forwarded-For only when the connection comes from a trusted
+	// proxy (any client can set the header). Proxies are checked by New's
+	// caller (config); a bad entry here trusts nobody.
+	r.RemoteIPHeaders = []string{"X-Forwarded-For", "X-Real-IP"}
+	if err := r.SetTrustedProxies(cfg.TrustedProxies); err != nil {
+		log.Error("TrustedProxies refused; trusting no proxy", "err", err)
+		_ = r.SetTrustedProxies(nil)
+	}
 	r.ContextWithFallback = true
 	r.Use(recovery(log), accessLog(log))
 	r.NoRoute(func(c *gin.Context) { jsonError(c, fault.New(fault.NotFound, "no such endpoint")) })
@@ -95,6 +108,7 @@ func New(cfg Config) *gin.Engine {
 
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
+	perKey := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	h := &handlers{cfg: cfg, log: log}
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
@@ -108,7 +122,8 @@ func New(cfg Config) *gin.Engine {
 	f.PUT("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
 	f.POST("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
 
-	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI)
+	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
+	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI, byKey)
 	for _, rt := range h.routes() {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
 	}

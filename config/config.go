@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -31,6 +32,7 @@ type Config struct {
 	APIBaseURL     string // TIDINGS_API_BASE_URL: where FHIR servers reach this API (for Subscriptions Tidings creates)
 	RatePerSecond  float64
 	RateBurst      int
+	TrustedProxies []string // TIDINGS_TRUSTED_PROXIES: addresses or CIDRs, comma-separated
 	MaxBodyBytes   int64
 	LogLevel       slog.Level
 	LogFormat      string
@@ -179,6 +181,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
 		RatePerSecond:        getf("TIDINGS_RATE_PER_SECOND", 10000),
 		RateBurst:            geti("TIDINGS_RATE_BURST", 20000),
+		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
 		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
@@ -271,6 +274,13 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")
+		}
+		for _, proxy := range c.TrustedProxies {
+			if _, err := netip.ParsePrefix(proxy); err != nil {
+				if _, err := netip.ParseAddr(proxy); err != nil {
+					p = append(p, fmt.Sprintf("TIDINGS_TRUSTED_PROXIES: %q is neither an IP address nor a CIDR", proxy))
+				}
+			}
 		}
 	}
 	if role&RoleWorker != 0 {
@@ -397,4 +407,15 @@ func (c Config) SMTPRoots() (*x509.CertPool, error) {
 		return nil, errors.New("TIDINGS_SMTP_CA_FILE holds no PEM certificate")
 	}
 	return pool, nil
+}
+
+// splitList reads a comma-separated list, dropping empty entries.
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }

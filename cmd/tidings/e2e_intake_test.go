@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +19,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/testenv"
 )
 
@@ -401,5 +404,89 @@ func TestSignedNotifications(t *testing.T) {
 		if got := send(c.body, c.sig, c.when); got != c.want {
 			t.Errorf("%s: %d, want %d", c.name, got, c.want)
 		}
+	}
+}
+
+// Behind a trusted reverse proxy every FHIR server is its own client: one
+// that floods is throttled, another on the same proxy connection is not.
+// A client that is not a trusted proxy cannot dodge its limit by naming
+// other clients in X-Forwarded-For.
+func TestRateLimitsBehindATrustedProxy(t *testing.T) {
+	ts := newTestStack(t, testOpts{RatePerSecond: 0.01, RateBurst: 3})
+	ctx := context.Background()
+	other := "dev-eob-2"
+	otherSecret := "second-subscription-secret-0123456789"
+	if err := ts.app.store.CreateSubscription(ctx, intake.Subscription{ID: other, TenantID: devTenant}, otherSecret); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")
+	send := func(h http.Handler, sub, secret, forwardedFor string) int {
+		req := httptest.NewRequest("POST", "/fhir/r4/notify/"+sub, bytes.NewReader(heartbeat))
+		req.RemoteAddr = "10.1.2.3:40000" // the proxy
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.Header.Set("X-Forwarded-For", forwardedFor)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+
+	ts.app.cfg.TrustedProxies = []string{"10.1.2.0/24"}
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := map[int]int{}
+	for range 6 {
+		codes[send(h, devSubscription, ts.Secret, "198.51.100.7")]++
+	}
+	if codes[200] != 3 || codes[429] != 3 {
+		t.Fatalf("the flooding server: %v, want 3 × 200 then 429", codes)
+	}
+	if c := send(h, other, otherSecret, "203.0.113.9"); c != 200 {
+		t.Errorf("another FHIR server behind the same proxy: %d, want 200", c)
+	}
+
+	// The same proxy, not configured as trusted: X-Forwarded-For is ignored,
+	// so naming new clients does not reset the limit.
+	ts.app.cfg.TrustedProxies = nil
+	h, err = ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes = map[int]int{}
+	for i := range 6 {
+		codes[send(h, other, otherSecret, fmt.Sprintf("192.0.2.%d", i+1))]++
+	}
+	if codes[429] != 3 {
+		t.Errorf("spoofed X-Forwarded-For from an untrusted address: %v, want 3 × 429", codes)
+	}
+}
+
+// Each API key has its own limit, whatever address it calls from.
+func TestRateLimitPerAPIKey(t *testing.T) {
+	ts := newTestStack(t, testOpts{RatePerSecond: 0.01, RateBurst: 3, DeferWorker: true})
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	busy, quiet := ts.apiKey(t, devTenant, access.Operator), ts.apiKey(t, devTenant, access.Operator)
+	get := func(token, addr string) int {
+		req := httptest.NewRequest("GET", "/v1/workflows", nil)
+		req.RemoteAddr = addr
+		req.Header.Set("Authorization", "Bearer "+token)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	codes := map[int]int{}
+	for i := range 6 { // two requests from each of three addresses: under each address's limit
+		codes[get(busy, fmt.Sprintf("192.0.2.%d:1000", i%3+1))]++
+	}
+	if codes[200] != 3 || codes[429] != 3 {
+		t.Fatalf("one key from three addresses: %v, want 3 × 200 then 429", codes)
+	}
+	if c := get(quiet, "192.0.2.9:1000"); c != 200 {
+		t.Errorf("another key: %d, want 200", c)
 	}
 }

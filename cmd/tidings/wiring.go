@@ -182,7 +182,7 @@ func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
 	return api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
-		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst,
+		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 	}), nil
 }
 
