@@ -30,7 +30,8 @@ var (
 type Keyring struct {
 	primary string
 	aeads   map[string]cipher.AEAD
-	index   []byte // HMAC key for blind indexes
+	ids     []string // sorted
+	index   []byte   // HMAC key for blind indexes
 }
 
 // LogValue keeps keys out of logs.
@@ -98,9 +99,11 @@ func validID(id string) bool {
 	return true
 }
 
-// NewKeyring builds a keyring. primary "" picks the lexically last id, so
-// adding "k2" beside "k1" rotates to it. indexKey keys blind indexes and must
-// stay stable for the life of the data (it is not rotated with sealing keys).
+// NewKeyring builds a keyring. primary names the key new values are sealed
+// with; it may be "" only when there is one key. It is never guessed from
+// the ids' order: "k10" sorts before "k9". indexKey keys blind indexes and
+// must stay stable for the life of the data (it is not rotated with sealing
+// keys).
 func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%w: no keys", ErrConfig)
@@ -127,17 +130,24 @@ func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyri
 	}
 	sort.Strings(ids)
 	if primary == "" {
-		primary = ids[len(ids)-1]
+		if len(ids) > 1 {
+			return nil, fmt.Errorf("%w: %d keys (%s) and no primary key id named", ErrConfig, len(ids), strings.Join(ids, ", "))
+		}
+		primary = ids[0]
 	}
 	if _, ok := k.aeads[primary]; !ok {
-		return nil, fmt.Errorf("%w: primary key %q is not among the keys", ErrConfig, primary)
+		return nil, fmt.Errorf("%w: primary key %q is not among the keys (%s)", ErrConfig, primary, strings.Join(ids, ", "))
 	}
 	k.primary = primary
+	k.ids = ids
 	return k, nil
 }
 
 // Primary is the id of the key new values are sealed with.
 func (k *Keyring) Primary() string { return k.primary }
+
+// IDs are the ids of every key in the ring, sorted.
+func (k *Keyring) IDs() []string { return append([]string(nil), k.ids...) }
 
 // Seal encrypts plaintext for a context (for example "task:event" or
 // "events.resource"); the same context must be given to Open, so a value

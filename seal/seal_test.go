@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -31,8 +32,8 @@ func TestSealOpenRoundTripAndRotation(t *testing.T) {
 	if kid, _ := KeyID(sealedOld); kid != "k1" {
 		t.Fatalf("key id = %q", kid)
 	}
-	// Rotate: k2 becomes primary (lexically last), k1 still opens old values.
-	rotated := mustRing(t, "k1:"+key(1)+",k2:"+key(2), "")
+	// Rotate: k2 is named primary, k1 still opens old values.
+	rotated := mustRing(t, "k1:"+key(1)+",k2:"+key(2), "k2")
 	if rotated.Primary() != "k2" {
 		t.Fatalf("primary = %q", rotated.Primary())
 	}
@@ -46,6 +47,29 @@ func TestSealOpenRoundTripAndRotation(t *testing.T) {
 	}
 	if _, err := old.Open(sealedNew, "task:event"); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("old ring opening new value: %v", err)
+	}
+}
+
+// The primary key is named, never the lexically last id: "k10" sorts
+// before "k9", and a keyring that guessed would seal with the old key.
+func TestPrimaryKeyIsExplicit(t *testing.T) {
+	spec := "k9:" + key(9) + ",k10:" + key(10)
+	keys, err := ParseKeys(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewKeyring(keys, "", bytes.Repeat([]byte{7}, 32)); !errors.Is(err, ErrConfig) {
+		t.Fatalf("two keys and no primary: %v", err)
+	}
+	if _, err := NewKeyring(keys, "k11", bytes.Repeat([]byte{7}, 32)); err == nil || !strings.Contains(err.Error(), `"k11" is not among the keys`) {
+		t.Fatalf("unknown primary: %v", err)
+	}
+	k := mustRing(t, spec, "k10")
+	if kid, _ := KeyID(k.Seal([]byte("x"), "ctx")); kid != "k10" {
+		t.Fatalf("sealed with %q, want k10", kid)
+	}
+	if one := mustRing(t, "k9:"+key(9), ""); one.Primary() != "k9" {
+		t.Fatalf("a single key is the primary; got %q", one.Primary())
 	}
 }
 
