@@ -177,7 +177,7 @@ func TestSealPrimaryIsExplicit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kid, _ := seal.KeyID(k.Seal([]byte("x"), "ctx")); kid != "k10" {
+	if kid, _ := seal.KeyID(k.Seal([]byte("x"), seal.Place{Table: "t", Column: "c"})); kid != "k10" {
 		t.Errorf("sealed with %q, want k10", kid)
 	}
 }
