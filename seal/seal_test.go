@@ -2,13 +2,12 @@ package seal
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/tidings-health/tidings/seal/sealtest"
 )
 
 func mustRing(t testing.TB, spec, primary string) *Keyring {
@@ -115,17 +114,9 @@ func TestOpenRejectsTamperingAndWrongPlace(t *testing.T) {
 	}
 }
 
-// sealV1 seals as the keyring did before places: the associated data was
-// the header followed by a context string.
 func sealV1(t *testing.T, raw byte, kid, context string, plain []byte) []byte {
 	t.Helper()
-	block, _ := aes.NewCipher(bytes.Repeat([]byte{raw}, 32))
-	aead, _ := cipher.NewGCM(block)
-	out := append([]byte{1, byte(len(kid))}, kid...)
-	nonce := make([]byte, aead.NonceSize())
-	rand.Read(nonce)
-	out = append(out, nonce...)
-	return aead.Seal(out, nonce, plain, append(append([]byte(nil), out...), context...))
+	return sealtest.SealV1(bytes.Repeat([]byte{raw}, 32), kid, context, plain)
 }
 
 func TestVersion1ValuesStillOpen(t *testing.T) {

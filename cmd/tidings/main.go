@@ -69,7 +69,8 @@ Commands:
             workflow definitions; list --tenant T
   policy    test [DIR]: run the policies' tests with coverage;
             eval --input FILE [--dir DIR]: decide one sample input
-  keys      print a new random key: keys new
+  keys      new: print a new random key; rotate [--check]: re-seal every
+            sealed value with the primary key, so an old key can be removed
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
@@ -98,7 +99,7 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "load":
 		return runLoad(ctx, rest, stdout, stderr)
 	case "keys":
-		return runKeys(rest, stdout, stderr)
+		return runKeys(ctx, rest, stdout, stderr)
 	case "subscription":
 		return runSubscription(ctx, rest, stdout, stderr)
 	case "source":

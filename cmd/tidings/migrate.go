@@ -63,16 +63,3 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log.Debug("migrate done")
 	return nil
 }
-
-func runKeys(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("keys new", "Prints a new random 32-byte key in base64, for TIDINGS_SEAL_KEYS (as id:key)\nor TIDINGS_BLIND_INDEX_KEY.", stderr)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 || fs.Arg(0) != "new" {
-		fs.Usage()
-		return usageError{"keys needs: new"}
-	}
-	fmt.Fprintln(stdout, newKey())
-	return nil
-}
