@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -25,7 +26,7 @@ type Config struct {
 	RedisDB       int    // TIDINGS_REDIS_DB
 
 	SealKeys       string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
-	SealPrimary    string // TIDINGS_SEAL_PRIMARY
+	SealPrimary    string // TIDINGS_SEAL_PRIMARY: id of the key that seals; required with more than one key
 	BlindIndexKey  string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
 	ListenAddr     string // TIDINGS_LISTEN_ADDR
 	PublicBaseURL  string // TIDINGS_PUBLIC_BASE_URL
@@ -353,6 +354,14 @@ func (c Config) Keyring() (*seal.Keyring, error) {
 	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	if c.SealPrimary == "" && len(keys) > 1 {
+		ids := make([]string, 0, len(keys))
+		for id := range keys {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		return nil, fmt.Errorf("TIDINGS_SEAL_PRIMARY is required when TIDINGS_SEAL_KEYS holds more than one key (%s): name the key that seals", strings.Join(ids, ", "))
 	}
 	k, err := seal.NewKeyring(keys, c.SealPrimary, idx)
 	if err != nil {

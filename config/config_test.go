@@ -165,3 +165,29 @@ func TestAPITokensRefused(t *testing.T) {
 		t.Fatalf("problems = %q, want one naming tidings keys create", parse)
 	}
 }
+
+// The key that seals is named: with k9 and k10 configured, nothing is
+// guessed from the ids' order (lexically "k9" > "k10").
+func TestSealPrimaryIsExplicit(t *testing.T) {
+	e := validEnv()
+	e["TIDINGS_SEAL_KEYS"] = "k9:" + seal.NewRandomKey() + ",k10:" + seal.NewRandomKey()
+	c, _ := FromEnv(env(e))
+	p := strings.Join(c.Validate(RoleServe), "\n")
+	if !strings.Contains(p, "TIDINGS_SEAL_PRIMARY is required when TIDINGS_SEAL_KEYS holds more than one key (k10, k9)") {
+		t.Errorf("two keys, no primary: problems %q", p)
+	}
+	e["TIDINGS_SEAL_PRIMARY"] = "k1"
+	c, _ = FromEnv(env(e))
+	if p := strings.Join(c.Validate(RoleServe), "\n"); !strings.Contains(p, `primary key "k1" is not among the keys (k10, k9)`) {
+		t.Errorf("unknown primary: problems %q", p)
+	}
+	e["TIDINGS_SEAL_PRIMARY"] = "k10"
+	c, _ = FromEnv(env(e))
+	k, err := c.Keyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kid, _ := seal.KeyID(k.Seal([]byte("x"), seal.Place{Table: "t", Column: "c"})); kid != "k10" {
+		t.Errorf("sealed with %q, want k10", kid)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/valueset"
 )
 
@@ -118,9 +119,16 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	var delivered bool
 	if err == nil {
 		var contact Contact
-		if contact, err = s.contact(ctx, n.TenantID, sub); err == nil {
+		contact, err = s.contact(ctx, n.TenantID, sub)
+		switch {
+		case err == nil:
 			base, d := s.draftFor(sub, contact, n.PortalToken)
 			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out)
+		case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownKey):
+			// Fail closed, for good: a sealed address that does not open
+			// for its row (altered, or copied from another patient or
+			// tenant) or under any configured key will not open on retry.
+			err = s.fail(ctx, n, "the contact's sealed address does not open for its row")
 		}
 	}
 	switch {

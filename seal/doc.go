@@ -1,5 +1,13 @@
 // Package seal owns envelope encryption of PHI at rest outside Postgres' clear
 // columns: Asynq task payloads, sealed resource and contact columns. Every
-// ciphertext is AES-256-GCM and names the key that sealed it, so keys rotate
-// without downtime: new data is sealed with the primary key, old data still opens.
+// ciphertext is AES-256-GCM and names, in a clear header, its format version
+// and the key that sealed it; new values are sealed with the primary key,
+// which configuration names (never guessed from the ids' order).
+//
+// A value is bound to its Place (tenant, table, column and the row's key)
+// through the AEAD's associated data, encoded with length prefixes in one
+// place (Place.ad): copied to another row, column or tenant it fails to open
+// with ErrCorrupt. Values of format version 1, bound only to a context
+// string, still open; `tidings keys rotate` re-seals them (and values under
+// an old key) in the current format, after which the old key can be removed.
 package seal

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,8 +15,67 @@ import (
 	"strings"
 )
 
-// version is the first byte of every sealed value; it lets the format change later.
-const version byte = 1
+// Version 1 (before places): the associated data was the header followed by
+// a context string naming the column, so a value opened on any row of that
+// column. Version 2 binds the value to its place (see Place.ad).
+const (
+	version1 byte = 1
+	version2 byte = 2
+	current       = version2
+)
+
+// Place is where a sealed value lives: its tenant, table, column and the
+// key of its row. A value sealed for one place does not open in another, so
+// copying a sealed column from one row, column or tenant to another yields
+// ErrCorrupt. Values that are not in a table (queue payloads) name a
+// pseudo-table such as "asynq" and may leave Tenant and Row empty.
+type Place struct {
+	Tenant string
+	Table  string
+	Column string
+	// Row is the row's key, one element per key column.
+	Row []string
+	// Legacy is the context a version-1 value of this place was sealed
+	// with, when it was not "table.column".
+	Legacy string
+}
+
+// ad is the associated data of a version-2 value: the header, then the
+// place's fields, each as a 4-byte big-endian length and its bytes, the row
+// key preceded by its number of parts. Lengths make it unambiguous: no two
+// different places encode alike ("a","bc" differs from "ab","c").
+func (p Place) ad(header []byte) []byte {
+	n := len(header) + len(p.Tenant) + len(p.Table) + len(p.Column) + 4*5
+	for _, r := range p.Row {
+		n += 4 + len(r)
+	}
+	a := make([]byte, 0, n)
+	a = appendField(a, header)
+	a = appendField(a, []byte(p.Tenant))
+	a = appendField(a, []byte(p.Table))
+	a = appendField(a, []byte(p.Column))
+	a = binary.BigEndian.AppendUint32(a, uint32(len(p.Row)))
+	for _, r := range p.Row {
+		a = appendField(a, []byte(r))
+	}
+	return a
+}
+
+func appendField(a, f []byte) []byte {
+	a = binary.BigEndian.AppendUint32(a, uint32(len(f)))
+	return append(a, f...)
+}
+
+// legacyAD is the associated data version 1 used.
+func (p Place) legacyAD(header []byte) []byte {
+	ctx := p.Legacy
+	if ctx == "" {
+		ctx = p.Table + "." + p.Column
+	}
+	a := make([]byte, 0, len(header)+len(ctx))
+	a = append(a, header...)
+	return append(a, ctx...)
+}
 
 var (
 	// ErrUnknownKey means the ciphertext names a key the keyring does not hold.
@@ -30,7 +90,8 @@ var (
 type Keyring struct {
 	primary string
 	aeads   map[string]cipher.AEAD
-	index   []byte // HMAC key for blind indexes
+	ids     []string // sorted
+	index   []byte   // HMAC key for blind indexes
 }
 
 // LogValue keeps keys out of logs.
@@ -98,9 +159,11 @@ func validID(id string) bool {
 	return true
 }
 
-// NewKeyring builds a keyring. primary "" picks the lexically last id, so
-// adding "k2" beside "k1" rotates to it. indexKey keys blind indexes and must
-// stay stable for the life of the data (it is not rotated with sealing keys).
+// NewKeyring builds a keyring. primary names the key new values are sealed
+// with; it may be "" only when there is one key. It is never guessed from
+// the ids' order: "k10" sorts before "k9". indexKey keys blind indexes and
+// must stay stable for the life of the data (it is not rotated with sealing
+// keys).
 func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%w: no keys", ErrConfig)
@@ -127,79 +190,104 @@ func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyri
 	}
 	sort.Strings(ids)
 	if primary == "" {
-		primary = ids[len(ids)-1]
+		if len(ids) > 1 {
+			return nil, fmt.Errorf("%w: %d keys (%s) and no primary key id named", ErrConfig, len(ids), strings.Join(ids, ", "))
+		}
+		primary = ids[0]
 	}
 	if _, ok := k.aeads[primary]; !ok {
-		return nil, fmt.Errorf("%w: primary key %q is not among the keys", ErrConfig, primary)
+		return nil, fmt.Errorf("%w: primary key %q is not among the keys (%s)", ErrConfig, primary, strings.Join(ids, ", "))
 	}
 	k.primary = primary
+	k.ids = ids
 	return k, nil
 }
 
 // Primary is the id of the key new values are sealed with.
 func (k *Keyring) Primary() string { return k.primary }
 
-// Seal encrypts plaintext for a context (for example "task:event" or
-// "events.resource"); the same context must be given to Open, so a value
-// cannot be moved from one place to another. Layout:
-// version | len(kid) | kid | nonce | ciphertext+tag.
-func (k *Keyring) Seal(plaintext []byte, context string) []byte {
+// IDs are the ids of every key in the ring, sorted.
+func (k *Keyring) IDs() []string { return append([]string(nil), k.ids...) }
+
+// Seal encrypts plaintext for a place; only Open with the same place opens
+// it. Layout: version | len(kid) | kid | nonce | ciphertext+tag.
+func (k *Keyring) Seal(plaintext []byte, p Place) []byte {
 	aead := k.aeads[k.primary]
 	kid := k.primary
 	out := make([]byte, 0, 2+len(kid)+aead.NonceSize()+len(plaintext)+aead.Overhead())
-	out = append(out, version, byte(len(kid)))
+	out = append(out, current, byte(len(kid)))
 	out = append(out, kid...)
 	nonce := make([]byte, aead.NonceSize())
 	if _, err := rand.Read(nonce); err != nil {
 		panic("seal: no randomness: " + err.Error()) // crypto/rand never fails on Linux
 	}
 	out = append(out, nonce...)
-	header := out[:len(out)]
-	return aead.Seal(out, nonce, plaintext, aad(header, context))
+	return aead.Seal(out, nonce, plaintext, p.ad(out))
 }
 
-// Open decrypts a value sealed by any key in the ring.
-func (k *Keyring) Open(sealed []byte, context string) ([]byte, error) {
-	kid, err := KeyID(sealed)
+// Open decrypts a value sealed for this place by any key in the ring, in
+// either format version. A value sealed for another place, or altered, is
+// ErrCorrupt.
+func (k *Keyring) Open(sealed []byte, p Place) ([]byte, error) {
+	h, err := ParseHeader(sealed)
 	if err != nil {
 		return nil, err
 	}
-	aead, ok := k.aeads[kid]
+	aead, ok := k.aeads[h.KeyID]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownKey, kid)
+		return nil, fmt.Errorf("%w %q", ErrUnknownKey, h.KeyID)
 	}
-	hdr := 2 + len(kid)
-	if len(sealed) < hdr+aead.NonceSize()+aead.Overhead() {
+	end := h.Len + aead.NonceSize()
+	if len(sealed) < end+aead.Overhead() {
 		return nil, ErrCorrupt
 	}
-	nonce := sealed[hdr : hdr+aead.NonceSize()]
-	plain, err := aead.Open(nil, nonce, sealed[hdr+aead.NonceSize():], aad(sealed[:hdr+aead.NonceSize()], context))
+	ad := p.ad(sealed[:end])
+	if h.Version == version1 {
+		ad = p.legacyAD(sealed[:end])
+	}
+	plain, err := aead.Open(nil, sealed[h.Len:end], sealed[end:], ad)
 	if err != nil {
 		return nil, ErrCorrupt
 	}
 	return plain, nil
 }
 
-// KeyID reports which key sealed a value, without opening it (for rotation reports).
-func KeyID(sealed []byte) (string, error) {
-	if len(sealed) < 2 || sealed[0] != version {
-		return "", ErrCorrupt
+// Current reports whether a value is sealed in the current format with the
+// primary key, so re-sealing it would change nothing but its nonce.
+func (k *Keyring) Current(sealed []byte) bool {
+	h, err := ParseHeader(sealed)
+	return err == nil && h.Version == current && h.KeyID == k.primary
+}
+
+// Header is what a sealed value says about itself before it is opened.
+type Header struct {
+	Version byte
+	KeyID   string
+	// Len is the header's length in bytes; the nonce follows.
+	Len int
+}
+
+// ParseHeader reads a sealed value's format version and key id without
+// opening it (for rotation and its reports).
+func ParseHeader(sealed []byte) (Header, error) {
+	if len(sealed) < 2 || (sealed[0] != version1 && sealed[0] != version2) {
+		return Header{}, ErrCorrupt
 	}
 	n := int(sealed[1])
 	if n == 0 || len(sealed) < 2+n {
-		return "", ErrCorrupt
+		return Header{}, ErrCorrupt
 	}
 	kid := string(sealed[2 : 2+n])
 	if !validID(kid) {
-		return "", ErrCorrupt
+		return Header{}, ErrCorrupt
 	}
-	return kid, nil
+	return Header{Version: sealed[0], KeyID: kid, Len: 2 + n}, nil
 }
 
-func aad(header []byte, context string) []byte {
-	a := make([]byte, 0, len(header)+len(context))
-	a = append(a, header...)
-	return append(a, context...)
+// KeyID reports which key sealed a value, without opening it.
+func KeyID(sealed []byte) (string, error) {
+	h, err := ParseHeader(sealed)
+	return h.KeyID, err
 }
 
 // BlindIndex is a keyed hash of a lookup value (a patient reference, an email)

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/base64"
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/tidings-health/tidings/seal/sealtest"
 )
 
 func mustRing(t testing.TB, spec, primary string) *Keyring {
@@ -22,48 +25,125 @@ func mustRing(t testing.TB, spec, primary string) *Keyring {
 
 func key(b byte) string { return base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, 32)) }
 
+var taskPlace = Place{Table: "asynq", Column: "event"}
+
 func TestSealOpenRoundTripAndRotation(t *testing.T) {
 	old := mustRing(t, "k1:"+key(1), "")
-	sealedOld := old.Seal([]byte("Jane Canary S06.0X1A"), "task:event")
+	sealedOld := old.Seal([]byte("Jane Canary S06.0X1A"), taskPlace)
 	if bytes.Contains(sealedOld, []byte("Canary")) {
 		t.Fatal("plaintext visible in sealed value")
 	}
 	if kid, _ := KeyID(sealedOld); kid != "k1" {
 		t.Fatalf("key id = %q", kid)
 	}
-	// Rotate: k2 becomes primary (lexically last), k1 still opens old values.
-	rotated := mustRing(t, "k1:"+key(1)+",k2:"+key(2), "")
+	// Rotate: k2 is named primary, k1 still opens old values.
+	rotated := mustRing(t, "k1:"+key(1)+",k2:"+key(2), "k2")
 	if rotated.Primary() != "k2" {
 		t.Fatalf("primary = %q", rotated.Primary())
 	}
-	got, err := rotated.Open(sealedOld, "task:event")
+	got, err := rotated.Open(sealedOld, taskPlace)
 	if err != nil || string(got) != "Jane Canary S06.0X1A" {
 		t.Fatalf("open old = %q, %v", got, err)
 	}
-	sealedNew := rotated.Seal([]byte("x"), "task:event")
+	if rotated.Current(sealedOld) || !old.Current(sealedOld) {
+		t.Fatal("Current does not follow the primary key")
+	}
+	sealedNew := rotated.Seal([]byte("x"), taskPlace)
 	if kid, _ := KeyID(sealedNew); kid != "k2" {
 		t.Fatalf("new key id = %q", kid)
 	}
-	if _, err := old.Open(sealedNew, "task:event"); !errors.Is(err, ErrUnknownKey) {
+	if _, err := old.Open(sealedNew, taskPlace); !errors.Is(err, ErrUnknownKey) {
 		t.Fatalf("old ring opening new value: %v", err)
 	}
 }
 
-func TestOpenRejectsTamperingAndWrongContext(t *testing.T) {
+// The primary key is named, never the lexically last id: "k10" sorts
+// before "k9", and a keyring that guessed would seal with the old key.
+func TestPrimaryKeyIsExplicit(t *testing.T) {
+	spec := "k9:" + key(9) + ",k10:" + key(10)
+	keys, err := ParseKeys(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewKeyring(keys, "", bytes.Repeat([]byte{7}, 32)); !errors.Is(err, ErrConfig) {
+		t.Fatalf("two keys and no primary: %v", err)
+	}
+	if _, err := NewKeyring(keys, "k11", bytes.Repeat([]byte{7}, 32)); err == nil || !strings.Contains(err.Error(), `"k11" is not among the keys`) {
+		t.Fatalf("unknown primary: %v", err)
+	}
+	k := mustRing(t, spec, "k10")
+	if kid, _ := KeyID(k.Seal([]byte("x"), taskPlace)); kid != "k10" {
+		t.Fatalf("sealed with %q, want k10", kid)
+	}
+	if one := mustRing(t, "k9:"+key(9), ""); one.Primary() != "k9" {
+		t.Fatalf("a single key is the primary; got %q", one.Primary())
+	}
+}
+
+func TestOpenRejectsTamperingAndWrongPlace(t *testing.T) {
 	k := mustRing(t, "k1:"+key(1), "")
-	s := k.Seal([]byte("payload"), "a")
-	if _, err := k.Open(s, "b"); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("wrong context: %v", err)
+	home := Place{Tenant: "t1", Table: "contacts", Column: "email_sealed", Row: []string{"idx1"}}
+	s := k.Seal([]byte("payload"), home)
+	if got, err := k.Open(s, home); err != nil || string(got) != "payload" {
+		t.Fatalf("open at home: %q, %v", got, err)
+	}
+	elsewhere := []Place{
+		{Tenant: "t2", Table: "contacts", Column: "email_sealed", Row: []string{"idx1"}},
+		{Tenant: "t1", Table: "contacts", Column: "confidential_email_sealed", Row: []string{"idx1"}},
+		{Tenant: "t1", Table: "runs", Column: "email_sealed", Row: []string{"idx1"}},
+		{Tenant: "t1", Table: "contacts", Column: "email_sealed", Row: []string{"idx2"}},
+		{Tenant: "t1", Table: "contacts", Column: "email_sealed"},
+		{Tenant: "t1", Table: "contacts", Column: "email_sealed", Row: []string{"idx", "1"}},
+		// Shifting a byte between adjacent fields changes the encoding.
+		{Tenant: "t1c", Table: "ontacts", Column: "email_sealed", Row: []string{"idx1"}},
+	}
+	for _, p := range elsewhere {
+		if _, err := k.Open(s, p); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("opened at %+v: %v", p, err)
+		}
 	}
 	for i := range s {
 		bad := append([]byte(nil), s...)
 		bad[i] ^= 0x40
-		if _, err := k.Open(bad, "a"); err == nil {
+		if _, err := k.Open(bad, home); err == nil {
 			t.Fatalf("flipping byte %d went unnoticed", i)
 		}
 	}
-	if _, err := k.Open(nil, "a"); !errors.Is(err, ErrCorrupt) {
+	if _, err := k.Open(nil, home); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("nil: %v", err)
+	}
+}
+
+func sealV1(t *testing.T, raw byte, kid, context string, plain []byte) []byte {
+	t.Helper()
+	return sealtest.SealV1(bytes.Repeat([]byte{raw}, 32), kid, context, plain)
+}
+
+func TestVersion1ValuesStillOpen(t *testing.T) {
+	k := mustRing(t, "k1:"+key(1)+",k2:"+key(2), "k2")
+	v1 := sealV1(t, 1, "k1", "contacts.email_sealed", []byte("old@example.org"))
+	p := Place{Tenant: "t1", Table: "contacts", Column: "email_sealed", Row: []string{"i"}}
+	if got, err := k.Open(v1, p); err != nil || string(got) != "old@example.org" {
+		t.Fatalf("v1 value: %q, %v", got, err)
+	}
+	if k.Current(v1) {
+		t.Fatal("a version-1 value counts as current")
+	}
+	if h, _ := ParseHeader(v1); h.Version != 1 || h.KeyID != "k1" {
+		t.Fatalf("header %+v", h)
+	}
+	if _, err := k.Open(v1, Place{Table: "contacts", Column: "confidential_email_sealed"}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("v1 value opened in another column: %v", err)
+	}
+	task := sealV1(t, 2, "k2", "asynq:event", []byte("t"))
+	if _, err := k.Open(task, Place{Table: "asynq", Column: "event", Legacy: "asynq:event"}); err != nil {
+		t.Fatalf("v1 task with its legacy context: %v", err)
+	}
+	// A version-2 value relabelled as version 1 does not open.
+	v2 := k.Seal([]byte("x"), p)
+	v2[0] = 1
+	if _, err := k.Open(v2, Place{Table: "contacts", Column: "email_sealed"}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("downgraded value: %v", err)
 	}
 }
 
@@ -98,14 +178,41 @@ func TestBlindIndexIsStableAndKeyed(t *testing.T) {
 
 func FuzzOpen(f *testing.F) {
 	k := mustRing(f, "k1:"+key(1), "")
-	f.Add(k.Seal([]byte("hello"), "ctx"))
+	p := Place{Tenant: "t", Table: "x", Column: "y", Row: []string{"1"}}
+	f.Add(k.Seal([]byte("hello"), p))
 	f.Add([]byte{1, 2, 'k', '1'})
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		plain, err := k.Open(b, "ctx")
+		plain, err := k.Open(b, p)
 		if err == nil && !bytes.Equal(plain, []byte("hello")) {
 			// Any accepted value must be one we sealed; GCM makes forgeries infeasible.
 			t.Fatalf("forged value opened: %q", plain)
+		}
+	})
+}
+
+// FuzzParseHeader: the header parser takes bytes read from the database;
+// it must never panic, and what it accepts must be self-consistent.
+func FuzzParseHeader(f *testing.F) {
+	k := mustRing(f, "k1:"+key(1), "")
+	f.Add(k.Seal([]byte("hello"), taskPlace))
+	f.Add([]byte{1, 2, 'k', '1'})
+	f.Add([]byte{2, 0})
+	f.Add([]byte{2, 255, 'a'})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := ParseHeader(b)
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("error %v is not ErrCorrupt", err)
+			}
+			return
+		}
+		if h.Version != 1 && h.Version != 2 {
+			t.Fatalf("accepted version %d", h.Version)
+		}
+		if h.Len != 2+len(h.KeyID) || h.Len > len(b) || string(b[2:h.Len]) != h.KeyID || !validID(h.KeyID) {
+			t.Fatalf("header %+v inconsistent with %x", h, b)
 		}
 	})
 }

@@ -26,7 +26,7 @@ func (s *Store) RefreshSubjects(ctx context.Context, refreshes []journey.Subject
 	n := len(refreshes)
 	tenant, subject, event, facts := make([]string, n), make([]string, n), make([]int64, n), make([][]byte, n)
 	for i, r := range refreshes {
-		sealed, err := s.sealFacts(r.Facts)
+		sealed, err := s.sealFacts(r.TenantID, r.Subject, r.Facts)
 		if err != nil {
 			return err
 		}
@@ -203,7 +203,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 	planned := map[string]journey.Run{}
 	for i, st := range starts {
 		nr, ps := st.Start.Run, st.Start.State
-		sealed, err := s.sealFacts(nr.Facts)
+		sealed, err := s.sealFacts(nr.TenantID, nr.Subject, nr.Facts)
 		if err != nil {
 			return nil, err
 		}
@@ -313,7 +313,7 @@ func (r *noticeRows) add(s *Store, start, notice int, run journey.Run, eventID i
 	rj, _ := json.Marshal(reasons)
 	var sealed []byte
 	if n.Payload != nil {
-		sealed = s.keys.Seal(n.Payload, ctxNoticePayload)
+		sealed = s.seal(n.Payload, colNoticePayload, run.TenantID, n.PortalToken)
 	}
 	r.refs = append(r.refs, struct{ start, notice int }{start, notice})
 	r.tenant, r.typ, r.status, r.reasons = append(r.tenant, run.TenantID), append(r.typ, n.Type), append(r.status, n.Status), append(r.reasons, string(rj))
@@ -464,7 +464,7 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 		st := starts[latest[key]]
 		c := st.Contact.Contact
 		tenant[k], idx[k], lang[k], tz[k], source[k] = st.Start.Run.TenantID, s.PatientIndex(st.Contact.PatientRef), c.Language, c.TimeZone, c.Source
-		email[k] = s.keys.Seal([]byte(c.Email), ctxContactEmail)
+		email[k] = s.seal([]byte(c.Email), colContactEmail, tenant[k], idx[k])
 	}
 	// Only what a bundle tells is written: a FHIR contact has no requests.
 	rows, err := s.query(ctx, `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,

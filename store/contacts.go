@@ -18,13 +18,14 @@ func (s *Store) PatientIndex(patientRef string) string {
 // UpsertContact stores (sealed) how to reach a patient. A contact registered
 // through the API is not overwritten by one read from a FHIR bundle.
 func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, c delivery.Contact) error {
+	idx := s.PatientIndex(patientRef)
 	var email []byte
 	if c.Email != "" {
-		email = s.keys.Seal([]byte(c.Email), ctxContactEmail)
+		email = s.seal([]byte(c.Email), colContactEmail, tenantID, idx)
 	}
 	var confidential []byte
 	if c.ConfidentialEmail != "" {
-		confidential = s.keys.Seal([]byte(c.ConfidentialEmail), ctxContactEmail)
+		confidential = s.seal([]byte(c.ConfidentialEmail), colContactConfEmail, tenantID, idx)
 	}
 	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
 			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format)
@@ -39,7 +40,7 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 		q += ` WHERE contacts.source <> 'api'`
 	}
 	return s.InTx(ctx, func(tx *Store) error {
-		res := tx.q(ctx).Exec(q, tenantID, s.PatientIndex(patientRef), email, c.Language, c.TimeZone, c.Source,
+		res := tx.q(ctx).Exec(q, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
 			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
@@ -49,7 +50,7 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 		}
 		return tx.Audit(ctx, AuditRecord{
 			TenantID: tenantID, Actor: audit.ActorOr(ctx, c.Source), Action: "contact.upsert",
-			SubjectType: "contact", SubjectID: s.PatientIndex(patientRef),
+			SubjectType: "contact", SubjectID: idx,
 		})
 	})
 }
@@ -77,12 +78,13 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
 	for _, f := range []struct {
 		sealed []byte
+		col    sealedColumn
 		dst    *string
-	}{{c.EmailSealed, &out.Email}, {c.ConfidentialEmailSealed, &out.ConfidentialEmail}} {
+	}{{c.EmailSealed, colContactEmail, &out.Email}, {c.ConfidentialEmailSealed, colContactConfEmail, &out.ConfidentialEmail}} {
 		if len(f.sealed) == 0 {
 			continue
 		}
-		plain, err := s.keys.Open(f.sealed, ctxContactEmail)
+		plain, err := s.open(f.sealed, f.col, c.TenantID, c.PatientIndex)
 		if err != nil {
 			return delivery.Contact{}, fmt.Errorf("open contact: %w", err)
 		}

@@ -113,7 +113,7 @@ func (s *Store) InsertEvents(ctx context.Context, events []intake.NewEvent) ([]i
 		if err != nil {
 			return nil, err
 		}
-		rows[i] = newEventRow{NewEvent: e, sealed: s.keys.Seal(rec, ctxEventResource)}
+		rows[i] = newEventRow{NewEvent: e, sealed: s.seal(rec, colEventResource, e.TenantID, e.DedupeKey)}
 	}
 	return s.eventWrites.do(ctx, rows)
 }
@@ -250,7 +250,7 @@ func (s *Store) openEvent(ev Event) (*journey.Event, error) {
 }
 
 func (s *Store) openRecord(ev Event) (fhir.Event, error) {
-	plain, err := s.keys.Open(ev.ResourceSealed, ctxEventResource)
+	plain, err := s.open(ev.ResourceSealed, colEventResource, ev.TenantID, ev.DedupeKey)
 	if err != nil {
 		return fhir.Event{}, fmt.Errorf("open event %d: %w", ev.ID, err)
 	}
@@ -356,7 +356,7 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration)
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
 		WHERE e.id = c.id
 		RETURNING e.id, e.tenant_id, e.subscription_id, e.resource_type, e.resource_id, e.version_id, e.event_number,
-			e.kind, e.attempts, e.resource_sealed`, limit, lease.Seconds())
+			e.kind, e.attempts, e.dedupe_key, e.resource_sealed`, limit, lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim events: %w", err)
 	}
@@ -366,7 +366,7 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration)
 		var ev Event
 		var attempts int
 		if err := rows.Scan(&ev.ID, &ev.TenantID, &ev.SubscriptionID, &ev.ResourceType, &ev.ResourceID, &ev.VersionID,
-			&ev.EventNumber, &ev.Kind, &attempts, &ev.ResourceSealed); err != nil {
+			&ev.EventNumber, &ev.Kind, &attempts, &ev.DedupeKey, &ev.ResourceSealed); err != nil {
 			return nil, fmt.Errorf("claim events: %w", err)
 		}
 		je, err := s.openEvent(ev)

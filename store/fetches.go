@@ -15,8 +15,6 @@ import (
 	"github.com/tidings-health/tidings/intake"
 )
 
-const ctxSourceCredential = "fhir_sources.credential_sealed"
-
 // InsertFetch stores a fetch, its outbox row and its audit row in one
 // transaction; a dedupe key seen before stores nothing.
 func (s *Store) InsertFetch(ctx context.Context, f intake.NewFetch) (intake.StoredFetch, error) {
@@ -263,7 +261,7 @@ func (s *Store) CreateSource(ctx context.Context, in intake.Source, credential [
 	src := Source{ID: in.ID, TenantID: in.TenantID, BaseURL: in.BaseURL, AuthType: in.AuthType, TokenURL: in.TokenURL,
 		ClientID: in.ClientID, KeyID: in.KeyID, Scopes: in.Scopes}
 	if len(credential) > 0 {
-		src.CredentialSealed = s.keys.Seal(credential, ctxSourceCredential)
+		src.CredentialSealed = s.seal(credential, colSourceCredential, src.TenantID, src.ID)
 	}
 	return s.InTx(ctx, func(tx *Store) error {
 		if err := translate(tx.q(ctx).Create(&src).Error); err != nil {
@@ -288,7 +286,7 @@ func (s *Store) SourceWithCredential(ctx context.Context, id string) (intake.Sou
 	if len(row.CredentialSealed) == 0 {
 		return src, nil, nil
 	}
-	cred, err := s.keys.Open(row.CredentialSealed, ctxSourceCredential)
+	cred, err := s.open(row.CredentialSealed, colSourceCredential, row.TenantID, row.ID)
 	if err != nil {
 		return intake.Source{}, nil, fmt.Errorf("open source credential: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/seal"
@@ -41,20 +42,28 @@ func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64
 
 // SealNoticePayload stores the notice's payload, sealed.
 func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error {
-	return s.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).
-		Update("payload_sealed", s.keys.Seal(payload, ctxNoticePayload)).Error
+	return s.InTx(ctx, func(tx *Store) error {
+		// The payload is sealed for its row (tenant and portal token), read first.
+		var n Notice
+		if err := tx.q(ctx).Select("tenant_id", "portal_token").Where("id = ?", noticeID).Clauses(clause.Locking{Strength: "UPDATE"}).
+			Take(&n).Error; err != nil {
+			return translate(err)
+		}
+		return tx.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).
+			Update("payload_sealed", s.seal(payload, colNoticePayload, n.TenantID, n.PortalToken)).Error
+	})
 }
 
 // NoticePayload opens a notice's sealed payload.
 func (s *Store) NoticePayload(ctx context.Context, noticeID int64) ([]byte, error) {
 	var n Notice
-	if err := s.q(ctx).Select("payload_sealed").Where("id = ?", noticeID).Take(&n).Error; err != nil {
+	if err := s.q(ctx).Select("tenant_id", "portal_token", "payload_sealed").Where("id = ?", noticeID).Take(&n).Error; err != nil {
 		return nil, translate(err)
 	}
 	if len(n.PayloadSealed) == 0 {
 		return nil, ErrNotFound
 	}
-	return s.keys.Open(n.PayloadSealed, ctxNoticePayload)
+	return s.open(n.PayloadSealed, colNoticePayload, n.TenantID, n.PortalToken)
 }
 
 // FinishNotice sets a notice's final status with its reasons and audits it.

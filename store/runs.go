@@ -14,12 +14,6 @@ import (
 	"github.com/tidings-health/tidings/workflow"
 )
 
-const (
-	ctxRunFacts       = "runs.facts_sealed"
-	ctxEngagementData = "engagements.data_sealed"
-	ctxSegmentPatient = "segment_members.patient_sealed"
-)
-
 // runRow is a run as stored: state, facts and pending actions encoded.
 type runRow struct {
 	ID               int64
@@ -45,7 +39,7 @@ type runRow struct {
 	Pending     json.RawMessage
 }
 
-func (s *Store) sealFacts(f workflow.Facts) ([]byte, error) {
+func (s *Store) sealFacts(tenantID, subject string, f workflow.Facts) ([]byte, error) {
 	if f == nil {
 		f = workflow.Facts{}
 	}
@@ -53,14 +47,14 @@ func (s *Store) sealFacts(f workflow.Facts) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.keys.Seal(b, ctxRunFacts), nil
+	return s.seal(b, colRunFacts, tenantID, subject), nil
 }
 
 // StartRun creates the run, due now, unless the workflow already has one for
 // this subject (running or ended: nobody re-enters a workflow); then it
 // reports created=false and the existing run's wake-up.
 func (s *Store) StartRun(ctx context.Context, r journey.NewRun, now time.Time) (journey.Wake, bool, error) {
-	facts, err := s.sealFacts(r.Facts)
+	facts, err := s.sealFacts(r.TenantID, r.Subject, r.Facts)
 	if err != nil {
 		return journey.Wake{}, false, err
 	}
@@ -119,7 +113,7 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (journey.Run, error) {
 	}
 	r.Facts = workflow.Facts{}
 	if len(row.FactsSealed) > 0 {
-		plain, err := s.keys.Open(row.FactsSealed, ctxRunFacts)
+		plain, err := s.open(row.FactsSealed, colRunFacts, row.TenantID, row.Subject)
 		if err != nil {
 			return r, fmt.Errorf("run %d: open facts: %w", id, err)
 		}
@@ -268,7 +262,7 @@ func (s *Store) DeferPending(ctx context.Context, r journey.Run, retry time.Time
 // facts. With changed set (a reschedule), they are woken now to recompute
 // their waits; the returned wake-ups are for the queue.
 func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]journey.Wake, error) {
-	sealed, err := s.sealFacts(facts)
+	sealed, err := s.sealFacts(tenantID, subject, facts)
 	if err != nil {
 		return nil, err
 	}
@@ -398,15 +392,21 @@ func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subje
 
 func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audited bool) (int64, []journey.Wake, error) {
 	idx := s.PatientIndex(patientRef)
-	var sealed []byte
-	if len(data) > 0 {
-		sealed = s.keys.Seal(data, ctxEngagementData)
-	}
 	var id int64
 	var wakes []journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Raw(`INSERT INTO engagements (tenant_id, patient_index, subject, type, data_sealed, received_at)
-			VALUES (?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
+		// Data is sealed for its row, so a row with data takes its id first.
+		var sealed []byte
+		var preID *int64
+		if len(data) > 0 {
+			if err := tx.q(ctx).Raw(`SELECT nextval(pg_get_serial_sequence('engagements', 'id'))`).Scan(&id).Error; err != nil {
+				return fmt.Errorf("record engagement: %w", err)
+			}
+			sealed, preID = s.seal(data, colEngagementData, tenantID, itoa(id)), &id
+		}
+		if err := tx.q(ctx).Raw(`INSERT INTO engagements (id, tenant_id, patient_index, subject, type, data_sealed, received_at)
+			VALUES (COALESCE(?::bigint, nextval(pg_get_serial_sequence('engagements', 'id'))), ?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`,
+			preID, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
 			return fmt.Errorf("record engagement: %w", translate(err))
 		}
 		// Only runs waiting for this event are woken; the others take it
@@ -495,9 +495,10 @@ func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Durat
 // AddSegmentMember puts a patient in a segment; joined is false when the
 // patient was already a member.
 func (s *Store) AddSegmentMember(ctx context.Context, tenantID, segment, patientRef string) (bool, error) {
+	idx := s.PatientIndex(patientRef)
 	res := s.q(ctx).Exec(`INSERT INTO segment_members (tenant_id, segment, patient_index, patient_sealed)
 		VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		tenantID, segment, s.PatientIndex(patientRef), s.keys.Seal([]byte(patientRef), ctxSegmentPatient))
+		tenantID, segment, idx, s.seal([]byte(patientRef), colSegmentPatient, tenantID, segment, idx))
 	if res.Error != nil {
 		return false, fmt.Errorf("add segment member: %w", translate(res.Error))
 	}
@@ -506,14 +507,17 @@ func (s *Store) AddSegmentMember(ctx context.Context, tenantID, segment, patient
 
 // SegmentMembers returns the patient references of a segment's members.
 func (s *Store) SegmentMembers(ctx context.Context, tenantID, segment string) ([]string, error) {
-	var sealed [][]byte
-	if err := s.q(ctx).Raw(`SELECT patient_sealed FROM segment_members WHERE tenant_id = ? AND segment = ? ORDER BY added_at`,
-		tenantID, segment).Scan(&sealed).Error; err != nil {
+	var members []struct {
+		PatientIndex  string
+		PatientSealed []byte
+	}
+	if err := s.q(ctx).Raw(`SELECT patient_index, patient_sealed FROM segment_members WHERE tenant_id = ? AND segment = ? ORDER BY added_at`,
+		tenantID, segment).Scan(&members).Error; err != nil {
 		return nil, err
 	}
-	out := make([]string, 0, len(sealed))
-	for _, b := range sealed {
-		plain, err := s.keys.Open(b, ctxSegmentPatient)
+	out := make([]string, 0, len(members))
+	for _, m := range members {
+		plain, err := s.open(m.PatientSealed, colSegmentPatient, tenantID, segment, m.PatientIndex)
 		if err != nil {
 			return nil, fmt.Errorf("segment member: %w", err)
 		}

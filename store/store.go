@@ -26,13 +26,8 @@ var (
 	ErrUnknownReference = fault.New(fault.Conflict, "names a tenant or parent that is not set up")
 )
 
-// Sealing contexts: a sealed value opens only in the column it was made for.
-const (
-	ctxEventResource = "events.resource_sealed"
-	ctxContactEmail  = "contacts.email_sealed"
-	ctxNoticePayload = "notices.payload_sealed"
-	indexPatient     = "patient"
-)
+// indexPatient is the purpose of patient references' blind indexes.
+const indexPatient = "patient"
 
 // Store is the PostgreSQL adapter. Its zero value is not usable; use Open.
 type Store struct {
@@ -150,7 +145,7 @@ func (s *Store) CreateSubscription(ctx context.Context, sub intake.Subscription,
 	row := Subscription{ID: sub.ID, TenantID: sub.TenantID, SecretHash: intake.SecretHash(secret), Topic: sub.Topic, SourceURL: sub.SourceURL,
 		Status: sub.Status, Criteria: sub.Criteria, HeartbeatPeriodS: int(sub.HeartbeatPeriod / time.Second), RemoteRef: sub.RemoteRef}
 	if len(sub.SigningKey) > 0 {
-		row.HMACKeySealed = s.keys.Seal(sub.SigningKey, ctxSubscriptionHMAC)
+		row.HMACKeySealed = s.seal(sub.SigningKey, colSubscriptionHMAC, sub.TenantID, sub.ID)
 	}
 	if row.Status == "" {
 		row.Status = intake.StatusActive
@@ -197,7 +192,7 @@ func (s *Store) subscription(row Subscription) (intake.Subscription, error) {
 		sub.SourceID = *row.SourceID
 	}
 	if len(row.HMACKeySealed) > 0 {
-		key, err := s.keys.Open(row.HMACKeySealed, ctxSubscriptionHMAC)
+		key, err := s.open(row.HMACKeySealed, colSubscriptionHMAC, row.TenantID, row.ID)
 		if err != nil {
 			return intake.Subscription{}, fmt.Errorf("subscription %s: open signing key: %w", row.ID, err)
 		}
@@ -271,23 +266,24 @@ func (s *Store) Subscriptions(ctx context.Context) ([]intake.SubscriptionReport,
 	return out, nil
 }
 
-const ctxSubscriptionHMAC = "subscriptions.hmac_key_sealed"
-
 // SetSubscriptionHMACKey stores (sealed) the key a source signs its
 // notifications with; nil removes it.
 func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID string, key []byte) error {
-	var sealed []byte
-	if len(key) > 0 {
-		sealed = s.keys.Seal(key, ctxSubscriptionHMAC)
-	}
-	res := s.q(ctx).Exec(`UPDATE subscriptions SET hmac_key_sealed = ? WHERE id = ?`, sealed, subscriptionID)
-	if res.Error != nil {
-		return res.Error
-	}
-	if res.RowsAffected == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return s.InTx(ctx, func(tx *Store) error {
+		// The key is sealed for its subscription's tenant, so the row is read first.
+		var tenants []string
+		if err := tx.q(ctx).Raw(`SELECT tenant_id FROM subscriptions WHERE id = ? FOR UPDATE`, subscriptionID).Scan(&tenants).Error; err != nil {
+			return err
+		}
+		if len(tenants) == 0 {
+			return ErrNotFound
+		}
+		var sealed []byte
+		if len(key) > 0 {
+			sealed = s.seal(key, colSubscriptionHMAC, tenants[0], subscriptionID)
+		}
+		return tx.q(ctx).Exec(`UPDATE subscriptions SET hmac_key_sealed = ? WHERE id = ?`, sealed, subscriptionID).Error
+	})
 }
 
 // scrubValueErrors keeps values out of database errors. PostgreSQL's data

@@ -85,7 +85,7 @@ func (c *Client) EnqueueRun(ctx context.Context, w journey.Wake, delay time.Dura
 	if err != nil {
 		return false, err
 	}
-	task := asynq.NewTask(TypeRunWake, c.keys.Seal(plain, "asynq:"+TypeRunWake))
+	task := asynq.NewTask(TypeRunWake, c.keys.Seal(plain, taskPlace(TypeRunWake)))
 	id := "run:" + strconv.FormatInt(w.ID, 10) + ":" + w.Step + ":" + strconv.FormatInt(w.WakeSeq, 10)
 	queued, err := c.put(ctx, task, queueFor(w.Priority), id, asynq.ProcessIn(max(delay, 0)))
 	if err != nil {
@@ -123,7 +123,7 @@ func (c *Client) enqueue(ctx context.Context, taskType, tenantID string, id int6
 		return err
 	}
 	kind, _, _ := strings.Cut(taskType, ":")
-	task := asynq.NewTask(taskType, c.keys.Seal(plain, "asynq:"+taskType))
+	task := asynq.NewTask(taskType, c.keys.Seal(plain, taskPlace(taskType)))
 	if _, err := c.put(ctx, task, "default", kind+":"+strconv.FormatInt(id, 10)); err != nil {
 		return fmt.Errorf("enqueue %s %d: %w", kind, id, err)
 	}
@@ -131,8 +131,14 @@ func (c *Client) enqueue(ctx context.Context, taskType, tenantID string, id int6
 }
 
 // openTask opens a task's sealed payload.
+// taskPlace is where a task payload is sealed for: its task type. A task
+// lives in Redis, not in a row; it names its row inside the payload.
+func taskPlace(taskType string) seal.Place {
+	return seal.Place{Table: "asynq", Column: taskType, Legacy: "asynq:" + taskType}
+}
+
 func openTask(keys *seal.Keyring, t *asynq.Task) (taskPayload, error) {
-	plain, err := keys.Open(t.Payload(), "asynq:"+t.Type())
+	plain, err := keys.Open(t.Payload(), taskPlace(t.Type()))
 	if err != nil {
 		return taskPayload{}, err
 	}

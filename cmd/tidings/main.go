@@ -70,7 +70,9 @@ Commands:
   policy    test [DIR]: run the policies' tests with coverage;
             eval --input FILE [--dir DIR]: decide one sample input
   keys      create --tenant T --role R | list --tenant T | revoke --tenant T ID:
-            API keys for /v1; new: print a new random sealing key
+            API keys for /v1; rotate [--check]: re-seal every sealed value
+            with the primary key, so an old key can be removed; new: print a
+            new random sealing key
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
