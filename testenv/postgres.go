@@ -39,6 +39,8 @@ type Postgres struct {
 	Log  string // server log file, inside Dir
 
 	opts    PostgresOptions
+	bins    pgBinaries
+	cred    *syscall.Credential
 	mu      sync.Mutex
 	srv     *child
 	stopped bool
@@ -51,6 +53,11 @@ type PostgresOptions struct {
 	// measurement can count what a program ran. Each database that reads the
 	// view still needs CREATE EXTENSION pg_stat_statements.
 	StatStatements bool
+	// Durable commits synchronously (synchronous_commit=on), so that a
+	// commit the server acknowledged survives an immediate restart. The
+	// default acknowledges commits before their WAL is written, which is
+	// faster and fine for data that dies with the test.
+	Durable bool
 }
 
 // StartPostgres creates a cluster with initdb in a new folder under dir ("" for
@@ -85,7 +92,7 @@ func StartPostgresWith(ctx context.Context, dir string, opts PostgresOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{Host: "127.0.0.1", User: pgUser, Dir: base, Log: filepath.Join(base, "postgres.log"), opts: opts}
+	p := &Postgres{Host: "127.0.0.1", User: pgUser, Dir: base, Log: filepath.Join(base, "postgres.log"), opts: opts, bins: bins, cred: cred}
 	if err := p.start(ctx, bins, cred); err != nil {
 		_ = p.Stop()
 		return nil, err
@@ -123,30 +130,62 @@ func (p *Postgres) start(ctx context.Context, bins pgBinaries, cred *syscall.Cre
 		if err != nil {
 			return err
 		}
-		srv, err := startChild(bins.postgres, pgConfigArgs(dataDir, p.Dir, port, p.opts), childEnv(), p.Dir, p.Log, cred, syscall.SIGQUIT)
-		if err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.srv, p.Port = srv, port
-		p.mu.Unlock()
-		err = waitReady(ctx, srv, func(ctx context.Context) error {
-			conn, err := pgx.Connect(ctx, p.URL("postgres"))
-			if err != nil {
-				return err
-			}
-			return conn.Close(ctx)
-		})
+		err = p.run(ctx, port)
 		if err == nil {
 			return nil
 		}
-		srv.stop(5*time.Second, syscall.SIGQUIT)
-		tail := logTail(p.Log, 20)
-		if errors.Is(err, errExited) && addrInUse(tail) && try < portTries {
+		if errors.Is(err, errExited) && addrInUse(logTail(p.Log, 20)) && try < portTries {
 			continue
 		}
-		return fmt.Errorf("testenv: postgres on port %d: %w; server log %s ends with:\n%s", port, err, p.Log, tail)
+		return err
 	}
+}
+
+// run starts the postmaster on the cluster in Dir and port and waits until it
+// accepts connections.
+func (p *Postgres) run(ctx context.Context, port int) error {
+	dataDir := filepath.Join(p.Dir, "data")
+	srv, err := startChild(p.bins.postgres, pgConfigArgs(dataDir, p.Dir, port, p.opts), childEnv(), p.Dir, p.Log, p.cred, syscall.SIGQUIT)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.srv, p.Port = srv, port
+	p.mu.Unlock()
+	err = waitReady(ctx, srv, func(ctx context.Context) error {
+		conn, err := pgx.Connect(ctx, p.URL("postgres"))
+		if err != nil {
+			return err
+		}
+		return conn.Close(ctx)
+	})
+	if err == nil {
+		return nil
+	}
+	srv.stop(5*time.Second, syscall.SIGQUIT)
+	return fmt.Errorf("testenv: postgres on port %d: %w; server log %s ends with:\n%s", port, err, p.Log, logTail(p.Log, 20))
+}
+
+// RestartImmediate stops the server as `pg_ctl restart -m immediate` does
+// (SIGQUIT: every backend ends at once, no checkpoint) and starts it again on
+// the same port and data, which makes it run crash recovery. Clients lose
+// their connections and must reconnect.
+func (p *Postgres) RestartImmediate(ctx context.Context) error {
+	p.mu.Lock()
+	srv, stopped, port := p.srv, p.stopped, p.Port
+	p.mu.Unlock()
+	if stopped {
+		return fmt.Errorf("testenv: restart postgres: %w", errClosed)
+	}
+	if srv != nil {
+		srv.stop(10*time.Second, syscall.SIGQUIT, syscall.SIGKILL)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	return p.run(ctx, port)
 }
 
 // URL is the connection URL of database dbname on this server.
@@ -239,11 +278,13 @@ func pgConfigArgs(dataDir, socketDir string, port int, opts PostgresOptions) []s
 		"listen_addresses=127.0.0.1",
 		"port=" + strconv.Itoa(port),
 		"unix_socket_directories=" + socketDir,
-		"fsync=off",
-		"synchronous_commit=off",
+		"fsync=off", // the data dies with the test; only an OS crash would need it
 		"full_page_writes=off",
 		"max_connections=200",
 		"logging_collector=off",
+	}
+	if !opts.Durable {
+		settings = append(settings, "synchronous_commit=off")
 	}
 	if opts.StatStatements {
 		settings = append(settings, "shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all")

@@ -606,3 +606,44 @@ func TestPostgresStatStatements(t *testing.T) {
 		t.Errorf("pg_stat_statements.track = %q, %v", track, err)
 	}
 }
+
+// An immediate restart of a durable cluster keeps every acknowledged commit
+// and answers again on the same port.
+func TestPostgresRestartImmediateKeepsCommits(t *testing.T) {
+	ctx := context.Background()
+	pg, err := StartPostgresWith(ctx, "", PostgresOptions{Durable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Stop()
+	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE t (n int); INSERT INTO t SELECT generate_series(1, 1000)`); err != nil {
+		t.Fatal(err)
+	}
+	port := pg.Port
+	if err := pg.RestartImmediate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT 1`); err == nil {
+		t.Error("the old connection survived an immediate restart")
+	}
+	conn.Close(ctx)
+	if pg.Port != port {
+		t.Errorf("port %d, want %d", pg.Port, port)
+	}
+	conn, err = pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM t`).Scan(&n); err != nil || n != 1000 {
+		t.Fatalf("rows after restart: %d, %v", n, err)
+	}
+	if !strings.Contains(logTail(pg.Log, 200), "database system was interrupted") && !strings.Contains(logTail(pg.Log, 200), "not properly shut down") {
+		t.Errorf("no crash recovery in the log:\n%s", logTail(pg.Log, 30))
+	}
+}
