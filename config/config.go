@@ -38,6 +38,7 @@ type Config struct {
 	LogLevel       slog.Level
 	LogFormat      string
 	Concurrency    int
+	ClaimLease     time.Duration // TIDINGS_CLAIM_LEASE: how long a worker's claim on a batch of events holds
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
 	// TIDINGS_SCHEDULE_EVERY: how often wake-ups are promoted from Postgres
@@ -187,6 +188,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		ClaimLease:           getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
 		MonitorEvery:         getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
 		ScheduleEvery:        getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
 		WakeHorizon:          getd("TIDINGS_WAKE_HORIZON", time.Hour),
@@ -287,6 +289,9 @@ func (c Config) Validate(role Role) []string {
 	if role&RoleWorker != 0 {
 		if c.SMTPHost == "" {
 			p = append(p, "TIDINGS_SMTP_HOST is required")
+		}
+		if c.ClaimLease < time.Second {
+			p = append(p, "TIDINGS_CLAIM_LEASE must be at least 1s (longer than a batch of events takes)")
 		}
 		if c.SMTPPort <= 0 || c.SMTPPort > 65535 {
 			p = append(p, "TIDINGS_SMTP_PORT must be a port number")
