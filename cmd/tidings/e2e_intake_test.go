@@ -57,7 +57,7 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 		{"wrong content type", "", "text/plain", ts.Secret, good, 415},
 		{"no content type", "", "", ts.Secret, good, 415},
 		{"body over 1 MiB", "", "application/fhir+json", ts.Secret, big, 413},
-		{"unknown subscription", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 404},
+		{"unknown subscription (answered as a wrong secret)", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 401},
 		{"missing secret", "", "application/fhir+json", "", good, 401},
 		{"wrong secret", "", "application/fhir+json", "not-the-secret", good, 401},
 	}
