@@ -50,6 +50,12 @@ type Store interface {
 	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
+	// ClaimSignature records a signed notification's signature: false when
+	// it was claimed before (a replay). It drops those signed before
+	// forgetBefore.
+	ClaimSignature(ctx context.Context, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error)
+	// ReleaseSignature forgets a claimed signature.
+	ReleaseSignature(ctx context.Context, subscriptionID string, signature []byte) error
 }
 
 // Queue hands a fetch to the worker. (Events need no queue: workers claim

@@ -13,20 +13,7 @@ func TestNotifyAnswersUnknownSubscriptionAsWrongSecret(t *testing.T) {
 	ts := newTestStack(t, testOpts{})
 	body := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))
 	post := func(sub, secret string) postResult {
-		req, err := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+sub, bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Authorization", "Bearer "+secret)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
-		return postResult{Status: resp.StatusCode, Header: resp.Header, Body: b.Bytes()}
+		return ts.postTo(t, sub, body, "application/fhir+json", secret, nil)
 	}
 	for _, secret := range []string{"not-the-secret", ts.Secret} {
 		unknown := post("no-such-subscription", secret)
