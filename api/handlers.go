@@ -45,7 +45,7 @@ func (h *handlers) notify(c *gin.Context) {
 		return
 	}
 	sub := c.MustGet(ctxSubscription).(intake.Subscription)
-	if err := h.cfg.Intake.VerifySignature(sub, body, c.GetHeader("X-Signature"), c.GetHeader("X-Signature-Timestamp")); err != nil {
+	if err := h.cfg.Intake.VerifySignature(c.Request.Context(), sub, body, c.GetHeader("X-Signature"), c.GetHeader("X-Signature-Timestamp")); err != nil {
 		fhirError(c, err)
 		return
 	}
@@ -58,6 +58,13 @@ func (h *handlers) notify(c *gin.Context) {
 	if err != nil {
 		if statusOf(err) >= 500 {
 			h.log.Error("notification not processed", "subscription", sub.ID, "err", err)
+			// The source will retry; whatever of this one took effect is
+			// deduplicated, so its retry is not refused as a replay.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 5*time.Second)
+			if ferr := h.cfg.Intake.ForgetSignature(fctx, sub, c.GetHeader("X-Signature")); ferr != nil {
+				h.log.Error("signature not released", "subscription", sub.ID, "err", ferr)
+			}
+			cancel()
 		}
 		fhirError(c, err)
 		return

@@ -22,7 +22,8 @@ type Intake interface {
 	Authenticate(ctx context.Context, subscriptionID, secret string) (intake.Subscription, error)
 	Receive(ctx context.Context, sub intake.Subscription, body []byte) (intake.Result, error)
 	ReceiveResource(ctx context.Context, sub intake.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
-	VerifySignature(sub intake.Subscription, body []byte, signature, timestamp string) error
+	VerifySignature(ctx context.Context, sub intake.Subscription, body []byte, signature, timestamp string) error
+	ForgetSignature(ctx context.Context, sub intake.Subscription, signature string) error
 }
 
 // Contacts registers patient contacts; delivery.Contacts is it.

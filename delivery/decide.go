@@ -94,10 +94,9 @@ type plan struct {
 
 // outgoing is how a send step wants its notice sent.
 type outgoing struct {
-	template  string
-	channel   string
-	from      workflow.Sender // the workflow's identity: name, from, reply-to
-	messageID string          // opaque
+	template string
+	channel  string
+	from     workflow.Sender // the workflow's identity: name, from, reply-to
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
@@ -158,7 +157,6 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		// and only it, whatever the policy says.
 		msg.To = c.ConfidentialEmail
 	}
-	msg.MessageID = out.messageID
 	msg.FromName, msg.From, msg.ReplyTo = out.from.Name, out.from.From, out.from.ReplyTo
 	payload, err := d.Payload()
 	if err != nil {

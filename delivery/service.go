@@ -106,9 +106,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From,
-		// Opaque: a tenant's name could reveal the kind of care.
-		messageID: "<" + n.PortalToken + "@tidings.invalid>"}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From}
 	if out.channel == "" {
 		out.channel = "email"
 	}

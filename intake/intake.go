@@ -3,6 +3,7 @@ package intake
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -22,12 +23,19 @@ import (
 // ErrInactive means the subscription is off (its server said so, or an operator).
 var ErrInactive = fault.New(fault.Forbidden, "the subscription is not active in Tidings")
 
-// ErrUnknownSubscription means no subscription has that id, or the secret
-// presented is not its secret.
+// ErrUnknownSubscription means no subscription has that id (from Store;
+// Authenticate answers it as ErrWrongSecret).
 var ErrUnknownSubscription = fault.New(fault.NotFound, "unknown subscription")
 
-// ErrWrongSecret means the secret presented is not the subscription's.
-var ErrWrongSecret = fault.New(fault.Unauthorized, "missing or wrong subscription secret")
+// ErrWrongSecret means the secret presented is not the subscription's, or
+// no subscription has that id: the two answer alike, so the notify URL does
+// not tell a guesser which subscription ids exist.
+var ErrWrongSecret = fault.New(fault.Unauthorized, "unknown subscription or wrong secret")
+
+// unknownSecretHash stands in for the stored hash of a subscription that
+// does not exist, so that checking a secret against it costs what checking
+// a real one does. It matches no secret.
+var unknownSecretHash = SecretHash(rand.Text())
 
 // Store is what intake needs from storage.
 type Store interface {
@@ -42,6 +50,12 @@ type Store interface {
 	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
+	// ClaimSignature records a signed notification's signature: false when
+	// it was claimed before (a replay). It drops those signed before
+	// forgetBefore.
+	ClaimSignature(ctx context.Context, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error)
+	// ReleaseSignature forgets a claimed signature.
+	ReleaseSignature(ctx context.Context, subscriptionID string, signature []byte) error
 }
 
 // Queue hands a fetch to the worker. (Events need no queue: workers claim
@@ -102,10 +116,13 @@ func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret strin
 		sub, hash, err := s.Store.SubscriptionSecret(ctx, subscriptionID)
 		return subscriptionSecret{sub, hash}, err
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, ErrUnknownSubscription):
+		got.hash = unknownSecretHash
+	case err != nil:
 		return Subscription{}, err
 	}
-	if subtle.ConstantTimeCompare(SecretHash(secret), got.hash) != 1 {
+	if subtle.ConstantTimeCompare(SecretHash(secret), got.hash) != 1 || err != nil {
 		return Subscription{}, ErrWrongSecret
 	}
 	if got.sub.Status == StatusOff {

@@ -21,11 +21,15 @@ var ErrInvalidNotice = errors.New("notify: invalid notice")
 
 // Email is a rendered message ready for a channel.
 type Email struct {
-	To        string // recipient address, set by the caller
-	Subject   string
-	Text      string // plain-text body
-	HTML      string // HTML body; optional
-	MessageID string // optional; sent as the Message-ID header when set
+	To      string // recipient address, set by the caller
+	Subject string
+	Text    string // plain-text body
+	HTML    string // HTML body; optional
+	// MessageID is sent as the Message-ID header when set; when empty the
+	// channel makes one of 128 random bits at the sender's domain. Every
+	// relay logs it: never derive it from a portal token, a notice id or
+	// anything about the patient.
+	MessageID string
 	// A workflow's sender identity, each optional: the display name, the
 	// header From address and Reply-To. The envelope sender stays the
 	// channel's configured one.

@@ -286,6 +286,25 @@ func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID strin
 	})
 }
 
+// ClaimSignature records the signature of a signed notification for its
+// subscription: false when the same signature was claimed before (a
+// replay). Signatures signed before forgetBefore are dropped on the way.
+func (s *Store) ClaimSignature(ctx context.Context, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error) {
+	res := s.q(ctx).Exec(`WITH expired AS (DELETE FROM signed_notifications WHERE subscription_id = ? AND signed_at < ?)
+		INSERT INTO signed_notifications (subscription_id, signature, signed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+		subscriptionID, forgetBefore, subscriptionID, signature, signedAt)
+	if res.Error != nil {
+		return false, fmt.Errorf("claim signature: %w", translate(res.Error))
+	}
+	return res.RowsAffected == 1, nil
+}
+
+// ReleaseSignature forgets a claimed signature, so that the same signed
+// notification may come again (its processing failed before it took effect).
+func (s *Store) ReleaseSignature(ctx context.Context, subscriptionID string, signature []byte) error {
+	return s.q(ctx).Exec(`DELETE FROM signed_notifications WHERE subscription_id = ? AND signature = ?`, subscriptionID, signature).Error
+}
+
 // scrubValueErrors keeps values out of database errors. PostgreSQL's data
 // exceptions (SQLSTATE class 22, e.g. "invalid input syntax for type
 // bigint: \"...\"") quote the offending value, and such errors travel on

@@ -184,6 +184,45 @@ func TestSubscriptionSecret(t *testing.T) {
 	}
 }
 
+// A signature is claimed once; a released one can be claimed again; those
+// signed before the horizon are dropped; only a subscription that exists
+// can claim.
+func TestClaimSignature(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	now := time.Now()
+	sigA, sigB := bytes.Repeat([]byte{0xa}, 32), bytes.Repeat([]byte{0xb}, 32)
+	claim := func(sub string, sig []byte, at time.Time) bool {
+		t.Helper()
+		fresh, err := s.ClaimSignature(ctx, sub, sig, at, now.Add(-10*time.Minute))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fresh
+	}
+	if !claim("sub1", sigA, now) || claim("sub1", sigA, now) || !claim("sub1", sigB, now) {
+		t.Fatal("a signature was not claimed exactly once")
+	}
+	if err := s.ReleaseSignature(ctx, "sub1", sigA); err != nil {
+		t.Fatal(err)
+	}
+	if !claim("sub1", sigA, now) {
+		t.Fatal("a released signature could not be claimed again")
+	}
+	old := bytes.Repeat([]byte{0xc}, 32)
+	if !claim("sub1", old, now.Add(-time.Hour)) {
+		t.Fatal("first claim of an old signature")
+	}
+	claim("sub1", bytes.Repeat([]byte{0xd}, 32), now) // drops what was signed before the horizon
+	var n int
+	if err := s.RawScan(ctx, &n, `SELECT count(*) FROM signed_notifications WHERE signature = ?`, old); err != nil || n != 0 {
+		t.Fatalf("%d rows of a signature signed before the horizon (%v)", n, err)
+	}
+	if _, err := s.ClaimSignature(ctx, "nobody", sigA, now, now); err == nil {
+		t.Fatal("a signature was claimed for an unknown subscription")
+	}
+}
+
 func TestContactsAreSealedAndAPIContactsWin(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()

@@ -167,9 +167,19 @@ type postResult struct {
 
 func (ts *testStack) post(t testing.TB, body []byte, contentType, secret string) postResult {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(body))
+	return ts.postTo(t, devSubscription, body, contentType, secret, nil)
+}
+
+// postTo posts body to a subscription's notify URL with the secret (none
+// when "") and any further headers.
+func (ts *testStack) postTo(t testing.TB, sub string, body []byte, contentType, secret string, header http.Header) postResult {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+sub, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)

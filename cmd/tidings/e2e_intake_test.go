@@ -57,7 +57,7 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 		{"wrong content type", "", "text/plain", ts.Secret, good, 415},
 		{"no content type", "", "", ts.Secret, good, 415},
 		{"body over 1 MiB", "", "application/fhir+json", ts.Secret, big, 413},
-		{"unknown subscription", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 404},
+		{"unknown subscription (answered as a wrong secret)", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 401},
 		{"missing secret", "", "application/fhir+json", "", good, 401},
 		{"wrong secret", "", "application/fhir+json", "not-the-secret", good, 401},
 	}
@@ -351,9 +351,10 @@ func TestClassicRestHook(t *testing.T) {
 	}
 }
 
-// A subscription whose source signs: unsigned, wrongly signed and replayed
-// notifications are refused; a good signature (with or without a fresh
-// timestamp) is accepted.
+// A subscription whose source signs: unsigned, wrongly signed, untimed,
+// stale and replayed notifications are refused; a good signature over a
+// fresh timestamp is accepted, and the same body signed afresh (a retry) is
+// a duplicate.
 func TestSignedNotifications(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	key := []byte("source-signing-key-0123456789abcdef")
@@ -361,30 +362,8 @@ func TestSignedNotifications(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))
-	sign := func(prefix string, b []byte) string {
-		m := hmac.New(sha256.New, key)
-		m.Write([]byte(prefix))
-		m.Write(b)
-		return hex.EncodeToString(m.Sum(nil))
-	}
-	send := func(b []byte, sig, ts0 string) int {
-		req, _ := http.NewRequest(http.MethodPost, ts.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(b))
-		req.Header.Set("Content-Type", "application/fhir+json")
-		req.Header.Set("Authorization", "Bearer "+ts.Secret)
-		if sig != "" {
-			req.Header.Set("X-Signature", sig)
-		}
-		if ts0 != "" {
-			req.Header.Set("X-Signature-Timestamp", ts0)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	now := strconv.FormatInt(time.Now().Unix(), 10)
+	later := strconv.FormatInt(time.Now().Unix()+1, 10)
 	old := strconv.FormatInt(time.Now().Add(-6*time.Minute).Unix(), 10)
 	tampered := bytes.Replace(body, []byte(`"EOBOral1"`), []byte(`"EOBOral2"`), 1)
 	for _, c := range []struct {
@@ -392,19 +371,107 @@ func TestSignedNotifications(t *testing.T) {
 		body      []byte
 		sig, when string
 		want      int
+		says      string // in the OperationOutcome's diagnostics
 	}{
-		{"unsigned", body, "", "", 401},
-		{"not hex", body, "zz", "", 401},
-		{"signature of another body", tampered, sign("", body), "", 401},
-		{"replayed timestamp", body, sign(old+".", body), old, 401},
-		{"timestamp not signed", body, sign("", body), now, 401},
-		{"good, with a fresh timestamp", body, sign(now+".", body), now, 202},
-		{"good, body only (duplicate now)", body, sign("", body), "", 200},
+		{"unsigned", body, "", now, 401, "signature"},
+		{"not hex", body, "zz", now, 401, "signature"},
+		{"signature of another body", tampered, signBody(key, now, body), now, 401, "signature"},
+		{"no timestamp (body-only signature)", body, signBody(key, "", body), "", 401, "X-Signature-Timestamp"},
+		{"timestamp too old", body, signBody(key, old, body), old, 401, "replay window"},
+		{"timestamp not signed", body, signBody(key, "", body), now, 401, "signature"},
+		{"good, with a fresh timestamp", body, signBody(key, now, body), now, 202, ""},
+		{"the same request again (replay)", body, signBody(key, now, body), now, 409, "already received"},
+		{"the same body signed afresh (a retry)", body, signBody(key, later, body), later, 200, ""},
 	} {
-		if got := send(c.body, c.sig, c.when); got != c.want {
-			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		r := ts.postSigned(t, devSubscription, c.body, c.sig, c.when)
+		if r.Status != c.want {
+			t.Errorf("%s: %d, want %d: %s", c.name, r.Status, c.want, r.Body)
+			continue
+		}
+		if c.says != "" && !outcomeSays(t, r.Body, c.says) {
+			t.Errorf("%s: %s does not say %q", c.name, r.Body, c.says)
 		}
 	}
+}
+
+// A signed status change replayed within the window does not take effect
+// again: the source reported "error", then "active"; the captured "error"
+// posted again is refused and the subscription stays active.
+func TestReplayedSignedStatusChangeIsRefused(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	key := []byte("source-signing-key-0123456789abcdef")
+	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devSubscription, key); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")
+	errored := bytes.Replace(heartbeat, []byte(`"valueCode": "active"`), []byte(`"valueCode": "error"`), 1)
+	if bytes.Equal(errored, heartbeat) {
+		t.Fatal("the heartbeat fixture has no active status to change")
+	}
+	when := strconv.FormatInt(time.Now().Unix(), 10)
+	sig := signBody(key, when, errored)
+	status := func() string {
+		t.Helper()
+		sub, err := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub.Status
+	}
+	if r := ts.postSigned(t, devSubscription, errored, sig, when); r.Status != 200 || status() != "error" {
+		t.Fatalf("signed error status: %d %s; subscription %s", r.Status, r.Body, status())
+	}
+	next := strconv.FormatInt(time.Now().Unix()+1, 10)
+	if r := ts.postSigned(t, devSubscription, heartbeat, signBody(key, next, heartbeat), next); r.Status != 200 || status() != "active" {
+		t.Fatalf("signed active status: %d %s; subscription %s", r.Status, r.Body, status())
+	}
+	r := ts.postSigned(t, devSubscription, errored, sig, when)
+	if r.Status != 409 || !outcomeSays(t, r.Body, "already received") {
+		t.Errorf("replayed error status: %d %s, want 409", r.Status, r.Body)
+	}
+	if got := status(); got != "active" {
+		t.Errorf("the replayed status took effect: subscription %s", got)
+	}
+}
+
+// signBody is X-Signature: the hex HMAC-SHA256 of "<timestamp>.<body>", or
+// of the body alone when timestamp is "".
+func signBody(key []byte, timestamp string, body []byte) string {
+	m := hmac.New(sha256.New, key)
+	if timestamp != "" {
+		m.Write([]byte(timestamp + "."))
+	}
+	m.Write(body)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// postSigned posts a notification with the subscription's secret and the
+// given signature headers (each omitted when "").
+func (ts *testStack) postSigned(t testing.TB, sub string, body []byte, sig, timestamp string) postResult {
+	t.Helper()
+	h := http.Header{}
+	if sig != "" {
+		h.Set("X-Signature", sig)
+	}
+	if timestamp != "" {
+		h.Set("X-Signature-Timestamp", timestamp)
+	}
+	return ts.postTo(t, sub, body, "application/fhir+json", ts.Secret, h)
+}
+
+// outcomeSays reports whether body is an error OperationOutcome whose
+// diagnostics contain want.
+func outcomeSays(t testing.TB, body []byte, want string) bool {
+	t.Helper()
+	var oo struct {
+		ResourceType string
+		Issue        []struct{ Severity, Code, Diagnostics string }
+	}
+	if err := json.Unmarshal(body, &oo); err != nil {
+		return false
+	}
+	return oo.ResourceType == "OperationOutcome" && len(oo.Issue) == 1 && oo.Issue[0].Severity == "error" &&
+		strings.Contains(oo.Issue[0].Diagnostics, want)
 }
 
 // Behind a trusted reverse proxy every FHIR server is its own client: one

@@ -44,7 +44,7 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	secretEnv := fs.String("secret-env", "", "take the secret from this environment variable (at least 24 characters) instead of making one")
 	sourceID := fs.String("source-id", "", "FHIR source (tidings source add) to fetch id-only/empty notifications and missed events from")
 	crit := fs.String("criteria", "", "search used for empty notifications, pings and gap recovery, e.g. ExplanationOfBenefit?type=professional (default: every ExplanationOfBenefit)")
-	hmacFile := fs.String("hmac-key-file", "", "file holding the key the source signs notifications with (X-Signature, HMAC-SHA256); when set, unsigned notifications are refused")
+	hmacFile := fs.String("hmac-key-file", "", "file holding the key the source signs notifications with (X-Signature: HMAC-SHA256 of \"<X-Signature-Timestamp>.<body>\"); when set, unsigned, untimed and replayed notifications are refused")
 	heartbeat := fs.Duration("heartbeat-period", 0, "the subscription's heartbeat period; silent after twice that without one (0: not watched)")
 	ifMissing := fs.Bool("if-missing", false, "succeed without changes when the subscription exists (for one-shot setup jobs)")
 	if err := fs.Parse(args[1:]); err != nil {

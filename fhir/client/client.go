@@ -60,8 +60,10 @@ type Options struct {
 	// error kind; no query, no body). Default: discard.
 	Logger *slog.Logger
 	// DenyPrivateNetworks refuses to connect to loopback, private,
-	// link-local and other non-public addresses (checked at dial time, after
-	// DNS), so a registered source cannot point Tidings at internal services.
+	// link-local and other non-public addresses, IANA special-purpose blocks
+	// and IPv6 prefixes that translate to IPv4 (see publicAddr; checked at
+	// dial time, after DNS, and not retried), so a registered source cannot
+	// point Tidings at internal services.
 	// It applies when HTTP is nil.
 	DenyPrivateNetworks bool
 	// Now and Sleep are hooks for tests. Sleep must return early with the
@@ -552,7 +554,7 @@ func templatePath(p string) string {
 }
 
 // ErrPrivateAddress means a connection to a non-public address was refused.
-var ErrPrivateAddress = errors.New("fhir/client: refusing to connect to a loopback, private or link-local address")
+var ErrPrivateAddress = errors.New("fhir/client: refusing to connect to a loopback, private, special-purpose or translated address")
 
 // PublicOnlyHTTPClient is an HTTP client (15 s timeout) that connects only to
 // public addresses; use it for the SMART token endpoint too.
@@ -563,7 +565,7 @@ func PublicOnlyHTTPClient() *http.Client {
 			return ErrPrivateAddress
 		}
 		ip, err := netip.ParseAddr(host)
-		if err != nil || !publicAddr(ip.Unmap()) {
+		if err != nil || !publicAddr(ip) {
 			return ErrPrivateAddress
 		}
 		return nil
@@ -574,9 +576,58 @@ func PublicOnlyHTTPClient() *http.Client {
 	return &http.Client{Timeout: defaultTimeout, Transport: tr}
 }
 
+// nonPublic are the IANA special-purpose blocks (IPv4 and IPv6
+// Special-Purpose Address Registries) that are not globally reachable, and
+// the prefixes that translate to IPv4 through a gateway, which could be
+// ours: NAT64, 6to4, Teredo, the IPv4-compatible and -translated forms.
+// A globally reachable exception inside a refused block (2001:3::/32 AMT,
+// 2001:4:112::/48 AS112, 192.0.0.9) is refused with it: none is a FHIR
+// server. Multicast, loopback, link-local and RFC 1918 / RFC 4193 space
+// are covered by netip's predicates in publicAddr.
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),   // carrier-grade NAT
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // TEST-NET-1
+	netip.MustParsePrefix("192.88.99.0/24"),  // 6to4 relay anycast (deprecated)
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // TEST-NET-2
+	netip.MustParsePrefix("203.0.113.0/24"),  // TEST-NET-3
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, and the broadcast address
+
+	netip.MustParsePrefix("::/96"),           // IPv4-compatible (deprecated), :: and ::1
+	netip.MustParsePrefix("::ffff:0:0:0/96"), // IPv4-translated (SIIT)
+	netip.MustParsePrefix("64:ff9b::/96"),    // NAT64, well-known prefix
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // NAT64, local use
+	netip.MustParsePrefix("100::/64"),        // discard only
+	netip.MustParsePrefix("2001::/23"),       // IETF protocol assignments, Teredo 2001::/32 among them
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("2002::/16"),       // 6to4
+	netip.MustParsePrefix("3fff::/20"),       // documentation
+	netip.MustParsePrefix("fc00::/7"),        // unique local
+	netip.MustParsePrefix("fec0::/10"),       // site local (deprecated)
+}
+
+// globalUnicast6 is the only IPv6 space IANA allocates for global unicast.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
+
+// publicAddr reports whether Tidings may connect to ip. An IPv4-mapped
+// address is judged by its IPv4 address. 6to4 and Teredo addresses are
+// refused whatever IPv4 address they embed: the relay that would carry
+// them may sit inside our network.
 func publicAddr(ip netip.Addr) bool {
-	return ip.IsValid() && !ip.IsLoopback() && !ip.IsPrivate() && !ip.IsLinkLocalUnicast() &&
-		!ip.IsLinkLocalMulticast() && !ip.IsInterfaceLocalMulticast() && !ip.IsMulticast() && !ip.IsUnspecified() &&
-		!netip.MustParsePrefix("100.64.0.0/10").Contains(ip) && // carrier-grade NAT
-		!netip.MustParsePrefix("fc00::/7").Contains(ip)
+	ip = ip.Unmap()
+	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return false
+	}
+	if ip.Is6() && !globalUnicast6.Contains(ip) {
+		return false // 5f00::/16 (SRv6) and the rest of the unallocated space
+	}
+	for _, p := range nonPublic {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
 }

@@ -97,6 +97,8 @@ func transportError(method, path string, err error) error {
 		what = "redirect to another host refused"
 	case errors.Is(err, errTooManyRedirects):
 		what = "too many redirects"
+	case errors.Is(err, ErrPrivateAddress):
+		what = "address refused: not a public address"
 	case errors.Is(err, context.Canceled):
 		what = "canceled"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -120,9 +122,10 @@ func transportError(method, path string, err error) error {
 }
 
 // retryableTransport says whether a round-trip failure may be retried:
-// network failures yes, a refused redirect or the caller's context no.
+// network failures yes; a refused redirect or address, or the caller's
+// context, no.
 func retryableTransport(ctx context.Context, err error) bool {
-	if ctx.Err() != nil || errors.Is(err, ErrRedirectRefused) || errors.Is(err, ErrInvalidResponse) {
+	if ctx.Err() != nil || errors.Is(err, ErrRedirectRefused) || errors.Is(err, ErrInvalidResponse) || errors.Is(err, ErrPrivateAddress) {
 		return false
 	}
 	var certErr *tls.CertificateVerificationError
