@@ -498,13 +498,15 @@ func TestDecisionLog(t *testing.T) {
 func TestPolicyEndpoints(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	token := ts.apiKey(t, "dev", access.Compliance)
-	pol, err := ts.app.policyEngine(context.Background())
+	tenants, err := ts.app.tenantPolicies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := ts.app.handler(pol)
+	pol := tenants.Default
+	h, _ := ts.app.handler(tenants)
 	r := doRequest(h, "GET", "/v1/policy", "", token, "")
-	if r.Code != 200 || !strings.Contains(r.Body.String(), pol.Revision()) || !strings.Contains(r.Body.String(), `"source":"embedded"`) {
+	if r.Code != 200 || !strings.Contains(r.Body.String(), pol.Revision()) || !strings.Contains(r.Body.String(), `"default":true`) ||
+		strings.Contains(r.Body.String(), "embedded") {
 		t.Fatalf("GET /v1/policy: %d %s", r.Code, r.Body)
 	}
 	input := `{"notice_type":"eob","channel":{"type":"email","tls_enforced":true},"payload":{"payer_name":"Plan","diagnosis":"x","portal_url":"https://p.example.org/n/1"}}`
