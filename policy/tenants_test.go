@@ -164,39 +164,48 @@ decision := {"allow": count(big) == 0, "deny": [], "redact": [], "obligations": 
 `
 
 // A revision uploaded through one process decides in another (a worker)
-// after its next Sync, which Watch runs on a notification or a poll.
+// after its next Sync, which Watch runs on a notification, or on a poll
+// when no notification comes.
 func TestTenantsPickUpAnotherProcesssUpload(t *testing.T) {
-	ctx := context.Background()
-	st := revisionStore(t)
-	serve, worker := tenantsOn(t, st, nil), tenantsOn(t, st, nil)
-	wctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); worker.Watch(wctx, time.Hour, st.Listen(wctx, store.PolicyChannel)) }()
-	t.Cleanup(func() { cancel(); <-done })
+	for name, notified := range map[string]bool{"notified": true, "polling": false} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			st := revisionStore(t)
+			serve, worker := tenantsOn(t, st, nil), tenantsOn(t, st, nil)
+			wctx, cancel := context.WithCancel(ctx)
+			interval, wake := time.Hour, st.Listen(wctx, store.PolicyChannel)
+			if !notified {
+				interval, wake = 200*time.Millisecond, nil
+			}
+			done := make(chan struct{})
+			go func() { defer close(done); worker.Watch(wctx, interval, wake) }()
+			t.Cleanup(func() { cancel(); <-done })
 
-	own := revisionOf(t, version("b"))
-	if _, err := serve.Upload(ctx, "a", version("b")); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		d, err := worker.Decide(ctx, "a", policy.Input{NoticeType: "eob"})
-		if err == nil && d.Revision == own {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the worker still decides %+v, %v for tenant a", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if _, err := serve.Reset(ctx, "a"); err != nil {
-		t.Fatal(err)
-	}
-	for !worker.Status("a").Default {
-		if time.Now().After(deadline) {
-			t.Fatal("the worker did not go back to the default")
-		}
-		time.Sleep(50 * time.Millisecond)
+			own := revisionOf(t, version("b"))
+			if _, err := serve.Upload(ctx, "a", version("b")); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				d, err := worker.Decide(ctx, "a", policy.Input{NoticeType: "eob"})
+				if err == nil && d.Revision == own {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the worker still decides %+v, %v for tenant a", d, err)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if _, err := serve.Reset(ctx, "a"); err != nil {
+				t.Fatal(err)
+			}
+			for !worker.Status("a").Default {
+				if time.Now().After(deadline) {
+					t.Fatal("the worker did not go back to the default")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
 }
 
