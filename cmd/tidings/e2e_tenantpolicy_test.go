@@ -213,3 +213,41 @@ func mustHandler(t *testing.T, ts *testStack) http.Handler {
 	}
 	return h
 }
+
+// While one tenant's dry run runs (the bomb, until its limit), that
+// tenant's next one gets 429, and another tenant's candidate dry run is
+// answered in full.
+func TestDryRunsAreLimitedPerTenant(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	ctx := context.Background()
+	if err := ts.app.store.EnsureTenant(ctx, "b", "Plan B"); err != nil {
+		t.Fatal(err)
+	}
+	h := mustHandler(t, ts)
+	tokA, tokB := ts.apiKey(t, devTenant, access.Compliance), ts.apiKey(t, "b", access.Compliance)
+	input := map[string]any{"notice_type": "eob", "channel": map[string]any{"type": "email"}, "payload": map[string]any{}}
+	bomb, _ := json.Marshal(map[string]any{"input": input, "policy": map[string]string{"bomb.rego": sprintfBomb}})
+	allowAll, _ := json.Marshal(map[string]any{"input": input, "policy": map[string]string{
+		"p.rego": "package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": [], \"obligations\": {}}\n"}})
+
+	bombDone := make(chan int, 1)
+	go func() {
+		bombDone <- doRequest(h, "POST", "/v1/policy/evaluate", "application/json", tokA, string(bomb)).Code
+	}()
+	time.Sleep(300 * time.Millisecond) // the bomb holds dev's slot
+	if r := doRequest(h, "POST", "/v1/policy/evaluate", "application/json", tokA, string(allowAll)); r.Code != http.StatusTooManyRequests {
+		t.Errorf("dev's second dry run: %d %s, want 429", r.Code, r.Body)
+	}
+	r := doRequest(h, "POST", "/v1/policy/evaluate", "application/json", tokB, string(allowAll))
+	if r.Code != 200 || !strings.Contains(r.Body.String(), `"allow":true`) {
+		t.Errorf("b's dry run while dev's runs: %d %s", r.Code, r.Body)
+	}
+	select {
+	case code := <-bombDone:
+		t.Fatalf("the bomb finished (%d) before b's dry run was checked: the test proves nothing", code)
+	default:
+	}
+	if code := <-bombDone; code != 422 {
+		t.Errorf("the bomb: %d, want 422", code)
+	}
+}
