@@ -540,7 +540,7 @@ func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.app.pol = lax
+	ts.app.pol, ts.app.tenants.Default = lax, lax // the stack's API already made the tenants' set
 	if err := ts.StartWorker(); err != nil {
 		t.Fatal(err)
 	}
@@ -550,6 +550,11 @@ func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")))
 	ts.waitNotices(t, 2)
+	var revisions []string
+	ts.app.store.RawScan(ctx, &revisions, `SELECT DISTINCT policy_revision FROM policy_decisions`)
+	if len(revisions) != 1 || revisions[0] != lax.Revision() {
+		t.Fatalf("decided by %q, not the lax policy %s", revisions, lax.Revision())
+	}
 	time.Sleep(200 * time.Millisecond)
 	msgs := ts.Mail.Messages()
 	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "private@example.org" {
