@@ -1,7 +1,8 @@
 // Package api is Tidings' HTTP surface on Gin, a thin adapter over the core
 // (intake, journey, delivery, policy, access): the FHIR notification
-// endpoint; the contacts, source, subscription, policy, workflow, run, event,
-// segment and API-key APIs; health checks; and the middleware every route
+// endpoint; the contacts, source, subscription, policy (each tenant's own
+// revision: status, upload, reset, dry runs one at a time per tenant),
+// workflow, run, event, segment and API-key APIs; health checks; and the middleware every route
 // shares (body and content-type limits, per-client rate limits, the API key
 // and the role each /v1 route requires (Routes), request logs without PHI).
 // It defines its request and response bodies. Errors carry a code (package

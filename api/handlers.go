@@ -18,8 +18,9 @@ import (
 )
 
 type handlers struct {
-	cfg Config
-	log *slog.Logger
+	cfg        Config
+	log        *slog.Logger
+	policyJobs *tenantJobs
 }
 
 const ctxSubscription = "tidings.subscription"

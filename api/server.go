@@ -110,7 +110,7 @@ func New(cfg Config) *gin.Engine {
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perKey := newLimiters(cfg.RatePerSec, cfg.RateBurst)
-	h := &handlers{cfg: cfg, log: log}
+	h := &handlers{cfg: cfg, log: log, policyJobs: &tenantJobs{}}
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
 	r.GET("/healthz", perClient.middleware(byIP, jsonError), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
@@ -147,6 +147,8 @@ func (h *handlers) routes() []Route {
 		{"POST", "/subscriptions", access.Integration, h.postSubscription},
 		{"GET", "/subscriptions/:id", access.Integration, h.getSubscription},
 		{"GET", "/policy", access.Compliance, h.getPolicy},
+		{"PUT", "/policy", access.Compliance, h.putPolicy},
+		{"DELETE", "/policy", access.Compliance, h.deletePolicy},
 		{"POST", "/policy/evaluate", access.Compliance, h.evaluatePolicy},
 		{"POST", "/workflows", access.Operator, h.postWorkflow},
 		{"GET", "/workflows", access.Operator, h.listWorkflows},

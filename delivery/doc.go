@@ -1,10 +1,12 @@
 // Package delivery owns how a run's send step becomes a delivered notice:
 // the run's event becomes minimum-necessary facts and a notice (package
 // notify), the contact is found (API-registered first, then the bundle's
-// Patient), the policy input is built and the decision applied by pure
+// Patient), the policy input is built, the notice's tenant's policy
+// revision (or the default rules) decides, and the decision is applied by pure
 // functions that fail closed (no decision, an obligation this version cannot
 // meet, a redaction the notice cannot make: no send), and the message goes
-// to the channel once, every step recorded (Notice, Decision, Delivery). It
+// to the channel once, every step recorded (Notice, Decision with its tenant
+// and revision, Delivery). It
 // also validates and registers the contacts patients give through a
 // tenant's systems (Contacts). Service implements journey.Sender.
 package delivery

@@ -36,9 +36,10 @@ type Store interface {
 	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error
 }
 
-// Policy decides whether a notice may go.
+// Policy decides whether a notice may go, with the rules of the notice's
+// tenant; *policy.Tenants is it.
 type Policy interface {
-	Decide(ctx context.Context, in policy.Input) (policy.Decision, error)
+	Decide(ctx context.Context, tenantID string, in policy.Input) (policy.Decision, error)
 }
 
 // References reads, from a subscription's FHIR source, resources a
@@ -273,7 +274,7 @@ func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unkn
 func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
 	in := policyInput(base, d, out.channel, sec, contact)
 	start := time.Now()
-	dec, err := s.Policy.Decide(ctx, in)
+	dec, err := s.Policy.Decide(ctx, tenantID, in)
 	latency := time.Since(start)
 	if err != nil && ctx.Err() != nil {
 		return plan{}, nil, fmt.Errorf("policy: %w", ctx.Err())

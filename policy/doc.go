@@ -10,7 +10,11 @@
 // teams it dry-runs the active or a candidate policy on a sample input with
 // the rules that fired (Evaluate); with WithSandbox a candidate, a caller's
 // code, runs in a child process (ServeSandbox) under a time and memory
-// limit, so that it cannot exhaust the process that decides. It also runs
+// limit, so that it cannot exhaust the process that decides. Tenants
+// decides for each tenant with the revision it uploaded (Upload: compiled,
+// tested and partially evaluated in the sandbox first; kept by a
+// RevisionStore and reloaded by every process when its generation changes)
+// or, without one, with the default Engine. It also runs
 // the policies' tests with coverage (RunTestsWithCoverage), and hashes
 // inputs for the decision log (InputHash) so that PHI is never stored.
 package policy

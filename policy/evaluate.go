@@ -58,10 +58,29 @@ func (e *Engine) Evaluate(ctx context.Context, candidate fs.FS, in json.RawMessa
 	if err != nil {
 		return EvalResult{}, err
 	}
+	return e.evaluateFiles(ctx, files, in, input)
+}
+
+// evaluateFiles dry-runs files, code from a caller, in the sandbox when
+// the Engine has one; in is input parsed.
+func (e *Engine) evaluateFiles(ctx context.Context, files policyFiles, in json.RawMessage, input ast.Value) (EvalResult, error) {
 	if e.sandbox != nil {
 		return e.sandbox.evaluate(ctx, files, in)
 	}
 	return dryRunCandidate(ctx, files, input)
+}
+
+// checkUpload loads files as a revision would, tests included, in the
+// sandbox when the Engine has one, and returns the revision's id.
+func (e *Engine) checkUpload(ctx context.Context, files policyFiles) (string, error) {
+	if e.sandbox != nil {
+		return e.sandbox.check(ctx, files)
+	}
+	rev, err := checkCandidate(ctx, files)
+	if err != nil {
+		return "", err
+	}
+	return rev.id, nil
 }
 
 // dryRunCandidate compiles and tests files as Reload would, then decides

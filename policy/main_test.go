@@ -6,7 +6,9 @@ import (
 	"os"
 	"testing"
 
+	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/testenv"
 )
 
 // TestMain lets the test binary be the sandbox child: the sandbox tests
@@ -20,5 +22,6 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The per-tenant tests keep revisions in a real database.
+	testenv.Main(m, func(ctx context.Context, url string) error { return migrations.Up(ctx, url, nil) })
 }

@@ -269,6 +269,18 @@ func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
 	if err != nil {
 		return nil, err
 	}
+	rev, err := checkCandidate(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	rev.hash = f.hash
+	return rev, nil
+}
+
+// checkCandidate makes files a revision that can decide: compiled, tested,
+// and partially evaluated against its data, the whole path a revision takes
+// before it becomes active.
+func checkCandidate(ctx context.Context, files policyFiles) (*revision, error) {
 	rev, err := compileRevision(ctx, files)
 	if err != nil {
 		return nil, err
@@ -277,7 +289,7 @@ func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
 	if err != nil {
 		return nil, reject(err)
 	}
-	rev.hash, rev.fast = f.hash, &fast
+	rev.fast = &fast
 	return rev, nil
 }
 
@@ -325,19 +337,24 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 		// OPA checks cancellation only now and then; a short evaluation could finish.
 		return Decision{}, fmt.Errorf("%w: %w", ErrNoDecision, err)
 	}
-	rev := e.active.Load() // one revision for the whole decision
-	if rev == nil {
+	return e.active.Load().decideOn(ctx, in) // one revision for the whole decision
+}
+
+// decideOn decides on in with r, the fast query when r has one; a nil r
+// is no policy loaded.
+func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
+	if r == nil {
 		return Decision{}, fmt.Errorf("%w: no policy is loaded", ErrNoDecision)
 	}
 	input, err := in.regoValue()
 	if err != nil {
 		return Decision{}, err
 	}
-	q := &rev.query
-	if rev.fast != nil {
-		q = rev.fast
+	q := &r.query
+	if r.fast != nil {
+		q = r.fast
 	}
-	return rev.decide(ctx, q, input)
+	return r.decide(ctx, q, input)
 }
 
 // decide evaluates q, one of r's queries, on input.

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/tidings-health/tidings/fault"
 )
 
@@ -48,18 +50,44 @@ type Sandbox struct {
 	// (DefaultSandboxTimeout when zero). The child is killed at the
 	// deadline.
 	Timeout time.Duration
+	// Children caps how many children run at once in this process
+	// (DefaultSandboxChildren when zero); a caller waits for a free one
+	// until its ctx ends, then gets ErrSandboxBusy.
+	Children int
+
+	slots chan struct{}
 }
 
-// WithSandbox makes Evaluate compile and run candidates in s's child
-// process. The active revision's dry runs stay in this process: the
-// operator loaded that policy, and it already decides every notice here.
-func WithSandbox(s Sandbox) Option { return func(e *Engine) { e.sandbox = &s } }
+// DefaultSandboxChildren is how many sandbox children a process runs at
+// once unless a Sandbox says otherwise: each may take DefaultSandboxMemory.
+const DefaultSandboxChildren = 2
+
+// ErrSandboxBusy means every sandbox child was in use for as long as the
+// caller could wait.
+var ErrSandboxBusy = errors.New("policy: every sandbox is busy")
+
+// WithSandbox makes Evaluate compile and run candidates, and CheckUpload
+// test tenants' uploads, in s's child process. The default revision's dry
+// runs stay in this process: the operator loaded that policy, and it
+// already decides every notice here.
+func WithSandbox(s Sandbox) Option {
+	return func(e *Engine) {
+		if s.Children <= 0 {
+			s.Children = DefaultSandboxChildren
+		}
+		s.slots = make(chan struct{}, s.Children)
+		e.sandbox = &s
+	}
+}
 
 // sandboxRequest is what the parent writes to the child's stdin. The input
 // goes only here, never in arguments or the environment: it may be PHI.
 type sandboxRequest struct {
 	Files []sandboxFile   `json:"files"`
-	Input json.RawMessage `json:"input"`
+	Input json.RawMessage `json:"input,omitempty"`
+	// Check asks only whether the files would load as a revision: they
+	// compile, their tests pass, and their partial evaluation finishes.
+	Check bool `json:"check,omitempty"`
 }
 
 type sandboxFile struct {
@@ -104,13 +132,54 @@ func (s *Sandbox) timeout() time.Duration {
 
 // evaluate runs one dry run of files on in in a child process.
 func (s *Sandbox) evaluate(ctx context.Context, files policyFiles, in json.RawMessage) (EvalResult, error) {
-	req := sandboxRequest{Files: make([]sandboxFile, len(files)), Input: in}
-	for i, f := range files {
-		req.Files[i] = sandboxFile{Name: f.name, Content: f.content}
+	reply, err := s.run(ctx, sandboxRequest{Files: toSandboxFiles(files), Input: in})
+	if err != nil {
+		return EvalResult{}, err
 	}
+	res := EvalResult{Decision: Decision{Allow: reply.Allow, Deny: reply.Deny, Redact: reply.Redact,
+		Obligations: reply.Obligations, Revision: reply.Revision}, Fired: reply.Fired}
+	if reply.Error != nil {
+		return res, reply.Error.err()
+	}
+	return res, nil
+}
+
+// check loads files as a revision in a child process, tests included, and
+// returns the revision's id.
+func (s *Sandbox) check(ctx context.Context, files policyFiles) (string, error) {
+	reply, err := s.run(ctx, sandboxRequest{Files: toSandboxFiles(files), Check: true})
+	if err != nil {
+		return "", err
+	}
+	if reply.Error != nil {
+		return "", reply.Error.err()
+	}
+	return reply.Revision, nil
+}
+
+func toSandboxFiles(files policyFiles) []sandboxFile {
+	out := make([]sandboxFile, len(files))
+	for i, f := range files {
+		out[i] = sandboxFile{Name: f.name, Content: f.content}
+	}
+	return out
+}
+
+// run serves req in a child process once one of the process's slots is
+// free.
+func (s *Sandbox) run(ctx context.Context, req sandboxRequest) (sandboxReply, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
-		return EvalResult{}, fmt.Errorf("policy: dry run request: %w", err)
+		return sandboxReply{}, fmt.Errorf("policy: dry run request: %w", err)
+	}
+	if s.slots != nil {
+		select {
+		case s.slots <- struct{}{}:
+			defer func() { <-s.slots }()
+		case <-ctx.Done():
+			return sandboxReply{}, &fault.Error{Code: fault.Unavailable,
+				Msg: "every policy sandbox is busy; retry shortly", Err: fmt.Errorf("%w: %w", ErrSandboxBusy, ctx.Err())}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout())
 	defer cancel()
@@ -134,24 +203,19 @@ func (s *Sandbox) evaluate(ctx context.Context, files policyFiles, in json.RawMe
 	// anything the candidate built from the input.
 	switch {
 	case ctx.Err() != nil:
-		return EvalResult{}, overLimit("the dry run exceeded its time limit", fmt.Errorf("%w: killed after %s: %w", ErrDryRunLimit, time.Since(start).Round(time.Millisecond), ctx.Err()))
+		return sandboxReply{}, overLimit("the dry run exceeded its time limit", fmt.Errorf("%w: killed after %s: %w", ErrDryRunLimit, time.Since(start).Round(time.Millisecond), ctx.Err()))
 	case err != nil && outOfMemory(cmd.ProcessState, stderr.Bytes()):
-		return EvalResult{}, overLimit("the dry run exceeded its memory limit", fmt.Errorf("%w: %d bytes: %w", ErrDryRunLimit, s.memory(), err))
+		return sandboxReply{}, overLimit("the dry run exceeded its memory limit", fmt.Errorf("%w: %d bytes: %w", ErrDryRunLimit, s.memory(), err))
 	case err != nil:
-		return EvalResult{}, fmt.Errorf("policy: dry run process: %w", err)
+		return sandboxReply{}, fmt.Errorf("policy: dry run process: %w", err)
 	case stdout.over:
-		return EvalResult{}, overLimit("the dry run's result is too large", fmt.Errorf("%w: reply over %d bytes", ErrDryRunLimit, maxSandboxReply))
+		return sandboxReply{}, overLimit("the dry run's result is too large", fmt.Errorf("%w: reply over %d bytes", ErrDryRunLimit, maxSandboxReply))
 	}
 	var reply sandboxReply
 	if err := json.Unmarshal(stdout.Bytes(), &reply); err != nil {
-		return EvalResult{}, fmt.Errorf("policy: dry run process: malformed reply: %w", err)
+		return sandboxReply{}, fmt.Errorf("policy: dry run process: malformed reply: %w", err)
 	}
-	res := EvalResult{Decision: Decision{Allow: reply.Allow, Deny: reply.Deny, Redact: reply.Redact,
-		Obligations: reply.Obligations, Revision: reply.Revision}, Fired: reply.Fired}
-	if reply.Error != nil {
-		return res, reply.Error.err()
-	}
-	return res, nil
+	return reply, nil
 }
 
 func overLimit(msg string, err error) error {
@@ -267,9 +331,17 @@ func ServeSandbox(ctx context.Context, args []string, stdin io.Reader, stdout io
 	}
 	files.sort()
 	var res EvalResult
-	input, err := parseInput(req.Input)
-	if err == nil {
-		res, err = dryRunCandidate(ctx, files, input)
+	var err error
+	if req.Check {
+		var rev *revision
+		if rev, err = checkCandidate(ctx, files); err == nil {
+			res.Decision.Revision = rev.id
+		}
+	} else {
+		var input ast.Value
+		if input, err = parseInput(req.Input); err == nil {
+			res, err = dryRunCandidate(ctx, files, input)
+		}
 	}
 	d := res.Decision
 	reply := sandboxReply{Allow: d.Allow, Deny: d.Deny, Redact: d.Redact, Obligations: d.Obligations,

@@ -204,9 +204,15 @@ func (ts *testStack) notify(t testing.TB, body []byte) postResult {
 // waitNotices waits until n notices exist and none is pending.
 func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
 	t.Helper()
+	return ts.waitTenantNotices(t, devTenant, n)
+}
+
+// waitTenantNotices waits until a tenant has n notices and none is pending.
+func (ts *testStack) waitTenantNotices(t testing.TB, tenant string, n int64) store.Counts {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		c, err := ts.app.store.CountAll(context.Background(), devTenant)
+		c, err := ts.app.store.CountAll(context.Background(), tenant)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -498,13 +498,15 @@ func TestDecisionLog(t *testing.T) {
 func TestPolicyEndpoints(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	token := ts.apiKey(t, "dev", access.Compliance)
-	pol, err := ts.app.policyEngine(context.Background())
+	tenants, err := ts.app.tenantPolicies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _ := ts.app.handler(pol)
+	pol := tenants.Default
+	h, _ := ts.app.handler(tenants)
 	r := doRequest(h, "GET", "/v1/policy", "", token, "")
-	if r.Code != 200 || !strings.Contains(r.Body.String(), pol.Revision()) || !strings.Contains(r.Body.String(), `"source":"embedded"`) {
+	if r.Code != 200 || !strings.Contains(r.Body.String(), pol.Revision()) || !strings.Contains(r.Body.String(), `"default":true`) ||
+		strings.Contains(r.Body.String(), "embedded") {
 		t.Fatalf("GET /v1/policy: %d %s", r.Code, r.Body)
 	}
 	input := `{"notice_type":"eob","channel":{"type":"email","tls_enforced":true},"payload":{"payer_name":"Plan","diagnosis":"x","portal_url":"https://p.example.org/n/1"}}`
@@ -538,7 +540,7 @@ func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.app.pol = lax
+	ts.app.pol, ts.app.tenants.Default = lax, lax // the stack's API already made the tenants' set
 	if err := ts.StartWorker(); err != nil {
 		t.Fatal(err)
 	}
@@ -548,6 +550,11 @@ func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
 	ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")))
 	ts.waitNotices(t, 2)
+	var revisions []string
+	ts.app.store.RawScan(ctx, &revisions, `SELECT DISTINCT policy_revision FROM policy_decisions`)
+	if len(revisions) != 1 || revisions[0] != lax.Revision() {
+		t.Fatalf("decided by %q, not the lax policy %s", revisions, lax.Revision())
+	}
 	time.Sleep(200 * time.Millisecond)
 	msgs := ts.Mail.Messages()
 	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "private@example.org" {

@@ -18,7 +18,7 @@ import (
 func TestEveryRouteChecksItsRole(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	ctx := context.Background()
-	pol, err := ts.app.policyEngine(ctx)
+	pol, err := ts.app.tenantPolicies(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,7 +37,7 @@ func TestCandidateBombIsContained(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	token := ts.apiKey(t, "dev", access.Compliance)
 	t.Setenv("TIDINGS_CANARY_SECRET", "not-for-the-child") // what a real serve's environment holds
-	pol, err := ts.app.policyEngine(context.Background())
+	pol, err := ts.app.tenantPolicies(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

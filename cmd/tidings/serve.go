@@ -21,7 +21,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	pol, err := a.policyEngine(ctx)
+	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
 		return err
 	}
@@ -33,7 +33,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Revision())
+	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Default.Revision())
 	if err := api.Serve(ctx, ln, h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

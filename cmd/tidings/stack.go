@@ -255,7 +255,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 			return err
 		}
 	}
-	pol, err := s.app.policyEngine(ctx)
+	pol, err := s.app.tenantPolicies(ctx)
 	if err != nil {
 		return err
 	}

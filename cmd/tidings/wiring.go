@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
@@ -55,6 +56,8 @@ type app struct {
 	redis   asynq.RedisClientOpt
 	client  *worker.Client
 	pol     *policy.Engine  // compiled and prepared once per process
+	tenants *policy.Tenants // each tenant's own revision, or pol
+	unwatch func()          // stops watching the tenants' revisions
 	clock   journey.Clock   // nil: the system clock; tests move their own
 	apiKeys *access.Service // one per process, so a revocation clears its cache
 }
@@ -122,6 +125,29 @@ func (a *app) policyEngine(ctx context.Context) (*policy.Engine, error) {
 	return pol, nil
 }
 
+// tenantPolicies decides for each tenant with its own active revision,
+// loaded from the database, or with policyEngine's rules when it has none.
+// The revisions are reloaded when another process changes one: at once on
+// a notification, and every two seconds in case one was missed.
+func (a *app) tenantPolicies(ctx context.Context) (*policy.Tenants, error) {
+	if a.tenants != nil {
+		return a.tenants, nil
+	}
+	pol, err := a.policyEngine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t := &policy.Tenants{Default: pol, Store: a.store, Log: a.log.With("component", "policy")}
+	if err := t.Sync(ctx); err != nil {
+		return nil, err
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); t.Watch(wctx, 2*time.Second, a.store.Listen(wctx, store.PolicyChannel)) }()
+	a.tenants, a.unwatch = t, func() { cancel(); <-done }
+	return t, nil
+}
+
 // openFromEnv reads the configuration for a role and opens the shared parts;
 // what it logs goes to logOut.
 func openFromEnv(ctx context.Context, role config.Role, logOut io.Writer) (*app, error) {
@@ -151,6 +177,9 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 }
 
 func (a *app) Close() {
+	if a.unwatch != nil {
+		a.unwatch()
+	}
 	a.client.Close()
 	a.store.Close()
 }
@@ -162,13 +191,13 @@ func (a *app) pingRedis(ctx context.Context) error {
 }
 
 // handler builds the HTTP API.
-func (a *app) handler(pol *policy.Engine) (http.Handler, error) {
+func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	svc := a.intake()
 	checks := []api.Check{
 		{Name: "postgres", Ping: a.store.Ping},
 		{Name: "redis", Ping: a.pingRedis},
 		{Name: "policy", Ping: func(context.Context) error {
-			if pol == nil || pol.Revision() == "" {
+			if pol == nil || pol.Default.Revision() == "" {
 				return errors.New("no policy loaded")
 			}
 			return nil
@@ -219,7 +248,7 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 }
 
 // sender builds the delivery service that carries out runs' send steps.
-func (a *app) sender(pol *policy.Engine, email delivery.Channel, refs delivery.References, placeholderDomain string) (*delivery.Service, error) {
+func (a *app) sender(pol *policy.Tenants, email delivery.Channel, refs delivery.References, placeholderDomain string) (*delivery.Service, error) {
 	sets, err := valueset.Load(rego.FS)
 	if err != nil {
 		return nil, err

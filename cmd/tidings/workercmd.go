@@ -40,7 +40,7 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 // fetches), the reconciler, the gap monitor, the scheduler and the audit
 // chainer; stop waits for all of them.
 func (a *app) startWorker(ctx context.Context, email delivery.Channel, placeholderDomain string) (stop func(), err error) {
-	pol, err := a.policyEngine(ctx)
+	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		wg.Add(1)
 		go func() { defer wg.Done(); loop.Run(rctx) }()
 	}
-	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
+	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Default.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
 	return func() {
 		cancel()
 		wg.Wait()
