@@ -98,6 +98,7 @@ type outgoing struct {
 	channel   string
 	from      workflow.Sender // the workflow's identity: name, from, reply-to
 	messageID string          // opaque
+	resend    bool            // an operator's resend of an unknown delivery
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }

@@ -20,9 +20,23 @@ type Enqueuer interface {
 	EnqueueFetch(ctx context.Context, tenantID string, fetchID int64) error
 }
 
+// DeliveryStore is what the reconciler needs to find attempts that never
+// finished.
+type DeliveryStore interface {
+	MarkUnfinishedUnknown(ctx context.Context, lease time.Duration, limit int) (int, error)
+}
+
+// DefaultSendingLease is how long a delivery may stay "sending" before the
+// reconciler takes its attempt for dead: far longer than an SMTP
+// transaction may take (a few steps of at most the SMTP timeout each).
+const DefaultSendingLease = 10 * time.Minute
+
 // Reconciler enqueues the fetches intake could not hand to Redis (Redis
 // down, process killed between commit and enqueue). Events need none of
-// this: workers claim them from Postgres.
+// this: workers claim them from Postgres. It also marks unknown the
+// deliveries an attempt left "sending" past their lease (the process died
+// mid-send): whether the relay took them cannot be known, so they are not
+// sent again.
 type Reconciler struct {
 	Store    OutboxStore
 	Queue    Enqueuer
@@ -30,6 +44,9 @@ type Reconciler struct {
 	Interval time.Duration // how often to look; default 5s
 	MinAge   time.Duration // leave younger rows to the request that wrote them; default 2s
 	Batch    int
+	// Deliveries, when set, is where unfinished deliveries are looked for.
+	Deliveries   DeliveryStore
+	SendingLease time.Duration // default DefaultSendingLease
 }
 
 // Run reconciles until ctx ends.
@@ -43,6 +60,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 	for {
 		if _, err := r.Once(ctx); err != nil && ctx.Err() == nil && r.Log != nil {
 			r.Log.Warn("reconcile pass failed", "err", err)
+		}
+		if _, err := r.MarkUnfinished(ctx); err != nil && ctx.Err() == nil && r.Log != nil {
+			r.Log.Warn("looking for unfinished deliveries failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -96,6 +116,23 @@ func (r *Reconciler) Once(ctx context.Context) (int, error) {
 			return total, nil
 		}
 	}
+}
+
+// MarkUnfinished marks unknown the deliveries left "sending" past the
+// lease and reports how many.
+func (r *Reconciler) MarkUnfinished(ctx context.Context) (int, error) {
+	if r.Deliveries == nil {
+		return 0, nil
+	}
+	lease := r.SendingLease
+	if lease <= 0 {
+		lease = DefaultSendingLease
+	}
+	n, err := r.Deliveries.MarkUnfinishedUnknown(ctx, lease, 500)
+	if n > 0 && r.Log != nil {
+		r.Log.Warn("deliveries left sending past their lease are now unknown; resolve them with tidings deliveries", "count", n)
+	}
+	return n, err
 }
 
 // Monitor runs gap detection and recovery and silence detection periodically.
