@@ -1,5 +1,5 @@
 // Command tidings is the one Tidings binary: serve, worker, migrate, dev,
-// load, keys and audit. Subcommands only wire packages together.
+// load, keys, deliveries and audit. Subcommands only wire packages together.
 package main
 
 import (
@@ -71,6 +71,9 @@ Commands:
             eval --input FILE [--dir DIR]: decide one sample input
   keys      create --tenant T --role R | list --tenant T | revoke --tenant T ID:
             API keys for /v1; new: print a new random sealing key
+  deliveries
+            unknown [--tenant T]: list deliveries whose outcome is unknown;
+            resolve ID --sent | --resend: record one sent, or send it again
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
@@ -110,6 +113,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runPolicy(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "deliveries":
+		return runDeliveries(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":
