@@ -76,7 +76,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	var wg sync.WaitGroup
 	for _, loop := range []interface{ Run(context.Context) }{
 		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log},
-		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, Deliveries: a.store},
+		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, Deliveries: a.store, Fetches: a.store},
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
 		chainer,
