@@ -18,7 +18,8 @@ import (
 // A relay that takes the message and whose reply to DATA is lost: each
 // notice goes out once, its delivery is unknown and nothing retries it,
 // however long we wait. An operator lists them; resolve --resend sends
-// one again (policy asked again) and records it sent; resolve --sent
+// one again (policy asked again): unknown again while the relay still
+// drops its reply, then sent; resolve --sent
 // records the other sent without sending. Both are audited as "cli".
 func TestReplyLostAfterDataIsUnknownAndResolved(t *testing.T) {
 	var hangUp atomic.Bool
@@ -59,20 +60,30 @@ func TestReplyLostAfterDataIsUnknownAndResolved(t *testing.T) {
 		t.Error("resolve with both --sent and --resend was accepted")
 	}
 
-	// --resend, with the relay answering again.
-	hangUp.Store(false)
 	email, err := notify.NewEmailChannel(notify.SMTPConfig{Host: ts.app.cfg.SMTPHost, Port: ts.app.cfg.SMTPPort,
 		From: ts.app.cfg.SMTPFrom, RequireTLS: true, RootCAs: ts.Mail.CertPool(), Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer email.Close()
+	// --resend while the relay still drops its reply: one more copy, and
+	// the delivery is unknown again.
+	out.Reset()
+	if err := ts.app.resendDelivery(ctx, email, devPlaceholderDomain, ids[0], &out); err == nil ||
+		!strings.Contains(out.String(), "unknown") {
+		t.Fatalf("resend into a lost reply: %v\n%s", err, out.String())
+	}
+	if n := len(ts.Mail.Messages()); n != 3 {
+		t.Fatalf("after a resend the catcher has %d messages, want 3", n)
+	}
+	// --resend, with the relay answering again.
+	hangUp.Store(false)
 	out.Reset()
 	if err := ts.app.resendDelivery(ctx, email, devPlaceholderDomain, ids[0], &out); err != nil {
 		t.Fatalf("resend: %v\n%s", err, out.String())
 	}
-	if n := len(ts.Mail.Messages()); n != 3 {
-		t.Fatalf("after resend the catcher has %d messages, want 3", n)
+	if n := len(ts.Mail.Messages()); n != 4 {
+		t.Fatalf("after the second resend the catcher has %d messages, want 4", n)
 	}
 	if err := ts.app.resendDelivery(ctx, email, devPlaceholderDomain, ids[0], io.Discard); err == nil {
 		t.Error("a second resend of a delivery now sent was accepted")
@@ -83,7 +94,7 @@ func TestReplyLostAfterDataIsUnknownAndResolved(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	if n := len(ts.Mail.Messages()); n != 3 {
+	if n := len(ts.Mail.Messages()); n != 4 {
 		t.Fatalf("resolve --sent sent something: %d messages", n)
 	}
 	outs, _ := ts.app.store.NoticeOutcomes(ctx, devTenant)
@@ -95,8 +106,8 @@ func TestReplyLostAfterDataIsUnknownAndResolved(t *testing.T) {
 	var resolutions []struct{ Actor, Resolution string }
 	ts.app.store.RawScan(ctx, &resolutions, `SELECT actor, detail->>'resolution' AS resolution FROM audit_log
 		WHERE action = 'delivery.resolved' ORDER BY id`)
-	if len(resolutions) != 2 || resolutions[0] != (struct{ Actor, Resolution string }{"cli", "resend"}) ||
-		resolutions[1] != (struct{ Actor, Resolution string }{"cli", "sent"}) {
+	if len(resolutions) != 3 || resolutions[0] != (struct{ Actor, Resolution string }{"cli", "resend"}) ||
+		resolutions[2] != (struct{ Actor, Resolution string }{"cli", "sent"}) {
 		t.Errorf("resolutions audited: %+v", resolutions)
 	}
 	out.Reset()
