@@ -83,6 +83,7 @@ type SendResult struct {
 	Delivery  Delivery
 	Sent      bool
 	Temporary bool // failed, to be tried again
+	Unknown   bool // the relay may have taken it: never tried again on its own
 	TLS       bool
 	MessageID string
 	Err       string // no PHI
@@ -160,6 +161,9 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 			} else {
 				r.Err = "email delivery failed: " + err.Error()
 				r.Temporary = errors.Is(err, notify.ErrTemporary)
+				if r.Unknown = errors.Is(err, notify.ErrUnknownOutcome); r.Unknown {
+					r.Err, r.MessageID = "email delivery outcome unknown: "+err.Error(), emails[todoOf[a.k]][a.notice].MessageID
+				}
 			}
 			mu.Lock()
 			results[a.k] = append(results[a.k], r)

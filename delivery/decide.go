@@ -97,6 +97,7 @@ type outgoing struct {
 	template string
 	channel  string
 	from     workflow.Sender // the workflow's identity: name, from, reply-to
+	resend   bool            // an operator's resend of an unknown delivery
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }

@@ -6,7 +6,10 @@
 // functions that fail closed (no decision, an obligation this version cannot
 // meet, a redaction the notice cannot make: no send), and the message goes
 // to the channel once, every step recorded (Notice, Decision with its tenant
-// and revision, Delivery). It
+// and revision, Delivery). A delivery that may have reached the relay
+// without a reply saying so (notify.ErrUnknownOutcome, or an attempt that
+// never finished) is recorded DeliveryUnknown and never retried on its own;
+// an operator's resend goes through Send again (journey.Engine.Resend). It
 // also validates and registers the contacts patients give through a
 // tenant's systems (Contacts). Service implements journey.Sender.
 package delivery

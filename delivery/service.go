@@ -30,9 +30,12 @@ type Store interface {
 	FinishNotice(ctx context.Context, n Notice, status string, reasons []string) error
 	// BeginDelivery claims the (notice, channel) delivery for an attempt:
 	// proceed=false when it was already sent, ErrOutcomeUnknown when an
-	// earlier attempt never finished, ErrRunEnded when the notice's run
-	// ended before the claim.
-	BeginDelivery(ctx context.Context, n Notice, channel string) (d Delivery, proceed bool, err error)
+	// earlier attempt never finished (the delivery is then marked
+	// DeliveryUnknown) or its outcome is unknown, ErrRunEnded when the
+	// notice's run ended before the claim. resend is an operator's resend
+	// of an unknown delivery: that one is claimed, and a run that ended
+	// normally since does not stop it (a cancelled one does).
+	BeginDelivery(ctx context.Context, n Notice, channel string, resend bool) (d Delivery, proceed bool, err error)
 	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error
 }
 
@@ -79,8 +82,9 @@ var _ journey.Sender = (*Service)(nil)
 // The notice is unique per (run, step): a retried or duplicated wake-up
 // finds it and does not send again. It reports delivered once the channel
 // took the message; it returns nil once the notice has an outcome (sent,
-// denied, failed), and an error when the attempt should be retried; on the
-// last try the notice fails instead.
+// denied, failed) or its delivery's outcome is unknown (the notice then
+// stays pending until an operator resolves it), and an error when the
+// attempt should be retried; on the last try the notice fails instead.
 func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	run, a, ev := req.Run, req.Action, req.Event
 	noticeType := notify.NoticeTypeOf(a.Template)
@@ -107,7 +111,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, resend: req.Resend}
 	if out.channel == "" {
 		out.channel = "email"
 	}
@@ -321,12 +325,15 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload); err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
-	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel)
+	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, out.resend)
 	switch {
 	case errors.Is(err, ErrRunEnded):
 		return false, s.Store.FinishNotice(ctx, n, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
 	case errors.Is(err, ErrOutcomeUnknown):
-		return false, s.fail(ctx, n, "an earlier delivery attempt ended without a recorded outcome; not resent, to avoid a duplicate")
+		// An earlier attempt may have reached the relay: not sent again.
+		// The delivery is unknown and the notice pending until an operator
+		// resolves it (tidings deliveries resolve).
+		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("notice %d: begin delivery: %w", n.ID, err)
 	case !proceed:
@@ -338,6 +345,15 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	// cancelled: a lost "sent" would look like an unknown outcome.
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
+	if errors.Is(sendErr, notify.ErrUnknownOutcome) {
+		// The relay may have taken it: never retried on its own. The
+		// Message-ID lets an operator find it in the relay's logs.
+		reason := "email delivery outcome unknown: " + sendErr.Error()
+		if s.Log != nil {
+			s.Log.Warn("delivery outcome unknown; not retried", "delivery_id", dl.ID, "notice_id", n.ID)
+		}
+		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason)
+	}
 	if sendErr != nil {
 		reason := "email delivery failed: " + sendErr.Error()
 		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason); err != nil {

@@ -36,6 +36,11 @@ const (
 	DeliverySending = "sending"
 	DeliverySent    = "sent"
 	DeliveryFailed  = "failed"
+	// DeliveryUnknown: the message may or may not have reached the relay
+	// (its reply to DATA was lost, or the process died mid-send). It is
+	// never retried on its own: an operator checks the relay's logs and
+	// resolves it as sent or has it sent again.
+	DeliveryUnknown = "unknown"
 )
 
 // Delivery is one (notice, channel) delivery and its attempts.
@@ -94,8 +99,9 @@ var (
 	// appointment entered in error) after the notice was decided and before
 	// it was delivered: it is not sent.
 	ErrRunEnded = errors.New("the notice's run has ended")
-	// ErrOutcomeUnknown means an earlier attempt claimed the delivery and
-	// never recorded how it ended (the process died mid-send): it may have
-	// been sent.
+	// ErrOutcomeUnknown means the delivery's outcome is unknown: an earlier
+	// attempt claimed it and never recorded how it ended (the process died
+	// mid-send; the claim then marks it DeliveryUnknown), or it already is
+	// DeliveryUnknown. It may have been sent, so it is not sent again.
 	ErrOutcomeUnknown = errors.New("delivery outcome unknown")
 )

@@ -178,6 +178,9 @@ type Send struct {
 	From workflow.Sender
 	// LastTry: the notice fails instead of asking to be retried.
 	LastTry bool
+	// Resend: an operator asked to send again a notice whose delivery's
+	// outcome is unknown (see Engine.Resend).
+	Resend bool
 }
 
 // Sender carries out send actions: it builds, decides on and delivers the
@@ -449,16 +452,56 @@ func (t *task) send(ctx context.Context, run Run, a workflow.Action, lastTry boo
 	if def, err := r.definition(ctx, run); err == nil {
 		s.From = def.Sender
 	}
+	_, err = r.deliver(ctx, s)
+	return err
+}
+
+// deliver hands a send to the Sender and, once the channel took the
+// message, records a "delivered" engagement for the run's subject.
+func (r *Engine) deliver(ctx context.Context, s Send) (bool, error) {
 	delivered, err := r.Sender.Send(ctx, s)
 	if err != nil || !delivered {
-		return err
+		return false, err
 	}
-	wakes, err := r.Store.RecordDelivered(ctx, run.TenantID, run.Facts["patient"], run.Subject, r.now())
+	wakes, err := r.Store.RecordDelivered(ctx, s.Run.TenantID, s.Run.Facts["patient"], s.Run.Subject, r.now())
 	if err != nil {
-		return fmt.Errorf("record delivered: %w", err)
+		return true, fmt.Errorf("record delivered: %w", err)
 	}
 	r.Wake(ctx, wakes)
-	return nil
+	return true, nil
+}
+
+// Resend carries out a run's send step once more, for an operator who
+// asked that a delivery whose outcome is unknown be sent again: the notice
+// is built, decided on by the policy (as it stands now) and delivered
+// through the Sender as a first attempt is, and a "delivered" engagement
+// is recorded. The run itself does not move. It reports whether the
+// channel took the message; false with no error means the Sender recorded
+// another outcome (denied, failed, unknown again, or the notice was no
+// longer pending).
+func (r *Engine) Resend(ctx context.Context, runID int64, step string) (bool, error) {
+	if r.Sender == nil {
+		return false, errors.New("no sender in this process")
+	}
+	run, err := r.Store.LoadRun(ctx, runID)
+	if err != nil {
+		return false, fmt.Errorf("load run %d: %w", runID, err)
+	}
+	def, err := r.definition(ctx, run)
+	if err != nil {
+		return false, fmt.Errorf("run %d: workflow %s version %d: %w", runID, run.WorkflowID, run.WorkflowVersion, err)
+	}
+	i := slices.IndexFunc(def.Steps, func(s workflow.Step) bool { return s.ID == step && s.Type == workflow.StepSend })
+	if i < 0 {
+		return false, fmt.Errorf("run %d: workflow %s has no send step %q", runID, run.WorkflowID, step)
+	}
+	st := def.Steps[i]
+	ev, err := (&task{engine: r}).event(ctx, run)
+	if err != nil {
+		return false, err
+	}
+	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Resend: true,
+		Action: workflow.Action{Type: workflow.ActionSend, Step: step, Channel: st.Channel, Template: st.Template}})
 }
 
 // startTargets finds the active workflow a go-to names; a paused or

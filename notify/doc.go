@@ -4,5 +4,7 @@
 // (Templates) rendered in each supported language, and the delivery
 // channels. The email channel delivers over SMTP with TLS enforced unless
 // configured otherwise, reusing a bounded pool of sessions, and reports what it guarantees (Security) so the
-// policy can decide what may be sent through it.
+// policy can decide what may be sent through it. Its errors say whether a
+// retry is safe: ErrTemporary only when the message was not sent in full,
+// ErrUnknownOutcome when it was and the server's reply was lost.
 package notify

@@ -181,8 +181,10 @@ func (c *EmailChannel) Security() Security {
 //
 // Errors are *DeliveryError values wrapping ErrNoTLS (TLS required but not
 // available or the handshake failed: nothing was sent), ErrRejected (a
-// permanent 5xx answer) or ErrTemporary (a 4xx answer, a network failure,
-// a timeout, ctx ending or the channel closed: retry), or ErrInvalidEmail
+// permanent 5xx answer), ErrTemporary (a 4xx answer, or a network failure,
+// a timeout, ctx ending or the channel closed before the message was sent
+// in full: retry) or ErrUnknownOutcome (the message was sent in full and
+// the server's answer to it never came: do not retry), or ErrInvalidEmail
 // before anything is sent. Error strings name the server, the stage and
 // the SMTP code only, never the recipient or the content. A failure after
 // the server accepted the message (at RSET) is not an error: retrying
@@ -570,6 +572,14 @@ func (c *EmailChannel) sendError(ctx context.Context, err error) error {
 		return c.fail(stage, reason, kind, code, se.EnhancedStatusCode(), nil)
 	}
 	switch {
+	case se.Reason == mail.ErrSMTPDataClose:
+		// The final dot went out and no reply came back: the server may
+		// have queued the message before the connection broke.
+		cause := transportCause(err)
+		if ctx.Err() != nil {
+			cause = ctx.Err()
+		}
+		return c.fail(stage, "no reply after the message was sent", ErrUnknownOutcome, 0, "", cause)
 	case ctx.Err() != nil:
 		return c.fail(stage, "cancelled", ErrTemporary, 0, "", ctx.Err())
 	case se.Reason == mail.ErrGetSender || se.Reason == mail.ErrGetRcpts || se.Reason == mail.ErrNoUnencoded:

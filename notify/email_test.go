@@ -577,3 +577,48 @@ func TestSMTPConfigLogValueHidesPassword(t *testing.T) {
 		t.Errorf("LogValue shows the password: %s", v)
 	}
 }
+
+// TestSendReplyLostAfterDataIsUnknown plays a server that takes the whole
+// message and whose answer never reaches the client: it hangs up, or it
+// stays silent until the Send's deadline. Either way the message may have
+// been queued, so the outcome is unknown, never temporary (a retry would
+// deliver it twice).
+func TestSendReplyLostAfterDataIsUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		hangUp  func(release <-chan struct{}) func([]string) bool
+		timeout time.Duration
+		cause   error
+	}{
+		{name: "connection dropped", timeout: 10 * time.Second,
+			hangUp: func(<-chan struct{}) func([]string) bool { return func([]string) bool { return true } }},
+		{name: "no reply before the deadline", timeout: 500 * time.Millisecond, cause: context.DeadlineExceeded,
+			hangUp: func(release <-chan struct{}) func([]string) bool {
+				return func([]string) bool { <-release; return true }
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			s := catcher(t, mailcatch.Options{STARTTLS: true, HangUpAfterData: tc.hangUp(release)})
+			defer close(release) // before the catcher closes (cleanups run after)
+			c := mustChannel(t, configFor(t, s))
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			_, err := c.Send(ctx, eobEmail(t))
+			var de *DeliveryError
+			if !errors.Is(err, ErrUnknownOutcome) || !errors.As(err, &de) || de.Stage != "data" {
+				t.Fatalf("Send: %v, want ErrUnknownOutcome at data", err)
+			}
+			if errors.Is(err, ErrTemporary) || errors.Is(err, ErrRejected) {
+				t.Errorf("Send: %v is also temporary or rejected; it must be unknown only", err)
+			}
+			if tc.cause != nil && !errors.Is(err, tc.cause) {
+				t.Errorf("Send: %v, want the cause %v reachable", err, tc.cause)
+			}
+			assertSafeError(t, err)
+			if n := len(s.Messages()); n != 1 {
+				t.Errorf("catcher kept %d messages, want the one it never confirmed", n)
+			}
+		})
+	}
+}

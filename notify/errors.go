@@ -12,7 +12,7 @@ import (
 )
 
 // Errors callers branch on. A delivery error wraps exactly one of ErrNoTLS,
-// ErrRejected and ErrTemporary.
+// ErrRejected, ErrTemporary and ErrUnknownOutcome.
 var (
 	// ErrNoTLS: TLS was required but the server offers no STARTTLS, refused
 	// it, or the handshake failed (e.g. an untrusted certificate). Nothing
@@ -23,9 +23,15 @@ var (
 	// session cannot work as configured (e.g. no usable AUTH mechanism).
 	// Do not retry this message.
 	ErrRejected = errors.New("notify: rejected by mail server")
-	// ErrTemporary: a 4xx answer, a network failure or a timeout. Retry
-	// later.
+	// ErrTemporary: a 4xx answer, or a network failure or a timeout before
+	// the message was sent in full. Retry later.
 	ErrTemporary = errors.New("notify: temporary mail delivery failure")
+	// ErrUnknownOutcome: the whole message went out (DATA and its final
+	// dot) and the server's answer never came: the connection broke, timed
+	// out or was cancelled while waiting for it. The server may have taken
+	// the message, so retrying could deliver it twice; only someone who can
+	// read the relay's logs can say.
+	ErrUnknownOutcome = errors.New("notify: mail delivery outcome unknown")
 	// ErrInvalidConfig: NewEmailChannel was given an unusable SMTPConfig.
 	ErrInvalidConfig = errors.New("notify: invalid smtp config")
 	// ErrInvalidEmail: the Email cannot be sent as it is (bad recipient
@@ -43,7 +49,7 @@ type DeliveryError struct {
 	Code         int    // SMTP reply code, 0 when the failure was not a reply
 	EnhancedCode string // RFC 3463 code such as "5.1.1", "" when none
 	Reason       string // generic, fixed text
-	Kind         error  // ErrNoTLS, ErrRejected or ErrTemporary
+	Kind         error  // ErrNoTLS, ErrRejected, ErrTemporary or ErrUnknownOutcome
 	// cause is a transport error that carries no message data (TLS, x509,
 	// network, context), kept for errors.Is/As and shown in Error.
 	cause error

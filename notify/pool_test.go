@@ -205,8 +205,8 @@ func TestPoolConnectionCutAfterDataIsNotRetried(t *testing.T) {
 	e.To = cut
 	_, err := c.Send(sendCtx(t), e)
 	var de *DeliveryError
-	if !errors.Is(err, ErrTemporary) || !errors.As(err, &de) || de.Stage != "data" {
-		t.Fatalf("Send cut after DATA: %v, want ErrTemporary at data", err)
+	if !errors.Is(err, ErrUnknownOutcome) || errors.Is(err, ErrTemporary) || !errors.As(err, &de) || de.Stage != "data" {
+		t.Fatalf("Send cut after DATA: %v, want ErrUnknownOutcome (not ErrTemporary) at data", err)
 	}
 	assertSafeError(t, err)
 	if idle, open := poolState(c); idle != 0 || open != 0 {

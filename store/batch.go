@@ -496,7 +496,8 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 
 // FinishStarts records, in one transaction, what became of the batch's
 // delivery attempts: each delivery's outcome; each notice sent, or failed
-// for good (one that failed for now stays pending); each run whose sends
+// for good (one that failed for now, or whose delivery's outcome is
+// unknown, stays pending); each run whose sends
 // are all done has its pending actions cleared as ClearPending clears
 // them, and one with a send to try again is deferred as DeferPending
 // defers it; a "delivered" engagement for each message the relay took,
@@ -517,7 +518,10 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 			retry := false
 			for _, r := range f.Results {
 				status := delivery.DeliverySent
-				if !r.Sent {
+				switch {
+				case r.Unknown:
+					status = delivery.DeliveryUnknown
+				case !r.Sent:
 					status = delivery.DeliveryFailed
 				}
 				dID, dStatus, dTLS, dMsg, dErr = append(dID, r.Delivery.ID), append(dStatus, status), append(dTLS, r.TLS), append(dMsg, r.MessageID), append(dErr, truncate(r.Err, 500))
@@ -534,6 +538,9 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 					eTenant, eIdx, eSubject = append(eTenant, f.Run.TenantID), append(eIdx, f.Run.PatientIndex), append(eSubject, f.Run.Subject)
 				case r.Temporary:
 					retry = true
+				case r.Unknown:
+					// The notice stays pending until an operator resolves
+					// its delivery; the run goes on.
 				default:
 					reasons := []string{r.Err}
 					rj, _ := json.Marshal(reasons)

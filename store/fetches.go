@@ -49,6 +49,29 @@ func (s *Store) InsertFetch(ctx context.Context, f intake.NewFetch) (intake.Stor
 	return out, err
 }
 
+// RedriveFetches finds up to limit fetches still pending lease after they
+// were handed to the queue or last re-driven (their task may have been
+// lost, e.g. Redis restarted without persistence), notes now as their
+// re-drive time, and returns them to be enqueued again. Enqueuing one
+// whose task is still queued does nothing, as its task id is the fetch's.
+func (s *Store) RedriveFetches(ctx context.Context, lease time.Duration, limit int) ([]intake.Fetch, error) {
+	var rows []Fetch
+	err := s.q(ctx).Raw(`UPDATE fetches f SET updated_at = now()
+		FROM (SELECT f2.id FROM fetches f2 WHERE f2.status = 'pending' AND f2.updated_at < now() - make_interval(secs => ?)
+			AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.fetch_id = f2.id AND o.enqueued_at IS NULL)
+			ORDER BY f2.updated_at LIMIT ? FOR UPDATE SKIP LOCKED) c
+		WHERE f.id = c.id
+		RETURNING f.id, f.tenant_id`, lease.Seconds(), limit).Scan(&rows).Error
+	if err != nil {
+		return nil, fmt.Errorf("find fetches to re-drive: %w", err)
+	}
+	out := make([]intake.Fetch, len(rows))
+	for i, r := range rows {
+		out[i] = intake.Fetch{ID: r.ID, TenantID: r.TenantID}
+	}
+	return out, nil
+}
+
 // LoadFetch loads one fetch.
 func (s *Store) LoadFetch(ctx context.Context, id int64) (intake.Fetch, error) {
 	var f Fetch

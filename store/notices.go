@@ -117,11 +117,14 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 
 // BeginDelivery claims the (notice, channel) delivery for an attempt. It
 // reports proceed=false when the delivery was already sent, and
-// ErrOutcomeUnknown when an earlier attempt never finished, so a retried or
-// duplicated task never sends twice.
-func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel string) (delivery.Delivery, bool, error) {
+// ErrOutcomeUnknown when its outcome is unknown, so a retried or duplicated
+// task never sends twice: a delivery an earlier attempt left "sending" (the
+// process died mid-send) is marked unknown here, in its own commit. With
+// resend (an operator's), an unknown delivery is claimed instead, and only
+// a run that was cancelled or entered in error stops it.
+func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel string, resend bool) (delivery.Delivery, bool, error) {
 	var d Delivery
-	proceed := false
+	proceed, unknown := false, false
 	err := s.InTx(ctx, func(tx *Store) error {
 		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status)
 			VALUES (?, ?, ?, 'sending') ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel).Error; err != nil {
@@ -130,20 +133,24 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel st
 		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE notice_id = ? AND channel = ? FOR UPDATE`, n.ID, channel).Scan(&d).Error; err != nil {
 			return err
 		}
-		if d.Status == delivery.DeliverySent {
+		switch {
+		case d.Status == delivery.DeliverySent:
 			return nil
-		}
-		if d.Status == delivery.DeliverySending && d.Attempts > 0 {
-			return delivery.ErrOutcomeUnknown
+		case d.Status == delivery.DeliveryUnknown && !resend:
+			unknown = true
+			return nil
+		case d.Status == delivery.DeliverySending && d.Attempts > 0:
+			unknown = true
+			return tx.markUnknown(ctx, []Delivery{d}, "worker", unfinishedReason)
 		}
 		if n.RunID != nil {
 			// The run is read under a share lock: a cancellation that ends it
 			// either committed before (nothing is sent) or waits for this claim.
-			var status []string
-			if err := tx.q(ctx).Raw(`SELECT status FROM runs WHERE id = ? FOR SHARE`, *n.RunID).Scan(&status).Error; err != nil {
+			var runs []struct{ Status, Outcome string }
+			if err := tx.q(ctx).Raw(`SELECT status, outcome FROM runs WHERE id = ? FOR SHARE`, *n.RunID).Scan(&runs).Error; err != nil {
 				return err
 			}
-			if len(status) == 1 && status[0] == "ended" {
+			if len(runs) == 1 && runs[0].Status == "ended" && (!resend || stopsResend(runs[0].Outcome)) {
 				return delivery.ErrRunEnded
 			}
 		}
@@ -156,10 +163,16 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel st
 			return err
 		}
 		d.Attempts++
+		detail := map[string]any{"notice_id": n.ID, "channel": channel, "attempt": d.Attempts}
+		if resend {
+			detail["resend"] = true
+		}
 		return tx.Audit(ctx, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
-			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10),
-			Detail: map[string]any{"notice_id": n.ID, "channel": channel, "attempt": d.Attempts}})
+			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10), Detail: detail})
 	})
+	if err == nil && unknown {
+		err = delivery.ErrOutcomeUnknown
+	}
 	return delivery.Delivery{ID: d.ID, TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, Status: d.Status, Attempts: d.Attempts}, proceed, err
 }
 

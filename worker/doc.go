@@ -8,6 +8,8 @@
 // done, retry or skip-retry (Handlers), the scheduler that moves wake-ups
 // from Postgres into Redis as they come within the horizon and restores
 // those Redis lost, and the reconciler that enqueues the fetches the
-// Postgres outbox holds and Redis never got or lost. Postgres holds the
+// Postgres outbox holds and Redis never got, enqueues again those still
+// pending a lease later (Redis may have lost their task), and marks
+// unknown the deliveries a dead worker left "sending". Postgres holds the
 // truth; a task only says "work on row N now".
 package worker

@@ -83,6 +83,9 @@ type testOpts struct {
 	WakeSlack      time.Duration
 	NoWorkflows    bool
 	RejectRcpt     func(rcpt string) *mailcatch.Reply // the catcher refuses these recipients
+	// HangUpAfterData: the catcher keeps these messages and drops the
+	// connection without answering DATA.
+	HangUpAfterData func(to []string) bool
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -94,7 +97,8 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 	if o.RedisAddr == "" {
 		o.RedisAddr, o.RedisDB = testenv.NewRedisDB(t)
 	}
-	mc, err := mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), STARTTLS: !o.NoSTARTTLS, RejectRcpt: o.RejectRcpt})
+	mc, err := mailcatch.Start(mailcatch.Options{Addr: "127.0.0.1:0", Dir: t.TempDir(), STARTTLS: !o.NoSTARTTLS, RejectRcpt: o.RejectRcpt,
+		HangUpAfterData: o.HangUpAfterData})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,4 +330,25 @@ func (ts *testStack) apiKey(t *testing.T, tenant string, role access.Role) strin
 		t.Fatalf("create %s key for %s: %v", role, tenant, err)
 	}
 	return token
+}
+
+// waitDeliveries waits until at least n of the dev tenant's deliveries have
+// the status, and returns their ids.
+func (ts *testStack) waitDeliveries(t testing.TB, status string, n int) []int64 {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var ids []int64
+		if err := ts.app.store.RawScan(context.Background(), &ids,
+			`SELECT id FROM deliveries WHERE tenant_id = ? AND status = ? ORDER BY id`, devTenant, status); err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) >= n {
+			return ids
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %d %s deliveries (have %d)", n, status, len(ids))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

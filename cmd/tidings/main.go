@@ -1,5 +1,5 @@
 // Command tidings is the one Tidings binary: serve, worker, migrate, dev,
-// load, keys and audit. Subcommands only wire packages together.
+// load, keys, deliveries and audit. Subcommands only wire packages together.
 package main
 
 import (
@@ -73,6 +73,9 @@ Commands:
             API keys for /v1; rotate [--check]: re-seal every sealed value
             with the primary key, so an old key can be removed; new: print a
             new random sealing key
+  deliveries
+            unknown [--tenant T]: list deliveries whose outcome is unknown;
+            resolve ID --sent | --resend: record one sent, or send it again
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
@@ -112,6 +115,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runPolicy(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
+	case "deliveries":
+		return runDeliveries(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

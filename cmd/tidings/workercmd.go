@@ -9,6 +9,7 @@ import (
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/worker"
 )
 
@@ -17,15 +18,11 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	a, err := openFromEnv(ctx, config.RoleWorker, stderr)
+	a, email, err := openWorker(ctx, stderr)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	email, err := emailChannel(a.cfg)
-	if err != nil {
-		return err
-	}
 	defer email.Close() // after the worker stopped: QUIT to the relay
 	stop, err := a.startWorker(ctx, email, "")
 	if err != nil {
@@ -34,6 +31,21 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	<-ctx.Done()
 	stop()
 	return nil
+}
+
+// openWorker opens the shared parts with the worker's configuration, and
+// its SMTP channel; the caller closes both.
+func openWorker(ctx context.Context, stderr io.Writer) (*app, *notify.EmailChannel, error) {
+	a, err := openFromEnv(ctx, config.RoleWorker, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	email, err := emailChannel(a.cfg)
+	if err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, email, nil
 }
 
 // startWorker starts the event claimer, the Asynq server (run wake-ups,
@@ -64,7 +76,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	var wg sync.WaitGroup
 	for _, loop := range []interface{ Run(context.Context) }{
 		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log, Lease: a.cfg.ClaimLease},
-		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery},
+		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, Deliveries: a.store, Fetches: a.store},
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
 		chainer,
