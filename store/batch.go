@@ -97,7 +97,9 @@ func (s *Store) ContactsOf(ctx context.Context, tenantID string, patientRefs []s
 // attempts about to be made (claimed as the one-at-a-time path claims
 // them: sending, attempt 1), the contacts to store and the audit rows. A
 // run that exists (nobody re-enters a workflow) is reported not created,
-// and nothing of its start is written.
+// and nothing of its start is written; its event was tried before by a
+// worker that stopped mid-batch, so the deliveries that attempt left
+// "sending" are marked unknown (the relay may have taken them).
 func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]delivery.RunBegun, error) {
 	out := make([]delivery.RunBegun, len(starts))
 	err := s.InTx(ctx, func(tx *Store) error {
@@ -108,9 +110,13 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 		var audits []AuditRecord
 		var steps runStepRows
 		var notices noticeRows
+		var again []int64 // events tried before: their runs exist
 		for i, st := range starts {
 			r, ok := created[runKey(st.Start.Run)]
 			if !ok {
+				if st.Start.Run.EventID != nil {
+					again = append(again, *st.Start.Run.EventID)
+				}
 				continue
 			}
 			out[i] = delivery.RunBegun{Created: true, Run: r, Notices: make([]delivery.Notice, len(st.Notices)),
@@ -128,6 +134,9 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 			if r.Status == workflow.StatusEnded {
 				audits = append(audits, runEndedAudit(r.TenantID, r.ID, r.WorkflowID, r.State))
 			}
+		}
+		if err := tx.markEventsUnfinishedUnknown(ctx, again); err != nil {
+			return err
 		}
 		if err := steps.insert(ctx, tx); err != nil {
 			return err

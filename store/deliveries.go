@@ -43,6 +43,21 @@ func (s *Store) markUnknown(ctx context.Context, ds []Delivery, actor, reason st
 	return s.AuditMany(ctx, audits)
 }
 
+// markEventsUnfinishedUnknown marks unknown the deliveries still "sending"
+// of the notices of events, which an earlier attempt began and never
+// finished.
+func (s *Store) markEventsUnfinishedUnknown(ctx context.Context, events []int64) error {
+	if len(events) == 0 {
+		return nil
+	}
+	var ds []Delivery
+	if err := s.q(ctx).Raw(`SELECT d.* FROM deliveries d JOIN notices n ON n.id = d.notice_id
+		WHERE n.event_id IN ? AND d.status = 'sending' ORDER BY d.id FOR UPDATE OF d`, events).Scan(&ds).Error; err != nil {
+		return fmt.Errorf("find unfinished deliveries: %w", err)
+	}
+	return s.markUnknown(ctx, ds, "worker", unfinishedReason)
+}
+
 // MarkUnfinishedUnknown marks unknown the deliveries left "sending" for
 // longer than lease: an attempt that claimed them and never recorded the
 // relay's answer. Whether the relay took the message cannot be known, so

@@ -142,3 +142,41 @@ func TestResolveUnknownDelivery(t *testing.T) {
 		}
 	}
 }
+
+// A batch start that finds its run already there is an event tried before
+// by a worker that stopped mid-batch: the deliveries that attempt left
+// "sending" become unknown, and nothing is written twice.
+func TestBatchStartAgainMarksUnfinishedDeliveriesUnknown(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	d := remindersDef("reminders", "appointment.booked")
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "b1", "1")
+	start := delivery.RunStart{
+		Start: journey.Start{Now: t0, State: workflow.State{Step: "confirm", Visited: []string{"confirm"}},
+			Run: journey.NewRun{TenantID: "t1", WorkflowID: "reminders", WorkflowVersion: 1, Subject: "Appointment/b1",
+				EventID: &ev, PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityNormal}},
+		Notices: []delivery.NoticeStart{{Step: "confirm", Template: "appointment.confirmation", Type: "appointment",
+			PortalToken: "tok-b1", Status: delivery.NoticePending, Channel: "email"}},
+	}
+	first, err := s.BeginStarts(ctx, []delivery.RunStart{start})
+	if err != nil || !first[0].Created || first[0].Deliveries[0].ID == 0 {
+		t.Fatalf("first start: %+v, %v", first, err)
+	}
+	dl := first[0].Deliveries[0]
+	again, err := s.BeginStarts(ctx, []delivery.RunStart{start})
+	if err != nil || again[0].Created {
+		t.Fatalf("second start: %+v, %v", again, err)
+	}
+	if st, nst := deliveryStatus(t, s, dl.ID); st != delivery.DeliveryUnknown || nst != delivery.NoticePending {
+		t.Fatalf("after the second start: delivery %s, notice %s; want unknown, pending", st, nst)
+	}
+	if rows := auditRows(t, s, "t1", "delivery.unknown"); len(rows) != 1 {
+		t.Fatalf("%d delivery.unknown audit rows, want 1", len(rows))
+	}
+	var deliveries int
+	s.RawScan(ctx, &deliveries, `SELECT count(*) FROM deliveries`)
+	if deliveries != 1 {
+		t.Fatalf("%d deliveries, want 1", deliveries)
+	}
+}
