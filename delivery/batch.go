@@ -52,6 +52,7 @@ type NoticeStart struct {
 	Reasons              []string
 	Payload              []byte // the notice as sent; sealed by the store
 	Channel              string // set for an attempt made now
+	MessageID            string // the attempt's Message-ID, stored with its delivery
 	Decision             *Decision
 }
 
@@ -309,6 +310,8 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				ns.Decision, ns.Status, ns.Reasons = rec, p.Status, p.Reasons
 				if p.Status == "" {
 					ns.Status, ns.Payload, ns.Channel, email = NoticePending, p.Payload, out.channel, p.Email
+					ns.MessageID = messageIDFor(ch)
+					email.MessageID = ns.MessageID
 					rs.Pending = append(rs.Pending, a)
 				}
 			}

@@ -35,7 +35,7 @@ type Store interface {
 	// notice's run ended before the claim. resend is an operator's resend
 	// of an unknown delivery: that one is claimed, and a run that ended
 	// normally since does not stop it (a cancelled one does).
-	BeginDelivery(ctx context.Context, n Notice, channel string, resend bool) (d Delivery, proceed bool, err error)
+	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool) (d Delivery, proceed bool, err error)
 	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error
 }
 
@@ -325,7 +325,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload); err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
-	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, out.resend)
+	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend)
 	switch {
 	case errors.Is(err, ErrRunEnded):
 		return false, s.Store.FinishNotice(ctx, n, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
@@ -340,6 +340,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		// An earlier attempt delivered it.
 		return true, s.Store.FinishNotice(ctx, n, NoticeSent, nil)
 	}
+	p.Email.MessageID = dl.MessageID
 	receipt, sendErr := ch.Send(ctx, p.Email)
 	// Once the relay has answered, record it even if the task is being
 	// cancelled: a lost "sent" would look like an unknown outcome.

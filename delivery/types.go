@@ -51,6 +51,10 @@ type Delivery struct {
 	Channel  string
 	Status   string
 	Attempts int
+	// MessageID is the Message-ID every attempt's mail carries, chosen
+	// before the first, so that an unknown outcome can be looked up in the
+	// relay's log; "" for a channel that does not name its messages.
+	MessageID string
 }
 
 // Contact is how to reach a patient and what the patient asked for, in
@@ -92,6 +96,20 @@ type Decision struct {
 type Channel interface {
 	Security() notify.Security
 	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)
+}
+
+// MessageNamer is a Channel that names its messages: the name is chosen and
+// stored with the delivery before the message is handed over.
+type MessageNamer interface {
+	NewMessageID() string
+}
+
+// messageIDFor is a new message name from ch, or "" when it names none.
+func messageIDFor(ch Channel) string {
+	if m, ok := ch.(MessageNamer); ok {
+		return m.NewMessageID()
+	}
+	return ""
 }
 
 var (

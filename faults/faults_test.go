@@ -30,6 +30,9 @@ func account(t *testing.T, s *stack, statuses []int) (sent, unknown int) {
 			if o.mails > 1 {
 				t.Errorf("fault-%d: outcome unknown, yet %d mails", i, o.mails)
 			}
+			if o.msgID == "" {
+				t.Errorf("fault-%d: outcome unknown and no Message-ID to look up in the relay's log", i)
+			}
 		case o.notice == "sent" && o.delivery == "sent":
 			sent++
 			if o.mails != 1 {

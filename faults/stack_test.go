@@ -309,6 +309,7 @@ type outcome struct {
 	notice   string // the notice's status, "" for none
 	delivery string // the email delivery's status, "" for none
 	token    string // the notice's portal token
+	msgID    string // the delivery's Message-ID
 	mails    int    // mails captured that carry the notice's portal link
 }
 
@@ -320,7 +321,7 @@ func (s *stack) outcomes(n int) []outcome {
 	s.t.Helper()
 	out := make([]outcome, n)
 	rows, err := s.db.Query(context.Background(), `
-		SELECT e.resource_id, coalesce(nt.status, ''), coalesce(nt.portal_token, ''), coalesce(d.status, '')
+		SELECT e.resource_id, coalesce(nt.status, ''), coalesce(nt.portal_token, ''), coalesce(d.status, ''), coalesce(d.message_id, '')
 		FROM events e
 		LEFT JOIN notices nt ON nt.event_id = e.id
 		LEFT JOIN deliveries d ON d.notice_id = nt.id AND d.channel = 'email'
@@ -330,15 +331,15 @@ func (s *stack) outcomes(n int) []outcome {
 	}
 	byToken := map[string]int{}
 	for rows.Next() {
-		var id, notice, token, delivery string
-		if err := rows.Scan(&id, &notice, &token, &delivery); err != nil {
+		var id, notice, token, delivery, msgID string
+		if err := rows.Scan(&id, &notice, &token, &delivery, &msgID); err != nil {
 			s.t.Fatal(err)
 		}
 		var i int
 		if _, err := fmt.Sscanf(id, "fault-%d", &i); err != nil || i < 0 || i >= n {
 			s.t.Fatalf("unexpected event for %q", id)
 		}
-		out[i] = outcome{stored: true, notice: notice, delivery: delivery, token: token}
+		out[i] = outcome{stored: true, notice: notice, delivery: delivery, token: token, msgID: msgID}
 		if token != "" {
 			byToken[token] = i
 		}

@@ -389,6 +389,14 @@ func (c *EmailChannel) clientOptions(tr *sessionTrace) []mail.Option {
 
 var messageIDRE = regexp.MustCompile(`^[!#-'*+\-/-9=?A-Z^-~.]+@[!#-'*+\-/-9=?A-Z^-~.\[\]]+$`)
 
+// NewMessageID is a fresh Message-ID, with angle brackets: 128 random bits
+// at the sender's domain, derived from nothing about the notice or patient.
+func (c *EmailChannel) NewMessageID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return "<" + hex.EncodeToString(b[:]) + "@" + c.fromDomain + ">"
+}
+
 // buildMsg turns e into a go-mail message and returns its Message-ID.
 func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 	if e.Text == "" && e.HTML == "" {
@@ -439,9 +447,7 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 	}
 	id := strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(e.MessageID), "<"), ">")
 	if id == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-		id = hex.EncodeToString(b[:]) + "@" + c.fromDomain
+		id = strings.Trim(c.NewMessageID(), "<>")
 	} else if len(id) > 250 || !messageIDRE.MatchString(id) {
 		return nil, "", fmt.Errorf("%w: message id is malformed", ErrInvalidEmail)
 	}

@@ -155,7 +155,7 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 				audits = append(audits, noticeAudit(*n, ns.Status, ns.Reasons))
 			}
 			if ns.Channel != "" {
-				dl.add(j, *n, ns.Channel)
+				dl.add(j, *n, ns.Channel, ns.MessageID)
 			}
 		}
 		deliveryIDs, err := dl.insert(ctx, tx)
@@ -171,7 +171,7 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 			n := out[ref.start].Notices[ref.notice]
 			if id, ok := deliveryOf[j]; ok {
 				out[ref.start].Deliveries[ref.notice] = delivery.Delivery{ID: id, TenantID: n.TenantID, NoticeID: n.ID,
-					Channel: ns.Channel, Status: delivery.DeliverySending, Attempts: 1}
+					Channel: ns.Channel, Status: delivery.DeliverySending, Attempts: 1, MessageID: ns.MessageID}
 				audits = append(audits, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
 					SubjectType: "delivery", SubjectID: strconv.FormatInt(id, 10),
 					Detail: map[string]any{"notice_id": n.ID, "channel": ns.Channel, "attempt": 1}})
@@ -369,22 +369,23 @@ func (r *noticeRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 // deliveryRows are a batch's delivery claims; noticeRow is each one's row
 // among the batch's notices.
 type deliveryRows struct {
-	noticeRow       []int
-	tenant, channel []string
-	notice          []int64
+	noticeRow                  []int
+	tenant, channel, messageID []string
+	notice                     []int64
 }
 
-func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel string) {
+func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel, messageID string) {
 	d.noticeRow, d.tenant, d.channel, d.notice = append(d.noticeRow, noticeRow), append(d.tenant, n.TenantID), append(d.channel, channel), append(d.notice, n.ID)
+	d.messageID = append(d.messageID, messageID)
 }
 
 func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 	if len(d.notice) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts)
-		SELECT t, n, c, 'sending', 1 FROM unnest($1::text[], $2::bigint[], $3::text[]) AS x(t, n, c)
-		RETURNING id, notice_id`, d.tenant, d.notice, d.channel)
+	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id)
+		SELECT t, n, c, 'sending', 1, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
+		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}

@@ -122,12 +122,12 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 // process died mid-send) is marked unknown here, in its own commit. With
 // resend (an operator's), an unknown delivery is claimed instead, and only
 // a run that was cancelled or entered in error stops it.
-func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel string, resend bool) (delivery.Delivery, bool, error) {
+func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, messageID string, resend bool) (delivery.Delivery, bool, error) {
 	var d Delivery
 	proceed, unknown := false, false
 	err := s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status)
-			VALUES (?, ?, ?, 'sending') ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel).Error; err != nil {
+		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status, message_id)
+			VALUES (?, ?, ?, 'sending', ?) ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel, messageID).Error; err != nil {
 			return fmt.Errorf("insert delivery: %w", err)
 		}
 		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE notice_id = ? AND channel = ? FOR UPDATE`, n.ID, channel).Scan(&d).Error; err != nil {
@@ -155,7 +155,13 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel st
 			}
 		}
 		proceed = true
-		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', updated_at = now() WHERE id = ?`, d.ID).Error; err != nil {
+		// One Message-ID for every attempt of a delivery, chosen before the
+		// first: an operator finds an unknown one in the relay's log, and a
+		// mailbox that got it already can tell a resend is the same mail.
+		if d.MessageID == "" {
+			d.MessageID = messageID
+		}
+		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', message_id = ?, updated_at = now() WHERE id = ?`, d.MessageID, d.ID).Error; err != nil {
 			return err
 		}
 		// The decision log names the delivery each decision governed.
@@ -173,15 +179,17 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel st
 	if err == nil && unknown {
 		err = delivery.ErrOutcomeUnknown
 	}
-	return delivery.Delivery{ID: d.ID, TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, Status: d.Status, Attempts: d.Attempts}, proceed, err
+	return delivery.Delivery{ID: d.ID, TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, Status: d.Status, Attempts: d.Attempts, MessageID: d.MessageID}, proceed, err
 }
 
 // FinishDelivery records an attempt's outcome. errText never holds PHI.
 func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string) error {
 	return s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Model(&Delivery{}).Where("id = ?", d.ID).Updates(map[string]any{
-			"status": status, "tls": tls, "message_id": messageID, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()"),
-		}).Error; err != nil {
+		set := map[string]any{"status": status, "tls": tls, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()")}
+		if messageID != "" { // a failed attempt keeps the delivery's Message-ID
+			set["message_id"] = messageID
+		}
+		if err := tx.q(ctx).Model(&Delivery{}).Where("id = ?", d.ID).Updates(set).Error; err != nil {
 			return fmt.Errorf("finish delivery: %w", err)
 		}
 		detail := map[string]any{"notice_id": d.NoticeID, "channel": d.Channel, "tls": tls, "attempt": d.Attempts}

@@ -42,8 +42,21 @@ func TestReplyLostAfterDataIsUnknownAndResolved(t *testing.T) {
 	}
 	var msgIDs []string
 	ts.app.store.RawScan(ctx, &msgIDs, `SELECT message_id FROM deliveries ORDER BY id`)
-	if len(msgIDs) != 2 || msgIDs[0] == "" {
+	if len(msgIDs) != 2 || msgIDs[0] == "" || msgIDs[1] == "" {
 		t.Errorf("unknown deliveries record the Message-ID sent (for the relay's logs): %q", msgIDs)
+	}
+	// The recorded Message-ID is the one the relay got: an operator can
+	// look each unknown delivery up in its log.
+	for _, id := range msgIDs {
+		found := false
+		for _, m := range ts.Mail.Messages() {
+			if strings.Contains(string(m.Data), "\r\nMessage-ID: "+id+"\r\n") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("unknown delivery's Message-ID %q is on no captured mail", id)
+		}
 	}
 
 	t.Setenv("TIDINGS_DATABASE_URL", ts.DBURL)

@@ -454,7 +454,7 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, proceed, err := ts.app.store.BeginDelivery(ctx, n, "email", false); err != nil || !proceed {
+	if _, proceed, err := ts.app.store.BeginDelivery(ctx, n, "email", "", false); err != nil || !proceed {
 		t.Fatalf("first claim: %v %v", proceed, err)
 	}
 	if err := ts.StartWorker(); err != nil {
