@@ -162,18 +162,30 @@ func redisDump(t *testing.T, ts *testStack) string {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{Addr: ts.app.redis.Addr, DB: ts.app.redis.DB})
 	defer rc.Close()
-	ctx := context.Background()
-	keys, err := rc.Keys(ctx, "*").Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) == 0 {
+	dump, keys := dumpRedisDB(t, rc)
+	if keys == 0 {
 		t.Fatal("no keys in Redis: nothing was enqueued, so a scan would prove nothing")
+	}
+	return dump
+}
+
+// dumpRedisDB returns every key and value of rc's database as text, each
+// value read as its type requires, and how many keys there were.
+func dumpRedisDB(t *testing.T, rc *redis.Client) (string, int) {
+	t.Helper()
+	ctx := context.Background()
+	var keys []string
+	iter := rc.Scan(ctx, 0, "*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatal(err)
 	}
 	var dump strings.Builder
 	for _, k := range keys {
 		dump.WriteString(k + "\n")
-		switch rc.Type(ctx, k).Val() {
+		switch typ := rc.Type(ctx, k).Val(); typ {
 		case "string":
 			dump.WriteString(rc.Get(ctx, k).Val())
 		case "hash":
@@ -186,10 +198,17 @@ func redisDump(t *testing.T, ts *testStack) string {
 			dump.WriteString(strings.Join(rc.SMembers(ctx, k).Val(), "\n"))
 		case "zset":
 			dump.WriteString(strings.Join(rc.ZRange(ctx, k, 0, -1).Val(), "\n"))
+		case "stream":
+			for _, m := range rc.XRange(ctx, k, "-", "+").Val() {
+				fmt.Fprintf(&dump, "%s %v\n", m.ID, m.Values)
+			}
+		case "none": // expired between SCAN and TYPE
+		default:
+			t.Fatalf("key %q has type %s, which the dump cannot read", k, typ)
 		}
 		dump.WriteString("\n")
 	}
-	return dump.String()
+	return dump.String(), len(keys)
 }
 
 // phiCanaries reads names, member ids and diagnosis codes from the fixtures.

@@ -165,17 +165,32 @@ func pathOf(r journey.RunView) string {
 // withAppointment returns the S12 bundle with its Appointment changed.
 func withAppointment(t *testing.T, raw []byte, change func(appt map[string]any)) []byte {
 	t.Helper()
-	var bundle map[string]any
-	if err := json.Unmarshal(raw, &bundle); err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range bundle["entry"].([]any) {
-		res := e.(map[string]any)["resource"].(map[string]any)
+	return editEntries(t, raw, func(res map[string]any) {
 		if res["resourceType"] == "Appointment" {
 			change(res)
 		}
+	})
+}
+
+// editEntries returns the bundle with change applied to each entry's resource.
+func editEntries(t *testing.T, raw []byte, change func(res map[string]any)) []byte {
+	t.Helper()
+	return editJSON(t, raw, func(bundle map[string]any) {
+		for _, e := range bundle["entry"].([]any) {
+			change(e.(map[string]any)["resource"].(map[string]any))
+		}
+	})
+}
+
+// editJSON returns raw, a JSON object, changed.
+func editJSON(t *testing.T, raw []byte, change func(map[string]any)) json.RawMessage {
+	t.Helper()
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
 	}
-	b, err := json.Marshal(bundle)
+	change(doc)
+	b, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
