@@ -3,8 +3,10 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -284,5 +286,36 @@ func BenchmarkRegoValue(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// A policy whose reason quotes a payload value gives no decision: reasons
+// are stored and shown unsealed, so PHI must never reach one.
+func TestReasonQuotingThePayloadGivesNoDecision(t *testing.T) {
+	for name, rule := range map[string]string{
+		"deny":   `deny contains sprintf("plan %s is not allowed", [input.payload.payer_name])`,
+		"number": `deny contains sprintf("share %v is too high", [input.payload.patient_share])`,
+		"redact": `redact contains input.payload.provider_name`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			mod := "package tidings.notice\n\ndefault allow := false\n\n" + rule + "\n\n" + `redact contains "x" if false` + "\n\n" + `deny contains "y" if false` + "\n\n" +
+				`decision := {"allow": count(deny) == 0, "deny": sort(deny), "redact": sort(redact), "obligations": {}}` + "\n"
+			e, err := New(context.Background(), fstest.MapFS{"p.rego": &fstest.MapFile{Data: []byte(mod)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := realisticEOB()
+			_, err = e.Decide(context.Background(), in)
+			if !errors.Is(err, ErrNoDecision) || strings.Contains(err.Error(), "Example") || strings.Contains(err.Error(), "45.2") {
+				t.Fatalf("Decide = %v, want ErrNoDecision naming no value", err)
+			}
+		})
+	}
+	// The shipped rules never quote: a denial names fields only.
+	in := realisticEOB()
+	in.Payload["diagnosis"] = "F32.9"
+	d, err := mustEngine(t).Decide(context.Background(), in)
+	if err != nil || d.Allow || len(d.Deny) == 0 {
+		t.Fatalf("shipped rules on an extra field: %+v, %v", d, err)
 	}
 }

@@ -2,12 +2,14 @@ package policy
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -354,7 +356,17 @@ func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 	if r.fast != nil {
 		q = r.fast
 	}
-	return r.decide(ctx, q, input)
+	d, err := r.decide(ctx, q, input)
+	if err != nil {
+		return d, err
+	}
+	if quotesPayload(d, in.Payload) {
+		// Reasons are stored and shown unsealed: a policy (a tenant's own
+		// may be careless) that puts a payload value into one gives no
+		// decision rather than a record with PHI in it.
+		return Decision{}, fmt.Errorf("%w: a reason or redaction quotes a value of the payload; reasons must name fields, never their values", ErrNoDecision)
+	}
+	return d, nil
 }
 
 // decide evaluates q, one of r's queries, on input.
@@ -370,6 +382,50 @@ func (r *revision) decide(ctx context.Context, q *rego.PreparedEvalQuery, input 
 	}
 	d.Revision = r.id
 	return d, nil
+}
+
+// quotesPayload reports whether any of d's deny reasons or redactions
+// contains a payload value of four characters or more (short values such as
+// "1" or "yes" would match any text), as a string or as the number it is.
+func quotesPayload(d Decision, payload map[string]any) bool {
+	if len(d.Deny) == 0 && len(d.Redact) == 0 {
+		return false
+	}
+	var values []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case string:
+			values = append(values, v)
+		case float64:
+			values = append(values, strconv.FormatFloat(v, 'f', -1, 64))
+		case json.Number:
+			values = append(values, v.String())
+		case int:
+			values = append(values, strconv.Itoa(v))
+		case int64:
+			values = append(values, strconv.FormatInt(v, 10))
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		case map[string]any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	for _, v := range payload {
+		walk(v)
+	}
+	for _, text := range slices.Concat(d.Deny, d.Redact) {
+		for _, v := range values {
+			if len(v) >= 4 && strings.Contains(text, v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // prepare compiles files and prepares DecisionQuery against them; with

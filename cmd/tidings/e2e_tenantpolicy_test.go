@@ -251,3 +251,59 @@ func TestDryRunsAreLimitedPerTenant(t *testing.T) {
 		t.Errorf("the bomb: %d, want 422", code)
 	}
 }
+
+// A tenant's policy that writes a payload value (here the payer's name)
+// into a deny reason gets no decision: the notice fails closed, no mail
+// goes, and the value is in no stored reason, decision or audit row.
+func TestTenantPolicyQuotingPHIFailsClosed(t *testing.T) {
+	ts := newTestStack(t, testOpts{})
+	ctx := context.Background()
+	pols, err := ts.app.tenantPolicies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ts.app.handler(pols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quoting := map[string]string{"plan/notice.rego": `package tidings.notice
+
+decision := {"allow": count(deny) == 0, "deny": sort(deny), "redact": [], "obligations": {}}
+
+deny contains sprintf("no notice about %s", [input.payload.payer_name]) if input.notice_type == "eob"
+`}
+	body, _ := json.Marshal(map[string]any{"policy": quoting})
+	if r := doRequest(h, "PUT", "/v1/policy", "application/json", ts.apiKey(t, devTenant, access.Compliance), string(body)); r.Code != 200 {
+		t.Fatalf("PUT /v1/policy: %d %s", r.Code, r.Body)
+	}
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
+	var doc struct {
+		Insurer struct{ Display string } `json:"insurer"`
+	}
+	if err := json.Unmarshal(eob, &doc); err != nil || doc.Insurer.Display == "" {
+		t.Fatalf("the example names no insurer: %v", err)
+	}
+	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+	if res := ts.notify(t, ts.wrap(t, eob)); res.Status != http.StatusAccepted {
+		t.Fatalf("notify: %d %s", res.Status, res.Body)
+	}
+	ts.waitNotices(t, 1)
+	out, _ := ts.app.store.NoticeOutcomes(ctx, devTenant)
+	if len(out) != 1 || out[0].Status == delivery.NoticeSent || out[0].Status == delivery.NoticePending {
+		t.Fatalf("notices: %+v, want one neither sent nor pending", out)
+	}
+	if n := len(ts.Mail.Messages()); n != 0 {
+		t.Errorf("%d mails sent under a policy that gave no decision", n)
+	}
+	var leaks int
+	ts.app.store.RawScan(ctx, &leaks, `SELECT
+		(SELECT count(*) FROM notices WHERE reasons::text LIKE '%' || ? || '%') +
+		(SELECT count(*) FROM policy_decisions WHERE reasons::text LIKE '%' || ? || '%') +
+		(SELECT count(*) FROM audit_log WHERE detail::text LIKE '%' || ? || '%')`, doc.Insurer.Display, doc.Insurer.Display, doc.Insurer.Display)
+	if leaks != 0 {
+		t.Errorf("the payer's name is stored in %d reasons or audit rows", leaks)
+	}
+	if strings.Contains(ts.Logs.String(), doc.Insurer.Display) {
+		t.Error("the payer's name is in the logs")
+	}
+}
