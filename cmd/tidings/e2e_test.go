@@ -405,7 +405,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 	if bundleEmail == "" {
 		t.Fatal("fixture Patient2 has no email")
 	}
-	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "old-address@example.org", Source: "fhir"}); err != nil {
+	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "old-address@example.org", Source: "fhir", FHIRSource: "subscription/" + devSubscription}); err != nil {
 		t.Fatal(err)
 	}
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
@@ -419,7 +419,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 	if len(msgs[0].To) != 1 || !strings.EqualFold(msgs[0].To[0], bundleEmail) {
 		t.Fatalf("sent to %v, want the bundle's current address", msgs[0].To)
 	}
-	if c, err := ts.app.store.ContactFor(ctx, devTenant, "Patient/Patient2"); err != nil || !strings.EqualFold(c.Email, bundleEmail) {
+	if c, err := ts.app.store.ContactFor(ctx, devTenant, "subscription/"+devSubscription, "Patient/Patient2"); err != nil || !strings.EqualFold(c.Email, bundleEmail) {
 		t.Fatalf("stored contact not refreshed: %v", err)
 	}
 }
