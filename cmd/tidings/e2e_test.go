@@ -437,10 +437,10 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	if err := ts.app.store.RawScan(ctx, &eventID, `SELECT id FROM events`); err != nil || eventID == 0 {
 		t.Fatalf("event: %v", err)
 	}
-	// The EOB workflow's run, and its first send, claimed by an attempt
-	// that died before recording how it ended.
+	// The EOB workflow's run (the event's source's), and its first send,
+	// claimed by an attempt that died before recording how it ended.
 	w, _, err := ts.app.store.StartRun(ctx, journey.NewRun{TenantID: devTenant, WorkflowID: "eob-notice", WorkflowVersion: 1,
-		Priority: "normal", Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
+		Priority: "normal", Source: "subscription/" + devSubscription, Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
 		EventID: &eventID}, time.Now())
 	if err != nil {
 		t.Fatal(err)
