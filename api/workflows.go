@@ -24,7 +24,7 @@ type WorkflowAdmin interface {
 	List(ctx context.Context, tenantID string) ([]journey.Workflow, error)
 	SetStatus(ctx context.Context, tenantID, id, status string) error
 	Stats(ctx context.Context, tenantID, id string) (journey.Workflow, []journey.StepStats, error)
-	Runs(ctx context.Context, tenantID, subject string) ([]journey.RunView, error)
+	Runs(ctx context.Context, tenantID, source, subject string) ([]journey.RunView, error)
 }
 
 // Journeys records engagement/API events and segment membership; *journey.Engine is it.
@@ -51,6 +51,7 @@ var (
 	eventType    = regexp.MustCompile(`^[a-z0-9][a-z0-9_.:-]{0,63}$`)
 	patientRef   = regexp.MustCompile(`^Patient/[A-Za-z0-9.-]{1,64}$`)
 	runSubject   = regexp.MustCompile(`^(Appointment|ExplanationOfBenefit)/[A-Za-z0-9.-]{1,64}$`)
+	runSource    = regexp.MustCompile(`^(subscription/)?[A-Za-z0-9._-]{1,64}$`)
 	patientIndex = regexp.MustCompile(`^patient:[A-Za-z0-9_-]{1,128}$`)
 )
 
@@ -85,16 +86,20 @@ type RunStepBody struct {
 
 // RunBody is a run as GET /v1/runs shows it: no facts, no PHI.
 type RunBody struct {
-	ID              int64         `json:"id"`
-	WorkflowID      string        `json:"workflow"`
-	WorkflowVersion int           `json:"version"`
-	Subject         string        `json:"subject"`
-	Status          string        `json:"status"`
-	Step            string        `json:"step"`
-	Outcome         string        `json:"outcome,omitempty"`
-	DueAt           *time.Time    `json:"due_at,omitempty"`
-	CreatedAt       time.Time     `json:"created_at"`
-	Path            []RunStepBody `json:"path"`
+	ID              int64  `json:"id"`
+	WorkflowID      string `json:"workflow"`
+	WorkflowVersion int    `json:"version"`
+	// Source is the FHIR source the subject's id belongs to: a registered
+	// source's id, or "subscription/{id}" for a subscription without one;
+	// empty for a patient's runs.
+	Source    string        `json:"source,omitempty"`
+	Subject   string        `json:"subject"`
+	Status    string        `json:"status"`
+	Step      string        `json:"step"`
+	Outcome   string        `json:"outcome,omitempty"`
+	DueAt     *time.Time    `json:"due_at,omitempty"`
+	CreatedAt time.Time     `json:"created_at"`
+	Path      []RunStepBody `json:"path"`
 }
 
 // WorkflowSummary is one workflow in GET /v1/workflows.
@@ -149,6 +154,7 @@ var (
 	errEventDataTooBig = fault.New(fault.TooLarge, "data exceeds 8 KiB")
 	errBadEventSubject = fault.New(fault.Invalid, "subject, when given, must be Appointment/{id} or ExplanationOfBenefit/{id}")
 	errBadSubject      = fault.New(fault.Invalid, "subject is required: Appointment/{id}, ExplanationOfBenefit/{id} or patient:{index}")
+	errBadSource       = fault.New(fault.Invalid, "source must be a source id or subscription/{id}")
 	errIDMismatch      = fault.New(fault.Invalid, "the id in the body differs from the id in the path")
 	errEmptyDefinition = fault.New(fault.Invalid, "the body must be a workflow definition (JSON or YAML)")
 	errJSONNotAnObject = fault.New(fault.Invalid, "a JSON definition must be a JSON object")
@@ -397,14 +403,21 @@ func (h *handlers) listRuns(c *gin.Context) {
 		jsonError(c, errBadSubject)
 		return
 	}
-	runs, err := h.cfg.Workflows.Runs(c.Request.Context(), c.GetString(ctxTenant), subject)
+	// Two sources may use the same resource id: without ?source= the runs of
+	// every source's resource are listed, each with its source.
+	source := c.Query("source")
+	if source != "" && !runSource.MatchString(source) {
+		jsonError(c, errBadSource)
+		return
+	}
+	runs, err := h.cfg.Workflows.Runs(c.Request.Context(), c.GetString(ctxTenant), source, subject)
 	if err != nil {
 		jsonError(c, err)
 		return
 	}
 	out := make([]RunBody, len(runs))
 	for i, r := range runs {
-		out[i] = RunBody{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Subject: r.Subject,
+		out[i] = RunBody{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Source: r.Source, Subject: r.Subject,
 			Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: make([]RunStepBody, len(r.Path))}
 		for j, p := range r.Path {
 			out[i].Path[j] = RunStepBody{Step: p.Step, Happened: p.Happened, At: p.At}

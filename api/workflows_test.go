@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/journey"
@@ -445,6 +446,35 @@ func TestRunsNeedsATechnicalSubject(t *testing.T) {
 		if strings.TrimSpace(rec.Body.String()) != `{"runs":[]}` {
 			t.Fatalf("%q: %s", subject, rec.Body.String())
 		}
+	}
+}
+
+// Two sources may use the same appointment id: GET /v1/runs lists the runs
+// of every source's Appointment/a1, each with its source, and ?source=
+// keeps one source's.
+func TestRunsShowTheirSource(t *testing.T) {
+	e := newWorkflowEnv(t)
+	ctx := context.Background()
+	want(t, e.do(tokenOne, "POST", "/v1/workflows", "application/yaml", []byte(yamlDefinition)), http.StatusCreated, nil)
+	for _, source := range []string{"ehr-a", "subscription/s2"} {
+		if _, _, err := e.st.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: "portal-welcome", WorkflowVersion: 1, Priority: "normal",
+			Source: source, Subject: "Appointment/a1", PatientIndex: e.st.PatientIndex("Patient/p1")}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var runs struct {
+		Runs []RunBody `json:"runs"`
+	}
+	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=Appointment/a1", "", nil), http.StatusOK, &runs)
+	if len(runs.Runs) != 2 || runs.Runs[0].Source != "ehr-a" || runs.Runs[1].Source != "subscription/s2" {
+		t.Fatalf("runs of every source: %+v", runs.Runs)
+	}
+	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=Appointment/a1&source=subscription/s2", "", nil), http.StatusOK, &runs)
+	if len(runs.Runs) != 1 || runs.Runs[0].Source != "subscription/s2" {
+		t.Fatalf("runs of subscription/s2: %+v", runs.Runs)
+	}
+	for _, bad := range []string{"a%20b", "subscription/", "x/y", strings.Repeat("s", 65)} {
+		want(t, e.do(tokenOne, "GET", "/v1/runs?subject=Appointment/a1&source="+bad, "", nil), http.StatusBadRequest, nil)
 	}
 }
 

@@ -16,8 +16,9 @@ import (
 // BatchStore is what starting runs a batch at a time needs from storage.
 type BatchStore interface {
 	// ContactsOf are the contacts stored under patient references of a
-	// tenant, by reference (absent: none).
-	ContactsOf(ctx context.Context, tenantID string, patientRefs []string) (map[string]Contact, error)
+	// tenant, by reference (absent: none), as ContactFor finds them: the
+	// API's, else the source's.
+	ContactsOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]Contact, error)
 	// BeginStarts writes, in one transaction, each planned run that does
 	// not exist yet (nobody re-enters a workflow) with its path, its
 	// notices, their decisions, the delivery attempts about to be made, the
@@ -218,8 +219,9 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 		reason string
 		err    error
 	}
-	reads := map[int64]read{}       // by event
-	refsOf := map[string][]string{} // by tenant
+	type scope struct{ tenant, source string }
+	reads := map[int64]read{}      // by event
+	refsOf := map[scope][]string{} // by tenant and source
 	for _, st := range starts {
 		ev := st.Event
 		if ev == nil {
@@ -231,19 +233,20 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 		sub, reason, err := s.read(ctx, ev, noticeTypeOfEvent(ev))
 		reads[ev.ID] = read{sub, reason, err}
 		if err == nil && reason == "" {
-			refsOf[ev.TenantID] = append(refsOf[ev.TenantID], journey.PatientRefs(sub.patientID, sub.patientRef)...)
+			sc := scope{ev.TenantID, ev.Source}
+			refsOf[sc] = append(refsOf[sc], journey.PatientRefs(sub.patientID, sub.patientRef)...)
 		}
 	}
-	contacts := map[string]map[string]Contact{}
-	for tenant, refs := range refsOf {
-		cs, err := bs.ContactsOf(ctx, tenant, refs)
+	contacts := map[scope]map[string]Contact{}
+	for sc, refs := range refsOf {
+		cs, err := bs.ContactsOf(ctx, sc.tenant, sc.source, refs)
 		if err != nil {
 			for i := range errs {
 				errs[i] = fmt.Errorf("contacts: %w", err)
 			}
 			return plans, emails, errs
 		}
-		contacts[tenant] = cs
+		contacts[sc] = cs
 	}
 	for i, st := range starts {
 		rs := RunStart{Start: st}
@@ -266,7 +269,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 			refs := journey.PatientRefs(rd.sub.patientID, rd.sub.patientRef)
 			stored := make([]*Contact, len(refs))
 			for k, ref := range refs {
-				if c, ok := contacts[st.Run.TenantID][ref]; ok {
+				if c, ok := contacts[scope{st.Event.TenantID, st.Event.Source}][ref]; ok {
 					stored[k] = &c
 				}
 			}

@@ -18,7 +18,8 @@ type ContactStore interface {
 // Contacts registers the contacts and requests patients make through a
 // tenant's systems (HIPAA 164.522: opt-outs, confidential communications,
 // restrictions). A contact registered this way is never overwritten by one
-// read from a FHIR bundle.
+// read from a FHIR bundle, and is used for the patient whichever source
+// the notice's event came from.
 type Contacts struct {
 	Store ContactStore
 }
@@ -40,7 +41,7 @@ func (cs Contacts) Register(ctx context.Context, tenantID, patientID string, c C
 	if problems := c.problems(); len(problems) > 0 {
 		return fault.New(fault.Invalid, strings.Join(problems, "; "))
 	}
-	c.Source = "api"
+	c.Source, c.FHIRSource = "api", "" // wins over every source's bundles
 	return cs.Store.UpsertContact(ctx, tenantID, "Patient/"+patientID, c)
 }
 

@@ -23,7 +23,9 @@ import (
 // implements it.
 type Store interface {
 	EnsureRunNotice(ctx context.Context, run journey.Run, step, template, noticeType string, eventID int64) (Notice, error)
-	ContactFor(ctx context.Context, tenantID, patientRef string) (Contact, error)
+	// ContactFor finds the patient's contact registered through the API,
+	// else the one the source's bundles gave (never another source's).
+	ContactFor(ctx context.Context, tenantID, source, patientRef string) (Contact, error)
 	UpsertContact(ctx context.Context, tenantID, patientRef string, c Contact) error
 	RecordDecision(ctx context.Context, d Decision) error
 	SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error
@@ -386,7 +388,7 @@ func (s *Service) contact(ctx context.Context, tenantID string, sub subject) (Co
 	refs := journey.PatientRefs(sub.patientID, sub.patientRef)
 	stored := make([]*Contact, len(refs))
 	for i, ref := range refs {
-		c, err := s.Store.ContactFor(ctx, tenantID, ref)
+		c, err := s.Store.ContactFor(ctx, tenantID, sub.event.Source, ref)
 		if err != nil && !errors.Is(err, fault.NotFound) {
 			return Contact{}, err
 		}
@@ -405,10 +407,12 @@ func (s *Service) contact(ctx context.Context, tenantID string, sub subject) (Co
 
 // pickContact finds where to send, most authoritative first: a contact
 // registered through the API; the Patient resource that came with the event
-// (to be stored, as upsert, when it differs from the stored one); a contact
-// stored from an earlier bundle; and, in dev only, a placeholder on a
-// reserved domain. stored holds the contacts under the patient's references
-// (journey.PatientRefs, in that order; nil where there is none).
+// (to be stored, as upsert, for the event's source when it differs from
+// the stored one); a contact stored from an earlier bundle of the same
+// source; and, in dev only, a placeholder on a reserved domain. stored
+// holds the contacts under the patient's references (journey.PatientRefs,
+// in that order; nil where there is none) as ContactFor finds them: the
+// API's, else the event's source's, never another source's.
 func (s *Service) pickContact(stored []*Contact, sub subject) (c Contact, upsert *Contact) {
 	var found *Contact
 	for _, c := range stored {
@@ -421,7 +425,7 @@ func (s *Service) pickContact(stored []*Contact, sub subject) (c Contact, upsert
 	}
 	pc, fromBundle := sub.rec.PatientContact(sub.patientRef)
 	if fromBundle && pc.Email != "" {
-		c := Contact{Email: pc.Email, Language: pc.Language, Source: "fhir"}
+		c := Contact{Email: pc.Email, Language: pc.Language, Source: "fhir", FHIRSource: sub.event.Source}
 		if len(stored) > 0 && (found == nil || found.Email != c.Email || found.Language != c.Language) {
 			upsert = &c
 		}

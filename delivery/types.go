@@ -64,6 +64,11 @@ type Contact struct {
 	Language string
 	TimeZone string
 	Source   string // "api" or "fhir"
+	// FHIRSource is, for a contact read from a FHIR bundle, the source whose
+	// bundle carried it (journey.Event.Source): two sources' Patient/7 are
+	// different patients, so each source's contacts are its own. Empty for a
+	// contact registered through the API, which wins over every source's.
+	FHIRSource string
 
 	// What the patient asked for (set through the API only).
 	OptedOutChannels    []string // e.g. "email", "sms"

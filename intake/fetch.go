@@ -41,9 +41,10 @@ type FetchStore interface {
 	SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error)
 	// WithMonitorLock runs fn unless another replica's monitor holds the lock.
 	WithMonitorLock(ctx context.Context, fn func() error) (bool, error)
-	// LatestRecord is the newest stored version of a resource (a
-	// fault.NotFound error when Tidings never saw it).
-	LatestRecord(ctx context.Context, tenantID, resourceType, resourceID string) (fhir.Event, error)
+	// LatestRecord is the newest stored version of a resource from the
+	// subscription's source (a fault.NotFound error when Tidings never saw
+	// it there; another source's resource of that id is another resource).
+	LatestRecord(ctx context.Context, tenantID, subscriptionID, resourceType, resourceID string) (fhir.Event, error)
 }
 
 // ErrPermanent marks a fetch outcome that retrying cannot change.
@@ -161,7 +162,7 @@ func (f *Fetcher) goneEvent(ctx context.Context, ft Fetch) (*fhir.Event, error) 
 	if typ != "Appointment" {
 		return nil, nil
 	}
-	rec, err := f.Store.LatestRecord(ctx, ft.TenantID, typ, id)
+	rec, err := f.Store.LatestRecord(ctx, ft.TenantID, ft.SubscriptionID, typ, id)
 	if errors.Is(err, fault.NotFound) {
 		return nil, nil
 	}

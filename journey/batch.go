@@ -55,13 +55,15 @@ type BatchStore interface {
 	// event and facts (as RefreshSubject without a change to react to).
 	RefreshSubjects(ctx context.Context, refreshes []SubjectRefresh) error
 	// ContactPreferencesOf are the zones and languages of patients, by
-	// blind index (zero for those without a contact).
-	ContactPreferencesOf(ctx context.Context, tenantID string, patientIndexes []string) (map[string]workflow.Contact, error)
+	// blind index (zero for those without a contact): the contact registered
+	// through the API, else the one the source's bundles gave.
+	ContactPreferencesOf(ctx context.Context, tenantID, source string, patientIndexes []string) (map[string]workflow.Contact, error)
 }
 
 // SubjectRefresh is one subject's newest event and facts.
 type SubjectRefresh struct {
 	TenantID string
+	Source   string
 	Subject  string
 	EventID  int64
 	Facts    workflow.Facts
@@ -98,11 +100,11 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 			errs[i] = r.closeEvent(ctx, ev, OutcomeFailed, "the ExplanationOfBenefit names no patient")
 			continue
 		}
-		nr := NewRun{TenantID: ev.TenantID, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
+		nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
 			PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID,
 			Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 		todo = append(todo, pending{i, nr})
-		refreshes = append(refreshes, SubjectRefresh{TenantID: ev.TenantID, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts})
+		refreshes = append(refreshes, SubjectRefresh{TenantID: ev.TenantID, Source: ev.Source, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts})
 	}
 	if len(todo) == 0 {
 		return errs
@@ -120,23 +122,28 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 	const trigger = "event:eob.received"
 	workflows := map[string][]Workflow{}
 	prefs := map[string]map[string]workflow.Contact{}
+	prefsKey := func(nr NewRun) string { return nr.TenantID + "\x00" + nr.Source }
 	for _, p := range todo {
 		tenant := p.nr.TenantID
-		if _, ok := workflows[tenant]; ok {
+		if _, ok := workflows[tenant]; !ok {
+			wfs, err := r.Store.ActiveWorkflows(ctx, tenant, trigger)
+			if err != nil {
+				return fail(fmt.Errorf("active workflows: %w", err))
+			}
+			workflows[tenant] = wfs
+		}
+		key := prefsKey(p.nr)
+		if _, ok := prefs[key]; ok {
 			continue
 		}
-		wfs, err := r.Store.ActiveWorkflows(ctx, tenant, trigger)
-		if err != nil {
-			return fail(fmt.Errorf("active workflows: %w", err))
-		}
-		workflows[tenant] = wfs
 		var idx []string
 		for _, q := range todo {
-			if q.nr.TenantID == tenant {
+			if prefsKey(q.nr) == key {
 				idx = append(idx, q.nr.PatientIndex)
 			}
 		}
-		if prefs[tenant], err = bs.ContactPreferencesOf(ctx, tenant, idx); err != nil {
+		var err error
+		if prefs[key], err = bs.ContactPreferencesOf(ctx, tenant, p.nr.Source, idx); err != nil {
 			return fail(fmt.Errorf("contacts: %w", err))
 		}
 	}
@@ -158,7 +165,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 				errs[p.i] = fmt.Errorf("event %d: definition: %w", ev.ID, err)
 				break
 			}
-			st, actions, _ := feedMachine(def, run, prefs[nr.TenantID][nr.PatientIndex], nil, now)
+			st, actions, _ := feedMachine(def, run, prefs[prefsKey(nr)][nr.PatientIndex], nil, now)
 			if !onlySends(actions) {
 				// A go-to or a segment: the general path carries it out.
 				if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, p.nr, ev); err != nil {

@@ -321,7 +321,7 @@ func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	if err != nil {
 		return Wake{}, run, fmt.Errorf("definition: %w", err)
 	}
-	wc, err := r.Store.ContactPreferences(ctx, run.TenantID, run.PatientIndex)
+	wc, err := r.Store.ContactPreferences(ctx, run.TenantID, run.Source, run.PatientIndex)
 	if err != nil {
 		return Wake{}, run, fmt.Errorf("contact: %w", err)
 	}
@@ -420,7 +420,7 @@ func (t *task) execute(ctx context.Context, run Run, a workflow.Action, lastTry 
 			}
 			return nil
 		}
-		nr := NewRun{TenantID: run.TenantID, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
+		nr := NewRun{TenantID: run.TenantID, Source: run.Source, Subject: run.Subject, PatientIndex: run.PatientIndex, EventID: run.EventID, Facts: run.Facts}
 		_, err = r.startOne(ctx, wfs[0].ID, wfs[0].Version, wfs[0].Priority, nr, t.opened)
 		return err
 	case workflow.ActionAddToSegment:

@@ -45,7 +45,7 @@ func (r *Engine) ProcessEvents(ctx context.Context, events []*Event) []error {
 	var order []string
 	bySubject := map[string][]int{}
 	for i, ev := range events {
-		key := ev.TenantID + "/" + ev.ResourceType + "/" + ev.ResourceID
+		key := ev.TenantID + "\x00" + ev.Source + "\x00" + ev.ResourceType + "/" + ev.ResourceID
 		if _, ok := bySubject[key]; !ok {
 			order = append(order, key)
 		}
@@ -124,11 +124,11 @@ func (r *Engine) processEOB(ctx context.Context, ev *Event) error {
 	if len(refs) == 0 {
 		return r.closeEvent(ctx, ev, OutcomeFailed, "the ExplanationOfBenefit names no patient")
 	}
-	nr := NewRun{TenantID: ev.TenantID, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
+	nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
 		PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID,
 		Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 	// A new version of an EOB a run already follows: its reminder shows this one.
-	if _, err := r.Store.RefreshSubject(ctx, ev.TenantID, nr.Subject, ev.ID, nr.Facts, false, r.now()); err != nil {
+	if _, err := r.Store.RefreshSubject(ctx, ev.TenantID, ev.Source, nr.Subject, ev.ID, nr.Facts, false, r.now()); err != nil {
 		return fmt.Errorf("event %d: %w", ev.ID, err)
 	}
 	return r.startRuns(ctx, ev, nr, "event:eob.received")
@@ -176,7 +176,7 @@ func (r *Engine) processAppointment(ctx context.Context, ev *Event) error {
 	// the newest-version check, the lifecycle and the run starts below must
 	// not interleave with another version's.
 	var err error
-	got, lerr := r.Store.WithSubjectLock(ctx, ev.TenantID, "Appointment/"+ev.ResourceID, func() error {
+	got, lerr := r.Store.WithSubjectLock(ctx, ev.TenantID, ev.Source, "Appointment/"+ev.ResourceID, func() error {
 		err = r.applyAppointment(ctx, ev)
 		return nil
 	})
@@ -192,8 +192,10 @@ func (r *Engine) processAppointment(ctx context.Context, ev *Event) error {
 func (r *Engine) applyAppointment(ctx context.Context, ev *Event) error {
 	// Events of one appointment can be processed out of order (retries,
 	// concurrent tasks); only its newest version decides. Intake stores every
-	// event before enqueuing any, so the newest is known here.
-	if latest, err := r.Store.LatestEventID(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID); err != nil {
+	// event before enqueuing any, so the newest is known here. An
+	// appointment is its source's: another source's Appointment with the
+	// same id is another appointment, and never touches these runs.
+	if latest, err := r.Store.LatestEventID(ctx, ev.TenantID, ev.Source, ev.ResourceType, ev.ResourceID); err != nil {
 		return fmt.Errorf("event %d: latest version: %w", ev.ID, err)
 	} else if latest != ev.ID {
 		if err := r.Store.MarkSuperseded(ctx, ev.ID); err != nil {
@@ -206,7 +208,7 @@ func (r *Engine) applyAppointment(ctx context.Context, ev *Event) error {
 		return r.closeEvent(ctx, ev, OutcomeFailed, "the Appointment could not be read: "+err.Error())
 	}
 	var prev *fhir.AppointmentFacts
-	if pe, err := r.Store.PreviousAppliedEvent(ctx, ev.TenantID, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
+	if pe, err := r.Store.PreviousAppliedEvent(ctx, ev.TenantID, ev.Source, ev.ResourceType, ev.ResourceID, ev.ID); err == nil {
 		if pf, err := pe.AppointmentFacts(); err == nil {
 			prev = &pf
 		}
@@ -232,11 +234,11 @@ func (r *Engine) applyAppointment(ctx context.Context, ev *Event) error {
 		for i, w := range keep {
 			ids[i] = w.ID
 		}
-		if _, err := r.Store.EndSubjectRuns(ctx, ev.TenantID, subject, workflow.OutcomeCancelled, ids, now); err != nil {
+		if _, err := r.Store.EndSubjectRuns(ctx, ev.TenantID, ev.Source, subject, workflow.OutcomeCancelled, ids, now); err != nil {
 			return fmt.Errorf("event %d: %w", ev.ID, err)
 		}
 	case fhir.KindEnteredInError:
-		if _, err := r.Store.EndSubjectRuns(ctx, ev.TenantID, subject, "entered-in-error", nil, now); err != nil {
+		if _, err := r.Store.EndSubjectRuns(ctx, ev.TenantID, ev.Source, subject, "entered-in-error", nil, now); err != nil {
 			return fmt.Errorf("event %d: %w", ev.ID, err)
 		}
 		if err := r.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {
@@ -244,13 +246,13 @@ func (r *Engine) applyAppointment(ctx context.Context, ev *Event) error {
 		}
 		return r.closeEvent(ctx, ev, OutcomeSkipped, "appointment entered in error: its runs ended without a notice")
 	default:
-		wakes, err := r.Store.RefreshSubject(ctx, ev.TenantID, subject, ev.ID, facts, kind == fhir.KindRescheduled, now)
+		wakes, err := r.Store.RefreshSubject(ctx, ev.TenantID, ev.Source, subject, ev.ID, facts, kind == fhir.KindRescheduled, now)
 		if err != nil {
 			return fmt.Errorf("event %d: %w", ev.ID, err)
 		}
 		r.Wake(ctx, wakes)
 	}
-	nr := NewRun{TenantID: ev.TenantID, Subject: subject, PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
+	nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: subject, PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
 	// The kind is recorded once the version has taken effect on the runs
 	// (a later version's kind is derived against it).
 	if err := r.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {

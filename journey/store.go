@@ -14,16 +14,19 @@ import (
 type Store interface {
 	// Events.
 	LoadEvent(ctx context.Context, id int64) (*Event, error)
-	PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (*Event, error)
-	LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error)
+	// PreviousAppliedEvent and LatestEventID look among the events of one
+	// source (Event.Source): another source's resource with the same id is
+	// another resource.
+	PreviousAppliedEvent(ctx context.Context, tenantID, source, resourceType, resourceID string, eventID int64) (*Event, error)
+	LatestEventID(ctx context.Context, tenantID, source, resourceType, resourceID string) (int64, error)
 	SetEventKind(ctx context.Context, eventID int64, kind string) error
 	MarkSuperseded(ctx context.Context, eventID int64) error
 	// CloseEvent records an event that leads to no run: its notice (of the
 	// type) gets the outcome with the reason, unless it already has one.
 	CloseEvent(ctx context.Context, ev *Event, noticeType string, outcome Outcome, reason string) error
-	// WithSubjectLock runs fn holding a lock on one subject, in any replica;
-	// it reports false without running fn when another holds it.
-	WithSubjectLock(ctx context.Context, tenantID, subject string, fn func() error) (bool, error)
+	// WithSubjectLock runs fn holding a lock on one subject of a source, in
+	// any replica; it reports false without running fn when another holds it.
+	WithSubjectLock(ctx context.Context, tenantID, source, subject string, fn func() error) (bool, error)
 
 	// Workflows.
 	ActiveWorkflows(ctx context.Context, tenantID, triggerKey string) ([]Workflow, error)
@@ -37,13 +40,17 @@ type Store interface {
 	ClearPending(ctx context.Context, r Run, now time.Time) (Wake, error)
 	DeferPending(ctx context.Context, r Run, retry time.Time) (Wake, error)
 	EndRun(ctx context.Context, tenantID string, runID, seq int64, outcome string, now time.Time) error
-	RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]Wake, error)
-	EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error)
+	// RefreshSubject and EndSubjectRuns change the runs of one source's
+	// subject only.
+	RefreshSubject(ctx context.Context, tenantID, source, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]Wake, error)
+	EndSubjectRuns(ctx context.Context, tenantID, source, subject, outcome string, keep []string, now time.Time) (int, error)
 	MarkPromoted(ctx context.Context, wakes []Wake) error
 
 	// Patients: engagements, segments, the contact's zone and language.
 	PatientIndex(patientRef string) string
-	ContactPreferences(ctx context.Context, tenantID, patientIndex string) (workflow.Contact, error)
+	// ContactPreferences reads the contact registered through the API, else
+	// the one the source's bundles gave ("" : the API's only).
+	ContactPreferences(ctx context.Context, tenantID, source, patientIndex string) (workflow.Contact, error)
 	EngagementsSince(ctx context.Context, r Run, since time.Time) ([]Engagement, error)
 	RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []Wake, error)
 	RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]Wake, error)

@@ -14,9 +14,14 @@ type Event struct {
 	ID             int64
 	TenantID       string
 	SubscriptionID string
-	ResourceType   string
-	ResourceID     string
-	VersionID      string
+	// Source is the FHIR server the event came from, which scopes its
+	// resource ids: the subscription's registered source, or
+	// "subscription/<id>" for a subscription registered without one. Two
+	// sources' Appointment/123 are different appointments.
+	Source       string
+	ResourceType string
+	ResourceID   string
+	VersionID    string
 	// Kind is what the event meant once it took effect ("booked",
 	// "rescheduled", … for an appointment; "superseded" when a newer version
 	// overtook it); empty before.
@@ -92,10 +97,12 @@ const (
 // Run is one workflow run: a subject (an EOB, an appointment, or a patient
 // for API-event and segment workflows) going through one workflow version.
 type Run struct {
-	ID               int64
-	TenantID         string
-	WorkflowID       string
-	WorkflowVersion  int
+	ID              int64
+	TenantID        string
+	WorkflowID      string
+	WorkflowVersion int
+	// Source scopes Subject (see Event.Source); "" for a patient-scoped run.
+	Source           string
 	Subject          string
 	PatientIndex     string
 	EventID          *int64
@@ -134,6 +141,7 @@ type NewRun struct {
 	WorkflowID      string
 	WorkflowVersion int
 	Priority        string
+	Source          string // scopes Subject (see Event.Source); "" for a patient-scoped run
 	Subject         string
 	PatientIndex    string
 	EventID         *int64
@@ -190,6 +198,7 @@ type RunView struct {
 	ID              int64
 	WorkflowID      string
 	WorkflowVersion int
+	Source          string
 	Subject         string
 	Status          string
 	Step            string

@@ -18,7 +18,7 @@ type WorkflowStore interface {
 	WorkflowExists(ctx context.Context, tenantID, id string) (bool, error)
 	SetWorkflowStatus(ctx context.Context, tenantID, id, status string) error
 	StepCounts(ctx context.Context, tenantID, workflowID string) (StepCounts, error)
-	RunsForSubject(ctx context.Context, tenantID, subject string) ([]RunView, error)
+	RunsForSubject(ctx context.Context, tenantID, source, subject string) ([]RunView, error)
 }
 
 // ErrWorkflowExists means a workflow with that id exists already.
@@ -114,9 +114,11 @@ func (w Workflows) Stats(ctx context.Context, tenantID, id string) (Workflow, []
 
 // Runs lists a subject's runs with their paths. The subject is a resource
 // ("Appointment/{id}", "ExplanationOfBenefit/{id}") or a patient's blind
-// index ("patient:{index}"), never a patient reference.
-func (w Workflows) Runs(ctx context.Context, tenantID, subject string) ([]RunView, error) {
-	return w.Store.RunsForSubject(ctx, tenantID, subject)
+// index ("patient:{index}"), never a patient reference. A resource id is
+// its source's (see Event.Source): with source "" the runs of every
+// source's resource of that id are listed, each showing its source.
+func (w Workflows) Runs(ctx context.Context, tenantID, source, subject string) ([]RunView, error) {
+	return w.Store.RunsForSubject(ctx, tenantID, source, subject)
 }
 
 func stepStats(def workflow.Definition, c StepCounts) []StepStats {

@@ -17,25 +17,26 @@ import (
 // audit row), a batch at a time: each statement takes arrays, one element
 // per row, and two transactions carry a whole batch of notices.
 
-// RefreshSubjects gives the waiting runs of each subject its newest event
-// and facts; an older event never overwrites a newer one's facts.
+// RefreshSubjects gives the waiting runs of each source's subject its
+// newest event and facts; an older event never overwrites a newer one's
+// facts.
 func (s *Store) RefreshSubjects(ctx context.Context, refreshes []journey.SubjectRefresh) error {
 	if len(refreshes) == 0 {
 		return nil
 	}
 	n := len(refreshes)
-	tenant, subject, event, facts := make([]string, n), make([]string, n), make([]int64, n), make([][]byte, n)
+	tenant, source, subject, event, facts := make([]string, n), make([]string, n), make([]string, n), make([]int64, n), make([][]byte, n)
 	for i, r := range refreshes {
 		sealed, err := s.sealFacts(r.TenantID, r.Subject, r.Facts)
 		if err != nil {
 			return err
 		}
-		tenant[i], subject[i], event[i], facts[i] = r.TenantID, r.Subject, r.EventID, sealed
+		tenant[i], source[i], subject[i], event[i], facts[i] = r.TenantID, r.Source, r.Subject, r.EventID, sealed
 	}
 	_, err := s.execPlanned(ctx, `UPDATE runs r SET event_id = x.e, facts_sealed = x.f, updated_at = now()
-		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[]) AS x(t, s, e, f)
-		WHERE r.tenant_id = x.t AND r.subject = x.s AND r.status = 'waiting' AND (r.event_id IS NULL OR r.event_id < x.e)`,
-		tenant, subject, event, facts)
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) AS x(t, src, s, e, f)
+		WHERE r.tenant_id = x.t AND r.subject = x.s AND r.source = x.src AND r.status = 'waiting' AND (r.event_id IS NULL OR r.event_id < x.e)`,
+		tenant, source, subject, event, facts)
 	if err != nil {
 		return fmt.Errorf("refresh runs: %w", err)
 	}
@@ -43,10 +44,11 @@ func (s *Store) RefreshSubjects(ctx context.Context, refreshes []journey.Subject
 }
 
 // ContactPreferencesOf are the zones and languages of patients, by blind
-// index; nothing sealed is opened.
-func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID string, patientIndexes []string) (map[string]workflow.Contact, error) {
-	rows, err := s.query(ctx, `SELECT patient_index, time_zone, language FROM contacts WHERE tenant_id = $1 AND patient_index = ANY($2::text[])`,
-		tenantID, patientIndexes)
+// index, from the contacts ContactFor would use; nothing sealed is opened.
+func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID, source string, patientIndexes []string) (map[string]workflow.Contact, error) {
+	rows, err := s.query(ctx, `SELECT DISTINCT ON (patient_index) patient_index, time_zone, language FROM contacts
+		WHERE tenant_id = $1 AND patient_index = ANY($2::text[]) AND fhir_source IN ('', $3)
+		ORDER BY patient_index, `+contactPrecedence, tenantID, patientIndexes, source)
 	if err != nil {
 		return nil, err
 	}
@@ -64,8 +66,8 @@ func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID string, patie
 }
 
 // ContactsOf are the contacts stored under patient references of a tenant,
-// by reference, opened.
-func (s *Store) ContactsOf(ctx context.Context, tenantID string, patientRefs []string) (map[string]delivery.Contact, error) {
+// by reference, opened: each the one ContactFor would find.
+func (s *Store) ContactsOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]delivery.Contact, error) {
 	byIndex := map[string][]string{}
 	idx := make([]string, 0, len(patientRefs))
 	for _, ref := range patientRefs {
@@ -76,11 +78,17 @@ func (s *Store) ContactsOf(ctx context.Context, tenantID string, patientRefs []s
 		byIndex[i] = append(byIndex[i], ref)
 	}
 	var rows []Contact
-	if err := s.q(ctx).Where("tenant_id = ? AND patient_index IN ?", tenantID, idx).Find(&rows).Error; err != nil {
+	if err := s.q(ctx).Where("tenant_id = ? AND patient_index IN ? AND fhir_source IN ('', ?)", tenantID, idx, source).
+		Order(contactPrecedence).Find(&rows).Error; err != nil {
 		return nil, err
 	}
 	out := map[string]delivery.Contact{}
+	seen := map[string]bool{}
 	for _, row := range rows {
+		if seen[row.PatientIndex] {
+			continue // the API's came first
+		}
+		seen[row.PatientIndex] = true
 		c, err := s.contact(row)
 		if err != nil {
 			return nil, err
@@ -199,7 +207,9 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 	return out, nil
 }
 
-func runKey(r journey.NewRun) string { return r.TenantID + "\x00" + r.WorkflowID + "\x00" + r.Subject }
+func runKey(r journey.NewRun) string {
+	return r.TenantID + "\x00" + r.WorkflowID + "\x00" + r.Source + "\x00" + r.Subject
+}
 
 // insertRuns inserts the planned runs that do not exist and returns them,
 // as saved, by runKey.
@@ -207,6 +217,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 	n := len(starts)
 	tenant, wf, subject, idx, status, step, state, pending, priority, outcome := make([]string, n), make([]string, n), make([]string, n),
 		make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	source := make([]string, n)
 	version, event, facts := make([]int32, n), make([]*int64, n), make([][]byte, n)
 	due, created, ended := make([]*time.Time, n), make([]time.Time, n), make([]*time.Time, n)
 	planned := map[string]journey.Run{}
@@ -228,7 +239,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 		if err != nil {
 			return nil, err
 		}
-		r := journey.Run{TenantID: nr.TenantID, WorkflowID: nr.WorkflowID, WorkflowVersion: nr.WorkflowVersion, Subject: nr.Subject,
+		r := journey.Run{TenantID: nr.TenantID, WorkflowID: nr.WorkflowID, WorkflowVersion: nr.WorkflowVersion, Source: nr.Source, Subject: nr.Subject,
 			PatientIndex: nr.PatientIndex, EventID: nr.EventID, Status: workflow.StatusWaiting, Step: ps.Step, WakeSeq: 1,
 			Priority: nr.Priority, Outcome: ps.Outcome, CreatedAt: st.Start.Now, State: ps, Facts: nr.Facts, Pending: st.Pending}
 		// As SaveRun saves a run: while actions are pending it is due at
@@ -248,18 +259,18 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 		}
 		tenant[i], wf[i], version[i], subject[i], idx[i], event[i] = nr.TenantID, nr.WorkflowID, int32(nr.WorkflowVersion), nr.Subject, nr.PatientIndex, nr.EventID
 		status[i], step[i], state[i], facts[i], pending[i], due[i] = r.Status, ps.Step, string(stateJSON), sealed, string(pendingJSON), r.DueAt
-		priority[i], outcome[i], created[i] = nr.Priority, ps.Outcome, st.Start.Now
+		priority[i], outcome[i], created[i], source[i] = nr.Priority, ps.Outcome, st.Start.Now, nr.Source
 		planned[runKey(nr)] = r
 	}
 	rows, err := s.query(ctx, `INSERT INTO runs (tenant_id, workflow_id, workflow_version, subject, patient_index, event_id,
-			status, step, state, facts_sealed, pending, due_at, priority, outcome, created_at, updated_at, ended_at, wake_seq)
-		SELECT t, w, v, sub, pi, e, st, step, state::jsonb, f, p::jsonb, due, pr, oc, ca, ca, ea, 1
+			status, step, state, facts_sealed, pending, due_at, priority, outcome, created_at, updated_at, ended_at, wake_seq, source)
+		SELECT t, w, v, sub, pi, e, st, step, state::jsonb, f, p::jsonb, due, pr, oc, ca, ca, ea, 1, src
 		FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[], $9::text[],
-			$10::bytea[], $11::text[], $12::timestamptz[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[])
-			AS x(t, w, v, sub, pi, e, st, step, state, f, p, due, pr, oc, ca, ea)
-		ON CONFLICT (tenant_id, workflow_id, subject) DO NOTHING
-		RETURNING id, tenant_id, workflow_id, subject`,
-		tenant, wf, version, subject, idx, event, status, step, state, facts, pending, due, priority, outcome, created, ended)
+			$10::bytea[], $11::text[], $12::timestamptz[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::text[])
+			AS x(t, w, v, sub, pi, e, st, step, state, f, p, due, pr, oc, ca, ea, src)
+		ON CONFLICT (tenant_id, workflow_id, source, subject) DO NOTHING
+		RETURNING id, tenant_id, workflow_id, source, subject`,
+		tenant, wf, version, subject, idx, event, status, step, state, facts, pending, due, priority, outcome, created, ended, source)
 	if err != nil {
 		return nil, fmt.Errorf("start runs: %w", err)
 	}
@@ -268,7 +279,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 	for rows.Next() {
 		var id int64
 		var nr journey.NewRun
-		if err := rows.Scan(&id, &nr.TenantID, &nr.WorkflowID, &nr.Subject); err != nil {
+		if err := rows.Scan(&id, &nr.TenantID, &nr.WorkflowID, &nr.Source, &nr.Subject); err != nil {
 			return nil, fmt.Errorf("start runs: %w", err)
 		}
 		r := planned[runKey(nr)]
@@ -448,9 +459,10 @@ func (d *decisionRows) insert(ctx context.Context, tx *Store) error {
 	return nil
 }
 
-// upsertContacts stores the bundles' contacts of the runs created (not
-// over one registered through the API; one row per patient, the last of
-// the batch), and returns the audit rows of those that changed.
+// upsertContacts stores the bundles' contacts of the runs created, each
+// for its source (never over one registered through the API nor another
+// source's; one row per patient and source, the last of the batch), and
+// returns the audit rows of those that changed.
 func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, begun []delivery.RunBegun) ([]AuditRecord, error) {
 	latest := map[string]int{} // tenant+index → start
 	var order []string
@@ -458,7 +470,7 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 		if st.Contact == nil || !begun[i].Created {
 			continue
 		}
-		key := st.Start.Run.TenantID + "\x00" + s.PatientIndex(st.Contact.PatientRef)
+		key := st.Start.Run.TenantID + "\x00" + st.Contact.Contact.FHIRSource + "\x00" + s.PatientIndex(st.Contact.PatientRef)
 		if _, ok := latest[key]; !ok {
 			order = append(order, key)
 		}
@@ -468,27 +480,30 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 		return nil, nil
 	}
 	n := len(order)
-	tenant, idx, lang, tz, source := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	tenant, idx, lang, tz, source, fhirSource := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	email := make([][]byte, n)
 	for k, key := range order {
 		st := starts[latest[key]]
 		c := st.Contact.Contact
+		if c.Source == "api" || c.FHIRSource == "" {
+			return nil, fmt.Errorf("upsert contacts: a bundle's contact needs its source")
+		}
 		tenant[k], idx[k], lang[k], tz[k], source[k] = st.Start.Run.TenantID, s.PatientIndex(st.Contact.PatientRef), c.Language, c.TimeZone, c.Source
+		fhirSource[k] = c.FHIRSource
 		email[k] = s.seal([]byte(c.Email), colContactEmail, tenant[k], idx[k])
 	}
 	// Only what a bundle tells is written: a FHIR contact has no requests.
 	rows, err := s.query(ctx, `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
-			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format)
-		SELECT t, i, e, l, z, src, now(), '', NULL, '', false, ''
-		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[]) AS x(t, i, e, l, z, src)
-		ON CONFLICT (tenant_id, patient_index) DO UPDATE SET
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source)
+		SELECT t, i, e, l, z, src, now(), '', NULL, '', false, '', fs
+		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(t, i, e, l, z, src, fs)
+		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
 			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format
-		WHERE contacts.source <> 'api'
-		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source)
+		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source, fhirSource)
 	if err != nil {
 		return nil, fmt.Errorf("upsert contacts: %w", translate(err))
 	}

@@ -16,8 +16,13 @@ func (s *Store) PatientIndex(patientRef string) string {
 }
 
 // UpsertContact stores (sealed) how to reach a patient. A contact registered
-// through the API is not overwritten by one read from a FHIR bundle.
+// through the API (Source "api") is the patient's one row without a FHIR
+// source; one read from a FHIR bundle is stored for its source
+// (c.FHIRSource) only, so neither overwrites the API's nor another source's.
 func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, c delivery.Contact) error {
+	if (c.Source == "api") != (c.FHIRSource == "") {
+		return fmt.Errorf("upsert contact: a FHIR contact needs its source, an API contact has none")
+	}
 	idx := s.PatientIndex(patientRef)
 	var email []byte
 	if c.Email != "" {
@@ -28,25 +33,19 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 		confidential = s.seal([]byte(c.ConfidentialEmail), colContactConfEmail, tenantID, idx)
 	}
 	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
-			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format)
-		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?)
-		ON CONFLICT (tenant_id, patient_index) DO UPDATE SET
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source)
+		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
 			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format`
-	if c.Source != "api" {
-		q += ` WHERE contacts.source <> 'api'`
-	}
 	return s.InTx(ctx, func(tx *Store) error {
 		res := tx.q(ctx).Exec(q, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
-			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat)
+			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
-		}
-		if res.RowsAffected == 0 {
-			return nil // an API contact stays; nothing changed
 		}
 		return tx.Audit(ctx, AuditRecord{
 			TenantID: tenantID, Actor: audit.ActorOr(ctx, c.Source), Action: "contact.upsert",
@@ -55,25 +54,26 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	})
 }
 
-// ContactFor finds a patient's contact; ErrNotFound when none.
-func (s *Store) ContactFor(ctx context.Context, tenantID, patientRef string) (delivery.Contact, error) {
-	return s.ContactByIndex(ctx, tenantID, s.PatientIndex(patientRef))
-}
-
-// ContactByIndex finds a contact by the patient's blind index (as runs keep
-// it); ErrNotFound when none.
-func (s *Store) ContactByIndex(ctx context.Context, tenantID, patientIndex string) (delivery.Contact, error) {
+// ContactFor finds a patient's contact: the one registered through the
+// API, else the one the source's bundles gave (source "": the API's only);
+// never another source's. ErrNotFound when none.
+func (s *Store) ContactFor(ctx context.Context, tenantID, source, patientRef string) (delivery.Contact, error) {
 	var c Contact
-	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ?", tenantID, patientIndex).Take(&c).Error
+	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ? AND fhir_source IN ('', ?)", tenantID, s.PatientIndex(patientRef), source).
+		Order(contactPrecedence).Take(&c).Error
 	if err != nil {
 		return delivery.Contact{}, translate(err)
 	}
 	return s.contact(c)
 }
 
+// contactPrecedence orders a patient's contacts as they are used: the
+// API's (no FHIR source) first.
+const contactPrecedence = "fhir_source = '' DESC"
+
 // contact opens a contact row.
 func (s *Store) contact(c Contact) (delivery.Contact, error) {
-	out := delivery.Contact{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source,
+	out := delivery.Contact{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source, FHIRSource: c.FHIRSource,
 		OptedOutChannels: splitList(c.OptedOutChannels), Restrictions: splitList(c.Restrictions),
 		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
 	for _, f := range []struct {
@@ -94,10 +94,10 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 }
 
 // ContactPreferences are the time zone and language a patient's runs
-// schedule and choose templates by; zero when no contact is stored. Nothing
-// sealed is opened.
-func (s *Store) ContactPreferences(ctx context.Context, tenantID, patientIndex string) (workflow.Contact, error) {
-	prefs, err := s.ContactPreferencesOf(ctx, tenantID, []string{patientIndex})
+// schedule and choose templates by, from the contact ContactFor would use;
+// zero when no contact is stored. Nothing sealed is opened.
+func (s *Store) ContactPreferences(ctx context.Context, tenantID, source, patientIndex string) (workflow.Contact, error) {
+	prefs, err := s.ContactPreferencesOf(ctx, tenantID, source, []string{patientIndex})
 	return prefs[patientIndex], err
 }
 

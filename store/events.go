@@ -16,6 +16,7 @@ import (
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
+	"gorm.io/gorm"
 )
 
 // eventRecord is what an event row holds, sealed: the focus resource and the
@@ -229,14 +230,37 @@ func scanKeyIDs(rows *sql.Rows) (map[string]int64, error) {
 
 // LoadEvent loads one event, opens its sealed record and decodes it.
 func (s *Store) LoadEvent(ctx context.Context, id int64) (*journey.Event, error) {
-	var ev Event
-	if err := s.q(ctx).Where("id = ?", id).Take(&ev).Error; err != nil {
-		return nil, translate(err)
+	var rows []eventWithSource
+	if err := s.q(ctx).Raw(`SELECT e.*, `+sourceOf("s")+` AS source FROM events e
+		JOIN subscriptions s ON s.id = e.subscription_id WHERE e.id = ?`, id).Scan(&rows).Error; err != nil {
+		return nil, err
 	}
-	return s.openEvent(ev)
+	if len(rows) == 0 {
+		return nil, ErrNotFound
+	}
+	return s.openEvent(rows[0].Event, rows[0].Source)
 }
 
-func (s *Store) openEvent(ev Event) (*journey.Event, error) {
+// eventWithSource is an event row with its source (see sourceOf).
+type eventWithSource struct {
+	Event  `gorm:"embedded"`
+	Source string
+}
+
+// sourceOf is the SQL of the source a subscription's events come from
+// (journey.Event.Source), for the subscriptions row aliased alias: its
+// registered FHIR source, or 'subscription/<id>' for a subscription
+// registered without one (a source id never holds '/'). Runs and FHIR
+// contacts store it; migration 00015 derived it for the rows before.
+func sourceOf(alias string) string {
+	return "COALESCE(" + alias + ".source_id, 'subscription/' || " + alias + ".id)"
+}
+
+// ofSource restricts events (aliased e) to those of one source, the
+// placeholder's.
+var ofSource = `e.subscription_id IN (SELECT s.id FROM subscriptions s WHERE s.tenant_id = e.tenant_id AND ` + sourceOf("s") + ` = ?)`
+
+func (s *Store) openEvent(ev Event, source string) (*journey.Event, error) {
 	rec, err := s.openRecord(ev)
 	if err != nil {
 		return nil, err
@@ -245,7 +269,7 @@ func (s *Store) openEvent(ev Event) (*journey.Event, error) {
 	if ev.EventNumber != nil {
 		rec.EventNumber = *ev.EventNumber
 	}
-	return &journey.Event{ID: ev.ID, TenantID: ev.TenantID, SubscriptionID: ev.SubscriptionID, ResourceType: ev.ResourceType,
+	return &journey.Event{ID: ev.ID, TenantID: ev.TenantID, SubscriptionID: ev.SubscriptionID, Source: source, ResourceType: ev.ResourceType,
 		ResourceID: ev.ResourceID, VersionID: ev.VersionID, Kind: ev.Kind, Record: rec}, nil
 }
 
@@ -353,10 +377,10 @@ func (s *Store) PendingOutbox(ctx context.Context, minAge time.Duration, limit i
 func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration) ([]*journey.Event, error) {
 	rows, err := s.query(ctx, `UPDATE events e SET claimed_until = now() + make_interval(secs => $2)
 		FROM (SELECT id FROM events WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
-			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c
-		WHERE e.id = c.id
+			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c, subscriptions s
+		WHERE e.id = c.id AND s.id = e.subscription_id
 		RETURNING e.id, e.tenant_id, e.subscription_id, e.resource_type, e.resource_id, e.version_id, e.event_number,
-			e.kind, e.attempts, e.dedupe_key, e.resource_sealed`, limit, lease.Seconds())
+			e.kind, e.attempts, e.dedupe_key, e.resource_sealed, `+sourceOf("s"), limit, lease.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("claim events: %w", err)
 	}
@@ -365,11 +389,12 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration)
 	for rows.Next() {
 		var ev Event
 		var attempts int
+		var source string
 		if err := rows.Scan(&ev.ID, &ev.TenantID, &ev.SubscriptionID, &ev.ResourceType, &ev.ResourceID, &ev.VersionID,
-			&ev.EventNumber, &ev.Kind, &attempts, &ev.DedupeKey, &ev.ResourceSealed); err != nil {
+			&ev.EventNumber, &ev.Kind, &attempts, &ev.DedupeKey, &ev.ResourceSealed, &source); err != nil {
 			return nil, fmt.Errorf("claim events: %w", err)
 		}
-		je, err := s.openEvent(ev)
+		je, err := s.openEvent(ev, source)
 		if err != nil {
 			return nil, err
 		}
@@ -418,22 +443,24 @@ func (s *Store) MarkSuperseded(ctx context.Context, eventID int64) error {
 // PreviousAppliedEvent is PreviousEvent among the versions that took
 // effect (processed, with a kind, and not superseded), so a kind is always
 // derived from the state the subject's runs are in, whatever order the
-// versions are processed in.
-func (s *Store) PreviousAppliedEvent(ctx context.Context, tenantID, resourceType, resourceID string, eventID int64) (*journey.Event, error) {
+// versions are processed in. It looks among the source's events only.
+func (s *Store) PreviousAppliedEvent(ctx context.Context, tenantID, source, resourceType, resourceID string, eventID int64) (*journey.Event, error) {
 	var ev Event
-	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ? AND id < ? AND kind <> '' AND kind <> ?",
-		tenantID, resourceType, resourceID, eventID, journey.KindSuperseded).Order("id DESC").Take(&ev).Error
+	err := s.q(ctx).Table("events e").Where("e.tenant_id = ? AND e.resource_type = ? AND e.resource_id = ? AND e.id < ? AND e.kind <> '' AND e.kind <> ? AND "+ofSource,
+		tenantID, resourceType, resourceID, eventID, journey.KindSuperseded, source).Order("e.id DESC").Take(&ev).Error
 	if err != nil {
 		return nil, translate(err)
 	}
-	return s.openEvent(ev)
+	return s.openEvent(ev, source)
 }
 
-// LatestRecord is the record of the newest event of a resource (ErrNotFound when none).
-func (s *Store) LatestRecord(ctx context.Context, tenantID, resourceType, resourceID string) (fhir.Event, error) {
+// LatestRecord is the record of the newest event of a resource from the
+// subscription's source (ErrNotFound when none).
+func (s *Store) LatestRecord(ctx context.Context, tenantID, subscriptionID, resourceType, resourceID string) (fhir.Event, error) {
 	var ev Event
-	err := s.q(ctx).Where("tenant_id = ? AND resource_type = ? AND resource_id = ?", tenantID, resourceType, resourceID).
-		Order("id DESC").Take(&ev).Error
+	err := s.q(ctx).Table("events e").Where("e.tenant_id = ? AND e.resource_type = ? AND e.resource_id = ? AND "+ofSource,
+		tenantID, resourceType, resourceID, gorm.Expr(`(SELECT `+sourceOf("x")+` FROM subscriptions x WHERE x.tenant_id = ? AND x.id = ?)`, tenantID, subscriptionID)).
+		Order("e.id DESC").Take(&ev).Error
 	if err != nil {
 		return fhir.Event{}, translate(err)
 	}
@@ -458,11 +485,12 @@ func (s *Store) SetEventKind(ctx context.Context, eventID int64, kind string) er
 	return s.q(ctx).Exec(`UPDATE events SET kind = ? WHERE id = ?`, kind, eventID).Error
 }
 
-// LatestEventID is the id of the newest event of a resource (ErrNotFound when none).
-func (s *Store) LatestEventID(ctx context.Context, tenantID, resourceType, resourceID string) (int64, error) {
+// LatestEventID is the id of the newest event of a resource from a source
+// (ErrNotFound when none).
+func (s *Store) LatestEventID(ctx context.Context, tenantID, source, resourceType, resourceID string) (int64, error) {
 	var ids []int64
-	if err := s.q(ctx).Raw(`SELECT id FROM events WHERE tenant_id = ? AND resource_type = ? AND resource_id = ? ORDER BY id DESC LIMIT 1`,
-		tenantID, resourceType, resourceID).Scan(&ids).Error; err != nil {
+	if err := s.q(ctx).Raw(`SELECT e.id FROM events e WHERE e.tenant_id = ? AND e.resource_type = ? AND e.resource_id = ? AND `+ofSource+`
+		ORDER BY e.id DESC LIMIT 1`, tenantID, resourceType, resourceID, source).Scan(&ids).Error; err != nil {
 		return 0, err
 	}
 	if len(ids) == 0 {

@@ -249,11 +249,11 @@ func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
 }
 
 // WithSubjectLock runs fn while holding a cluster-wide lock on one subject
-// of a tenant ("Appointment/123"), so that its events are processed one at a
-// time in any replica; it reports false without running fn when another
-// holds the lock.
-func (s *Store) WithSubjectLock(ctx context.Context, tenantID, subject string, fn func() error) (bool, error) {
-	return s.TryLock(ctx, LockAppointmentSubject, tenantID+"/"+subject, fn)
+// of a tenant's source ("Appointment/123"), so that its events are
+// processed one at a time in any replica; it reports false without running
+// fn when another holds the lock.
+func (s *Store) WithSubjectLock(ctx context.Context, tenantID, source, subject string, fn func() error) (bool, error) {
+	return s.TryLock(ctx, LockAppointmentSubject, tenantID+"|"+source+"|"+subject, fn)
 }
 
 // WithSchedulerLock runs fn unless another replica's scheduler holds the

@@ -129,6 +129,9 @@ type Contact struct {
 	Restrictions            string
 	MarketingAuthorized     bool
 	AlternateFormat         string
+	// FHIRSource is the source whose bundle gave a FHIR contact; "" for the
+	// API's.
+	FHIRSource string `gorm:"column:fhir_source"`
 }
 
 // Notice is one notice built for one event.

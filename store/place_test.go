@@ -71,18 +71,18 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		idx1, idx2 := s.PatientIndex("Patient/p1"), s.PatientIndex("Patient/p2")
 		// Tenant: the same patient index in another tenant.
 		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't2' AND patient_index = ?", idx1, idx1)
-		_, err := s.ContactFor(ctx, "t1", "Patient/p1")
+		_, err := s.ContactFor(ctx, "t1", "", "Patient/p1")
 		wantCorrupt(t, "contacts.email_sealed from another tenant", err)
 		// Row: another patient of the same tenant.
 		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx1, idx2)
-		_, err = s.ContactFor(ctx, "t1", "Patient/p1")
+		_, err = s.ContactFor(ctx, "t1", "", "Patient/p1")
 		wantCorrupt(t, "contacts.email_sealed from another patient", err)
 		// Column: the row's own email as its confidential email.
 		swap(t, s, "contacts", "confidential_email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx2, idx2)
-		_, err = s.ContactFor(ctx, "t1", "Patient/p2")
+		_, err = s.ContactFor(ctx, "t1", "", "Patient/p2")
 		wantCorrupt(t, "contacts.confidential_email_sealed from email_sealed", err)
 		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx1, idx1)
-		_, err = s.ContactFor(ctx, "t2", "Patient/p1")
+		_, err = s.ContactFor(ctx, "t2", "", "Patient/p1")
 		wantCorrupt(t, "contacts.confidential_email_sealed from another tenant", err)
 	})
 

@@ -14,12 +14,12 @@ import (
 // often before the row has its serial id:
 //
 //	events.resource_sealed            dedupe_key
-//	contacts.email_sealed             patient_index (unique per tenant)
+//	contacts.email_sealed             patient_index (the API's row and each source's share it)
 //	contacts.confidential_email_sealed patient_index
 //	notices.payload_sealed            portal_token (unique)
 //	subscriptions.hmac_key_sealed     id
 //	fhir_sources.credential_sealed    id
-//	runs.facts_sealed                 subject (a subject's runs share its facts)
+//	runs.facts_sealed                 subject (a subject's runs share its facts; not its source)
 //	engagements.data_sealed           id (taken from the sequence first)
 //	segment_members.patient_sealed    segment, patient_index
 type sealedColumn struct{ table, column string }

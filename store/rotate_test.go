@@ -211,7 +211,7 @@ func TestRotateReSealsEverythingResumably(t *testing.T) {
 	s := storeWith(t, url, "", map[string][]byte{"k2": rawK2})
 	for _, tenant := range []string{"t1", "t2"} {
 		for _, p := range []string{"Patient/p1", "Patient/p2"} {
-			c, err := s.ContactFor(ctx, tenant, p)
+			c, err := s.ContactFor(ctx, tenant, "", p)
 			if err != nil || c.Email != tenant+p+"@example.org" || c.ConfidentialEmail != "c"+tenant+p {
 				t.Errorf("contact %s %s: %+v, %v", tenant, p, c, err)
 			}

@@ -20,6 +20,7 @@ type runRow struct {
 	TenantID         string
 	WorkflowID       string
 	WorkflowVersion  int
+	Source           string
 	Subject          string
 	PatientIndex     string
 	EventID          *int64
@@ -62,19 +63,19 @@ func (s *Store) StartRun(ctx context.Context, r journey.NewRun, now time.Time) (
 	created := false
 	err = s.InTx(ctx, func(tx *Store) error {
 		var rows []journey.Wake
-		if err := tx.q(ctx).Raw(`INSERT INTO runs (tenant_id, workflow_id, workflow_version, subject, patient_index, event_id,
+		if err := tx.q(ctx).Raw(`INSERT INTO runs (tenant_id, workflow_id, workflow_version, source, subject, patient_index, event_id,
 				status, facts_sealed, due_at, priority, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)
-			ON CONFLICT (tenant_id, workflow_id, subject) DO NOTHING
+			VALUES (?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)
+			ON CONFLICT (tenant_id, workflow_id, source, subject) DO NOTHING
 			RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
-			r.TenantID, r.WorkflowID, r.WorkflowVersion, r.Subject, r.PatientIndex, r.EventID, facts, now, r.Priority, now).
+			r.TenantID, r.WorkflowID, r.WorkflowVersion, r.Source, r.Subject, r.PatientIndex, r.EventID, facts, now, r.Priority, now).
 			Scan(&rows).Error; err != nil {
 			return fmt.Errorf("start run: %w", translate(err))
 		}
 		if len(rows) == 0 {
 			// No re-entry: report the run that already exists.
 			if err := tx.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
-				WHERE tenant_id = ? AND workflow_id = ? AND subject = ?`, r.TenantID, r.WorkflowID, r.Subject).Scan(&rows).Error; err != nil {
+				WHERE tenant_id = ? AND workflow_id = ? AND source = ? AND subject = ?`, r.TenantID, r.WorkflowID, r.Source, r.Subject).Scan(&rows).Error; err != nil {
 				return fmt.Errorf("existing run: %w", err)
 			}
 			if len(rows) > 0 {
@@ -85,7 +86,7 @@ func (s *Store) StartRun(ctx context.Context, r journey.NewRun, now time.Time) (
 		w, created = rows[0], true
 		return tx.Audit(ctx, AuditRecord{TenantID: r.TenantID, Actor: "worker", Action: "run.started",
 			SubjectType: "run", SubjectID: strconv.FormatInt(w.ID, 10),
-			Detail: map[string]any{"workflow": r.WorkflowID, "version": r.WorkflowVersion, "subject": r.Subject}})
+			Detail: map[string]any{"workflow": r.WorkflowID, "version": r.WorkflowVersion, "subject": r.Subject, "source": r.Source}})
 	})
 	return w, created, err
 }
@@ -102,7 +103,7 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (journey.Run, error) {
 	row := rows[0]
 	c := row
 	r := journey.Run{ID: c.ID, TenantID: c.TenantID, WorkflowID: c.WorkflowID, WorkflowVersion: c.WorkflowVersion,
-		Subject: c.Subject, PatientIndex: c.PatientIndex, EventID: c.EventID, Status: c.Status, Step: c.Step,
+		Source: c.Source, Subject: c.Subject, PatientIndex: c.PatientIndex, EventID: c.EventID, Status: c.Status, Step: c.Step,
 		FactsChanged: c.FactsChanged, DueAt: c.DueAt, WakeSeq: c.WakeSeq, EngagementCursor: c.EngagementCursor,
 		Priority: c.Priority, Outcome: c.Outcome, CreatedAt: c.CreatedAt, Attempts: c.Attempts}
 	if err := json.Unmarshal(row.State, &r.State); err != nil {
@@ -258,10 +259,10 @@ func (s *Store) DeferPending(ctx context.Context, r journey.Run, retry time.Time
 	return rows[0], nil
 }
 
-// RefreshSubject gives the subject's waiting runs its latest event and
-// facts. With changed set (a reschedule), they are woken now to recompute
-// their waits; the returned wake-ups are for the queue.
-func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]journey.Wake, error) {
+// RefreshSubject gives the source's subject's waiting runs its latest
+// event and facts. With changed set (a reschedule), they are woken now to
+// recompute their waits; the returned wake-ups are for the queue.
+func (s *Store) RefreshSubject(ctx context.Context, tenantID, source, subject string, eventID int64, facts workflow.Facts, changed bool, now time.Time) ([]journey.Wake, error) {
 	sealed, err := s.sealFacts(tenantID, subject, facts)
 	if err != nil {
 		return nil, err
@@ -270,12 +271,12 @@ func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, ev
 	// An older event never overwrites a newer one's facts.
 	if changed {
 		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, `+wakeNow+`, updated_at = now()
-			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, subject, eventID).Scan(&rows).Error
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, source, subject, eventID).Scan(&rows).Error
 	} else {
 		err = s.q(ctx).Exec(`UPDATE runs SET event_id = ?, facts_sealed = ?, updated_at = now()
-			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)`,
-			eventID, sealed, tenantID, subject, eventID).Error
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)`,
+			eventID, sealed, tenantID, source, subject, eventID).Error
 	}
 	if err != nil {
 		return nil, fmt.Errorf("refresh runs: %w", err)
@@ -289,10 +290,11 @@ func (s *Store) RefreshSubject(ctx context.Context, tenantID, subject string, ev
 const wakeNow = `due_at = CASE WHEN pending = '[]'::jsonb THEN ?::timestamptz ELSE due_at END,
 	wake_seq = CASE WHEN pending = '[]'::jsonb THEN wake_seq + 1 ELSE wake_seq END`
 
-// EndSubjectRuns ends the subject's waiting runs with an outcome (an
-// appointment cancelled or entered in error), except runs of the workflows
-// in keep. The runs send nothing more.
-func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome string, keep []string, now time.Time) (int, error) {
+// EndSubjectRuns ends the source's subject's waiting runs with an outcome
+// (an appointment cancelled or entered in error), except runs of the
+// workflows in keep. The runs send nothing more; another source's runs of
+// a subject with the same id are not touched.
+func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, source, subject, outcome string, keep []string, now time.Time) (int, error) {
 	if len(keep) == 0 {
 		keep = []string{""} // no workflow has an empty id
 	}
@@ -306,8 +308,8 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, subject, outcome s
 		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?,
 				state = jsonb_set(jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)), '{wait_until}', 'null'),
 				wake_seq = wake_seq + 1, updated_at = now()
-			WHERE tenant_id = ? AND subject = ? AND status = 'waiting' AND workflow_id NOT IN ?
-			RETURNING id, workflow_id, step`, outcome, now, outcome, tenantID, subject, keep).Scan(&ended).Error; err != nil {
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND workflow_id NOT IN ?
+			RETURNING id, workflow_id, step`, outcome, now, outcome, tenantID, source, subject, keep).Scan(&ended).Error; err != nil {
 			return fmt.Errorf("end runs: %w", err)
 		}
 		n = len(ended)
@@ -543,12 +545,14 @@ func (s *Store) EnsureRunNotice(ctx context.Context, r journey.Run, step, templa
 	return notice(got), nil
 }
 
-// RunsForSubject lists the runs of a subject with their paths.
-func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([]journey.RunView, error) {
+// RunsForSubject lists the runs of a subject with their paths: of one
+// source's subject, or with source "" of every source's subject of that id.
+func (s *Store) RunsForSubject(ctx context.Context, tenantID, source, subject string) ([]journey.RunView, error) {
 	var rows []struct {
 		ID              int64
 		WorkflowID      string
 		WorkflowVersion int
+		Source          string
 		Subject         string
 		Status          string
 		Step            string
@@ -556,13 +560,13 @@ func (s *Store) RunsForSubject(ctx context.Context, tenantID, subject string) ([
 		DueAt           *time.Time
 		CreatedAt       time.Time
 	}
-	if err := s.q(ctx).Raw(`SELECT id, workflow_id, workflow_version, subject, status, step, outcome, due_at, created_at
-		FROM runs WHERE tenant_id = ? AND subject = ? ORDER BY id`, tenantID, subject).Scan(&rows).Error; err != nil {
+	if err := s.q(ctx).Raw(`SELECT id, workflow_id, workflow_version, source, subject, status, step, outcome, due_at, created_at
+		FROM runs WHERE tenant_id = ? AND subject = ? AND (? = '' OR source = ?) ORDER BY id`, tenantID, subject, source, source).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	runs := make([]journey.RunView, len(rows))
 	for i, r := range rows {
-		runs[i] = journey.RunView{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Subject: r.Subject,
+		runs[i] = journey.RunView{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Source: r.Source, Subject: r.Subject,
 			Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: []journey.RunStep{}}
 		if err := s.q(ctx).Raw(`SELECT step, happened, at FROM run_steps WHERE run_id = ? ORDER BY seq`, r.ID).
 			Scan(&runs[i].Path).Error; err != nil {

@@ -597,7 +597,7 @@ func TestRunEndingWithActionsEndsWhenTheyAreDone(t *testing.T) {
 	if _, _, err := s.RecordEngagement(ctx, "t1", "Patient/p1", "", "portal.login", nil, now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RefreshSubject(ctx, "t1", "Appointment/a1", ev2, workflow.Facts{"status": "cancelled"}, true, now); err != nil {
+	if _, err := s.RefreshSubject(ctx, "t1", "", "Appointment/a1", ev2, workflow.Facts{"status": "cancelled"}, true, now); err != nil {
 		t.Fatal(err)
 	}
 	r = mustLoad(t, s, id)
@@ -705,7 +705,7 @@ func TestRefreshSubject(t *testing.T) {
 
 			now := t0.Add(3 * time.Hour)
 			fresh := workflow.Facts{"start": "2030-01-11T15:00:00Z", "note": canaryFact}
-			wakes, err := s.RefreshSubject(ctx, "t1", "Appointment/a1", e2, fresh, changed, now)
+			wakes, err := s.RefreshSubject(ctx, "t1", "", "Appointment/a1", e2, fresh, changed, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -750,7 +750,7 @@ func TestRefreshSubject(t *testing.T) {
 			}
 
 			// An older event, handled late, does not overwrite the newer facts.
-			late, err := s.RefreshSubject(ctx, "t1", "Appointment/a1", e1, old, true, now.Add(time.Minute))
+			late, err := s.RefreshSubject(ctx, "t1", "", "Appointment/a1", e1, old, true, now.Add(time.Minute))
 			if err != nil || len(late) != 0 {
 				t.Fatalf("refresh with an older event woke %d runs (%v)", len(late), err)
 			}
@@ -802,7 +802,7 @@ func TestEndSubjectRuns(t *testing.T) {
 			held := before[runs["reminders"]]
 
 			now := t0.Add(5 * time.Hour)
-			n, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", tc.outcome, tc.keep, now)
+			n, err := s.EndSubjectRuns(ctx, "t1", "", "Appointment/a1", tc.outcome, tc.keep, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -855,7 +855,7 @@ func TestEndSubjectRuns(t *testing.T) {
 				t.Fatalf("save of a run loaded before it was ended: %v, want journey.ErrStale", err)
 			}
 			// Ending again ends nothing.
-			if n, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", tc.outcome, tc.keep, now); err != nil || n != 0 {
+			if n, err := s.EndSubjectRuns(ctx, "t1", "", "Appointment/a1", tc.outcome, tc.keep, now); err != nil || n != 0 {
 				t.Fatalf("second end: %d, %v", n, err)
 			}
 		})
@@ -1345,7 +1345,7 @@ func TestRunsForSubjectShowsThePath(t *testing.T) {
 	mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Subject: "Appointment/a2"}, t0)
 	mustStart(t, s, journey.NewRun{TenantID: "t2", WorkflowID: "reminders", Subject: "Appointment/a1"}, t0)
 
-	views, err := s.RunsForSubject(ctx, "t1", "Appointment/a1")
+	views, err := s.RunsForSubject(ctx, "t1", "", "Appointment/a1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1377,7 +1377,7 @@ func TestRunsForSubjectShowsThePath(t *testing.T) {
 	if strings.Contains(string(b), canaryFact) {
 		t.Fatal("the run view shows the run's facts")
 	}
-	if other, err := s.RunsForSubject(ctx, "t1", "Appointment/none"); err != nil || len(other) != 0 {
+	if other, err := s.RunsForSubject(ctx, "t1", "", "Appointment/none"); err != nil || len(other) != 0 {
 		t.Fatalf("unknown subject: %+v, %v", other, err)
 	}
 }
@@ -1541,7 +1541,7 @@ func TestDeferPendingRetriesFromPostgres(t *testing.T) {
 		t.Fatalf("cleared: attempts %d pending %v due %v", r.Attempts, r.Pending, r.DueAt)
 	}
 	// A run that ended (cancelled) meanwhile is not retried.
-	if _, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
+	if _, err := s.EndSubjectRuns(ctx, "t1", "", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.DeferPending(ctx, mustLoad(t, s, id), t0.Add(2*time.Hour)); !errors.Is(err, journey.ErrStale) {
@@ -1632,7 +1632,7 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	// cancellation processed now, before FinishNotice(sent)
-	if _, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
+	if _, err := s.EndSubjectRuns(ctx, "t1", "", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.FinishNotice(ctx, n, delivery.NoticeSent, nil); err != nil {
@@ -1671,7 +1671,7 @@ func TestEndSubjectRunsDoesNotDeadlockWithFinishNotice(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() {
-			_, err := s.EndSubjectRuns(ctx, "t1", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour))
+			_, err := s.EndSubjectRuns(ctx, "t1", "", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour))
 			done <- err
 		}()
 		time.Sleep(500 * time.Millisecond)
@@ -1683,5 +1683,43 @@ func TestEndSubjectRunsDoesNotDeadlockWithFinishNotice(t *testing.T) {
 		if aerr != nil || err != nil {
 			t.Fatalf("locked notice %d: the FinishNotice side got %v, EndSubjectRuns got %v", lockIdx, aerr, err)
 		}
+	}
+}
+
+// Two sources' Appointment/a1 are different appointments: each has its own
+// run of a workflow, and a cancellation or a refresh of one source's
+// subject never touches the other's runs.
+func TestSubjectRunsArePerSource(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	d := remindersDef("reminders", "appointment.booked")
+	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+	a := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Source: "ehr-a", Subject: "Appointment/a1"}, t0)
+	b := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: "reminders", Source: "subscription/s2", Subject: "Appointment/a1"}, t0)
+	if a.ID == b.ID {
+		t.Fatal("one run for two sources' appointments")
+	}
+	for _, id := range []int64{a.ID, b.ID} {
+		mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
+	}
+	if n, err := s.EndSubjectRuns(ctx, "t1", "subscription/s2", "Appointment/a1", workflow.OutcomeCancelled, nil, t0.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("ended %d runs (%v), want the other source's one", n, err)
+	}
+	if r := mustLoad(t, s, a.ID); r.Status != workflow.StatusWaiting || r.Source != "ehr-a" {
+		t.Fatalf("the first source's run after the other's cancellation: %s (source %q)", r.Status, r.Source)
+	}
+	if wakes, err := s.RefreshSubject(ctx, "t1", "subscription/s2", "Appointment/a1", 99, workflow.Facts{"status": "booked"}, true, t0); err != nil || len(wakes) != 0 {
+		t.Fatalf("refresh of the other source woke %d runs (%v)", len(wakes), err)
+	}
+	if r := mustLoad(t, s, a.ID); r.EventID != nil {
+		t.Fatalf("the other source's refresh gave the first source's run event %d", *r.EventID)
+	}
+	all, err := s.RunsForSubject(ctx, "t1", "", "Appointment/a1")
+	if err != nil || len(all) != 2 {
+		t.Fatalf("%d runs of every source (%v), want 2", len(all), err)
+	}
+	one, err := s.RunsForSubject(ctx, "t1", "ehr-a", "Appointment/a1")
+	if err != nil || len(one) != 1 || one[0].ID != a.ID || one[0].Source != "ehr-a" {
+		t.Fatalf("runs of ehr-a: %+v (%v)", one, err)
 	}
 }

@@ -229,20 +229,64 @@ func TestContactsAreSealedAndAPIContactsWin(t *testing.T) {
 	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "api@example.org", Source: "api", Language: "es"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "bundle@example.org", Source: "fhir"}); err != nil {
+	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "bundle@example.org", Source: "fhir", FHIRSource: "ehr-a"}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.ContactFor(ctx, "t1", "Patient/p1")
-	if err != nil || c.Email != "api@example.org" || c.Language != "es" {
-		t.Fatalf("contact %v %v", c.Email, err)
+	for _, source := range []string{"", "ehr-a", "ehr-b"} {
+		c, err := s.ContactFor(ctx, "t1", source, "Patient/p1")
+		if err != nil || c.Email != "api@example.org" || c.Language != "es" || c.Source != "api" {
+			t.Fatalf("contact for source %q: %v %v", source, c.Email, err)
+		}
+	}
+	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "unsourced@example.org", Source: "fhir"}); err == nil {
+		t.Fatal("a bundle's contact without its source was stored")
 	}
 	var raw []byte
 	s.db.Raw(`SELECT email_sealed FROM contacts`).Scan(&raw)
 	if bytes.Contains(raw, []byte("example.org")) {
 		t.Fatal("email stored in clear")
 	}
-	if _, err := s.ContactFor(ctx, "t2", "Patient/p1"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.ContactFor(ctx, "t2", "", "Patient/p1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("other tenant sees the contact: %v", err)
+	}
+}
+
+// Two sources' Patient/p1 are different patients: each source's bundles
+// give its own contact, which neither overwrites the other's nor is used
+// for the other's patient.
+func TestBundleContactsArePerSource(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	for _, c := range []struct{ source, email string }{{"ehr-a", "a@example.org"}, {"subscription/s2", "b@example.org"}} {
+		if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: c.email, Language: "es", Source: "fhir", FHIRSource: c.source}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for source, want := range map[string]string{"ehr-a": "a@example.org", "subscription/s2": "b@example.org"} {
+		c, err := s.ContactFor(ctx, "t1", source, "Patient/p1")
+		if err != nil || c.Email != want || c.FHIRSource != source {
+			t.Errorf("source %s: %q from %q (%v), want %q", source, c.Email, c.FHIRSource, err, want)
+		}
+		got, err := s.ContactsOf(ctx, "t1", source, []string{"Patient/p1"})
+		if err != nil || got["Patient/p1"].Email != want {
+			t.Errorf("ContactsOf, source %s: %q (%v), want %q", source, got["Patient/p1"].Email, err, want)
+		}
+	}
+	for _, source := range []string{"", "ehr-c"} {
+		if c, err := s.ContactFor(ctx, "t1", source, "Patient/p1"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("source %q finds another source's contact %q (%v)", source, c.Email, err)
+		}
+		if prefs, err := s.ContactPreferences(ctx, "t1", source, s.PatientIndex("Patient/p1")); err != nil || prefs.Language != "" {
+			t.Errorf("source %q reads another source's preferences %+v (%v)", source, prefs, err)
+		}
+	}
+	// The API's contact wins over both, in the batch read too.
+	if err := s.UpsertContact(ctx, "t1", "Patient/p1", delivery.Contact{Email: "api@example.org", Source: "api"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ContactsOf(ctx, "t1", "ehr-a", []string{"Patient/p1"})
+	if err != nil || got["Patient/p1"].Email != "api@example.org" {
+		t.Errorf("ContactsOf after the API's: %q (%v)", got["Patient/p1"].Email, err)
 	}
 }
 
@@ -254,7 +298,7 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 	if err := s.UpsertContact(ctx, "t1", "Patient/p9", in); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.ContactFor(ctx, "t1", "Patient/p9")
+	got, err := s.ContactFor(ctx, "t1", "", "Patient/p9")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func TestClaimerRetriesThenGivesUp(t *testing.T) {
 	// Another replica holds the appointment: every attempt fails, transiently.
 	held := make(chan struct{})
 	release := make(chan struct{})
-	go st.WithSubjectLock(ctx, "t1", "Appointment/example", func() error { close(held); <-release; return nil })
+	go st.WithSubjectLock(ctx, "t1", "subscription/sub1", "Appointment/example", func() error { close(held); <-release; return nil })
 	<-held
 	defer close(release)
 	for attempt := 1; attempt <= 3; attempt++ {

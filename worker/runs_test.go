@@ -226,7 +226,7 @@ func TestGotoStartsTheOtherWorkflow(t *testing.T) {
 	if err := e.advance(ctx, w.ID, w.WakeSeq, nil); err != nil {
 		t.Fatal(err)
 	}
-	runs, err := e.st.RunsForSubject(ctx, "t1", "patient:"+idx)
+	runs, err := e.st.RunsForSubject(ctx, "t1", "", "patient:"+idx)
 	if err != nil {
 		t.Fatal(err)
 	}

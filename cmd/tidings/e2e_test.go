@@ -405,7 +405,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 	if bundleEmail == "" {
 		t.Fatal("fixture Patient2 has no email")
 	}
-	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "old-address@example.org", Source: "fhir"}); err != nil {
+	if err := ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "old-address@example.org", Source: "fhir", FHIRSource: "subscription/" + devSubscription}); err != nil {
 		t.Fatal(err)
 	}
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
@@ -419,7 +419,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 	if len(msgs[0].To) != 1 || !strings.EqualFold(msgs[0].To[0], bundleEmail) {
 		t.Fatalf("sent to %v, want the bundle's current address", msgs[0].To)
 	}
-	if c, err := ts.app.store.ContactFor(ctx, devTenant, "Patient/Patient2"); err != nil || !strings.EqualFold(c.Email, bundleEmail) {
+	if c, err := ts.app.store.ContactFor(ctx, devTenant, "subscription/"+devSubscription, "Patient/Patient2"); err != nil || !strings.EqualFold(c.Email, bundleEmail) {
 		t.Fatalf("stored contact not refreshed: %v", err)
 	}
 }
@@ -438,10 +438,10 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	if err := ts.app.store.RawScan(ctx, &eventID, `SELECT id FROM events`); err != nil || eventID == 0 {
 		t.Fatalf("event: %v", err)
 	}
-	// The EOB workflow's run, and its first send, claimed by an attempt
-	// that died before recording how it ended.
+	// The EOB workflow's run (the event's source's), and its first send,
+	// claimed by an attempt that died before recording how it ended.
 	w, _, err := ts.app.store.StartRun(ctx, journey.NewRun{TenantID: devTenant, WorkflowID: "eob-notice", WorkflowVersion: 1,
-		Priority: "normal", Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
+		Priority: "normal", Source: "subscription/" + devSubscription, Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
 		EventID: &eventID}, time.Now())
 	if err != nil {
 		t.Fatal(err)

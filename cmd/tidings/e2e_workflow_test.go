@@ -97,7 +97,7 @@ func (ts *testStack) subjects(t *testing.T) []string {
 
 func (ts *testStack) runsOf(t *testing.T, subject string) []journey.RunView {
 	t.Helper()
-	runs, err := ts.app.store.RunsForSubject(context.Background(), devTenant, subject)
+	runs, err := ts.app.store.RunsForSubject(context.Background(), devTenant, "", subject)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestKeysRotateCommand(t *testing.T) {
 	}
 	st = openWithEnv(t)
 	defer st.Close()
-	if c, err := st.ContactFor(ctx, "t1", "Patient/p1"); err != nil || c.Email != "p1@example.org" {
+	if c, err := st.ContactFor(ctx, "t1", "", "Patient/p1"); err != nil || c.Email != "p1@example.org" {
 		t.Fatalf("contact after k1 was removed: %v", err)
 	}
 }
