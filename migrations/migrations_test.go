@@ -96,7 +96,7 @@ func TestAuditRowsBeforeTheChainGetChained(t *testing.T) {
 // back and applies again.
 func TestSourceScopeBackfill(t *testing.T) {
 	ctx := context.Background()
-	_, p, db := migratedTo(t, 14)
+	_, p, db := migratedTo(t, 16)
 	for _, sql := range []string{
 		`INSERT INTO tenants (id, name) VALUES ('t1', 'One source'), ('t2', 'Two sources')`,
 		`INSERT INTO fhir_sources (id, tenant_id, base_url, auth_type) VALUES ('ehr', 't1', 'https://ehr.example', 'none')`,

@@ -251,7 +251,7 @@ type eventWithSource struct {
 // (journey.Event.Source), for the subscriptions row aliased alias: its
 // registered FHIR source, or 'subscription/<id>' for a subscription
 // registered without one (a source id never holds '/'). Runs and FHIR
-// contacts store it; migration 00015 derived it for the rows before.
+// contacts store it; migration 00017 derived it for the rows before.
 func sourceOf(alias string) string {
 	return "COALESCE(" + alias + ".source_id, 'subscription/' || " + alias + ".id)"
 }
