@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -26,11 +27,39 @@ type handlers struct {
 const ctxSubscription = "tidings.subscription"
 const ctxTenant = "tidings.tenant"
 const ctxPrincipal = "tidings.principal"
+const ctxRoute = "tidings.route" // the route the access log names, when not the router's pattern
+
+// notifyTarget names a notify route's path segments tenant, subscription,
+// type and id: /{tenant}/{subscription}[/{type}/{id}] withTenant, else
+// /{subscription}[/{type}/{id}] (tenant ""), and gives the access log the
+// route with those names.
+func notifyTarget(withTenant bool) gin.HandlerFunc {
+	names := []string{"tenant", "subscription", "type", "id"}
+	return func(c *gin.Context) {
+		first := 0
+		if !withTenant {
+			first = 1
+		}
+		route := c.FullPath()
+		route = route[:strings.IndexByte(route, ':')]
+		params := gin.Params{}
+		for i, p := range c.Params {
+			params = append(params, gin.Param{Key: names[first+i], Value: p.Value})
+			if i > 0 {
+				route += "/"
+			}
+			route += ":" + names[first+i]
+		}
+		c.Params = params
+		c.Set(ctxRoute, route)
+		c.Next()
+	}
+}
 
 // authSubscription checks the subscription's shared secret, sent as
 // "Authorization: Bearer <secret>" (what Subscription.channel.header carries).
 func (h *handlers) authSubscription(c *gin.Context) {
-	sub, err := h.cfg.Intake.Authenticate(c.Request.Context(), c.Param("subscription"), bearer(c))
+	sub, err := h.cfg.Intake.Authenticate(c.Request.Context(), c.Param("tenant"), c.Param("subscription"), bearer(c))
 	if err != nil {
 		fhirError(c, err)
 		return

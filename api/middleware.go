@@ -25,6 +25,9 @@ func accessLog(log *slog.Logger) gin.HandlerFunc {
 		start := time.Now()
 		c.Next()
 		route := c.FullPath()
+		if named := c.GetString(ctxRoute); named != "" {
+			route = named
+		}
 		if route == "" {
 			route = "unmatched"
 		}

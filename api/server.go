@@ -19,7 +19,9 @@ import (
 
 // Intake receives authenticated notifications; *intake.Service is it.
 type Intake interface {
-	Authenticate(ctx context.Context, subscriptionID, secret string) (intake.Subscription, error)
+	// Authenticate checks a tenant's subscription's secret; tenantID "" is
+	// the notify URL without a tenant (see intake.Service.Authenticate).
+	Authenticate(ctx context.Context, tenantID, subscriptionID, secret string) (intake.Subscription, error)
 	Receive(ctx context.Context, sub intake.Subscription, body []byte) (intake.Result, error)
 	ReceiveResource(ctx context.Context, sub intake.Subscription, body []byte, wantType, wantID string) (intake.Result, error)
 	VerifySignature(ctx context.Context, sub intake.Subscription, body []byte, signature, timestamp string) error
@@ -117,11 +119,31 @@ func New(cfg Config) *gin.Engine {
 	r.GET("/readyz", perClient.middleware(byIP, jsonError), h.ready)
 
 	f := r.Group("/fhir/r4", perClient.middleware(byIP, fhirError))
-	bySub := perSub.middleware(func(c *gin.Context) string { return c.Param("subscription") }, fhirError)
-	f.POST("/notify/:subscription", h.authSubscription, bySub, h.notify)
-	// Classic R4 rest-hook: HAPI PUTs the changed resource to {endpoint}/{type}/{id}.
-	f.PUT("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
-	f.POST("/notify/:subscription/:type/:id", h.authSubscription, bySub, h.notify)
+	// Per subscription, after its secret is checked: ids are per tenant.
+	bySub := perSub.middleware(func(c *gin.Context) string {
+		sub := c.MustGet(ctxSubscription).(intake.Subscription)
+		return sub.TenantID + "|" + sub.ID
+	}, fhirError)
+	// /notify/{tenant}/{subscription}, and, for classic R4 rest-hook (HAPI
+	// PUTs the changed resource to {endpoint}/{type}/{id}),
+	// /notify/{tenant}/{subscription}/{type}/{id}. The URLs without the
+	// tenant (one and three segments) name a subscription only while one
+	// tenant alone has its id. The router wants one wildcard name per
+	// position; notifyTarget names the segments.
+	for _, rt := range []struct {
+		methods    []string
+		path       string
+		withTenant bool
+	}{
+		{[]string{http.MethodPost}, "/notify/:s1", false},
+		{[]string{http.MethodPost}, "/notify/:s1/:s2", true},
+		{[]string{http.MethodPut, http.MethodPost}, "/notify/:s1/:s2/:s3", false},
+		{[]string{http.MethodPut, http.MethodPost}, "/notify/:s1/:s2/:s3/:s4", true},
+	} {
+		for _, m := range rt.methods {
+			f.Handle(m, rt.path, notifyTarget(rt.withTenant), h.authSubscription, bySub, h.notify)
+		}
+	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI, byKey)

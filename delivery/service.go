@@ -52,7 +52,7 @@ type Policy interface {
 // provider, for its name), returning those found with the reference each
 // was read by. intake.Fetcher implements it.
 type References interface {
-	FetchReferences(ctx context.Context, subscriptionID string, refs []string) ([]json.RawMessage, []string, error)
+	FetchReferences(ctx context.Context, tenantID, subscriptionID string, refs []string) ([]json.RawMessage, []string, error)
 }
 
 // Service delivers the notices of workflow runs' send steps: it builds the
@@ -223,7 +223,7 @@ func (s *Service) read(ctx context.Context, ev *journey.Event, noticeType string
 // related resources, under the reference each was read by. It reports
 // whether it found any.
 func (s *Service) fetch(ctx context.Context, ev *journey.Event, rec *fhir.Event, refs []string) (bool, error) {
-	found, urls, err := s.References.FetchReferences(ctx, ev.SubscriptionID, refs)
+	found, urls, err := s.References.FetchReferences(ctx, ev.TenantID, ev.SubscriptionID, refs)
 	if err != nil {
 		return false, fmt.Errorf("event %d: fetch a referenced resource: %w", ev.ID, err)
 	}

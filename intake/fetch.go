@@ -25,20 +25,20 @@ type FHIRReader interface {
 
 // Sources gives the reader for a registered FHIR source.
 type Sources interface {
-	Reader(ctx context.Context, sourceID string) (FHIRReader, error)
+	Reader(ctx context.Context, tenantID, sourceID string) (FHIRReader, error)
 }
 
 // FetchStore is what fetching and gap recovery need from storage.
 type FetchStore interface {
 	LoadFetch(ctx context.Context, id int64) (Fetch, error)
 	FinishFetch(ctx context.Context, f Fetch, status string, events int, errText string) error
-	SubscriptionByID(ctx context.Context, id string) (Subscription, error)
-	LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error)
+	SubscriptionByID(ctx context.Context, tenantID, id string) (Subscription, error)
+	LastEventAt(ctx context.Context, tenantID, subscriptionID string) (time.Time, error)
 	DetectGaps(ctx context.Context, settle time.Duration) (int64, error)
 	OpenGaps(ctx context.Context, limit int) ([]Gap, error)
 	FinishGap(ctx context.Context, g Gap, recovered bool, method string, events int, errText string) error
 	MarkSilent(ctx context.Context, now time.Time) (int64, error)
-	SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error)
+	SeenAt(ctx context.Context, tenantID, subscriptionID string, n int64) (time.Time, error)
 	// WithMonitorLock runs fn unless another replica's monitor holds the lock.
 	WithMonitorLock(ctx context.Context, fn func() error) (bool, error)
 	// LatestRecord is the newest stored version of a resource from the
@@ -77,14 +77,14 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 	if ft.Status != FetchPending {
 		return nil
 	}
-	sub, err := f.Store.SubscriptionByID(ctx, ft.SubscriptionID)
+	sub, err := f.Store.SubscriptionByID(ctx, ft.TenantID, ft.SubscriptionID)
 	if err != nil {
 		return fmt.Errorf("fetch %d: %w", fetchID, err)
 	}
 	if sub.SourceID == "" {
 		return f.fail(ctx, ft, "the subscription has no FHIR source to fetch from")
 	}
-	reader, err := f.Sources.Reader(ctx, sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.TenantID, sub.SourceID)
 	if err != nil {
 		return fmt.Errorf("fetch %d: source: %w", fetchID, err)
 	}
@@ -119,7 +119,7 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 		}
 		events = append(events, ev)
 	case FetchSearch:
-		since, err := f.Store.LastEventAt(ctx, sub.ID)
+		since, err := f.Store.LastEventAt(ctx, sub.TenantID, sub.ID)
 		if err != nil {
 			return fmt.Errorf("fetch %d: %w", fetchID, err)
 		}
@@ -343,14 +343,14 @@ func (f *Fetcher) monitor(ctx context.Context, settle time.Duration) (MonitorRep
 }
 
 func (f *Fetcher) recoverGap(ctx context.Context, g Gap) (bool, error) {
-	sub, err := f.Store.SubscriptionByID(ctx, g.SubscriptionID)
+	sub, err := f.Store.SubscriptionByID(ctx, g.TenantID, g.SubscriptionID)
 	if err != nil {
 		return false, err
 	}
 	if sub.SourceID == "" {
 		return false, f.Store.FinishGap(ctx, g, false, "none", 0, "the subscription has no FHIR source to recover from")
 	}
-	reader, err := f.Sources.Reader(ctx, sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.TenantID, sub.SourceID)
 	if err != nil {
 		return false, err
 	}
@@ -377,7 +377,7 @@ func (f *Fetcher) recoverGap(ctx context.Context, g Gap) (bool, error) {
 	}
 	// Search from just before the gap: the missing events came before the
 	// ones that revealed it.
-	since, err := f.Store.SeenAt(ctx, sub.ID, g.FromNumber-1)
+	since, err := f.Store.SeenAt(ctx, sub.TenantID, sub.ID, g.FromNumber-1)
 	if err != nil {
 		return false, err
 	}
@@ -440,14 +440,16 @@ func remoteSubscriptionID(ref string) string {
 // each was read by. It finds nothing, without an error, when the subscription
 // has no source; references not to fetch (contained, urn:uuid, another
 // server's) and resources the source no longer has are skipped.
-func (f *Fetcher) FetchReferences(ctx context.Context, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
+func (f *Fetcher) FetchReferences(ctx context.Context, tenantID, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
 	// Asked for every EOB a worker notices: the subscription is read once a
 	// second at most.
-	sub, err := f.subs.get(subscriptionID, func() (Subscription, error) { return f.Store.SubscriptionByID(ctx, subscriptionID) })
+	sub, err := f.subs.get(secretKey(tenantID, subscriptionID), func() (Subscription, error) {
+		return f.Store.SubscriptionByID(ctx, tenantID, subscriptionID)
+	})
 	if err != nil || sub.SourceID == "" {
 		return nil, nil, err
 	}
-	reader, err := f.Sources.Reader(ctx, sub.SourceID)
+	reader, err := f.Sources.Reader(ctx, sub.TenantID, sub.SourceID)
 	if err != nil {
 		return nil, nil, err
 	}

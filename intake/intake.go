@@ -23,13 +23,15 @@ import (
 // ErrInactive means the subscription is off (its server said so, or an operator).
 var ErrInactive = fault.New(fault.Forbidden, "the subscription is not active in Tidings")
 
-// ErrUnknownSubscription means no subscription has that id (from Store;
-// Authenticate answers it as ErrWrongSecret).
+// ErrUnknownSubscription means no subscription has that id in the tenant,
+// or, asked without a tenant, that not exactly one tenant has it (from
+// Store; Authenticate answers it as ErrWrongSecret).
 var ErrUnknownSubscription = fault.New(fault.NotFound, "unknown subscription")
 
 // ErrWrongSecret means the secret presented is not the subscription's, or
-// no subscription has that id: the two answer alike, so the notify URL does
-// not tell a guesser which subscription ids exist.
+// no subscription has that id (or, without a tenant, several tenants have
+// it): these answer alike, so the notify URL does not tell a guesser which
+// subscription ids exist, in its tenant or any other.
 var ErrWrongSecret = fault.New(fault.Unauthorized, "unknown subscription or wrong secret")
 
 // unknownSecretHash stands in for the stored hash of a subscription that
@@ -39,23 +41,25 @@ var unknownSecretHash = SecretHash(rand.Text())
 
 // Store is what intake needs from storage.
 type Store interface {
-	// SubscriptionSecret loads a subscription with the hash of its secret
-	// (SecretHash), or ErrUnknownSubscription.
-	SubscriptionSecret(ctx context.Context, subscriptionID string) (Subscription, []byte, error)
-	RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
+	// SubscriptionSecret loads a tenant's subscription with the hash of its
+	// secret (SecretHash), or ErrUnknownSubscription. tenantID "" finds the
+	// subscription only while one tenant alone has that id (the notify URL
+	// without a tenant); an id several tenants share is unknown.
+	SubscriptionSecret(ctx context.Context, tenantID, subscriptionID string) (Subscription, []byte, error)
+	RecordStatus(ctx context.Context, tenantID, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error
 	// InsertEvents stores events (deduplicated) where workers claim them;
 	// the results are in order.
 	InsertEvents(ctx context.Context, events []NewEvent) ([]StoredEvent, error)
 	InsertFetch(ctx context.Context, f NewFetch) (StoredFetch, error)
-	RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error
+	RecordEventNumbers(ctx context.Context, tenantID, subscriptionID, remoteRef string, numbers []int64) error
 	MarkEnqueued(ctx context.Context, outboxIDs ...int64) error
 	MarkEnqueueFailed(ctx context.Context, outboxID int64, reason string) error
 	// ClaimSignature records a signed notification's signature: false when
 	// it was claimed before (a replay). It drops those signed before
 	// forgetBefore.
-	ClaimSignature(ctx context.Context, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error)
+	ClaimSignature(ctx context.Context, tenantID, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error)
 	// ReleaseSignature forgets a claimed signature.
-	ReleaseSignature(ctx context.Context, subscriptionID string, signature []byte) error
+	ReleaseSignature(ctx context.Context, tenantID, subscriptionID string, signature []byte) error
 }
 
 // Queue hands a fetch to the worker. (Events need no queue: workers claim
@@ -104,16 +108,19 @@ type Result struct {
 	EventIDs []int64
 }
 
-// Authenticate checks a subscription's shared secret.
-func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret string) (Subscription, error) {
+// Authenticate checks the shared secret of a tenant's subscription.
+// tenantID "" is the notify URL without a tenant, which names a
+// subscription only while exactly one tenant has its id; an id two tenants
+// share answers as an unknown one and as a wrong secret do.
+func (s *Service) Authenticate(ctx context.Context, tenantID, subscriptionID, secret string) (Subscription, error) {
 	if secret == "" {
 		return Subscription{}, fault.New(fault.Unauthorized, "missing subscription secret (Authorization: Bearer …)")
 	}
 	// Every notification names its subscription: read it once a second at
 	// most, not once a request. A subscription turned off or given a new
 	// secret takes effect within that second.
-	got, err := s.secrets.get(subscriptionID, func() (subscriptionSecret, error) {
-		sub, hash, err := s.Store.SubscriptionSecret(ctx, subscriptionID)
+	got, err := s.secrets.get(secretKey(tenantID, subscriptionID), func() (subscriptionSecret, error) {
+		sub, hash, err := s.Store.SubscriptionSecret(ctx, tenantID, subscriptionID)
 		return subscriptionSecret{sub, hash}, err
 	})
 	switch {
@@ -130,6 +137,11 @@ func (s *Service) Authenticate(ctx context.Context, subscriptionID, secret strin
 	}
 	return got.sub, nil
 }
+
+// secretKey is where Authenticate keeps a subscription it read: by tenant
+// and id, or by id alone ("" tenant) for the URL without a tenant. A
+// subscription id never holds '|'.
+func secretKey(tenantID, subscriptionID string) string { return tenantID + "|" + subscriptionID }
 
 // parseError gives the parser's errors their codes: a body that is not
 // JSON or breaks FHIR's structure is invalid; a valid resource that is not
@@ -168,14 +180,15 @@ func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (R
 	switch n.Type {
 	case fhir.TypeHandshake, fhir.TypeHeartbeat, fhir.TypeQueryStatus:
 		if sub.RemoteRef == "" && n.Subscription != "" {
-			if err := s.Store.RecordEventNumbers(ctx, sub.ID, n.Subscription, nil); err != nil {
+			if err := s.Store.RecordEventNumbers(ctx, sub.TenantID, sub.ID, n.Subscription, nil); err != nil {
 				return res, err
 			}
 		}
 		// A status can turn the subscription off: this process reads it
 		// afresh at once (others within a second).
-		defer s.secrets.forget(sub.ID)
-		return res, s.Store.RecordStatus(ctx, sub.ID, string(n.Type), n.Status, n.EventsSinceStart, s.now())
+		defer s.secrets.forget(secretKey(sub.TenantID, sub.ID))
+		defer s.secrets.forget(secretKey("", sub.ID))
+		return res, s.Store.RecordStatus(ctx, sub.TenantID, sub.ID, string(n.Type), n.Status, n.EventsSinceStart, s.now())
 	case fhir.TypeEventNotification, fhir.TypeQueryEvent:
 	default:
 		return res, fault.Errorf(fault.Unsupported, "unsupported notification type %q", n.Type)
@@ -233,7 +246,7 @@ func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (R
 		remoteRef = n.Subscription
 	}
 	if len(rest) > 0 || remoteRef != "" {
-		if err := s.Store.RecordEventNumbers(ctx, sub.ID, remoteRef, rest); err != nil {
+		if err := s.Store.RecordEventNumbers(ctx, sub.TenantID, sub.ID, remoteRef, rest); err != nil {
 			return res, fmt.Errorf("record event numbers: %w", err)
 		}
 	}

@@ -70,7 +70,7 @@ func (s *Service) VerifySignature(ctx context.Context, sub Subscription, body []
 	}
 	// Kept twice the window, so that a replica whose clock runs behind
 	// still finds it.
-	fresh, err := s.Store.ClaimSignature(ctx, sub.ID, got, signedAt, now.Add(-2*ReplayWindow))
+	fresh, err := s.Store.ClaimSignature(ctx, sub.TenantID, sub.ID, got, signedAt, now.Add(-2*ReplayWindow))
 	if err != nil {
 		return err
 	}
@@ -91,5 +91,5 @@ func (s *Service) ForgetSignature(ctx context.Context, sub Subscription, signatu
 	if err != nil {
 		return nil // never claimed
 	}
-	return s.Store.ReleaseSignature(ctx, sub.ID, got)
+	return s.Store.ReleaseSignature(ctx, sub.TenantID, sub.ID, got)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -33,8 +34,8 @@ type CreatorSources interface {
 // SubscribeStore is what creating subscriptions needs from storage.
 type SubscribeStore interface {
 	CreateSubscription(ctx context.Context, sub Subscription, secret string) error
-	SetRemoteRef(ctx context.Context, subscriptionID, ref string) error
-	DeleteSubscription(ctx context.Context, subscriptionID string) error
+	SetRemoteRef(ctx context.Context, tenantID, subscriptionID, ref string) error
+	DeleteSubscription(ctx context.Context, tenantID, subscriptionID string) error
 }
 
 // NewSubscription is what a caller asks Tidings to subscribe to.
@@ -53,8 +54,7 @@ type Subscriber struct {
 	Store   SubscribeStore
 	Sources CreatorSources
 	// NotifyBaseURL is where FHIR servers reach Tidings' API, e.g.
-	// https://tidings.example.org; the channel endpoint is
-	// {NotifyBaseURL}/fhir/r4/notify/{id}.
+	// https://tidings.example.org; the channel endpoint is NotifyURL's.
 	NotifyBaseURL string
 }
 
@@ -105,7 +105,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, req NewSubscription, secret 
 	created, err := creator.Create(ctx, "Subscription", body)
 	if err != nil {
 		// Keep nothing the server does not know about: a retry starts afresh.
-		if derr := s.Store.DeleteSubscription(context.WithoutCancel(ctx), req.ID); derr != nil {
+		if derr := s.Store.DeleteSubscription(context.WithoutCancel(ctx), req.TenantID, req.ID); derr != nil {
 			err = errors.Join(err, derr)
 		}
 		// The upstream detail stays in the server log (the caller's error is
@@ -116,17 +116,24 @@ func (s *Subscriber) Subscribe(ctx context.Context, req NewSubscription, secret 
 	var got struct{ ID string }
 	if len(created) > 0 && json.Unmarshal(created, &got) == nil && fhirID.MatchString(got.ID) {
 		remoteRef = strings.TrimRight(base, "/") + "/Subscription/" + got.ID
-		if err := s.Store.SetRemoteRef(ctx, req.ID, remoteRef); err != nil {
+		if err := s.Store.SetRemoteRef(ctx, req.TenantID, req.ID, remoteRef); err != nil {
 			return "", err
 		}
 	}
 	return remoteRef, nil
 }
 
+// NotifyURL is where a tenant's subscription notifies Tidings:
+// {base}/fhir/r4/notify/{tenant}/{subscription}. Subscription ids are per
+// tenant, so the URL names both (the tenant is path-escaped).
+func NotifyURL(base, tenantID, subscriptionID string) string {
+	return strings.TrimRight(base, "/") + "/fhir/r4/notify/" + url.PathEscape(tenantID) + "/" + subscriptionID
+}
+
 func (s *Subscriber) backportSubscription(req NewSubscription, secret string) map[string]any {
 	channel := map[string]any{
 		"type":     "rest-hook",
-		"endpoint": strings.TrimRight(s.NotifyBaseURL, "/") + "/fhir/r4/notify/" + req.ID,
+		"endpoint": NotifyURL(s.NotifyBaseURL, req.TenantID, req.ID),
 		"payload":  "application/fhir+json",
 		"_payload": map[string]any{"extension": []any{map[string]any{"url": extPayloadContent, "valueCode": req.Payload}}},
 		"header":   []string{"Authorization: Bearer " + secret},

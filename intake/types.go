@@ -111,6 +111,7 @@ type Fetch struct {
 // Gap is a run of event numbers a subscription announced but never delivered.
 type Gap struct {
 	ID             int64
+	TenantID       string
 	SubscriptionID string
 	FromNumber     int64
 	ToNumber       int64

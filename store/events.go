@@ -145,7 +145,7 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 		res, err := tx.query(ctx, `INSERT INTO events
 				(tenant_id, subscription_id, resource_type, resource_id, version_id, event_number, dedupe_key, resource_sealed)
 			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bytea[])
-			ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, dedupe_key`, tenant, sub, typ, rid, ver, num, key, sealed)
+			ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id, tenant_id, dedupe_key`, tenant, sub, typ, rid, ver, num, key, sealed)
 		if err != nil {
 			return fmt.Errorf("insert events: %w", err)
 		}
@@ -153,15 +153,17 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 		if err != nil {
 			return fmt.Errorf("insert events: %w", err)
 		}
-		var seen []string
-		for _, k := range key {
-			if _, ok := fresh[k]; !ok {
-				seen = append(seen, k)
+		var seenTenants, seen []string
+		for i, k := range key {
+			if _, ok := fresh[tenantKey(tenant[i], k)]; !ok {
+				seenTenants, seen = append(seenTenants, tenant[i]), append(seen, k)
 			}
 		}
 		known := map[string]int64{}
 		if len(seen) > 0 {
-			res, err := tx.query(ctx, `SELECT id, dedupe_key FROM events WHERE dedupe_key = ANY($1::text[])`, seen)
+			res, err := tx.query(ctx, `SELECT e.id, e.tenant_id, e.dedupe_key FROM events e
+				JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, dedupe_key) ON e.tenant_id = k.tenant_id AND e.dedupe_key = k.dedupe_key`,
+				seenTenants, seen)
 			if err != nil {
 				return fmt.Errorf("find duplicate events: %w", err)
 			}
@@ -170,23 +172,24 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 			}
 		}
 		var audits []AuditRecord
-		var numSubs []string
+		var numTenants, numSubs []string
 		var numbers []int64
 		for i, r := range rows {
-			if id, ok := fresh[r.DedupeKey]; ok {
+			k := tenantKey(r.TenantID, r.DedupeKey)
+			if id, ok := fresh[k]; ok {
 				// The first of several rows with one key in a batch is the new one.
-				delete(fresh, r.DedupeKey)
-				known[r.DedupeKey] = id
+				delete(fresh, k)
+				known[k] = id
 				out[i] = intake.StoredEvent{EventID: id}
 				audits = append(audits, AuditRecord{TenantID: r.TenantID, Actor: "subscription:" + r.SubscriptionID, Action: "event.received",
 					SubjectType: "event", SubjectID: strconv.FormatInt(id, 10),
 					Detail: map[string]any{"resource_type": r.ResourceType, "resource_id": r.ResourceID, "version_id": r.VersionID}})
 				if r.EventNumber != nil {
-					numSubs, numbers = append(numSubs, r.SubscriptionID), append(numbers, *r.EventNumber)
+					numTenants, numSubs, numbers = append(numTenants, r.TenantID), append(numSubs, r.SubscriptionID), append(numbers, *r.EventNumber)
 				}
 				continue
 			}
-			id, ok := known[r.DedupeKey]
+			id, ok := known[k]
 			if !ok {
 				return fmt.Errorf("insert events: a dedupe key neither stored nor found")
 			}
@@ -196,8 +199,8 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 		// would then queue on that one row. The highest event_number stored is
 		// derivable from events whenever gap tracking needs it.
 		if len(numbers) > 0 {
-			if _, err := tx.exec(ctx, `INSERT INTO subscription_event_numbers (subscription_id, event_number)
-				SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING`, numSubs, numbers); err != nil {
+			if _, err := tx.exec(ctx, `INSERT INTO subscription_event_numbers (tenant_id, subscription_id, event_number)
+				SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING`, numTenants, numSubs, numbers); err != nil {
 				return fmt.Errorf("record event numbers: %w", err)
 			}
 		}
@@ -214,16 +217,21 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 	return out, err
 }
 
+// tenantKey names a dedupe key within its tenant (keys are unique per
+// tenant; a group commit mixes tenants). NUL never occurs in a text value.
+func tenantKey(tenantID, dedupeKey string) string { return tenantID + "\x00" + dedupeKey }
+
+// scanKeyIDs reads (id, tenant_id, dedupe_key) rows into ids by tenantKey.
 func scanKeyIDs(rows *sql.Rows) (map[string]int64, error) {
 	defer rows.Close()
 	m := map[string]int64{}
 	for rows.Next() {
 		var id int64
-		var key string
-		if err := rows.Scan(&id, &key); err != nil {
+		var tenantID, key string
+		if err := rows.Scan(&id, &tenantID, &key); err != nil {
 			return nil, err
 		}
-		m[key] = id
+		m[tenantKey(tenantID, key)] = id
 	}
 	return m, rows.Err()
 }
@@ -232,7 +240,7 @@ func scanKeyIDs(rows *sql.Rows) (map[string]int64, error) {
 func (s *Store) LoadEvent(ctx context.Context, id int64) (*journey.Event, error) {
 	var rows []eventWithSource
 	if err := s.q(ctx).Raw(`SELECT e.*, `+sourceOf("s")+` AS source FROM events e
-		JOIN subscriptions s ON s.id = e.subscription_id WHERE e.id = ?`, id).Scan(&rows).Error; err != nil {
+		JOIN subscriptions s ON s.tenant_id = e.tenant_id AND s.id = e.subscription_id WHERE e.id = ?`, id).Scan(&rows).Error; err != nil {
 		return nil, err
 	}
 	if len(rows) == 0 {
@@ -378,7 +386,7 @@ func (s *Store) ClaimEvents(ctx context.Context, limit int, lease time.Duration)
 	rows, err := s.query(ctx, `UPDATE events e SET claimed_until = now() + make_interval(secs => $2)
 		FROM (SELECT id FROM events WHERE processed_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
 			ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c, subscriptions s
-		WHERE e.id = c.id AND s.id = e.subscription_id
+		WHERE e.id = c.id AND s.tenant_id = e.tenant_id AND s.id = e.subscription_id
 		RETURNING e.id, e.tenant_id, e.subscription_id, e.resource_type, e.resource_id, e.version_id, e.event_number,
 			e.kind, e.attempts, e.dedupe_key, e.resource_sealed, `+sourceOf("s"), limit, lease.Seconds())
 	if err != nil {

@@ -22,7 +22,7 @@ func (s *Store) InsertFetch(ctx context.Context, f intake.NewFetch) (intake.Stor
 	err := s.InTx(ctx, func(tx *Store) error {
 		var ids []int64
 		if err := tx.q(ctx).Raw(`INSERT INTO fetches (tenant_id, subscription_id, kind, reference, event_number, dedupe_key)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`,
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, dedupe_key) DO NOTHING RETURNING id`,
 			f.TenantID, f.SubscriptionID, f.Kind, f.Reference, f.EventNumber, f.DedupeKey).Scan(&ids).Error; err != nil {
 			return fmt.Errorf("insert fetch: %w", err)
 		}
@@ -37,8 +37,8 @@ func (s *Store) InsertFetch(ctx context.Context, f intake.NewFetch) (intake.Stor
 		}
 		out.OutboxID = row.ID
 		if f.EventNumber != nil {
-			if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-				f.SubscriptionID, *f.EventNumber).Error; err != nil {
+			if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (tenant_id, subscription_id, event_number) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+				f.TenantID, f.SubscriptionID, *f.EventNumber).Error; err != nil {
 				return fmt.Errorf("record event number: %w", err)
 			}
 		}
@@ -99,11 +99,11 @@ func (s *Store) FinishFetch(ctx context.Context, f intake.Fetch, status string, 
 		// A failed fetch did not deliver its event: that number is a gap the
 		// monitor recovers another way ($events or search).
 		if status == intake.FetchFailed && f.EventNumber != nil {
-			if err := tx.q(ctx).Exec(`INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
-				SELECT ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM subscription_gaps g WHERE g.subscription_id = ?
+			if err := tx.q(ctx).Exec(`INSERT INTO subscription_gaps (tenant_id, subscription_id, from_number, to_number)
+				SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM subscription_gaps g WHERE g.tenant_id = ? AND g.subscription_id = ?
 					AND g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.from_number <= ? AND g.to_number >= ?)
 				ON CONFLICT DO NOTHING`,
-				f.SubscriptionID, *f.EventNumber, *f.EventNumber, f.SubscriptionID, *f.EventNumber, *f.EventNumber).Error; err != nil {
+				f.TenantID, f.SubscriptionID, *f.EventNumber, *f.EventNumber, f.TenantID, f.SubscriptionID, *f.EventNumber, *f.EventNumber).Error; err != nil {
 				return err
 			}
 		}
@@ -118,17 +118,18 @@ func (s *Store) FinishFetch(ctx context.Context, f intake.Fetch, status string, 
 
 // RecordEventNumbers notes the event numbers a notification announced, and
 // the subscription's own reference on its server the first time it is seen.
-func (s *Store) RecordEventNumbers(ctx context.Context, subscriptionID, remoteRef string, numbers []int64) error {
+func (s *Store) RecordEventNumbers(ctx context.Context, tenantID, subscriptionID, remoteRef string, numbers []int64) error {
 	if remoteRef != "" {
-		if err := s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE id = ? AND remote_ref = ''`, remoteRef, subscriptionID).Error; err != nil {
+		if err := s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE tenant_id = ? AND id = ? AND remote_ref = ''`,
+			remoteRef, tenantID, subscriptionID).Error; err != nil {
 			return err
 		}
 	}
 	if len(numbers) == 0 {
 		return nil
 	}
-	return s.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number)
-		SELECT ?, unnest(?::bigint[]) ON CONFLICT DO NOTHING`, subscriptionID, int64Array(numbers)).Error
+	return s.q(ctx).Exec(`INSERT INTO subscription_event_numbers (tenant_id, subscription_id, event_number)
+		SELECT ?, ?, unnest(?::bigint[]) ON CONFLICT DO NOTHING`, tenantID, subscriptionID, int64Array(numbers)).Error
 }
 
 func int64Array(ns []int64) string {
@@ -161,21 +162,22 @@ func (s *Store) DetectGaps(ctx context.Context, settle time.Duration) (int64, er
 	cutoff := time.Now().UTC().Add(-settle)
 	res := s.q(ctx).Exec(`
 		WITH seen AS (
-			SELECT subscription_id, event_number, seen_at,
-				lag(event_number) OVER (PARTITION BY subscription_id ORDER BY event_number) AS prev
+			SELECT tenant_id, subscription_id, event_number, seen_at,
+				lag(event_number) OVER (PARTITION BY tenant_id, subscription_id ORDER BY event_number) AS prev
 			FROM subscription_event_numbers),
 		cand AS (
-			SELECT subscription_id, prev + 1 AS f, event_number - 1 AS t FROM seen
+			SELECT tenant_id, subscription_id, prev + 1 AS f, event_number - 1 AS t FROM seen
 			WHERE prev IS NOT NULL AND event_number > prev + 1 AND seen_at < @cutoff
 			UNION ALL
-			SELECT s.id, m.top + 1, s.events_since_start FROM subscriptions s
-			JOIN (SELECT subscription_id, max(event_number) AS top, max(seen_at) AS last_seen
-				FROM subscription_event_numbers GROUP BY subscription_id) m ON m.subscription_id = s.id
+			SELECT s.tenant_id, s.id, m.top + 1, s.events_since_start FROM subscriptions s
+			JOIN (SELECT tenant_id, subscription_id, max(event_number) AS top, max(seen_at) AS last_seen
+				FROM subscription_event_numbers GROUP BY tenant_id, subscription_id) m
+				ON m.tenant_id = s.tenant_id AND m.subscription_id = s.id
 			WHERE s.events_since_start > m.top AND m.last_seen < @cutoff)
-		INSERT INTO subscription_gaps (subscription_id, from_number, to_number)
-		SELECT c.subscription_id, c.f, least(c.t, c.f + @width - 1) FROM cand c
+		INSERT INTO subscription_gaps (tenant_id, subscription_id, from_number, to_number)
+		SELECT c.tenant_id, c.subscription_id, c.f, least(c.t, c.f + @width - 1) FROM cand c
 		WHERE c.t >= c.f AND NOT EXISTS (
-			SELECT 1 FROM subscription_gaps g WHERE g.subscription_id = c.subscription_id
+			SELECT 1 FROM subscription_gaps g WHERE g.tenant_id = c.tenant_id AND g.subscription_id = c.subscription_id
 			AND g.recovered_at IS NULL AND g.abandoned_at IS NULL
 			AND g.from_number <= c.t AND g.to_number >= c.f)
 		ON CONFLICT DO NOTHING`, sql.Named("cutoff", cutoff), sql.Named("width", MaxGapWidth))
@@ -186,16 +188,18 @@ func (s *Store) DetectGaps(ctx context.Context, settle time.Duration) (int64, er
 // a source to recover from, soonest first.
 func (s *Store) OpenGaps(ctx context.Context, limit int) ([]intake.Gap, error) {
 	var gaps []intake.Gap
-	err := s.q(ctx).Raw(`SELECT g.id, g.subscription_id, g.from_number, g.to_number FROM subscription_gaps g JOIN subscriptions s ON s.id = g.subscription_id
+	err := s.q(ctx).Raw(`SELECT g.id, g.tenant_id, g.subscription_id, g.from_number, g.to_number FROM subscription_gaps g
+		JOIN subscriptions s ON s.tenant_id = g.tenant_id AND s.id = g.subscription_id
 		WHERE g.recovered_at IS NULL AND g.abandoned_at IS NULL AND g.next_attempt_at <= now() AND s.source_id IS NOT NULL
 		ORDER BY g.next_attempt_at LIMIT ?`, limit).Scan(&gaps).Error
 	return gaps, err
 }
 
-// SeenAt is when event number n of a subscription was seen (zero when never).
-func (s *Store) SeenAt(ctx context.Context, subscriptionID string, n int64) (time.Time, error) {
+// SeenAt is when event number n of a tenant's subscription was seen (zero when never).
+func (s *Store) SeenAt(ctx context.Context, tenantID, subscriptionID string, n int64) (time.Time, error) {
 	var t []time.Time
-	err := s.q(ctx).Raw(`SELECT seen_at FROM subscription_event_numbers WHERE subscription_id = ? AND event_number = ?`, subscriptionID, n).Scan(&t).Error
+	err := s.q(ctx).Raw(`SELECT seen_at FROM subscription_event_numbers WHERE tenant_id = ? AND subscription_id = ? AND event_number = ?`,
+		tenantID, subscriptionID, n).Scan(&t).Error
 	if err != nil || len(t) == 0 {
 		return time.Time{}, err
 	}
@@ -218,15 +222,11 @@ func (s *Store) FinishGap(ctx context.Context, g intake.Gap, recovered bool, met
 		}).Error; err != nil {
 			return err
 		}
-		if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (subscription_id, event_number)
-			SELECT ?, generate_series(?::bigint, ?::bigint) ON CONFLICT DO NOTHING`, g.SubscriptionID, g.FromNumber, g.ToNumber).Error; err != nil {
+		if err := tx.q(ctx).Exec(`INSERT INTO subscription_event_numbers (tenant_id, subscription_id, event_number)
+			SELECT ?, ?, generate_series(?::bigint, ?::bigint) ON CONFLICT DO NOTHING`, g.TenantID, g.SubscriptionID, g.FromNumber, g.ToNumber).Error; err != nil {
 			return err
 		}
-		var tenant string
-		if err := tx.q(ctx).Raw(`SELECT tenant_id FROM subscriptions WHERE id = ?`, g.SubscriptionID).Scan(&tenant).Error; err != nil {
-			return err
-		}
-		return tx.Audit(ctx, AuditRecord{TenantID: tenant, Actor: "worker", Action: "gap.recovered",
+		return tx.Audit(ctx, AuditRecord{TenantID: g.TenantID, Actor: "worker", Action: "gap.recovered",
 			SubjectType: "subscription", SubjectID: g.SubscriptionID,
 			Detail: map[string]any{"from": g.FromNumber, "to": g.ToNumber, "method": method, "events": events}})
 	})
@@ -237,7 +237,8 @@ func (s *Store) FinishGap(ctx context.Context, g intake.Gap, recovered bool, met
 func (s *Store) MarkSilent(ctx context.Context, now time.Time) (int64, error) {
 	// Any notification proves the channel alive, not only heartbeats.
 	const lastHeard = `greatest(coalesce(last_heartbeat_at, created_at), coalesce(last_handshake_at, created_at),
-		coalesce((SELECT max(seen_at) FROM subscription_event_numbers n WHERE n.subscription_id = subscriptions.id), created_at))`
+		coalesce((SELECT max(seen_at) FROM subscription_event_numbers n
+			WHERE n.tenant_id = subscriptions.tenant_id AND n.subscription_id = subscriptions.id), created_at))`
 	if err := s.q(ctx).Exec(`UPDATE subscriptions SET silent_since = NULL
 		WHERE silent_since IS NOT NULL AND `+lastHeard+` >= ?::timestamptz - make_interval(secs => 2 * heartbeat_period_s)`, now).Error; err != nil {
 		return 0, err
@@ -268,10 +269,11 @@ func (s *Store) WithMonitorLock(ctx context.Context, fn func() error) (bool, err
 	return s.TryLock(ctx, LockGapMonitor, "monitor", fn)
 }
 
-// LastEventAt is when the subscription's newest event was received (zero when none).
-func (s *Store) LastEventAt(ctx context.Context, subscriptionID string) (time.Time, error) {
+// LastEventAt is when the tenant's subscription's newest event was received (zero when none).
+func (s *Store) LastEventAt(ctx context.Context, tenantID, subscriptionID string) (time.Time, error) {
 	var t []time.Time
-	err := s.q(ctx).Raw(`SELECT max(received_at) FROM events WHERE subscription_id = ? HAVING max(received_at) IS NOT NULL`, subscriptionID).Scan(&t).Error
+	err := s.q(ctx).Raw(`SELECT max(received_at) FROM events WHERE tenant_id = ? AND subscription_id = ? HAVING max(received_at) IS NOT NULL`,
+		tenantID, subscriptionID).Scan(&t).Error
 	if err != nil || len(t) == 0 {
 		return time.Time{}, err
 	}
@@ -289,6 +291,7 @@ func (s *Store) CreateSource(ctx context.Context, in intake.Source, credential [
 	return s.InTx(ctx, func(tx *Store) error {
 		if err := translate(tx.q(ctx).Create(&src).Error); err != nil {
 			if errors.Is(err, ErrDuplicate) {
+				// The key is (tenant_id, id): only the caller's own ids conflict.
 				return fault.Wrap(err, fault.Conflict, "a source with this id exists")
 			}
 			return err
@@ -298,10 +301,10 @@ func (s *Store) CreateSource(ctx context.Context, in intake.Source, credential [
 	})
 }
 
-// SourceWithCredential loads a source and opens its credential.
-func (s *Store) SourceWithCredential(ctx context.Context, id string) (intake.Source, []byte, error) {
+// SourceWithCredential loads a tenant's source and opens its credential.
+func (s *Store) SourceWithCredential(ctx context.Context, tenantID, id string) (intake.Source, []byte, error) {
 	var row Source
-	if err := s.q(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
+	if err := s.q(ctx).Where("tenant_id = ? AND id = ?", tenantID, id).Take(&row).Error; err != nil {
 		return intake.Source{}, nil, translate(err)
 	}
 	src := intake.Source{ID: row.ID, TenantID: row.TenantID, BaseURL: row.BaseURL, AuthType: row.AuthType,
@@ -316,12 +319,12 @@ func (s *Store) SourceWithCredential(ctx context.Context, id string) (intake.Sou
 	return src, cred, nil
 }
 
-// AttachSource points a subscription at the FHIR server it fetches from.
-func (s *Store) AttachSource(ctx context.Context, subscriptionID, sourceID, criteria string, heartbeatPeriod time.Duration) error {
+// AttachSource points a tenant's subscription at the FHIR server it fetches from.
+func (s *Store) AttachSource(ctx context.Context, tenantID, subscriptionID, sourceID, criteria string, heartbeatPeriod time.Duration) error {
 	// Only a source of the subscription's own tenant.
-	res := s.q(ctx).Exec(`UPDATE subscriptions s SET source_id = ?, criteria = ?, heartbeat_period_s = ? WHERE s.id = ?
+	res := s.q(ctx).Exec(`UPDATE subscriptions s SET source_id = ?, criteria = ?, heartbeat_period_s = ? WHERE s.tenant_id = ? AND s.id = ?
 		AND EXISTS (SELECT 1 FROM fhir_sources f WHERE f.id = ? AND f.tenant_id = s.tenant_id)`,
-		sourceID, criteria, int(heartbeatPeriod/time.Second), subscriptionID, sourceID)
+		sourceID, criteria, int(heartbeatPeriod/time.Second), tenantID, subscriptionID, sourceID)
 	if res.Error != nil {
 		return translate(res.Error)
 	}
@@ -341,9 +344,9 @@ func (s *Store) OutboxFetch(ctx context.Context, fetchID int64) (OutboxRow, erro
 	return row, err
 }
 
-// SetRemoteRef records the Subscription's reference on its FHIR server.
-func (s *Store) SetRemoteRef(ctx context.Context, subscriptionID, ref string) error {
-	return s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE id = ?`, ref, subscriptionID).Error
+// SetRemoteRef records a tenant's Subscription's reference on its FHIR server.
+func (s *Store) SetRemoteRef(ctx context.Context, tenantID, subscriptionID, ref string) error {
+	return s.q(ctx).Exec(`UPDATE subscriptions SET remote_ref = ? WHERE tenant_id = ? AND id = ?`, ref, tenantID, subscriptionID).Error
 }
 
 func subscriptionReport(sub Subscription) intake.SubscriptionReport {
@@ -367,7 +370,8 @@ func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (in
 	}
 	r := subscriptionReport(sub)
 	var last []int64
-	if err := s.q(ctx).Raw(`SELECT max(event_number) FROM subscription_event_numbers WHERE subscription_id = ? HAVING max(event_number) IS NOT NULL`, sub.ID).Scan(&last).Error; err != nil {
+	if err := s.q(ctx).Raw(`SELECT max(event_number) FROM subscription_event_numbers WHERE tenant_id = ? AND subscription_id = ?
+		HAVING max(event_number) IS NOT NULL`, tenantID, sub.ID).Scan(&last).Error; err != nil {
 		return r, err
 	}
 	if len(last) > 0 {
@@ -377,22 +381,23 @@ func (s *Store) Report(ctx context.Context, tenantID, subscriptionID string) (in
 		dst *int64
 		sql string
 	}{
-		{&r.Events, `SELECT count(*) FROM events WHERE subscription_id = ?`},
-		{&r.GapsOpen, `SELECT count(*) FROM subscription_gaps WHERE subscription_id = ? AND recovered_at IS NULL`},
-		{&r.GapsRecovered, `SELECT count(*) FROM subscription_gaps WHERE subscription_id = ? AND recovered_at IS NOT NULL`},
+		{&r.Events, `SELECT count(*) FROM events WHERE tenant_id = ? AND subscription_id = ?`},
+		{&r.GapsOpen, `SELECT count(*) FROM subscription_gaps WHERE tenant_id = ? AND subscription_id = ? AND recovered_at IS NULL`},
+		{&r.GapsRecovered, `SELECT count(*) FROM subscription_gaps WHERE tenant_id = ? AND subscription_id = ? AND recovered_at IS NOT NULL`},
 	} {
-		if err := s.q(ctx).Raw(q.sql, sub.ID).Scan(q.dst).Error; err != nil {
+		if err := s.q(ctx).Raw(q.sql, tenantID, sub.ID).Scan(q.dst).Error; err != nil {
 			return r, err
 		}
 	}
 	return r, nil
 }
 
-// DeleteSubscription removes a subscription that never received anything
-// (its creation on the FHIR source failed).
-func (s *Store) DeleteSubscription(ctx context.Context, subscriptionID string) error {
-	return s.q(ctx).Exec(`DELETE FROM subscriptions s WHERE id = ?
-		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.subscription_id = s.id)
-		AND NOT EXISTS (SELECT 1 FROM fetches f WHERE f.subscription_id = s.id)
-		AND NOT EXISTS (SELECT 1 FROM subscription_event_numbers n WHERE n.subscription_id = s.id)`, subscriptionID).Error
+// DeleteSubscription removes a tenant's subscription that never received
+// anything (its creation on the FHIR source failed).
+func (s *Store) DeleteSubscription(ctx context.Context, tenantID, subscriptionID string) error {
+	return s.q(ctx).Exec(`DELETE FROM subscriptions s WHERE s.tenant_id = ? AND s.id = ?
+		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.tenant_id = s.tenant_id AND e.subscription_id = s.id)
+		AND NOT EXISTS (SELECT 1 FROM fetches f WHERE f.tenant_id = s.tenant_id AND f.subscription_id = s.id)
+		AND NOT EXISTS (SELECT 1 FROM subscription_event_numbers n WHERE n.tenant_id = s.tenant_id AND n.subscription_id = s.id)`,
+		tenantID, subscriptionID).Error
 }

@@ -15,7 +15,7 @@ type Tenant struct {
 // Subscription is one FHIR subscription that notifies Tidings.
 type Subscription struct {
 	ID               string `gorm:"primaryKey"`
-	TenantID         string
+	TenantID         string `gorm:"primaryKey"`
 	SecretHash       []byte
 	Topic            string
 	SourceURL        string
@@ -36,7 +36,7 @@ type Subscription struct {
 // Source is a FHIR server Tidings fetches from; its credential is sealed.
 type Source struct {
 	ID               string `gorm:"primaryKey"`
-	TenantID         string
+	TenantID         string `gorm:"primaryKey"`
 	BaseURL          string
 	AuthType         string
 	TokenURL         string
@@ -68,6 +68,7 @@ type Fetch struct {
 // Gap is a run of event numbers a subscription announced but never delivered.
 type Gap struct {
 	ID              int64 `gorm:"primaryKey"`
+	TenantID        string
 	SubscriptionID  string
 	FromNumber      int64
 	ToNumber        int64

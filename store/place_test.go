@@ -93,7 +93,7 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		read := func(id string) error { _, _, err := s.SubscriptionSecret(ctx, id); return err }
+		read := func(id string) error { _, _, err := s.SubscriptionSecret(ctx, "", id); return err } // ids unique here
 		swapByID(t, s, "subscriptions", "hmac_key_sealed", "signed3", "signed1", read)
 		swapByID(t, s, "subscriptions", "hmac_key_sealed", "signed1", "signed2", read)
 	})
@@ -105,7 +105,8 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		read := func(id string) error { _, _, err := s.SourceWithCredential(ctx, id); return err }
+		tenantOf := map[string]string{"ehr1": "t1", "ehr2": "t2", "ehr3": "t1"}
+		read := func(id string) error { _, _, err := s.SourceWithCredential(ctx, tenantOf[id], id); return err }
 		swapByID(t, s, "fhir_sources", "credential_sealed", "ehr3", "ehr1", read) // same tenant
 		swapByID(t, s, "fhir_sources", "credential_sealed", "ehr1", "ehr2", read) // another tenant
 	})

@@ -216,10 +216,10 @@ func TestRotateReSealsEverythingResumably(t *testing.T) {
 				t.Errorf("contact %s %s: %+v, %v", tenant, p, c, err)
 			}
 		}
-		if _, key, err := s.SubscriptionSecret(ctx, "sub-"+tenant); err != nil || len(key) == 0 {
+		if _, key, err := s.SubscriptionSecret(ctx, tenant, "sub-"+tenant); err != nil || len(key) == 0 {
 			t.Errorf("subscription of %s: %v", tenant, err)
 		}
-		if _, cred, err := s.SourceWithCredential(ctx, "ehr-"+tenant); err != nil || string(cred) != "token-"+tenant {
+		if _, cred, err := s.SourceWithCredential(ctx, tenant, "ehr-"+tenant); err != nil || string(cred) != "token-"+tenant {
 			t.Errorf("source of %s: %q, %v", tenant, cred, err)
 		}
 		if m, err := s.SegmentMembers(ctx, tenant, "diabetes"); err != nil || len(m) != 2 {

@@ -152,35 +152,43 @@ func (s *Store) CreateSubscription(ctx context.Context, sub intake.Subscription,
 	}
 	if sub.SourceID != "" {
 		// A subscription fetches only from its own tenant's source.
-		var tenants []string
-		if err := s.q(ctx).Raw(`SELECT tenant_id FROM fhir_sources WHERE id = ?`, sub.SourceID).Scan(&tenants).Error; err != nil {
+		var n int64
+		if err := s.q(ctx).Raw(`SELECT count(*) FROM fhir_sources WHERE tenant_id = ? AND id = ?`, sub.TenantID, sub.SourceID).Scan(&n).Error; err != nil {
 			return err
 		}
-		if len(tenants) == 0 || tenants[0] != sub.TenantID {
+		if n == 0 {
 			return fault.New(fault.Invalid, "source_id names no registered source of this tenant")
 		}
 		row.SourceID = &sub.SourceID
 	}
 	err := translate(s.q(ctx).Create(&row).Error)
 	if errors.Is(err, ErrDuplicate) {
+		// The key is (tenant_id, id): only the caller's own ids conflict.
 		return fault.Wrap(err, fault.Conflict, "a subscription with this id exists")
 	}
 	return err
 }
 
-// SubscriptionSecret loads a subscription (its signing key, if any,
-// opened) with the hash of its secret (intake.SecretHash), for intake to
-// check the presented one; intake.ErrUnknownSubscription when none.
-func (s *Store) SubscriptionSecret(ctx context.Context, subscriptionID string) (intake.Subscription, []byte, error) {
-	var row Subscription
-	if err := s.q(ctx).Where("id = ?", subscriptionID).Take(&row).Error; err != nil {
-		if errors.Is(err, gorm.ErrRecordNotFound) {
-			return intake.Subscription{}, nil, intake.ErrUnknownSubscription
-		}
+// SubscriptionSecret loads a tenant's subscription (its signing key, if
+// any, opened) with the hash of its secret (intake.SecretHash), for intake
+// to check the presented one; intake.ErrUnknownSubscription when none.
+// tenantID "" (a notify URL without the tenant) finds the subscription only
+// while exactly one tenant has that id: an id two tenants share is answered
+// as unknown, never as either tenant's.
+func (s *Store) SubscriptionSecret(ctx context.Context, tenantID, subscriptionID string) (intake.Subscription, []byte, error) {
+	var rows []Subscription
+	q := s.q(ctx).Where("id = ?", subscriptionID)
+	if tenantID != "" {
+		q = q.Where("tenant_id = ?", tenantID)
+	}
+	if err := q.Limit(2).Find(&rows).Error; err != nil {
 		return intake.Subscription{}, nil, err
 	}
-	sub, err := s.subscription(row)
-	return sub, row.SecretHash, err
+	if len(rows) != 1 {
+		return intake.Subscription{}, nil, intake.ErrUnknownSubscription
+	}
+	sub, err := s.subscription(rows[0])
+	return sub, rows[0].SecretHash, err
 }
 
 // subscription converts a row, opening its signing key.
@@ -206,10 +214,10 @@ func (s *Store) subscription(row Subscription) (intake.Subscription, error) {
 // remoteStatus is the status the server reports for its Subscription: "error"
 // or "off" is taken over (off stops intake); "active", or any handshake,
 // makes a requested or erroring subscription active.
-func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error {
+func (s *Store) RecordStatus(ctx context.Context, tenantID, subscriptionID, kind, remoteStatus string, eventsSinceStart int64, at time.Time) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		var sub Subscription
-		if err := tx.q(ctx).Where("id = ?", subscriptionID).Take(&sub).Error; err != nil {
+		if err := tx.q(ctx).Where("tenant_id = ? AND id = ?", tenantID, subscriptionID).Take(&sub).Error; err != nil {
 			return translate(err)
 		}
 		updates := map[string]any{}
@@ -230,7 +238,7 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind, remoteSt
 		if eventsSinceStart > sub.EventsSinceStart {
 			updates["events_since_start"] = eventsSinceStart
 		}
-		if err := tx.q(ctx).Model(&Subscription{}).Where("id = ?", subscriptionID).Updates(updates).Error; err != nil {
+		if err := tx.q(ctx).Model(&Subscription{}).Where("tenant_id = ? AND id = ?", tenantID, subscriptionID).Updates(updates).Error; err != nil {
 			return err
 		}
 		detail := map[string]any{"remote_status": remoteStatus}
@@ -244,10 +252,10 @@ func (s *Store) RecordStatus(ctx context.Context, subscriptionID, kind, remoteSt
 	})
 }
 
-// SubscriptionByID loads one subscription.
-func (s *Store) SubscriptionByID(ctx context.Context, id string) (intake.Subscription, error) {
+// SubscriptionByID loads one subscription of a tenant.
+func (s *Store) SubscriptionByID(ctx context.Context, tenantID, id string) (intake.Subscription, error) {
 	var row Subscription
-	if err := s.q(ctx).Where("id = ?", id).Take(&row).Error; err != nil {
+	if err := s.q(ctx).Where("tenant_id = ? AND id = ?", tenantID, id).Take(&row).Error; err != nil {
 		return intake.Subscription{}, translate(err)
 	}
 	return s.subscription(row)
@@ -266,33 +274,30 @@ func (s *Store) Subscriptions(ctx context.Context) ([]intake.SubscriptionReport,
 	return out, nil
 }
 
-// SetSubscriptionHMACKey stores (sealed) the key a source signs its
-// notifications with; nil removes it.
-func (s *Store) SetSubscriptionHMACKey(ctx context.Context, subscriptionID string, key []byte) error {
-	return s.InTx(ctx, func(tx *Store) error {
-		// The key is sealed for its subscription's tenant, so the row is read first.
-		var tenants []string
-		if err := tx.q(ctx).Raw(`SELECT tenant_id FROM subscriptions WHERE id = ? FOR UPDATE`, subscriptionID).Scan(&tenants).Error; err != nil {
-			return err
-		}
-		if len(tenants) == 0 {
-			return ErrNotFound
-		}
-		var sealed []byte
-		if len(key) > 0 {
-			sealed = s.seal(key, colSubscriptionHMAC, tenants[0], subscriptionID)
-		}
-		return tx.q(ctx).Exec(`UPDATE subscriptions SET hmac_key_sealed = ? WHERE id = ?`, sealed, subscriptionID).Error
-	})
+// SetSubscriptionHMACKey stores (sealed) the key a tenant's subscription's
+// source signs its notifications with; nil removes it.
+func (s *Store) SetSubscriptionHMACKey(ctx context.Context, tenantID, subscriptionID string, key []byte) error {
+	var sealed []byte
+	if len(key) > 0 {
+		sealed = s.seal(key, colSubscriptionHMAC, tenantID, subscriptionID)
+	}
+	res := s.q(ctx).Exec(`UPDATE subscriptions SET hmac_key_sealed = ? WHERE tenant_id = ? AND id = ?`, sealed, tenantID, subscriptionID)
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		return ErrNotFound
+	}
+	return nil
 }
 
 // ClaimSignature records the signature of a signed notification for its
 // subscription: false when the same signature was claimed before (a
 // replay). Signatures signed before forgetBefore are dropped on the way.
-func (s *Store) ClaimSignature(ctx context.Context, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error) {
-	res := s.q(ctx).Exec(`WITH expired AS (DELETE FROM signed_notifications WHERE subscription_id = ? AND signed_at < ?)
-		INSERT INTO signed_notifications (subscription_id, signature, signed_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
-		subscriptionID, forgetBefore, subscriptionID, signature, signedAt)
+func (s *Store) ClaimSignature(ctx context.Context, tenantID, subscriptionID string, signature []byte, signedAt, forgetBefore time.Time) (bool, error) {
+	res := s.q(ctx).Exec(`WITH expired AS (DELETE FROM signed_notifications WHERE tenant_id = ? AND subscription_id = ? AND signed_at < ?)
+		INSERT INTO signed_notifications (tenant_id, subscription_id, signature, signed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		tenantID, subscriptionID, forgetBefore, tenantID, subscriptionID, signature, signedAt)
 	if res.Error != nil {
 		return false, fmt.Errorf("claim signature: %w", translate(res.Error))
 	}
@@ -301,8 +306,9 @@ func (s *Store) ClaimSignature(ctx context.Context, subscriptionID string, signa
 
 // ReleaseSignature forgets a claimed signature, so that the same signed
 // notification may come again (its processing failed before it took effect).
-func (s *Store) ReleaseSignature(ctx context.Context, subscriptionID string, signature []byte) error {
-	return s.q(ctx).Exec(`DELETE FROM signed_notifications WHERE subscription_id = ? AND signature = ?`, subscriptionID, signature).Error
+func (s *Store) ReleaseSignature(ctx context.Context, tenantID, subscriptionID string, signature []byte) error {
+	return s.q(ctx).Exec(`DELETE FROM signed_notifications WHERE tenant_id = ? AND subscription_id = ? AND signature = ?`,
+		tenantID, subscriptionID, signature).Error
 }
 
 // scrubValueErrors keeps values out of database errors. PostgreSQL's data

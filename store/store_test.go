@@ -175,11 +175,11 @@ func TestClaimEvents(t *testing.T) {
 func TestSubscriptionSecret(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	sub, hash, err := s.SubscriptionSecret(ctx, "sub1")
+	sub, hash, err := s.SubscriptionSecret(ctx, "t1", "sub1")
 	if err != nil || sub.ID != "sub1" || sub.TenantID != "t1" || !bytes.Equal(hash, intake.SecretHash("s3cret-s3cret")) {
 		t.Fatalf("subscription %+v, hash matches %v, %v", sub, bytes.Equal(hash, intake.SecretHash("s3cret-s3cret")), err)
 	}
-	if _, _, err := s.SubscriptionSecret(ctx, "nobody"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
+	if _, _, err := s.SubscriptionSecret(ctx, "t1", "nobody"); !errors.Is(err, intake.ErrUnknownSubscription) || !errors.Is(err, fault.NotFound) {
 		t.Fatalf("unknown subscription: %v", err)
 	}
 }
@@ -194,7 +194,7 @@ func TestClaimSignature(t *testing.T) {
 	sigA, sigB := bytes.Repeat([]byte{0xa}, 32), bytes.Repeat([]byte{0xb}, 32)
 	claim := func(sub string, sig []byte, at time.Time) bool {
 		t.Helper()
-		fresh, err := s.ClaimSignature(ctx, sub, sig, at, now.Add(-10*time.Minute))
+		fresh, err := s.ClaimSignature(ctx, "t1", sub, sig, at, now.Add(-10*time.Minute))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +203,7 @@ func TestClaimSignature(t *testing.T) {
 	if !claim("sub1", sigA, now) || claim("sub1", sigA, now) || !claim("sub1", sigB, now) {
 		t.Fatal("a signature was not claimed exactly once")
 	}
-	if err := s.ReleaseSignature(ctx, "sub1", sigA); err != nil {
+	if err := s.ReleaseSignature(ctx, "t1", "sub1", sigA); err != nil {
 		t.Fatal(err)
 	}
 	if !claim("sub1", sigA, now) {
@@ -218,7 +218,7 @@ func TestClaimSignature(t *testing.T) {
 	if err := s.RawScan(ctx, &n, `SELECT count(*) FROM signed_notifications WHERE signature = ?`, old); err != nil || n != 0 {
 		t.Fatalf("%d rows of a signature signed before the horizon (%v)", n, err)
 	}
-	if _, err := s.ClaimSignature(ctx, "nobody", sigA, now, now); err == nil {
+	if _, err := s.ClaimSignature(ctx, "t1", "nobody", sigA, now, now); err == nil {
 		t.Fatal("a signature was claimed for an unknown subscription")
 	}
 }
@@ -356,5 +356,110 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := encodeRecord(fhir.Event{Focus: json.RawMessage(`{}`), Related: []json.RawMessage{json.RawMessage(`{"a":`)}}); err == nil {
 		t.Fatal("a related resource that is not JSON was stored")
+	}
+}
+
+// Subscription and source ids are per tenant: a second tenant may register
+// the ids the first uses, every lookup finds the asking tenant's row, and
+// what hangs off a subscription (events and their dedupe keys, event
+// numbers, gaps, signatures) is kept apart per tenant.
+func TestIDsPerTenant(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	if err := s.EnsureTenant(ctx, "t2", "Other"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tenant := range []string{"t1", "t2"} {
+		if err := s.CreateSource(ctx, intake.Source{ID: "ehr", TenantID: tenant, BaseURL: "https://" + tenant + ".example.org/fhir", AuthType: "bearer"},
+			[]byte("token-"+tenant)); err != nil {
+			t.Fatalf("source ehr of %s: %v", tenant, err)
+		}
+	}
+	if err := s.CreateSubscription(ctx, intake.Subscription{ID: "sub1", TenantID: "t2", SourceID: "ehr"}, "other-secret-other-secret"); err != nil {
+		t.Fatalf("t2's sub1: %v", err)
+	}
+	if err := s.CreateSubscription(ctx, intake.Subscription{ID: "sub1", TenantID: "t1"}, "x"); !errors.Is(err, ErrDuplicate) || !errors.Is(err, fault.Conflict) {
+		t.Fatalf("t1's sub1 again: %v", err)
+	}
+	if err := s.CreateSource(ctx, intake.Source{ID: "ehr", TenantID: "t2", BaseURL: "https://x.example.org", AuthType: "none"}, nil); !errors.Is(err, fault.Conflict) {
+		t.Fatalf("t2's ehr again: %v", err)
+	}
+	for tenant, secret := range map[string]string{"t1": "s3cret-s3cret", "t2": "other-secret-other-secret"} {
+		sub, hash, err := s.SubscriptionSecret(ctx, tenant, "sub1")
+		if err != nil || sub.TenantID != tenant || !bytes.Equal(hash, intake.SecretHash(secret)) {
+			t.Errorf("%s's sub1: %+v, %v", tenant, sub, err)
+		}
+		src, cred, err := s.SourceWithCredential(ctx, tenant, "ehr")
+		if err != nil || src.TenantID != tenant || string(cred) != "token-"+tenant || !strings.HasPrefix(src.BaseURL, "https://"+tenant+".") {
+			t.Errorf("%s's ehr: %+v %q, %v", tenant, src, cred, err)
+		}
+	}
+	// Without a tenant an id two tenants share is unknown.
+	if _, _, err := s.SubscriptionSecret(ctx, "", "sub1"); !errors.Is(err, intake.ErrUnknownSubscription) {
+		t.Errorf("sub1 without a tenant: %v", err)
+	}
+	if err := s.AttachSource(ctx, "t1", "sub1", "ehr", "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if sub, err := s.SubscriptionByID(ctx, "t1", "sub1"); err != nil || sub.SourceID != "ehr" || sub.TenantID != "t1" {
+		t.Errorf("t1's sub1 after AttachSource: %+v, %v", sub, err)
+	}
+
+	// One dedupe key in both tenants: two events.
+	ev := func(tenant string, n int64) intake.NewEvent {
+		return intake.NewEvent{TenantID: tenant, SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: "x",
+			VersionID: "1", EventNumber: &n, DedupeKey: "source:ehr|ExplanationOfBenefit|x|v:1", Record: fhir.Event{Focus: json.RawMessage(`{}`)}}
+	}
+	got, err := s.InsertEvents(ctx, []intake.NewEvent{ev("t1", 1), ev("t2", 1)})
+	if err != nil || got[0].Duplicate || got[1].Duplicate || got[0].EventID == got[1].EventID {
+		t.Fatalf("one key in two tenants: %+v, %v", got, err)
+	}
+	again, err := s.InsertEvents(ctx, []intake.NewEvent{ev("t2", 1)})
+	if err != nil || !again[0].Duplicate || again[0].EventID != got[1].EventID {
+		t.Fatalf("t2's event again: %+v (first %+v), %v", again, got, err)
+	}
+	// Event numbers 1 and 3 seen by t1's sub1, 1 and 2 by t2's: a gap in t1's only.
+	if err := s.RecordEventNumbers(ctx, "t1", "sub1", "", []int64{3}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordEventNumbers(ctx, "t2", "sub1", "", []int64{2}); err != nil {
+		t.Fatal(err)
+	}
+	if at, err := s.SeenAt(ctx, "t2", "sub1", 3); err != nil || !at.IsZero() {
+		t.Errorf("t2 saw t1's number 3: %v, %v", at, err)
+	}
+	if n, err := s.DetectGaps(ctx, -time.Minute); err != nil || n != 1 {
+		t.Fatalf("gaps found: %d, %v; want 1", n, err)
+	}
+	gaps, err := s.OpenGaps(ctx, 10)
+	if err != nil || len(gaps) != 1 || gaps[0].TenantID != "t1" || gaps[0].SubscriptionID != "sub1" || gaps[0].FromNumber != 2 || gaps[0].ToNumber != 2 {
+		t.Fatalf("open gaps: %+v, %v", gaps, err)
+	}
+	if err := s.FinishGap(ctx, gaps[0], true, "search", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	for tenant, want := range map[string]int64{"t1": 1, "t2": 0} {
+		r, err := s.Report(ctx, tenant, "sub1")
+		if err != nil || r.Events != 1 || r.GapsRecovered != want || r.LastEventNumber == nil || *r.LastEventNumber != 3-(1-want) {
+			t.Errorf("%s's report: %+v, %v", tenant, r, err)
+		}
+	}
+	// A signature claimed under one tenant's sub1 is fresh under the other's.
+	sig := bytes.Repeat([]byte{0xe}, 32)
+	for _, tenant := range []string{"t1", "t2"} {
+		if fresh, err := s.ClaimSignature(ctx, tenant, "sub1", sig, time.Now(), time.Now().Add(-time.Hour)); err != nil || !fresh {
+			t.Errorf("%s's claim: %v, %v", tenant, fresh, err)
+		}
+	}
+	// Rows name a subscription of their own tenant only.
+	var n int64
+	if err := s.RawScan(ctx, &n, `SELECT count(*) FROM subscriptions WHERE id = 'sub1'`); err != nil || n != 2 {
+		t.Fatalf("%d rows of sub1, %v", n, err)
+	}
+	if err := s.EnsureTenant(ctx, "t3", "Third"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordEventNumbers(ctx, "t3", "sub1", "", []int64{1}); !errors.Is(translate(err), ErrUnknownReference) {
+		t.Errorf("an event number for t3's (missing) sub1: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
+	"github.com/tidings-health/tidings/intake"
 )
 
 // DevSummary is what `tidings dev --json` prints: counts and reasons, no PHI.
@@ -132,8 +133,8 @@ Ctrl-C stops everything.`, stderr)
 	if *exit {
 		return nil
 	}
-	fmt.Fprintf(progress, "\nStill running. Post more with:\n  curl -H 'Content-Type: application/fhir+json' -H \"Authorization: Bearer $(cat %s)\" --data-binary @FILE %s/fhir/r4/notify/%s\nCtrl-C stops everything.\n",
-		s.SecretFile, s.BaseURL, devSubscription)
+	fmt.Fprintf(progress, "\nStill running. Post more with:\n  curl -H 'Content-Type: application/fhir+json' -H \"Authorization: Bearer $(cat %s)\" --data-binary @FILE %s\nCtrl-C stops everything.\n",
+		s.SecretFile, intake.NotifyURL(s.BaseURL, devTenant, devSubscription))
 	<-ctx.Done()
 	fmt.Fprintln(progress, "stopping …")
 	return nil
@@ -168,7 +169,7 @@ func replayFile(ctx context.Context, s *stack, path string, sum *DevSummary, fil
 	for _, ev := range n.Events {
 		fileOf[ev.ResourceType+"/"+ev.ID] = name
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.BaseURL+"/fhir/r4/notify/"+devSubscription, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, intake.NotifyURL(s.BaseURL, devTenant, devSubscription), bytes.NewReader(body))
 	if err != nil {
 		return reject(0, err.Error())
 	}

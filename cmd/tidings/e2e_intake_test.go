@@ -377,7 +377,7 @@ func TestClassicRestHook(t *testing.T) {
 func TestSignedNotifications(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	key := []byte("source-signing-key-0123456789abcdef")
-	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devSubscription, key); err != nil {
+	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devTenant, devSubscription, key); err != nil {
 		t.Fatal(err)
 	}
 	body := ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json"))
@@ -419,7 +419,7 @@ func TestSignedNotifications(t *testing.T) {
 func TestReplayedSignedStatusChangeIsRefused(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	key := []byte("source-signing-key-0123456789abcdef")
-	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devSubscription, key); err != nil {
+	if err := ts.app.store.SetSubscriptionHMACKey(context.Background(), devTenant, devSubscription, key); err != nil {
 		t.Fatal(err)
 	}
 	heartbeat := fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json")
@@ -431,7 +431,7 @@ func TestReplayedSignedStatusChangeIsRefused(t *testing.T) {
 	sig := signBody(key, when, errored)
 	status := func() string {
 		t.Helper()
-		sub, err := ts.app.store.SubscriptionByID(context.Background(), devSubscription)
+		sub, err := ts.app.store.SubscriptionByID(context.Background(), devTenant, devSubscription)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -134,7 +134,7 @@ func (ts *testStack) attachFake(t *testing.T, f *fakeFHIR, heartbeat time.Durati
 	if err := ts.app.store.CreateSource(ctx, intake.Source{ID: "fake-ehr", TenantID: devTenant, BaseURL: f.URL + "/fhir", AuthType: "bearer"}, []byte(fakeToken)); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.app.store.AttachSource(ctx, devSubscription, "fake-ehr", "ExplanationOfBenefit", heartbeat); err != nil {
+	if err := ts.app.store.AttachSource(ctx, devTenant, devSubscription, "fake-ehr", "ExplanationOfBenefit", heartbeat); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -498,7 +498,7 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 		}
 	}
 	json.Unmarshal(f.resources["Subscription/remote-7"], &created)
-	if created.Status != "requested" || created.Channel.Type != "rest-hook" || created.Channel.Endpoint != ts.BaseURL+"/fhir/r4/notify/eob-feed" ||
+	if created.Status != "requested" || created.Channel.Type != "rest-hook" || created.Channel.Endpoint != ts.BaseURL+"/fhir/r4/notify/dev/eob-feed" ||
 		len(created.Channel.Header) != 1 || !strings.HasPrefix(created.Channel.Header[0], "Authorization: Bearer ") ||
 		len(created.Channel.Payload_.Extension) != 1 || created.Channel.Payload_.Extension[0].ValueCode != "id-only" {
 		t.Fatalf("created on the server: %s", f.resources["Subscription/remote-7"])
@@ -508,7 +508,7 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	}
 	// The server's handshake, with the secret it was given, activates it.
 	secret := strings.TrimPrefix(created.Channel.Header[0], "Authorization: Bearer ")
-	req := httptest.NewRequest("POST", "/fhir/r4/notify/eob-feed", bytes.NewReader(fixture(t, "subscriptions-backport-ig/handshake_bundle_example.json")))
+	req := httptest.NewRequest("POST", "/fhir/r4/notify/dev/eob-feed", bytes.NewReader(fixture(t, "subscriptions-backport-ig/handshake_bundle_example.json")))
 	req.Header.Set("Content-Type", "application/fhir+json")
 	req.Header.Set("Authorization", "Bearer "+secret)
 	rec := httptest.NewRecorder()
@@ -527,7 +527,7 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	// further notifications for it.
 	off := bytes.Replace(fixture(t, "subscriptions-backport-ig/heartbeat_bundle_example.json"), []byte(`"valueCode": "active"`), []byte(`"valueCode": "off"`), 1)
 	for i, want := range []int{200, 403} {
-		req := httptest.NewRequest("POST", "/fhir/r4/notify/eob-feed", bytes.NewReader(off))
+		req := httptest.NewRequest("POST", "/fhir/r4/notify/dev/eob-feed", bytes.NewReader(off))
 		req.Header.Set("Content-Type", "application/fhir+json")
 		req.Header.Set("Authorization", "Bearer "+secret)
 		rec := httptest.NewRecorder()
@@ -554,6 +554,58 @@ func TestSourcesAndSubscriptionsAPI(t *testing.T) {
 	}
 	if r := doRequest(h2, "GET", "/v1/subscriptions/eob-feed", "application/json", other, ""); r.Code != 404 {
 		t.Errorf("another tenant's subscription: %d %s", r.Code, r.Body)
+	}
+
+	// Ids are per tenant: the other tenant registers a source and a
+	// subscription with the ids this one uses (no 409 telling it they are
+	// taken), and each tenant sees its own.
+	if r := doRequest(h2, "POST", "/v1/sources", "application/json", other, src); r.Code != 201 {
+		t.Fatalf("the other tenant's source with a taken id: %d %s", r.Code, r.Body)
+	}
+	if r := doRequest(h2, "POST", "/v1/subscriptions", "application/json", other, sub); r.Code != 201 {
+		t.Fatalf("the other tenant's subscription with a taken id: %d %s", r.Code, r.Body)
+	}
+	if r := doRequest(h2, "POST", "/v1/sources", "application/json", other, src); r.Code != 409 || !strings.Contains(r.Body.String(), "exists") {
+		t.Errorf("the other tenant's own source id again: %d %s", r.Code, r.Body)
+	}
+	json.Unmarshal(f.resources["Subscription/remote-7"], &created)
+	secret2 := strings.TrimPrefix(created.Channel.Header[0], "Authorization: Bearer ")
+	if created.Channel.Endpoint != ts.BaseURL+"/fhir/r4/notify/other/eob-feed" || secret2 == secret {
+		t.Fatalf("the other tenant's Subscription on the server: %s", f.resources["Subscription/remote-7"])
+	}
+	notifyAt := func(path, secret string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", path, bytes.NewReader(fixture(t, "subscriptions-backport-ig/handshake_bundle_example.json")))
+		req.Header.Set("Content-Type", "application/fhir+json")
+		req.Header.Set("Authorization", "Bearer "+secret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	// The URL without the tenant names no subscription once two tenants
+	// share its id: it answers as a wrong secret does, for either secret.
+	wrong := notifyAt("/fhir/r4/notify/other/eob-feed", "not-the-secret")
+	for _, s := range []string{secret, secret2} {
+		if r := notifyAt("/fhir/r4/notify/eob-feed", s); r.Code != 401 || r.Body.String() != wrong.Body.String() || wrong.Code != 401 {
+			t.Errorf("an id two tenants share, without the tenant: %d %s; a wrong secret: %d %s", r.Code, r.Body, wrong.Code, wrong.Body)
+		}
+	}
+	// One tenant's secret does not open the other's subscription.
+	if r := notifyAt("/fhir/r4/notify/other/eob-feed", secret); r.Code != 401 || r.Body.String() != wrong.Body.String() {
+		t.Errorf("dev's secret at the other tenant's URL: %d %s", r.Code, r.Body)
+	}
+	if r := notifyAt("/fhir/r4/notify/other/eob-feed", secret2); r.Code != 200 {
+		t.Fatalf("the other tenant's handshake: %d %s", r.Code, r.Body)
+	}
+	var mine, theirs api.SubscriptionReport
+	json.Unmarshal(call("GET", "/v1/subscriptions/eob-feed", "").Body.Bytes(), &mine)
+	json.Unmarshal(doRequest(h2, "GET", "/v1/subscriptions/eob-feed", "application/json", other, "").Body.Bytes(), &theirs)
+	if mine.Status != "off" || theirs.Status != "active" || theirs.HeartbeatPeriodS != 60 {
+		t.Errorf("after the other tenant's handshake: dev's %+v, other's %+v", mine, theirs)
+	}
+	var sources []string
+	ts.app.store.RawScan(context.Background(), &sources, `SELECT tenant_id || '/' || id FROM fhir_sources ORDER BY 1`)
+	if strings.Join(sources, ",") != "dev/ehr,other/ehr" {
+		t.Errorf("sources %v", sources)
 	}
 }
 

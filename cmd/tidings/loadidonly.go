@@ -54,7 +54,7 @@ func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stdou
 	if err := s.app.store.CreateSource(ctx, intake.Source{ID: "load-ehr", TenantID: devTenant, BaseURL: base, AuthType: "none"}, nil); err != nil {
 		return err
 	}
-	if err := s.app.store.AttachSource(ctx, devSubscription, "load-ehr", "", 0); err != nil {
+	if err := s.app.store.AttachSource(ctx, devTenant, devSubscription, "load-ehr", "", 0); err != nil {
 		return err
 	}
 

@@ -15,67 +15,60 @@ import (
 )
 
 // sourceReaders builds (once per source, then cached) the FHIR client for a
-// registered source, with its sealed credential opened only in memory.
+// tenant's registered source, with its sealed credential opened only in
+// memory. Source ids are per tenant: the cache is keyed by both.
 type sourceReaders struct {
 	store        *store.Store
 	allowPrivate bool
 	log          *slog.Logger
 	mu           sync.Mutex
-	cache        map[string]sourceClient
-}
-
-type sourceClient struct {
-	c      *client.Client
-	tenant string
+	cache        map[string]*client.Client
 }
 
 func newSourceReaders(st *store.Store, log *slog.Logger, allowPrivate bool) *sourceReaders {
-	return &sourceReaders{store: st, log: log, allowPrivate: allowPrivate, cache: map[string]sourceClient{}}
+	return &sourceReaders{store: st, log: log, allowPrivate: allowPrivate, cache: map[string]*client.Client{}}
 }
 
-func (r *sourceReaders) Reader(ctx context.Context, sourceID string) (intake.FHIRReader, error) {
-	sc, err := r.client(ctx, sourceID)
-	return sc.c, err
+// Reader gives the client that reads from a tenant's source.
+func (r *sourceReaders) Reader(ctx context.Context, tenantID, sourceID string) (intake.FHIRReader, error) {
+	return r.client(ctx, tenantID, sourceID)
 }
 
 // Creator gives the client that creates resources on a tenant's source, and
 // its base URL; another tenant's source is not found.
 func (r *sourceReaders) Creator(ctx context.Context, tenantID, sourceID string) (intake.FHIRCreator, string, error) {
-	sc, err := r.client(ctx, sourceID)
+	c, err := r.client(ctx, tenantID, sourceID)
 	if err != nil {
 		return nil, "", err
 	}
-	if sc.tenant != tenantID {
-		return nil, "", errNoSuchSource
-	}
-	return sc.c, sc.c.BaseURL(), nil
+	return c, c.BaseURL(), nil
 }
 
-func (r *sourceReaders) client(ctx context.Context, sourceID string) (sourceClient, error) {
+func (r *sourceReaders) client(ctx context.Context, tenantID, sourceID string) (*client.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if sc, ok := r.cache[sourceID]; ok {
-		return sc, nil
+	key := tenantID + "|" + sourceID // a source id never holds '|'
+	if c, ok := r.cache[key]; ok {
+		return c, nil
 	}
-	src, cred, err := r.store.SourceWithCredential(ctx, sourceID)
+	src, cred, err := r.store.SourceWithCredential(ctx, tenantID, sourceID)
 	if errors.Is(err, fault.NotFound) {
-		return sourceClient{}, errNoSuchSource
+		return nil, errNoSuchSource
 	}
 	if err != nil {
-		return sourceClient{}, err
+		return nil, err
 	}
 	auth, err := sourceAuth(src, cred, !r.allowPrivate)
 	if err != nil {
-		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
+		return nil, fmt.Errorf("source %s: %w", sourceID, err)
 	}
 	c, err := client.New(client.Options{BaseURL: src.BaseURL, Auth: auth, Logger: r.log.With("source", sourceID),
 		DenyPrivateNetworks: !r.allowPrivate})
 	if err != nil {
-		return sourceClient{}, fmt.Errorf("source %s: %w", sourceID, err)
+		return nil, fmt.Errorf("source %s: %w", sourceID, err)
 	}
-	sc := sourceClient{c: c, tenant: src.TenantID}
-	r.cache[sourceID] = sc
-	return sc, nil
+	r.cache[key] = c
+	return c, nil
 }
 
 // errNoSuchSource: another tenant's source is as unknown as a missing one.

@@ -31,10 +31,12 @@ func runSubscription(ctx context.Context, args []string, stdout, stderr io.Write
 	if args[0] == "list" {
 		return runSubscriptionList(ctx, args[1:], stdout, stderr)
 	}
-	fs := newFlags("subscription add --id ID --tenant TENANT [flags]", `Registers a FHIR subscription that may POST to /fhir/r4/notify/{id}, creating its
-tenant if needed, and makes a random secret for it. Configure the FHIR server's
+	fs := newFlags("subscription add --id ID --tenant TENANT [flags]", `Registers a FHIR subscription that may POST to /fhir/r4/notify/{tenant}/{id}
+(printed), creating its tenant if needed, and makes a random secret for it.
+Configure the FHIR server's Subscription.channel.endpoint with that URL and its
 Subscription.channel.header with "Authorization: Bearer <secret>". The secret is
-shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
+shown once (or written to --secret-file); Tidings keeps only its hash. Ids are
+per tenant: another tenant may use the same id.`, stderr)
 	id := fs.String("id", "", "subscription id, the {subscription} of the notify URL ([A-Za-z0-9._-], up to 64)")
 	tenant := fs.String("tenant", "", "tenant the subscription's data belongs to")
 	tenantName := fs.String("tenant-name", "", "tenant's display name when it is created (default: the id)")
@@ -105,6 +107,11 @@ shown once (or written to --secret-file); Tidings keeps only its hash.`, stderr)
 	if err != nil {
 		return err
 	}
+	base := os.Getenv("TIDINGS_API_BASE_URL")
+	if base == "" {
+		base = "{TIDINGS_API_BASE_URL}"
+	}
+	fmt.Fprintf(stdout, "notify URL: %s\n", intake.NotifyURL(base, *tenant, *id))
 	if *secretEnv != "" {
 		fmt.Fprintf(stdout, "subscription %q registered for tenant %q with the secret from $%s\n", *id, *tenant, *secretEnv)
 		return nil
