@@ -26,24 +26,12 @@ const auditUsage = `Usage: tidings audit verify|export|keygen [flags]
 `
 
 func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return usageError{"audit needs verify, export or keygen"}
-	}
-	switch args[0] {
-	case "verify":
-		return runAuditVerify(ctx, args[1:], stdout, stderr)
-	case "export":
-		return runAuditExport(ctx, args[1:], stdout, stderr)
-	case "keygen":
-		return runAuditKeygen(args[1:], stdout, stderr)
-	case "-h", "--help":
-		fmt.Fprint(stdout, auditUsage)
-		return nil
-	default:
-		fmt.Fprint(stderr, auditUsage)
-		return usageError{fmt.Sprintf("unknown audit action %q", args[0])}
-	}
+	return runGroup(ctx, "audit", auditUsage, map[string]action{
+		"verify": runAuditVerify, "export": runAuditExport,
+		"keygen": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			return runAuditKeygen(args, stdout, stderr)
+		},
+	}, args, stdout, stderr)
 }
 
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -23,21 +23,8 @@ const deliveriesUsage = `Usage: tidings deliveries <command> [flags]
 `
 
 func runDeliveries(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, deliveriesUsage)
-		return usageError{"deliveries needs a command"}
-	}
-	switch args[0] {
-	case "unknown":
-		return runDeliveriesUnknown(ctx, args[1:], stdout, stderr)
-	case "resolve":
-		return runDeliveriesResolve(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, deliveriesUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, deliveriesUsage)
-	return usageError{fmt.Sprintf("unknown deliveries command %q", args[0])}
+	return runGroup(ctx, "deliveries", deliveriesUsage,
+		map[string]action{"unknown": runDeliveriesUnknown, "resolve": runDeliveriesResolve}, args, stdout, stderr)
 }
 
 func runDeliveriesUnknown(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -31,32 +31,17 @@ const keysUsage = `Usage: tidings keys <command> [flags]
 const cliActor = "cli"
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, keysUsage)
-		return usageError{"keys needs a command"}
-	}
-	switch args[0] {
-	case "new":
-		fs := newFlags("keys new", "Prints a new random 32-byte key in base64, for TIDINGS_SEAL_KEYS (as id:key)\nor TIDINGS_BLIND_INDEX_KEY.", stderr)
-		if err := fs.Parse(args[1:]); err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, newKey())
-		return nil
-	case "create":
-		return runKeysCreate(ctx, args[1:], stdout, stderr)
-	case "list":
-		return runKeysList(ctx, args[1:], stdout, stderr)
-	case "revoke":
-		return runKeysRevoke(ctx, args[1:], stdout, stderr)
-	case "rotate":
-		return runKeysRotate(ctx, args[1:], stdout, stderr)
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, keysUsage)
-		return nil
-	}
-	fmt.Fprint(stderr, keysUsage)
-	return usageError{fmt.Sprintf("unknown keys command %q", args[0])}
+	return runGroup(ctx, "keys", keysUsage, map[string]action{
+		"new": func(_ context.Context, args []string, stdout, stderr io.Writer) error {
+			fs := newFlags("keys new", "Prints a new random 32-byte key in base64, for TIDINGS_SEAL_KEYS (as id:key)\nor TIDINGS_BLIND_INDEX_KEY.", stderr)
+			if err := fs.Parse(args); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout, newKey())
+			return nil
+		},
+		"create": runKeysCreate, "list": runKeysList, "revoke": runKeysRevoke, "rotate": runKeysRotate,
+	}, args, stdout, stderr)
 }
 
 func runKeysCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -128,6 +128,28 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
+// action is one command of a command group such as keys or audit.
+type action func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+
+// runGroup runs the action of group that args[0] names, or prints the
+// group's usage: to stdout when asked for help, else to stderr with an error.
+func runGroup(ctx context.Context, group, usage string, actions map[string]action, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{group + " needs a command"}
+	}
+	if a, ok := actions[args[0]]; ok {
+		return a(ctx, args[1:], stdout, stderr)
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown %s command %q", group, args[0])}
+}
+
 func newFlags(name, summary string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("tidings "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
