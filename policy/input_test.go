@@ -293,13 +293,15 @@ func BenchmarkRegoValue(b *testing.B) {
 // are stored and shown unsealed, so PHI must never reach one.
 func TestReasonQuotingThePayloadGivesNoDecision(t *testing.T) {
 	for name, rule := range map[string]string{
-		"deny":   `deny contains sprintf("plan %s is not allowed", [input.payload.payer_name])`,
-		"number": `deny contains sprintf("share %v is too high", [input.payload.patient_share])`,
-		"redact": `redact contains input.payload.provider_name`,
+		"deny":       `deny contains sprintf("plan %s is not allowed", [input.payload.payer_name])`,
+		"number":     `deny contains sprintf("share %v is too high", [input.payload.patient_share])`,
+		"redact":     `redact contains input.payload.provider_name`,
+		"obligation": `obligations[input.payload.payer_name] := true`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			mod := "package tidings.notice\n\ndefault allow := false\n\n" + rule + "\n\n" + `redact contains "x" if false` + "\n\n" + `deny contains "y" if false` + "\n\n" +
-				`decision := {"allow": count(deny) == 0, "deny": sort(deny), "redact": sort(redact), "obligations": {}}` + "\n"
+				`obligations["portal_only"] := true if false` + "\n\n" +
+				`decision := {"allow": count(deny) == 0, "deny": sort(deny), "redact": sort(redact), "obligations": obligations}` + "\n"
 			e, err := New(context.Background(), fstest.MapFS{"p.rego": &fstest.MapFile{Data: []byte(mod)}})
 			if err != nil {
 				t.Fatal(err)

@@ -364,7 +364,7 @@ func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 		// Reasons are stored and shown unsealed: a policy (a tenant's own
 		// may be careless) that puts a payload value into one gives no
 		// decision rather than a record with PHI in it.
-		return Decision{}, fmt.Errorf("%w: a reason or redaction quotes a value of the payload; reasons must name fields, never their values", ErrNoDecision)
+		return Decision{}, fmt.Errorf("%w: a reason, redaction or obligation quotes a value of the payload; they must name fields, never their values", ErrNoDecision)
 	}
 	return d, nil
 }
@@ -384,11 +384,12 @@ func (r *revision) decide(ctx context.Context, q *rego.PreparedEvalQuery, input 
 	return d, nil
 }
 
-// quotesPayload reports whether any of d's deny reasons or redactions
-// contains a payload value of four characters or more (short values such as
-// "1" or "yes" would match any text), as a string or as the number it is.
+// quotesPayload reports whether any of d's deny reasons, redactions or
+// obligation names contains a payload value of four characters or more
+// (short values such as "1" or "yes" would match any text), as a string or
+// as the number it is.
 func quotesPayload(d Decision, payload map[string]any) bool {
-	if len(d.Deny) == 0 && len(d.Redact) == 0 {
+	if len(d.Deny) == 0 && len(d.Redact) == 0 && len(d.Obligations) == 0 {
 		return false
 	}
 	var values []string
@@ -418,7 +419,7 @@ func quotesPayload(d Decision, payload map[string]any) bool {
 	for _, v := range payload {
 		walk(v)
 	}
-	for _, text := range slices.Concat(d.Deny, d.Redact) {
+	for _, text := range slices.Concat(d.Deny, d.Redact, d.Obligations) {
 		for _, v := range values {
 			if len(v) >= 4 && strings.Contains(text, v) {
 				return true
