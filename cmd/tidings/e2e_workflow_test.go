@@ -118,7 +118,7 @@ func runOf(t *testing.T, runs []journey.RunView, workflowID string) journey.RunV
 // waitRun waits until the subject's run of a workflow satisfies ok.
 func (ts *testStack) waitRun(t *testing.T, subject, workflowID string, what string, ok func(journey.RunView) bool) journey.RunView {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // a hang guard: a loaded machine can take its time
 	for {
 		for _, r := range ts.runsOf(t, subject) {
 			if r.WorkflowID == workflowID && ok(r) {
