@@ -205,18 +205,25 @@ func (e *Engine) Reload(ctx context.Context) error {
 // not retried until the content changes again; Status and the logger report
 // it.
 func (e *Engine) Watch(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, nil, func() { e.poll(ctx) })
+}
+
+// every runs fn every interval (2s if not positive) and whenever wake
+// signals (nil: never), until ctx ends.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, fn func()) {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
+		case <-wake:
 		}
-		e.poll(ctx)
+		fn()
 	}
 }
 

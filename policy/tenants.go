@@ -134,22 +134,11 @@ func (t *Tenants) Sync(ctx context.Context) error {
 // Watch runs Sync every interval (2s if not positive) and whenever wake
 // signals, until ctx ends; failures are logged and retried.
 func (t *Tenants) Watch(ctx context.Context, interval time.Duration, wake <-chan struct{}) {
-	if interval <= 0 {
-		interval = 2 * time.Second
-	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-wake:
-		}
+	every(ctx, interval, wake, func() {
 		if err := t.Sync(ctx); err != nil && ctx.Err() == nil && t.Log != nil {
 			t.Log.Warn("tenant policies not reloaded; retrying", "err", err)
 		}
-	}
+	})
 }
 
 func (t *Tenants) policyOf(tenantID string) (tp *tenantPolicy, synced bool) {
