@@ -205,7 +205,7 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 			n := out[ref.start].Notices[ref.notice]
 			if id, ok := deliveryOf[j]; ok {
 				out[ref.start].Deliveries[ref.notice] = delivery.Delivery{ID: id, TenantID: n.TenantID, NoticeID: n.ID,
-					Channel: ns.Channel, Status: delivery.DeliverySending, Attempts: 1, MessageID: ns.MessageID}
+					Channel: ns.Channel, Status: delivery.DeliverySending, MessageID: ns.MessageID}
 				audits = append(audits, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
 					SubjectType: "delivery", SubjectID: strconv.FormatInt(id, 10),
 					Detail: map[string]any{"notice_id": n.ID, "channel": ns.Channel, "attempt": 1}})
@@ -273,7 +273,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 		// that ended with actions to do stays waiting until they are done.
 		switch {
 		case len(st.Pending) > 0:
-			t := st.Start.Now.Add(PendingGrace)
+			t := st.Start.Now.Add(s.pendingGrace)
 			r.DueAt = &t
 		case ps.Status == workflow.StatusEnded:
 			r.Status = workflow.StatusEnded
@@ -421,7 +421,7 @@ func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 		return nil, nil
 	}
 	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id)
-		SELECT t, n, c, 'sending', 1, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
+		SELECT t, n, c, 'sending', 0, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
 		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)

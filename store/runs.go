@@ -125,9 +125,10 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (journey.Run, error) {
 	return r, nil
 }
 
-// PendingGrace is how long a run's saved actions are left to the task
-// carrying them out before the scheduler takes the run as abandoned (the
-// worker died) and wakes it again to finish them. Longer than a task's timeout.
+// PendingGrace is how long, by default, a run's saved actions are left to
+// the task carrying them out before the scheduler takes the run as
+// abandoned (the worker died) and wakes it again to finish them. Longer
+// than a task's timeout. TIDINGS_PENDING_GRACE changes it.
 const PendingGrace = 3 * time.Minute
 
 // SaveRun stores the state the step machine produced together with the
@@ -153,7 +154,7 @@ func (s *Store) SaveRun(ctx context.Context, r journey.Run, st workflow.State, a
 	var due *time.Time
 	switch {
 	case len(actions) > 0:
-		t := now.Add(PendingGrace) // ended or not: the actions still need doing
+		t := now.Add(s.pendingGrace) // ended or not: the actions still need doing
 		due = &t
 	case st.Status == workflow.StatusEnded:
 	case !st.WaitUntil.IsZero():
