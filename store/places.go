@@ -22,6 +22,7 @@ import (
 //	runs.facts_sealed                 subject (a subject's runs share its facts; not its source)
 //	engagements.data_sealed           id (taken from the sequence first)
 //	segment_members.patient_sealed    segment, patient_index
+//	webhook_endpoints.secret_sealed   id
 type sealedColumn struct{ table, column string }
 
 var (
@@ -34,6 +35,7 @@ var (
 	colRunFacts         = sealedColumn{"runs", "facts_sealed"}
 	colEngagementData   = sealedColumn{"engagements", "data_sealed"}
 	colSegmentPatient   = sealedColumn{"segment_members", "patient_sealed"}
+	colWebhookSecret    = sealedColumn{"webhook_endpoints", "secret_sealed"}
 	legacyContexts      = map[sealedColumn]string{
 		// Before places both contact columns were sealed with one context.
 		colContactConfEmail: "contacts.email_sealed",
