@@ -56,6 +56,15 @@ type Config struct {
 	// (TIDINGS_ALLOW_PRIVATE_SOURCES; dev and tests). Off, a source cannot
 	// point Tidings at internal services.
 	AllowPrivateSources bool
+	// TIDINGS_WEBHOOKS_ALLOW_PRIVATE: webhook endpoints may be plain http
+	// on loopback or private addresses (development, tests).
+	WebhooksAllowPrivate bool
+	// TIDINGS_WEBHOOK_EVERY: how often the worker fans out and sends.
+	WebhookEvery time.Duration
+	// TIDINGS_WEBHOOK_RETRIES: the waits after each failed attempt, comma
+	// separated; after the last the message is dead. Empty: the default
+	// schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h).
+	WebhookRetries string
 
 	PolicyDir       string        // TIDINGS_POLICY_DIR: policies from a directory instead of the embedded ones
 	PolicyBundle    string        // TIDINGS_POLICY_BUNDLE: an OPA bundle (.tar.gz from opa build) instead
@@ -200,6 +209,9 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		WakeSlack:            getd("TIDINGS_WAKE_SLACK", time.Minute),
 		GapSettle:            getd("TIDINGS_GAP_SETTLE", time.Minute),
 		AllowPrivateSources:  getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		WebhooksAllowPrivate: getb("TIDINGS_WEBHOOKS_ALLOW_PRIVATE", false),
+		WebhookEvery:         getd("TIDINGS_WEBHOOK_EVERY", time.Second),
+		WebhookRetries:       get("TIDINGS_WEBHOOK_RETRIES", ""),
 		PolicyDir:            get("TIDINGS_POLICY_DIR", ""),
 		PolicyBundle:         get("TIDINGS_POLICY_BUNDLE", ""),
 		PolicyPublicKey:      get("TIDINGS_POLICY_PUBLIC_KEY", ""),
@@ -328,11 +340,33 @@ func (c Config) Validate(role Role) []string {
 		if c.SMTPPoolSize < 0 {
 			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
 		}
+		if _, err := c.WebhookSchedule(); err != nil {
+			p = append(p, err.Error())
+		}
+		if c.WebhookEvery <= 0 {
+			p = append(p, "TIDINGS_WEBHOOK_EVERY must be positive")
+		}
 		if _, err := c.DKIMKeySpecs(); err != nil {
 			p = append(p, err.Error())
 		}
 	}
 	return p
+}
+
+// WebhookSchedule parses TIDINGS_WEBHOOK_RETRIES; nil when unset.
+func (c Config) WebhookSchedule() ([]time.Duration, error) {
+	if strings.TrimSpace(c.WebhookRetries) == "" {
+		return nil, nil
+	}
+	var out []time.Duration
+	for _, f := range strings.Split(c.WebhookRetries, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("TIDINGS_WEBHOOK_RETRIES: want positive durations, comma separated (e.g. 5s,5m,30m)")
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // DKIMKeySpec names one DKIM signing key: the tenant whose mail it signs

@@ -70,6 +70,7 @@ type stackOptions struct {
 	ScheduleEvery  time.Duration // 0: a second
 	WakeSlack      time.Duration // 0: a minute
 	NoWorkflows    bool          // do not install the built-in workflows
+	WebhookRetries string        // TIDINGS_WEBHOOK_RETRIES
 	DKIMKeys       string        // TIDINGS_DKIM_KEYS
 	LogTo          io.Writer     // nil: a log file in the stack's folder
 }
@@ -193,6 +194,8 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS, DKIMKeys: o.DKIMKeys,
+		// Webhook endpoints of dev and tests listen on loopback.
+		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
 	}
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second
