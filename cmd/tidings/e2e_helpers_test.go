@@ -88,6 +88,7 @@ type testOpts struct {
 	HangUpAfterData func(to []string) bool
 	DKIMKeys        string // TIDINGS_DKIM_KEYS
 	WebhookRetries  string // TIDINGS_WEBHOOK_RETRIES
+	DebugLog        bool   // log at debug level
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -114,7 +115,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
 			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
-			WebhookRetries: o.WebhookRetries}, logs)
+			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
