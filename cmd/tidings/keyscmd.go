@@ -194,6 +194,9 @@ more than one key) and TIDINGS_BLIND_INDEX_KEY.`, stderr)
 			total, failed = total+p.Resealed, failed+p.Unopenable
 		}
 		fmt.Fprintf(stdout, "rotated: %d values re-sealed, %d could not be opened\n", total, failed)
+		if err := st.AuditSealRotation(ctx, keys.Primary(), total, failed); err != nil {
+			return fmt.Errorf("audit the rotation: %w", err)
+		}
 	}
 	uses, err := st.SealedUses(ctx)
 	if err != nil {
