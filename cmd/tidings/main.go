@@ -102,6 +102,9 @@ Commands:
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
+  evidence  --tenant T --from --to --out DIR: what an auditor asks for (policy
+            tests and coverage, decision log, audit chain verification, keys,
+            the last test run, and the HIPAA safeguards map)
   health    GET a /readyz or /healthz URL and exit 0 when it answers 200
             (for container health checks, where there is no curl)
 
@@ -136,6 +139,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runWorkflow(ctx, rest, stdout, stderr)
 	case "policy":
 		return runPolicy(ctx, rest, stdout, stderr)
+	case "evidence":
+		return runEvidence(ctx, rest, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, stdout, stderr)
 	case "deliveries":
