@@ -15,4 +15,11 @@ fi
 echo "== go vet ./..."
 go vet ./...
 echo "== go test ./..."
-go test -count=1 -timeout 15m ./... "$@"
+# go test -json is kept for tidings evidence --test-report; what is printed
+# is what plain go test prints (package lines, failed tests' output).
+report="${TIDINGS_TEST_REPORT:-$PWD/test-report.jsonl}"
+bin=$(mktemp -d)
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/testreport" ./scripts/testreport
+go test -count=1 -timeout 15m -json ./... "$@" | "$bin/testreport" -out "$report"
+echo "test report (tidings evidence --test-report): $report"
