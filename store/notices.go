@@ -40,8 +40,9 @@ func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64
 	return notice(got), nil
 }
 
-// SealNoticePayload stores the notice's payload, sealed.
-func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error {
+// SealNoticePayload stores the notice's payload and its portal view
+// (nil: none), sealed.
+func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		// The payload is sealed for its row (tenant and portal token), read first.
 		var n Notice
@@ -49,8 +50,11 @@ func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload [
 			Take(&n).Error; err != nil {
 			return translate(err)
 		}
-		return tx.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).
-			Update("payload_sealed", s.seal(payload, colNoticePayload, n.TenantID, n.PortalToken)).Error
+		set := map[string]any{"payload_sealed": s.seal(payload, colNoticePayload, n.TenantID, n.PortalToken)}
+		if portal != nil {
+			set["portal_sealed"] = s.seal(portal, colNoticePortal, n.TenantID, n.PortalToken)
+		}
+		return tx.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).Updates(set).Error
 	})
 }
 

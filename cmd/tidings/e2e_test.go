@@ -65,7 +65,7 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 					t.Errorf("message %d was not sent under TLS", i)
 				}
 				// The portal link is a random token; strip it so a code cannot match it by chance.
-				texts[i] = regexp.MustCompile(`https?://\S+/portal/notices/[A-Za-z0-9_-]+`).ReplaceAllString(decodedText(t, m.Data), "[link]")
+				texts[i] = regexp.MustCompile(`https?://\S+/portal/[^/\s]+/notices/[A-Za-z0-9_-]+`).ReplaceAllString(decodedText(t, m.Data), "[link]")
 				if !strings.Contains(texts[i], "[link]") {
 					t.Errorf("message %d has no portal link:\n%s", i, texts[i])
 				}
@@ -195,7 +195,7 @@ func TestUnenforcedChannelGetsAPortalOnlyNotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := decodedText(t, msgs[0].Data)
-	if msgs[0].TLS || !strings.Contains(text, "/portal/notices/") {
+	if msgs[0].TLS || !strings.Contains(text, "/portal/dev/notices/") {
 		t.Fatalf("TLS %v, message:\n%s", msgs[0].TLS, text)
 	}
 	share, _ := shareOf(t, eob)
@@ -273,7 +273,7 @@ func TestSensitiveDiagnosisGoesPortalOnly(t *testing.T) {
 			t.Errorf("a sensitive notice carries %q:\n%s", phi, text)
 		}
 	}
-	if !strings.Contains(text, "/portal/notices/") {
+	if !strings.Contains(text, "/portal/dev/notices/") {
 		t.Errorf("no portal link:\n%s", text)
 	}
 }
