@@ -69,6 +69,10 @@ type Config struct {
 	// client. Empty: the connection's address is the client, and those
 	// headers, which any client can set, are ignored.
 	TrustedProxies []string
+
+	// Portal serves /portal/... (the notice pickup page), outside /v1 and
+	// without API keys; nil: no portal.
+	Portal interface{ Mount(gin.IRouter) }
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -143,6 +147,10 @@ func New(cfg Config) *gin.Engine {
 		for _, m := range rt.methods {
 			f.Handle(m, rt.path, notifyTarget(rt.withTenant), h.authSubscription, bySub, h.notify)
 		}
+	}
+
+	if cfg.Portal != nil {
+		cfg.Portal.Mount(r)
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

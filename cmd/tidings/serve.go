@@ -21,6 +21,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
+	if a.cfg.SMTPHost != "" {
+		// The portal mails its one-time codes through the relay the worker uses.
+		if a.codeMail, err = emailChannel(a.cfg); err != nil {
+			return err
+		}
+		defer a.codeMail.Close()
+	}
 	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
 		return err

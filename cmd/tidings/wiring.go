@@ -26,6 +26,7 @@ import (
 	"github.com/tidings-health/tidings/logging"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/portal"
 	"github.com/tidings-health/tidings/rego"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
@@ -60,6 +61,8 @@ type app struct {
 	unwatch func()          // stops watching the tenants' revisions
 	clock   journey.Clock   // nil: the system clock; tests move their own
 	apiKeys *access.Service // one per process, so a revocation clears its cache
+	// codeMail sends the portal's one-time codes (serve); nil: none can be sent.
+	codeMail *notify.EmailChannel
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -210,9 +213,20 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	}
 	return api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
-		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
+		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 	}), nil
+}
+
+// portal is the notice pickup page the notices link to.
+func (a *app) portal() *portal.Server {
+	var mailer portal.Mailer
+	if a.codeMail != nil {
+		mailer = a.codeMail
+	}
+	return portal.New(portal.Config{Store: a.store, Events: a.journeys(), Mailer: mailer,
+		TokenTTL: a.cfg.PortalTokenTTL, SessionTTL: a.cfg.PortalSessionTTL,
+		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "portal")})
 }
 
 // chainer links committed audit rows into each tenant's chain and writes
