@@ -73,6 +73,8 @@ type Config struct {
 	// Portal serves /portal/... (the notice pickup page), outside /v1 and
 	// without API keys; nil: no portal.
 	Portal interface{ Mount(gin.IRouter) }
+	// PortalSettings backs /v1/portal/settings; nil: those routes answer 503.
+	PortalSettings PortalSettings
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -193,6 +195,8 @@ func (h *handlers) routes() []Route {
 		{"POST", "/segments/:segment/members", access.Operator, h.postSegmentMember},
 		{"POST", "/keys", access.Admin, h.postKey},
 		{"GET", "/keys", access.Admin, h.listKeys},
+		{"GET", "/portal/settings", access.Admin, h.getPortalSettings},
+		{"PUT", "/portal/settings", access.Admin, h.putPortalSettings},
 		{"DELETE", "/keys/:id", access.Admin, h.revokeKey},
 	}
 }
