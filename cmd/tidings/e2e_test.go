@@ -409,8 +409,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
-	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
-		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	collection := withPatient2(patient, eob)
 	ts.notify(t, ts.wrap(t, collection))
 	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
 	if err != nil {
