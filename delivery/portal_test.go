@@ -52,8 +52,8 @@ func TestPortalDecisionWithTheShippedRules(t *testing.T) {
 				t.Fatalf("email plan %+v, %v", p, err)
 			}
 			raw, rec, err := s.portalDecision(ctx, "t1", tc.contact, tc.base, pd, out, "confidential@example.org", PortalView{NoticeType: "eob", Patient: "Patient/7"})
-			if err != nil || rec == nil {
-				t.Fatalf("portal decision: %v %v", rec, err)
+			if err != nil || rec == nil || rec.Channel != ChannelPortal {
+				t.Fatalf("portal decision: %+v %v", rec, err)
 			}
 			var v PortalView
 			if err := json.Unmarshal(raw, &v); err != nil {

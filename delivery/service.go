@@ -303,7 +303,7 @@ func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, 
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
 		return p, nil, nil
 	}
-	rec := &Decision{TenantID: tenantID, Revision: dec.Revision, InputHash: policy.InputHash(in),
+	rec := &Decision{TenantID: tenantID, Channel: in.Channel.Type, Revision: dec.Revision, InputHash: policy.InputHash(in),
 		Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds()}
 	if err != nil {
 		rec.Reasons = []string{"no policy decision"}

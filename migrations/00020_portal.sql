@@ -11,6 +11,10 @@
 -- version, which the portal cannot show.
 ALTER TABLE notices ADD COLUMN portal_sealed bytea;
 
+-- The decision log names the channel each decision was for: a sent notice
+-- now has two, its email's (linked to the delivery) and its portal's.
+ALTER TABLE policy_decisions ADD COLUMN channel text NOT NULL DEFAULT '';
+
 -- How a tenant's patients prove who they are at the portal: a one-time code
 -- mailed to the address of record, their date of birth, or both.
 ALTER TABLE tenants ADD COLUMN portal_verification text NOT NULL DEFAULT 'code'
@@ -48,4 +52,5 @@ CREATE INDEX portal_sessions_expires ON portal_sessions (expires_at);
 DROP TABLE portal_sessions;
 DROP TABLE portal_access;
 ALTER TABLE tenants DROP COLUMN portal_verification;
+ALTER TABLE policy_decisions DROP COLUMN channel;
 ALTER TABLE notices DROP COLUMN portal_sealed;

@@ -460,6 +460,7 @@ func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 // decisionRows are a batch's policy decisions.
 type decisionRows struct {
 	tenant, revision, hash, reasons, redact, obligations []string
+	channel                                              []string
 	notice, latency                                      []int64
 	delivery                                             []*int64
 	allow                                                []bool
@@ -480,17 +481,18 @@ func (d *decisionRows) add(dec delivery.Decision, deliveryID int64) {
 	d.tenant, d.revision, d.hash = append(d.tenant, dec.TenantID), append(d.revision, dec.Revision), append(d.hash, dec.InputHash)
 	d.reasons, d.redact, d.obligations = append(d.reasons, list(dec.Reasons)), append(d.redact, list(dec.Redact)), append(d.obligations, list(dec.Obligations))
 	d.notice, d.latency, d.delivery, d.allow = append(d.notice, dec.NoticeID), append(d.latency, dec.LatencyUS), append(d.delivery, dl), append(d.allow, dec.Allow)
+	d.channel = append(d.channel, dec.Channel)
 }
 
 func (d *decisionRows) insert(ctx context.Context, tx *Store) error {
 	if len(d.notice) == 0 {
 		return nil
 	}
-	_, err := tx.exec(ctx, `INSERT INTO policy_decisions (tenant_id, notice_id, policy_revision, input_hash, allow, reasons, redact, obligations, latency_us, delivery_id)
-		SELECT t, n, rev, h, a, r::jsonb, red::jsonb, ob::jsonb, l, dl
-		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-			AS x(t, n, rev, h, a, r, red, ob, l, dl)`,
-		d.tenant, d.notice, d.revision, d.hash, d.allow, d.reasons, d.redact, d.obligations, d.latency, d.delivery)
+	_, err := tx.exec(ctx, `INSERT INTO policy_decisions (tenant_id, notice_id, policy_revision, input_hash, allow, reasons, redact, obligations, latency_us, delivery_id, channel)
+		SELECT t, n, rev, h, a, r::jsonb, red::jsonb, ob::jsonb, l, dl, ch
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[])
+			AS x(t, n, rev, h, a, r, red, ob, l, dl, ch)`,
+		d.tenant, d.notice, d.revision, d.hash, d.allow, d.reasons, d.redact, d.obligations, d.latency, d.delivery, d.channel)
 	if err != nil {
 		return fmt.Errorf("record decisions: %w", err)
 	}
@@ -765,5 +767,5 @@ func decisionAudit(d delivery.Decision) AuditRecord {
 	return AuditRecord{TenantID: d.TenantID, Actor: "policy", Action: "policy.decision",
 		SubjectType: "notice", SubjectID: strconv.FormatInt(d.NoticeID, 10),
 		Detail: map[string]any{"allow": d.Allow, "reasons": orEmpty(d.Reasons), "redact": orEmpty(d.Redact), "obligations": orEmpty(d.Obligations),
-			"revision": d.Revision, "input_hash": d.InputHash}}
+			"revision": d.Revision, "input_hash": d.InputHash, "channel": d.Channel}}
 }

@@ -110,7 +110,7 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 		}
 		redact, _ := json.Marshal(d.Redact)
 		obligations, _ := json.Marshal(d.Obligations)
-		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, PolicyRevision: d.Revision,
+		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, PolicyRevision: d.Revision,
 			InputHash: d.InputHash, Allow: d.Allow, Reasons: rj, Redact: redact, Obligations: obligations, LatencyUS: d.LatencyUS}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("record decision: %w", err)
@@ -168,8 +168,9 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, m
 		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', message_id = ?, updated_at = now() WHERE id = ?`, d.MessageID, d.ID).Error; err != nil {
 			return err
 		}
-		// The decision log names the delivery each decision governed.
-		if err := tx.q(ctx).Exec(`UPDATE policy_decisions SET delivery_id = ? WHERE notice_id = ? AND delivery_id IS NULL`, d.ID, n.ID).Error; err != nil {
+		// The decision log names the delivery each decision governed (the
+		// portal's governs none: the page shows what it allowed).
+		if err := tx.q(ctx).Exec(`UPDATE policy_decisions SET delivery_id = ? WHERE notice_id = ? AND delivery_id IS NULL AND channel <> 'portal'`, d.ID, n.ID).Error; err != nil {
 			return err
 		}
 		d.Attempts++

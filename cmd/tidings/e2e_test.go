@@ -485,10 +485,16 @@ func TestDecisionLog(t *testing.T) {
 		LatencyUS      int64 `gorm:"column:latency_us"`
 		NoticeID       int64
 		DeliveryID     *int64
+		Channel        string
 	}
-	ts.app.store.RawScan(context.Background(), &rows, `SELECT policy_revision, input_hash, allow, latency_us, notice_id, delivery_id FROM policy_decisions`)
+	ts.app.store.RawScan(context.Background(), &rows, `SELECT policy_revision, input_hash, allow, latency_us, notice_id, delivery_id, channel FROM policy_decisions ORDER BY channel`)
 	pol, _ := ts.app.policyEngine(context.Background())
-	if len(rows) != 1 || rows[0].PolicyRevision != pol.Revision() || len(rows[0].InputHash) != 64 || !rows[0].Allow ||
+	// The email's decision governs the delivery; the portal's, decided with
+	// it, governs what the portal page shows.
+	if len(rows) != 2 || rows[0].Channel != "email" || rows[1].Channel != "portal" || rows[1].DeliveryID != nil || rows[1].NoticeID != rows[0].NoticeID {
+		t.Fatalf("decision log %+v, want the email's and the portal's", rows)
+	}
+	if rows[0].PolicyRevision != pol.Revision() || len(rows[0].InputHash) != 64 || !rows[0].Allow ||
 		rows[0].LatencyUS <= 0 || rows[0].NoticeID == 0 || rows[0].DeliveryID == nil {
 		t.Fatalf("decision log %+v", rows)
 	}
