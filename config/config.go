@@ -288,6 +288,9 @@ func (c Config) Validate(role Role) []string {
 		if c.RatePerSecond <= 0 || c.RateBurst <= 0 {
 			p = append(p, "TIDINGS_RATE_PER_SECOND and TIDINGS_RATE_BURST must be positive")
 		}
+		if c.SMTPHost != "" && c.SMTPFrom == "" {
+			p = append(p, "TIDINGS_SMTP_FROM is required with TIDINGS_SMTP_HOST (serve mails the portal's one-time codes)")
+		}
 		if c.PortalTokenTTL < 0 || c.PortalSessionTTL < 0 || c.PortalSessionTTL > 24*time.Hour {
 			p = append(p, "TIDINGS_PORTAL_TOKEN_TTL must be positive and TIDINGS_PORTAL_SESSION_TTL between 1s and 24h")
 		}

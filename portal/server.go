@@ -217,7 +217,8 @@ func (s *Server) find(c *gin.Context) (request, bool) {
 		s.refuse(c, http.StatusGone, lang, "expired")
 		return request{}, false
 	}
-	if n.View == nil {
+	if n.View == nil || len(n.View.Payload) == 0 {
+		// Nothing to show: no need to prove anything (nor to mail a code).
 		s.refuse(c, http.StatusNotFound, lang, "noview")
 		return request{}, false
 	}

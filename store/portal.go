@@ -189,6 +189,10 @@ func (s *Store) VerifyPortal(ctx context.Context, tenantID string, noticeID int6
 				noticeID).Error; err != nil {
 				return err
 			}
+			// Ended sessions of the notice go as a new one starts.
+			if err := tx.q(ctx).Exec(`DELETE FROM portal_sessions WHERE notice_id = ? AND expires_at <= ?`, noticeID, now).Error; err != nil {
+				return err
+			}
 			if err := tx.q(ctx).Exec(`INSERT INTO portal_sessions (id_hash, tenant_id, notice_id, expires_at) VALUES (?, ?, ?, ?)`,
 				at.Session, tenantID, noticeID, at.SessionUntil).Error; err != nil {
 				return translate(err)

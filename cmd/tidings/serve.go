@@ -27,6 +27,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 			return err
 		}
 		defer a.codeMail.Close()
+	} else {
+		a.log.Warn("TIDINGS_SMTP_HOST is not set: the portal cannot mail one-time codes, so tenants that ask for one cannot be served")
 	}
 	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
