@@ -70,7 +70,8 @@ func portalViewOf(sub subject) PortalView {
 // v with it and with the address the notice goes to. It returns the sealed
 // view's plaintext and the decision to log (nil when none was made).
 func (s *Service) portalDecision(ctx context.Context, tenantID string, contact Contact, base policy.Input, pd draft, out outgoing, to string, v PortalView) ([]byte, *Decision, error) {
-	pout := outgoing{template: out.template, channel: ChannelPortal, from: out.from}
+	pout := out
+	pout.channel = ChannelPortal
 	in := policyInput(base, pd, ChannelPortal, notify.Security{}, contact)
 	in.Channel = portalSecurity
 	p, rec, err := s.decide(ctx, tenantID, contact, in, pd, pout)

@@ -21,12 +21,16 @@ var displayWords = map[string]map[string]string{
 func Language(tag string) string { return pickLanguage(tag) }
 
 // NoticeFields are a stored notice payload (EOBNotice or
-// AppointmentNotice JSON, by noticeType) as a page shows it in lang: a
-// title and the non-empty fields, labelled, cleaned and written as the
-// emails write them. The portal link is not among them.
+// AppointmentNotice JSON, by noticeType) as a page shows it in lang (in
+// English when the page has no words in it): a title and the non-empty
+// fields, labelled, cleaned and written as the emails write them. The
+// portal link is not among them.
 func NoticeFields(noticeType string, payload []byte, lang string) (string, []Field, error) {
 	lang = pickLanguage(lang)
-	w := displayWords[lang]
+	w, ok := displayWords[lang]
+	if !ok {
+		lang, w = "en", displayWords["en"]
+	}
 	var fields []Field
 	add := func(label, value string) {
 		if value != "" {

@@ -239,3 +239,11 @@ func TestNoticeFields(t *testing.T) {
 		t.Error("a payload that does not decode was shown")
 	}
 }
+
+// A language the portal page has no words in is shown in English, dates too.
+func TestNoticeFieldsFallBackToEnglish(t *testing.T) {
+	title, fields, err := NoticeFields(NoticeTypeEOB, []byte(`{"service_date":"2024-03-05","portal_url":"u"}`), "vi")
+	if err != nil || title != "Explanation of Benefits" || len(fields) != 1 || fields[0] != (Field{"Date of service", longDate("en", "2024-03-05")}) {
+		t.Errorf("got %q %v %v", title, fields, err)
+	}
+}

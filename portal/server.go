@@ -169,10 +169,19 @@ func (s *Server) refuse(c *gin.Context, status int, lang, key string) {
 	c.Abort()
 }
 
+// pageLanguage is the language the page is written in for tag: the one
+// the notices' templates pick, when the page has words in it, else English.
+func pageLanguage(tag string) string {
+	if l := notify.Language(tag); texts[l] != nil {
+		return l
+	}
+	return "en"
+}
+
 // acceptLanguage picks the page language for a request whose notice is
 // unknown: the browser's first choice, when the portal has it.
 func acceptLanguage(c *gin.Context) string {
-	return notify.Language(c.GetHeader("Accept-Language"))
+	return pageLanguage(c.GetHeader("Accept-Language"))
 }
 
 func (s *Server) limitClient(c *gin.Context) {
@@ -207,7 +216,7 @@ func (s *Server) find(c *gin.Context) (request, bool) {
 		return request{}, false
 	}
 	if n.View != nil {
-		lang = notify.Language(n.View.Language)
+		lang = pageLanguage(n.View.Language)
 	}
 	if !s.tokens.allow(tenant + "\x00" + token) {
 		s.refuse(c, http.StatusTooManyRequests, lang, "throttled")
@@ -280,7 +289,7 @@ func (s *Server) sendCode(c *gin.Context) {
 		s.verifyPage(r, http.StatusTooManyRequests, "", "verify.soon")
 		return
 	}
-	if _, err := s.cfg.Mailer.Send(ctx, codeEmail(r.n.View.Email, r.lang, code)); err != nil {
+	if _, err := s.cfg.Mailer.Send(ctx, codeEmail(r.n.TenantID, r.n.View.Email, r.lang, code)); err != nil {
 		// The error names a stage and an SMTP reply, never the address.
 		s.cfg.Log.Warn("portal: the code mail was not sent", "notice_id", r.n.ID, "err", err)
 		s.refuse(c, http.StatusServiceUnavailable, r.lang, "unavailable")
@@ -291,9 +300,9 @@ func (s *Server) sendCode(c *gin.Context) {
 
 // codeEmail is the one-time code mail: the code and nothing about the
 // patient or the notice.
-func codeEmail(to, lang, code string) notify.Email {
+func codeEmail(tenantID, to, lang, code string) notify.Email {
 	t := texts[lang]
-	return notify.Email{To: to, Subject: t["code.subject"], Text: fmt.Sprintf(t["code.body"], code),
+	return notify.Email{TenantID: tenantID, To: to, Subject: t["code.subject"], Text: fmt.Sprintf(t["code.body"], code),
 		HTML: `<!DOCTYPE html><html lang="` + lang + `"><body><p>` + html.EscapeString(t["code.html"]) + `</p><p style="font-size:1.5em;font-weight:bold">` +
 			code + `</p><p>` + html.EscapeString(t["code.note"]) + `</p></body></html>`}
 }

@@ -189,3 +189,15 @@ func TestPortalSessionOpensItsNoticeOnly(t *testing.T) {
 		t.Errorf("a code without a mailer: %d", rec.Code)
 	}
 }
+
+// A language the page has no words in (the notices may have more) gives
+// an English page that says so in its lang attribute.
+func TestPortalPageFallsBackToEnglish(t *testing.T) {
+	w := newWorld(t, portal.Config{})
+	vi := view
+	vi.Language = "vi"
+	rec := w.do("GET", w.notice(t, "e1", vi), "")
+	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `<html lang="en">`) || !strings.Contains(body, "Email me a code") {
+		t.Errorf("%d\n%s", rec.Code, body)
+	}
+}
