@@ -70,6 +70,12 @@ type Config struct {
 	// client. Empty: the connection's address is the client, and those
 	// headers, which any client can set, are ignored.
 	TrustedProxies []string
+
+	// Portal serves /portal/... (the notice pickup page), outside /v1 and
+	// without API keys; nil: no portal.
+	Portal interface{ Mount(gin.IRouter) }
+	// PortalSettings backs /v1/portal/settings; nil: those routes answer 503.
+	PortalSettings PortalSettings
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -146,6 +152,10 @@ func New(cfg Config) *gin.Engine {
 		}
 	}
 
+	if cfg.Portal != nil {
+		cfg.Portal.Mount(r)
+	}
+
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI, byKey)
 	for _, rt := range h.routes() {
@@ -191,6 +201,8 @@ func (h *handlers) routes() []Route {
 		{"POST", "/webhook-messages/:id/replay", access.Integration, h.replayWebhookMessage},
 		{"POST", "/keys", access.Admin, h.postKey},
 		{"GET", "/keys", access.Admin, h.listKeys},
+		{"GET", "/portal/settings", access.Admin, h.getPortalSettings},
+		{"PUT", "/portal/settings", access.Admin, h.putPortalSettings},
 		{"DELETE", "/keys/:id", access.Admin, h.revokeKey},
 	}
 }

@@ -96,6 +96,11 @@ type Config struct {
 	// TIDINGS_DKIM_KEYS: tenant:domain:selector:key.pem entries, comma
 	// separated; see DKIMKeys.
 	DKIMKeys string
+
+	// The portal (serve): how long a notice's link works, and a verified
+	// session.
+	PortalTokenTTL   time.Duration // TIDINGS_PORTAL_TOKEN_TTL, default 720h (30 days)
+	PortalSessionTTL time.Duration // TIDINGS_PORTAL_SESSION_TTL, default 15m
 }
 
 // Role says which process the configuration is for; each checks what it uses.
@@ -233,6 +238,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SMTPCAFile:           get("TIDINGS_SMTP_CA_FILE", ""),
 		SMTPPoolSize:         geti("TIDINGS_SMTP_POOL_SIZE", 0),
 		DKIMKeys:             get("TIDINGS_DKIM_KEYS", ""),
+		PortalTokenTTL:       getd("TIDINGS_PORTAL_TOKEN_TTL", 30*24*time.Hour),
+		PortalSessionTTL:     getd("TIDINGS_PORTAL_SESSION_TTL", 15*time.Minute),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -292,6 +299,12 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.RatePerSecond <= 0 || c.RateBurst <= 0 {
 			p = append(p, "TIDINGS_RATE_PER_SECOND and TIDINGS_RATE_BURST must be positive")
+		}
+		if c.SMTPHost != "" && c.SMTPFrom == "" {
+			p = append(p, "TIDINGS_SMTP_FROM is required with TIDINGS_SMTP_HOST (serve mails the portal's one-time codes)")
+		}
+		if c.PortalTokenTTL < 0 || c.PortalSessionTTL < 0 || c.PortalSessionTTL > 24*time.Hour {
+			p = append(p, "TIDINGS_PORTAL_TOKEN_TTL must be positive and TIDINGS_PORTAL_SESSION_TTL between 1s and 24h")
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")

@@ -221,3 +221,20 @@ func TestDKIMKeySpecs(t *testing.T) {
 		}
 	}
 }
+
+// The portal's settings: 30-day links and 15-minute sessions by default;
+// serve with a relay needs its From to mail the one-time codes.
+func TestPortalSettings(t *testing.T) {
+	c, parse := FromEnv(env(validEnv()))
+	if len(parse) > 0 || c.PortalTokenTTL != 30*24*time.Hour || c.PortalSessionTTL != 15*time.Minute {
+		t.Fatalf("defaults: %v %v %v", c.PortalTokenTTL, c.PortalSessionTTL, parse)
+	}
+	e := validEnv()
+	e["TIDINGS_PORTAL_TOKEN_TTL"], e["TIDINGS_PORTAL_SESSION_TTL"] = "168h", "48h"
+	delete(e, "TIDINGS_SMTP_FROM")
+	c, _ = FromEnv(env(e))
+	p := strings.Join(c.Validate(RoleServe), "\n")
+	if c.PortalTokenTTL != 168*time.Hour || !strings.Contains(p, "TIDINGS_PORTAL_SESSION_TTL") || !strings.Contains(p, "TIDINGS_SMTP_FROM is required with TIDINGS_SMTP_HOST") {
+		t.Errorf("token TTL %v, problems:\n%s", c.PortalTokenTTL, p)
+	}
+}

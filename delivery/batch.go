@@ -56,6 +56,8 @@ type NoticeStart struct {
 	Status               string // NoticePending: attempted now; else final
 	Reasons              []string
 	Payload              []byte // the notice as sent; sealed by the store
+	Portal               []byte // its PortalView's JSON; sealed by the store
+	PortalDecision       *Decision
 	Channel              string // set for an attempt made now
 	MessageID            string // the attempt's Message-ID, stored with its delivery
 	Decision             *Decision
@@ -335,6 +337,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				ns.Status, ns.Reasons = NoticeFailed, []string{"no email address for the patient"}
 			default:
 				base, d := s.draftFor(rd.sub, contact, ns.PortalToken)
+				pd := d.Clone() // the portal's decision starts from the undecided notice
 				p, rec, err := s.decision(ctx, st.Run.TenantID, contact, base, d, out, ch.Security())
 				if err != nil {
 					errs[i] = err
@@ -342,6 +345,11 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				}
 				ns.Decision, ns.Status, ns.Reasons = rec, p.Status, p.Reasons
 				if p.Status == "" {
+					ns.Portal, ns.PortalDecision, err = s.portalDecision(ctx, st.Run.TenantID, contact, base, pd, out, p.Email.To, portalViewOf(rd.sub))
+					if err != nil {
+						errs[i] = err
+						break
+					}
 					ns.Status, ns.Payload, ns.Channel, email = NoticePending, p.Payload, out.channel, p.Email
 					ns.MessageID = messageIDFor(ch)
 					email.MessageID = ns.MessageID

@@ -19,6 +19,8 @@ type draft interface {
 	PortalOnly()
 	Render(template, lang, format string, portalOnly bool) (notify.Email, error)
 	Payload() ([]byte, error)
+	// Clone is a copy that changes to d do not reach.
+	Clone() draft
 }
 
 type eobDraft struct{ n notify.EOBNotice }
@@ -40,6 +42,7 @@ func (d *eobDraft) Render(template, lang, format string, portalOnly bool) (notif
 	return notify.RenderEOBEmail(d.n, lang, notify.Format(format))
 }
 func (d *eobDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+func (d *eobDraft) Clone() draft             { c := *d; return &c }
 
 type appointmentDraft struct{ n notify.AppointmentNotice }
 
@@ -60,6 +63,7 @@ func (d *appointmentDraft) Render(template, lang, format string, portalOnly bool
 	return notify.RenderAppointmentEmail(template, d.n, lang, notify.Format(format))
 }
 func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
+func (d *appointmentDraft) Clone() draft             { c := *d; return &c }
 
 // policyInput completes what the policies judge: the notice (type,
 // purpose, facts already in base) as d would send it, on a channel of that
@@ -90,6 +94,8 @@ type plan struct {
 	Reasons []string
 	Email   notify.Email
 	Payload []byte // the notice as sent, to store sealed
+	// PortalOnly: the decision left nothing but the portal link.
+	PortalOnly bool
 }
 
 // outgoing is how a send step wants its notice sent.
@@ -164,5 +170,5 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 	if err != nil {
 		return failed("the notice could not be encoded")
 	}
-	return plan{Email: msg, Payload: payload}
+	return plan{Email: msg, Payload: payload, PortalOnly: portalOnly}
 }

@@ -28,7 +28,9 @@ type Store interface {
 	ContactFor(ctx context.Context, tenantID, source, patientRef string) (Contact, error)
 	UpsertContact(ctx context.Context, tenantID, patientRef string, c Contact) error
 	RecordDecision(ctx context.Context, d Decision) error
-	SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error
+	// SealNoticePayload stores the notice as sent and its portal view
+	// (PortalView's JSON), both sealed.
+	SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte) error
 	FinishNotice(ctx context.Context, n Notice, status string, reasons []string) error
 	// BeginDelivery claims the (notice, channel) delivery for an attempt:
 	// proceed=false when it was already sent, ErrOutcomeUnknown when an
@@ -128,7 +130,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 		switch {
 		case err == nil:
 			base, d := s.draftFor(sub, contact, n.PortalToken)
-			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out)
+			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out, portalViewOf(sub))
 		case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownKey):
 			// Fail closed, for good: a sealed address that does not open
 			// for its row (altered, or copied from another patient or
@@ -244,7 +246,11 @@ func (s *Service) fetch(ctx context.Context, ev *journey.Event, rec *fhir.Event,
 // appointment's time is shown in the contact's zone) and the part of the
 // policy input that describes it.
 func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (policy.Input, draft) {
-	link := s.portalURL(portalToken)
+	var tenantID string
+	if sub.event != nil {
+		tenantID = sub.event.TenantID
+	}
+	link := s.portalURL(tenantID, portalToken)
 	if sub.noticeType == notify.NoticeTypeEOB {
 		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: "payment",
 			Facts: map[string]any{"use": sub.eob.Use, "outcome": sub.eob.Outcome}}
@@ -282,7 +288,11 @@ func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unkn
 // could not be built: there was nothing to decide on). An error means the
 // ask was cut short (shutting down): retry.
 func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
-	in := policyInput(base, d, out.channel, sec, contact)
+	return s.decide(ctx, tenantID, contact, policyInput(base, d, out.channel, sec, contact), d, out)
+}
+
+// decide asks the policy about a built input; see decision.
+func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, in policy.Input, d draft, out outgoing) (plan, *Decision, error) {
 	start := time.Now()
 	dec, err := s.Policy.Decide(ctx, tenantID, in)
 	latency := time.Since(start)
@@ -293,7 +303,7 @@ func (s *Service) decision(ctx context.Context, tenantID string, contact Contact
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
 		return p, nil, nil
 	}
-	rec := &Decision{TenantID: tenantID, Revision: dec.Revision, InputHash: policy.InputHash(in),
+	rec := &Decision{TenantID: tenantID, Channel: in.Channel.Type, Revision: dec.Revision, InputHash: policy.InputHash(in),
 		Allow: dec.Allow, Reasons: dec.Deny, Redact: dec.Redact, Obligations: dec.Obligations, LatencyUS: latency.Microseconds()}
 	if err != nil {
 		rec.Reasons = []string{"no policy decision"}
@@ -304,7 +314,7 @@ func (s *Service) decision(ctx context.Context, tenantID string, contact Contact
 // decideAndSend asks the policy whether the notice may go to this contact
 // on the step's channel and how, honours the decision, and delivers it
 // once. It reports whether the channel took the message.
-func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, base policy.Input, d draft, out outgoing) (bool, error) {
+func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, base policy.Input, d draft, out outgoing, view PortalView) (bool, error) {
 	ch, ok := s.Channels[out.channel]
 	if !ok {
 		return false, s.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
@@ -312,6 +322,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	if contact.Email == "" {
 		return false, s.fail(ctx, n, "no email address for the patient")
 	}
+	pd := d.Clone() // the portal's decision starts from the undecided notice
 	p, rec, err := s.decision(ctx, n.TenantID, contact, base, d, out, ch.Security())
 	if err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
@@ -328,8 +339,18 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 	case NoticeDenied:
 		return false, s.Store.FinishNotice(ctx, n, NoticeDenied, p.Reasons)
 	}
-	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload); err != nil {
+	portal, prec, err := s.portalDecision(ctx, n.TenantID, contact, base, pd, out, p.Email.To, view)
+	if err != nil {
+		return false, fmt.Errorf("notice %d: portal: %w", n.ID, err)
+	}
+	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload, portal); err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
+	}
+	if prec != nil {
+		prec.NoticeID = n.ID
+		if err := s.Store.RecordDecision(ctx, *prec); err != nil {
+			return false, fmt.Errorf("notice %d: record the portal's decision: %w", n.ID, err)
+		}
 	}
 	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend)
 	switch {
@@ -461,10 +482,6 @@ func placeholder(patientID, domain string) string {
 		local = local[:64]
 	}
 	return local + "@" + domain
-}
-
-func (s *Service) portalURL(token string) string {
-	return strings.TrimRight(s.PublicBaseURL, "/") + "/portal/notices/" + token
 }
 
 // eobPartyRefs reads an EOB's insurer and provider references.

@@ -86,6 +86,7 @@ func (Contact) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 type Decision struct {
 	TenantID    string
 	NoticeID    int64
+	Channel     string // what the decision was for: "email", "portal"
 	Revision    string
 	InputHash   string
 	Allow       bool

@@ -314,7 +314,7 @@ type outcome struct {
 	mails    int    // mails captured that carry the notice's portal link
 }
 
-var portalLink = regexp.MustCompile(`/portal/notices/([A-Za-z0-9_-]+)`)
+var portalLink = regexp.MustCompile(`/portal/[^/\s]+/notices/([A-Za-z0-9_-]+)`)
 
 // outcomes reads, for EOBs fault-0 … fault-(n-1), what Postgres and the mail
 // catcher hold.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net/mail"
 	"strings"
+	"time"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 )
@@ -15,6 +16,7 @@ type PatientContact struct {
 	PatientID string
 	Email     string
 	Language  string // BCP-47 code of the preferred communication, else of the first
+	BirthDate string // YYYY-MM-DD; "" when the Patient gives none or only a year or month
 }
 
 // LogValue keeps contact details out of logs.
@@ -27,6 +29,7 @@ type patientView struct {
 	ID            string                      `json:"id"`
 	Telecom       []fhir.ContactPoint         `json:"telecom"`
 	Communication []fhir.PatientCommunication `json:"communication"`
+	BirthDate     string                      `json:"birthDate"`
 }
 
 // PatientContactFrom finds the Patient that patientRef names among related
@@ -72,7 +75,7 @@ func patientContact(patientRef string, related []json.RawMessage, urls []string)
 	if json.Unmarshal(ix.items[i].raw, &p) != nil {
 		return PatientContact{}, false
 	}
-	return PatientContact{PatientID: p.ID, Email: pickEmail(p.Telecom), Language: pickLanguage(p.Communication)}, true
+	return PatientContact{PatientID: p.ID, Email: pickEmail(p.Telecom), Language: pickLanguage(p.Communication), BirthDate: fullDate(p.BirthDate)}, true
 }
 
 func pickEmail(telecom []fhir.ContactPoint) string {
@@ -132,4 +135,13 @@ func pickLanguage(comms []fhir.PatientCommunication) string {
 		}
 	}
 	return ""
+}
+
+// fullDate is d when it is a whole date (YYYY-MM-DD, as FHIR writes it),
+// else "": a year or a month alone cannot prove who someone is.
+func fullDate(d string) string {
+	if _, err := time.Parse(time.DateOnly, d); err != nil {
+		return ""
+	}
+	return d
 }

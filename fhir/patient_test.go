@@ -15,20 +15,20 @@ func TestPatientContactFromFixtures(t *testing.T) {
 	}{
 		// Ranked telecoms; the only email has rank 7.
 		{"CARIN Patient2", "Patient/Patient2", []json.RawMessage{mustRead(t, "carin-bb-2.0.0/Patient-Patient2.json")},
-			PatientContact{PatientID: "Patient2", Email: "GXXX@XXXX.com", Language: "en"}},
+			PatientContact{PatientID: "Patient2", Email: "GXXX@XXXX.com", Language: "en", BirthDate: "1943-01-01"}},
 		{"CARIN Patient2 by absolute URL", "https://payer.example/fhir/Patient/Patient2/_history/2", []json.RawMessage{mustRead(t, "carin-bb-2.0.0/Patient-Patient2.json")},
-			PatientContact{PatientID: "Patient2", Email: "GXXX@XXXX.com", Language: "en"}},
+			PatientContact{PatientID: "Patient2", Email: "GXXX@XXXX.com", Language: "en", BirthDate: "1943-01-01"}},
 		// A telecom with use=home but no system and no value; no communication.
 		{"HL7 patient-example", "Patient/example", []json.RawMessage{mustRead(t, "hl7-fhir-r4-spec/patient-example.json")},
-			PatientContact{PatientID: "example"}},
+			PatientContact{PatientID: "example", BirthDate: "1974-12-25"}},
 		{"HL7 f001 by bare id", "f001", []json.RawMessage{mustRead(t, "hl7-fhir-r4-spec/patient-example.json"), mustRead(t, "hl7-fhir-r4-spec/patient-example-f001-pieter.json")},
-			PatientContact{PatientID: "f001", Email: "p.heuvel@gmail.com", Language: "nl"}},
+			PatientContact{PatientID: "f001", Email: "p.heuvel@gmail.com", Language: "nl", BirthDate: "1944-11-17"}},
 		// Its only system=email telecom holds "89898989", which is no
 		// address: no email. Preferred language with codings ar then en.
 		{"SIU patient among the whole batch", "Patient/9e909e52-61a1-be50-1878-a12ef8c36346", siu,
-			PatientContact{PatientID: "9e909e52-61a1-be50-1878-a12ef8c36346", Email: "", Language: "ar"}},
+			PatientContact{PatientID: "9e909e52-61a1-be50-1878-a12ef8c36346", Email: "", Language: "ar", BirthDate: "1988-08-18"}},
 		{"SIU patient by urn:uuid", "urn:uuid:9e909e52-61a1-be50-1878-a12ef8c36346", siu,
-			PatientContact{PatientID: "9e909e52-61a1-be50-1878-a12ef8c36346", Email: "", Language: "ar"}},
+			PatientContact{PatientID: "9e909e52-61a1-be50-1878-a12ef8c36346", Email: "", Language: "ar", BirthDate: "1988-08-18"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,3 +88,17 @@ func TestPatientContactEmailChoice(t *testing.T) {
 		t.Errorf("got %+v, %v; want lowest rank and the first language", got, ok)
 	}
 }
+
+// A birth date proves who someone is only when whole: a year or a month
+// alone, or anything that is not a date, gives none.
+func TestPatientBirthDateMustBeWhole(t *testing.T) {
+	for in, want := range map[string]string{"1974-12-25": "1974-12-25", "1974": "", "1974-12": "", "1974-13-01": "", "": "", "25/12/1974": ""} {
+		p := json.RawMessage(`{"resourceType":"Patient","id":"p1","birthDate":` + strconvQuote(in) + `}`)
+		got, ok := PatientContactFrom("Patient/p1", []json.RawMessage{p})
+		if !ok || got.BirthDate != want {
+			t.Errorf("birthDate %q: got %q, %v; want %q", in, got.BirthDate, ok, want)
+		}
+	}
+}
+
+func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }

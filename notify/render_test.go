@@ -2,6 +2,7 @@ package notify
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -213,5 +214,36 @@ func TestLargePrint(t *testing.T) {
 	e, _ := RenderPortalOnlyEmail("https://portal.example.org/portal/notices/tok", "vi")
 	if !strings.Contains(e.HTML, `<html lang="vi">`) || e.Subject != "Quý vị có tin nhắn mới" {
 		t.Errorf("portal-only message in vi: %q\n%s", e.Subject, e.HTML)
+	}
+}
+
+// The portal page shows a stored payload labelled, in the patient's
+// language, without the link, and only the fields the payload has.
+func TestNoticeFields(t *testing.T) {
+	title, fields, err := NoticeFields(NoticeTypeEOB, []byte(`{"payer_name":"Acme Health","service_date":"2024-03-05","patient_share":"$80.00","portal_url":"https://x.example/p"}`), "es-MX")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Field{{"Plan de salud", "Acme Health"}, {"Fecha del servicio", longDate("es", "2024-03-05")}, {"Su parte", "$80.00"}}
+	if title != "Explicación de Beneficios" || fmt.Sprint(fields) != fmt.Sprint(want) {
+		t.Errorf("got %q %v, want %v", title, fields, want)
+	}
+	_, fields, err = NoticeFields(NoticeTypeAppointment, []byte(`{"appointment_date":"2024-03-05","appointment_time":"14:15","portal_url":"u"}`), "en")
+	if err != nil || len(fields) != 2 || fields[1] != (Field{"Time", "2:15 PM"}) {
+		t.Errorf("appointment: %v %v", fields, err)
+	}
+	if _, _, err := NoticeFields("claim", []byte(`{}`), "en"); err == nil {
+		t.Error("an unknown notice type was shown")
+	}
+	if _, _, err := NoticeFields(NoticeTypeEOB, []byte(`[`), "en"); err == nil {
+		t.Error("a payload that does not decode was shown")
+	}
+}
+
+// A language the portal page has no words in is shown in English, dates too.
+func TestNoticeFieldsFallBackToEnglish(t *testing.T) {
+	title, fields, err := NoticeFields(NoticeTypeEOB, []byte(`{"service_date":"2024-03-05","portal_url":"u"}`), "vi")
+	if err != nil || title != "Explanation of Benefits" || len(fields) != 1 || fields[0] != (Field{"Date of service", longDate("en", "2024-03-05")}) {
+		t.Errorf("got %q %v %v", title, fields, err)
 	}
 }

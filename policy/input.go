@@ -18,7 +18,15 @@ type Channel struct {
 	// EncryptionAvailable means the recipient has a key (S/MIME or OpenPGP),
 	// so the message could be encrypted if the policy requires it.
 	EncryptionAvailable bool `json:"encryption_available"`
+	// Security names how the channel protects what it shows, when that is
+	// more than transport: "portal-authenticated" is the portal once the
+	// patient has proved who they are (ChannelPortalAuthenticated).
+	Security string `json:"security,omitempty"`
 }
+
+// ChannelPortalAuthenticated is Channel.Security of the portal: the notice
+// is shown over HTTPS to a patient who proved who they are.
+const ChannelPortalAuthenticated = "portal-authenticated"
 
 // Contact is what the patient asked for or agreed to, as the policies need
 // it: never the addresses themselves.
@@ -74,6 +82,7 @@ var (
 	keyTLSEnforced            = ast.StringTerm("tls_enforced")
 	keyMessageEncrypted       = ast.StringTerm("message_encrypted")
 	keyEncryptionAvailable    = ast.StringTerm("encryption_available")
+	keySecurity               = ast.StringTerm("security")
 	keyPayload                = ast.StringTerm("payload")
 	keyPurpose                = ast.StringTerm("purpose")
 	keyFacts                  = ast.StringTerm("facts")
@@ -99,12 +108,16 @@ func (in Input) regoValue() (ast.Value, error) {
 		}
 		payload = v
 	}
-	channel := ast.NewObject(
+	channelItems := [][2]*ast.Term{
 		ast.Item(keyType, ast.InternedTerm(in.Channel.Type)),
 		ast.Item(keyTLSEnforced, ast.InternedTerm(in.Channel.TLSEnforced)),
 		ast.Item(keyMessageEncrypted, ast.InternedTerm(in.Channel.MessageEncrypted)),
 		ast.Item(keyEncryptionAvailable, ast.InternedTerm(in.Channel.EncryptionAvailable)),
-	)
+	}
+	if in.Channel.Security != "" {
+		channelItems = append(channelItems, ast.Item(keySecurity, ast.InternedTerm(in.Channel.Security)))
+	}
+	channel := ast.NewObject(channelItems...)
 	items := make([][2]*ast.Term, 0, 6)
 	items = append(items,
 		ast.Item(keyNoticeType, ast.InternedTerm(in.NoticeType)),

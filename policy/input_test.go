@@ -142,6 +142,23 @@ func BenchmarkDecideEOB(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideEOBPortal is the portal's decision that every sent
+// notice now also takes: BenchmarkDecideEOBFull's input on the
+// authenticated portal.
+func BenchmarkDecideEOBPortal(b *testing.B) {
+	e := mustEngine(b)
+	ctx := context.Background()
+	in := realisticEOBFull()
+	in.Channel = Channel{Type: "portal", Security: ChannelPortalAuthenticated}
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := e.Decide(ctx, in)
+		if err != nil || !d.Allow || len(d.Obligations) != 0 {
+			b.Fatalf("Decide = %+v, %v", d, err)
+		}
+	}
+}
+
 // BenchmarkDecideEOBFull is BenchmarkDecideEOB with facts and contact
 // preferences filled in, as the worker sends them.
 func BenchmarkDecideEOBFull(b *testing.B) {

@@ -11,7 +11,8 @@
 #
 #   notice_type   "eob" | "appointment"
 #   channel       {type: "email" | "sms" | "push" | "portal", tls_enforced,
-#                  message_encrypted, encryption_available}
+#                  message_encrypted, encryption_available,
+#                  security: "portal-authenticated" (optional)}
 #   payload       every field the notice would carry, by name
 #   purpose       "payment" | "operations" | "treatment" | "marketing" (optional)
 #   facts         coarse properties of the source resource, never codes or names:
@@ -180,6 +181,18 @@ protected_in_transit if input.channel.message_encrypted == true
 # leaves, or it does not leave at all.
 protected_in_transit if requires_message_encryption
 
+# The authenticated portal shows the notice over HTTPS to a patient who has
+# proved who they are (a one-time code sent to the address of record, or the
+# date of birth). The portal without that security shows nothing but the
+# link, like any unprotected channel. What it may show is
+# allowlist[notice_type]["portal"].
+authenticated_portal if {
+	channel_type == "portal"
+	input.channel.security == "portal-authenticated"
+}
+
+protected_in_transit if authenticated_portal
+
 # The channel is checked first: on a protected one, which is the usual case,
 # the PHI fields need not be worked out at all.
 phi_on_unprotected_channel if {
@@ -217,9 +230,13 @@ requires_message_encryption if {
 	phi_capable_channel
 }
 
+# On the authenticated portal the patient is already where portal_only
+# sends them: a sensitive notice shows there, with a generic provider label
+# and the revealing fields redacted.
 portal_only if {
 	sensitive
 	not requires_message_encryption
+	not authenticated_portal
 }
 
 redact contains field if {

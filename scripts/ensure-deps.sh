@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the servers the tests start themselves (package testenv): PostgreSQL
-# (initdb, postgres) and redis-server, from Debian's packages, when missing.
+# (initdb, postgres) and redis-server, and the headless browser the portal's
+# end-to-end test drives (chromium), from Debian's packages, when missing.
 # It starts no service: the tests run their own servers on free ports.
+# PostgreSQL and Redis are required; chromium is tried, and when it cannot be
+# installed the browser test skips and says so.
 set -euo pipefail
 
 have_initdb() {
@@ -11,12 +14,17 @@ have_initdb() {
 have_redis() {
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]
 }
+have_chromium() {
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
+}
 
 missing=()
 have_initdb || missing+=(postgresql)
 have_redis || missing+=(redis-server)
-if [ "${#missing[@]}" -eq 0 ]; then
-	echo "ensure-deps: postgresql and redis-server already installed"
+want_chromium=()
+have_chromium || want_chromium=(chromium)
+if [ "${#missing[@]}" -eq 0 ] && [ "${#want_chromium[@]}" -eq 0 ]; then
+	echo "ensure-deps: postgresql, redis-server and chromium already installed"
 	exit 0
 fi
 
@@ -36,15 +44,27 @@ fi
 
 log=$(mktemp)
 export DEBIAN_FRONTEND=noninteractive
-if ! { "${sudo[@]}" apt-get update -qq &&
-	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+if ! "${sudo[@]}" apt-get update -qq >"$log" 2>&1 && [ "${#missing[@]}" -gt 0 ]; then
+	cat "$log" >&2
+	rm -f "$log"
+	echo "ensure-deps: apt-get update failed" >&2
+	exit 1
+fi
+if [ "${#missing[@]}" -gt 0 ] &&
+	! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$log" 2>&1; then
 	cat "$log" >&2
 	rm -f "$log"
 	echo "ensure-deps: apt-get install ${missing[*]} failed" >&2
 	exit 1
 fi
+if [ "${#want_chromium[@]}" -gt 0 ] &&
+	! "${sudo[@]}" apt-get install -y -qq --no-install-recommends chromium >"$log" 2>&1; then
+	tail -5 "$log" >&2
+	echo "ensure-deps: chromium could not be installed; the portal's browser test will skip" >&2
+fi
 rm -f "$log"
 
 have_initdb || { echo "ensure-deps: initdb still missing after installing postgresql" >&2; exit 1; }
 have_redis || { echo "ensure-deps: redis-server still missing after installing it" >&2; exit 1; }
-echo "ensure-deps: installed ${missing[*]} with apt-get (no service started)"
+have_chromium || want_chromium=()
+echo "ensure-deps: installed ${missing[*]} ${want_chromium[*]} with apt-get (no service started)"

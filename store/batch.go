@@ -216,6 +216,13 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 				decisions.add(d, deliveryOf[j])
 				audits = append(audits, decisionAudit(d))
 			}
+			if ns.PortalDecision != nil {
+				// The portal's decision governs no delivery: the page shows it.
+				d := *ns.PortalDecision
+				d.NoticeID = n.ID
+				decisions.add(d, 0)
+				audits = append(audits, decisionAudit(d))
+			}
 		}
 		if err := decisions.insert(ctx, tx); err != nil {
 			return err
@@ -348,7 +355,7 @@ type noticeRows struct {
 	tenant, typ, status, reasons, token, step []string
 	template                                  []string
 	event, run                                []int64
-	payload                                   [][]byte
+	payload, portal                           [][]byte
 }
 
 func (r *noticeRows) add(s *Store, start, notice int, run journey.Run, eventID int64, n delivery.NoticeStart) {
@@ -361,6 +368,11 @@ func (r *noticeRows) add(s *Store, start, notice int, run journey.Run, eventID i
 	if n.Payload != nil {
 		sealed = s.seal(n.Payload, colNoticePayload, run.TenantID, n.PortalToken)
 	}
+	var portal []byte
+	if n.Portal != nil {
+		portal = s.seal(n.Portal, colNoticePortal, run.TenantID, n.PortalToken)
+	}
+	r.portal = append(r.portal, portal)
 	r.refs = append(r.refs, struct{ start, notice int }{start, notice})
 	r.tenant, r.typ, r.status, r.reasons = append(r.tenant, run.TenantID), append(r.typ, n.Type), append(r.status, n.Status), append(r.reasons, string(rj))
 	r.token, r.step, r.template = append(r.token, n.PortalToken), append(r.step, n.Step), append(r.template, n.Template)
@@ -372,12 +384,12 @@ func (r *noticeRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 	if len(r.refs) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.query(ctx, `INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, payload_sealed, portal_token, run_id, step, template)
-		SELECT t, e, nt, st, r::jsonb, p, tok, run, step, tpl
-		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::text[])
-			AS x(t, e, nt, st, r, p, tok, run, step, tpl)
+	rows, err := tx.query(ctx, `INSERT INTO notices (tenant_id, event_id, notice_type, status, reasons, payload_sealed, portal_token, run_id, step, template, portal_sealed)
+		SELECT t, e, nt, st, r::jsonb, p, tok, run, step, tpl, ps
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bytea[], $7::text[], $8::bigint[], $9::text[], $10::text[], $11::bytea[])
+			AS x(t, e, nt, st, r, p, tok, run, step, tpl, ps)
 		RETURNING id, portal_token`,
-		r.tenant, r.event, r.typ, r.status, r.reasons, r.payload, r.token, r.run, r.step, r.template)
+		r.tenant, r.event, r.typ, r.status, r.reasons, r.payload, r.token, r.run, r.step, r.template, r.portal)
 	if err != nil {
 		return nil, fmt.Errorf("insert notices: %w", err)
 	}
@@ -448,6 +460,7 @@ func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 // decisionRows are a batch's policy decisions.
 type decisionRows struct {
 	tenant, revision, hash, reasons, redact, obligations []string
+	channel                                              []string
 	notice, latency                                      []int64
 	delivery                                             []*int64
 	allow                                                []bool
@@ -468,17 +481,18 @@ func (d *decisionRows) add(dec delivery.Decision, deliveryID int64) {
 	d.tenant, d.revision, d.hash = append(d.tenant, dec.TenantID), append(d.revision, dec.Revision), append(d.hash, dec.InputHash)
 	d.reasons, d.redact, d.obligations = append(d.reasons, list(dec.Reasons)), append(d.redact, list(dec.Redact)), append(d.obligations, list(dec.Obligations))
 	d.notice, d.latency, d.delivery, d.allow = append(d.notice, dec.NoticeID), append(d.latency, dec.LatencyUS), append(d.delivery, dl), append(d.allow, dec.Allow)
+	d.channel = append(d.channel, dec.Channel)
 }
 
 func (d *decisionRows) insert(ctx context.Context, tx *Store) error {
 	if len(d.notice) == 0 {
 		return nil
 	}
-	_, err := tx.exec(ctx, `INSERT INTO policy_decisions (tenant_id, notice_id, policy_revision, input_hash, allow, reasons, redact, obligations, latency_us, delivery_id)
-		SELECT t, n, rev, h, a, r::jsonb, red::jsonb, ob::jsonb, l, dl
-		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-			AS x(t, n, rev, h, a, r, red, ob, l, dl)`,
-		d.tenant, d.notice, d.revision, d.hash, d.allow, d.reasons, d.redact, d.obligations, d.latency, d.delivery)
+	_, err := tx.exec(ctx, `INSERT INTO policy_decisions (tenant_id, notice_id, policy_revision, input_hash, allow, reasons, redact, obligations, latency_us, delivery_id, channel)
+		SELECT t, n, rev, h, a, r::jsonb, red::jsonb, ob::jsonb, l, dl, ch
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[])
+			AS x(t, n, rev, h, a, r, red, ob, l, dl, ch)`,
+		d.tenant, d.notice, d.revision, d.hash, d.allow, d.reasons, d.redact, d.obligations, d.latency, d.delivery, d.channel)
 	if err != nil {
 		return fmt.Errorf("record decisions: %w", err)
 	}
@@ -753,5 +767,5 @@ func decisionAudit(d delivery.Decision) AuditRecord {
 	return AuditRecord{TenantID: d.TenantID, Actor: "policy", Action: "policy.decision",
 		SubjectType: "notice", SubjectID: strconv.FormatInt(d.NoticeID, 10),
 		Detail: map[string]any{"allow": d.Allow, "reasons": orEmpty(d.Reasons), "redact": orEmpty(d.Redact), "obligations": orEmpty(d.Obligations),
-			"revision": d.Revision, "input_hash": d.InputHash}}
+			"revision": d.Revision, "input_hash": d.InputHash, "channel": d.Channel}}
 }

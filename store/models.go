@@ -172,6 +172,7 @@ type PolicyDecision struct {
 	ID             int64 `gorm:"primaryKey"`
 	TenantID       string
 	NoticeID       int64
+	Channel        string
 	PolicyRevision string
 	InputHash      string
 	Allow          bool

@@ -40,8 +40,9 @@ func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64
 	return notice(got), nil
 }
 
-// SealNoticePayload stores the notice's payload, sealed.
-func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload []byte) error {
+// SealNoticePayload stores the notice's payload and its portal view
+// (nil: none), sealed.
+func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte) error {
 	return s.InTx(ctx, func(tx *Store) error {
 		// The payload is sealed for its row (tenant and portal token), read first.
 		var n Notice
@@ -49,8 +50,11 @@ func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload [
 			Take(&n).Error; err != nil {
 			return translate(err)
 		}
-		return tx.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).
-			Update("payload_sealed", s.seal(payload, colNoticePayload, n.TenantID, n.PortalToken)).Error
+		set := map[string]any{"payload_sealed": s.seal(payload, colNoticePayload, n.TenantID, n.PortalToken)}
+		if portal != nil {
+			set["portal_sealed"] = s.seal(portal, colNoticePortal, n.TenantID, n.PortalToken)
+		}
+		return tx.q(ctx).Model(&Notice{}).Where("id = ?", noticeID).Updates(set).Error
 	})
 }
 
@@ -106,7 +110,7 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 		}
 		redact, _ := json.Marshal(d.Redact)
 		obligations, _ := json.Marshal(d.Obligations)
-		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, PolicyRevision: d.Revision,
+		row := PolicyDecision{TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, PolicyRevision: d.Revision,
 			InputHash: d.InputHash, Allow: d.Allow, Reasons: rj, Redact: redact, Obligations: obligations, LatencyUS: d.LatencyUS}
 		if err := tx.q(ctx).Create(&row).Error; err != nil {
 			return fmt.Errorf("record decision: %w", err)
@@ -164,8 +168,9 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, m
 		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', message_id = ?, updated_at = now() WHERE id = ?`, d.MessageID, d.ID).Error; err != nil {
 			return err
 		}
-		// The decision log names the delivery each decision governed.
-		if err := tx.q(ctx).Exec(`UPDATE policy_decisions SET delivery_id = ? WHERE notice_id = ? AND delivery_id IS NULL`, d.ID, n.ID).Error; err != nil {
+		// The decision log names the delivery each decision governed (the
+		// portal's governs none: the page shows what it allowed).
+		if err := tx.q(ctx).Exec(`UPDATE policy_decisions SET delivery_id = ? WHERE notice_id = ? AND delivery_id IS NULL AND channel <> 'portal'`, d.ID, n.ID).Error; err != nil {
 			return err
 		}
 		d.Attempts++

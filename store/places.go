@@ -17,6 +17,7 @@ import (
 //	contacts.email_sealed             patient_index (the API's row and each source's share it)
 //	contacts.confidential_email_sealed patient_index
 //	notices.payload_sealed            portal_token (unique)
+//	notices.portal_sealed             portal_token (unique)
 //	subscriptions.hmac_key_sealed     id
 //	fhir_sources.credential_sealed    id
 //	runs.facts_sealed                 subject (a subject's runs share its facts; not its source)
@@ -30,6 +31,7 @@ var (
 	colContactEmail     = sealedColumn{"contacts", "email_sealed"}
 	colContactConfEmail = sealedColumn{"contacts", "confidential_email_sealed"}
 	colNoticePayload    = sealedColumn{"notices", "payload_sealed"}
+	colNoticePortal     = sealedColumn{"notices", "portal_sealed"}
 	colSubscriptionHMAC = sealedColumn{"subscriptions", "hmac_key_sealed"}
 	colSourceCredential = sealedColumn{"fhir_sources", "credential_sealed"}
 	colRunFacts         = sealedColumn{"runs", "facts_sealed"}

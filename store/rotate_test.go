@@ -84,7 +84,7 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.SealNoticePayload(ctx, n.ID, []byte(tenant+p)); err != nil {
+			if err := s.SealNoticePayload(ctx, n.ID, []byte(tenant+p), []byte("portal"+tenant+p)); err != nil {
 				t.Fatal(err)
 			}
 			w.events, w.runs, w.notices = append(w.events, ev), append(w.runs, wake.ID), append(w.notices, n.ID)

@@ -167,6 +167,13 @@ func (ts *testStack) wrap(t testing.TB, raw []byte) []byte {
 	return b
 }
 
+// withPatient2 is a collection Bundle of a Patient (as Patient/Patient2,
+// which the CARIN EOB examples name) and an EOB, for ts.wrap.
+func withPatient2(patient, eob []byte) []byte {
+	return []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
+		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+}
+
 type postResult struct {
 	Status int
 	Header http.Header

@@ -130,8 +130,7 @@ func TestRedisHoldsNoPHI(t *testing.T) {
 	ts := newTestStack(t, testOpts{WakeHorizon: 30 * 24 * time.Hour})
 	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
-	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
-		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	collection := withPatient2(patient, eob)
 	if r := ts.notify(t, ts.wrap(t, collection)); r.Status != 202 {
 		t.Fatalf("status %d %s", r.Status, r.Body)
 	}
@@ -304,8 +303,7 @@ func TestLogsCarryNoPHI(t *testing.T) {
 	ts := newTestStack(t, testOpts{NoSTARTTLS: true}) // failures log more
 	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
-	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
-		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	collection := withPatient2(patient, eob)
 	ts.notify(t, ts.wrap(t, collection))
 	ts.notify(t, []byte(`{"resourceType":`))
 	ts.waitNotices(t, 1)

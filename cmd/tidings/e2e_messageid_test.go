@@ -12,7 +12,7 @@ import (
 )
 
 var (
-	portalTokenRE = regexp.MustCompile(`/portal/notices/([A-Za-z0-9_-]+)`)
+	portalTokenRE = regexp.MustCompile(`/portal/[^/\s]+/notices/([A-Za-z0-9_-]+)`)
 	// 128 random bits in hex at the sender's domain: the only shape a
 	// Message-ID may have, so it cannot carry a token, an id or a name.
 	randomMessageIDRE = regexp.MustCompile(`^<[0-9a-f]{32}@tidings\.invalid>$`)

@@ -78,7 +78,7 @@ func TestSensitiveAppointmentNamesNoProviderOrLocation(t *testing.T) {
 				t.Fatal(err)
 			}
 			subject := msg.Header.Get("Subject")
-			if !strings.Contains(text, "/portal/notices/") {
+			if !strings.Contains(text, "/portal/dev/notices/") {
 				t.Errorf("no portal link:\n%s", text)
 			}
 			details := []string{provider, location, "12:45"}

@@ -102,10 +102,7 @@ func TestAnotherSourcesPatientDoesNotRedirectNotices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	collection := func(patient, eob []byte) []byte {
-		return []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
-			string(patient) + `},{"resource":` + string(eob) + `}]}`)
-	}
+	collection := withPatient2
 
 	if r := ts.notify(t, ts.wrap(t, collection(patient, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")))); r.Status != 202 {
 		t.Fatalf("first source: %d %s", r.Status, r.Body)

@@ -167,7 +167,7 @@ func TestTenantPolicies(t *testing.T) {
 		PolicyRevision string
 		Allow          bool
 	}
-	ts.app.store.RawScan(ctx, &decisions, `SELECT tenant_id, policy_revision, allow FROM policy_decisions ORDER BY tenant_id`)
+	ts.app.store.RawScan(ctx, &decisions, `SELECT tenant_id, policy_revision, allow FROM policy_decisions WHERE channel = 'email' ORDER BY tenant_id`)
 	if len(decisions) != 2 || decisions[0].TenantID != tenantB || decisions[0].PolicyRevision != defaultRev || !decisions[0].Allow ||
 		decisions[1].TenantID != devTenant || decisions[1].PolicyRevision != ownRev || decisions[1].Allow {
 		t.Errorf("decision log %+v; want b's allow by %s and dev's denial by %s", decisions, defaultRev, ownRev)

@@ -65,7 +65,7 @@ func TestEOBFixturesEndToEnd(t *testing.T) {
 					t.Errorf("message %d was not sent under TLS", i)
 				}
 				// The portal link is a random token; strip it so a code cannot match it by chance.
-				texts[i] = regexp.MustCompile(`https?://\S+/portal/notices/[A-Za-z0-9_-]+`).ReplaceAllString(decodedText(t, m.Data), "[link]")
+				texts[i] = regexp.MustCompile(`https?://\S+/portal/[^/\s]+/notices/[A-Za-z0-9_-]+`).ReplaceAllString(decodedText(t, m.Data), "[link]")
 				if !strings.Contains(texts[i], "[link]") {
 					t.Errorf("message %d has no portal link:\n%s", i, texts[i])
 				}
@@ -195,7 +195,7 @@ func TestUnenforcedChannelGetsAPortalOnlyNotice(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := decodedText(t, msgs[0].Data)
-	if msgs[0].TLS || !strings.Contains(text, "/portal/notices/") {
+	if msgs[0].TLS || !strings.Contains(text, "/portal/dev/notices/") {
 		t.Fatalf("TLS %v, message:\n%s", msgs[0].TLS, text)
 	}
 	share, _ := shareOf(t, eob)
@@ -273,7 +273,7 @@ func TestSensitiveDiagnosisGoesPortalOnly(t *testing.T) {
 			t.Errorf("a sensitive notice carries %q:\n%s", phi, text)
 		}
 	}
-	if !strings.Contains(text, "/portal/notices/") {
+	if !strings.Contains(text, "/portal/dev/notices/") {
 		t.Errorf("no portal link:\n%s", text)
 	}
 }
@@ -409,8 +409,7 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
-	collection := []byte(`{"resourceType":"Bundle","type":"collection","entry":[{"fullUrl":"Patient/Patient2","resource":` +
-		string(patient) + `},{"resource":` + string(eob) + `}]}`)
+	collection := withPatient2(patient, eob)
 	ts.notify(t, ts.wrap(t, collection))
 	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
 	if err != nil {
@@ -486,10 +485,16 @@ func TestDecisionLog(t *testing.T) {
 		LatencyUS      int64 `gorm:"column:latency_us"`
 		NoticeID       int64
 		DeliveryID     *int64
+		Channel        string
 	}
-	ts.app.store.RawScan(context.Background(), &rows, `SELECT policy_revision, input_hash, allow, latency_us, notice_id, delivery_id FROM policy_decisions`)
+	ts.app.store.RawScan(context.Background(), &rows, `SELECT policy_revision, input_hash, allow, latency_us, notice_id, delivery_id, channel FROM policy_decisions ORDER BY channel`)
 	pol, _ := ts.app.policyEngine(context.Background())
-	if len(rows) != 1 || rows[0].PolicyRevision != pol.Revision() || len(rows[0].InputHash) != 64 || !rows[0].Allow ||
+	// The email's decision governs the delivery; the portal's, decided with
+	// it, governs what the portal page shows.
+	if len(rows) != 2 || rows[0].Channel != "email" || rows[1].Channel != "portal" || rows[1].DeliveryID != nil || rows[1].NoticeID != rows[0].NoticeID {
+		t.Fatalf("decision log %+v, want the email's and the portal's", rows)
+	}
+	if rows[0].PolicyRevision != pol.Revision() || len(rows[0].InputHash) != 64 || !rows[0].Allow ||
 		rows[0].LatencyUS <= 0 || rows[0].NoticeID == 0 || rows[0].DeliveryID == nil {
 		t.Fatalf("decision log %+v", rows)
 	}

@@ -168,7 +168,7 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	}
 	text := decodedText(t, msgs[0].Data)
 	// Registered in Spanish: the Spanish template, the share, the portal link.
-	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/notices/") || !strings.Contains(text, "$80.00") || !strings.Contains(text, "Explicación de Beneficios") {
+	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/") || !strings.Contains(text, "$80.00") || !strings.Contains(text, "Explicación de Beneficios") {
 		t.Errorf("message (TLS %v):\n%s", msgs[0].TLS, text)
 	}
 	cancel()

@@ -21,6 +21,15 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
+	if a.cfg.SMTPHost != "" {
+		// The portal mails its one-time codes through the relay the worker uses.
+		if a.codeMail, err = emailChannel(a.cfg); err != nil {
+			return err
+		}
+		defer a.codeMail.Close()
+	} else {
+		a.log.Warn("TIDINGS_SMTP_HOST is not set: the portal cannot mail one-time codes, so tenants that ask for one cannot be served")
+	}
 	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
 		return err

@@ -250,6 +250,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		return err
 	}
 	s.stops = append(s.stops, func() { email.Close() }) // runs after the worker's stop
+	s.app.codeMail = email                              // the portal's one-time codes
 	if o.Progress != nil {
 		fmt.Fprintln(o.Progress, "starting the worker and the API …")
 	}

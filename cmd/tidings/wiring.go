@@ -27,6 +27,7 @@ import (
 	"github.com/tidings-health/tidings/logging"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/portal"
 	"github.com/tidings-health/tidings/rego"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
@@ -62,6 +63,8 @@ type app struct {
 	unwatch func()          // stops watching the tenants' revisions
 	clock   journey.Clock   // nil: the system clock; tests move their own
 	apiKeys *access.Service // one per process, so a revocation clears its cache
+	// codeMail sends the portal's one-time codes (serve); nil: none can be sent.
+	codeMail *notify.EmailChannel
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -212,7 +215,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	}
 	return api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
-		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
+		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store,
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 	}), nil
@@ -232,6 +235,17 @@ func (a *app) webhooks() (*webhook.Dispatcher, error) {
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &webhook.Dispatcher{Store: a.store, Client: hc, Schedule: schedule, Every: a.cfg.WebhookEvery,
 		Log: a.log.With("component", "webhooks")}, nil
+}
+
+// portal is the notice pickup page the notices link to.
+func (a *app) portal() *portal.Server {
+	var mailer portal.Mailer
+	if a.codeMail != nil {
+		mailer = a.codeMail
+	}
+	return portal.New(portal.Config{Store: a.store, Events: a.journeys(), Mailer: mailer,
+		TokenTTL: a.cfg.PortalTokenTTL, SessionTTL: a.cfg.PortalSessionTTL,
+		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "portal")})
 }
 
 // chainer links committed audit rows into each tenant's chain and writes
