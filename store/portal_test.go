@@ -210,3 +210,26 @@ func TestPortalTooManyCodesLock(t *testing.T) {
 		t.Errorf("code %d: %v", portalLimits.CodesPerLock+1, res)
 	}
 }
+
+// A session ends when its time is up (HIPAA 164.312(a)(2)(iii), automatic
+// logoff): the cookie's session opens the notice until then, never after.
+func TestPortalSessionExpires(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	mustTenant(t, s, "tA", "sub-tA")
+	n, _ := portalNotice(t, s, "tA", "e1")
+	now := time.Now()
+	at := portal.Attempt{BirthDateOK: true, Session: "session-hash", SessionUntil: now.Add(15 * time.Minute)}
+	if res, err := s.VerifyPortal(ctx, "tA", n.ID, at, now, portalLimits); err != nil || res != portal.Verified {
+		t.Fatalf("verify: %v %v", res, err)
+	}
+	if id, err := s.PortalSession(ctx, "tA", "session-hash", now.Add(14*time.Minute)); err != nil || id != n.ID {
+		t.Fatalf("within its time the session opens notice %d (%v), want %d", id, err, n.ID)
+	}
+	if id, err := s.PortalSession(ctx, "tA", "session-hash", now.Add(15*time.Minute)); err == nil || id != 0 {
+		t.Fatalf("an expired session opened notice %d", id)
+	}
+	if id, err := s.PortalSession(ctx, "tB", "session-hash", now); err == nil || id != 0 {
+		t.Fatalf("another tenant's session lookup opened notice %d", id)
+	}
+}
