@@ -3,13 +3,11 @@ package migrations_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/url"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/tidings-health/tidings/testenv"
 )
 
 // The service's role records and reads disclosures and may re-seal a
@@ -19,23 +17,13 @@ import (
 func TestDisclosuresAreAppendOnlyForTheService(t *testing.T) {
 	ctx := context.Background()
 	ownerURL, p, _ := migratedTo(t, 19)
+	appURL := testenv.AppRoleURL(t, ownerURL)
 	owner, err := pgx.Connect(ctx, ownerURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { owner.Close(context.Background()) })
-	role := fmt.Sprintf("tidings_disclosures_%d", time.Now().UnixNano())
-	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN IN ROLE tidings_app`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if _, err := owner.Exec(context.Background(), `DROP ROLE `+role); err != nil {
-			t.Errorf("drop role: %v", err)
-		}
-	})
-	u, _ := url.Parse(ownerURL)
-	u.User = url.User(role)
-	app, err := pgx.Connect(ctx, u.String())
+	app, err := pgx.Connect(ctx, appURL)
 	if err != nil {
 		t.Fatal(err)
 	}
