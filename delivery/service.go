@@ -38,7 +38,10 @@ type Store interface {
 	// of an unknown delivery: that one is claimed, and a run that ended
 	// normally since does not stop it (a cancelled one does).
 	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool) (d Delivery, proceed bool, err error)
-	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error
+	// FinishDelivery records an attempt's outcome; a delivery sent, or
+	// whose outcome is unknown, records disclosed (its content, recipient
+	// and patient) in the accounting of disclosures with it.
+	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string, disclosed Disclosure) error
 }
 
 // Policy decides whether a notice may go, with the rules of the notice's
@@ -113,7 +116,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, resend: req.Resend}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend}
 	if out.channel == "" {
 		out.channel = "email"
 	}
@@ -127,8 +130,8 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 		contact, err = s.contact(ctx, n.TenantID, sub)
 		switch {
 		case err == nil:
-			base, d := s.draftFor(sub, contact, n.PortalToken)
-			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out)
+			base, d := s.draftFor(sub, contact, n.PortalToken, out.purpose)
+			delivered, err = s.decideAndSend(ctx, n, run, contact, base, d, out)
 		case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownKey):
 			// Fail closed, for good: a sealed address that does not open
 			// for its row (altered, or copied from another patient or
@@ -239,10 +242,10 @@ func (s *Service) fetch(ctx context.Context, ev *journey.Event, rec *fhir.Event,
 // draftFor builds the minimum-necessary notice for a contact (an
 // appointment's time is shown in the contact's zone) and the part of the
 // policy input that describes it.
-func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (policy.Input, draft) {
+func (s *Service) draftFor(sub subject, contact Contact, portalToken, purpose string) (policy.Input, draft) {
 	link := s.portalURL(portalToken)
 	if sub.noticeType == notify.NoticeTypeEOB {
-		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: "payment",
+		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: PurposeOf(purpose, notify.NoticeTypeEOB),
 			Facts: map[string]any{"use": sub.eob.Use, "outcome": sub.eob.Outcome}}
 		s.addSensitivity(in.Facts, sub.event.DiagnosisCodes(), false)
 		return in, &eobDraft{n: notify.ToEOBNotice(sub.eob, link)}
@@ -251,7 +254,7 @@ func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (po
 	if contact.TimeZone != "" {
 		loc, _ = time.LoadLocation(contact.TimeZone) // unknown: the appointment's own offset
 	}
-	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: "treatment",
+	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: PurposeOf(purpose, notify.NoticeTypeAppointment),
 		Facts: map[string]any{"status": sub.appt.Status}}
 	s.addSensitivity(in.Facts, sub.appt.Reasons, len(sub.appt.UnreadReasons) > 0)
 	return in, &appointmentDraft{n: notify.ToAppointmentNotice(sub.appt, loc, link)}
@@ -286,6 +289,7 @@ func (s *Service) decision(ctx context.Context, tenantID string, contact Contact
 		return plan{}, nil, fmt.Errorf("policy: %w", ctx.Err())
 	}
 	p := apply(dec, err, d, contact, out)
+	p.Disclosure.NoticeType, p.Disclosure.Purpose = in.NoticeType, in.Purpose
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
 		return p, nil, nil
 	}
@@ -300,7 +304,7 @@ func (s *Service) decision(ctx context.Context, tenantID string, contact Contact
 // decideAndSend asks the policy whether the notice may go to this contact
 // on the step's channel and how, honours the decision, and delivers it
 // once. It reports whether the channel took the message.
-func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, base policy.Input, d draft, out outgoing) (bool, error) {
+func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, contact Contact, base policy.Input, d draft, out outgoing) (bool, error) {
 	ch, ok := s.Channels[out.channel]
 	if !ok {
 		return false, s.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
@@ -343,6 +347,8 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		return true, s.Store.FinishNotice(ctx, n, NoticeSent, nil)
 	}
 	p.Email.MessageID = dl.MessageID
+	disclosed := p.Disclosure
+	disclosed.PatientIndex = run.PatientIndex
 	receipt, sendErr := ch.Send(ctx, p.Email)
 	// Once the relay has answered, record it even if the task is being
 	// cancelled: a lost "sent" would look like an unknown outcome.
@@ -355,11 +361,11 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		if s.Log != nil {
 			s.Log.Warn("delivery outcome unknown; not retried", "delivery_id", dl.ID, "notice_id", n.ID)
 		}
-		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason)
+		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason, disclosed)
 	}
 	if sendErr != nil {
 		reason := "email delivery failed: " + sendErr.Error()
-		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason); err != nil {
+		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason, Disclosure{}); err != nil {
 			return false, err
 		}
 		if errors.Is(sendErr, notify.ErrTemporary) {
@@ -367,7 +373,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		}
 		return false, s.fail(wctx, n, reason)
 	}
-	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
+	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
 	}
 	return true, s.Store.FinishNotice(wctx, n, NoticeSent, nil)

@@ -520,7 +520,9 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 }
 
 // FinishStarts records, in one transaction, what became of the batch's
-// delivery attempts: each delivery's outcome; each notice sent, or failed
+// delivery attempts: each delivery's outcome, and for each sent or whose
+// outcome is unknown its entry in the accounting of disclosures; each
+// notice sent, or failed
 // for good (one that failed for now, or whose delivery's outcome is
 // unknown, stays pending); each run whose sends
 // are all done has its pending actions cleared as ClearPending clears
@@ -539,6 +541,7 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 		var nStatus, nReasons []string
 		var cleared, deferred []journey.Run
 		var eTenant, eIdx, eSubject []string
+		var disclosures disclosureRows
 		for _, f := range finishes {
 			retry := false
 			for _, r := range f.Results {
@@ -550,6 +553,11 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 					status = delivery.DeliveryFailed
 				}
 				dID, dStatus, dTLS, dMsg, dErr = append(dID, r.Delivery.ID), append(dStatus, status), append(dTLS, r.TLS), append(dMsg, r.MessageID), append(dErr, truncate(r.Err, 500))
+				if dc, ok := outcomeDisclosure(r.Delivery, status, r.Disclosure); ok {
+					if err := disclosures.add(tx, dc, now); err != nil {
+						return err
+					}
+				}
 				detail := map[string]any{"notice_id": r.Notice.ID, "channel": r.Delivery.Channel, "tls": r.TLS, "attempt": r.Delivery.Attempts}
 				if r.Err != "" {
 					detail["error"] = truncate(r.Err, 500)
@@ -583,6 +591,9 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 			FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[]) AS x(id, st, tls, mid, err) WHERE d.id = x.id`,
 			dID, dStatus, dTLS, dMsg, dErr); err != nil {
 			return fmt.Errorf("finish deliveries: %w", err)
+		}
+		if err := disclosures.insert(ctx, tx); err != nil {
+			return err
 		}
 		if len(nID) > 0 {
 			if _, err := tx.execPlanned(ctx, `UPDATE notices n SET status = x.st, reasons = x.r::jsonb, updated_at = now()

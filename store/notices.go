@@ -183,8 +183,16 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, m
 }
 
 // FinishDelivery records an attempt's outcome. errText never holds PHI.
-func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string) error {
+// A delivery sent, or whose outcome is unknown (it may have gone out),
+// adds disclosed, completed with the delivery's ids and status, to the
+// patient's accounting of disclosures in the same transaction.
+func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string, disclosed delivery.Disclosure) error {
 	return s.InTx(ctx, func(tx *Store) error {
+		if dc, ok := outcomeDisclosure(d, status, disclosed); ok {
+			if err := tx.RecordDisclosure(ctx, dc); err != nil {
+				return err
+			}
+		}
 		set := map[string]any{"status": status, "tls": tls, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()")}
 		if messageID != "" { // a failed attempt keeps the delivery's Message-ID
 			set["message_id"] = messageID

@@ -82,6 +82,11 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			if err := s.SealNoticePayload(ctx, n.ID, []byte(tenant+p)); err != nil {
 				t.Fatal(err)
 			}
+			if err := s.RecordDisclosure(ctx, delivery.Disclosure{TenantID: tenant, PatientIndex: s.PatientIndex(p), Status: delivery.DeliverySent,
+				Channel: "email", Recipient: tenant + p + "@example.org", NoticeType: "appointment", Detail: delivery.DetailFull,
+				Purpose: delivery.PurposeTreatment, NoticeID: n.ID}); err != nil {
+				t.Fatal(err)
+			}
 			w.events, w.runs, w.notices = append(w.events, ev), append(w.runs, wake.ID), append(w.notices, n.ID)
 		}
 	}

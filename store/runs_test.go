@@ -1628,7 +1628,9 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 	if err != nil || !proceed {
 		t.Fatal(err, proceed)
 	}
-	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", ""); err != nil {
+	disclosed := testDisclosure("appointment")
+	disclosed.PatientIndex = s.PatientIndex("Patient/p1")
+	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", "", disclosed); err != nil {
 		t.Fatal(err)
 	}
 	// cancellation processed now, before FinishNotice(sent)
