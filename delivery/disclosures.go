@@ -80,3 +80,18 @@ func disclosed(channel, recipient string, redacted []string, portalOnly bool) Di
 	}
 	return d
 }
+
+// DisclosureQuery selects a page of one patient's disclosures.
+type DisclosureQuery struct {
+	TenantID   string
+	PatientRef string    // Patient/123: the store looks it up by its blind index
+	From, To   time.Time // From inclusive, To exclusive; zero: unbounded
+	After      DisclosureCursor
+	Limit      int
+}
+
+// DisclosureCursor is where a page ends: the last entry's time and id.
+type DisclosureCursor struct {
+	At time.Time
+	ID int64
+}

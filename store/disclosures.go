@@ -132,25 +132,10 @@ func (s *Store) RecordDisclosure(ctx context.Context, d delivery.Disclosure) err
 	return rows.insert(ctx, s)
 }
 
-// DisclosureQuery selects a page of one patient's disclosures.
-type DisclosureQuery struct {
-	TenantID   string
-	PatientRef string    // Patient/123: looked up by its blind index
-	From, To   time.Time // From inclusive, To exclusive; zero: unbounded
-	After      DisclosureCursor
-	Limit      int
-}
-
-// DisclosureCursor is where a page ends: the last entry's time and id.
-type DisclosureCursor struct {
-	At time.Time
-	ID int64
-}
-
 // Disclosures lists a patient's disclosures in time order, a page at a
 // time, the recipients opened; next is the cursor of the following page,
 // zero when this is the last.
-func (s *Store) Disclosures(ctx context.Context, q DisclosureQuery) (out []delivery.Disclosure, next DisclosureCursor, err error) {
+func (s *Store) Disclosures(ctx context.Context, q delivery.DisclosureQuery) (out []delivery.Disclosure, next delivery.DisclosureCursor, err error) {
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
@@ -200,7 +185,7 @@ func (s *Store) Disclosures(ctx context.Context, q DisclosureQuery) (out []deliv
 	if len(out) > q.Limit {
 		out = out[:q.Limit]
 		last := out[len(out)-1]
-		next = DisclosureCursor{At: last.At, ID: last.ID}
+		next = delivery.DisclosureCursor{At: last.At, ID: last.ID}
 	}
 	return out, next, nil
 }

@@ -21,7 +21,7 @@ func testDisclosure(noticeType string) delivery.Disclosure {
 		Detail: delivery.DetailFull, Purpose: delivery.PurposeOf("", noticeType)}
 }
 
-func mustDisclosures(t *testing.T, s *Store, q DisclosureQuery) ([]delivery.Disclosure, DisclosureCursor) {
+func mustDisclosures(t *testing.T, s *Store, q delivery.DisclosureQuery) ([]delivery.Disclosure, delivery.DisclosureCursor) {
 	t.Helper()
 	if q.TenantID == "" {
 		q.TenantID = "t1"
@@ -61,7 +61,7 @@ func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 			unknown = dl
 		}
 	}
-	got, next := mustDisclosures(t, s, DisclosureQuery{PatientRef: "Patient/p1"})
+	got, next := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p1"})
 	if len(got) != 2 || next.ID != 0 {
 		t.Fatalf("%d disclosures (next %+v), want the sent and the unknown delivery's", len(got), next)
 	}
@@ -87,10 +87,10 @@ func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 			t.Errorf("stored %q / %q", r.PatientIndex, r.RecipientSealed)
 		}
 	}
-	if other, _ := mustDisclosures(t, s, DisclosureQuery{TenantID: "t2", PatientRef: "Patient/p1"}); len(other) != 0 {
+	if other, _ := mustDisclosures(t, s, delivery.DisclosureQuery{TenantID: "t2", PatientRef: "Patient/p1"}); len(other) != 0 {
 		t.Errorf("another tenant sees %d disclosures", len(other))
 	}
-	if other, _ := mustDisclosures(t, s, DisclosureQuery{PatientRef: "Patient/p2"}); len(other) != 0 {
+	if other, _ := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p2"}); len(other) != 0 {
 		t.Errorf("another patient sees %d disclosures", len(other))
 	}
 	// A recipient copied onto another patient's entry does not open there.
@@ -102,7 +102,7 @@ func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 		WHERE delivery_id IS NULL`, sent.ID).Error; err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.Disclosures(ctx, DisclosureQuery{TenantID: "t1", PatientRef: "Patient/p2"}); err == nil {
+	if _, _, err := s.Disclosures(ctx, delivery.DisclosureQuery{TenantID: "t1", PatientRef: "Patient/p2"}); err == nil {
 		t.Error("a recipient sealed for another row opened")
 	}
 }
@@ -126,7 +126,7 @@ func TestFinishStartsRecordsDisclosures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, _ := mustDisclosures(t, s, DisclosureQuery{PatientRef: "Patient/p1"})
+	got, _ := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p1"})
 	if len(got) != 2 || got[0].DeliveryID != finishes[0].Results[0].Delivery.ID || got[0].Status != delivery.DeliverySent ||
 		got[1].DeliveryID != finishes[2].Results[0].Delivery.ID || got[1].Status != delivery.DeliveryUnknown {
 		t.Fatalf("disclosures %+v, want the sent one's and the unknown one's, once each", got)
@@ -149,7 +149,7 @@ func TestDisclosuresPageAndRange(t *testing.T) {
 		}
 	}
 	var days []int
-	q := DisclosureQuery{PatientRef: "Patient/p1", Limit: 2}
+	q := delivery.DisclosureQuery{PatientRef: "Patient/p1", Limit: 2}
 	for page := 0; ; page++ {
 		got, next := mustDisclosures(t, s, q)
 		for _, d := range got {
@@ -166,7 +166,7 @@ func TestDisclosuresPageAndRange(t *testing.T) {
 	if !slices.Equal(days, []int{1, 2, 3, 4, 5}) {
 		t.Errorf("days in order, paged: %v", days)
 	}
-	got, _ := mustDisclosures(t, s, DisclosureQuery{PatientRef: "Patient/p1", From: base.Add(24 * time.Hour), To: base.Add(3 * 24 * time.Hour)})
+	got, _ := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p1", From: base.Add(24 * time.Hour), To: base.Add(3 * 24 * time.Hour)})
 	if len(got) != 2 || got[0].At.Day() != 2 || got[1].At.Day() != 3 {
 		t.Errorf("from day 2 to day 4: %v", got)
 	}
@@ -217,7 +217,7 @@ func TestPurgeDisclosures(t *testing.T) {
 	if err != nil || removed["t1"] != 2 || removed["t2"] != 1 {
 		t.Fatalf("removed %v, %v", removed, err)
 	}
-	if left, _ := mustDisclosures(t, s, DisclosureQuery{PatientRef: "Patient/p1"}); len(left) != 1 {
+	if left, _ := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p1"}); len(left) != 1 {
 		t.Errorf("%d of t1's disclosures left, want the recent one", len(left))
 	}
 	for tenant, want := range map[string]string{"t1": `"removed": 2`, "t2": `"removed": 1`} {
