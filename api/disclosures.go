@@ -78,8 +78,7 @@ func (h *handlers) listDisclosures(c *gin.Context) {
 	}
 	out := DisclosuresResponse{Disclosures: make([]DisclosureBody, len(ds))}
 	for i, d := range ds {
-		out.Disclosures[i] = DisclosureBody{ID: d.ID, At: d.At, Status: d.Status, Channel: d.Channel, Recipient: d.Recipient,
-			NoticeType: d.NoticeType, Detail: d.Detail, Redacted: d.Redacted, Purpose: d.Purpose, NoticeID: d.NoticeID, DeliveryID: d.DeliveryID}
+		out.Disclosures[i] = ToDisclosureBody(d)
 	}
 	if next.ID != 0 {
 		out.NextCursor = encodeCursor(next)
@@ -92,7 +91,7 @@ func (h *handlers) listDisclosures(c *gin.Context) {
 // the patient reference.
 func disclosureQuery(c *gin.Context) (delivery.DisclosureQuery, error) {
 	q := delivery.DisclosureQuery{PatientRef: c.Query("patient"), Limit: defaultDisclosurePage}
-	if !patientRef.MatchString(q.PatientRef) {
+	if !IsPatientRef(q.PatientRef) {
 		return q, errBadPatient
 	}
 	var err error
@@ -151,4 +150,14 @@ func decodeCursor(s string) (delivery.DisclosureCursor, error) {
 		return delivery.DisclosureCursor{}, errBadCursor
 	}
 	return delivery.DisclosureCursor{At: time.Unix(0, ns).UTC(), ID: n}, nil
+}
+
+// IsPatientRef reports whether s is a patient reference the API takes
+// (Patient/ and 1-64 of A-Z a-z 0-9 - .).
+func IsPatientRef(s string) bool { return patientRef.MatchString(s) }
+
+// ToDisclosureBody is d as the API and the CLI show it.
+func ToDisclosureBody(d delivery.Disclosure) DisclosureBody {
+	return DisclosureBody{ID: d.ID, At: d.At, Status: d.Status, Channel: d.Channel, Recipient: d.Recipient,
+		NoticeType: d.NoticeType, Detail: d.Detail, Redacted: d.Redacted, Purpose: d.Purpose, NoticeID: d.NoticeID, DeliveryID: d.DeliveryID}
 }

@@ -83,6 +83,21 @@ type Config struct {
 	// TIDINGS_SMTP_POOL_SIZE: SMTP sessions the worker keeps open at most;
 	// 0 (unset) sizes the pool to Concurrency. See SMTPSessions.
 	SMTPPoolSize int
+
+	// TIDINGS_DISCLOSURE_RETENTION_YEARS: how long the accounting of
+	// disclosures is kept (tidings disclosures purge removes what is
+	// older). HIPAA 164.528 gives a patient six years back: never less.
+	DisclosureRetentionYears int
+}
+
+// MinDisclosureRetentionYears is the default and the least retention of
+// the accounting of disclosures: HIPAA 164.528 gives six years back.
+const MinDisclosureRetentionYears = 6
+
+// DisclosureCutoff is the time before which disclosures may be purged at
+// now: the configured number of years back, by the calendar.
+func (c Config) DisclosureCutoff(now time.Time) time.Time {
+	return now.AddDate(-c.DisclosureRetentionYears, 0, 0)
 }
 
 // Role says which process the configuration is for; each checks what it uses.
@@ -171,50 +186,51 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		problems = append(problems, "TIDINGS_API_TOKENS is no longer read: API keys are kept hashed in the database, each with a tenant and a role; create one with `tidings keys create --tenant ID --role admin` and unset TIDINGS_API_TOKENS")
 	}
 	c := Config{
-		DatabaseURL:          get("TIDINGS_DATABASE_URL", ""),
-		RedisAddr:            get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
-		RedisPassword:        get("TIDINGS_REDIS_PASSWORD", ""),
-		RedisDB:              geti("TIDINGS_REDIS_DB", 0),
-		SealKeys:             get("TIDINGS_SEAL_KEYS", ""),
-		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
-		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
-		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
-		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
-		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
-		RatePerSecond:        getf("TIDINGS_RATE_PER_SECOND", 10000),
-		RateBurst:            geti("TIDINGS_RATE_BURST", 20000),
-		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
-		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
-		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
-		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
-		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
-		ClaimLease:           getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
-		MonitorEvery:         getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
-		ScheduleEvery:        getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
-		WakeHorizon:          getd("TIDINGS_WAKE_HORIZON", time.Hour),
-		WakeSlack:            getd("TIDINGS_WAKE_SLACK", time.Minute),
-		GapSettle:            getd("TIDINGS_GAP_SETTLE", time.Minute),
-		AllowPrivateSources:  getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
-		PolicyDir:            get("TIDINGS_POLICY_DIR", ""),
-		PolicyBundle:         get("TIDINGS_POLICY_BUNDLE", ""),
-		PolicyPublicKey:      get("TIDINGS_POLICY_PUBLIC_KEY", ""),
-		PolicyWatch:          getd("TIDINGS_POLICY_WATCH", 10*time.Second),
-		AuditKeys:            get("TIDINGS_AUDIT_KEYS", ""),
-		AuditPrimary:         get("TIDINGS_AUDIT_PRIMARY", ""),
-		AuditSigningKey:      get("TIDINGS_AUDIT_SIGNING_KEY", ""),
-		AuditCheckpointDir:   get("TIDINGS_AUDIT_CHECKPOINT_DIR", ""),
-		AuditChainEvery:      getd("TIDINGS_AUDIT_CHAIN_EVERY", time.Second),
-		AuditCheckpointRows:  int64(geti("TIDINGS_AUDIT_CHECKPOINT_ROWS", 1000)),
-		AuditCheckpointEvery: getd("TIDINGS_AUDIT_CHECKPOINT_EVERY", 10*time.Second),
-		SMTPHost:             get("TIDINGS_SMTP_HOST", ""),
-		SMTPPort:             geti("TIDINGS_SMTP_PORT", 0),
-		SMTPUsername:         get("TIDINGS_SMTP_USERNAME", ""),
-		SMTPPassword:         get("TIDINGS_SMTP_PASSWORD", ""),
-		SMTPFrom:             get("TIDINGS_SMTP_FROM", ""),
-		SMTPRequireTLS:       getb("TIDINGS_SMTP_REQUIRE_TLS", true),
-		SMTPImplicitTLS:      getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
-		SMTPCAFile:           get("TIDINGS_SMTP_CA_FILE", ""),
-		SMTPPoolSize:         geti("TIDINGS_SMTP_POOL_SIZE", 0),
+		DatabaseURL:              get("TIDINGS_DATABASE_URL", ""),
+		RedisAddr:                get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
+		RedisPassword:            get("TIDINGS_REDIS_PASSWORD", ""),
+		RedisDB:                  geti("TIDINGS_REDIS_DB", 0),
+		SealKeys:                 get("TIDINGS_SEAL_KEYS", ""),
+		SealPrimary:              get("TIDINGS_SEAL_PRIMARY", ""),
+		BlindIndexKey:            get("TIDINGS_BLIND_INDEX_KEY", ""),
+		ListenAddr:               get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		PublicBaseURL:            get("TIDINGS_PUBLIC_BASE_URL", ""),
+		APIBaseURL:               get("TIDINGS_API_BASE_URL", ""),
+		RatePerSecond:            getf("TIDINGS_RATE_PER_SECOND", 10000),
+		RateBurst:                geti("TIDINGS_RATE_BURST", 20000),
+		TrustedProxies:           splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
+		MaxBodyBytes:             int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		LogFormat:                get("TIDINGS_LOG_FORMAT", "json"),
+		Concurrency:              geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		ReconcileEvery:           getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		ClaimLease:               getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
+		MonitorEvery:             getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		ScheduleEvery:            getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
+		WakeHorizon:              getd("TIDINGS_WAKE_HORIZON", time.Hour),
+		WakeSlack:                getd("TIDINGS_WAKE_SLACK", time.Minute),
+		GapSettle:                getd("TIDINGS_GAP_SETTLE", time.Minute),
+		AllowPrivateSources:      getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		PolicyDir:                get("TIDINGS_POLICY_DIR", ""),
+		PolicyBundle:             get("TIDINGS_POLICY_BUNDLE", ""),
+		PolicyPublicKey:          get("TIDINGS_POLICY_PUBLIC_KEY", ""),
+		PolicyWatch:              getd("TIDINGS_POLICY_WATCH", 10*time.Second),
+		AuditKeys:                get("TIDINGS_AUDIT_KEYS", ""),
+		AuditPrimary:             get("TIDINGS_AUDIT_PRIMARY", ""),
+		AuditSigningKey:          get("TIDINGS_AUDIT_SIGNING_KEY", ""),
+		AuditCheckpointDir:       get("TIDINGS_AUDIT_CHECKPOINT_DIR", ""),
+		AuditChainEvery:          getd("TIDINGS_AUDIT_CHAIN_EVERY", time.Second),
+		AuditCheckpointRows:      int64(geti("TIDINGS_AUDIT_CHECKPOINT_ROWS", 1000)),
+		AuditCheckpointEvery:     getd("TIDINGS_AUDIT_CHECKPOINT_EVERY", 10*time.Second),
+		SMTPHost:                 get("TIDINGS_SMTP_HOST", ""),
+		SMTPPort:                 geti("TIDINGS_SMTP_PORT", 0),
+		SMTPUsername:             get("TIDINGS_SMTP_USERNAME", ""),
+		SMTPPassword:             get("TIDINGS_SMTP_PASSWORD", ""),
+		SMTPFrom:                 get("TIDINGS_SMTP_FROM", ""),
+		SMTPRequireTLS:           getb("TIDINGS_SMTP_REQUIRE_TLS", true),
+		SMTPImplicitTLS:          getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
+		SMTPCAFile:               get("TIDINGS_SMTP_CA_FILE", ""),
+		SMTPPoolSize:             geti("TIDINGS_SMTP_POOL_SIZE", 0),
+		DisclosureRetentionYears: geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -235,6 +251,9 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_DATABASE_URL is required")
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
+	}
+	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
+		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))
 	}
 	if role&(RoleWorker|RoleAudit) != 0 {
 		if _, err := c.AuditKeyring(); err != nil {
