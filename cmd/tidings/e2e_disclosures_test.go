@@ -36,12 +36,7 @@ func TestDisclosuresEndToEnd(t *testing.T) {
 			{"id": "pause", "type": "wait", "duration": "2s"},
 			{"id": "reminder", "type": "send", "channel": "email", "template": "eob.reminder"},
 			{"id": "done", "type": "end"}]}`
-	if r := doRequest(h, "POST", "/v1/workflows", "application/json", operator, def); r.Code != 201 {
-		t.Fatalf("POST /v1/workflows: %d %s", r.Code, r.Body)
-	}
-	if r := doRequest(h, "POST", "/v1/workflows/eob-ops/activate", "", operator, ""); r.Code != 200 {
-		t.Fatalf("activate: %d %s", r.Code, r.Body)
-	}
+	saveAndActivate(t, h, operator, "eob-ops", def)
 	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
 		t.Fatalf("EOB: %d", r.Status)
