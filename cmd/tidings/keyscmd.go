@@ -49,8 +49,7 @@ func runKeysCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 needed) and prints its token, "tdk_<id>_<secret>", once: Tidings keeps only
 its hash. Roles: integration (sources, subscriptions), operator (workflows,
 runs, events), contacts (patient contacts), compliance (policies,
-disclosures), admin
-(keys, and all of the above).`, stderr)
+disclosures), admin (keys, and all of the above).`, stderr)
 	tenant := fs.String("tenant", "", "tenant the key acts for")
 	role := fs.String("role", "", "integration | operator | contacts | compliance | admin")
 	name := fs.String("name", "", "what the key is for, shown by keys list")
