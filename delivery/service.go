@@ -37,7 +37,9 @@ type Store interface {
 	// notice's run ended before the claim. resend is an operator's resend
 	// of an unknown delivery: that one is claimed, and a run that ended
 	// normally since does not stop it (a cancelled one does).
-	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool) (d Delivery, proceed bool, err error)
+	// disclosed is what the attempt discloses: a delivery later marked
+	// unknown without its answer is accounted for with it.
+	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool, disclosed Disclosure) (d Delivery, proceed bool, err error)
 	// FinishDelivery records an attempt's outcome; a delivery sent, or
 	// whose outcome is unknown, records disclosed (its content, recipient
 	// and patient) in the accounting of disclosures with it.
@@ -331,7 +333,9 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload); err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
-	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend)
+	disclosed := p.Disclosure
+	disclosed.PatientIndex = run.PatientIndex
+	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend, disclosed)
 	switch {
 	case errors.Is(err, ErrRunEnded):
 		return false, s.Store.FinishNotice(ctx, n, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
@@ -347,8 +351,6 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		return true, s.Store.FinishNotice(ctx, n, NoticeSent, nil)
 	}
 	p.Email.MessageID = dl.MessageID
-	disclosed := p.Disclosure
-	disclosed.PatientIndex = run.PatientIndex
 	receipt, sendErr := ch.Send(ctx, p.Email)
 	// Once the relay has answered, record it even if the task is being
 	// cancelled: a lost "sent" would look like an unknown outcome.

@@ -46,8 +46,15 @@ CREATE UNIQUE INDEX disclosures_delivery_attempt ON disclosures (delivery_id, at
 -- keys rotate), which opens it for its row first: a value that is not the
 -- row's own does not open. Purging old rows (tidings disclosures purge)
 -- runs as the owner, the role migrations run as.
+-- What a delivery's attempt is about to disclose, sealed for its row
+-- (notice_id, channel) when it is claimed: a delivery found unfinished
+-- later (the process died mid-send, the relay may have taken it) is
+-- marked unknown and accounted for from it.
+ALTER TABLE deliveries ADD COLUMN disclosure_sealed bytea;
+
 REVOKE UPDATE, DELETE, TRUNCATE ON disclosures FROM tidings_app;
 GRANT UPDATE (recipient_sealed) ON disclosures TO tidings_app;
 
 -- +goose Down
+ALTER TABLE deliveries DROP COLUMN disclosure_sealed;
 DROP TABLE disclosures;

@@ -163,7 +163,9 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 				audits = append(audits, noticeAudit(*n, ns.Status, ns.Reasons))
 			}
 			if ns.Channel != "" {
-				dl.add(j, *n, ns.Channel, ns.MessageID)
+				disclosed := ns.Disclosure
+				disclosed.PatientIndex = out[ref.start].Run.PatientIndex
+				dl.add(j, *n, ns.Channel, ns.MessageID, tx.sealDisclosure(n.TenantID, n.ID, ns.Channel, disclosed))
 			}
 		}
 		deliveryIDs, err := dl.insert(ctx, tx)
@@ -383,20 +385,21 @@ type deliveryRows struct {
 	noticeRow                  []int
 	tenant, channel, messageID []string
 	notice                     []int64
+	disclosure                 [][]byte // sealed: see sealDisclosure
 }
 
-func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel, messageID string) {
+func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel, messageID string, disclosure []byte) {
 	d.noticeRow, d.tenant, d.channel, d.notice = append(d.noticeRow, noticeRow), append(d.tenant, n.TenantID), append(d.channel, channel), append(d.notice, n.ID)
-	d.messageID = append(d.messageID, messageID)
+	d.messageID, d.disclosure = append(d.messageID, messageID), append(d.disclosure, disclosure)
 }
 
 func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 	if len(d.notice) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id)
-		SELECT t, n, c, 'sending', 1, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
-		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID)
+	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id, disclosure_sealed)
+		SELECT t, n, c, 'sending', 1, m, dc FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[]) AS x(t, n, c, m, dc)
+		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID, d.disclosure)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}

@@ -119,6 +119,42 @@ func outcomeDisclosure(d delivery.Delivery, status string, disclosed delivery.Di
 	return disclosed, true
 }
 
+// sealDisclosure seals what a delivery's attempt is about to disclose,
+// for the delivery's row; nil when it names no recipient (nothing to
+// account for).
+func (s *Store) sealDisclosure(tenantID string, noticeID int64, channel string, d delivery.Disclosure) []byte {
+	if d.Recipient == "" {
+		return nil
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil
+	}
+	return s.seal(b, colDeliveryDisclosure, tenantID, itoa(noticeID), channel)
+}
+
+// unfinishedDisclosure is the entry of a delivery marked unknown because
+// its attempt never recorded the relay's answer: what the attempt sealed
+// on its row when it claimed it. ok is false when it sealed nothing; an
+// error, when that does not open for the row.
+func (s *Store) unfinishedDisclosure(d Delivery) (delivery.Disclosure, bool, error) {
+	if len(d.DisclosureSealed) == 0 {
+		return delivery.Disclosure{}, false, nil
+	}
+	b, err := s.open(d.DisclosureSealed, colDeliveryDisclosure, d.TenantID, itoa(d.NoticeID), d.Channel)
+	if err != nil {
+		return delivery.Disclosure{}, false, err
+	}
+	var disclosed delivery.Disclosure
+	if err := json.Unmarshal(b, &disclosed); err != nil {
+		return delivery.Disclosure{}, false, fmt.Errorf("delivery %d: sealed disclosure: %w", d.ID, err)
+	}
+	dc, ok := outcomeDisclosure(delivery.Delivery{ID: d.ID, TenantID: d.TenantID, NoticeID: d.NoticeID, Channel: d.Channel, Attempts: d.Attempts},
+		delivery.DeliveryUnknown, disclosed)
+	dc.At = d.UpdatedAt // when the attempt began: the latest it can have gone out is unknown
+	return dc, ok, nil
+}
+
 // RecordDisclosure adds an entry to a patient's accounting of disclosures:
 // for what goes out other than a delivery (a notice shown in the portal,
 // Status delivery.DisclosureViewed, DeliveryID 0). d.At zero is now. On a

@@ -233,3 +233,53 @@ func TestPurgeDisclosures(t *testing.T) {
 		t.Errorf("purge of an unknown tenant: %v", err)
 	}
 }
+
+// A delivery whose attempt never recorded the relay's answer is marked
+// unknown (by the reconciler, or by the next attempt) and accounted for as
+// its attempt described it when it claimed the delivery; one whose sealed
+// description was altered is marked all the same, and its audit row says
+// the disclosure was not recorded.
+func TestUnfinishedDeliveriesAreAccountedFor(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	claim := func(resourceID, recipient string) delivery.Delivery {
+		t.Helper()
+		d := testDisclosure("appointment")
+		d.PatientIndex, d.Recipient = s.PatientIndex("Patient/p1"), recipient
+		_, dl := claimedNotice(t, s, resourceID) // claimed without a description
+		n := delivery.Notice{ID: dl.NoticeID, TenantID: "t1"}
+		// A resend claims it again, with what this attempt discloses.
+		if err := s.q(ctx).Exec(`UPDATE deliveries SET status = 'unknown' WHERE id = ?`, dl.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		got, proceed, err := s.BeginDelivery(ctx, n, "email", "", true, d)
+		if err != nil || !proceed || got.Attempts != 2 {
+			t.Fatalf("resend claim: %+v %v %v", got, proceed, err)
+		}
+		return got
+	}
+	reconciled, altered := claim("u1", "p1@example.org"), claim("u2", "p1-other@example.org")
+	if err := s.q(ctx).Exec(`UPDATE deliveries SET disclosure_sealed = (SELECT disclosure_sealed FROM deliveries WHERE id = ?) WHERE id = ?`,
+		reconciled.ID, altered.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.q(ctx).Exec(`UPDATE deliveries SET updated_at = now() - interval '11 minutes'`).Error; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.MarkUnfinishedUnknown(ctx, 10*time.Minute, 10); err != nil || n != 2 {
+		t.Fatalf("marked %d, %v", n, err)
+	}
+	got, _ := mustDisclosures(t, s, delivery.DisclosureQuery{PatientRef: "Patient/p1"})
+	if len(got) != 1 || got[0].DeliveryID != reconciled.ID || got[0].Attempt != 2 || got[0].Status != delivery.DeliveryUnknown ||
+		got[0].Recipient != "p1@example.org" || time.Since(got[0].At) < 10*time.Minute {
+		t.Fatalf("disclosures %+v, want the reconciled delivery's, unknown, from its second attempt", got)
+	}
+	for _, r := range auditRows(t, s, "t1", "delivery.unknown") {
+		if notRecorded := strings.Contains(string(r.Detail), "not recorded"); notRecorded != (r.SubjectID == itoa(altered.ID)) {
+			t.Errorf("delivery %s's unknown audit row: %s", r.SubjectID, r.Detail)
+		}
+	}
+	if d, _ := deliveryStatus(t, s, altered.ID); d != delivery.DeliveryUnknown {
+		t.Errorf("the altered delivery is %s, want unknown", d)
+	}
+}

@@ -23,6 +23,7 @@ import (
 //	engagements.data_sealed           id (taken from the sequence first)
 //	segment_members.patient_sealed    segment, patient_index
 //	disclosures.recipient_sealed      patient_index, ref (random, chosen before the insert)
+//	deliveries.disclosure_sealed      notice_id, channel
 type sealedColumn struct{ table, column string }
 
 var (
@@ -36,6 +37,7 @@ var (
 	colEngagementData      = sealedColumn{"engagements", "data_sealed"}
 	colSegmentPatient      = sealedColumn{"segment_members", "patient_sealed"}
 	colDisclosureRecipient = sealedColumn{"disclosures", "recipient_sealed"}
+	colDeliveryDisclosure  = sealedColumn{"deliveries", "disclosure_sealed"}
 	legacyContexts         = map[sealedColumn]string{
 		// Before places both contact columns were sealed with one context.
 		colContactConfEmail: "contacts.email_sealed",

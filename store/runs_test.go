@@ -1624,7 +1624,7 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false)
+	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{})
 	if err != nil || !proceed {
 		t.Fatal(err, proceed)
 	}
