@@ -39,6 +39,7 @@ type Config struct {
 	LogFormat      string
 	Concurrency    int
 	ClaimLease     time.Duration // TIDINGS_CLAIM_LEASE: how long a worker's claim on a batch of events holds
+	PendingGrace   time.Duration // TIDINGS_PENDING_GRACE: when a run's unfinished sends are re-driven
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
 	// TIDINGS_SCHEDULE_EVERY: how often wake-ups are promoted from Postgres
@@ -204,6 +205,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		Concurrency:              geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:           getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
 		ClaimLease:               getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
+		PendingGrace:             getd("TIDINGS_PENDING_GRACE", 3*time.Minute),
 		MonitorEvery:             getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
 		ScheduleEvery:            getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
 		WakeHorizon:              getd("TIDINGS_WAKE_HORIZON", time.Hour),
@@ -308,6 +310,9 @@ func (c Config) Validate(role Role) []string {
 	if role&RoleWorker != 0 {
 		if c.SMTPHost == "" {
 			p = append(p, "TIDINGS_SMTP_HOST is required")
+		}
+		if c.PendingGrace < time.Second {
+			p = append(p, "TIDINGS_PENDING_GRACE must be at least 1s (longer than a send takes)")
 		}
 		if c.ClaimLease < time.Second {
 			p = append(p, "TIDINGS_CLAIM_LEASE must be at least 1s (longer than a batch of events takes)")

@@ -189,7 +189,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
 		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
-		ClaimLease: 2 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
+		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,
 		DisclosureRetentionYears: config.MinDisclosureRetentionYears,

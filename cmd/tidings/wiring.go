@@ -165,7 +165,7 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 	}
 	// A worker task may hold two connections (an appointment's lock and its
 	// queries): keep the pool well above twice the concurrency.
-	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10)})
+	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10), PendingGrace: cfg.PendingGrace})
 	if err != nil {
 		return nil, err
 	}
