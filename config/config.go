@@ -84,6 +84,9 @@ type Config struct {
 	// TIDINGS_SMTP_POOL_SIZE: SMTP sessions the worker keeps open at most;
 	// 0 (unset) sizes the pool to Concurrency. See SMTPSessions.
 	SMTPPoolSize int
+	// TIDINGS_DKIM_KEYS: tenant:domain:selector:key.pem entries, comma
+	// separated; see DKIMKeys.
+	DKIMKeys string
 
 	// TIDINGS_DISCLOSURE_RETENTION_YEARS: how long the accounting of
 	// disclosures is kept (tidings disclosures purge removes what is
@@ -233,6 +236,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SMTPCAFile:               get("TIDINGS_SMTP_CA_FILE", ""),
 		SMTPPoolSize:             geti("TIDINGS_SMTP_POOL_SIZE", 0),
 		DisclosureRetentionYears: geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears),
+		DKIMKeys:                 get("TIDINGS_DKIM_KEYS", ""),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -343,8 +347,37 @@ func (c Config) Validate(role Role) []string {
 		if c.SMTPPoolSize < 0 {
 			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
 		}
+		if _, err := c.DKIMKeySpecs(); err != nil {
+			p = append(p, err.Error())
+		}
 	}
 	return p
+}
+
+// DKIMKeySpec names one DKIM signing key: the tenant whose mail it signs
+// ("*": every tenant's, for the service's own domain), the header From
+// domain, the DNS selector and the PEM file of the private key.
+type DKIMKeySpec struct{ Tenant, Domain, Selector, File string }
+
+// DKIMKeySpecs parses TIDINGS_DKIM_KEYS, e.g.
+// "acme:acme.example:s2026:/etc/tidings/dkim-acme.pem,*:notices.example:s1:/etc/tidings/dkim.pem".
+func (c Config) DKIMKeySpecs() ([]DKIMKeySpec, error) {
+	var out []DKIMKeySpec
+	for _, entry := range strings.Split(c.DKIMKeys, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		f := strings.SplitN(entry, ":", 4)
+		if len(f) != 4 || f[0] == "" || f[1] == "" || f[2] == "" || f[3] == "" {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: an entry is not tenant:domain:selector:file (%d entries read)", len(out))
+		}
+		if _, err := os.Stat(f[3]); err != nil {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: key of %s: %w", f[1], err)
+		}
+		out = append(out, DKIMKeySpec{Tenant: f[0], Domain: f[1], Selector: f[2], File: f[3]})
+	}
+	return out, nil
 }
 
 // SMTPSessions is how many SMTP sessions the email channel may keep open:

@@ -325,7 +325,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				continue
 			}
 			ns := NoticeStart{Step: a.Step, Template: a.Template, Type: noticeType, PortalToken: seal.NewToken()}
-			out := outgoing{template: a.Template, channel: a.Channel, from: st.From}
+			out := outgoing{template: a.Template, channel: a.Channel, from: st.From, tenant: st.Run.TenantID}
 			if out.channel == "" {
 				out.channel = "email"
 			}

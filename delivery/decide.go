@@ -109,6 +109,7 @@ type outgoing struct {
 	from     workflow.Sender // the workflow's identity: name, from, reply-to
 	purpose  string          // the workflow's purpose; "": the notice type's
 	resend   bool            // an operator's resend of an unknown delivery
+	tenant   string          // whose notice: its DKIM key
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
@@ -170,7 +171,7 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		// and only it, whatever the policy says.
 		msg.To = c.ConfidentialEmail
 	}
-	msg.FromName, msg.From, msg.ReplyTo = out.from.Name, out.from.From, out.from.ReplyTo
+	msg.FromName, msg.From, msg.ReplyTo, msg.TenantID = out.from.Name, out.from.From, out.from.ReplyTo, out.tenant
 	payload, err := d.Payload()
 	if err != nil {
 		return failed("the notice could not be encoded")

@@ -118,7 +118,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend, tenant: run.TenantID}
 	if out.channel == "" {
 		out.channel = "email"
 	}

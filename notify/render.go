@@ -34,6 +34,8 @@ type Email struct {
 	// header From address and Reply-To. The envelope sender stays the
 	// channel's configured one.
 	FromName, From, ReplyTo string
+	// TenantID is whose notice this is: it picks the DKIM key.
+	TenantID string
 }
 
 // LogValue keeps the message out of logs: recipient and bodies are PHI.

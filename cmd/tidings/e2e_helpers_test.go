@@ -86,6 +86,7 @@ type testOpts struct {
 	// HangUpAfterData: the catcher keeps these messages and drops the
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
+	DKIMKeys        string // TIDINGS_DKIM_KEYS
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -111,7 +112,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
-			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows}, logs)
+			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

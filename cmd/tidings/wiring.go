@@ -240,11 +240,32 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 	if err != nil {
 		return nil, err
 	}
+	dkim, err := dkimKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
-		PoolSize: cfg.SMTPSessions(),
+		PoolSize: cfg.SMTPSessions(), DKIM: dkim,
 	})
+}
+
+// dkimKeys loads the DKIM signing keys TIDINGS_DKIM_KEYS names.
+func dkimKeys(cfg config.Config) ([]notify.DKIMKey, error) {
+	specs, err := cfg.DKIMKeySpecs()
+	if err != nil {
+		return nil, err
+	}
+	var keys []notify.DKIMKey
+	for _, sp := range specs {
+		k, err := notify.LoadDKIMKey(sp.Tenant, sp.Domain, sp.Selector, sp.File)
+		if err != nil {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // sender builds the delivery service that carries out runs' send steps.
