@@ -18,7 +18,7 @@ type draft interface {
 	// HideProvider drops what names the provider and returns those fields.
 	HideProvider() []string
 	PortalOnly()
-	Render(template, lang string, portalOnly bool) (notify.Email, error)
+	Render(template, lang, format string, portalOnly bool) (notify.Email, error)
 	Payload() ([]byte, error)
 }
 
@@ -34,14 +34,14 @@ func (d *eobDraft) HideProvider() []string {
 	return []string{"provider_name"}
 }
 func (d *eobDraft) PortalOnly() { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
-func (d *eobDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+func (d *eobDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	switch {
 	case portalOnly:
-		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang, notify.Format(format))
 	case template == "eob.reminder":
-		return notify.RenderEOBReminderEmail(d.n, lang)
+		return notify.RenderEOBReminderEmail(d.n, lang, notify.Format(format))
 	}
-	return notify.RenderEOBEmail(d.n, lang)
+	return notify.RenderEOBEmail(d.n, lang, notify.Format(format))
 }
 func (d *eobDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
 
@@ -60,11 +60,11 @@ func (d *appointmentDraft) HideProvider() []string {
 	return []string{"provider_name", "location_name"}
 }
 func (d *appointmentDraft) PortalOnly() { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
-func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+func (d *appointmentDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	if portalOnly {
-		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang, notify.Format(format))
 	}
-	return notify.RenderAppointmentEmail(template, d.n, lang)
+	return notify.RenderAppointmentEmail(template, d.n, lang, notify.Format(format))
 }
 func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
 
@@ -158,7 +158,7 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
 	}
-	msg, err := d.Render(out.template, c.Language, portalOnly)
+	msg, err := d.Render(out.template, c.Language, c.AlternateFormat, portalOnly)
 	if err != nil {
 		return failed("the notice could not be rendered")
 	}

@@ -49,14 +49,7 @@ func TestNoticeIsDKIMSignedWithTheTenantsKey(t *testing.T) {
 		t.Fatalf("activate: %d %s", r.Code, r.Body)
 	}
 	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
-	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
-		t.Fatalf("EOB: %d", r.Status)
-	}
-	ts.waitNotices(t, 1)
-	msgs := ts.Mail.Messages()
-	if len(msgs) != 1 {
-		t.Fatalf("%d mails caught, want 1", len(msgs))
-	}
+	msg := ts.notifyOneMail(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
 	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
 	lookup := func(name string) ([]string, error) {
 		if name == "s2026._domainkey.plan.example" {
@@ -64,7 +57,7 @@ func TestNoticeIsDKIMSignedWithTheTenantsKey(t *testing.T) {
 		}
 		return nil, errors.New("no such record")
 	}
-	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msgs[0].Data), &dkim.VerifyOptions{LookupTXT: lookup})
+	vs, err := dkim.VerifyWithOptions(bytes.NewReader(msg.Data), &dkim.VerifyOptions{LookupTXT: lookup})
 	if err != nil {
 		t.Fatal(err)
 	}

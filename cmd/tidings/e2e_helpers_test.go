@@ -213,6 +213,21 @@ func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
 }
 
 // waitTenantNotices waits until a tenant has n notices and none is pending.
+// notifyOneMail posts a published resource as a notification and returns
+// the one mail it leads to, once its notice is recorded.
+func (ts *testStack) notifyOneMail(t testing.TB, fixturePath string) mailcatch.Message {
+	t.Helper()
+	if r := ts.notify(t, ts.wrap(t, fixture(t, fixturePath))); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 1)
+	msgs := ts.Mail.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d mails caught, want 1", len(msgs))
+	}
+	return msgs[0]
+}
+
 func (ts *testStack) waitTenantNotices(t testing.TB, tenant string, n int64) store.Counts {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
