@@ -58,7 +58,8 @@ type Config struct {
 	Journeys     Journeys      // nil: event, segment and enroll routes answer 503
 	Disclosures  Disclosures   // nil: GET /v1/disclosures answers 503
 	Checks       []Check
-	Keys         Keys // nil: every /v1 route answers 401
+	Keys         Keys     // nil: every /v1 route answers 401
+	Webhooks     Webhooks // nil: webhook routes answer 503
 	Log          *slog.Logger
 	MaxBodyBytes int64
 	// RatePerSec and RateBurst limit each client address, each
@@ -185,6 +186,11 @@ func (h *handlers) routes() []Route {
 		{"GET", "/runs", access.Operator, h.listRuns},
 		{"POST", "/events", access.Operator, h.postEvent},
 		{"POST", "/segments/:segment/members", access.Operator, h.postSegmentMember},
+		{"POST", "/webhooks", access.Integration, h.postWebhook},
+		{"GET", "/webhooks", access.Integration, h.listWebhooks},
+		{"DELETE", "/webhooks/:id", access.Integration, h.deleteWebhook},
+		{"GET", "/webhook-messages", access.Integration, h.listWebhookMessages},
+		{"POST", "/webhook-messages/:id/replay", access.Integration, h.replayWebhookMessage},
 		{"POST", "/keys", access.Admin, h.postKey},
 		{"GET", "/keys", access.Admin, h.listKeys},
 		{"DELETE", "/keys/:id", access.Admin, h.revokeKey},

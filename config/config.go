@@ -56,6 +56,15 @@ type Config struct {
 	// (TIDINGS_ALLOW_PRIVATE_SOURCES; dev and tests). Off, a source cannot
 	// point Tidings at internal services.
 	AllowPrivateSources bool
+	// TIDINGS_WEBHOOKS_ALLOW_PRIVATE: webhook endpoints may be plain http
+	// on loopback or private addresses (development, tests).
+	WebhooksAllowPrivate bool
+	// TIDINGS_WEBHOOK_EVERY: how often the worker fans out and sends.
+	WebhookEvery time.Duration
+	// TIDINGS_WEBHOOK_RETRIES: the waits after each failed attempt, comma
+	// separated; after the last the message is dead. Empty: the default
+	// schedule (5s, 5m, 30m, 2h, 5h, 10h, 10h).
+	WebhookRetries string
 
 	PolicyDir       string        // TIDINGS_POLICY_DIR: policies from a directory instead of the embedded ones
 	PolicyBundle    string        // TIDINGS_POLICY_BUNDLE: an OPA bundle (.tar.gz from opa build) instead
@@ -190,54 +199,58 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		problems = append(problems, "TIDINGS_API_TOKENS is no longer read: API keys are kept hashed in the database, each with a tenant and a role; create one with `tidings keys create --tenant ID --role admin` and unset TIDINGS_API_TOKENS")
 	}
 	c := Config{
-		DatabaseURL:              get("TIDINGS_DATABASE_URL", ""),
-		RedisAddr:                get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
-		RedisPassword:            get("TIDINGS_REDIS_PASSWORD", ""),
-		RedisDB:                  geti("TIDINGS_REDIS_DB", 0),
-		SealKeys:                 get("TIDINGS_SEAL_KEYS", ""),
-		SealPrimary:              get("TIDINGS_SEAL_PRIMARY", ""),
-		BlindIndexKey:            get("TIDINGS_BLIND_INDEX_KEY", ""),
-		ListenAddr:               get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
-		PublicBaseURL:            get("TIDINGS_PUBLIC_BASE_URL", ""),
-		APIBaseURL:               get("TIDINGS_API_BASE_URL", ""),
-		RatePerSecond:            getf("TIDINGS_RATE_PER_SECOND", 10000),
-		RateBurst:                geti("TIDINGS_RATE_BURST", 20000),
-		TrustedProxies:           splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
-		MaxBodyBytes:             int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
-		LogFormat:                get("TIDINGS_LOG_FORMAT", "json"),
-		Concurrency:              geti("TIDINGS_WORKER_CONCURRENCY", 10),
-		ReconcileEvery:           getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
-		ClaimLease:               getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
-		PendingGrace:             getd("TIDINGS_PENDING_GRACE", 3*time.Minute),
-		MonitorEvery:             getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
-		ScheduleEvery:            getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
-		WakeHorizon:              getd("TIDINGS_WAKE_HORIZON", time.Hour),
-		WakeSlack:                getd("TIDINGS_WAKE_SLACK", time.Minute),
-		GapSettle:                getd("TIDINGS_GAP_SETTLE", time.Minute),
-		AllowPrivateSources:      getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
-		PolicyDir:                get("TIDINGS_POLICY_DIR", ""),
-		PolicyBundle:             get("TIDINGS_POLICY_BUNDLE", ""),
-		PolicyPublicKey:          get("TIDINGS_POLICY_PUBLIC_KEY", ""),
-		PolicyWatch:              getd("TIDINGS_POLICY_WATCH", 10*time.Second),
-		AuditKeys:                get("TIDINGS_AUDIT_KEYS", ""),
-		AuditPrimary:             get("TIDINGS_AUDIT_PRIMARY", ""),
-		AuditSigningKey:          get("TIDINGS_AUDIT_SIGNING_KEY", ""),
-		AuditCheckpointDir:       get("TIDINGS_AUDIT_CHECKPOINT_DIR", ""),
-		AuditChainEvery:          getd("TIDINGS_AUDIT_CHAIN_EVERY", time.Second),
-		AuditCheckpointRows:      int64(geti("TIDINGS_AUDIT_CHECKPOINT_ROWS", 1000)),
-		AuditCheckpointEvery:     getd("TIDINGS_AUDIT_CHECKPOINT_EVERY", 10*time.Second),
-		SMTPHost:                 get("TIDINGS_SMTP_HOST", ""),
-		SMTPPort:                 geti("TIDINGS_SMTP_PORT", 0),
-		SMTPUsername:             get("TIDINGS_SMTP_USERNAME", ""),
-		SMTPPassword:             get("TIDINGS_SMTP_PASSWORD", ""),
-		SMTPFrom:                 get("TIDINGS_SMTP_FROM", ""),
-		SMTPRequireTLS:           getb("TIDINGS_SMTP_REQUIRE_TLS", true),
-		SMTPImplicitTLS:          getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
-		SMTPCAFile:               get("TIDINGS_SMTP_CA_FILE", ""),
-		SMTPPoolSize:             geti("TIDINGS_SMTP_POOL_SIZE", 0),
-		DisclosureRetentionYears: geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears),
-		DKIMKeys:                 get("TIDINGS_DKIM_KEYS", ""),
+		DatabaseURL:          get("TIDINGS_DATABASE_URL", ""),
+		RedisAddr:            get("TIDINGS_REDIS_ADDR", "127.0.0.1:6379"),
+		RedisPassword:        get("TIDINGS_REDIS_PASSWORD", ""),
+		RedisDB:              geti("TIDINGS_REDIS_DB", 0),
+		SealKeys:             get("TIDINGS_SEAL_KEYS", ""),
+		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
+		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
+		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
+		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
+		RatePerSecond:        getf("TIDINGS_RATE_PER_SECOND", 10000),
+		RateBurst:            geti("TIDINGS_RATE_BURST", 20000),
+		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
+		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
+		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
+		ClaimLease:           getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
+		PendingGrace:         getd("TIDINGS_PENDING_GRACE", 3*time.Minute),
+		MonitorEvery:         getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
+		ScheduleEvery:        getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
+		WakeHorizon:          getd("TIDINGS_WAKE_HORIZON", time.Hour),
+		WakeSlack:            getd("TIDINGS_WAKE_SLACK", time.Minute),
+		GapSettle:            getd("TIDINGS_GAP_SETTLE", time.Minute),
+		AllowPrivateSources:  getb("TIDINGS_ALLOW_PRIVATE_SOURCES", false),
+		WebhooksAllowPrivate: getb("TIDINGS_WEBHOOKS_ALLOW_PRIVATE", false),
+		WebhookEvery:         getd("TIDINGS_WEBHOOK_EVERY", time.Second),
+		WebhookRetries:       get("TIDINGS_WEBHOOK_RETRIES", ""),
+		PolicyDir:            get("TIDINGS_POLICY_DIR", ""),
+		PolicyBundle:         get("TIDINGS_POLICY_BUNDLE", ""),
+		PolicyPublicKey:      get("TIDINGS_POLICY_PUBLIC_KEY", ""),
+		PolicyWatch:          getd("TIDINGS_POLICY_WATCH", 10*time.Second),
+		AuditKeys:            get("TIDINGS_AUDIT_KEYS", ""),
+		AuditPrimary:         get("TIDINGS_AUDIT_PRIMARY", ""),
+		AuditSigningKey:      get("TIDINGS_AUDIT_SIGNING_KEY", ""),
+		AuditCheckpointDir:   get("TIDINGS_AUDIT_CHECKPOINT_DIR", ""),
+		AuditChainEvery:      getd("TIDINGS_AUDIT_CHAIN_EVERY", time.Second),
+		AuditCheckpointRows:  int64(geti("TIDINGS_AUDIT_CHECKPOINT_ROWS", 1000)),
+		AuditCheckpointEvery: getd("TIDINGS_AUDIT_CHECKPOINT_EVERY", 10*time.Second),
+		SMTPHost:             get("TIDINGS_SMTP_HOST", ""),
+		SMTPPort:             geti("TIDINGS_SMTP_PORT", 0),
+		SMTPUsername:         get("TIDINGS_SMTP_USERNAME", ""),
+		SMTPPassword:         get("TIDINGS_SMTP_PASSWORD", ""),
+		SMTPFrom:             get("TIDINGS_SMTP_FROM", ""),
+		SMTPRequireTLS:       getb("TIDINGS_SMTP_REQUIRE_TLS", true),
+		SMTPImplicitTLS:      getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
+		SMTPCAFile:           get("TIDINGS_SMTP_CA_FILE", ""),
+		SMTPPoolSize:         geti("TIDINGS_SMTP_POOL_SIZE", 0),
+		DKIMKeys:             get("TIDINGS_DKIM_KEYS", ""),
 	}
+	// Set apart from the literal above, whose alignment it would change.
+	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -347,11 +360,33 @@ func (c Config) Validate(role Role) []string {
 		if c.SMTPPoolSize < 0 {
 			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
 		}
+		if _, err := c.WebhookSchedule(); err != nil {
+			p = append(p, err.Error())
+		}
+		if c.WebhookEvery <= 0 {
+			p = append(p, "TIDINGS_WEBHOOK_EVERY must be positive")
+		}
 		if _, err := c.DKIMKeySpecs(); err != nil {
 			p = append(p, err.Error())
 		}
 	}
 	return p
+}
+
+// WebhookSchedule parses TIDINGS_WEBHOOK_RETRIES; nil when unset.
+func (c Config) WebhookSchedule() ([]time.Duration, error) {
+	if strings.TrimSpace(c.WebhookRetries) == "" {
+		return nil, nil
+	}
+	var out []time.Duration
+	for _, f := range strings.Split(c.WebhookRetries, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d <= 0 {
+			return nil, fmt.Errorf("TIDINGS_WEBHOOK_RETRIES: want positive durations, comma separated (e.g. 5s,5m,30m)")
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // DKIMKeySpec names one DKIM signing key: the tenant whose mail it signs

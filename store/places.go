@@ -22,6 +22,7 @@ import (
 //	runs.facts_sealed                 subject (a subject's runs share its facts; not its source)
 //	engagements.data_sealed           id (taken from the sequence first)
 //	segment_members.patient_sealed    segment, patient_index
+//	webhook_endpoints.secret_sealed   id
 //	disclosures.recipient_sealed      patient_index, ref (random, chosen before the insert)
 //	deliveries.disclosure_sealed      notice_id, channel
 type sealedColumn struct{ table, column string }
@@ -36,6 +37,7 @@ var (
 	colRunFacts            = sealedColumn{"runs", "facts_sealed"}
 	colEngagementData      = sealedColumn{"engagements", "data_sealed"}
 	colSegmentPatient      = sealedColumn{"segment_members", "patient_sealed"}
+	colWebhookSecret       = sealedColumn{"webhook_endpoints", "secret_sealed"}
 	colDisclosureRecipient = sealedColumn{"disclosures", "recipient_sealed"}
 	colDeliveryDisclosure  = sealedColumn{"deliveries", "disclosure_sealed"}
 	legacyContexts         = map[sealedColumn]string{

@@ -14,6 +14,7 @@ import (
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/seal/sealtest"
 	"github.com/tidings-health/tidings/testenv"
+	"github.com/tidings-health/tidings/webhook"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -62,6 +63,10 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			t.Fatal(err)
 		}
 		mustWorkflow(t, s, tenant, remindersDef("reminders", "appointment.booked"), journey.WorkflowActive)
+		if err := s.CreateWebhookEndpoint(ctx, webhook.Endpoint{TenantID: tenant, ID: "hooks", URL: "https://hooks.example/" + tenant},
+			[]byte("whsecret-"+tenant)); err != nil {
+			t.Fatal(err)
+		}
 		for _, p := range []string{"Patient/p1", "Patient/p2"} {
 			if err := s.UpsertContact(ctx, tenant, p, delivery.Contact{Email: tenant + p + "@example.org", ConfidentialEmail: "c" + tenant + p, Source: "api"}); err != nil {
 				t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"mime"
 	"net/http"
 	"net/mail"
 	"regexp"
@@ -41,7 +42,9 @@ func TestPHICanaryLeaksNowhere(t *testing.T) {
 	c := newCanary(t)
 	c.assertFindable(t)
 	var deferred atomic.Int32
-	ts := newTestStack(t, testOpts{NoPlaceholder: true, WakeHorizon: 30 * 24 * time.Hour, ScheduleEvery: 200 * time.Millisecond,
+	// At debug level: an operator chasing a problem turns it on, and it
+	// must not open a leak either.
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, DebugLog: true, WakeHorizon: 30 * 24 * time.Hour, ScheduleEvery: 200 * time.Millisecond,
 		RejectRcpt: func(rcpt string) *mailcatch.Reply {
 			// Like Postfix, the relay names the recipient in its reply.
 			switch {
@@ -186,6 +189,11 @@ decision := {"allow": to_number(input.payload.payer_name) > 0, "deny": [], "reda
 			t.Fatal(err)
 		}
 		c.assertAbsent(t, fmt.Sprintf("message %d's Message-ID", i), []byte(hdr.Header.Get("Message-Id")))
+		subject, err := new(mime.WordDecoder).DecodeHeader(hdr.Header.Get("Subject"))
+		if err != nil || subject == "" {
+			t.Fatalf("message %d: no readable Subject (%v)", i, err)
+		}
+		c.assertAbsent(t, fmt.Sprintf("message %d's Subject", i), []byte(subject))
 		urls := urlRE.FindAllString(decodedText(t, m.Data), -1)
 		if len(urls) == 0 {
 			t.Errorf("message %d has no link: the URL check proves nothing", i)

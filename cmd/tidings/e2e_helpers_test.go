@@ -87,6 +87,8 @@ type testOpts struct {
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
 	DKIMKeys        string // TIDINGS_DKIM_KEYS
+	WebhookRetries  string // TIDINGS_WEBHOOK_RETRIES
+	DebugLog        bool   // log at debug level
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -112,7 +114,8 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
-			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys}, logs)
+			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
+			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,8 +70,17 @@ type stackOptions struct {
 	ScheduleEvery  time.Duration // 0: a second
 	WakeSlack      time.Duration // 0: a minute
 	NoWorkflows    bool          // do not install the built-in workflows
+	WebhookRetries string        // TIDINGS_WEBHOOK_RETRIES
+	DebugLog       bool          // TIDINGS_LOG_LEVEL=debug
 	DKIMKeys       string        // TIDINGS_DKIM_KEYS
 	LogTo          io.Writer     // nil: a log file in the stack's folder
+}
+
+func logLevel(debug bool) slog.Level {
+	if debug {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
 }
 
 func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
@@ -189,11 +198,13 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
 		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
-		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
+		LogLevel: logLevel(o.DebugLog), LogFormat: "json", Concurrency: o.Concurrency,
 		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS, DKIMKeys: o.DKIMKeys,
 		DisclosureRetentionYears: config.MinDisclosureRetentionYears,
+		// Webhook endpoints of dev and tests listen on loopback.
+		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
 	}
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second

@@ -21,6 +21,7 @@ import (
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/logging"
@@ -30,6 +31,7 @@ import (
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/valueset"
+	"github.com/tidings-health/tidings/webhook"
 	"github.com/tidings-health/tidings/worker"
 )
 
@@ -211,8 +213,25 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	return api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Disclosures: a.store,
+		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 	}), nil
+}
+
+// webhooks fans the tenants' audit chains out to their webhook endpoints
+// and sends what is due.
+func (a *app) webhooks() (*webhook.Dispatcher, error) {
+	schedule, err := a.cfg.WebhookSchedule()
+	if err != nil {
+		return nil, err
+	}
+	hc := client.PublicOnlyHTTPClient()
+	if a.cfg.WebhooksAllowPrivate {
+		hc = &http.Client{}
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &webhook.Dispatcher{Store: a.store, Client: hc, Schedule: schedule, Every: a.cfg.WebhookEvery,
+		Log: a.log.With("component", "webhooks")}, nil
 }
 
 // chainer links committed audit rows into each tenant's chain and writes

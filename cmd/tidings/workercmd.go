@@ -14,7 +14,7 @@ import (
 )
 
 func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nthe reconciler that enqueues what the outbox holds, and the chainer that links\naudit rows into each tenant's signed chain.", stderr)
+	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nthe reconciler that enqueues what the outbox holds, the chainer that links\naudit rows into each tenant's signed chain, and the webhook dispatcher.", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,8 +49,8 @@ func openWorker(ctx context.Context, stderr io.Writer) (*app, *notify.EmailChann
 }
 
 // startWorker starts the event claimer, the Asynq server (run wake-ups,
-// fetches), the reconciler, the gap monitor, the scheduler and the audit
-// chainer; stop waits for all of them.
+// fetches), the reconciler, the gap monitor, the scheduler, the audit
+// chainer and the webhook dispatcher; stop waits for all of them.
 func (a *app) startWorker(ctx context.Context, email delivery.Channel, placeholderDomain string) (stop func(), err error) {
 	pol, err := a.tenantPolicies(ctx)
 	if err != nil {
@@ -62,6 +62,10 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		return nil, err
 	}
 	chainer, err := a.chainer()
+	if err != nil {
+		return nil, err
+	}
+	hooks, err := a.webhooks()
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +84,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
 		chainer,
+		hooks,
 	} {
 		wg.Add(1)
 		go func() { defer wg.Done(); loop.Run(rctx) }()
