@@ -28,6 +28,9 @@ import (
 const (
 	tokenOne = "operator key of t1"
 	tokenTwo = "operator key of t2"
+	// and of their compliance keys.
+	complianceOne = "compliance key of t1"
+	complianceTwo = "compliance key of t2"
 )
 
 // wfEnv is an API server on a real store (its own database) and a real run
@@ -68,12 +71,14 @@ func newWorkflowEnv(t *testing.T) *wfEnv {
 	keySvc := &access.Service{Store: st}
 	logs := &testenv.LogBuffer{}
 	h := New(Config{
-		Workflows: journey.Workflows{Store: st},
-		Journeys:  runs,
-		Keys:      keySvc,
-		Log:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Workflows:   journey.Workflows{Store: st},
+		Journeys:    runs,
+		Disclosures: st,
+		Keys:        keySvc,
+		Log:         slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	tokens := map[string]string{tokenOne: newKey(t, keySvc, "t1", access.Operator), tokenTwo: newKey(t, keySvc, "t2", access.Operator)}
+	tokens := map[string]string{tokenOne: newKey(t, keySvc, "t1", access.Operator), tokenTwo: newKey(t, keySvc, "t2", access.Operator),
+		complianceOne: newKey(t, keySvc, "t1", access.Compliance), complianceTwo: newKey(t, keySvc, "t2", access.Compliance)}
 	return &wfEnv{t: t, st: st, h: h, logs: logs, tokens: tokens}
 }
 

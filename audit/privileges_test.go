@@ -3,10 +3,7 @@ package audit_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/url"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,23 +18,7 @@ import (
 func TestAppRoleCannotRewriteTheAuditLog(t *testing.T) {
 	ownerURL := testenv.NewDB(t)
 	ctx := context.Background()
-	owner, err := pgx.Connect(ctx, ownerURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { owner.Close(context.Background()) })
-	role := fmt.Sprintf("tidings_test_%d", time.Now().UnixNano())
-	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN IN ROLE tidings_app`); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { // after the store and connections below are closed
-		if _, err := owner.Exec(context.Background(), `DROP ROLE `+role); err != nil {
-			t.Errorf("drop role: %v", err)
-		}
-	})
-	u, _ := url.Parse(ownerURL)
-	u.User = url.User(role)
-	appURL := u.String()
+	appURL := testenv.AppRoleURL(t, ownerURL)
 
 	e := newEnvAt(t, appURL, ownerURL) // creates tenant t1 as the app
 	e.insert(t, 3)

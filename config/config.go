@@ -101,6 +101,20 @@ type Config struct {
 	// session.
 	PortalTokenTTL   time.Duration // TIDINGS_PORTAL_TOKEN_TTL, default 720h (30 days)
 	PortalSessionTTL time.Duration // TIDINGS_PORTAL_SESSION_TTL, default 15m
+	// TIDINGS_DISCLOSURE_RETENTION_YEARS: how long the accounting of
+	// disclosures is kept (tidings disclosures purge removes what is
+	// older). HIPAA 164.528 gives a patient six years back: never less.
+	DisclosureRetentionYears int
+}
+
+// MinDisclosureRetentionYears is the default and the least retention of
+// the accounting of disclosures: HIPAA 164.528 gives six years back.
+const MinDisclosureRetentionYears = 6
+
+// DisclosureCutoff is the time before which disclosures may be purged at
+// now: the configured number of years back, by the calendar.
+func (c Config) DisclosureCutoff(now time.Time) time.Time {
+	return now.AddDate(-c.DisclosureRetentionYears, 0, 0)
 }
 
 // Role says which process the configuration is for; each checks what it uses.
@@ -241,6 +255,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		PortalTokenTTL:       getd("TIDINGS_PORTAL_TOKEN_TTL", 30*24*time.Hour),
 		PortalSessionTTL:     getd("TIDINGS_PORTAL_SESSION_TTL", 15*time.Minute),
 	}
+	// Set apart from the literal above, whose alignment it would change.
+	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -260,6 +276,9 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_DATABASE_URL is required")
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
+	}
+	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
+		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))
 	}
 	if role&(RoleWorker|RoleAudit) != 0 {
 		if _, err := c.AuditKeyring(); err != nil {

@@ -17,13 +17,14 @@ func env(m map[string]string) func(string) (string, bool) {
 func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 	secret := "supersecretpassword-canary"
 	c, parse := FromEnv(env(map[string]string{
-		"TIDINGS_DATABASE_URL":       "mysql://u:" + secret + "@h/db",
-		"TIDINGS_REDIS_ADDR":         "nope",
-		"TIDINGS_SEAL_KEYS":          "k1:" + secret,
-		"TIDINGS_PUBLIC_BASE_URL":    "http://portal.example.org",
-		"TIDINGS_SMTP_PORT":          "x",
-		"TIDINGS_WORKER_CONCURRENCY": "0",
-		"TIDINGS_SMTP_POOL_SIZE":     "-1",
+		"TIDINGS_DATABASE_URL":               "mysql://u:" + secret + "@h/db",
+		"TIDINGS_REDIS_ADDR":                 "nope",
+		"TIDINGS_SEAL_KEYS":                  "k1:" + secret,
+		"TIDINGS_PUBLIC_BASE_URL":            "http://portal.example.org",
+		"TIDINGS_SMTP_PORT":                  "x",
+		"TIDINGS_WORKER_CONCURRENCY":         "0",
+		"TIDINGS_SMTP_POOL_SIZE":             "-1",
+		"TIDINGS_DISCLOSURE_RETENTION_YEARS": "5",
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -41,6 +42,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_AUDIT_KEYS is required",
 		"TIDINGS_AUDIT_SIGNING_KEY is required",
 		"TIDINGS_AUDIT_CHECKPOINT_DIR is required",
+		"TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least 6",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
@@ -191,6 +193,21 @@ func TestSealPrimaryIsExplicit(t *testing.T) {
 	}
 	if kid, _ := seal.KeyID(k.Seal([]byte("x"), seal.Place{Table: "t", Column: "c"})); kid != "k10" {
 		t.Errorf("sealed with %q, want k10", kid)
+	}
+}
+
+// The accounting of disclosures is kept six years unless configured
+// longer, by the calendar.
+func TestDisclosureRetention(t *testing.T) {
+	now := time.Date(2030, 2, 28, 9, 0, 0, 0, time.UTC)
+	c, problems := FromEnv(env(validEnv()))
+	if len(problems) != 0 || c.DisclosureRetentionYears != 6 || !c.DisclosureCutoff(now).Equal(time.Date(2024, 2, 28, 9, 0, 0, 0, time.UTC)) {
+		t.Errorf("default: %d years, cutoff %s, %v", c.DisclosureRetentionYears, c.DisclosureCutoff(now), problems)
+	}
+	e := validEnv()
+	e["TIDINGS_DISCLOSURE_RETENTION_YEARS"] = "10"
+	if c, _ := FromEnv(env(e)); c.DisclosureRetentionYears != 10 || len(c.Validate(RoleMigrate)) != 0 {
+		t.Errorf("ten years: %d, %v", c.DisclosureRetentionYears, c.Validate(RoleMigrate))
 	}
 }
 

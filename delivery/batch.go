@@ -61,6 +61,7 @@ type NoticeStart struct {
 	Channel              string // set for an attempt made now
 	MessageID            string // the attempt's Message-ID, stored with its delivery
 	Decision             *Decision
+	Disclosure           Disclosure // what the attempt discloses (see plan)
 }
 
 // ContactUpsert is a contact to store under a patient reference.
@@ -95,6 +96,9 @@ type SendResult struct {
 	TLS       bool
 	MessageID string
 	Err       string // no PHI
+	// Disclosure is what the message disclosed (content, recipient,
+	// patient): recorded with a sent or unknown outcome.
+	Disclosure Disclosure
 }
 
 var _ journey.BatchStarter = (*Service)(nil)
@@ -187,7 +191,8 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 			go func() {
 				defer wg.Done()
 				b, ns := begun[a.k], todo[a.k].Notices[a.notice]
-				r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice]}
+				r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice], Disclosure: ns.Disclosure}
+				r.Disclosure.PatientIndex = b.Run.PatientIndex
 				r.Delivery.Attempts = 1
 				receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
 				if err == nil {
@@ -336,14 +341,14 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 			case contact.Email == "":
 				ns.Status, ns.Reasons = NoticeFailed, []string{"no email address for the patient"}
 			default:
-				base, d := s.draftFor(rd.sub, contact, ns.PortalToken)
+				base, d := s.draftFor(rd.sub, contact, ns.PortalToken, st.Purpose)
 				pd := d.Clone() // the portal's decision starts from the undecided notice
 				p, rec, err := s.decision(ctx, st.Run.TenantID, contact, base, d, out, ch.Security())
 				if err != nil {
 					errs[i] = err
 					break
 				}
-				ns.Decision, ns.Status, ns.Reasons = rec, p.Status, p.Reasons
+				ns.Decision, ns.Status, ns.Reasons, ns.Disclosure = rec, p.Status, p.Reasons, p.Disclosure
 				if p.Status == "" {
 					ns.Portal, ns.PortalDecision, err = s.portalDecision(ctx, st.Run.TenantID, contact, base, pd, out, p.Email.To, portalViewOf(rd.sub))
 					if err != nil {

@@ -15,7 +15,8 @@ import (
 type draft interface {
 	Fields() map[string]any
 	Redact(fields ...string) error
-	HideProvider()
+	// HideProvider drops what names the provider and returns those fields.
+	HideProvider() []string
 	PortalOnly()
 	Render(template, lang, format string, portalOnly bool) (notify.Email, error)
 	Payload() ([]byte, error)
@@ -30,8 +31,11 @@ func (d *eobDraft) Redact(f ...string) (err error) {
 	d.n, err = d.n.Redact(f...)
 	return err
 }
-func (d *eobDraft) HideProvider() { d.n.ProviderName = "" }
-func (d *eobDraft) PortalOnly()   { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
+func (d *eobDraft) HideProvider() []string {
+	d.n.ProviderName = ""
+	return []string{"provider_name"}
+}
+func (d *eobDraft) PortalOnly() { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
 func (d *eobDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	switch {
 	case portalOnly:
@@ -54,8 +58,11 @@ func (d *appointmentDraft) Redact(f ...string) (err error) {
 
 // HideProvider drops the location too: generic_provider_label names no
 // provider or location, and a clinic's name reveals the care as well.
-func (d *appointmentDraft) HideProvider() { d.n.ProviderName, d.n.LocationName = "", "" }
-func (d *appointmentDraft) PortalOnly()   { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
+func (d *appointmentDraft) HideProvider() []string {
+	d.n.ProviderName, d.n.LocationName = "", ""
+	return []string{"provider_name", "location_name"}
+}
+func (d *appointmentDraft) PortalOnly() { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
 func (d *appointmentDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	if portalOnly {
 		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang, notify.Format(format))
@@ -96,6 +103,9 @@ type plan struct {
 	Payload []byte // the notice as sent, to store sealed
 	// PortalOnly: the decision left nothing but the portal link.
 	PortalOnly bool
+	// Disclosure describes what Email discloses, for the accounting of
+	// disclosures: its delivery's outcome completes it.
+	Disclosure Disclosure
 }
 
 // outgoing is how a send step wants its notice sent.
@@ -103,6 +113,7 @@ type outgoing struct {
 	template string
 	channel  string
 	from     workflow.Sender // the workflow's identity: name, from, reply-to
+	purpose  string          // the workflow's purpose; "": the notice type's
 	resend   bool            // an operator's resend of an unknown delivery
 	tenant   string          // whose notice: its DKIM key
 }
@@ -139,13 +150,14 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 			return failed("the policy set obligation " + o + ", which this version cannot meet; not sent")
 		}
 	}
+	redacted := slices.Clone(dec.Redact)
 	if len(dec.Redact) > 0 {
 		if err := d.Redact(dec.Redact...); err != nil {
 			return failed("the policy asked for a redaction the notice cannot make: " + err.Error())
 		}
 	}
 	if dec.Has("generic_provider_label") {
-		d.HideProvider() // a provider's name can reveal the care
+		redacted = append(redacted, d.HideProvider()...) // a provider's name can reveal the care
 	}
 	portalOnly := dec.Has("portal_only")
 	if portalOnly {
@@ -170,5 +182,5 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 	if err != nil {
 		return failed("the notice could not be encoded")
 	}
-	return plan{Email: msg, Payload: payload, PortalOnly: portalOnly}
+	return plan{Email: msg, Payload: payload, PortalOnly: portalOnly, Disclosure: disclosed(out.channel, msg.To, redacted, portalOnly)}
 }

@@ -175,3 +175,43 @@ func TestSupportedObligationsAreHonoured(t *testing.T) {
 		t.Fatalf("supported obligations %v: add a TestApply case for each new one", names)
 	}
 }
+
+// What a plan discloses, for the accounting: how much of the notice (the
+// fields left out by name, never their values) and the address it really
+// goes to (a confidential one when on file).
+func TestPlanDescribesItsDisclosure(t *testing.T) {
+	confidential := Contact{Email: "home@example.org", ConfidentialEmail: "secret@example.org"}
+	for _, tc := range []struct {
+		name     string
+		dec      policy.Decision
+		d        draft
+		c        Contact
+		detail   string
+		redacted []string
+		to       string
+	}{
+		{"full", allow(), eob(), home, DetailFull, nil, "home@example.org"},
+		{"redacted", policy.Decision{Allow: true, Redact: []string{"patient_share"}}, eob(), confidential, DetailRedacted, []string{"patient_share"}, "secret@example.org"},
+		{"generic provider label", allow("generic_provider_label"), appointment(), home, DetailRedacted, []string{"provider_name", "location_name"}, "home@example.org"},
+		{"portal only", allow("portal_only", "generic_provider_label"), eob(), home, DetailPortalOnly, nil, "home@example.org"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := out
+			if _, ok := tc.d.(*appointmentDraft); ok {
+				o.template = "appointment.reminder"
+			}
+			p := apply(tc.dec, nil, tc.d, tc.c, o)
+			if p.Status != "" {
+				t.Fatalf("not sent: %s %v", p.Status, p.Reasons)
+			}
+			got := p.Disclosure
+			if got.Detail != tc.detail || !slices.Equal(got.Redacted, tc.redacted) || got.Recipient != tc.to || got.Recipient != p.Email.To || got.Channel != "email" {
+				t.Errorf("disclosure %+v, want %s %v to %s", got, tc.detail, tc.redacted, tc.to)
+			}
+		})
+	}
+	if PurposeOf("", notify.NoticeTypeEOB) != PurposePayment || PurposeOf("", notify.NoticeTypeAppointment) != PurposeTreatment ||
+		PurposeOf(PurposeOperations, notify.NoticeTypeEOB) != PurposeOperations {
+		t.Error("PurposeOf: the workflow's purpose first, then the notice type's")
+	}
+}

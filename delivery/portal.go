@@ -20,6 +20,19 @@ const ChannelPortal = "portal"
 // portalSecurity is how the portal protects what it shows.
 var portalSecurity = policy.Channel{Type: ChannelPortal, Security: policy.ChannelPortalAuthenticated}
 
+// Disclosure is what showing the view to the patient discloses: recorded
+// in the accounting of disclosures (status viewed, channel portal, the
+// recipient the address of record) when the portal shows it.
+func (v PortalView) Disclosure(tenantID, patientIndex string, noticeID int64) Disclosure {
+	detail := v.Detail
+	if detail == "" {
+		detail = DetailFull // a view sealed before views named their detail: claim all of it
+	}
+	return Disclosure{TenantID: tenantID, PatientIndex: patientIndex, Status: DisclosureViewed, Channel: ChannelPortal,
+		Recipient: v.Email, NoticeType: v.NoticeType, Detail: detail, Redacted: v.Redacted,
+		Purpose: PurposeOf(v.Purpose, v.NoticeType), NoticeID: noticeID}
+}
+
 // PortalView is what the portal shows of a notice and what it needs to
 // check who opens it, decided when the notice is sent and stored sealed
 // with it: it is PHI.
@@ -40,6 +53,12 @@ type PortalView struct {
 	// would ("Patient/7", "ExplanationOfBenefit/123").
 	Patient string `json:"patient"`
 	Subject string `json:"subject"`
+	// What a view discloses, for the accounting of disclosures: the
+	// purpose, and the detail the portal's decision left (full, redacted
+	// fields).
+	Purpose  string   `json:"purpose,omitempty"`
+	Detail   string   `json:"detail,omitempty"`
+	Redacted []string `json:"redacted,omitempty"`
 }
 
 // LogValue keeps the view out of logs.
@@ -84,9 +103,9 @@ func (s *Service) portalDecision(ctx context.Context, tenantID string, contact C
 	case p.PortalOnly:
 		v.Reasons = []string{"the policy allows the portal to show nothing of this notice"}
 	default:
-		v.Payload = p.Payload
+		v.Payload, v.Detail, v.Redacted = p.Payload, p.Disclosure.Detail, p.Disclosure.Redacted
 	}
-	v.Email, v.Language = to, contact.Language
+	v.Email, v.Language, v.Purpose = to, contact.Language, base.Purpose
 	b, err := json.Marshal(v)
 	return b, rec, err
 }

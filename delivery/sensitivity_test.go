@@ -67,7 +67,7 @@ func TestAppointmentFactsForThePolicy(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &Service{ValueSets: tc.sets, PublicBaseURL: "https://portal.example.org"}
-			in, _ := s.draftFor(subject{noticeType: notify.NoticeTypeAppointment, appt: tc.appt}, Contact{}, "tok")
+			in, _ := s.draftFor(subject{noticeType: notify.NoticeTypeAppointment, appt: tc.appt}, Contact{}, "tok", "")
 			for k := range in.Facts {
 				if _, ok := documented[k]; !ok {
 					t.Errorf("fact %q is not in decision.schema.json", k)

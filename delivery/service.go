@@ -39,8 +39,13 @@ type Store interface {
 	// notice's run ended before the claim. resend is an operator's resend
 	// of an unknown delivery: that one is claimed, and a run that ended
 	// normally since does not stop it (a cancelled one does).
-	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool) (d Delivery, proceed bool, err error)
-	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string) error
+	// disclosed is what the attempt discloses: a delivery later marked
+	// unknown without its answer is accounted for with it.
+	BeginDelivery(ctx context.Context, n Notice, channel, messageID string, resend bool, disclosed Disclosure) (d Delivery, proceed bool, err error)
+	// FinishDelivery records an attempt's outcome; a delivery sent, or
+	// whose outcome is unknown, records disclosed (its content, recipient
+	// and patient) in the accounting of disclosures with it.
+	FinishDelivery(ctx context.Context, d Delivery, status string, tls bool, messageID, errText string, disclosed Disclosure) error
 }
 
 // Policy decides whether a notice may go, with the rules of the notice's
@@ -115,7 +120,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, resend: req.Resend, tenant: run.TenantID}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend, tenant: run.TenantID}
 	if out.channel == "" {
 		out.channel = "email"
 	}
@@ -129,8 +134,8 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 		contact, err = s.contact(ctx, n.TenantID, sub)
 		switch {
 		case err == nil:
-			base, d := s.draftFor(sub, contact, n.PortalToken)
-			delivered, err = s.decideAndSend(ctx, n, contact, base, d, out, portalViewOf(sub))
+			base, d := s.draftFor(sub, contact, n.PortalToken, out.purpose)
+			delivered, err = s.decideAndSend(ctx, n, run, contact, base, d, out, portalViewOf(sub))
 		case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownKey):
 			// Fail closed, for good: a sealed address that does not open
 			// for its row (altered, or copied from another patient or
@@ -245,14 +250,14 @@ func (s *Service) fetch(ctx context.Context, ev *journey.Event, rec *fhir.Event,
 // draftFor builds the minimum-necessary notice for a contact (an
 // appointment's time is shown in the contact's zone) and the part of the
 // policy input that describes it.
-func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (policy.Input, draft) {
+func (s *Service) draftFor(sub subject, contact Contact, portalToken, purpose string) (policy.Input, draft) {
 	var tenantID string
 	if sub.event != nil {
 		tenantID = sub.event.TenantID
 	}
 	link := s.portalURL(tenantID, portalToken)
 	if sub.noticeType == notify.NoticeTypeEOB {
-		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: "payment",
+		in := policy.Input{NoticeType: notify.NoticeTypeEOB, Purpose: PurposeOf(purpose, notify.NoticeTypeEOB),
 			Facts: map[string]any{"use": sub.eob.Use, "outcome": sub.eob.Outcome}}
 		s.addSensitivity(in.Facts, sub.event.DiagnosisCodes(), false)
 		return in, &eobDraft{n: notify.ToEOBNotice(sub.eob, link)}
@@ -261,7 +266,7 @@ func (s *Service) draftFor(sub subject, contact Contact, portalToken string) (po
 	if contact.TimeZone != "" {
 		loc, _ = time.LoadLocation(contact.TimeZone) // unknown: the appointment's own offset
 	}
-	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: "treatment",
+	in := policy.Input{NoticeType: notify.NoticeTypeAppointment, Purpose: PurposeOf(purpose, notify.NoticeTypeAppointment),
 		Facts: map[string]any{"status": sub.appt.Status}}
 	s.addSensitivity(in.Facts, sub.appt.Reasons, len(sub.appt.UnreadReasons) > 0)
 	return in, &appointmentDraft{n: notify.ToAppointmentNotice(sub.appt, loc, link)}
@@ -300,6 +305,7 @@ func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, 
 		return plan{}, nil, fmt.Errorf("policy: %w", ctx.Err())
 	}
 	p := apply(dec, err, d, contact, out)
+	p.Disclosure.NoticeType, p.Disclosure.Purpose = in.NoticeType, in.Purpose
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
 		return p, nil, nil
 	}
@@ -314,7 +320,7 @@ func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, 
 // decideAndSend asks the policy whether the notice may go to this contact
 // on the step's channel and how, honours the decision, and delivers it
 // once. It reports whether the channel took the message.
-func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, base policy.Input, d draft, out outgoing, view PortalView) (bool, error) {
+func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, contact Contact, base policy.Input, d draft, out outgoing, view PortalView) (bool, error) {
 	ch, ok := s.Channels[out.channel]
 	if !ok {
 		return false, s.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
@@ -352,7 +358,9 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 			return false, fmt.Errorf("notice %d: record the portal's decision: %w", n.ID, err)
 		}
 	}
-	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend)
+	disclosed := p.Disclosure
+	disclosed.PatientIndex = run.PatientIndex
+	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend, disclosed)
 	switch {
 	case errors.Is(err, ErrRunEnded):
 		return false, s.Store.FinishNotice(ctx, n, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
@@ -380,11 +388,11 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		if s.Log != nil {
 			s.Log.Warn("delivery outcome unknown; not retried", "delivery_id", dl.ID, "notice_id", n.ID)
 		}
-		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason)
+		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason, disclosed)
 	}
 	if sendErr != nil {
 		reason := "email delivery failed: " + sendErr.Error()
-		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason); err != nil {
+		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason, Disclosure{}); err != nil {
 			return false, err
 		}
 		if errors.Is(sendErr, notify.ErrTemporary) {
@@ -392,7 +400,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, contact Contact, 
 		}
 		return false, s.fail(wctx, n, reason)
 	}
-	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, ""); err != nil {
+	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
 	}
 	return true, s.Store.FinishNotice(wctx, n, NoticeSent, nil)

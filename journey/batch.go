@@ -26,7 +26,10 @@ type Start struct {
 	Sends []workflow.Action
 	Event *Event
 	From  workflow.Sender // the workflow's sender identity
-	Now   time.Time
+	// Purpose is the workflow's (payment, treatment, operations); "":
+	// its notices' types decide.
+	Purpose string
+	Now     time.Time
 }
 
 // Started is what became of a Start.
@@ -173,7 +176,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 				}
 				continue
 			}
-			starts = append(starts, Start{Run: nr, State: st, Sends: actions, Event: ev, From: def.Sender, Now: now})
+			starts = append(starts, Start{Run: nr, State: st, Sends: actions, Event: ev, From: def.Sender, Purpose: def.Purpose, Now: now})
 			startOf = append(startOf, p.i)
 		}
 	}

@@ -176,6 +176,9 @@ type Send struct {
 	Event *Event
 	// From is the workflow's sender identity (name, from, reply-to).
 	From workflow.Sender
+	// Purpose is the workflow's (payment, treatment, operations); "":
+	// the notice type's.
+	Purpose string
 	// LastTry: the notice fails instead of asking to be retried.
 	LastTry bool
 	// Resend: an operator asked to send again a notice whose delivery's
@@ -450,7 +453,7 @@ func (t *task) send(ctx context.Context, run Run, a workflow.Action, lastTry boo
 	}
 	s := Send{Run: run, Action: a, Event: ev, LastTry: lastTry}
 	if def, err := r.definition(ctx, run); err == nil {
-		s.From = def.Sender
+		s.From, s.Purpose = def.Sender, def.Purpose
 	}
 	_, err = r.deliver(ctx, s)
 	return err
@@ -500,7 +503,7 @@ func (r *Engine) Resend(ctx context.Context, runID int64, step string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Resend: true,
+	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Purpose: def.Purpose, Resend: true,
 		Action: workflow.Action{Type: workflow.ActionSend, Step: step, Channel: st.Channel, Template: st.Template}})
 }
 

@@ -346,8 +346,9 @@ func (s *Server) verify(c *gin.Context) {
 }
 
 // showNotice shows the notice as the policy allowed it on the portal and
-// records the view: a portal.viewed event (waking the runs that wait for
-// it, as a posted one would) and an audit row.
+// records the view: an audit row and an entry in the accounting of
+// disclosures, and a portal.viewed event (waking the runs that wait for
+// it, as a posted one would).
 func (s *Server) showNotice(r request) {
 	v := r.n.View
 	if len(v.Payload) == 0 {
@@ -360,13 +361,11 @@ func (s *Server) showNotice(r request) {
 		return
 	}
 	ctx := context.WithoutCancel(r.c.Request.Context())
-	if err := s.cfg.Store.PortalViewed(ctx, r.n.TenantID, r.n.ID); err != nil {
+	if err := s.cfg.Store.PortalViewed(ctx, r.n.TenantID, r.n.ID, *v); err != nil {
 		// No audit row, no disclosure: the notice is not shown.
 		s.internal(r, "the view was not audited", err)
 		return
 	}
-	// The disclosure row (the accounting of disclosures) is recorded here,
-	// next to the audit row, once the disclosures table exists.
 	if s.cfg.Events != nil && v.Patient != "" {
 		if _, _, err := s.cfg.Events.RecordEvent(ctx, r.n.TenantID, v.Patient, v.Subject, "portal.viewed", nil); err != nil {
 			s.cfg.Log.Error("portal: the portal.viewed event was not recorded", "notice_id", r.n.ID, "err", err)

@@ -104,8 +104,9 @@ type Store interface {
 	// PortalSession is the notice a live session (by the SHA-256 of its
 	// cookie value) opened; fault.NotFound when none.
 	PortalSession(ctx context.Context, tenantID, sessionHash string, now time.Time) (int64, error)
-	// PortalViewed writes the audit row of a view.
-	PortalViewed(ctx context.Context, tenantID string, noticeID int64) error
+	// PortalViewed writes the audit row of a view and its entry in the
+	// accounting of disclosures.
+	PortalViewed(ctx context.Context, tenantID string, noticeID int64, v delivery.PortalView) error
 }
 
 // Events records a portal.viewed event as POST /v1/events does, waking the

@@ -189,7 +189,9 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 				audits = append(audits, noticeAudit(*n, ns.Status, ns.Reasons))
 			}
 			if ns.Channel != "" {
-				dl.add(j, *n, ns.Channel, ns.MessageID)
+				disclosed := ns.Disclosure
+				disclosed.PatientIndex = out[ref.start].Run.PatientIndex
+				dl.add(j, *n, ns.Channel, ns.MessageID, tx.sealDisclosure(n.TenantID, n.ID, ns.Channel, disclosed))
 			}
 		}
 		deliveryIDs, err := dl.insert(ctx, tx)
@@ -421,20 +423,21 @@ type deliveryRows struct {
 	noticeRow                  []int
 	tenant, channel, messageID []string
 	notice                     []int64
+	disclosure                 [][]byte // sealed: see sealDisclosure
 }
 
-func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel, messageID string) {
+func (d *deliveryRows) add(noticeRow int, n delivery.Notice, channel, messageID string, disclosure []byte) {
 	d.noticeRow, d.tenant, d.channel, d.notice = append(d.noticeRow, noticeRow), append(d.tenant, n.TenantID), append(d.channel, channel), append(d.notice, n.ID)
-	d.messageID = append(d.messageID, messageID)
+	d.messageID, d.disclosure = append(d.messageID, messageID), append(d.disclosure, disclosure)
 }
 
 func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 	if len(d.notice) == 0 {
 		return nil, nil
 	}
-	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id)
-		SELECT t, n, c, 'sending', 0, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
-		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID)
+	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id, disclosure_sealed)
+		SELECT t, n, c, 'sending', 0, m, dc FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bytea[]) AS x(t, n, c, m, dc)
+		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID, d.disclosure)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
 	}
@@ -560,7 +563,9 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 }
 
 // FinishStarts records, in one transaction, what became of the batch's
-// delivery attempts: each delivery's outcome; each notice sent, or failed
+// delivery attempts: each delivery's outcome, and for each sent or whose
+// outcome is unknown its entry in the accounting of disclosures; each
+// notice sent, or failed
 // for good (one that failed for now, or whose delivery's outcome is
 // unknown, stays pending); each run whose sends
 // are all done has its pending actions cleared as ClearPending clears
@@ -579,6 +584,7 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 		var nStatus, nReasons []string
 		var cleared, deferred []journey.Run
 		var eTenant, eIdx, eSubject []string
+		var disclosures disclosureRows
 		for _, f := range finishes {
 			retry := false
 			for _, r := range f.Results {
@@ -590,6 +596,11 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 					status = delivery.DeliveryFailed
 				}
 				dID, dStatus, dTLS, dMsg, dErr = append(dID, r.Delivery.ID), append(dStatus, status), append(dTLS, r.TLS), append(dMsg, r.MessageID), append(dErr, truncate(r.Err, 500))
+				if dc, ok := outcomeDisclosure(r.Delivery, status, r.Disclosure); ok {
+					if err := disclosures.add(tx, dc, now); err != nil {
+						return err
+					}
+				}
 				detail := map[string]any{"notice_id": r.Notice.ID, "channel": r.Delivery.Channel, "tls": r.TLS, "attempt": r.Delivery.Attempts}
 				if r.Err != "" {
 					detail["error"] = truncate(r.Err, 500)
@@ -623,6 +634,9 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 			FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[]) AS x(id, st, tls, mid, err) WHERE d.id = x.id`,
 			dID, dStatus, dTLS, dMsg, dErr); err != nil {
 			return fmt.Errorf("finish deliveries: %w", err)
+		}
+		if err := disclosures.insert(ctx, tx); err != nil {
+			return err
 		}
 		if len(nID) > 0 {
 			if _, err := tx.execPlanned(ctx, `UPDATE notices n SET status = x.st, reasons = x.r::jsonb, updated_at = now()

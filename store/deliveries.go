@@ -22,23 +22,39 @@ func stopsResend(outcome string) bool {
 	return outcome == workflow.OutcomeCancelled || outcome == "entered-in-error"
 }
 
-// markUnknown marks deliveries unknown with a reason and audits each as
-// delivery.unknown by actor.
+// markUnknown marks deliveries unknown with a reason, accounts for each
+// as a disclosure that may have happened (as its attempt described it),
+// and audits each as delivery.unknown by actor.
 func (s *Store) markUnknown(ctx context.Context, ds []Delivery, actor, reason string) error {
 	if len(ds) == 0 {
 		return nil
 	}
 	ids := make([]int64, len(ds))
 	audits := make([]AuditRecord, len(ds))
+	var disclosures disclosureRows
+	now := time.Now().UTC()
 	for i, d := range ds {
 		ids[i] = d.ID
 		audits[i] = AuditRecord{TenantID: d.TenantID, Actor: actor, Action: "delivery." + delivery.DeliveryUnknown,
 			SubjectType: "delivery", SubjectID: strconv.FormatInt(d.ID, 10),
 			Detail: map[string]any{"notice_id": d.NoticeID, "channel": d.Channel, "attempt": d.Attempts, "error": reason}}
+		// It may have gone out: it is accounted for as its attempt
+		// described it. One that does not open (altered) is not, and
+		// its audit row says so, rather than leave the delivery sending.
+		dc, ok, err := s.unfinishedDisclosure(d)
+		if err == nil && ok {
+			err = disclosures.add(s, dc, now)
+		}
+		if err != nil {
+			audits[i].Detail["disclosure"] = "not recorded: the attempt's sealed description does not open for its row"
+		}
 	}
 	if _, err := s.exec(ctx, `UPDATE deliveries SET status = 'unknown', error = $2, updated_at = now() WHERE id = ANY($1)`,
 		ids, reason); err != nil {
 		return fmt.Errorf("mark deliveries unknown: %w", err)
+	}
+	if err := disclosures.insert(ctx, s); err != nil {
+		return err
 	}
 	return s.AuditMany(ctx, audits)
 }

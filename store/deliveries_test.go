@@ -25,7 +25,7 @@ func claimedNotice(t *testing.T, s *Store, resourceID string) (delivery.Notice, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false)
+	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{})
 	if err != nil || !proceed {
 		t.Fatalf("first claim: %v %v", proceed, err)
 	}
@@ -49,7 +49,7 @@ func TestLaterAttemptMarksUnfinishedDeliveryUnknown(t *testing.T) {
 	ctx := context.Background()
 	n, dl := claimedNotice(t, s, "a1")
 	for i := range 2 {
-		_, proceed, err := s.BeginDelivery(ctx, n, "email", "", false)
+		_, proceed, err := s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{})
 		if !errors.Is(err, delivery.ErrOutcomeUnknown) || proceed {
 			t.Fatalf("claim %d after the unfinished one: proceed=%v err=%v, want ErrOutcomeUnknown", i+2, proceed, err)
 		}
@@ -101,7 +101,7 @@ func TestResolveUnknownDelivery(t *testing.T) {
 	if err := s.ResolveSent(ctx, dl.ID, "cli"); !errors.Is(err, ErrNotUnknown) {
 		t.Fatalf("resolving a sending delivery: %v, want ErrNotUnknown", err)
 	}
-	s.BeginDelivery(ctx, n, "email", "", false) // marks it unknown
+	s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{}) // marks it unknown
 	if err := s.ResolveSent(ctx, dl.ID, "cli"); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestResolveUnknownDelivery(t *testing.T) {
 		proceed bool
 	}{{workflow.OutcomeCompleted, true}, {workflow.OutcomeCancelled, false}} {
 		n, dl := claimedNotice(t, s, "b-"+tc.outcome)
-		s.BeginDelivery(ctx, n, "email", "", false) // marks it unknown
+		s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{}) // marks it unknown
 		rec, err := s.RequestResend(ctx, dl.ID, "cli")
 		if err != nil || rec.RunID == nil || rec.Step != "confirm" {
 			t.Fatalf("request resend: %+v %v", rec, err)
@@ -130,10 +130,10 @@ func TestResolveUnknownDelivery(t *testing.T) {
 		if err := s.q(ctx).Exec(`UPDATE runs SET status = 'ended', outcome = ? WHERE id = ?`, tc.outcome, *n.RunID).Error; err != nil {
 			t.Fatal(err)
 		}
-		if _, proceed, err := s.BeginDelivery(ctx, n, "email", "", false); proceed || !errors.Is(err, delivery.ErrOutcomeUnknown) {
+		if _, proceed, err := s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{}); proceed || !errors.Is(err, delivery.ErrOutcomeUnknown) {
 			t.Fatalf("%s: a claim without resend: %v %v", tc.outcome, proceed, err)
 		}
-		got, proceed, err := s.BeginDelivery(ctx, n, "email", "", true)
+		got, proceed, err := s.BeginDelivery(ctx, n, "email", "", true, delivery.Disclosure{})
 		if tc.proceed && (err != nil || !proceed || got.Attempts != 2) {
 			t.Fatalf("%s: resend claim: proceed=%v attempts=%d err=%v", tc.outcome, proceed, got.Attempts, err)
 		}
@@ -172,7 +172,7 @@ func TestBatchStartAgainMarksUnfinishedDeliveriesUnknown(t *testing.T) {
 	if st, _ := deliveryStatus(t, s, dl.ID); st != delivery.DeliverySending {
 		t.Fatalf("a delivery never handed over is %s after a retry, want still sending (to be re-driven)", st)
 	}
-	if n, _, err := s.BeginDelivery(ctx, first[0].Notices[0], "email", "", false); err != nil || n.Attempts != 1 {
+	if n, _, err := s.BeginDelivery(ctx, first[0].Notices[0], "email", "", false, delivery.Disclosure{}); err != nil || n.Attempts != 1 {
 		t.Fatalf("the re-drive's claim of a delivery never handed over: %+v, %v; want attempt 1", n, err)
 	}
 	// Handed over (attempt 1) and never finished: a retry marks it unknown.

@@ -165,6 +165,8 @@ type Delivery struct {
 	Error     string
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// DisclosureSealed is what the attempt discloses (see sealDisclosure).
+	DisclosureSealed []byte
 }
 
 // PolicyDecision records one policy evaluation; the input is kept only as a hash.

@@ -126,12 +126,13 @@ func (s *Store) RecordDecision(ctx context.Context, d delivery.Decision) error {
 // process died mid-send) is marked unknown here, in its own commit. With
 // resend (an operator's), an unknown delivery is claimed instead, and only
 // a run that was cancelled or entered in error stops it.
-func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, messageID string, resend bool) (delivery.Delivery, bool, error) {
+func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, messageID string, resend bool, disclosed delivery.Disclosure) (delivery.Delivery, bool, error) {
 	var d Delivery
+	sealed := s.sealDisclosure(n.TenantID, n.ID, channel, disclosed)
 	proceed, unknown := false, false
 	err := s.InTx(ctx, func(tx *Store) error {
-		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status, message_id)
-			VALUES (?, ?, ?, 'sending', ?) ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel, messageID).Error; err != nil {
+		if err := tx.q(ctx).Exec(`INSERT INTO deliveries (tenant_id, notice_id, channel, status, message_id, disclosure_sealed)
+			VALUES (?, ?, ?, 'sending', ?, ?) ON CONFLICT (notice_id, channel) DO NOTHING`, n.TenantID, n.ID, channel, messageID, sealed).Error; err != nil {
 			return fmt.Errorf("insert delivery: %w", err)
 		}
 		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE notice_id = ? AND channel = ? FOR UPDATE`, n.ID, channel).Scan(&d).Error; err != nil {
@@ -165,7 +166,11 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, m
 		if d.MessageID == "" {
 			d.MessageID = messageID
 		}
-		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', message_id = ?, updated_at = now() WHERE id = ?`, d.MessageID, d.ID).Error; err != nil {
+		// What this attempt discloses (the address may have changed since
+		// an earlier one): an attempt that never finishes is accounted for
+		// from it.
+		if err := tx.q(ctx).Exec(`UPDATE deliveries SET attempts = attempts + 1, status = 'sending', message_id = ?, disclosure_sealed = ?, updated_at = now() WHERE id = ?`,
+			d.MessageID, sealed, d.ID).Error; err != nil {
 			return err
 		}
 		// The decision log names the delivery each decision governed (the
@@ -188,8 +193,16 @@ func (s *Store) BeginDelivery(ctx context.Context, n delivery.Notice, channel, m
 }
 
 // FinishDelivery records an attempt's outcome. errText never holds PHI.
-func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string) error {
+// A delivery sent, or whose outcome is unknown (it may have gone out),
+// adds disclosed, completed with the delivery's ids and status, to the
+// patient's accounting of disclosures in the same transaction.
+func (s *Store) FinishDelivery(ctx context.Context, d delivery.Delivery, status string, tls bool, messageID, errText string, disclosed delivery.Disclosure) error {
 	return s.InTx(ctx, func(tx *Store) error {
+		if dc, ok := outcomeDisclosure(d, status, disclosed); ok {
+			if err := tx.RecordDisclosure(ctx, dc); err != nil {
+				return err
+			}
+		}
 		set := map[string]any{"status": status, "tls": tls, "error": truncate(errText, 500), "updated_at": gorm.Expr("now()")}
 		if messageID != "" { // a failed attempt keeps the delivery's Message-ID
 			set["message_id"] = messageID

@@ -24,21 +24,25 @@ import (
 //	engagements.data_sealed           id (taken from the sequence first)
 //	segment_members.patient_sealed    segment, patient_index
 //	webhook_endpoints.secret_sealed   id
+//	disclosures.recipient_sealed      patient_index, ref (random, chosen before the insert)
+//	deliveries.disclosure_sealed      notice_id, channel
 type sealedColumn struct{ table, column string }
 
 var (
-	colEventResource    = sealedColumn{"events", "resource_sealed"}
-	colContactEmail     = sealedColumn{"contacts", "email_sealed"}
-	colContactConfEmail = sealedColumn{"contacts", "confidential_email_sealed"}
-	colNoticePayload    = sealedColumn{"notices", "payload_sealed"}
-	colNoticePortal     = sealedColumn{"notices", "portal_sealed"}
-	colSubscriptionHMAC = sealedColumn{"subscriptions", "hmac_key_sealed"}
-	colSourceCredential = sealedColumn{"fhir_sources", "credential_sealed"}
-	colRunFacts         = sealedColumn{"runs", "facts_sealed"}
-	colEngagementData   = sealedColumn{"engagements", "data_sealed"}
-	colSegmentPatient   = sealedColumn{"segment_members", "patient_sealed"}
-	colWebhookSecret    = sealedColumn{"webhook_endpoints", "secret_sealed"}
-	legacyContexts      = map[sealedColumn]string{
+	colEventResource       = sealedColumn{"events", "resource_sealed"}
+	colContactEmail        = sealedColumn{"contacts", "email_sealed"}
+	colContactConfEmail    = sealedColumn{"contacts", "confidential_email_sealed"}
+	colNoticePayload       = sealedColumn{"notices", "payload_sealed"}
+	colNoticePortal        = sealedColumn{"notices", "portal_sealed"}
+	colSubscriptionHMAC    = sealedColumn{"subscriptions", "hmac_key_sealed"}
+	colSourceCredential    = sealedColumn{"fhir_sources", "credential_sealed"}
+	colRunFacts            = sealedColumn{"runs", "facts_sealed"}
+	colEngagementData      = sealedColumn{"engagements", "data_sealed"}
+	colSegmentPatient      = sealedColumn{"segment_members", "patient_sealed"}
+	colWebhookSecret       = sealedColumn{"webhook_endpoints", "secret_sealed"}
+	colDisclosureRecipient = sealedColumn{"disclosures", "recipient_sealed"}
+	colDeliveryDisclosure  = sealedColumn{"deliveries", "disclosure_sealed"}
+	legacyContexts         = map[sealedColumn]string{
 		// Before places both contact columns were sealed with one context.
 		colContactConfEmail: "contacts.email_sealed",
 	}

@@ -233,7 +233,13 @@ func (s *Store) PortalSession(ctx context.Context, tenantID, sessionHash string,
 	return ids[0], nil
 }
 
-// PortalViewed writes the audit row of a patient's view of a notice.
-func (s *Store) PortalViewed(ctx context.Context, tenantID string, noticeID int64) error {
-	return s.Audit(ctx, portalAudit(tenantID, noticeID, "portal.viewed", nil))
+// PortalViewed writes the audit row of a patient's view of a notice and,
+// in the same transaction, its entry in the accounting of disclosures.
+func (s *Store) PortalViewed(ctx context.Context, tenantID string, noticeID int64, v delivery.PortalView) error {
+	return s.InTx(ctx, func(tx *Store) error {
+		if err := tx.RecordDisclosure(ctx, v.Disclosure(tenantID, s.PatientIndex(v.Patient), noticeID)); err != nil {
+			return err
+		}
+		return tx.Audit(ctx, portalAudit(tenantID, noticeID, "portal.viewed", nil))
+	})
 }

@@ -26,6 +26,8 @@ var sealedTables = []sealedTable{
 	{"engagements", []string{"id"}, []string{"id::text"}, []sealedColumn{colEngagementData}},
 	{"segment_members", []string{"tenant_id", "segment", "patient_index"}, []string{"segment", "patient_index"}, []sealedColumn{colSegmentPatient}},
 	{"webhook_endpoints", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colWebhookSecret}},
+	{"disclosures", []string{"id"}, []string{"patient_index", "ref"}, []sealedColumn{colDisclosureRecipient}},
+	{"deliveries", []string{"id"}, []string{"notice_id::text", "channel"}, []sealedColumn{colDeliveryDisclosure}},
 }
 
 // RotateOptions tune Rotate.

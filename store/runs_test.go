@@ -1624,11 +1624,13 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false)
+	dl, proceed, err := s.BeginDelivery(ctx, n, "email", "", false, delivery.Disclosure{})
 	if err != nil || !proceed {
 		t.Fatal(err, proceed)
 	}
-	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", ""); err != nil {
+	disclosed := testDisclosure("appointment")
+	disclosed.PatientIndex = s.PatientIndex("Patient/p1")
+	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", "", disclosed); err != nil {
 		t.Fatal(err)
 	}
 	// cancellation processed now, before FinishNotice(sent)

@@ -26,12 +26,20 @@ func TestMain(m *testing.M) {
 
 func mustStore(t testing.TB) *Store {
 	t.Helper()
+	s, _, _ := mustStoreAt(t)
+	return s
+}
+
+// mustStoreAt is mustStore with its database's URL (the owner's) and keys.
+func mustStoreAt(t testing.TB) (*Store, string, *seal.Keyring) {
+	t.Helper()
 	keys, _ := seal.ParseKeys("k1:" + seal.NewRandomKey())
 	kr, err := seal.NewKeyring(keys, "", bytes.Repeat([]byte{3}, 32))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), testenv.NewDB(t), kr, Options{})
+	dbURL := testenv.NewDB(t)
+	s, err := Open(context.Background(), dbURL, kr, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +51,7 @@ func mustStore(t testing.TB) *Store {
 	if err := s.CreateSubscription(ctx, intake.Subscription{ID: "sub1", TenantID: "t1"}, "s3cret-s3cret"); err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, dbURL, kr
 }
 
 // Concurrent requests with the same event store it once; each learns the

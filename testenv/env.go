@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -174,6 +175,44 @@ func NewDB(tb testing.TB) string {
 		}
 	})
 	return env.PG.URL(name)
+}
+
+// AppRoleURL makes a LOGIN role granted tidings_app (the role serve and
+// the worker run as, see migration 7) for tb, dropped when tb ends, and
+// returns dbURL (an owner's URL) as that role: for tests of what the
+// service may and may not do. Close its connections before tb ends.
+func AppRoleURL(tb testing.TB, dbURL string) string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	owner, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		tb.Fatalf("testenv.AppRoleURL: %v", err)
+	}
+	defer owner.Close(context.Background())
+	role := fmt.Sprintf("tidings_test_%d", time.Now().UnixNano())
+	if _, err := owner.Exec(ctx, `CREATE ROLE `+role+` LOGIN IN ROLE tidings_app`); err != nil {
+		tb.Fatalf("testenv.AppRoleURL: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		owner, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			tb.Errorf("testenv.AppRoleURL cleanup: %v", err)
+			return
+		}
+		defer owner.Close(context.Background())
+		if _, err := owner.Exec(ctx, `DROP ROLE `+role); err != nil {
+			tb.Errorf("testenv.AppRoleURL cleanup: %v", err)
+		}
+	})
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		tb.Fatalf("testenv.AppRoleURL: %v", err)
+	}
+	u.User = url.User(role)
+	return u.String()
 }
 
 // NewRedisDB lends tb a logical Redis database that no other test of this

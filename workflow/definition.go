@@ -34,6 +34,11 @@ type Definition struct {
 	Trigger  Trigger `json:"trigger"`
 	Priority string  `json:"priority,omitempty"` // high | normal | low; default normal
 	Sender   Sender  `json:"sender"`
+	// Purpose is why its notices disclose what they do, as the accounting
+	// of disclosures records it and the policy sees it: payment, treatment
+	// or operations. Empty: each notice's type decides (an EOB is about
+	// payment, an appointment about treatment).
+	Purpose string `json:"purpose,omitempty"`
 	// TimeZone is the IANA zone for send windows and next_day waits when
 	// neither the window nor the contact has one. Without it the subject's
 	// UTC offset (Facts "utc_offset") is used, then UTC; see

@@ -184,6 +184,11 @@ func (v *validator) definition() {
 	default:
 		v.add("", "priority", "must be high, normal or low")
 	}
+	switch d.Purpose {
+	case "", "payment", "treatment", "operations":
+	default:
+		v.add("", "purpose", "must be payment, treatment or operations")
+	}
 	if d.TimeZone != "" {
 		if _, err := loadZone(d.TimeZone); err != nil {
 			v.add("", "time_zone", "not a loadable IANA time zone")

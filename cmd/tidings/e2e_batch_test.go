@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/mail"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,14 +29,15 @@ var batchEOBs = []string{
 // records is what a stack wrote for its EOBs, in a form two stacks can be
 // compared by: per resource id, the notice's status and reasons, its
 // delivery, whether its decision is logged (and linked to the delivery),
-// the run's state and path, and the audit actions about all of them.
+// the run's state and path, its disclosures, and the audit actions about
+// all of them.
 func (ts *testStack) records(t *testing.T) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	var rows []struct {
-		ResourceID, Status, Reasons, Delivery, RunStatus, Step, Path, Actions string
-		Decisions, Linked, Delivered                                          int
-		Due                                                                   bool
+		ResourceID, Status, Reasons, Delivery, RunStatus, Step, Path, Actions, Disclosed string
+		Decisions, Linked, Delivered                                                     int
+		Due                                                                              bool
 	}
 	if err := ts.app.store.RawScan(ctx, &rows, `
 		SELECT e.resource_id, n.status, n.reasons::text AS reasons,
@@ -45,6 +47,9 @@ func (ts *testStack) records(t *testing.T) map[string]string {
 			r.status AS run_status, r.step, r.due_at IS NOT NULL AS due,
 			(SELECT string_agg(step || ':' || happened, ',' ORDER BY seq) FROM run_steps s WHERE s.run_id = r.id) AS path,
 			(SELECT count(*) FROM engagements g WHERE g.subject = r.subject AND g.type = 'delivered') AS delivered,
+			coalesce((SELECT string_agg(x.status || '/' || x.channel || '/' || x.notice_type || '/' || x.detail || x.redacted::text || '/' || x.purpose
+				|| '/' || x.attempt || '/' || (x.delivery_id = (SELECT d.id FROM deliveries d WHERE d.notice_id = n.id)), ',')
+				FROM disclosures x WHERE x.notice_id = n.id AND x.patient_index = r.patient_index), '') AS disclosed,
 			(SELECT string_agg(action, ',' ORDER BY action) FROM audit_log a WHERE
 				(a.subject_type = 'event' AND a.subject_id = e.id::text) OR (a.subject_type = 'run' AND a.subject_id = r.id::text)
 				OR (a.subject_type = 'notice' AND a.subject_id = n.id::text)
@@ -102,6 +107,10 @@ func TestBatchStartsWriteWhatOneAtATimeWrites(t *testing.T) {
 	for id, want := range s {
 		if got := b[id]; got != want {
 			t.Errorf("%s:\nbatch  %s\nsingle %s", id, got, want)
+		}
+		// A sent notice is in its patient's accounting, for its delivery.
+		if sent := strings.Contains(want, "Status:sent "); sent != strings.Contains(want, "Disclosed:sent/email/eob/") || sent && !strings.Contains(want, "/1/true ") {
+			t.Errorf("%s: a notice sent is disclosed once, for its delivery: %s", id, want)
 		}
 	}
 	// Both audit chains verify.

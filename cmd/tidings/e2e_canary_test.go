@@ -36,7 +36,8 @@ import (
 // sends portal-only. Afterwards none of it is anywhere but in the mail sent
 // over TLS and sealed in Postgres: not in a log line, a Redis key or value
 // of any database, a task's error, a Message-ID, a URL, or any table's
-// clear columns (audit detail and subjects, reasons, errors).
+// clear columns (audit detail and subjects, reasons, errors, the
+// accounting of disclosures).
 func TestPHICanaryLeaksNowhere(t *testing.T) {
 	c := newCanary(t)
 	c.assertFindable(t)
@@ -146,7 +147,7 @@ decision := {"allow": to_number(input.payload.payer_name) > 0, "deny": [], "reda
 
 	// What must have happened, or the scan below proves nothing.
 	var happened struct {
-		Refused, Deferred, Denied, PortalOnly, Events, Contacts, Sealed, Audit, Engagements int
+		Refused, Deferred, Denied, PortalOnly, Events, Contacts, Sealed, Audit, Engagements, Disclosures int
 	}
 	ts.app.store.RawScan(ctx, &happened, `SELECT
 		(SELECT count(*) FROM deliveries WHERE status = 'failed' AND error <> '') AS refused,
@@ -157,9 +158,10 @@ decision := {"allow": to_number(input.payload.payer_name) > 0, "deny": [], "reda
 		(SELECT count(*) FROM contacts WHERE email_sealed IS NOT NULL) AS contacts,
 		(SELECT count(*) FROM events WHERE length(resource_sealed) > 0) AS sealed,
 		(SELECT count(*) FROM audit_log) AS audit,
-		(SELECT count(*) FROM engagements WHERE data_sealed IS NOT NULL) AS engagements`)
+		(SELECT count(*) FROM engagements WHERE data_sealed IS NOT NULL) AS engagements,
+		(SELECT count(*) FROM disclosures WHERE status = 'sent' AND length(recipient_sealed) > 0) AS disclosures`)
 	if happened.Refused < 1 || happened.Deferred < 2 || happened.Denied != 1 || happened.PortalOnly < 1 || happened.Events != 6 ||
-		happened.Contacts < 4 || happened.Sealed != 6 || happened.Audit == 0 || happened.Engagements < 1 {
+		happened.Contacts < 4 || happened.Sealed != 6 || happened.Audit == 0 || happened.Engagements < 1 || happened.Disclosures < 4 {
 		var reasons []string
 		ts.app.store.RawScan(ctx, &reasons, `SELECT status || ' ' || reasons::text FROM notices ORDER BY id`)
 		t.Fatalf("the paths under test did not all run: %+v; notices %q", happened, reasons)

@@ -180,6 +180,16 @@ func TestPortalPickupInChromium(t *testing.T) {
 	if audited != 1 {
 		t.Errorf("%d portal.viewed audit rows, want 1", audited)
 	}
+	// And an entry in the accounting of disclosures, beside the email's.
+	var views []struct {
+		Channel, Status, Detail, Purpose, NoticeType string
+		DeliveryID                                   *int64
+	}
+	ts.app.store.RawScan(context.Background(), &views, `SELECT channel, status, detail, purpose, notice_type, delivery_id FROM disclosures
+		WHERE tenant_id = 'dev' AND status = 'viewed'`)
+	if len(views) != 1 || views[0].Channel != "portal" || views[0].Purpose != "payment" || views[0].NoticeType != "eob" || views[0].Detail == "" {
+		t.Errorf("portal disclosures %+v, want one viewed eob for payment", views)
+	}
 	// Neither the token nor the code reaches a log.
 	if logs := ts.Logs.String(); strings.Contains(logs, token) || strings.Contains(logs, code[1]) || !strings.Contains(logs, "/portal/:tenant/notices/:token") {
 		t.Errorf("the logs name the token or the code, or no portal route:\n%s", logs)

@@ -426,7 +426,8 @@ func TestNewBundleAddressWinsOverStoredOne(t *testing.T) {
 // A delivery claimed by an attempt that never recorded its outcome (the
 // process died mid-send, after the relay may have taken it) is not sent
 // again and not failed: the delivery becomes unknown, the notice waits for
-// an operator (tidings deliveries resolve), and the relay sees nothing.
+// an operator (tidings deliveries resolve), and the relay sees nothing;
+// the patient's accounting lists it as a disclosure that may have happened.
 func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	ts := newTestStack(t, testOpts{DeferWorker: true})
 	ctx := context.Background()
@@ -453,7 +454,9 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, proceed, err := ts.app.store.BeginDelivery(ctx, n, "email", "", false); err != nil || !proceed {
+	claimed := delivery.Disclosure{PatientIndex: run.PatientIndex, Channel: "email", Recipient: "member@example.org", NoticeType: "eob",
+		Detail: delivery.DetailFull, Purpose: delivery.PurposePayment}
+	if _, proceed, err := ts.app.store.BeginDelivery(ctx, n, "email", "", false, claimed); err != nil || !proceed {
 		t.Fatalf("first claim: %v %v", proceed, err)
 	}
 	if err := ts.StartWorker(); err != nil {
@@ -468,6 +471,12 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	}
 	if got := len(ts.Mail.Messages()); got != 0 {
 		t.Fatalf("resent: %d message(s)", got)
+	}
+	// It may have gone out: the patient's accounting says so, as the
+	// attempt described it.
+	ds, _, err := ts.app.store.Disclosures(ctx, delivery.DisclosureQuery{TenantID: devTenant, PatientRef: "Patient/Patient1"})
+	if err != nil || len(ds) != 1 || ds[0].Status != delivery.DeliveryUnknown || ds[0].Recipient != "member@example.org" || ds[0].NoticeID != n.ID {
+		t.Fatalf("disclosures %+v, %v; want the unknown delivery's", ds, err)
 	}
 }
 

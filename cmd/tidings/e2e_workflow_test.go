@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/mail"
 	"os"
 	"strings"
@@ -69,6 +70,18 @@ func workflowStack(t *testing.T, start time.Time) (*testStack, *movableClock) {
 }
 
 // putContact registers the patient's address and time zone through the API.
+// saveAndActivate saves a workflow definition through the API with an
+// operator key and activates it.
+func saveAndActivate(t *testing.T, h http.Handler, token, id, def string) {
+	t.Helper()
+	if r := doRequest(h, "POST", "/v1/workflows", "application/json", token, def); r.Code != 201 {
+		t.Fatalf("POST /v1/workflows: %d %s", r.Code, r.Body)
+	}
+	if r := doRequest(h, "POST", "/v1/workflows/"+id+"/activate", "", token, ""); r.Code != 200 {
+		t.Fatalf("activate %s: %d %s", id, r.Code, r.Body)
+	}
+}
+
 func (ts *testStack) putContact(t *testing.T, patientID, body string) {
 	t.Helper()
 	token := ts.apiKey(t, "dev", access.Contacts)
@@ -403,12 +416,7 @@ func TestFlushAllLosesNoRun(t *testing.T) {
 			{"id": "pause", "type": "wait", "duration": "3s"},
 			{"id": "reminder", "type": "send", "channel": "email", "template": "eob.reminder"},
 			{"id": "done", "type": "end"}]}`
-	if r := doRequest(h, "POST", "/v1/workflows", "application/json", token, def); r.Code != 201 {
-		t.Fatalf("POST /v1/workflows: %d %s", r.Code, r.Body)
-	}
-	if r := doRequest(h, "POST", "/v1/workflows/eob-quick/activate", "", token, ""); r.Code != 200 {
-		t.Fatalf("activate: %d %s", r.Code, r.Body)
-	}
+	saveAndActivate(t, h, token, "eob-quick", def)
 	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
 		t.Fatalf("EOB: %d", r.Status)

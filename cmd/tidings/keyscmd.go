@@ -48,8 +48,8 @@ func runKeysCreate(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := newFlags("keys create --tenant T --role ROLE [flags]", `Makes an API key for /v1 with one role in one tenant (creating the tenant if
 needed) and prints its token, "tdk_<id>_<secret>", once: Tidings keeps only
 its hash. Roles: integration (sources, subscriptions), operator (workflows,
-runs, events), contacts (patient contacts), compliance (policies), admin
-(keys, and all of the above).`, stderr)
+runs, events), contacts (patient contacts), compliance (policies,
+disclosures), admin (keys, and all of the above).`, stderr)
 	tenant := fs.String("tenant", "", "tenant the key acts for")
 	role := fs.String("role", "", "integration | operator | contacts | compliance | admin")
 	name := fs.String("name", "", "what the key is for, shown by keys list")

@@ -1,5 +1,5 @@
 // Command tidings is the one Tidings binary: serve, worker, migrate, dev,
-// load, keys, deliveries and audit. Subcommands only wire packages together.
+// load, keys, deliveries, disclosures and audit. Subcommands only wire packages together.
 package main
 
 import (
@@ -99,6 +99,10 @@ Commands:
   deliveries
             unknown [--tenant T]: list deliveries whose outcome is unknown;
             resolve ID --sent | --resend: record one sent, or send it again
+  disclosures
+            --tenant T --patient Patient/123 [--from --to] [--format csv|json]:
+            a patient's accounting of disclosures; purge [--before]: remove
+            those past the retention (six years unless configured longer)
   audit     verify [--tenant T]: check the audit chains and their signed
             checkpoints; export --tenant T --from --to: an excerpt an auditor
             can verify; keygen: new chain and checkpoint signing keys
@@ -145,6 +149,8 @@ func realMain(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return runAudit(ctx, rest, stdout, stderr)
 	case "deliveries":
 		return runDeliveries(ctx, rest, stdout, stderr)
+	case "disclosures":
+		return runDisclosures(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "-h", "--help", "help":

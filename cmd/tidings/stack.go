@@ -202,6 +202,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS, DKIMKeys: o.DKIMKeys,
+		DisclosureRetentionYears: config.MinDisclosureRetentionYears,
 		// Webhook endpoints of dev and tests listen on loopback.
 		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
 	}
