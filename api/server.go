@@ -15,6 +15,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // Intake receives authenticated notifications; *intake.Service is it.
@@ -49,15 +50,19 @@ type Check struct {
 
 // Config wires the server.
 type Config struct {
-	Intake       Intake
-	Contacts     Contacts
-	Admin        Admin
-	Subscriber   Subscriber
-	Policy       PolicyAdmin
-	Workflows    WorkflowAdmin // nil: workflow and run routes answer 503
-	Journeys     Journeys      // nil: event, segment and enroll routes answer 503
-	Checks       []Check
-	Keys         Keys // nil: every /v1 route answers 401
+	Intake     Intake
+	Contacts   Contacts
+	Admin      Admin
+	Subscriber Subscriber
+	Policy     PolicyAdmin
+	Workflows  WorkflowAdmin // nil: workflow and run routes answer 503
+	Journeys   Journeys      // nil: event, segment and enroll routes answer 503
+	Checks     []Check
+	Keys       Keys             // nil: every /v1 route answers 401
+	Metrics    *metrics.Metrics // nil: no /metrics, nothing counted
+	// MetricsToken, when set, is the bearer token GET /metrics asks for;
+	// empty, /metrics answers clients on loopback only (see metricsAccess).
+	MetricsToken string
 	Log          *slog.Logger
 	MaxBodyBytes int64
 	// RatePerSec and RateBurst limit each client address, each
@@ -115,10 +120,9 @@ func New(cfg Config) *gin.Engine {
 	h := &handlers{cfg: cfg, log: log, policyJobs: &tenantJobs{}}
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
-	r.GET("/healthz", perClient.middleware(byIP, jsonError), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", perClient.middleware(byIP, jsonError), h.ready)
+	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 
-	f := r.Group("/fhir/r4", perClient.middleware(byIP, fhirError))
+	f := r.Group("/fhir/r4", h.countRefused, perClient.middleware(byIP, fhirError))
 	// Per subscription, after its secret is checked: ids are per tenant.
 	bySub := perSub.middleware(func(c *gin.Context) string {
 		sub := c.MustGet(ctxSubscription).(intake.Subscription)
