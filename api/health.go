@@ -31,13 +31,8 @@ type HealthConfig struct {
 // per client address as serve's are.
 func NewHealth(cfg HealthConfig) *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
-	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec, cfg.RateBurst = DefaultRatePerSecond, 2*DefaultRatePerSecond
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	var log *slog.Logger
+	cfg.RatePerSec, cfg.RateBurst, log = withDefaults(cfg.RatePerSec, cfg.RateBurst, cfg.Log)
 	r := gin.New()
 	_ = r.SetTrustedProxies(nil) // nothing proxies the worker: the connection is the client
 	r.Use(recovery(log))

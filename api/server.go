@@ -88,13 +88,8 @@ func New(cfg Config) *gin.Engine {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec, cfg.RateBurst = DefaultRatePerSecond, 2*DefaultRatePerSecond
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	var log *slog.Logger
+	cfg.RatePerSec, cfg.RateBurst, log = withDefaults(cfg.RatePerSec, cfg.RateBurst, cfg.Log)
 	r := gin.New()
 	// Rate limits key on the client address: take it from the connection, or
 	// from X-Forwarded-For only when the connection comes from a trusted
@@ -155,6 +150,17 @@ func New(cfg Config) *gin.Engine {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
 	}
 	return r
+}
+
+// withDefaults fills in an unset rate limit and logger.
+func withDefaults(perSec float64, burst int, log *slog.Logger) (float64, int, *slog.Logger) {
+	if perSec <= 0 {
+		perSec, burst = DefaultRatePerSecond, 2*DefaultRatePerSecond
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return perSec, burst, log
 }
 
 // Route is one /v1 route and the role it needs.
