@@ -55,6 +55,8 @@ type NoticeStart struct {
 	Channel              string // set for an attempt made now
 	MessageID            string // the attempt's Message-ID, stored with its delivery
 	Decision             *Decision
+
+	stepChannel string // the step's channel, attempted or not: for the metrics
 }
 
 // ContactUpsert is a contact to store under a patient reference.
@@ -143,6 +145,8 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 		for n, ns := range todo[k].Notices {
 			if ns.Status == NoticePending {
 				attempts = append(attempts, attempt{k, n})
+			} else {
+				s.Metrics.Notice(ns.Status, ns.stepChannel)
 			}
 		}
 	}
@@ -197,8 +201,15 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 	}
 	for k, f := range finishes {
 		for _, r := range f.Results {
-			if r.Sent {
+			switch {
+			case r.Sent:
 				out[finishOf[k]].Delivered = true
+				s.Metrics.Notice(NoticeSent, r.Delivery.Channel)
+			case r.Temporary: // pending, tried again
+			case r.Unknown:
+				s.Metrics.Notice(DeliveryUnknown, r.Delivery.Channel)
+			default:
+				s.Metrics.Notice(NoticeFailed, r.Delivery.Channel)
 			}
 		}
 	}
@@ -294,6 +305,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 			if out.channel == "" {
 				out.channel = "email"
 			}
+			ns.stepChannel = out.channel
 			var email notify.Email
 			ch, ok := s.Channels[out.channel]
 			switch {
