@@ -3,7 +3,6 @@ package metrics_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -13,9 +12,7 @@ import (
 
 func scrape(t *testing.T, m *metrics.Metrics) metricstest.Exposition {
 	t.Helper()
-	srv := httptest.NewServer(m.Handler())
-	defer srv.Close()
-	return metricstest.Scrape(t, srv.URL, "")
+	return metricstest.Of(t, m)
 }
 
 func TestCountersMoveByWhatIsRecorded(t *testing.T) {

@@ -6,11 +6,14 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // Exposition is one parsed scrape.
@@ -43,6 +46,17 @@ func Scrape(t testing.TB, url, token string) Exposition {
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
 	}
 	return Parse(t, body)
+}
+
+// Of reads m's exposition through its handler.
+func Of(t testing.TB, m *metrics.Metrics) Exposition {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("metrics handler: %d %s", rec.Code, rec.Body)
+	}
+	return Parse(t, rec.Body.Bytes())
 }
 
 // Parse parses a text exposition.
