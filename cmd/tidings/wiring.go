@@ -24,6 +24,7 @@ import (
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/logging"
+	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/rego"
@@ -60,6 +61,7 @@ type app struct {
 	unwatch func()          // stops watching the tenants' revisions
 	clock   journey.Clock   // nil: the system clock; tests move their own
 	apiKeys *access.Service // one per process, so a revocation clears its cache
+	metrics *metrics.Metrics
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -173,7 +175,7 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 	// through our JSON logger. Its lines name addresses, never payloads.
 	redis.SetLogger(redisLog{log.With("component", "redis")})
 	ropt := worker.RedisOpt(cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB)
-	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys)}, nil
+	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys), metrics: metrics.New()}, nil
 }
 
 func (a *app) Close() {
@@ -190,20 +192,24 @@ func (a *app) pingRedis(ctx context.Context) error {
 	return c.Ping(ctx).Err()
 }
 
+// checks are what both processes need to be ready: Postgres and Redis.
+func (a *app) checks() []api.Check {
+	return []api.Check{
+		{Name: "postgres", Ping: a.store.Ping},
+		{Name: "redis", Ping: a.pingRedis},
+	}
+}
+
 // handler builds the HTTP API.
 func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	svc := a.intake()
-	checks := []api.Check{
-		{Name: "postgres", Ping: a.store.Ping},
-		{Name: "redis", Ping: a.pingRedis},
-		{Name: "policy", Ping: func(context.Context) error {
-			if pol == nil || pol.Default.Revision() == "" {
-				return errors.New("no policy loaded")
-			}
-			return nil
-		}},
-	}
-	subscriber := &intake.Subscriber{Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), NotifyBaseURL: a.cfg.APIBaseURL}
+	checks := append(a.checks(), api.Check{Name: "policy", Ping: func(context.Context) error {
+		if pol == nil || pol.Default.Revision() == "" {
+			return errors.New("no policy loaded")
+		}
+		return nil
+	}})
+	subscriber := &intake.Subscriber{Store: a.store, Sources: a.sourceReaders(), NotifyBaseURL: a.cfg.APIBaseURL}
 	var polAdmin api.PolicyAdmin
 	if pol != nil {
 		polAdmin = pol
@@ -212,7 +218,24 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(),
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
+		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken,
 	}), nil
+}
+
+// healthHandler builds the worker's /healthz, /readyz and /metrics.
+func (a *app) healthHandler() http.Handler {
+	return api.NewHealth(api.HealthConfig{Checks: a.checks(), Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Log: a.log,
+		RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst})
+}
+
+// sourceReaders reads from tenants' FHIR sources.
+func (a *app) sourceReaders() *sourceReaders {
+	return newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources, a.metrics)
+}
+
+// fetcher turns fetches and gaps into events.
+func (a *app) fetcher() *intake.Fetcher {
+	return &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: a.sourceReaders(), Log: a.log, Metrics: a.metrics}
 }
 
 // chainer links committed audit rows into each tenant's chain and writes
@@ -235,7 +258,7 @@ func (a *app) chainer() (*audit.Chainer, error) {
 }
 
 // emailChannel builds the SMTP channel from configuration.
-func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
+func emailChannel(cfg config.Config, m *metrics.Metrics) (*notify.EmailChannel, error) {
 	roots, err := cfg.SMTPRoots()
 	if err != nil {
 		return nil, err
@@ -243,7 +266,7 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
-		PoolSize: cfg.SMTPSessions(),
+		PoolSize: cfg.SMTPSessions(), Metrics: m,
 	})
 }
 
@@ -254,7 +277,8 @@ func (a *app) sender(pol *policy.Tenants, email delivery.Channel, refs delivery.
 		return nil, err
 	}
 	return &delivery.Service{Store: a.store, Policy: pol, Channels: map[string]delivery.Channel{"email": email},
-		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log}, nil
+		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log,
+		Metrics: a.metrics}, nil
 }
 
 // apiKeyService checks and manages the /v1 API keys.
