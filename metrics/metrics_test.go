@@ -171,3 +171,17 @@ func TestSampledMetrics(t *testing.T) {
 		t.Errorf("audit lag sampling errors = %v, want 1", got)
 	}
 }
+
+// BenchmarkHotPath is what a decided and sent notice costs in metrics: a
+// decision with its latency, the notice's outcome and the SMTP send.
+func BenchmarkHotPath(b *testing.B) {
+	m := metrics.New()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.Decision(metrics.Allow, 300*time.Microsecond)
+			m.SMTPSend(metrics.SMTPSent, 5*time.Millisecond)
+			m.Notice("sent", "email")
+		}
+	})
+}
