@@ -46,6 +46,7 @@ type Config struct {
 	LogFormat      string
 	Concurrency    int
 	ClaimLease     time.Duration // TIDINGS_CLAIM_LEASE: how long a worker's claim on a batch of events holds
+	PendingGrace   time.Duration // TIDINGS_PENDING_GRACE: when a run's unfinished sends are re-driven
 	ReconcileEvery time.Duration
 	MonitorEvery   time.Duration // TIDINGS_MONITOR_EVERY: gap and silence checks
 	// TIDINGS_SCHEDULE_EVERY: how often wake-ups are promoted from Postgres
@@ -90,6 +91,9 @@ type Config struct {
 	// TIDINGS_SMTP_POOL_SIZE: SMTP sessions the worker keeps open at most;
 	// 0 (unset) sizes the pool to Concurrency. See SMTPSessions.
 	SMTPPoolSize int
+	// TIDINGS_DKIM_KEYS: tenant:domain:selector:key.pem entries, comma
+	// separated; see DKIMKeys.
+	DKIMKeys string
 }
 
 // Role says which process the configuration is for; each checks what it uses.
@@ -200,6 +204,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
 		ClaimLease:           getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
+		PendingGrace:         getd("TIDINGS_PENDING_GRACE", 3*time.Minute),
 		MonitorEvery:         getd("TIDINGS_MONITOR_EVERY", 30*time.Second),
 		ScheduleEvery:        getd("TIDINGS_SCHEDULE_EVERY", 5*time.Second),
 		WakeHorizon:          getd("TIDINGS_WAKE_HORIZON", time.Hour),
@@ -226,6 +231,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SMTPImplicitTLS:      getb("TIDINGS_SMTP_IMPLICIT_TLS", false),
 		SMTPCAFile:           get("TIDINGS_SMTP_CA_FILE", ""),
 		SMTPPoolSize:         geti("TIDINGS_SMTP_POOL_SIZE", 0),
+		DKIMKeys:             get("TIDINGS_DKIM_KEYS", ""),
 	}
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -307,6 +313,9 @@ func (c Config) Validate(role Role) []string {
 		if _, _, err := net.SplitHostPort(c.WorkerAddr); err != nil {
 			p = append(p, "TIDINGS_WORKER_ADDR must be host:port")
 		}
+		if c.PendingGrace < time.Second {
+			p = append(p, "TIDINGS_PENDING_GRACE must be at least 1s (longer than a send takes)")
+		}
 		if c.ClaimLease < time.Second {
 			p = append(p, "TIDINGS_CLAIM_LEASE must be at least 1s (longer than a batch of events takes)")
 		}
@@ -336,6 +345,9 @@ func (c Config) Validate(role Role) []string {
 		if c.SMTPPoolSize < 0 {
 			p = append(p, "TIDINGS_SMTP_POOL_SIZE must be positive (unset: the worker concurrency)")
 		}
+		if _, err := c.DKIMKeySpecs(); err != nil {
+			p = append(p, err.Error())
+		}
 	}
 	return p
 }
@@ -343,6 +355,32 @@ func (c Config) Validate(role Role) []string {
 // minMetricsToken is the shortest TIDINGS_METRICS_TOKEN taken: a guessable
 // token is no better than none.
 const minMetricsToken = 16
+
+// DKIMKeySpec names one DKIM signing key: the tenant whose mail it signs
+// ("*": every tenant's, for the service's own domain), the header From
+// domain, the DNS selector and the PEM file of the private key.
+type DKIMKeySpec struct{ Tenant, Domain, Selector, File string }
+
+// DKIMKeySpecs parses TIDINGS_DKIM_KEYS, e.g.
+// "acme:acme.example:s2026:/etc/tidings/dkim-acme.pem,*:notices.example:s1:/etc/tidings/dkim.pem".
+func (c Config) DKIMKeySpecs() ([]DKIMKeySpec, error) {
+	var out []DKIMKeySpec
+	for _, entry := range strings.Split(c.DKIMKeys, ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		f := strings.SplitN(entry, ":", 4)
+		if len(f) != 4 || f[0] == "" || f[1] == "" || f[2] == "" || f[3] == "" {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: an entry is not tenant:domain:selector:file (%d entries read)", len(out))
+		}
+		if _, err := os.Stat(f[3]); err != nil {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: key of %s: %w", f[1], err)
+		}
+		out = append(out, DKIMKeySpec{Tenant: f[0], Domain: f[1], Selector: f[2], File: f[3]})
+	}
+	return out, nil
+}
 
 // SMTPSessions is how many SMTP sessions the email channel may keep open:
 // TIDINGS_SMTP_POOL_SIZE, or else one per concurrent task, so that no

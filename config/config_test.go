@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +213,33 @@ func TestSealPrimaryIsExplicit(t *testing.T) {
 	}
 	if kid, _ := seal.KeyID(k.Seal([]byte("x"), seal.Place{Table: "t", Column: "c"})); kid != "k10" {
 		t.Errorf("sealed with %q, want k10", kid)
+	}
+}
+
+func TestDKIMKeySpecs(t *testing.T) {
+	pemFile := filepath.Join(t.TempDir(), "k.pem")
+	if err := os.WriteFile(pemFile, []byte("not read here"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := validEnv()
+	e["TIDINGS_DKIM_KEYS"] = "acme:acme.example:s2026:" + pemFile + ", *:notices.example:s1:" + pemFile
+	c, _ := FromEnv(env(e))
+	specs, err := c.DKIMKeySpecs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []DKIMKeySpec{{"acme", "acme.example", "s2026", pemFile}, {"*", "notices.example", "s1", pemFile}}
+	if len(specs) != 2 || specs[0] != want[0] || specs[1] != want[1] {
+		t.Fatalf("specs %+v, want %+v", specs, want)
+	}
+	for bad, problem := range map[string]string{
+		"acme:acme.example:" + pemFile:            "not tenant:domain:selector:file",
+		"acme:acme.example:s1:/nonexistent/k.pem": "key of acme.example",
+	} {
+		e["TIDINGS_DKIM_KEYS"] = bad
+		c, _ := FromEnv(env(e))
+		if p := strings.Join(c.Validate(RoleWorker), "\n"); !strings.Contains(p, problem) {
+			t.Errorf("%q: problems %q, want %q", bad, p, problem)
+		}
 	}
 }

@@ -24,6 +24,10 @@ type BatchStore interface {
 	// notices, their decisions, the delivery attempts about to be made, the
 	// contacts to store and every audit row.
 	BeginStarts(ctx context.Context, starts []RunStart) ([]RunBegun, error)
+	// HandOver records that deliveries (claimed by BeginStarts with no
+	// attempt yet) are about to be handed to the relay: a crash after it
+	// leaves them unknown, one before it lets them be sent again.
+	HandOver(ctx context.Context, deliveryIDs []int64) error
 	// FinishStarts records, in one transaction, what became of the
 	// attempts: deliveries, notices, the runs' pending sends done (or
 	// retried later), "delivered" engagements; it returns the wake-ups for
@@ -134,82 +138,108 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 		}
 		return out, nil
 	}
-	// Attempt the sends of the runs written now.
+	// Attempt the sends of the runs written now, a chunk of runs at a time:
+	// each chunk's deliveries are recorded as handed over, sent, and their
+	// outcomes recorded before the next chunk starts, so that a crash
+	// leaves at most one chunk's outcomes unknown; the rest are sent again
+	// when their runs' pending sends are re-driven.
 	type attempt struct{ k, notice int } // k: index in todo
-	var attempts []attempt
+	var chunks [][]attempt
+	var chunk []attempt
 	for k, b := range begun {
 		out[todoOf[k]].Created = b.Created
 		if !b.Created {
 			continue
 		}
+		var run []attempt
 		for n, ns := range todo[k].Notices {
 			if ns.Status == NoticePending {
-				attempts = append(attempts, attempt{k, n})
+				run = append(run, attempt{k, n})
 			} else {
 				s.Metrics.Notice(ns.Status, ns.stepChannel)
 			}
 		}
+		if len(chunk) > 0 && len(chunk)+len(run) > maxParallelSends {
+			chunks, chunk = append(chunks, chunk), nil
+		}
+		chunk = append(chunk, run...)
 	}
-	results := make([][]SendResult, len(begun))
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxParallelSends)
-	for _, a := range attempts {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			b, ns := begun[a.k], todo[a.k].Notices[a.notice]
-			r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice]}
-			receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
-			if err == nil {
-				r.Sent, r.TLS, r.MessageID = true, receipt.TLS, receipt.MessageID
-			} else {
-				r.Err = "email delivery failed: " + err.Error()
-				r.Temporary = errors.Is(err, notify.ErrTemporary)
-				if r.Unknown = errors.Is(err, notify.ErrUnknownOutcome); r.Unknown {
-					r.Err, r.MessageID = "email delivery outcome unknown: "+err.Error(), emails[todoOf[a.k]][a.notice].MessageID
-				}
+	if len(chunk) > 0 {
+		chunks = append(chunks, chunk)
+	}
+	var wakes []journey.Wake
+	for _, chunk := range chunks {
+		ids := make([]int64, len(chunk))
+		for i, a := range chunk {
+			ids[i] = begun[a.k].Deliveries[a.notice].ID
+		}
+		if err := bs.HandOver(ctx, ids); err != nil {
+			// Nothing of this chunk went out: its runs' pending sends are
+			// re-driven later.
+			for _, a := range chunk {
+				out[todoOf[a.k]].Err = err
 			}
-			mu.Lock()
-			results[a.k] = append(results[a.k], r)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	var finishes []RunFinish
-	var finishOf []int
-	for k, b := range begun {
-		if b.Created && len(results[k]) > 0 {
-			finishes = append(finishes, RunFinish{Run: b.Run, Results: results[k]})
-			finishOf = append(finishOf, todoOf[k])
+			continue
 		}
-	}
-	if len(finishes) == 0 {
-		return out, nil
-	}
-	// Once the relay has answered, record it even if the batch is being
-	// cancelled: a lost "sent" would look like an unknown outcome.
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-	defer cancel()
-	wakes, err := bs.FinishStarts(wctx, finishes)
-	if err != nil {
-		for _, i := range finishOf {
-			out[i].Err = fmt.Errorf("record the outcome of the sends: %w", err)
+		results := map[int][]SendResult{} // by k
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, a := range chunk {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				b, ns := begun[a.k], todo[a.k].Notices[a.notice]
+				r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice]}
+				r.Delivery.Attempts = 1
+				receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
+				if err == nil {
+					r.Sent, r.TLS, r.MessageID = true, receipt.TLS, receipt.MessageID
+				} else {
+					r.Err = "email delivery failed: " + err.Error()
+					r.Temporary = errors.Is(err, notify.ErrTemporary)
+					if r.Unknown = errors.Is(err, notify.ErrUnknownOutcome); r.Unknown {
+						r.Err, r.MessageID = "email delivery outcome unknown: "+err.Error(), emails[todoOf[a.k]][a.notice].MessageID
+					}
+				}
+				mu.Lock()
+				results[a.k] = append(results[a.k], r)
+				mu.Unlock()
+			}()
 		}
-		return out, nil
-	}
-	for k, f := range finishes {
-		for _, r := range f.Results {
-			switch {
-			case r.Sent:
-				out[finishOf[k]].Delivered = true
-				s.Metrics.Notice(NoticeSent, r.Delivery.Channel)
-			case r.Temporary: // pending, tried again
-			case r.Unknown:
-				s.Metrics.Notice(DeliveryUnknown, r.Delivery.Channel)
-			default:
-				s.Metrics.Notice(NoticeFailed, r.Delivery.Channel)
+		wg.Wait()
+		var finishes []RunFinish
+		var finishOf []int
+		for _, a := range chunk {
+			if rs, ok := results[a.k]; ok {
+				finishes = append(finishes, RunFinish{Run: begun[a.k].Run, Results: rs})
+				finishOf = append(finishOf, todoOf[a.k])
+				delete(results, a.k) // a run with several sends is finished once
+			}
+		}
+		// Once the relay has answered, record it even if the batch is being
+		// cancelled: a lost "sent" would look like an unknown outcome.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		w, err := bs.FinishStarts(wctx, finishes)
+		cancel()
+		if err != nil {
+			for _, i := range finishOf {
+				out[i].Err = fmt.Errorf("record the outcome of the sends: %w", err)
+			}
+			continue
+		}
+		wakes = append(wakes, w...)
+		for k, f := range finishes {
+			for _, r := range f.Results {
+				switch {
+				case r.Sent:
+					out[finishOf[k]].Delivered = true
+					s.Metrics.Notice(NoticeSent, r.Delivery.Channel)
+				case r.Temporary: // pending, tried again
+				case r.Unknown:
+					s.Metrics.Notice(DeliveryUnknown, r.Delivery.Channel)
+				default:
+					s.Metrics.Notice(NoticeFailed, r.Delivery.Channel)
+				}
 			}
 		}
 	}
@@ -301,7 +331,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				continue
 			}
 			ns := NoticeStart{Step: a.Step, Template: a.Template, Type: noticeType, PortalToken: seal.NewToken()}
-			out := outgoing{template: a.Template, channel: a.Channel, from: st.From}
+			out := outgoing{template: a.Template, channel: a.Channel, from: st.From, tenant: st.Run.TenantID}
 			if out.channel == "" {
 				out.channel = "email"
 			}

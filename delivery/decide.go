@@ -17,7 +17,7 @@ type draft interface {
 	Redact(fields ...string) error
 	HideProvider()
 	PortalOnly()
-	Render(template, lang string, portalOnly bool) (notify.Email, error)
+	Render(template, lang, format string, portalOnly bool) (notify.Email, error)
 	Payload() ([]byte, error)
 }
 
@@ -30,14 +30,14 @@ func (d *eobDraft) Redact(f ...string) (err error) {
 }
 func (d *eobDraft) HideProvider() { d.n.ProviderName = "" }
 func (d *eobDraft) PortalOnly()   { d.n = notify.EOBNotice{PortalURL: d.n.PortalURL} }
-func (d *eobDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+func (d *eobDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	switch {
 	case portalOnly:
-		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang, notify.Format(format))
 	case template == "eob.reminder":
-		return notify.RenderEOBReminderEmail(d.n, lang)
+		return notify.RenderEOBReminderEmail(d.n, lang, notify.Format(format))
 	}
-	return notify.RenderEOBEmail(d.n, lang)
+	return notify.RenderEOBEmail(d.n, lang, notify.Format(format))
 }
 func (d *eobDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
 
@@ -53,11 +53,11 @@ func (d *appointmentDraft) Redact(f ...string) (err error) {
 // provider or location, and a clinic's name reveals the care as well.
 func (d *appointmentDraft) HideProvider() { d.n.ProviderName, d.n.LocationName = "", "" }
 func (d *appointmentDraft) PortalOnly()   { d.n = notify.AppointmentNotice{PortalURL: d.n.PortalURL} }
-func (d *appointmentDraft) Render(template, lang string, portalOnly bool) (notify.Email, error) {
+func (d *appointmentDraft) Render(template, lang, format string, portalOnly bool) (notify.Email, error) {
 	if portalOnly {
-		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang)
+		return notify.RenderPortalOnlyEmail(d.n.PortalURL, lang, notify.Format(format))
 	}
-	return notify.RenderAppointmentEmail(template, d.n, lang)
+	return notify.RenderAppointmentEmail(template, d.n, lang, notify.Format(format))
 }
 func (d *appointmentDraft) Payload() ([]byte, error) { return json.Marshal(d.n) }
 
@@ -98,6 +98,7 @@ type outgoing struct {
 	channel  string
 	from     workflow.Sender // the workflow's identity: name, from, reply-to
 	resend   bool            // an operator's resend of an unknown delivery
+	tenant   string          // whose notice: its DKIM key
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
@@ -145,7 +146,7 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
 	}
-	msg, err := d.Render(out.template, c.Language, portalOnly)
+	msg, err := d.Render(out.template, c.Language, c.AlternateFormat, portalOnly)
 	if err != nil {
 		return failed("the notice could not be rendered")
 	}
@@ -158,7 +159,7 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		// and only it, whatever the policy says.
 		msg.To = c.ConfidentialEmail
 	}
-	msg.FromName, msg.From, msg.ReplyTo = out.from.Name, out.from.From, out.from.ReplyTo
+	msg.FromName, msg.From, msg.ReplyTo, msg.TenantID = out.from.Name, out.from.From, out.from.ReplyTo, out.tenant
 	payload, err := d.Payload()
 	if err != nil {
 		return failed("the notice could not be encoded")

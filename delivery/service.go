@@ -116,7 +116,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, resend: req.Resend}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, resend: req.Resend, tenant: run.TenantID}
 	if out.channel == "" {
 		out.channel = "email"
 	}
@@ -201,12 +201,16 @@ func (s *Service) read(ctx context.Context, ev *journey.Event, noticeType string
 		if _, inBundle := sub.rec.PatientContact(facts.PatientRef); !inBundle {
 			refs = append(refs, facts.PatientRef)
 		}
-		insurer, provider := eobPartyRefs(sub.rec.Focus)
-		if facts.PayerName == "" {
-			refs = append(refs, insurer)
-		}
-		if facts.ProviderName == "" {
-			refs = append(refs, provider)
+		if facts.PayerName == "" || facts.ProviderName == "" {
+			// Decoding the EOB again took 7% of the worker's CPU in a
+			// load run: only for a name the EOB does not carry.
+			insurer, provider := eobPartyRefs(sub.rec.Focus)
+			if facts.PayerName == "" {
+				refs = append(refs, insurer)
+			}
+			if facts.ProviderName == "" {
+				refs = append(refs, provider)
+			}
 		}
 		found, err := s.fetch(ctx, ev, &sub.rec, refs)
 		if err != nil {

@@ -115,6 +115,7 @@ func newStack(t *testing.T) *stack {
 		"TIDINGS_AUDIT_CHECKPOINT_DIR": filepath.Join(s.dir, "audit"),
 		// Faults are found and repaired in seconds, not minutes.
 		"TIDINGS_CLAIM_LEASE":     "3s",
+		"TIDINGS_PENDING_GRACE":   "5s",
 		"TIDINGS_RECONCILE_EVERY": "500ms",
 		"TIDINGS_SCHEDULE_EVERY":  "500ms",
 		"FAULT_SECRET":            s.secret,

@@ -97,11 +97,11 @@ func (n AppointmentNotice) Redact(fields ...string) (AppointmentNotice, error) {
 // the plain-text and HTML bodies. Languages and the portal URL are handled
 // as in RenderEOBEmail. A name that is not an appointment template gives
 // an error wrapping ErrInvalidNotice.
-func RenderAppointmentEmail(template string, n AppointmentNotice, lang string) (Email, error) {
+func RenderAppointmentEmail(template string, n AppointmentNotice, lang string, opts ...Option) (Email, error) {
 	if NoticeTypeOf(template) != NoticeTypeAppointment {
 		return Email{}, fmt.Errorf("%w: %q is not an appointment template", ErrInvalidNotice, template)
 	}
-	return renderEmail(template, lang, n.PortalURL, func(v *view, lang string) {
+	return renderEmail(template, lang, n.PortalURL, applyOptions(opts), func(v *view, lang string) {
 		v.Date = longDate(lang, n.AppointmentDate)
 		v.Time = longTime(lang, n.AppointmentTime)
 		v.LocationName = cleanName(n.LocationName)

@@ -378,14 +378,14 @@ func renderAny(t *testing.T, tmpl string, eob EOBNotice, appt AppointmentNotice,
 	return e
 }
 
-var subjects = map[string][2]string{ // en, es
-	"eob.notice":               {"You have a new Explanation of Benefits", "Tiene una nueva Explicación de Beneficios"},
-	"eob.reminder":             {"Reminder: you have an Explanation of Benefits to view", "Recordatorio: tiene una Explicación de Beneficios por ver"},
-	"appointment.confirmation": {"Your appointment is confirmed", "Su cita está confirmada"},
-	"appointment.reminder":     {"Reminder: upcoming appointment", "Recordatorio: cita próxima"},
-	"appointment.cancelled":    {"Your appointment was cancelled", "Su cita fue cancelada"},
-	"appointment.survey":       {"How was your visit?", "¿Cómo fue su visita?"},
-	"appointment.noshow":       {"We missed you", "Le extrañamos"},
+var subjects = map[string][3]string{ // en, es, vi
+	"eob.notice":               {"You have a new Explanation of Benefits", "Tiene una nueva Explicación de Beneficios", "Quý vị có một Bản Giải thích Quyền lợi mới"},
+	"eob.reminder":             {"Reminder: you have an Explanation of Benefits to view", "Recordatorio: tiene una Explicación de Beneficios por ver", "Nhắc nhở: quý vị có một Bản Giải thích Quyền lợi chưa xem"},
+	"appointment.confirmation": {"Your appointment is confirmed", "Su cita está confirmada", "Cuộc hẹn của quý vị đã được xác nhận"},
+	"appointment.reminder":     {"Reminder: upcoming appointment", "Recordatorio: cita próxima", "Nhắc nhở: cuộc hẹn sắp tới"},
+	"appointment.cancelled":    {"Your appointment was cancelled", "Su cita fue cancelada", "Cuộc hẹn của quý vị đã bị hủy"},
+	"appointment.survey":       {"How was your visit?", "¿Cómo fue su visita?", "Lần khám của quý vị thế nào?"},
+	"appointment.noshow":       {"We missed you", "Le extrañamos", "Chúng tôi đã không gặp được quý vị"},
 }
 
 // Every template, in every language, from the published SIU fixture: the
@@ -399,9 +399,9 @@ func TestRenderEveryTemplateFromSIU(t *testing.T) {
 	appt := ToAppointmentNotice(siu.facts(t), mustZone(t, "Asia/Kolkata"), apptPortal)
 	eob := EOBNotice{PayerName: "Acme Health Plan", ServiceDate: "2021-09-24", ProviderName: "Robert C GE",
 		PatientShare: "$45.20", PortalURL: apptPortal}
-	fieldValues := []string{"2021", "09-24", "September", "septiembre", "12:45", "PM", "055", "Robert", "GE ", "Acme", "45.20", "portal.example.org", "f0e1d2c3b4a5"}
+	fieldValues := []string{"2021", "09-24", "September", "septiembre", "tháng 9", "12:45", "PM", "055", "Robert", "GE ", "Acme", "45.20", "portal.example.org", "f0e1d2c3b4a5"}
 	for _, tmpl := range Templates {
-		for i, lang := range []string{"en", "es"} {
+		for i, lang := range []string{"en", "es", "vi"} {
 			t.Run(tmpl+"/"+lang, func(t *testing.T) {
 				e := renderAny(t, tmpl, eob, appt, lang)
 				if want := subjects[tmpl][i]; e.Subject != want {
@@ -435,10 +435,10 @@ func TestRenderEveryTemplateFromSIU(t *testing.T) {
 }
 
 func TestRenderAppointmentEmailContent(t *testing.T) {
-	date := map[string]string{"en": "Date: September 24, 2021\n", "es": "Fecha: 24 de septiembre de 2021\n"}
-	clock := map[string]string{"en": "Time: 2:05 PM\n", "es": "Hora: 14:05\n"}
-	location := map[string]string{"en": "Location: Clinic B\n", "es": "Lugar: Clinic B\n"}
-	provider := map[string]string{"en": "Provider: Ann Lee\n", "es": "Proveedor: Ann Lee\n"}
+	date := map[string]string{"en": "Date: September 24, 2021\n", "es": "Fecha: 24 de septiembre de 2021\n", "vi": "Ngày: ngày 24 tháng 9 năm 2021\n"}
+	clock := map[string]string{"en": "Time: 2:05 PM\n", "es": "Hora: 14:05\n", "vi": "Giờ: 14:05\n"}
+	location := map[string]string{"en": "Location: Clinic B\n", "es": "Lugar: Clinic B\n", "vi": "Địa điểm: Clinic B\n"}
+	provider := map[string]string{"en": "Provider: Ann Lee\n", "es": "Proveedor: Ann Lee\n", "vi": "Nhà cung cấp dịch vụ: Ann Lee\n"}
 	tests := []struct {
 		tmpl           string
 		lead           map[string]string
@@ -446,24 +446,24 @@ func TestRenderAppointmentEmailContent(t *testing.T) {
 		htmlLink       map[string]string
 		htmlRowsWanted int
 	}{
-		{"appointment.confirmation", map[string]string{"en": "Your appointment is confirmed.", "es": "Su cita está confirmada."},
+		{"appointment.confirmation", map[string]string{"en": "Your appointment is confirmed.", "es": "Su cita está confirmada.", "vi": "Cuộc hẹn của quý vị đã được xác nhận."},
 			[]map[string]string{date, clock, location, provider}, nil,
-			map[string]string{"en": "View or change your appointment", "es": "Vea o cambie su cita"}, 4},
-		{"appointment.reminder", map[string]string{"en": "Reminder: you have an upcoming appointment.", "es": "Recordatorio: tiene una cita próxima."},
+			map[string]string{"en": "View or change your appointment", "es": "Vea o cambie su cita", "vi": "Xem hoặc thay đổi cuộc hẹn"}, 4},
+		{"appointment.reminder", map[string]string{"en": "Reminder: you have an upcoming appointment.", "es": "Recordatorio: tiene una cita próxima.", "vi": "Nhắc nhở: quý vị có một cuộc hẹn sắp tới."},
 			[]map[string]string{date, clock, location, provider}, nil,
-			map[string]string{"en": "View or change your appointment", "es": "Vea o cambie su cita"}, 4},
-		{"appointment.cancelled", map[string]string{"en": "Your appointment was cancelled.", "es": "Su cita fue cancelada."},
+			map[string]string{"en": "View or change your appointment", "es": "Vea o cambie su cita", "vi": "Xem hoặc thay đổi cuộc hẹn"}, 4},
+		{"appointment.cancelled", map[string]string{"en": "Your appointment was cancelled.", "es": "Su cita fue cancelada.", "vi": "Cuộc hẹn của quý vị đã bị hủy."},
 			[]map[string]string{date, clock}, []map[string]string{location, provider},
-			map[string]string{"en": "Book a new appointment", "es": "Programe una nueva cita"}, 2},
-		{"appointment.survey", map[string]string{"en": "How was your visit?", "es": "¿Cómo fue su visita?"},
+			map[string]string{"en": "Book a new appointment", "es": "Programe una nueva cita", "vi": "Đặt cuộc hẹn mới"}, 2},
+		{"appointment.survey", map[string]string{"en": "How was your visit?", "es": "¿Cómo fue su visita?", "vi": "Lần khám của quý vị thế nào?"},
 			nil, []map[string]string{date, clock, location, provider},
-			map[string]string{"en": "Take the survey", "es": "Responda la encuesta"}, 0},
-		{"appointment.noshow", map[string]string{"en": "We missed you", "es": "Le extrañamos"},
+			map[string]string{"en": "Take the survey", "es": "Responda la encuesta", "vi": "Trả lời khảo sát"}, 0},
+		{"appointment.noshow", map[string]string{"en": "We missed you", "es": "Le extrañamos", "vi": "Chúng tôi đã không gặp được quý vị"},
 			nil, []map[string]string{date, clock, location, provider},
-			map[string]string{"en": "Book a new appointment", "es": "Programe una nueva cita"}, 0},
+			map[string]string{"en": "Book a new appointment", "es": "Programe una nueva cita", "vi": "Đặt cuộc hẹn mới"}, 0},
 	}
 	for _, tt := range tests {
-		for _, lang := range []string{"en", "es"} {
+		for _, lang := range []string{"en", "es", "vi"} {
 			t.Run(tt.tmpl+"/"+lang, func(t *testing.T) {
 				e, err := RenderAppointmentEmail(tt.tmpl, fullAppointment, lang)
 				if err != nil {

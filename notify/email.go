@@ -85,6 +85,8 @@ type SMTPConfig struct {
 	// MaxMessagesPerSession ends a session with QUIT after this many
 	// messages, as relays limit them per connection; default 100.
 	MaxMessagesPerSession int
+	// DKIM are the keys that sign mail, by tenant and header From domain.
+	DKIM []DKIMKey
 	// Metrics counts each Send by result, with its duration; nil counts nothing.
 	Metrics *metrics.Metrics
 }
@@ -109,6 +111,7 @@ type EmailChannel struct {
 	cfg        SMTPConfig
 	addr       string // host:port, for errors
 	fromDomain string // for generated Message-IDs
+	dkim       dkimKeys
 	pool       *sessionPool
 }
 
@@ -152,6 +155,7 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 	orDefault(&cfg.PoolSize, DefaultSMTPPoolSize, "pool size", bad)
 	orDefault(&cfg.IdleTimeout, DefaultSMTPIdleTimeout, "idle timeout", bad)
 	orDefault(&cfg.MaxMessagesPerSession, DefaultMessagesPerSession, "messages per session", bad)
+	dkim := newDKIMKeys(cfg.DKIM, bad)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
 	}
@@ -159,6 +163,7 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 		cfg:        cfg,
 		addr:       net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		fromDomain: fromDomain,
+		dkim:       dkim,
 		pool:       newSessionPool(cfg.PoolSize, cfg.MaxMessagesPerSession, cfg.IdleTimeout, min(cfg.Timeout, quitTimeout)),
 	}, nil
 }
@@ -437,6 +442,7 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 	if err := m.From(c.cfg.From); err != nil {
 		return nil, "", fmt.Errorf("%w: from is not an email address", ErrInvalidEmail)
 	}
+	headerFrom := c.cfg.From
 	if e.FromName != "" || e.From != "" {
 		// A workflow's sender identity; the envelope stays the configured
 		// sender (SPF, bounces).
@@ -459,6 +465,12 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 		}
 		if err := m.FromFormat(name, addr); err != nil {
 			return nil, "", fmt.Errorf("%w: the sender's from is not an email address", ErrInvalidEmail)
+		}
+		headerFrom = addr
+	}
+	if a, err := netmail.ParseAddress(headerFrom); err == nil {
+		if s := c.dkim.signer(e.TenantID, a.Address); s != nil {
+			m.SetDKIM(s)
 		}
 	}
 	if e.ReplyTo != "" {

@@ -6,7 +6,7 @@ import (
 )
 
 func TestPortalOnlyEmailCarriesNothingButTheLink(t *testing.T) {
-	for _, lang := range []string{"en", "es", "fr"} {
+	for _, lang := range []string{"en", "es", "vi", "fr"} {
 		e, err := RenderPortalOnlyEmail("https://portal.example.org/portal/notices/tok123", lang)
 		if err != nil {
 			t.Fatal(err)

@@ -34,6 +34,8 @@ type Email struct {
 	// header From address and Reply-To. The envelope sender stays the
 	// channel's configured one.
 	FromName, From, ReplyTo string
+	// TenantID is whose notice this is: it picks the DKIM key.
+	TenantID string
 }
 
 // LogValue keeps the message out of logs: recipient and bodies are PHI.
@@ -43,7 +45,7 @@ func (Email) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 const DefaultLanguage = "en"
 
 // languages with templates in templates/.
-var languages = []string{"en", "es"}
+var languages = []string{"en", "es", "vi"}
 
 // Channels are the channels this version delivers on (EmailChannel).
 var Channels = []string{"email"}
@@ -129,12 +131,39 @@ type view struct {
 	LocationName string
 	// both
 	ProviderName string
+	// LargePrint: the contact asked for large print (alternate_format).
+	LargePrint bool
+}
+
+// Option changes how a message is rendered.
+type Option func(*options)
+
+type options struct{ largePrint bool }
+
+// FormatLargePrint is the alternate format whose HTML body is set in large
+// type (22 px, one and a half line spacing); the plain-text body is as
+// large as the reader's mail program shows it.
+const FormatLargePrint = "large-print"
+
+// Format renders in a contact's alternate format (alternate_format):
+// FormatLargePrint; any other is rendered as standard print (the policy
+// sees the format and may decide otherwise).
+func Format(format string) Option {
+	return func(o *options) { o.largePrint = o.largePrint || format == FormatLargePrint }
+}
+
+func applyOptions(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
 }
 
 // renderEmail renders template name in the language picked for lang. The
 // subject template gets no data, so no notice field can reach it; fill
 // sets the notice's fields on the view the bodies get.
-func renderEmail(name, lang, portalURL string, fill func(v *view, lang string)) (Email, error) {
+func renderEmail(name, lang, portalURL string, o options, fill func(v *view, lang string)) (Email, error) {
 	sets, err := loadTemplates()
 	if err != nil {
 		return Email{}, err
@@ -152,7 +181,7 @@ func renderEmail(name, lang, portalURL string, fill func(v *view, lang string)) 
 	if err := set.text.ExecuteTemplate(&subject, "subject", nil); err != nil {
 		return Email{}, fmt.Errorf("notify: render %s subject: %w", name, err)
 	}
-	v := view{Subject: strings.TrimSpace(subject.String()), PortalURL: portal}
+	v := view{Subject: strings.TrimSpace(subject.String()), PortalURL: portal, LargePrint: o.largePrint}
 	fill(&v, lang)
 	var text, html bytes.Buffer
 	if err := set.text.ExecuteTemplate(&text, "body", v); err != nil {
@@ -170,19 +199,19 @@ func renderEmail(name, lang, portalURL string, fill func(v *view, lang string)) 
 // languages without templates fall back to English. The portal URL must be
 // an absolute http(s) URL without credentials. The result's To is left for
 // the caller to set.
-func RenderEOBEmail(n EOBNotice, lang string) (Email, error) {
-	return renderEOB("eob.notice", n, lang)
+func RenderEOBEmail(n EOBNotice, lang string, opts ...Option) (Email, error) {
+	return renderEOB("eob.notice", n, lang, opts)
 }
 
 // RenderEOBReminderEmail renders the "eob.reminder" template: the EOB
 // notice has not been viewed yet. It shows the same fields as
 // RenderEOBEmail, under the same rules.
-func RenderEOBReminderEmail(n EOBNotice, lang string) (Email, error) {
-	return renderEOB("eob.reminder", n, lang)
+func RenderEOBReminderEmail(n EOBNotice, lang string, opts ...Option) (Email, error) {
+	return renderEOB("eob.reminder", n, lang, opts)
 }
 
-func renderEOB(name string, n EOBNotice, lang string) (Email, error) {
-	return renderEmail(name, lang, n.PortalURL, func(v *view, lang string) {
+func renderEOB(name string, n EOBNotice, lang string, opts []Option) (Email, error) {
+	return renderEmail(name, lang, n.PortalURL, applyOptions(opts), func(v *view, lang string) {
 		v.PayerName = cleanName(n.PayerName)
 		v.ServiceDate = longDate(lang, n.ServiceDate)
 		v.ProviderName = cleanName(n.ProviderName)
@@ -223,16 +252,18 @@ var monthNames = map[string][12]string{
 }
 
 // longDate writes a YYYY-MM-DD date the way the language does
-// ("August 16, 2014", "16 de agosto de 2014"); anything else is shown as
-// given, cleaned.
+// ("August 16, 2014", "16 de agosto de 2014", "ngày 16 tháng 8 năm 2014");
+// anything else is shown as given, cleaned.
 func longDate(lang, iso string) string {
 	d, err := time.Parse(time.DateOnly, strings.TrimSpace(iso))
 	if err != nil {
 		return cleanName(iso)
 	}
-	month := monthNames[lang][d.Month()-1]
-	if lang == "es" {
-		return fmt.Sprintf("%d de %s de %d", d.Day(), month, d.Year())
+	switch lang {
+	case "es":
+		return fmt.Sprintf("%d de %s de %d", d.Day(), monthNames[lang][d.Month()-1], d.Year())
+	case "vi":
+		return fmt.Sprintf("ngày %d tháng %d năm %d", d.Day(), d.Month(), d.Year())
 	}
-	return fmt.Sprintf("%s %d, %d", month, d.Day(), d.Year())
+	return fmt.Sprintf("%s %d, %d", monthNames["en"][d.Month()-1], d.Day(), d.Year())
 }

@@ -28,6 +28,11 @@ func TestRenderEOBEmailLanguages(t *testing.T) {
 			[]string{"Tiene una nueva Explicación de Beneficios de Acme Health Plan.", "Fecha del servicio: 5 de marzo de 2024",
 				"Proveedor: Dr. Ada Lovelace", "Su parte: $45.20", "https://portal.example.org/eob?id=abc&lang=x"},
 			[]string{`<html lang="es">`, "Su parte</td><td><strong>$45.20</strong>", "Véala en su portal"}},
+		{"vi", "Quý vị có một Bản Giải thích Quyền lợi mới",
+			[]string{"Quý vị có một Bản Giải thích Quyền lợi mới từ Acme Health Plan.", "Ngày dịch vụ: ngày 5 tháng 3 năm 2024",
+				"Nhà cung cấp dịch vụ: Dr. Ada Lovelace", "Phần quý vị phải trả: $45.20", "https://portal.example.org/eob?id=abc&lang=x"},
+			[]string{`<html lang="vi">`, "Phần quý vị phải trả</td><td><strong>$45.20</strong>", "Xem trong cổng thông tin hội viên"}},
+		{"vi-VN", "Quý vị có một Bản Giải thích Quyền lợi mới", []string{"Phần quý vị phải trả: $45.20"}, []string{`lang="vi"`}},
 		{"es-MX", "Tiene una nueva Explicación de Beneficios", []string{"Su parte: $45.20"}, []string{`lang="es"`}},
 		{"ES_us", "Tiene una nueva Explicación de Beneficios", []string{"Su parte: $45.20"}, []string{`lang="es"`}},
 		{"", "You have a new Explanation of Benefits", []string{"Your share: $45.20"}, []string{`lang="en"`}},
@@ -62,7 +67,7 @@ func TestRenderEOBEmailLanguages(t *testing.T) {
 
 func TestRenderEOBEmailTextLayout(t *testing.T) {
 	for _, tt := range []struct {
-		render func(EOBNotice, string) (Email, error)
+		render func(EOBNotice, string, ...Option) (Email, error)
 		lead   string
 	}{
 		{RenderEOBEmail, "You have a new Explanation of Benefits"},
@@ -171,5 +176,42 @@ func TestRenderEOBEmailUnparseableDateShownAsGiven(t *testing.T) {
 	}
 	if !strings.Contains(e.Text, "Fecha del servicio: 2024-03\n") {
 		t.Errorf("text body:\n%s", e.Text)
+	}
+}
+
+// A contact's large-print format sets every HTML body in large type, the
+// portal-only one too; the standard format, and formats this version
+// cannot produce, do not.
+func TestLargePrint(t *testing.T) {
+	const large = "font-size: 22px"
+	render := map[string]func(...Option) (Email, error){
+		"eob.notice": func(o ...Option) (Email, error) { return RenderEOBEmail(fullNotice, "vi", o...) },
+		"eob.reminder": func(o ...Option) (Email, error) {
+			return RenderEOBReminderEmail(fullNotice, "es", o...)
+		},
+		"appointment.reminder": func(o ...Option) (Email, error) {
+			return RenderAppointmentEmail("appointment.reminder", fullAppointment, "en", o...)
+		},
+		"portal-only": func(o ...Option) (Email, error) {
+			return RenderPortalOnlyEmail("https://portal.example.org/portal/notices/tok", "vi", o...)
+		},
+	}
+	for name, r := range render {
+		for format, want := range map[string]bool{FormatLargePrint: true, "": false, "braille": false} {
+			e, err := r(Format(format))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(e.HTML, large); got != want {
+				t.Errorf("%s in format %q: large type %v, want %v:\n%s", name, format, got, want, e.HTML)
+			}
+			if strings.Contains(e.Text, large) {
+				t.Errorf("%s: the text body carries HTML style", name)
+			}
+		}
+	}
+	e, _ := RenderPortalOnlyEmail("https://portal.example.org/portal/notices/tok", "vi")
+	if !strings.Contains(e.HTML, `<html lang="vi">`) || e.Subject != "Quý vị có tin nhắn mới" {
+		t.Errorf("portal-only message in vi: %q\n%s", e.Subject, e.HTML)
 	}
 }

@@ -17,6 +17,34 @@ import (
 // audit row), a batch at a time: each statement takes arrays, one element
 // per row, and two transactions carry a whole batch of notices.
 
+// The batch's updates of waiting runs. Each must find its runs by key (id,
+// subject, or what they wait for), never by walking every waiting run:
+// TestRunUpdatesProbeByKey holds them to it on a fresh table.
+const (
+	refreshRunsSQL = `UPDATE runs r SET event_id = x.e, facts_sealed = x.f, updated_at = now()
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) AS x(t, src, s, e, f)
+		WHERE r.tenant_id = x.t AND r.subject = x.s AND r.source = x.src AND r.waiting AND (r.event_id IS NULL OR r.event_id < x.e)`
+	// A notice's subject, and the patient's own runs: one equality each, so
+	// that both indexes of waiting runs are probed by subject (an OR of the
+	// two would be probed by patient alone, and walk all of a patient's runs).
+	wakeDeliveredSQL = `UPDATE runs r SET due_at = CASE WHEN r.pending = '[]'::jsonb THEN $4::timestamptz ELSE r.due_at END,
+			wake_seq = CASE WHEN r.pending = '[]'::jsonb THEN r.wake_seq + 1 ELSE r.wake_seq END, updated_at = now()
+		FROM (SELECT DISTINCT u.t, u.i, v.s FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, i, s),
+			LATERAL (VALUES (u.s), ('patient:' || u.i)) AS v(s)) AS x(t, i, s)
+		WHERE r.tenant_id = x.t AND r.waiting AND r.subject = x.s AND r.patient_index = x.i
+			AND r.state->'waiting_for' @> '["delivered"]'
+		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`
+	clearStartedSQL = `UPDATE runs r SET pending = '[]', attempts = 0, status = x.st, due_at = x.due, wake_seq = r.wake_seq + 1,
+			updated_at = now(), ended_at = CASE WHEN x.st = 'ended' THEN $5::timestamptz ELSE NULL END
+		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[]) AS x(id, seq, st, due)
+		WHERE r.id = x.id AND r.wake_seq = x.seq AND r.waiting
+		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`
+	deferStartedSQL = `UPDATE runs r SET attempts = r.attempts + 1, due_at = $3, wake_seq = r.wake_seq + 1, updated_at = now()
+		FROM unnest($1::bigint[], $2::bigint[]) AS x(id, seq)
+		WHERE r.id = x.id AND r.wake_seq = x.seq AND r.waiting
+		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`
+)
+
 // RefreshSubjects gives the waiting runs of each source's subject its
 // newest event and facts; an older event never overwrites a newer one's
 // facts.
@@ -33,9 +61,7 @@ func (s *Store) RefreshSubjects(ctx context.Context, refreshes []journey.Subject
 		}
 		tenant[i], source[i], subject[i], event[i], facts[i] = r.TenantID, r.Source, r.Subject, r.EventID, sealed
 	}
-	_, err := s.execPlanned(ctx, `UPDATE runs r SET event_id = x.e, facts_sealed = x.f, updated_at = now()
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[]) AS x(t, src, s, e, f)
-		WHERE r.tenant_id = x.t AND r.subject = x.s AND r.source = x.src AND r.status = 'waiting' AND (r.event_id IS NULL OR r.event_id < x.e)`,
+	_, err := s.execPlanned(ctx, refreshRunsSQL,
 		tenant, source, subject, event, facts)
 	if err != nil {
 		return fmt.Errorf("refresh runs: %w", err)
@@ -179,7 +205,7 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 			n := out[ref.start].Notices[ref.notice]
 			if id, ok := deliveryOf[j]; ok {
 				out[ref.start].Deliveries[ref.notice] = delivery.Delivery{ID: id, TenantID: n.TenantID, NoticeID: n.ID,
-					Channel: ns.Channel, Status: delivery.DeliverySending, Attempts: 1, MessageID: ns.MessageID}
+					Channel: ns.Channel, Status: delivery.DeliverySending, MessageID: ns.MessageID}
 				audits = append(audits, AuditRecord{TenantID: n.TenantID, Actor: "worker", Action: "delivery.attempt",
 					SubjectType: "delivery", SubjectID: strconv.FormatInt(id, 10),
 					Detail: map[string]any{"notice_id": n.ID, "channel": ns.Channel, "attempt": 1}})
@@ -247,7 +273,7 @@ func (s *Store) insertRuns(ctx context.Context, starts []delivery.RunStart) (map
 		// that ended with actions to do stays waiting until they are done.
 		switch {
 		case len(st.Pending) > 0:
-			t := st.Start.Now.Add(PendingGrace)
+			t := st.Start.Now.Add(s.pendingGrace)
 			r.DueAt = &t
 		case ps.Status == workflow.StatusEnded:
 			r.Status = workflow.StatusEnded
@@ -395,7 +421,7 @@ func (d *deliveryRows) insert(ctx context.Context, tx *Store) ([]int64, error) {
 		return nil, nil
 	}
 	rows, err := tx.query(ctx, `INSERT INTO deliveries (tenant_id, notice_id, channel, status, attempts, message_id)
-		SELECT t, n, c, 'sending', 1, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
+		SELECT t, n, c, 'sending', 0, m FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[]) AS x(t, n, c, m)
 		RETURNING id, notice_id`, d.tenant, d.notice, d.channel, d.messageID)
 	if err != nil {
 		return nil, fmt.Errorf("insert deliveries: %w", err)
@@ -608,12 +634,7 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 				return fmt.Errorf("record delivered: %w", err)
 			}
 			// Only runs waiting for "delivered" are woken now, as RecordDelivered wakes them.
-			rows, err := tx.queryPlanned(ctx, `UPDATE runs r SET due_at = CASE WHEN r.pending = '[]'::jsonb THEN $4::timestamptz ELSE r.due_at END,
-					wake_seq = CASE WHEN r.pending = '[]'::jsonb THEN r.wake_seq + 1 ELSE r.wake_seq END, updated_at = now()
-				FROM (SELECT DISTINCT * FROM unnest($1::text[], $2::text[], $3::text[])) AS x(t, i, s)
-				WHERE r.tenant_id = x.t AND r.status = 'waiting' AND r.subject IN (x.s, 'patient:' || x.i) AND r.patient_index = x.i
-					AND r.state->'waiting_for' @> '["delivered"]'
-				RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`, eTenant, eIdx, eSubject, now)
+			rows, err := tx.queryPlanned(ctx, wakeDeliveredSQL, eTenant, eIdx, eSubject, now)
 			if err != nil {
 				return fmt.Errorf("wake runs: %w", err)
 			}
@@ -648,11 +669,7 @@ func (s *Store) clearStarted(ctx context.Context, runs []journey.Run, now time.T
 		}
 		byID[r.ID] = r
 	}
-	rows, err := s.queryPlanned(ctx, `UPDATE runs r SET pending = '[]', attempts = 0, status = x.st, due_at = x.due, wake_seq = r.wake_seq + 1,
-			updated_at = now(), ended_at = CASE WHEN x.st = 'ended' THEN $5::timestamptz ELSE NULL END
-		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[]) AS x(id, seq, st, due)
-		WHERE r.id = x.id AND r.wake_seq = x.seq AND r.status = 'waiting'
-		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`, id, seq, status, due, now)
+	rows, err := s.queryPlanned(ctx, clearStartedSQL, id, seq, status, due, now)
 	if err != nil {
 		return nil, nil, fmt.Errorf("clear pending actions: %w", err)
 	}
@@ -682,10 +699,7 @@ func (s *Store) deferStarted(ctx context.Context, runs []journey.Run, now time.T
 	for i, r := range runs {
 		id[i], seq[i] = r.ID, r.WakeSeq
 	}
-	rows, err := s.queryPlanned(ctx, `UPDATE runs r SET attempts = r.attempts + 1, due_at = $3, wake_seq = r.wake_seq + 1, updated_at = now()
-		FROM unnest($1::bigint[], $2::bigint[]) AS x(id, seq)
-		WHERE r.id = x.id AND r.wake_seq = x.seq AND r.status = 'waiting'
-		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`, id, seq, now.Add(journey.RetryDelay(0)))
+	rows, err := s.queryPlanned(ctx, deferStartedSQL, id, seq, now.Add(journey.RetryDelay(0)))
 	if err != nil {
 		return nil, fmt.Errorf("defer pending actions: %w", err)
 	}

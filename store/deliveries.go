@@ -44,18 +44,33 @@ func (s *Store) markUnknown(ctx context.Context, ds []Delivery, actor, reason st
 }
 
 // markEventsUnfinishedUnknown marks unknown the deliveries still "sending"
-// of the notices of events, which an earlier attempt began and never
-// finished.
+// of the notices of events that an earlier attempt handed to the relay
+// (attempts > 0) and never finished. Those it claimed but never handed
+// over (attempts 0) are sent when their run's pending sends are re-driven.
 func (s *Store) markEventsUnfinishedUnknown(ctx context.Context, events []int64) error {
 	if len(events) == 0 {
 		return nil
 	}
 	var ds []Delivery
 	if err := s.q(ctx).Raw(`SELECT d.* FROM deliveries d JOIN notices n ON n.id = d.notice_id
-		WHERE n.event_id IN ? AND d.status = 'sending' ORDER BY d.id FOR UPDATE OF d`, events).Scan(&ds).Error; err != nil {
+		WHERE n.event_id IN ? AND d.status = 'sending' AND d.attempts > 0 ORDER BY d.id FOR UPDATE OF d`, events).Scan(&ds).Error; err != nil {
 		return fmt.Errorf("find unfinished deliveries: %w", err)
 	}
 	return s.markUnknown(ctx, ds, "worker", unfinishedReason)
+}
+
+// HandOver records that the batch's deliveries ids are about to be handed
+// to the relay (attempt 1): from now on a crash leaves their outcome
+// unknown, where before it they are simply sent again.
+func (s *Store) HandOver(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := s.exec(ctx, `UPDATE deliveries SET attempts = 1, updated_at = now() WHERE id = ANY($1::bigint[]) AND attempts = 0`, ids)
+	if err != nil {
+		return fmt.Errorf("hand over deliveries: %w", err)
+	}
+	return nil
 }
 
 // MarkUnfinishedUnknown marks unknown the deliveries left "sending" for
@@ -66,7 +81,7 @@ func (s *Store) MarkUnfinishedUnknown(ctx context.Context, lease time.Duration, 
 	var n int
 	err := s.InTx(ctx, func(tx *Store) error {
 		var ds []Delivery
-		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE status = 'sending' AND updated_at < now() - make_interval(secs => ?)
+		if err := tx.q(ctx).Raw(`SELECT * FROM deliveries WHERE status = 'sending' AND attempts > 0 AND updated_at < now() - make_interval(secs => ?)
 			ORDER BY updated_at LIMIT ? FOR UPDATE SKIP LOCKED`, lease.Seconds(), limit).Scan(&ds).Error; err != nil {
 			return fmt.Errorf("find unfinished deliveries: %w", err)
 		}

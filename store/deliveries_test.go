@@ -144,8 +144,9 @@ func TestResolveUnknownDelivery(t *testing.T) {
 }
 
 // A batch start that finds its run already there is an event tried before
-// by a worker that stopped mid-batch: the deliveries that attempt left
-// "sending" become unknown, and nothing is written twice.
+// by a worker that stopped mid-batch: the deliveries that attempt handed
+// to the relay and left "sending" become unknown; those it never handed
+// over stay to be sent by the run's re-drive; nothing is written twice.
 func TestBatchStartAgainMarksUnfinishedDeliveriesUnknown(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
@@ -164,6 +165,17 @@ func TestBatchStartAgainMarksUnfinishedDeliveriesUnknown(t *testing.T) {
 		t.Fatalf("first start: %+v, %v", first, err)
 	}
 	dl := first[0].Deliveries[0]
+	// Claimed but never handed over: a retry leaves it to be sent again.
+	if _, err := s.BeginStarts(ctx, []delivery.RunStart{start}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := deliveryStatus(t, s, dl.ID); st != delivery.DeliverySending {
+		t.Fatalf("a delivery never handed over is %s after a retry, want still sending (to be re-driven)", st)
+	}
+	if n, _, err := s.BeginDelivery(ctx, first[0].Notices[0], "email", "", false); err != nil || n.Attempts != 1 {
+		t.Fatalf("the re-drive's claim of a delivery never handed over: %+v, %v; want attempt 1", n, err)
+	}
+	// Handed over (attempt 1) and never finished: a retry marks it unknown.
 	again, err := s.BeginStarts(ctx, []delivery.RunStart{start})
 	if err != nil || again[0].Created {
 		t.Fatalf("second start: %+v, %v", again, err)

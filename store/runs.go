@@ -125,9 +125,10 @@ func (s *Store) LoadRun(ctx context.Context, id int64) (journey.Run, error) {
 	return r, nil
 }
 
-// PendingGrace is how long a run's saved actions are left to the task
-// carrying them out before the scheduler takes the run as abandoned (the
-// worker died) and wakes it again to finish them. Longer than a task's timeout.
+// PendingGrace is how long, by default, a run's saved actions are left to
+// the task carrying them out before the scheduler takes the run as
+// abandoned (the worker died) and wakes it again to finish them. Longer
+// than a task's timeout. TIDINGS_PENDING_GRACE changes it.
 const PendingGrace = 3 * time.Minute
 
 // SaveRun stores the state the step machine produced together with the
@@ -153,7 +154,7 @@ func (s *Store) SaveRun(ctx context.Context, r journey.Run, st workflow.State, a
 	var due *time.Time
 	switch {
 	case len(actions) > 0:
-		t := now.Add(PendingGrace) // ended or not: the actions still need doing
+		t := now.Add(s.pendingGrace) // ended or not: the actions still need doing
 		due = &t
 	case st.Status == workflow.StatusEnded:
 	case !st.WaitUntil.IsZero():
@@ -171,7 +172,7 @@ func (s *Store) SaveRun(ctx context.Context, r journey.Run, st workflow.State, a
 		if err := tx.q(ctx).Raw(`UPDATE runs SET state = ?::jsonb, step = ?, status = ?, due_at = ?, outcome = ?,
 				engagement_cursor = ?, facts_changed = false, pending = ?::jsonb, wake_seq = wake_seq + 1, updated_at = now(),
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
-			WHERE id = ? AND wake_seq = ? AND status = 'waiting'
+			WHERE id = ? AND wake_seq = ? AND waiting
 			RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
 			string(stateJSON), st.Step, status, due, st.Outcome, cursor, string(pending), status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("save run: %w", err)
@@ -227,7 +228,7 @@ func (s *Store) ClearPending(ctx context.Context, r journey.Run, now time.Time) 
 		var rows []journey.Wake
 		if err := tx.q(ctx).Raw(`UPDATE runs SET pending = '[]', attempts = 0, status = ?, due_at = ?, wake_seq = wake_seq + 1, updated_at = now(),
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
-			WHERE id = ? AND wake_seq = ? AND status = 'waiting'
+			WHERE id = ? AND wake_seq = ? AND waiting
 			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, status, due, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("clear pending actions: %w", err)
 		}
@@ -249,7 +250,7 @@ func (s *Store) ClearPending(ctx context.Context, r journey.Run, now time.Time) 
 func (s *Store) DeferPending(ctx context.Context, r journey.Run, retry time.Time) (journey.Wake, error) {
 	var rows []journey.Wake
 	if err := s.q(ctx).Raw(`UPDATE runs SET attempts = attempts + 1, due_at = ?, wake_seq = wake_seq + 1, updated_at = now()
-		WHERE id = ? AND wake_seq = ? AND status = 'waiting'
+		WHERE id = ? AND wake_seq = ? AND waiting
 		RETURNING id, tenant_id, wake_seq, due_at, step, priority`, retry, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
 		return journey.Wake{}, fmt.Errorf("defer pending actions: %w", err)
 	}
@@ -271,11 +272,11 @@ func (s *Store) RefreshSubject(ctx context.Context, tenantID, source, subject st
 	// An older event never overwrites a newer one's facts.
 	if changed {
 		err = s.q(ctx).Raw(`UPDATE runs SET event_id = ?, facts_sealed = ?, facts_changed = true, `+wakeNow+`, updated_at = now()
-			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND waiting AND (event_id IS NULL OR event_id < ?)
 			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, eventID, sealed, now, tenantID, source, subject, eventID).Scan(&rows).Error
 	} else {
 		err = s.q(ctx).Exec(`UPDATE runs SET event_id = ?, facts_sealed = ?, updated_at = now()
-			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND (event_id IS NULL OR event_id < ?)`,
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND waiting AND (event_id IS NULL OR event_id < ?)`,
 			eventID, sealed, tenantID, source, subject, eventID).Error
 	}
 	if err != nil {
@@ -308,7 +309,7 @@ func (s *Store) EndSubjectRuns(ctx context.Context, tenantID, source, subject, o
 		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?,
 				state = jsonb_set(jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)), '{wait_until}', 'null'),
 				wake_seq = wake_seq + 1, updated_at = now()
-			WHERE tenant_id = ? AND source = ? AND subject = ? AND status = 'waiting' AND workflow_id NOT IN ?
+			WHERE tenant_id = ? AND source = ? AND subject = ? AND waiting AND workflow_id NOT IN ?
 			RETURNING id, workflow_id, step`, outcome, now, outcome, tenantID, source, subject, keep).Scan(&ended).Error; err != nil {
 			return fmt.Errorf("end runs: %w", err)
 		}
@@ -360,7 +361,7 @@ func (s *Store) EndRun(ctx context.Context, tenantID string, runID, seq int64, o
 		if err := tx.q(ctx).Raw(`UPDATE runs SET status = 'ended', outcome = ?, due_at = NULL, ended_at = ?, pending = '[]',
 				state = jsonb_set(jsonb_set(state, '{status}', '"ended"'), '{outcome}', to_jsonb(?::text)),
 				wake_seq = wake_seq + 1, updated_at = now()
-			WHERE id = ? AND tenant_id = ? AND wake_seq = ? AND status = 'waiting'
+			WHERE id = ? AND tenant_id = ? AND wake_seq = ? AND waiting
 			RETURNING workflow_id, step`, outcome, now, outcome, runID, tenantID, seq).Scan(&ended).Error; err != nil {
 			return fmt.Errorf("end run: %w", err)
 		}
@@ -417,13 +418,13 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 		var err error
 		if subject != "" {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-				WHERE tenant_id = ? AND status = 'waiting' AND subject IN (?, ?) AND patient_index = ?
+				WHERE tenant_id = ? AND waiting AND subject IN (?, ?) AND patient_index = ?
 					AND state->'waiting_for' @> jsonb_build_array(?::text)
 				RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
 				now, tenantID, subject, "patient:"+idx, idx, eventType).Scan(&wakes).Error
 		} else {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-				WHERE tenant_id = ? AND patient_index = ? AND status = 'waiting' AND state->'waiting_for' @> jsonb_build_array(?::text)
+				WHERE tenant_id = ? AND patient_index = ? AND waiting AND state->'waiting_for' @> jsonb_build_array(?::text)
 				RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, eventType).Scan(&wakes).Error
 		}
 		if err != nil {
@@ -457,7 +458,7 @@ func (s *Store) EngagementsSince(ctx context.Context, r journey.Run, since time.
 func (s *Store) PromotableRuns(ctx context.Context, now time.Time, horizon time.Duration, limit int) ([]journey.Wake, error) {
 	var rows []journey.Wake
 	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
-		WHERE status = 'waiting' AND due_at <= ? AND promoted_seq <> wake_seq
+		WHERE waiting AND due_at <= ? AND promoted_seq <> wake_seq
 			AND (pending = '[]'::jsonb OR due_at <= ?) ORDER BY due_at LIMIT ?`,
 		now.Add(horizon), now, limit).Scan(&rows).Error
 	return rows, err
@@ -488,7 +489,7 @@ func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Durat
 		afterDue, afterID = after.DueAt, after.ID
 	}
 	err := s.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
-		WHERE status = 'waiting' AND due_at < ? AND promoted_seq = wake_seq AND (due_at, id) > (?, ?)
+		WHERE waiting AND due_at < ? AND promoted_seq = wake_seq AND (due_at, id) > (?, ?)
 		ORDER BY due_at, id LIMIT ?`,
 		now.Add(-slack), afterDue, afterID, limit).Scan(&rows).Error
 	return rows, err
@@ -612,7 +613,7 @@ func (s *Store) Unsettled(ctx context.Context, tenantID string, now time.Time) (
 	var n int64
 	err := s.q(ctx).Raw(`SELECT
 		(SELECT count(*) FROM events e WHERE e.tenant_id = ? AND e.processed_at IS NULL)
-		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND status = 'waiting' AND (due_at <= ? OR pending <> '[]'::jsonb))`,
+		+ (SELECT count(*) FROM runs WHERE tenant_id = ? AND waiting AND (due_at <= ? OR pending <> '[]'::jsonb))`,
 		tenantID, tenantID, now).Scan(&n).Error
 	return n, err
 }

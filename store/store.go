@@ -34,13 +34,18 @@ type Store struct {
 	db   *gorm.DB
 	keys *seal.Keyring
 	inTx bool
+	// pendingGrace is how long a run's saved actions wait for the task
+	// carrying them out before the scheduler re-drives them (PendingGrace).
+	pendingGrace time.Duration
 
 	eventWrites *groupCommit[newEventRow, intake.StoredEvent]
 }
 
-// Options tune the connection pool.
+// Options tune the connection pool and the store's timing.
 type Options struct {
 	MaxOpenConns int
+	// PendingGrace overrides PendingGrace (0: the default).
+	PendingGrace time.Duration
 }
 
 // Open connects to PostgreSQL. GORM's SQL logging stays off: statements carry
@@ -74,7 +79,10 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	st := &Store{db: db, keys: keys}
+	st := &Store{db: db, keys: keys, pendingGrace: PendingGrace}
+	if opts.PendingGrace > 0 {
+		st.pendingGrace = opts.PendingGrace
+	}
 	// Two commits of events at once at most: while they run, requests
 	// queue, and the next commit takes them all (more would commit one
 	// event each and gain nothing on a few cores).
@@ -111,7 +119,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // InTx runs fn in one transaction; fn's store shares it. An error or panic rolls back.
 func (s *Store) InTx(ctx context.Context, fn func(tx *Store) error) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		return fn(&Store{db: tx, keys: s.keys, inTx: true})
+		return fn(&Store{db: tx, keys: s.keys, inTx: true, pendingGrace: s.pendingGrace})
 	})
 }
 

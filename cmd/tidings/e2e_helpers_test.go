@@ -86,6 +86,7 @@ type testOpts struct {
 	// HangUpAfterData: the catcher keeps these messages and drops the
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
+	DKIMKeys        string // TIDINGS_DKIM_KEYS
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -111,7 +112,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 		stackOptions{Concurrency: 4, RatePerSecond: o.RatePerSecond, RateBurst: o.RateBurst,
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
-			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows}, logs)
+			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,6 +213,21 @@ func (ts *testStack) waitNotices(t testing.TB, n int64) store.Counts {
 }
 
 // waitTenantNotices waits until a tenant has n notices and none is pending.
+// notifyOneMail posts a published resource as a notification and returns
+// the one mail it leads to, once its notice is recorded.
+func (ts *testStack) notifyOneMail(t testing.TB, fixturePath string) mailcatch.Message {
+	t.Helper()
+	if r := ts.notify(t, ts.wrap(t, fixture(t, fixturePath))); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 1)
+	msgs := ts.Mail.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d mails caught, want 1", len(msgs))
+	}
+	return msgs[0]
+}
+
 func (ts *testStack) waitTenantNotices(t testing.TB, tenant string, n int64) store.Counts {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)

@@ -49,7 +49,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	near := fs.Int("due", 2000, "with -mode workflows: of the N runs, how many have a reminder due during the run")
 	apptFile := fs.String("appointment", "fhir/testdata/hl7-fhir-r4-spec/appointment-example.json", "with -mode workflows: the Appointment (or Bundle holding one) to copy")
 	tmpl := fs.String("eob", "examples/replay/ExplanationOfBenefit-EOBProfessional1.json", "EOB resource to copy")
-	cpuProfile := fs.String("cpuprofile", "", "in-process modes: write a CPU profile of the whole run (API and worker) to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write CPU profiles: in-process modes, of the whole run to this file; full-resource, of serve and worker (their whole life, each rep) to this path with .serve and .worker added")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,10 +70,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 			return usageError{"-" + f + " is for the full-resource mode"}
 		}
 	}
-	if *cpuProfile != "" {
-		if !inProcess {
-			return usageError{"-cpuprofile profiles this process: it needs an in-process mode (id-only, workflows)"}
-		}
+	if *cpuProfile != "" && inProcess {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
 			return err
@@ -102,7 +99,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	}
 	o := eobLoad{
 		n: *n, clients: *conc, rate: *rate, patients: *patients, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
-		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers},
+		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers, CPUProfile: *cpuProfile},
 		eob:      raw, prefillRate: 1e6,
 		say: func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) },
 	}

@@ -49,6 +49,7 @@ const (
 type serviceSettings struct {
 	RatePerSecond float64
 	Concurrency   int
+	CPUProfile    string // TIDINGS_CPU_PROFILE
 }
 
 // procStack is Tidings as deployed, on one machine: PostgreSQL, Redis and a
@@ -191,6 +192,9 @@ func (s *procStack) env(settings serviceSettings) []string {
 	}
 	if settings.Concurrency > 0 {
 		env = append(env, "TIDINGS_WORKER_CONCURRENCY="+strconv.Itoa(settings.Concurrency))
+	}
+	if settings.CPUProfile != "" {
+		env = append(env, "TIDINGS_CPU_PROFILE="+settings.CPUProfile)
 	}
 	return env
 }

@@ -11,15 +11,19 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	stopProfile := func() {}
 	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "worker") {
 		lessGC()
+		stopProfile = profileCPU(os.Args[1])
 	}
 	err := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
 	stop()
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -42,6 +46,25 @@ func lessGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(200)
 	}
+}
+
+// profileCPU writes a CPU profile of this process, until the returned
+// function is called, to $TIDINGS_CPU_PROFILE.<command>, when that is set
+// (tidings load -cpuprofile sets it for serve and worker).
+func profileCPU(command string) func() {
+	path := os.Getenv("TIDINGS_CPU_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path + "." + command)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tidings: TIDINGS_CPU_PROFILE:", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
 type usageError struct{ msg string }

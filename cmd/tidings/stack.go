@@ -71,6 +71,7 @@ type stackOptions struct {
 	ScheduleEvery  time.Duration // 0: a second
 	WakeSlack      time.Duration // 0: a minute
 	NoWorkflows    bool          // do not install the built-in workflows
+	DKIMKeys       string        // TIDINGS_DKIM_KEYS
 	LogTo          io.Writer     // nil: a log file in the stack's folder
 }
 
@@ -190,9 +191,9 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
 		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: slog.LevelInfo, LogFormat: "json", Concurrency: o.Concurrency,
-		ClaimLease: 2 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
+		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
-		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS,
+		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS, DKIMKeys: o.DKIMKeys,
 	}
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second
@@ -227,6 +228,9 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		if err = os.WriteFile(s.SecretFile, []byte(s.Secret), 0o600); err != nil {
 			return err
 		}
+	}
+	if infra.SMTP.DKIM, err = dkimKeys(cfg); err != nil {
+		return err
 	}
 	if infra.SMTP.PoolSize == 0 {
 		infra.SMTP.PoolSize = cfg.SMTPSessions()

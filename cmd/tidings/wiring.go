@@ -167,7 +167,7 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 	}
 	// A worker task may hold two connections (an appointment's lock and its
 	// queries): keep the pool well above twice the concurrency.
-	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10)})
+	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10), PendingGrace: cfg.PendingGrace})
 	if err != nil {
 		return nil, err
 	}
@@ -263,11 +263,32 @@ func emailChannel(cfg config.Config, m *metrics.Metrics) (*notify.EmailChannel, 
 	if err != nil {
 		return nil, err
 	}
+	dkim, err := dkimKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
-		PoolSize: cfg.SMTPSessions(), Metrics: m,
+		PoolSize: cfg.SMTPSessions(), DKIM: dkim, Metrics: m,
 	})
+}
+
+// dkimKeys loads the DKIM signing keys TIDINGS_DKIM_KEYS names.
+func dkimKeys(cfg config.Config) ([]notify.DKIMKey, error) {
+	specs, err := cfg.DKIMKeySpecs()
+	if err != nil {
+		return nil, err
+	}
+	var keys []notify.DKIMKey
+	for _, sp := range specs {
+		k, err := notify.LoadDKIMKey(sp.Tenant, sp.Domain, sp.Selector, sp.File)
+		if err != nil {
+			return nil, fmt.Errorf("TIDINGS_DKIM_KEYS: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // sender builds the delivery service that carries out runs' send steps.
