@@ -13,5 +13,5 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/tidings /tidings
 COPY --from=build --chown=nonroot:nonroot /out/audit-checkpoints /audit-checkpoints
 USER nonroot:nonroot
-EXPOSE 8080
+EXPOSE 8080 9091
 ENTRYPOINT ["/tidings"]

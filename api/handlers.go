@@ -16,6 +16,7 @@ import (
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 type handlers struct {
@@ -68,6 +69,23 @@ func (h *handlers) authSubscription(c *gin.Context) {
 	c.Next()
 }
 
+// countRefused counts the notifications refused anywhere on their way (the
+// rate limits, the secret, the body, intake); notify counts the others.
+func (h *handlers) countRefused(c *gin.Context) {
+	c.Next()
+	switch s := c.Writer.Status(); {
+	case s < 400:
+	case s == http.StatusUnauthorized, s == http.StatusForbidden:
+		h.cfg.Metrics.Notification(metrics.Unauthorized)
+	case s == http.StatusTooManyRequests:
+		h.cfg.Metrics.Notification(metrics.Throttled)
+	case s >= 500:
+		h.cfg.Metrics.Notification(metrics.Failed)
+	default:
+		h.cfg.Metrics.Notification(metrics.Rejected)
+	}
+}
+
 func (h *handlers) notify(c *gin.Context) {
 	body, err := readBody(c, h.cfg.MaxBodyBytes, "application/fhir+json", "application/json")
 	if err != nil {
@@ -100,15 +118,17 @@ func (h *handlers) notify(c *gin.Context) {
 		return
 	}
 	status := http.StatusOK
-	msg := "notification recorded"
+	msg, counted := "notification recorded", metrics.Recorded
 	if res.Accepted > 0 || res.Fetches > 0 {
 		status = http.StatusAccepted
-		msg = "event(s) accepted for processing"
+		msg, counted = "event(s) accepted for processing", metrics.Accepted
 	} else if res.Duplicates > 0 {
-		msg = "duplicate event(s); already accepted"
+		msg, counted = "duplicate event(s); already accepted", metrics.Duplicate
 	} else if res.Ignored > 0 {
-		msg = "no event of a resource type Tidings notifies about"
+		msg, counted = "no event of a resource type Tidings notifies about", metrics.Ignored
 	}
+	h.cfg.Metrics.Notification(counted)
+	h.cfg.Metrics.EventsAccepted(metrics.FromNotification, res.Accepted)
 	c.Header("Content-Type", "application/fhir+json")
 	c.Header("X-Tidings-Accepted", strconv.Itoa(res.Accepted))
 	c.Header("X-Tidings-Duplicates", strconv.Itoa(res.Duplicates))
@@ -181,21 +201,4 @@ func (h *handlers) putContact(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "stored"})
-}
-
-func (h *handlers) ready(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	status := http.StatusOK
-	checks := gin.H{}
-	for _, ch := range h.cfg.Checks {
-		if err := ch.Ping(ctx); err != nil {
-			status = http.StatusServiceUnavailable
-			checks[ch.Name] = "unavailable"
-			h.log.Warn("readiness check failed", "check", ch.Name, "err", err)
-		} else {
-			checks[ch.Name] = "ok"
-		}
-	}
-	c.JSON(status, gin.H{"checks": checks})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // Intake receives authenticated notifications; *intake.Service is it.
@@ -49,17 +50,21 @@ type Check struct {
 
 // Config wires the server.
 type Config struct {
-	Intake       Intake
-	Contacts     Contacts
-	Admin        Admin
-	Subscriber   Subscriber
-	Policy       PolicyAdmin
-	Workflows    WorkflowAdmin // nil: workflow and run routes answer 503
-	Journeys     Journeys      // nil: event, segment and enroll routes answer 503
-	Disclosures  Disclosures   // nil: GET /v1/disclosures answers 503
-	Checks       []Check
-	Keys         Keys     // nil: every /v1 route answers 401
-	Webhooks     Webhooks // nil: webhook routes answer 503
+	Intake      Intake
+	Contacts    Contacts
+	Admin       Admin
+	Subscriber  Subscriber
+	Policy      PolicyAdmin
+	Workflows   WorkflowAdmin // nil: workflow and run routes answer 503
+	Journeys    Journeys      // nil: event, segment and enroll routes answer 503
+	Disclosures Disclosures   // nil: GET /v1/disclosures answers 503
+	Checks      []Check
+	Keys        Keys             // nil: every /v1 route answers 401
+	Webhooks    Webhooks         // nil: webhook routes answer 503
+	Metrics     *metrics.Metrics // nil: no /metrics, nothing counted
+	// MetricsToken, when set, is the bearer token GET /metrics asks for;
+	// empty, /metrics answers clients on loopback only (see metricsAccess).
+	MetricsToken string
 	Log          *slog.Logger
 	MaxBodyBytes int64
 	// RatePerSec and RateBurst limit each client address, each
@@ -91,13 +96,8 @@ func New(cfg Config) *gin.Engine {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
-	if cfg.RatePerSec <= 0 {
-		cfg.RatePerSec, cfg.RateBurst = DefaultRatePerSecond, 2*DefaultRatePerSecond
-	}
-	log := cfg.Log
-	if log == nil {
-		log = slog.Default()
-	}
+	var log *slog.Logger
+	cfg.RatePerSec, cfg.RateBurst, log = withDefaults(cfg.RatePerSec, cfg.RateBurst, cfg.Log)
 	r := gin.New()
 	// Rate limits key on the client address: take it from the connection, or
 	// from X-Forwarded-For only when the connection comes from a trusted
@@ -123,10 +123,9 @@ func New(cfg Config) *gin.Engine {
 	h := &handlers{cfg: cfg, log: log, policyJobs: &tenantJobs{}}
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
-	r.GET("/healthz", perClient.middleware(byIP, jsonError), func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
-	r.GET("/readyz", perClient.middleware(byIP, jsonError), h.ready)
+	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 
-	f := r.Group("/fhir/r4", perClient.middleware(byIP, fhirError))
+	f := r.Group("/fhir/r4", h.countRefused, perClient.middleware(byIP, fhirError))
 	// Per subscription, after its secret is checked: ids are per tenant.
 	bySub := perSub.middleware(func(c *gin.Context) string {
 		sub := c.MustGet(ctxSubscription).(intake.Subscription)
@@ -163,6 +162,17 @@ func New(cfg Config) *gin.Engine {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
 	}
 	return r
+}
+
+// withDefaults fills in an unset rate limit and logger.
+func withDefaults(perSec float64, burst int, log *slog.Logger) (float64, int, *slog.Logger) {
+	if perSec <= 0 {
+		perSec, burst = DefaultRatePerSecond, 2*DefaultRatePerSecond
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return perSec, burst, log
 }
 
 // Route is one /v1 route and the role it needs.

@@ -25,10 +25,17 @@ type Config struct {
 	RedisPassword string // TIDINGS_REDIS_PASSWORD (secret)
 	RedisDB       int    // TIDINGS_REDIS_DB
 
-	SealKeys       string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
-	SealPrimary    string // TIDINGS_SEAL_PRIMARY: id of the key that seals; required with more than one key
-	BlindIndexKey  string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
-	ListenAddr     string // TIDINGS_LISTEN_ADDR
+	SealKeys      string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
+	SealPrimary   string // TIDINGS_SEAL_PRIMARY: id of the key that seals; required with more than one key
+	BlindIndexKey string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
+	ListenAddr    string // TIDINGS_LISTEN_ADDR
+	// WorkerAddr is where the worker answers /healthz, /readyz and
+	// /metrics (TIDINGS_WORKER_ADDR).
+	WorkerAddr string
+	// MetricsToken is the bearer token /metrics asks for, on serve and the
+	// worker (TIDINGS_METRICS_TOKEN, secret); empty, /metrics answers
+	// loopback clients only.
+	MetricsToken   string
 	PublicBaseURL  string // TIDINGS_PUBLIC_BASE_URL
 	APIBaseURL     string // TIDINGS_API_BASE_URL: where FHIR servers reach this API (for Subscriptions Tidings creates)
 	RatePerSecond  float64
@@ -132,6 +139,8 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("redis_addr", c.RedisAddr),
 		slog.String("listen_addr", c.ListenAddr),
+		slog.String("worker_addr", c.WorkerAddr),
+		slog.Bool("metrics_token_set", c.MetricsToken != ""),
 		slog.String("public_base_url", c.PublicBaseURL),
 		slog.String("smtp", net.JoinHostPort(c.SMTPHost, strconv.Itoa(c.SMTPPort))),
 		slog.Bool("smtp_require_tls", c.SMTPRequireTLS),
@@ -211,6 +220,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
 		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
 		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
+		WorkerAddr:           get("TIDINGS_WORKER_ADDR", "127.0.0.1:9091"),
+		MetricsToken:         get("TIDINGS_METRICS_TOKEN", ""),
 		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
 		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
 		RatePerSecond:        getf("TIDINGS_RATE_PER_SECOND", 10000),
@@ -301,6 +312,9 @@ func (c Config) Validate(role Role) []string {
 	} else if u.Scheme != "https" && !isLoopback(u.Hostname()) {
 		p = append(p, "TIDINGS_PUBLIC_BASE_URL must use https (http only for localhost)")
 	}
+	if c.MetricsToken != "" && len(c.MetricsToken) < minMetricsToken {
+		p = append(p, fmt.Sprintf("TIDINGS_METRICS_TOKEN must be at least %d characters (`tidings keys new` makes a random one)", minMetricsToken))
+	}
 	if c.PolicyDir != "" && c.PolicyBundle != "" {
 		p = append(p, "set TIDINGS_POLICY_DIR or TIDINGS_POLICY_BUNDLE, not both")
 	}
@@ -339,6 +353,9 @@ func (c Config) Validate(role Role) []string {
 	if role&RoleWorker != 0 {
 		if c.SMTPHost == "" {
 			p = append(p, "TIDINGS_SMTP_HOST is required")
+		}
+		if _, _, err := net.SplitHostPort(c.WorkerAddr); err != nil {
+			p = append(p, "TIDINGS_WORKER_ADDR must be host:port")
 		}
 		if c.PendingGrace < time.Second {
 			p = append(p, "TIDINGS_PENDING_GRACE must be at least 1s (longer than a send takes)")
@@ -400,6 +417,10 @@ func (c Config) WebhookSchedule() ([]time.Duration, error) {
 	}
 	return out, nil
 }
+
+// minMetricsToken is the shortest TIDINGS_METRICS_TOKEN taken: a guessable
+// token is no better than none.
+const minMetricsToken = 16
 
 // DKIMKeySpec names one DKIM signing key: the tenant whose mail it signs
 // ("*": every tenant's, for the service's own domain), the header From

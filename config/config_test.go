@@ -25,6 +25,8 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_WORKER_CONCURRENCY":         "0",
 		"TIDINGS_SMTP_POOL_SIZE":             "-1",
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS": "5",
+		"TIDINGS_WORKER_ADDR":                "9091",
+		"TIDINGS_METRICS_TOKEN":              "short-" + secret[:4],
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -43,6 +45,8 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_AUDIT_SIGNING_KEY is required",
 		"TIDINGS_AUDIT_CHECKPOINT_DIR is required",
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least 6",
+		"TIDINGS_WORKER_ADDR must be host:port",
+		"TIDINGS_METRICS_TOKEN must be at least 16 characters",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
@@ -82,9 +86,27 @@ func TestValidConfigPasses(t *testing.T) {
 	if strings.Contains(c.LogValue().String(), "0123456789abcdef") {
 		t.Error("LogValue prints an API token")
 	}
+	if c.WorkerAddr != "127.0.0.1:9091" || c.MetricsToken != "" {
+		t.Errorf("worker address %q, metrics token %q: want the worker's health and metrics on loopback, no token, by default", c.WorkerAddr, c.MetricsToken)
+	}
 	if c.SMTPPoolSize != 0 || c.SMTPSessions() != c.Concurrency {
 		t.Errorf("SMTP pool %d, sessions %d: want one session per concurrent task (%d) by default",
 			c.SMTPPoolSize, c.SMTPSessions(), c.Concurrency)
+	}
+}
+
+func TestMetricsTokenIsNeverPrinted(t *testing.T) {
+	e := validEnv()
+	e["TIDINGS_METRICS_TOKEN"] = "metrics-token-canary-0123456789"
+	c, parse := FromEnv(env(e))
+	if p := append(parse, c.Validate(RoleServe|RoleWorker)...); len(p) > 0 {
+		t.Fatalf("unexpected problems: %v", p)
+	}
+	if c.MetricsToken != e["TIDINGS_METRICS_TOKEN"] {
+		t.Fatalf("metrics token %q not read", c.MetricsToken)
+	}
+	if v := c.LogValue().String(); strings.Contains(v, "canary") || !strings.Contains(v, "metrics_token_set=true") {
+		t.Errorf("LogValue: %s", v)
 	}
 }
 

@@ -62,6 +62,8 @@ type NoticeStart struct {
 	MessageID            string // the attempt's Message-ID, stored with its delivery
 	Decision             *Decision
 	Disclosure           Disclosure // what the attempt discloses (see plan)
+
+	stepChannel string // the step's channel, attempted or not: for the metrics
 }
 
 // ContactUpsert is a contact to store under a patient reference.
@@ -159,6 +161,8 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 		for n, ns := range todo[k].Notices {
 			if ns.Status == NoticePending {
 				run = append(run, attempt{k, n})
+			} else {
+				s.Metrics.Notice(ns.Status, ns.stepChannel)
 			}
 		}
 		if len(chunk) > 0 && len(chunk)+len(run) > maxParallelSends {
@@ -233,8 +237,15 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 		wakes = append(wakes, w...)
 		for k, f := range finishes {
 			for _, r := range f.Results {
-				if r.Sent {
+				switch {
+				case r.Sent:
 					out[finishOf[k]].Delivered = true
+					s.Metrics.Notice(NoticeSent, r.Delivery.Channel)
+				case r.Temporary: // pending, tried again
+				case r.Unknown:
+					s.Metrics.Notice(DeliveryUnknown, r.Delivery.Channel)
+				default:
+					s.Metrics.Notice(NoticeFailed, r.Delivery.Channel)
 				}
 			}
 		}
@@ -331,6 +342,7 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 			if out.channel == "" {
 				out.channel = "email"
 			}
+			ns.stepChannel = out.channel
 			var email notify.Email
 			ch, ok := s.Channels[out.channel]
 			switch {

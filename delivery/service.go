@@ -13,6 +13,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/seal"
@@ -83,6 +84,8 @@ type Service struct {
 	// address "<patient id>@<domain>", which must be a reserved domain such as patients.invalid.
 	PlaceholderDomain string
 	Log               *slog.Logger
+	// Metrics counts decisions and notices' outcomes; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 var _ journey.Sender = (*Service)(nil)
@@ -126,7 +129,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	}
 	sub, reason, err := s.read(ctx, ev, noticeType)
 	if err == nil && reason != "" {
-		err = s.fail(ctx, n, reason)
+		err = s.fail(ctx, n, out.channel, reason)
 	}
 	var delivered bool
 	if err == nil {
@@ -140,7 +143,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 			// Fail closed, for good: a sealed address that does not open
 			// for its row (altered, or copied from another patient or
 			// tenant) or under any configured key will not open on retry.
-			err = s.fail(ctx, n, "the contact's sealed address does not open for its row")
+			err = s.fail(ctx, n, out.channel, "the contact's sealed address does not open for its row")
 		}
 	}
 	switch {
@@ -149,7 +152,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	case req.LastTry:
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		return false, s.Store.FinishNotice(wctx, n, NoticeFailed, []string{"gave up after the last retry: " + err.Error()})
+		return false, s.finish(wctx, n, out.channel, NoticeFailed, []string{"gave up after the last retry: " + err.Error()})
 	}
 	return false, err
 }
@@ -304,6 +307,14 @@ func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, 
 	if err != nil && ctx.Err() != nil {
 		return plan{}, nil, fmt.Errorf("policy: %w", ctx.Err())
 	}
+	switch {
+	case err != nil:
+		s.Metrics.Decision(metrics.NoDecision, latency)
+	case dec.Allow:
+		s.Metrics.Decision(metrics.Allow, latency)
+	default:
+		s.Metrics.Decision(metrics.Deny, latency)
+	}
 	p := apply(dec, err, d, contact, out)
 	p.Disclosure.NoticeType, p.Disclosure.Purpose = in.NoticeType, in.Purpose
 	if err != nil && !errors.Is(err, policy.ErrNoDecision) {
@@ -323,10 +334,10 @@ func (s *Service) decide(ctx context.Context, tenantID string, contact Contact, 
 func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, contact Contact, base policy.Input, d draft, out outgoing, view PortalView) (bool, error) {
 	ch, ok := s.Channels[out.channel]
 	if !ok {
-		return false, s.fail(ctx, n, "channel "+out.channel+" is not configured in this deployment; not sent")
+		return false, s.fail(ctx, n, out.channel, "channel "+out.channel+" is not configured in this deployment; not sent")
 	}
 	if contact.Email == "" {
-		return false, s.fail(ctx, n, "no email address for the patient")
+		return false, s.fail(ctx, n, out.channel, "no email address for the patient")
 	}
 	pd := d.Clone() // the portal's decision starts from the undecided notice
 	p, rec, err := s.decision(ctx, n.TenantID, contact, base, d, out, ch.Security())
@@ -341,9 +352,9 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	}
 	switch p.Status {
 	case NoticeFailed:
-		return false, s.fail(ctx, n, p.Reasons[0])
+		return false, s.fail(ctx, n, out.channel, p.Reasons[0])
 	case NoticeDenied:
-		return false, s.Store.FinishNotice(ctx, n, NoticeDenied, p.Reasons)
+		return false, s.finish(ctx, n, out.channel, NoticeDenied, p.Reasons)
 	}
 	portal, prec, err := s.portalDecision(ctx, n.TenantID, contact, base, pd, out, p.Email.To, view)
 	if err != nil {
@@ -363,7 +374,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend, disclosed)
 	switch {
 	case errors.Is(err, ErrRunEnded):
-		return false, s.Store.FinishNotice(ctx, n, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
+		return false, s.finish(ctx, n, out.channel, NoticeSkipped, []string{"the run ended (a cancellation, an appointment entered in error) before the notice was delivered"})
 	case errors.Is(err, ErrOutcomeUnknown):
 		// An earlier attempt may have reached the relay: not sent again.
 		// The delivery is unknown and the notice pending until an operator
@@ -373,7 +384,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		return false, fmt.Errorf("notice %d: begin delivery: %w", n.ID, err)
 	case !proceed:
 		// An earlier attempt delivered it.
-		return true, s.Store.FinishNotice(ctx, n, NoticeSent, nil)
+		return true, s.finish(ctx, n, out.channel, NoticeSent, nil)
 	}
 	p.Email.MessageID = dl.MessageID
 	receipt, sendErr := ch.Send(ctx, p.Email)
@@ -388,7 +399,11 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		if s.Log != nil {
 			s.Log.Warn("delivery outcome unknown; not retried", "delivery_id", dl.ID, "notice_id", n.ID)
 		}
-		return false, s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason, disclosed)
+		if err := s.Store.FinishDelivery(wctx, dl, DeliveryUnknown, false, p.Email.MessageID, reason, disclosed); err != nil {
+			return false, err
+		}
+		s.Metrics.Notice(DeliveryUnknown, out.channel)
+		return false, nil
 	}
 	if sendErr != nil {
 		reason := "email delivery failed: " + sendErr.Error()
@@ -398,17 +413,26 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		if errors.Is(sendErr, notify.ErrTemporary) {
 			return false, fmt.Errorf("notice %d: %s", n.ID, reason)
 		}
-		return false, s.fail(wctx, n, reason)
+		return false, s.fail(wctx, n, out.channel, reason)
 	}
 	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
 	}
-	return true, s.Store.FinishNotice(wctx, n, NoticeSent, nil)
+	return true, s.finish(wctx, n, out.channel, NoticeSent, nil)
+}
+
+// finish records the notice's final status, and counts it.
+func (s *Service) finish(ctx context.Context, n Notice, channel, status string, reasons []string) error {
+	if err := s.Store.FinishNotice(ctx, n, status, reasons); err != nil {
+		return err
+	}
+	s.Metrics.Notice(status, channel)
+	return nil
 }
 
 // fail records the notice as failed, which is final. reason holds no PHI.
-func (s *Service) fail(ctx context.Context, n Notice, reason string) error {
-	if err := s.Store.FinishNotice(ctx, n, NoticeFailed, []string{reason}); err != nil {
+func (s *Service) fail(ctx context.Context, n Notice, channel, reason string) error {
+	if err := s.finish(ctx, n, channel, NoticeFailed, []string{reason}); err != nil {
 		return err
 	}
 	return fmt.Errorf("notice %d failed: %w", n.ID, errFinal)

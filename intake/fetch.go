@@ -13,6 +13,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/fhir/client"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // FHIRReader is what fetching needs from a subscription's FHIR server;
@@ -60,8 +61,21 @@ type Fetcher struct {
 	Store   FetchStore
 	Sources Sources
 	Log     *slog.Logger
+	// Metrics counts the events fetches store; nil counts nothing.
+	Metrics *metrics.Metrics
 
 	subs recent[Subscription]
+}
+
+// storeEvents stores fetched events as intake stores notified ones, and
+// counts the new ones.
+func (f *Fetcher) storeEvents(ctx context.Context, sub Subscription, res Result, events []fhir.Event) (Result, error) {
+	before := res.Accepted
+	res, err := f.Service.storeEvents(ctx, sub, res, events)
+	if err == nil {
+		f.Metrics.EventsAccepted(metrics.FromFetch, res.Accepted-before)
+	}
+	return res, err
 }
 
 // ProcessFetch performs one fetch: a read of the focus reference (id-only
@@ -128,7 +142,7 @@ func (f *Fetcher) ProcessFetch(ctx context.Context, tenantID string, fetchID int
 			return fmt.Errorf("fetch %d: %w", fetchID, err)
 		}
 	}
-	res, err := f.Service.storeEvents(ctx, sub, Result{}, events)
+	res, err := f.storeEvents(ctx, sub, Result{}, events)
 	if err != nil {
 		if errors.Is(err, fhir.ErrMalformed) {
 			return f.fail(ctx, ft, "the fetched resource is unusable: "+err.Error())
@@ -385,7 +399,7 @@ func (f *Fetcher) recoverGap(ctx context.Context, g Gap) (bool, error) {
 	if err != nil {
 		return false, f.Store.FinishGap(ctx, g, false, "search", 0, err.Error())
 	}
-	res, err := f.Service.storeEvents(ctx, sub, Result{}, events)
+	res, err := f.storeEvents(ctx, sub, Result{}, events)
 	if err != nil {
 		return false, f.Store.FinishGap(ctx, g, false, "search", 0, err.Error())
 	}
@@ -412,7 +426,7 @@ func (f *Fetcher) recoverEvents(ctx context.Context, sub Subscription, n *fhir.N
 			}
 		}
 	}
-	if res, err = f.Service.storeEvents(ctx, sub, res, full); err != nil {
+	if res, err = f.storeEvents(ctx, sub, res, full); err != nil {
 		return 0, err
 	}
 	return res.Accepted + res.Fetches, nil

@@ -21,6 +21,8 @@ import (
 
 	mail "github.com/wneessen/go-mail"
 	mailsmtp "github.com/wneessen/go-mail/smtp"
+
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // Defaults for the zero values of SMTPConfig.
@@ -85,6 +87,8 @@ type SMTPConfig struct {
 	MaxMessagesPerSession int
 	// DKIM are the keys that sign mail, by tenant and header From domain.
 	DKIM []DKIMKey
+	// Metrics counts each Send by result, with its duration; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // LogValue logs the config without its secrets.
@@ -199,6 +203,30 @@ func (c *EmailChannel) Security() Security {
 // FROM, before any of the message went out; Send then tries once more on a
 // new session. Nothing is tried again once a recipient has been given.
 func (c *EmailChannel) Send(ctx context.Context, e Email) (Receipt, error) {
+	start := time.Now()
+	r, err := c.send(ctx, e)
+	c.cfg.Metrics.SMTPSend(smtpResult(err), time.Since(start))
+	return r, err
+}
+
+// smtpResult is the metrics' name for how a Send ended.
+func smtpResult(err error) metrics.SMTPResult {
+	switch {
+	case err == nil:
+		return metrics.SMTPSent
+	case errors.Is(err, ErrUnknownOutcome):
+		return metrics.SMTPUnknown
+	case errors.Is(err, ErrTemporary):
+		return metrics.SMTPTemporary
+	case errors.Is(err, ErrRejected):
+		return metrics.SMTPRejected
+	case errors.Is(err, ErrNoTLS):
+		return metrics.SMTPNoTLS
+	}
+	return metrics.SMTPError
+}
+
+func (c *EmailChannel) send(ctx context.Context, e Email) (Receipt, error) {
 	msg, id, err := c.buildMsg(e)
 	if err != nil {
 		return Receipt{}, err

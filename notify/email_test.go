@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/metrics"
+	"github.com/tidings-health/tidings/metrics/metricstest"
 )
 
 // Canaries: none of these may ever show up in an error string.
@@ -354,9 +356,10 @@ func TestSendServerRejectsOrDefers(t *testing.T) {
 		kind     error
 		code     int
 		enhanced string
+		result   string // in the metrics
 	}{
-		{"permanent", mailcatch.Reply{Code: 550, Enhanced: [3]int{5, 1, 1}}, ErrRejected, 550, "5.1.1"},
-		{"temporary", mailcatch.Reply{Code: 451, Enhanced: [3]int{4, 7, 1}}, ErrTemporary, 451, "4.7.1"},
+		{"permanent", mailcatch.Reply{Code: 550, Enhanced: [3]int{5, 1, 1}}, ErrRejected, 550, "5.1.1", "rejected"},
+		{"temporary", mailcatch.Reply{Code: 451, Enhanced: [3]int{4, 7, 1}}, ErrTemporary, 451, "4.7.1", "temporary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -370,6 +373,7 @@ func TestSendServerRejectsOrDefers(t *testing.T) {
 			}})
 			cfg := configFor(t, s)
 			cfg.PoolSize = 1
+			cfg.Metrics = metrics.New()
 			c := mustChannel(t, cfg)
 			accepted := eobEmail(t)
 			accepted.To = "someone.else@example.net"
@@ -399,6 +403,11 @@ func TestSendServerRejectsOrDefers(t *testing.T) {
 			msgs := s.Messages()
 			if len(msgs) != 2 || msgs[1].Conn != 1 || s.Connections() != 1 {
 				t.Errorf("%d messages, %d connections: want 2 over the one session, reset and reused", len(msgs), s.Connections())
+			}
+			e := metricstest.Of(t, cfg.Metrics)
+			if sent, refused, timed := e.Get(t, "tidings_smtp_sends_total", "result", "sent"),
+				e.Get(t, "tidings_smtp_sends_total", "result", tt.result), e.Get(t, "tidings_smtp_send_seconds"); sent != 2 || refused != 1 || timed != 3 {
+				t.Errorf("smtp metrics: %v sent, %v %s, %v timed; want 2, 1, 3", sent, refused, tt.result, timed)
 			}
 		})
 	}

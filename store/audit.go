@@ -79,6 +79,28 @@ func (s *Store) TenantsToChain(ctx context.Context) ([]string, error) {
 	return ids, err
 }
 
+// maxCountedLag bounds how many unchained rows AuditChainLag counts per
+// tenant, so that a scrape stays cheap however far the chainer is behind.
+const maxCountedLag = 1_000_000
+
+// AuditChainLag counts the audit rows not yet linked into their tenant's
+// chain (at most maxCountedLag a tenant): for each tenant the rows after
+// its chain's head in chain order, an index range on audit_log_chain_order
+// that is as short as the lag.
+func (s *Store) AuditChainLag(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.q(ctx).Raw(`SELECT coalesce(sum(lag.n), 0) FROM tenants t
+		LEFT JOIN LATERAL (SELECT l.xid, l.id FROM audit_chain c JOIN audit_log l ON l.id = c.audit_id
+			WHERE c.tenant_id = t.id ORDER BY c.seq DESC LIMIT 1) h ON true
+		CROSS JOIN LATERAL (SELECT count(*) AS n FROM (SELECT 1 FROM audit_log l
+			WHERE l.tenant_id = t.id AND (l.xid, l.id) > (coalesce(h.xid, '0'), coalesce(h.id, 0))
+			LIMIT ?) unchained) lag`, maxCountedLag).Scan(&n).Error
+	if err != nil {
+		return 0, fmt.Errorf("audit chain lag: %w", err)
+	}
+	return n, nil
+}
+
 // AuditTenants lists every tenant, for verification.
 func (s *Store) AuditTenants(ctx context.Context) ([]string, error) {
 	var ids []string

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 // ClaimStore is what claiming events needs from storage.
@@ -50,6 +51,8 @@ type Claimer struct {
 	MaxAttempts int
 	// Poll is how often to look without a signal (1 s).
 	Poll time.Duration
+	// Metrics counts the events processed, per batch; nil counts nothing.
+	Metrics *metrics.Metrics
 }
 
 // Run claims and processes events until ctx ends, then finishes the
@@ -109,6 +112,7 @@ func (c *Claimer) Once(ctx context.Context) (int, error) {
 	defer cancel()
 	errs := c.Journeys.ProcessEvents(wctx, events)
 	var done []int64
+	retried, givenUp := 0, 0
 	for i, ev := range events {
 		err := errs[i]
 		switch {
@@ -120,7 +124,9 @@ func (c *Claimer) Once(ctx context.Context) (int, error) {
 				c.Log.Error("could not record an event that ran out of attempts", "event_id", ev.ID, "err", gerr)
 			}
 			done = append(done, ev.ID)
+			givenUp++
 		default:
+			retried++
 			retryAt := time.Now().Add(retryDelay(ev.Attempts))
 			if rerr := c.Store.RetryEvent(wctx, ev.ID, retryAt, err.Error()); rerr != nil && c.Log != nil {
 				c.Log.Warn("could not record a failed attempt; the event is claimed again when its lease passes", "event_id", ev.ID, "err", rerr)
@@ -130,6 +136,9 @@ func (c *Claimer) Once(ctx context.Context) (int, error) {
 			}
 		}
 	}
+	c.Metrics.EventsProcessed(metrics.EventDone, len(done)-givenUp)
+	c.Metrics.EventsProcessed(metrics.EventGivenUp, givenUp)
+	c.Metrics.EventsProcessed(metrics.EventRetry, retried)
 	if err := c.Store.MarkEventsProcessed(wctx, done); err != nil {
 		// Their claims lapse and they are processed again: harmless, runs
 		// are unique per (workflow, subject).

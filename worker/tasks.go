@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/seal"
 )
 
@@ -70,6 +72,39 @@ func NewClient(opt asynq.RedisClientOpt, keys *seal.Keyring) *Client {
 // Close releases the Redis connections.
 func (c *Client) Close() error {
 	return errors.Join(c.asynq.Close(), c.inspector.Close())
+}
+
+// QueueNames are the queues the worker serves, in a fixed order.
+func QueueNames() []string {
+	names := make([]string, 0, len(Queues))
+	for q := range Queues {
+		names = append(names, q)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// QueueStats reads the depth and lateness of the worker's queues that
+// exist yet (a queue appears with its first task), for the metrics: a few
+// Redis commands per queue.
+func (c *Client) QueueStats(context.Context) ([]metrics.QueueStat, error) {
+	existing, err := c.inspector.Queues()
+	if err != nil {
+		return nil, fmt.Errorf("queues: %w", err)
+	}
+	var out []metrics.QueueStat
+	for _, q := range existing {
+		if _, ours := Queues[q]; !ours {
+			continue
+		}
+		info, err := c.inspector.GetQueueInfo(q)
+		if err != nil {
+			return nil, fmt.Errorf("queue %s: %w", q, err)
+		}
+		out = append(out, metrics.QueueStat{Queue: q, Pending: info.Pending, Active: info.Active,
+			Scheduled: info.Scheduled, Retry: info.Retry, Archived: info.Archived, Latency: info.Latency})
+	}
+	return out, nil
 }
 
 // EnqueueFetch schedules a fetch.

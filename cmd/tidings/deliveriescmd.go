@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/delivery"
-	"github.com/tidings-health/tidings/intake"
 )
 
 const deliveriesUsage = `Usage: tidings deliveries <command> [flags]
@@ -121,7 +120,7 @@ func (a *app) resendDelivery(ctx context.Context, email delivery.Channel, placeh
 	if err != nil {
 		return err
 	}
-	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
+	fetcher := a.fetcher()
 	sender, err := a.sender(pol, email, fetcher, placeholderDomain)
 	if err != nil {
 		return err

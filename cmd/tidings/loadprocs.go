@@ -126,6 +126,10 @@ func startProcStack(ctx context.Context, settings serviceSettings, say func(stri
 		return nil, err
 	}
 	s.BaseURL = "http://" + listen
+	workerAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
 	mailHost, mailPort, _ := net.SplitHostPort(s.Mail.Addr())
 	s.vars = map[string]string{
 		"TIDINGS_DATABASE_URL":    s.PG.URL(loadDatabase),
@@ -134,6 +138,7 @@ func startProcStack(ctx context.Context, settings serviceSettings, say func(stri
 		"TIDINGS_BLIND_INDEX_KEY": newKey(),
 		"TIDINGS_PUBLIC_BASE_URL": s.BaseURL,
 		"TIDINGS_LISTEN_ADDR":     listen,
+		"TIDINGS_WORKER_ADDR":     workerAddr,
 		"TIDINGS_SMTP_HOST":       mailHost,
 		"TIDINGS_SMTP_PORT":       mailPort,
 		"TIDINGS_SMTP_FROM":       "Tidings load <notices@tidings.invalid>",

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/metrics/metricstest"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/testenv"
@@ -39,6 +40,10 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	listen := ln.Addr().String()
 	ln.Close()
+	workerAddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	mailHost, mailPort := splitHostPort(t, mc.Addr())
 	env := map[string]string{
 		"TIDINGS_DATABASE_URL":         dbURL,
@@ -48,6 +53,7 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		"TIDINGS_BLIND_INDEX_KEY":      seal.NewRandomKey(),
 		"TIDINGS_PUBLIC_BASE_URL":      "https://portal.example.org",
 		"TIDINGS_LISTEN_ADDR":          listen,
+		"TIDINGS_WORKER_ADDR":          workerAddr,
 		"TIDINGS_SMTP_HOST":            mailHost,
 		"TIDINGS_SMTP_PORT":            strconv.Itoa(mailPort),
 		"TIDINGS_SMTP_FROM":            "Plan <notices@plan.example.org>",
@@ -170,6 +176,16 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 	// Registered in Spanish: the Spanish template, the share, the portal link.
 	if !msgs[0].TLS || !strings.Contains(text, "https://portal.example.org/portal/") || !strings.Contains(text, "$80.00") || !strings.Contains(text, "Explicación de Beneficios") {
 		t.Errorf("message (TLS %v):\n%s", msgs[0].TLS, text)
+	}
+	// The worker's own port, as compose's healthcheck asks it (`tidings
+	// health`), and its metrics counted the mail.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if err := realMain(context.Background(), []string{"health", "http://" + workerAddr + path}, io.Discard, io.Discard); err != nil {
+			t.Errorf("tidings health worker %s: %v", path, err)
+		}
+	}
+	if sent := metricstest.Scrape(t, "http://"+workerAddr+"/metrics", "").Get(t, "tidings_smtp_sends_total", "result", "sent"); sent != 1 {
+		t.Errorf("the worker's metrics count %v mails sent, want 1", sent)
 	}
 	cancel()
 	for i := 0; i < 2; i++ {

@@ -12,7 +12,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{tenant}/{subscription}, the /v1 API,\n/healthz and /readyz. Listens on TIDINGS_LISTEN_ADDR.", stderr)
+	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{tenant}/{subscription}, the /v1 API,\n/healthz, /readyz and /metrics. Listens on TIDINGS_LISTEN_ADDR.", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -23,7 +23,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	defer a.Close()
 	if a.cfg.SMTPHost != "" {
 		// The portal mails its one-time codes through the relay the worker uses.
-		if a.codeMail, err = emailChannel(a.cfg); err != nil {
+		if a.codeMail, err = emailChannel(a.cfg, a.metrics); err != nil {
 			return err
 		}
 		defer a.codeMail.Close()

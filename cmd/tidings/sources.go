@@ -11,6 +11,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -21,12 +22,13 @@ type sourceReaders struct {
 	store        *store.Store
 	allowPrivate bool
 	log          *slog.Logger
+	metrics      *metrics.Metrics
 	mu           sync.Mutex
 	cache        map[string]*client.Client
 }
 
-func newSourceReaders(st *store.Store, log *slog.Logger, allowPrivate bool) *sourceReaders {
-	return &sourceReaders{store: st, log: log, allowPrivate: allowPrivate, cache: map[string]*client.Client{}}
+func newSourceReaders(st *store.Store, log *slog.Logger, allowPrivate bool, m *metrics.Metrics) *sourceReaders {
+	return &sourceReaders{store: st, log: log, allowPrivate: allowPrivate, metrics: m, cache: map[string]*client.Client{}}
 }
 
 // Reader gives the client that reads from a tenant's source.
@@ -63,7 +65,7 @@ func (r *sourceReaders) client(ctx context.Context, tenantID, sourceID string) (
 		return nil, fmt.Errorf("source %s: %w", sourceID, err)
 	}
 	c, err := client.New(client.Options{BaseURL: src.BaseURL, Auth: auth, Logger: r.log.With("source", sourceID),
-		DenyPrivateNetworks: !r.allowPrivate})
+		DenyPrivateNetworks: !r.allowPrivate, Metrics: r.metrics})
 	if err != nil {
 		return nil, fmt.Errorf("source %s: %w", sourceID, err)
 	}

@@ -40,6 +40,7 @@ type stack struct {
 	Dir        string
 	MailDir    string
 	BaseURL    string // the API
+	WorkerURL  string // the worker's /healthz, /readyz and /metrics
 	SecretFile string
 	Secret     string
 	Log        *slog.Logger
@@ -195,7 +196,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		AuditKeys: "dev1:" + newKey(), AuditSigningKey: "devsign:" + newKey(), AuditCheckpointDir: auditDir,
 		AuditChainEvery: time.Second, AuditCheckpointRows: 1000, AuditCheckpointEvery: 10 * time.Second,
 		SealKeys: "dev1:" + newKey(), BlindIndexKey: newKey(),
-		ListenAddr: ln.Addr().String(), PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
+		ListenAddr: ln.Addr().String(), WorkerAddr: "127.0.0.1:0", PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
 		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
 		LogLevel: logLevel(o.DebugLog), LogFormat: "json", Concurrency: o.Concurrency,
@@ -246,6 +247,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	if infra.SMTP.PoolSize == 0 {
 		infra.SMTP.PoolSize = cfg.SMTPSessions()
 	}
+	infra.SMTP.Metrics = s.app.metrics
 	email, err := notify.NewEmailChannel(infra.SMTP)
 	if err != nil {
 		return err
@@ -259,6 +261,12 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	if o.NoPlaceholder {
 		placeholder = ""
 	}
+	healthLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.WorkerURL = "http://" + healthLn.Addr().String()
+	s.stops = append(s.stops, s.app.serveHealth(ctx, healthLn))
 	s.StartWorker = func() error {
 		stopWorker, err := s.app.startWorker(ctx, email, placeholder)
 		if err != nil {

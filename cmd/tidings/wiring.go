@@ -25,6 +25,7 @@ import (
 	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/logging"
+	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/portal"
@@ -65,6 +66,7 @@ type app struct {
 	apiKeys *access.Service // one per process, so a revocation clears its cache
 	// codeMail sends the portal's one-time codes (serve); nil: none can be sent.
 	codeMail *notify.EmailChannel
+	metrics  *metrics.Metrics
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -178,7 +180,7 @@ func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, er
 	// through our JSON logger. Its lines name addresses, never payloads.
 	redis.SetLogger(redisLog{log.With("component", "redis")})
 	ropt := worker.RedisOpt(cfg.RedisAddr, cfg.RedisPassword, cfg.RedisDB)
-	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys)}, nil
+	return &app{cfg: cfg, log: log, keys: keys, store: st, redis: ropt, client: worker.NewClient(ropt, keys), metrics: metrics.New()}, nil
 }
 
 func (a *app) Close() {
@@ -195,20 +197,24 @@ func (a *app) pingRedis(ctx context.Context) error {
 	return c.Ping(ctx).Err()
 }
 
+// checks are what both processes need to be ready: Postgres and Redis.
+func (a *app) checks() []api.Check {
+	return []api.Check{
+		{Name: "postgres", Ping: a.store.Ping},
+		{Name: "redis", Ping: a.pingRedis},
+	}
+}
+
 // handler builds the HTTP API.
 func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	svc := a.intake()
-	checks := []api.Check{
-		{Name: "postgres", Ping: a.store.Ping},
-		{Name: "redis", Ping: a.pingRedis},
-		{Name: "policy", Ping: func(context.Context) error {
-			if pol == nil || pol.Default.Revision() == "" {
-				return errors.New("no policy loaded")
-			}
-			return nil
-		}},
-	}
-	subscriber := &intake.Subscriber{Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), NotifyBaseURL: a.cfg.APIBaseURL}
+	checks := append(a.checks(), api.Check{Name: "policy", Ping: func(context.Context) error {
+		if pol == nil || pol.Default.Revision() == "" {
+			return errors.New("no policy loaded")
+		}
+		return nil
+	}})
+	subscriber := &intake.Subscriber{Store: a.store, Sources: a.sourceReaders(), NotifyBaseURL: a.cfg.APIBaseURL}
 	var polAdmin api.PolicyAdmin
 	if pol != nil {
 		polAdmin = pol
@@ -218,6 +224,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
+		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken,
 	}), nil
 }
 
@@ -248,6 +255,22 @@ func (a *app) portal() *portal.Server {
 		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "portal")})
 }
 
+// healthHandler builds the worker's /healthz, /readyz and /metrics.
+func (a *app) healthHandler() http.Handler {
+	return api.NewHealth(api.HealthConfig{Checks: a.checks(), Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Log: a.log,
+		RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst})
+}
+
+// sourceReaders reads from tenants' FHIR sources.
+func (a *app) sourceReaders() *sourceReaders {
+	return newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources, a.metrics)
+}
+
+// fetcher turns fetches and gaps into events.
+func (a *app) fetcher() *intake.Fetcher {
+	return &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: a.sourceReaders(), Log: a.log, Metrics: a.metrics}
+}
+
 // chainer links committed audit rows into each tenant's chain and writes
 // the signed checkpoints.
 func (a *app) chainer() (*audit.Chainer, error) {
@@ -268,7 +291,7 @@ func (a *app) chainer() (*audit.Chainer, error) {
 }
 
 // emailChannel builds the SMTP channel from configuration.
-func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
+func emailChannel(cfg config.Config, m *metrics.Metrics) (*notify.EmailChannel, error) {
 	roots, err := cfg.SMTPRoots()
 	if err != nil {
 		return nil, err
@@ -280,7 +303,7 @@ func emailChannel(cfg config.Config) (*notify.EmailChannel, error) {
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
-		PoolSize: cfg.SMTPSessions(), DKIM: dkim,
+		PoolSize: cfg.SMTPSessions(), DKIM: dkim, Metrics: m,
 	})
 }
 
@@ -308,7 +331,8 @@ func (a *app) sender(pol *policy.Tenants, email delivery.Channel, refs delivery.
 		return nil, err
 	}
 	return &delivery.Service{Store: a.store, Policy: pol, Channels: map[string]delivery.Channel{"email": email},
-		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log}, nil
+		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log,
+		Metrics: a.metrics}, nil
 }
 
 // apiKeyService checks and manages the /v1 API keys.

@@ -2,19 +2,22 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"sync"
 
+	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
-	"github.com/tidings-health/tidings/intake"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/worker"
 )
 
 func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nthe reconciler that enqueues what the outbox holds, the chainer that links\naudit rows into each tenant's signed chain, and the webhook dispatcher.", stderr)
+	fs := newFlags("worker", "Runs the Asynq worker that turns events into notices and delivers them,\nthe reconciler that enqueues what the outbox holds, the chainer that links\naudit rows into each tenant's signed chain, and the webhook dispatcher.\nAnswers /healthz, /readyz and /metrics on TIDINGS_WORKER_ADDR.", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -24,6 +27,12 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer a.Close()
 	defer email.Close() // after the worker stopped: QUIT to the relay
+	ln, err := net.Listen("tcp", a.cfg.WorkerAddr)
+	if err != nil {
+		return fmt.Errorf("TIDINGS_WORKER_ADDR: %w", err)
+	}
+	stopHealth := a.serveHealth(ctx, ln)
+	defer stopHealth() // last: /healthz answers while the worker drains
 	stop, err := a.startWorker(ctx, email, "")
 	if err != nil {
 		return err
@@ -33,6 +42,21 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
+// serveHealth answers the worker's /healthz, /readyz and /metrics on ln
+// until stop is called.
+func (a *app) serveHealth(ctx context.Context, ln net.Listener) (stop func()) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := api.Serve(sctx, ln, a.healthHandler(), a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("worker health server", "err", err)
+		}
+	}()
+	a.log.Info("worker health and metrics", "addr", ln.Addr().String())
+	return func() { cancel(); <-done }
+}
+
 // openWorker opens the shared parts with the worker's configuration, and
 // its SMTP channel; the caller closes both.
 func openWorker(ctx context.Context, stderr io.Writer) (*app, *notify.EmailChannel, error) {
@@ -40,7 +64,7 @@ func openWorker(ctx context.Context, stderr io.Writer) (*app, *notify.EmailChann
 	if err != nil {
 		return nil, nil, err
 	}
-	email, err := emailChannel(a.cfg)
+	email, err := emailChannel(a.cfg, a.metrics)
 	if err != nil {
 		a.Close()
 		return nil, nil, err
@@ -56,7 +80,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	if err != nil {
 		return nil, err
 	}
-	fetcher := &intake.Fetcher{Service: a.intake(), Store: a.store, Sources: newSourceReaders(a.store, a.log, a.cfg.AllowPrivateSources), Log: a.log}
+	fetcher := a.fetcher()
 	sender, err := a.sender(pol, email, fetcher, placeholderDomain)
 	if err != nil {
 		return nil, err
@@ -79,7 +103,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, loop := range []interface{ Run(context.Context) }{
-		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log, Lease: a.cfg.ClaimLease},
+		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log, Lease: a.cfg.ClaimLease, Metrics: a.metrics},
 		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, Deliveries: a.store, Fetches: a.store},
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
@@ -89,6 +113,10 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		wg.Add(1)
 		go func() { defer wg.Done(); loop.Run(rctx) }()
 	}
+	// Queue depth and chain lag are the worker's business: sampled on its
+	// /metrics, not serve's.
+	a.metrics.SampleQueues(worker.QueueNames(), a.client.QueueStats)
+	a.metrics.SampleAuditLag(a.store.AuditChainLag)
 	a.log.Info("worker started", "concurrency", a.cfg.Concurrency, "policy_revision", pol.Default.Revision(), "smtp_tls_enforced", email.Security().TLSEnforced)
 	return func() {
 		cancel()

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tidings-health/tidings/metrics"
 )
 
 const (
@@ -66,6 +68,9 @@ type Options struct {
 	// point Tidings at internal services.
 	// It applies when HTTP is nil.
 	DenyPrivateNetworks bool
+	// Metrics counts each HTTP request (every retry) by method and result,
+	// with its duration; nil counts nothing.
+	Metrics *metrics.Metrics
 	// Now and Sleep are hooks for tests. Sleep must return early with the
 	// context's error when ctx is done.
 	Now   func() time.Time
@@ -92,6 +97,7 @@ type Client struct {
 	maxPages   int
 	maxEntries int
 	log        *slog.Logger
+	metrics    *metrics.Metrics
 	now        func() time.Time
 	sleep      func(context.Context, time.Duration) error
 }
@@ -120,6 +126,7 @@ func New(o Options) (*Client, error) {
 		maxPages:   o.MaxPages,
 		maxEntries: o.MaxEntries,
 		log:        o.Logger,
+		metrics:    o.Metrics,
 		now:        o.Now,
 		sleep:      o.Sleep,
 	}
@@ -366,7 +373,9 @@ func (c *Client) send(ctx context.Context, method string, u *url.URL, body []byt
 				return response{}, fmt.Errorf("fhir/client: %s %s: authorization: %w", method, path, err)
 			}
 		}
+		start := time.Now()
 		resp, err := c.hc.Do(req)
+		c.metrics.FHIRRequest(method, fhirResult(resp, err), time.Since(start))
 		var delay time.Duration
 		switch {
 		case err != nil:
@@ -407,6 +416,19 @@ func (c *Client) send(ctx context.Context, method string, u *url.URL, body []byt
 		}
 		retries++
 	}
+}
+
+// fhirResult is the metrics' name for how a request ended.
+func fhirResult(resp *http.Response, err error) metrics.FHIRResult {
+	switch {
+	case err != nil:
+		return metrics.FHIRNetwork
+	case resp.StatusCode >= 200 && resp.StatusCode <= 299:
+		return metrics.FHIROK
+	case resp.StatusCode >= 400 && resp.StatusCode <= 499:
+		return metrics.FHIRClientError
+	}
+	return metrics.FHIRServerError
 }
 
 func isInvalidator(a Auth) bool {

@@ -12,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tidings-health/tidings/metrics"
+	"github.com/tidings-health/tidings/metrics/metricstest"
 )
 
 func TestCreateIsNotRetriedExceptOn429(t *testing.T) {
@@ -35,7 +38,8 @@ func TestCreateIsNotRetriedExceptOn429(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c, err := New(Options{BaseURL: srv.URL + "/fhir", Sleep: func(context.Context, time.Duration) error { return nil }})
+	m := metrics.New()
+	c, err := New(Options{BaseURL: srv.URL + "/fhir", Sleep: func(context.Context, time.Duration) error { return nil }, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,6 +64,16 @@ func TestCreateIsNotRetriedExceptOn429(t *testing.T) {
 	}
 	if _, err := c.Create(context.Background(), "Not a type", sub); !errors.Is(err, ErrInvalidReference) {
 		t.Fatalf("bad type: %v", err)
+	}
+	// Each HTTP request counted, the retried 429 too; none for the bad type.
+	e := metricstest.Of(t, m)
+	for result, want := range map[string]float64{"2xx": 1, "4xx": 1, "5xx": 1, "network": 0} {
+		if got := e.Get(t, "tidings_fhir_requests_total", "method", "POST", "result", result); got != want {
+			t.Errorf("POST requests with result %s: %v, want %v", result, got, want)
+		}
+	}
+	if got := e.Get(t, "tidings_fhir_request_seconds", "method", "POST"); got != 3 {
+		t.Errorf("POST requests timed: %v, want 3", got)
 	}
 }
 

@@ -1,0 +1,86 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/tidings-health/tidings/metrics"
+)
+
+func TestMetricsAccess(t *testing.T) {
+	m := metrics.New()
+	for _, c := range []struct {
+		name, token, remote, bearer, forwarded string
+		trusted                                []string
+		want                                   int
+	}{
+		{name: "loopback, no token configured", remote: "127.0.0.1:5555", want: 200},
+		{name: "IPv6 loopback", remote: "[::1]:5555", want: 200},
+		{name: "another host, no token configured", remote: "10.1.2.3:5555", want: 403},
+		{name: "through a trusted proxy on loopback, for another host", remote: "127.0.0.1:5555",
+			forwarded: "203.0.113.9", trusted: []string{"127.0.0.1"}, want: 403},
+		{name: "a forged X-Forwarded-For from an untrusted host", remote: "10.1.2.3:5555", forwarded: "127.0.0.1", want: 403},
+		{name: "token configured, presented", token: "s3cret", remote: "10.1.2.3:5555", bearer: "s3cret", want: 200},
+		{name: "token configured, wrong", token: "s3cret", remote: "10.1.2.3:5555", bearer: "s3cre", want: 401},
+		{name: "token configured, none presented on loopback", token: "s3cret", remote: "127.0.0.1:5555", want: 401},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := New(Config{Metrics: m, MetricsToken: c.token, TrustedProxies: c.trusted})
+			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+			req.RemoteAddr = c.remote
+			if c.bearer != "" {
+				req.Header.Set("Authorization", "Bearer "+c.bearer)
+			}
+			if c.forwarded != "" {
+				req.Header.Set("X-Forwarded-For", c.forwarded)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != c.want {
+				t.Fatalf("GET /metrics: %d %s, want %d", rec.Code, rec.Body, c.want)
+			}
+			if c.want == 200 && !strings.Contains(rec.Body.String(), "tidings_notifications_received_total") {
+				t.Fatalf("the exposition lacks the notification counter:\n%s", rec.Body)
+			}
+		})
+	}
+}
+
+func TestHealthServer(t *testing.T) {
+	down := errors.New("connection refused")
+	var redisErr error
+	h := NewHealth(HealthConfig{Metrics: metrics.New(), Checks: []Check{
+		{Name: "postgres", Ping: func(context.Context) error { return nil }},
+		{Name: "redis", Ping: func(context.Context) error { return redisErr }},
+	}})
+	get := func(path string) (int, string) {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.RemoteAddr = "127.0.0.1:5555"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
+		if code, body := get(path); code != 200 {
+			t.Errorf("GET %s: %d %s", path, code, body)
+		}
+	}
+	redisErr = down
+	code, body := get("/readyz")
+	if code != 503 || !strings.Contains(body, `"redis":"unavailable"`) || !strings.Contains(body, `"postgres":"ok"`) {
+		t.Errorf("GET /readyz with Redis down: %d %s", code, body)
+	}
+	if strings.Contains(body, down.Error()) {
+		t.Errorf("/readyz shows the check's error: %s", body)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Errorf("GET /healthz with Redis down: %d; the process is alive", code)
+	}
+	if code, _ := get("/v1/keys"); code != 404 {
+		t.Errorf("the health server answers /v1/keys: %d", code)
+	}
+}
