@@ -28,13 +28,15 @@ const (
 	// that both indexes of waiting runs are probed by subject (an OR of the
 	// two would be probed by patient alone, and walk all of a patient's runs).
 	wakeDeliveredSQL = `UPDATE runs r SET due_at = CASE WHEN r.pending = '[]'::jsonb THEN $4::timestamptz ELSE r.due_at END,
-			wake_seq = CASE WHEN r.pending = '[]'::jsonb THEN r.wake_seq + 1 ELSE r.wake_seq END, updated_at = now()
+			wake_seq = CASE WHEN r.pending = '[]'::jsonb THEN r.wake_seq + 1 ELSE r.wake_seq END,
+			wake_after_pending = r.wake_after_pending OR r.pending <> '[]'::jsonb, updated_at = now()
 		FROM (SELECT DISTINCT u.t, u.i, v.s FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, i, s),
 			LATERAL (VALUES (u.s), ('patient:' || u.i)) AS v(s)) AS x(t, i, s)
 		WHERE r.tenant_id = x.t AND r.waiting AND r.subject = x.s AND r.patient_index = x.i
 			AND r.state->'waiting_for' @> '["delivered"]'
 		RETURNING r.id, r.tenant_id, r.wake_seq, r.due_at, r.step, r.priority`
-	clearStartedSQL = `UPDATE runs r SET pending = '[]', attempts = 0, status = x.st, due_at = x.due, wake_seq = r.wake_seq + 1,
+	clearStartedSQL = `UPDATE runs r SET pending = '[]', attempts = 0, status = x.st, wake_seq = r.wake_seq + 1,
+			due_at = CASE WHEN r.wake_after_pending AND x.st <> 'ended' THEN $5::timestamptz ELSE x.due END, wake_after_pending = false,
 			updated_at = now(), ended_at = CASE WHEN x.st = 'ended' THEN $5::timestamptz ELSE NULL END
 		FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[]) AS x(id, seq, st, due)
 		WHERE r.id = x.id AND r.wake_seq = x.seq AND r.waiting

@@ -226,10 +226,11 @@ func (s *Store) ClearPending(ctx context.Context, r journey.Run, now time.Time) 
 	var w journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
 		var rows []journey.Wake
-		if err := tx.q(ctx).Raw(`UPDATE runs SET pending = '[]', attempts = 0, status = ?, due_at = ?, wake_seq = wake_seq + 1, updated_at = now(),
+		if err := tx.q(ctx).Raw(`UPDATE runs SET pending = '[]', attempts = 0, status = ?, wake_seq = wake_seq + 1, updated_at = now(),
+				due_at = CASE WHEN wake_after_pending AND ? <> 'ended' THEN ?::timestamptz ELSE ?::timestamptz END, wake_after_pending = false,
 				ended_at = CASE WHEN ? = 'ended' THEN ?::timestamptz ELSE NULL END
 			WHERE id = ? AND wake_seq = ? AND waiting
-			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, status, due, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
+			RETURNING id, tenant_id, wake_seq, due_at, step, priority`, status, status, now, due, status, now, r.ID, r.WakeSeq).Scan(&rows).Error; err != nil {
 			return fmt.Errorf("clear pending actions: %w", err)
 		}
 		if len(rows) == 0 {
@@ -289,7 +290,8 @@ func (s *Store) RefreshSubject(ctx context.Context, tenantID, source, subject st
 // invalidates its queued wake-up; a run whose actions are being carried out
 // is left to that task, which looks again once they are done.
 const wakeNow = `due_at = CASE WHEN pending = '[]'::jsonb THEN ?::timestamptz ELSE due_at END,
-	wake_seq = CASE WHEN pending = '[]'::jsonb THEN wake_seq + 1 ELSE wake_seq END`
+	wake_seq = CASE WHEN pending = '[]'::jsonb THEN wake_seq + 1 ELSE wake_seq END,
+	wake_after_pending = wake_after_pending OR pending <> '[]'::jsonb`
 
 // EndSubjectRuns ends the source's subject's waiting runs with an outcome
 // (an appointment cancelled or entered in error), except runs of the

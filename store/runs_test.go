@@ -1725,3 +1725,70 @@ func TestSubjectRunsArePerSource(t *testing.T) {
 		t.Fatalf("runs of ehr-a: %+v (%v)", one, err)
 	}
 }
+
+// A portal view that arrives while the run's notice is still being sent
+// does not wake it then (its task owns it), but the moment the send is
+// recorded the run is due at once, not at the wait's 7-day timeout: on
+// both the one-notice path (ClearPending) and the batch path
+// (clearStarted). A run nothing happened to waits for its timeout.
+func TestEventDuringASendWakesTheRunWhenTheSendIsDone(t *testing.T) {
+	var d workflow.Definition
+	for _, b := range workflow.Builtins() {
+		if b.ID == "eob-notice" {
+			d = b
+		}
+	}
+	for _, path := range []string{"one notice", "batch"} {
+		t.Run(path, func(t *testing.T) {
+			s := mustStore(t)
+			ctx := context.Background()
+			mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
+			p1 := s.PatientIndex("Patient/p1")
+			start := func(subject string) int64 {
+				id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: subject, PatientIndex: p1}, t0).ID
+				if _, actions := saveStep(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0}); len(actions) == 0 {
+					t.Fatal("the notice step decided no send")
+				}
+				return id
+			}
+			viewed, quiet := start("ExplanationOfBenefit/e1"), start("ExplanationOfBenefit/e2")
+			before := mustLoad(t, s, viewed)
+			if _, _, err := s.RecordEngagement(ctx, "t1", "Patient/p1", "ExplanationOfBenefit/e1", "portal.viewed", nil, t0.Add(time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if r := mustLoad(t, s, viewed); r.WakeSeq != before.WakeSeq {
+				t.Fatalf("the pending run was woken (seq %d → %d)", before.WakeSeq, r.WakeSeq)
+			}
+			done := t0.Add(2 * time.Second)
+			due := map[int64]time.Time{}
+			if path == "one notice" {
+				for _, id := range []int64{viewed, quiet} {
+					w, err := s.ClearPending(ctx, mustLoad(t, s, id), done)
+					if err != nil {
+						t.Fatal(err)
+					}
+					due[id] = w.DueAt
+				}
+			} else {
+				wakes, _, err := s.clearStarted(ctx, []journey.Run{mustLoad(t, s, viewed), mustLoad(t, s, quiet)}, done)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, w := range wakes {
+					due[w.ID] = w.DueAt
+				}
+			}
+			if !due[viewed].Equal(done) {
+				t.Errorf("the viewed run is due %v, want at once (%v)", due[viewed], done)
+			}
+			if !due[quiet].After(done.Add(24 * time.Hour)) {
+				t.Errorf("the quiet run is due %v, want its timeout days later", due[quiet])
+			}
+			// Once cleared, the flag is spent: the next clear goes by the timeout.
+			var flags []bool
+			if err := s.RawScan(ctx, &flags, `SELECT wake_after_pending FROM runs WHERE id IN (?, ?)`, viewed, quiet); err != nil || len(flags) != 2 || flags[0] || flags[1] {
+				t.Errorf("flags after the clear: %v %v", flags, err)
+			}
+		})
+	}
+}
