@@ -80,10 +80,12 @@ func TestMetricsCountAFlowWithoutPHI(t *testing.T) {
 		{"worker", "tidings_notices_total", []string{"status", "sent", "channel", "email"}, 1},
 		{"worker", "tidings_notices_total", []string{"status", "denied", "channel", "email"}, 1},
 		{"worker", "tidings_notices_total", nil, 2},
-		{"worker", "tidings_policy_decisions_total", []string{"result", "allow"}, 1},
+		// The sent notice takes two decisions (its email and its portal
+		// view), the denied one one.
+		{"worker", "tidings_policy_decisions_total", []string{"result", "allow"}, 2},
 		{"worker", "tidings_policy_decisions_total", []string{"result", "deny"}, 1},
 		{"worker", "tidings_policy_decisions_total", []string{"result", "no_decision"}, 0},
-		{"worker", "tidings_policy_decision_seconds", nil, 2},
+		{"worker", "tidings_policy_decision_seconds", nil, 3},
 		{"worker", "tidings_smtp_sends_total", []string{"result", "sent"}, 1},
 		{"worker", "tidings_smtp_sends_total", nil, 1},
 		{"worker", "tidings_smtp_send_seconds", nil, 1},
