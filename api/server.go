@@ -67,6 +67,9 @@ type Config struct {
 	MetricsToken string
 	Log          *slog.Logger
 	MaxBodyBytes int64
+	// MaxInFlight bounds the notification and /v1 requests handled at once
+	// (more get 429); 0: DefaultMaxInFlight.
+	MaxInFlight int
 	// RatePerSec and RateBurst limit each client address, each
 	// subscription and each API key separately.
 	RatePerSec float64
@@ -89,6 +92,10 @@ type Config struct {
 // notifications a second on two cores), so that it stops a flood without
 // throttling a health plan's bulk feed.
 const DefaultRatePerSecond = 10000
+
+// DefaultMaxInFlight is MaxInFlight when none is configured: a few hundred
+// milliseconds of work on two cores, at about a millisecond a notification.
+const DefaultMaxInFlight = 128
 
 // New builds the Gin engine with every route.
 func New(cfg Config) *gin.Engine {
@@ -117,6 +124,10 @@ func New(cfg Config) *gin.Engine {
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
 	})
 
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	busy := newInFlight(cfg.MaxInFlight) // shared: the cores are
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perKey := newLimiters(cfg.RatePerSec, cfg.RateBurst)
@@ -125,7 +136,7 @@ func New(cfg Config) *gin.Engine {
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
 	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 
-	f := r.Group("/fhir/r4", h.countRefused, perClient.middleware(byIP, fhirError))
+	f := r.Group("/fhir/r4", h.countRefused, busy.middleware(fhirError), perClient.middleware(byIP, fhirError))
 	// Per subscription, after its secret is checked: ids are per tenant.
 	bySub := perSub.middleware(func(c *gin.Context) string {
 		sub := c.MustGet(ctxSubscription).(intake.Subscription)
@@ -157,7 +168,7 @@ func New(cfg Config) *gin.Engine {
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
-	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), h.authAPI, byKey)
+	v1 := r.Group("/v1", busy.middleware(jsonError), perClient.middleware(byIP, jsonError), h.authAPI, byKey)
 	for _, rt := range h.routes() {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
 	}

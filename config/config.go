@@ -42,6 +42,7 @@ type Config struct {
 	RateBurst      int
 	TrustedProxies []string // TIDINGS_TRUSTED_PROXIES: addresses or CIDRs, comma-separated
 	MaxBodyBytes   int64
+	MaxInFlight    int // TIDINGS_MAX_IN_FLIGHT: requests serve handles at once; more get 429
 	LogLevel       slog.Level
 	LogFormat      string
 	Concurrency    int
@@ -228,6 +229,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		RateBurst:            geti("TIDINGS_RATE_BURST", 20000),
 		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
 		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
+		MaxInFlight:          geti("TIDINGS_MAX_IN_FLIGHT", 128),
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
@@ -338,6 +340,9 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.PortalTokenTTL < 0 || c.PortalSessionTTL < 0 || c.PortalSessionTTL > 24*time.Hour {
 			p = append(p, "TIDINGS_PORTAL_TOKEN_TTL must be positive and TIDINGS_PORTAL_SESSION_TTL between 1s and 24h")
+		}
+		if c.MaxInFlight <= 0 {
+			p = append(p, "TIDINGS_MAX_IN_FLIGHT must be positive")
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")

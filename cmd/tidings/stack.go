@@ -198,7 +198,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		SealKeys: "dev1:" + newKey(), BlindIndexKey: newKey(),
 		ListenAddr: ln.Addr().String(), WorkerAddr: "127.0.0.1:0", PublicBaseURL: s.BaseURL, APIBaseURL: s.BaseURL,
 		AllowPrivateSources: true, // dev and tests run their FHIR servers on loopback
-		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20,
+		RatePerSecond:       o.RatePerSecond, RateBurst: o.RateBurst, MaxBodyBytes: 1 << 20, MaxInFlight: api.DefaultMaxInFlight,
 		LogLevel: logLevel(o.DebugLog), LogFormat: "json", Concurrency: o.Concurrency,
 		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
