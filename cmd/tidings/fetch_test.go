@@ -292,12 +292,25 @@ func TestFailedFetchReopensTheGap(t *testing.T) {
 		ts.app.store.RawScan(context.Background(), &fetch, `SELECT * FROM fetches`)
 		t.Fatalf("event 2 was not recovered: %v; fetch %+v", err, fetch)
 	}
+	gap := ts.recoveredGap()
 	var status string
 	ts.app.store.RawScan(context.Background(), &status, `SELECT status FROM fetches`)
-	var gap store.Gap
-	ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
 	if status != intake.FetchFailed || gap.FromNumber != 2 || gap.Method != "$events" || gap.RecoveredAt == nil {
 		t.Fatalf("fetch %q, gap %+v", status, gap)
+	}
+}
+
+// recoveredGap is the subscription's gap once recorded as recovered (or
+// as it is after 10 s): a recovered event's mail can arrive before the
+// fetch that recovered it has recorded the gap closed.
+func (ts *testStack) recoveredGap() store.Gap {
+	var gap store.Gap
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		gap = store.Gap{}
+		ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
+		if gap.RecoveredAt != nil || time.Now().After(deadline) {
+			return gap
+		}
 	}
 }
 
@@ -328,16 +341,7 @@ func TestGapRecovery(t *testing.T) {
 			if _, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 3); err != nil {
 				t.Fatalf("the missed event was not recovered: %v; fake saw %v", err, f.requests)
 			}
-			// The recovered event's mail can arrive before the fetch that
-			// recovered it has recorded the gap as closed: wait for that.
-			var gap store.Gap
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				gap = store.Gap{}
-				ts.app.store.RawScan(context.Background(), &gap, `SELECT * FROM subscription_gaps`)
-				if gap.RecoveredAt != nil || time.Now().After(deadline) {
-					break
-				}
-			}
+			gap := ts.recoveredGap()
 			if gap.FromNumber != 2 || gap.ToNumber != 2 || gap.RecoveredAt == nil || gap.Method != mode || gap.RecoveredEvents != 1 {
 				t.Fatalf("gap %+v", gap)
 			}
