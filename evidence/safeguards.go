@@ -59,7 +59,7 @@ var Safeguards = []Safeguard{
 		[]string{"TestAnotherSourcesPatientDoesNotRedirectNotices"},
 		[]string{"policy.json"}},
 	{"164.528", "Accounting of disclosures",
-		"every delivery records a disclosure (date, recipient channel, content class, purpose); GET /v1/disclosures and tidings disclosures answer a patient's request",
-		nil,
+		"every delivery and portal view records a disclosure (date, recipient sealed, channel, content class, detail, purpose) in the transaction of its outcome; GET /v1/disclosures and tidings disclosures answer a patient's request; six years kept at least",
+		[]string{"TestDisclosuresEndToEnd", "TestDeliveryOutcomesRecordDisclosures", "TestUnfinishedDeliveriesAreAccountedFor", "TestDisclosuresAreAppendOnlyForTheService", "TestPortalPickupInChromium"},
 		[]string{"decisions.json"}},
 }
