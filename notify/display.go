@@ -14,6 +14,8 @@ var displayWords = map[string]map[string]string{
 		"provider": "Provider", "share": "Your share", "date": "Date", "time": "Time", "location": "Location"},
 	"es": {"eob": "Explicación de Beneficios", "appointment": "Su cita", "payer": "Plan de salud", "service_date": "Fecha del servicio",
 		"provider": "Proveedor", "share": "Su parte", "date": "Fecha", "time": "Hora", "location": "Lugar"},
+	"vi": {"eob": "Bản Giải thích Quyền lợi", "appointment": "Cuộc hẹn của quý vị", "payer": "Chương trình bảo hiểm sức khỏe", "service_date": "Ngày dịch vụ",
+		"provider": "Nhà cung cấp dịch vụ", "share": "Phần quý vị phải trả", "date": "Ngày", "time": "Giờ", "location": "Địa điểm"},
 }
 
 // Language is the language, of those with templates, that tag picks

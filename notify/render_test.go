@@ -242,8 +242,13 @@ func TestNoticeFields(t *testing.T) {
 
 // A language the portal page has no words in is shown in English, dates too.
 func TestNoticeFieldsFallBackToEnglish(t *testing.T) {
-	title, fields, err := NoticeFields(NoticeTypeEOB, []byte(`{"service_date":"2024-03-05","portal_url":"u"}`), "vi")
+	title, fields, err := NoticeFields(NoticeTypeEOB, []byte(`{"service_date":"2024-03-05","portal_url":"u"}`), "fr")
 	if err != nil || title != "Explanation of Benefits" || len(fields) != 1 || fields[0] != (Field{"Date of service", longDate("en", "2024-03-05")}) {
 		t.Errorf("got %q %v %v", title, fields, err)
+	}
+	// Vietnamese has its words, as its templates do.
+	title, fields, err = NoticeFields(NoticeTypeEOB, []byte(`{"service_date":"2024-03-05","portal_url":"u"}`), "vi")
+	if err != nil || title != "Bản Giải thích Quyền lợi" || len(fields) != 1 || fields[0] != (Field{"Ngày dịch vụ", "ngày 5 tháng 3 năm 2024"}) {
+		t.Errorf("vi: got %q %v %v", title, fields, err)
 	}
 }

@@ -194,10 +194,17 @@ func TestPortalSessionOpensItsNoticeOnly(t *testing.T) {
 // an English page that says so in its lang attribute.
 func TestPortalPageFallsBackToEnglish(t *testing.T) {
 	w := newWorld(t, portal.Config{})
+	fr := view
+	fr.Language = "fr"
+	rec := w.do("GET", w.notice(t, "e1", fr), "")
+	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `<html lang="en">`) || !strings.Contains(body, "Email me a code") {
+		t.Errorf("%d\n%s", rec.Code, body)
+	}
+	// Vietnamese, like the notices.
 	vi := view
 	vi.Language = "vi"
-	rec := w.do("GET", w.notice(t, "e1", vi), "")
-	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `<html lang="en">`) || !strings.Contains(body, "Email me a code") {
+	rec = w.do("GET", w.notice(t, "e2", vi), "")
+	if body := rec.Body.String(); rec.Code != 200 || !strings.Contains(body, `<html lang="vi">`) || !strings.Contains(body, "Gửi mã cho tôi qua email") {
 		t.Errorf("%d\n%s", rec.Code, body)
 	}
 }
