@@ -30,8 +30,9 @@ type Store interface {
 	UpsertContact(ctx context.Context, tenantID, patientRef string, c Contact) error
 	RecordDecision(ctx context.Context, d Decision) error
 	// SealNoticePayload stores the notice as sent and its portal view
-	// (PortalView's JSON), both sealed.
-	SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte) error
+	// (PortalView's JSON), both sealed, and the portal's decision (when
+	// there is one) in the same transaction: no view without its decision.
+	SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte, portalDecision *Decision) error
 	FinishNotice(ctx context.Context, n Notice, status string, reasons []string) error
 	// BeginDelivery claims the (notice, channel) delivery for an attempt:
 	// proceed=false when it was already sent, ErrOutcomeUnknown when an
@@ -360,14 +361,11 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if err != nil {
 		return false, fmt.Errorf("notice %d: portal: %w", n.ID, err)
 	}
-	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload, portal); err != nil {
-		return false, fmt.Errorf("notice %d: %w", n.ID, err)
-	}
 	if prec != nil {
 		prec.NoticeID = n.ID
-		if err := s.Store.RecordDecision(ctx, *prec); err != nil {
-			return false, fmt.Errorf("notice %d: record the portal's decision: %w", n.ID, err)
-		}
+	}
+	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload, portal, prec); err != nil {
+		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
 	disclosed := p.Disclosure
 	disclosed.PatientIndex = run.PatientIndex

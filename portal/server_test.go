@@ -71,7 +71,7 @@ func (w *world) notice(t *testing.T, id string, v delivery.PortalView) string {
 		t.Fatal(err)
 	}
 	raw, _ := json.Marshal(v)
-	if err := w.st.SealNoticePayload(ctx, n.ID, []byte(`{}`), raw); err != nil {
+	if err := w.st.SealNoticePayload(ctx, n.ID, []byte(`{}`), raw, nil); err != nil {
 		t.Fatal(err)
 	}
 	return "/portal/t1/notices/" + n.PortalToken

@@ -41,9 +41,15 @@ func (s *Store) EnsureNotice(ctx context.Context, tenantID string, eventID int64
 }
 
 // SealNoticePayload stores the notice's payload and its portal view
-// (nil: none), sealed.
-func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte) error {
+// (nil: none), sealed, with the portal's decision (nil: none) in the same
+// transaction.
+func (s *Store) SealNoticePayload(ctx context.Context, noticeID int64, payload, portal []byte, portalDecision *delivery.Decision) error {
 	return s.InTx(ctx, func(tx *Store) error {
+		if portalDecision != nil {
+			if err := tx.RecordDecision(ctx, *portalDecision); err != nil {
+				return err
+			}
+		}
 		// The payload is sealed for its row (tenant and portal token), read first.
 		var n Notice
 		if err := tx.q(ctx).Select("tenant_id", "portal_token").Where("id = ?", noticeID).Clauses(clause.Locking{Strength: "UPDATE"}).

@@ -145,7 +145,7 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.SealNoticePayload(ctx, n.ID, []byte(`{"n":`+itoa(n.ID)+`}`), nil); err != nil {
+			if err := s.SealNoticePayload(ctx, n.ID, []byte(`{"n":`+itoa(n.ID)+`}`), nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			ids = append(ids, n.ID)

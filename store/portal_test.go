@@ -25,7 +25,7 @@ func portalNotice(t *testing.T, s *Store, tenant, resourceID string) (delivery.N
 	}
 	view, _ := json.Marshal(delivery.PortalView{NoticeType: "eob", Payload: json.RawMessage(`{"payer_name":"Canary Plan","portal_url":"u"}`),
 		Email: "canary@example.org", BirthDate: "1974-12-25", Patient: "Patient/7", Subject: "ExplanationOfBenefit/" + resourceID})
-	if err := s.SealNoticePayload(ctx, n.ID, []byte(`{}`), view); err != nil {
+	if err := s.SealNoticePayload(ctx, n.ID, []byte(`{}`), view, nil); err != nil {
 		t.Fatal(err)
 	}
 	return n, n.PortalToken

@@ -84,7 +84,7 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := s.SealNoticePayload(ctx, n.ID, []byte(tenant+p), []byte("portal"+tenant+p)); err != nil {
+			if err := s.SealNoticePayload(ctx, n.ID, []byte(tenant+p), []byte("portal"+tenant+p), nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.RecordDisclosure(ctx, delivery.Disclosure{TenantID: tenant, PatientIndex: s.PatientIndex(p), Status: delivery.DeliverySent,
