@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/evidence"
@@ -35,9 +36,10 @@ TIDINGS_DATABASE_URL and TIDINGS_AUDIT_KEYS (as tidings audit verify).`, stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	from, ferr := parseDay(*fromS)
-	to, terr := parseDay(*toS)
-	if *tenant == "" || *out == "" || ferr != nil || terr != nil || !from.Before(to) || fs.NArg() != 0 {
+	// The same times the accounting of disclosures takes.
+	from, ferr := api.ParseDisclosureTime(*fromS)
+	to, terr := api.ParseDisclosureTime(*toS)
+	if *tenant == "" || *out == "" || *fromS == "" || *toS == "" || ferr != nil || terr != nil || !from.Before(to) || fs.NArg() != 0 {
 		fs.Usage()
 		return usageError{"evidence needs --tenant, --out and --from before --to (YYYY-MM-DD or RFC 3339)"}
 	}
@@ -91,12 +93,4 @@ TIDINGS_DATABASE_URL and TIDINGS_AUDIT_KEYS (as tidings audit verify).`, stderr)
 		*out, p.Policy.Revision, p.Policy.Tests.Passed, p.Policy.Tests.Failed, p.Policy.Tests.Coverage, p.Decisions.Total, chain,
 		len(p.Keys.APIKeys), met["tested"], met["failing"], met["not run"], met["no test"])
 	return nil
-}
-
-// parseDay reads YYYY-MM-DD (midnight UTC) or an RFC 3339 time.
-func parseDay(s string) (time.Time, error) {
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	return time.Parse(time.RFC3339, s)
 }
