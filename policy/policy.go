@@ -18,6 +18,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/tidings-health/tidings/fault"
 )
@@ -378,7 +379,12 @@ func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 
 // decide evaluates q, one of r's queries, on input.
 func (r *revision) decide(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, opts ...rego.EvalOption) (Decision, error) {
-	opts = append(opts, rego.EvalParsedInput(input))
+	// OPA otherwise starts a goroutine per evaluation to watch ctx; a
+	// callback registered on ctx does the same without one.
+	c := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, c.Cancel)
+	defer stop()
+	opts = append(opts, rego.EvalParsedInput(input), rego.EvalExternalCancel(c))
 	rs, err := q.Eval(ctx, opts...)
 	if err != nil {
 		return Decision{}, fmt.Errorf("%w: evaluate %s: %w", ErrNoDecision, DecisionQuery, err)

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"github.com/tidings-health/tidings/policy"
 	policyfiles "github.com/tidings-health/tidings/rego"
@@ -409,6 +410,28 @@ func TestDecideHonoursCancellation(t *testing.T) {
 	d, err := mustEmbedded(t).Decide(ctx, eobNotice())
 	if !errors.Is(err, policy.ErrNoDecision) || d.Allow {
 		t.Fatalf("Decide after cancel = %+v, %v; want ErrNoDecision", d, err)
+	}
+}
+
+// TestDecideStopsWhenCancelled cancels a decision while the policy is
+// still working: a nine-million-step loop over the input, which partial
+// evaluation cannot fold away. Without the cancellation reaching OPA the
+// loop would finish and allow.
+func TestDecideStopsWhenCancelled(t *testing.T) {
+	e := mustNew(t, fstest.MapFS{"p.rego": {Data: []byte(`package tidings.notice
+
+n := count({i | some i in numbers.range(1, 3000); some j in numbers.range(1, 3000); i == j + count(input.payload)})
+
+decision := {"allow": n >= 0, "deny": [], "redact": []}
+`)}})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	d, err := e.Decide(ctx, eobNotice())
+	if !errors.Is(err, policy.ErrNoDecision) || d.Allow {
+		t.Fatalf("Decide with a deadline mid-evaluation = %+v, %v; want ErrNoDecision", d, err)
+	}
+	if !strings.Contains(err.Error(), "cancel") {
+		t.Errorf("error = %v; want it to say the evaluation was cancelled", err)
 	}
 }
 
