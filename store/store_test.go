@@ -348,7 +348,7 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := decompressRecord(stored)
+		b, _, err := decompressRecord(stored)
 		if err != nil || len(stored) == 0 || stored[0] != recordZstd {
 			t.Fatalf("stored %q (%v)", stored, err)
 		}
@@ -364,6 +364,25 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := encodeRecord(fhir.Event{Focus: json.RawMessage(`{}`), Related: []json.RawMessage{json.RawMessage(`{"a":`)}}); err == nil {
 		t.Fatal("a related resource that is not JSON was stored")
+	}
+}
+
+// A record whose focus passed fhir's guard says so when it is read back;
+// one written without the mark (and records from before it) does not.
+func TestRecordKeepsItsGuardMark(t *testing.T) {
+	focus := json.RawMessage(`{"resourceType":"ExplanationOfBenefit","id":"x"}`)
+	for _, guarded := range []bool{true, false} {
+		stored, err := encodeRecord(fhir.Event{Focus: focus, Guarded: guarded})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := decompressRecord(stored)
+		if err != nil || got != guarded {
+			t.Errorf("written guarded=%v, read guarded=%v (%v)", guarded, got, err)
+		}
+	}
+	if _, got, err := decompressRecord([]byte(focus)); err != nil || got {
+		t.Errorf("a plain JSON record from before compression reads guarded=%v (%v)", got, err)
 	}
 }
 
