@@ -2,6 +2,7 @@ package notify
 
 import (
 	"bytes"
+	"crypto/x509"
 	"errors"
 	"mime"
 	"mime/multipart"
@@ -191,5 +192,62 @@ func TestExpiredKeyIsNotUsedToSend(t *testing.T) {
 	}
 	if n := len(s.Messages()); n != 0 {
 		t.Fatalf("%d messages sent", n)
+	}
+}
+
+// The channel refuses to start with a signer it could not sign with, and
+// says why for each.
+func TestMessageSignersAreValidated(t *testing.T) {
+	dir := t.TempDir()
+	_, good := mailcrypttest.TenantSMIME(t, dir)
+	weak := mailcrypttest.NewCert(t, dir, nil, mailcrypttest.CertOptions{CN: "weak", Bits: 1024})
+	expired := mailcrypttest.NewCert(t, dir, nil, mailcrypttest.CertOptions{CN: "expired",
+		NotBefore: time.Now().AddDate(-1, 0, 0), NotAfter: time.Now().Add(-time.Hour)})
+	encipherOnly := mailcrypttest.NewCert(t, dir, nil, mailcrypttest.CertOptions{CN: "encipher", KeyUsage: x509.KeyUsageKeyEncipherment})
+	pgpFile, _ := mailcrypttest.OpenPGPSigner(t, dir, "Acme", "notices@acme.example")
+	pgp, err := LoadOpenPGPSigner("acme", pgpFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	locked, err := LoadOpenPGPSigner("acme", pgpFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := locked.OpenPGP.EncryptPrivateKeys([]byte("pass"), nil); err != nil {
+		t.Fatal(err)
+	}
+	s := catcher(t, mailcatch.Options{STARTTLS: true, Dir: t.TempDir()})
+	smime := func(tenant string, c *mailcrypttest.Cert, key *mailcrypttest.Cert) MessageSigner {
+		return MessageSigner{TenantID: tenant, Cert: c.Cert, Key: key.Key}
+	}
+	for _, tc := range []struct {
+		name    string
+		signers []MessageSigner
+		want    string // "" when accepted
+	}{
+		{"an S/MIME and an OpenPGP signer", []MessageSigner{smime("acme", good, good), pgp}, ""},
+		{"no tenant", []MessageSigner{smime("", good, good)}, "names no tenant"},
+		{"RSA 1024", []MessageSigner{smime("acme", weak, weak)}, "RSA of 1024 bits"},
+		{"expired", []MessageSigner{smime("acme", expired, expired)}, "not valid now"},
+		{"no digitalSignature", []MessageSigner{smime("acme", encipherOnly, encipherOnly)}, "digitalSignature"},
+		{"a key not the certificate's", []MessageSigner{smime("acme", good, encipherOnly)}, "does not match"},
+		{"two certificates for a tenant", []MessageSigner{smime("acme", good, good), smime("acme", good, good)}, "two S/MIME"},
+		{"a passphrase-protected OpenPGP key", []MessageSigner{locked}, "passphrase"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := configFor(t, s)
+			cfg.Signers = tc.signers
+			c, err := NewEmailChannel(cfg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+				return
+			}
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

@@ -22,9 +22,9 @@ import (
 
 const keyOwner = "keyowner.q7z@example.net"
 
-// armoredPGP makes an OpenPGP key for keyOwner with cfg and returns it
+// armoredPGPKey makes an OpenPGP key for keyOwner with cfg and returns it
 // armored, public only unless private; revoke revokes it first.
-func armoredPGP(t *testing.T, cfg *packet.Config, private, revoke bool) string {
+func armoredPGPKey(t testing.TB, cfg *packet.Config, private, revoke bool) string {
 	t.Helper()
 	e, err := openpgp.NewEntity("Key Owner", "", keyOwner, cfg)
 	if err != nil {
@@ -97,12 +97,12 @@ func TestParseRecipientKey(t *testing.T) {
 		{"S/MIME two certificates", good + good, "", "exactly one certificate"},
 		{"S/MIME with its private key", good + "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "", "private key"},
 		{"S/MIME bad DER", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "", "does not parse"},
-		{"OpenPGP Ed25519/Curve25519", armoredPGP(t, ed, false, false), KeyOpenPGP, ""},
-		{"OpenPGP RSA 3072", armoredPGP(t, &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 3072}, false, false), KeyOpenPGP, ""},
-		{"OpenPGP RSA 1024", armoredPGP(t, &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 1024}, false, false), "", "1024 bits; at least 2048"},
-		{"OpenPGP expired", armoredPGP(t, &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Time: past, KeyLifetimeSecs: 86400}, false, false), "", "expired"},
-		{"OpenPGP revoked", armoredPGP(t, ed, false, true), "", "revoked"},
-		{"OpenPGP private key", armoredPGP(t, ed, true, false), "", "private key"},
+		{"OpenPGP Ed25519/Curve25519", armoredPGPKey(t, ed, false, false), KeyOpenPGP, ""},
+		{"OpenPGP RSA 3072", armoredPGPKey(t, &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 3072}, false, false), KeyOpenPGP, ""},
+		{"OpenPGP RSA 1024", armoredPGPKey(t, &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 1024}, false, false), "", "1024 bits; at least 2048"},
+		{"OpenPGP expired", armoredPGPKey(t, &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, Time: past, KeyLifetimeSecs: 86400}, false, false), "", "expired"},
+		{"OpenPGP revoked", armoredPGPKey(t, ed, false, true), "", "revoked"},
+		{"OpenPGP private key", armoredPGPKey(t, ed, true, false), "", "private key"},
 		{"OpenPGP garbage", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nAAAA\n-----END PGP PUBLIC KEY BLOCK-----\n", "", "does not parse"},
 		{"a bare private key", "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n", "", "private key"},
 		{"anything else", "ssh-ed25519 AAAAC3Nza " + keyOwner, "", "neither a PEM certificate"},
@@ -139,7 +139,7 @@ func TestRecipientKeyCheckAtSendTime(t *testing.T) {
 	if err := k.Check(time.Now().Add(2 * time.Hour)); !errors.Is(err, ErrUnusableKey) {
 		t.Fatalf("an expired certificate checked %v", err)
 	}
-	pk, err := ParseRecipientKey(armoredPGP(t, &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, KeyLifetimeSecs: 3600}, false, false), time.Now())
+	pk, err := ParseRecipientKey(armoredPGPKey(t, &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA, KeyLifetimeSecs: 3600}, false, false), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

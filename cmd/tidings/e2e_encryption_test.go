@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/notify/mailcrypttest"
 )
 
@@ -61,6 +62,32 @@ func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 			}
 		}
 	}
+
+	t.Run("unusable keys are refused", func(t *testing.T) {
+		token := ts.apiKey(t, "dev", access.Contacts)
+		h, err := ts.app.handler(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired := string(mailcrypttest.PatientSMIME(t, dir, address, time.Now().Add(-time.Hour)).CertPEM())
+		weak := string(mailcrypttest.NewCert(t, dir, nil, mailcrypttest.CertOptions{CN: "weak " + address, Email: address, Bits: 1024}).CertPEM())
+		for _, tc := range []struct{ body, want string }{
+			{contactWithKey(t, address, "smime_certificate", expired), "encryption key: the certificate expired"},
+			{contactWithKey(t, address, "smime_certificate", weak), "at least 2048"},
+			{contactWithKey(t, address, "openpgp_key", expired), "openpgp_key must be an armored OpenPGP public key"},
+			{`{"email":"` + address + `","smime_certificate":"x","openpgp_key":"y"}`, "not both"},
+		} {
+			r := doRequest(h, "PUT", "/v1/contacts/Patient/Patient2", "application/json", token, tc.body)
+			body := r.Body.String()
+			if r.Code != 400 || !strings.Contains(body, tc.want) {
+				t.Errorf("PUT contact: %d %s, want 400 saying %q", r.Code, body, tc.want)
+			}
+			if strings.Contains(body, address) || strings.Contains(body, strings.Split(expired, "\n")[1]) ||
+				strings.Contains(body, strings.Split(weak, "\n")[1]) {
+				t.Errorf("the 400 echoes the address or the key: %s", body)
+			}
+		}
+	})
 
 	t.Run("S/MIME", func(t *testing.T) {
 		patient := mailcrypttest.PatientSMIME(t, dir, address, time.Time{})
