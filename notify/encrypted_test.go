@@ -172,19 +172,31 @@ func pgpMIMEPayload(t *testing.T, raw []byte) string {
 // A key that can no longer encrypt (here: expired since it was read) is
 // not used: the channel refuses to build the message, nothing is sent.
 func TestExpiredKeyIsNotUsedToSend(t *testing.T) {
-	_, patient, key, signer := smimeParties(t, t.TempDir(), time.Now().Add(2*time.Second))
+	dir := t.TempDir()
+	_, tenant := mailcrypttest.TenantSMIME(t, dir)
+	patient := mailcrypttest.PatientSMIME(t, dir, canaryRcpt, time.Now().Add(-time.Minute))
+	// Read while it was still valid.
+	key, err := ParseRecipientKey(string(patient.CertPEM()), patient.Cert.NotAfter.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := LoadSMIMESigner("acme", tenant.CertFile, tenant.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := catcher(t, mailcatch.Options{STARTTLS: true, Dir: t.TempDir()})
 	cfg := configFor(t, s)
 	cfg.Signers = []MessageSigner{signer}
 	c := mustChannel(t, cfg)
-	later := patient.Cert.NotAfter.Add(time.Second)
-	if sec := c.SecurityFor("acme", key, later); sec.MessageEncrypted {
+	if sec := c.SecurityFor("acme", key, patient.Cert.NotAfter.Add(-time.Hour)); !sec.MessageEncrypted {
+		t.Error("the key did not count as message encryption while it was valid")
+	}
+	if sec := c.SecurityFor("acme", key, time.Now()); sec.MessageEncrypted {
 		t.Error("an expired key counts as message encryption")
 	}
-	if sec := c.SecurityFor("other", key, time.Now()); sec.MessageEncrypted {
+	if sec := c.SecurityFor("other", key, patient.Cert.NotAfter.Add(-time.Hour)); sec.MessageEncrypted {
 		t.Error("a tenant without a signer counts as message encryption")
 	}
-	time.Sleep(time.Until(later))
 	e := eobEmail(t)
 	e.TenantID, e.EncryptFor = "acme", key
 	if _, err := c.Send(sendCtx(t), e); !errors.Is(err, ErrInvalidEmail) || !errors.Is(err, ErrUnusableKey) {

@@ -123,7 +123,9 @@ func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 	})
 
 	t.Run("a key expired since it was registered", func(t *testing.T) {
-		patient := mailcrypttest.PatientSMIME(t, dir, address, time.Now().Add(3*time.Second))
+		// Registered while valid (with room for a slow key generation),
+		// expired when the notice goes.
+		patient := mailcrypttest.PatientSMIME(t, dir, address, time.Now().Add(8*time.Second))
 		ts.putContact(t, "Patient2", contactWithKey(t, address, "smime_certificate", string(patient.CertPEM())))
 		time.Sleep(time.Until(patient.Cert.NotAfter.Add(time.Second)))
 		raw, share := notice(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json", 3)
