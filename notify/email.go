@@ -184,8 +184,8 @@ func orDefault[T int | time.Duration](v *T, def T, name string, bad func(string)
 	}
 }
 
-// Security reports what the channel guarantees. No message-level
-// encryption yet.
+// Security reports what the channel guarantees for every message;
+// SecurityFor adds message-level encryption for a recipient's own key.
 func (c *EmailChannel) Security() Security {
 	return Security{TLSEnforced: c.cfg.RequireTLS || c.cfg.ImplicitTLS}
 }
