@@ -104,6 +104,10 @@ type Config struct {
 	// TIDINGS_DKIM_KEYS: tenant:domain:selector:key.pem entries, comma
 	// separated; see DKIMKeys.
 	DKIMKeys string
+	// TIDINGS_SMIME_KEYS (tenant:cert.pem:key.pem) and TIDINGS_OPENPGP_KEYS
+	// (tenant:key.asc), comma separated: the keys that sign each tenant's
+	// notices encrypted for a patient's own key; see MessageSignerSpecs.
+	SMIMEKeys, OpenPGPKeys string
 
 	// The portal (serve): how long a notice's link works, and a verified
 	// session.
@@ -270,6 +274,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	}
 	// Set apart from the literal above, whose alignment it would change.
 	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
+	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -401,6 +406,9 @@ func (c Config) Validate(role Role) []string {
 			p = append(p, "TIDINGS_WEBHOOK_EVERY must be positive")
 		}
 		if _, err := c.DKIMKeySpecs(); err != nil {
+			p = append(p, err.Error())
+		}
+		if _, err := c.MessageSignerSpecs(); err != nil {
 			p = append(p, err.Error())
 		}
 	}

@@ -11,5 +11,9 @@
 // never finished) is recorded DeliveryUnknown and never retried on its own;
 // an operator's resend goes through Send again (journey.Engine.Resend). It
 // also validates and registers the contacts patients give through a
-// tenant's systems (Contacts). Service implements journey.Sender.
+// tenant's systems (Contacts), with the patient's own encryption key: a
+// notice to a patient with a usable key goes encrypted for it (the policy
+// sees channel.security "message-encrypted"), and one whose key can no
+// longer be used goes portal-only (encryption.go). Service implements
+// journey.Sender.
 package delivery

@@ -297,6 +297,7 @@ func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unkn
 // could not be built: there was nothing to decide on). An error means the
 // ask was cut short (shutting down): retry.
 func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
+	out, sec = s.encryption(tenantID, contact, out, sec)
 	return s.decide(ctx, tenantID, contact, policyInput(base, d, out.channel, sec, contact), d, out)
 }
 
@@ -416,7 +417,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
 	}
-	return true, s.finish(wctx, n, out.channel, NoticeSent, nil)
+	return true, s.finish(wctx, n, out.channel, NoticeSent, p.Reasons)
 }
 
 // finish records the notice's final status, and counts it.

@@ -6,5 +6,9 @@
 // configured otherwise, reusing a bounded pool of sessions, and reports what it guarantees (Security) so the
 // policy can decide what may be sent through it. Its errors say whether a
 // retry is safe: ErrTemporary only when the message was not sent in full,
-// ErrUnknownOutcome when it was and the server's reply was lost.
+// ErrUnknownOutcome when it was and the server's reply was lost. It also
+// reads and checks a patient's own S/MIME certificate or OpenPGP key
+// (ParseRecipientKey) and, for an Email that names one, sends the notice
+// signed by the tenant (MessageSigner) and encrypted for it: CMS
+// EnvelopedData with AES-256, or PGP/MIME (SecurityFor says when it can).
 package notify

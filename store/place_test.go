@@ -64,7 +64,7 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		for _, c := range []struct{ tenant, patient, email string }{
 			{"t1", "Patient/p1", "p1@example.org"}, {"t2", "Patient/p1", "attacker@example.org"}, {"t1", "Patient/p2", "p2@example.org"},
 		} {
-			if err := s.UpsertContact(ctx, c.tenant, c.patient, delivery.Contact{Email: c.email, ConfidentialEmail: "c-" + c.email, Source: "api"}); err != nil {
+			if err := s.UpsertContact(ctx, c.tenant, c.patient, delivery.Contact{Email: c.email, ConfidentialEmail: "c-" + c.email, EncryptionKey: "k-" + c.email, Source: "api"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -84,6 +84,10 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx1, idx1)
 		_, err = s.ContactFor(ctx, "t2", "", "Patient/p1")
 		wantCorrupt(t, "contacts.confidential_email_sealed from another tenant", err)
+		// The key sealed for another patient's row does not open for this one.
+		swap(t, s, "contacts", "encryption_key_sealed", "encryption_key_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx2, idx1)
+		_, err = s.ContactFor(ctx, "t1", "", "Patient/p2")
+		wantCorrupt(t, "contacts.encryption_key_sealed from another patient", err)
 	})
 
 	t.Run("subscriptions.hmac_key_sealed", func(t *testing.T) {

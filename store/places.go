@@ -16,6 +16,7 @@ import (
 //	events.resource_sealed            dedupe_key
 //	contacts.email_sealed             patient_index (the API's row and each source's share it)
 //	contacts.confidential_email_sealed patient_index
+//	contacts.encryption_key_sealed    patient_index
 //	notices.payload_sealed            portal_token (unique)
 //	notices.portal_sealed             portal_token (unique)
 //	subscriptions.hmac_key_sealed     id
@@ -32,6 +33,7 @@ var (
 	colEventResource       = sealedColumn{"events", "resource_sealed"}
 	colContactEmail        = sealedColumn{"contacts", "email_sealed"}
 	colContactConfEmail    = sealedColumn{"contacts", "confidential_email_sealed"}
+	colContactKey          = sealedColumn{"contacts", "encryption_key_sealed"}
 	colNoticePayload       = sealedColumn{"notices", "payload_sealed"}
 	colNoticePortal        = sealedColumn{"notices", "portal_sealed"}
 	colSubscriptionHMAC    = sealedColumn{"subscriptions", "hmac_key_sealed"}

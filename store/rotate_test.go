@@ -68,7 +68,7 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			t.Fatal(err)
 		}
 		for _, p := range []string{"Patient/p1", "Patient/p2"} {
-			if err := s.UpsertContact(ctx, tenant, p, delivery.Contact{Email: tenant + p + "@example.org", ConfidentialEmail: "c" + tenant + p, Source: "api"}); err != nil {
+			if err := s.UpsertContact(ctx, tenant, p, delivery.Contact{Email: tenant + p + "@example.org", ConfidentialEmail: "c" + tenant + p, EncryptionKey: "k" + tenant + p, Source: "api"}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.AddSegmentMember(ctx, tenant, "diabetes", p); err != nil {
@@ -226,7 +226,7 @@ func TestRotateReSealsEverythingResumably(t *testing.T) {
 	for _, tenant := range []string{"t1", "t2"} {
 		for _, p := range []string{"Patient/p1", "Patient/p2"} {
 			c, err := s.ContactFor(ctx, tenant, "", p)
-			if err != nil || c.Email != tenant+p+"@example.org" || c.ConfidentialEmail != "c"+tenant+p {
+			if err != nil || c.Email != tenant+p+"@example.org" || c.ConfidentialEmail != "c"+tenant+p || c.EncryptionKey != "k"+tenant+p {
 				t.Errorf("contact %s %s: %+v, %v", tenant, p, c, err)
 			}
 		}

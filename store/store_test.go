@@ -302,7 +302,8 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	in := delivery.Contact{Email: "home@example.org", Source: "api", OptedOutChannels: []string{"sms", "push"},
-		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print"}
+		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print",
+		EncryptionKey: "-----BEGIN CERTIFICATE-----\nKeyCanary\n-----END CERTIFICATE-----\n"}
 	if err := s.UpsertContact(ctx, "t1", "Patient/p9", in); err != nil {
 		t.Fatal(err)
 	}
@@ -311,13 +312,18 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.ConfidentialEmail != in.ConfidentialEmail || strings.Join(got.OptedOutChannels, ",") != "sms,push" ||
-		strings.Join(got.Restrictions, ",") != "eob" || !got.MarketingAuthorized || got.AlternateFormat != "large-print" {
+		strings.Join(got.Restrictions, ",") != "eob" || !got.MarketingAuthorized || got.AlternateFormat != "large-print" || got.EncryptionKey != in.EncryptionKey {
 		t.Fatalf("got %+v", got)
 	}
 	var raw []byte
 	s.db.Raw(`SELECT confidential_email_sealed FROM contacts`).Scan(&raw)
 	if len(raw) == 0 || bytes.Contains(raw, []byte("Canary")) {
 		t.Fatal("the confidential address is not sealed")
+	}
+	var kind string
+	s.db.Raw(`SELECT encryption_key_sealed, encryption_key_kind FROM contacts`).Row().Scan(&raw, &kind)
+	if len(raw) == 0 || bytes.Contains(raw, []byte("KeyCanary")) || kind != "smime" {
+		t.Fatalf("the encryption key is not sealed, or its kind %q is not smime", kind)
 	}
 }
 
