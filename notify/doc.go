@@ -11,4 +11,7 @@
 // (ParseRecipientKey) and, for an Email that names one, sends the notice
 // signed by the tenant (MessageSigner) and encrypted for it: CMS
 // EnvelopedData with AES-256, or PGP/MIME (SecurityFor says when it can).
+// ParseDSN reads the delivery status notifications (RFC 3464) a relay
+// returns for a message it could not deliver: the message's Message-ID
+// and whether the failure is permanent, never the recipients' addresses.
 package notify
