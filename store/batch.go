@@ -523,7 +523,8 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 	tenant, idx, lang, tz, source, fhirSource := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	email, patient := make([][]byte, n), make([][]byte, n)
 	// Rows of these patients and sources under older index versions are
-	// replaced, as an upsert of the current version would update them.
+	// replaced, in the same statement, as an upsert of the current
+	// version would update them.
 	var oTenant, oIdx, oSource []string
 	for k, key := range order {
 		st := starts[latest[key]]
@@ -539,14 +540,10 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 			oTenant, oIdx, oSource = append(oTenant, tenant[k]), append(oIdx, o), append(oSource, c.FHIRSource)
 		}
 	}
-	if len(oIdx) > 0 {
-		if _, err := s.exec(ctx, `DELETE FROM contacts c USING unnest($1::text[], $2::text[], $3::text[]) AS x(t, i, fs)
-			WHERE c.tenant_id = x.t AND c.patient_index = x.i AND c.fhir_source = x.fs`, oTenant, oIdx, oSource); err != nil {
-			return nil, fmt.Errorf("upsert contacts: %w", translate(err))
-		}
-	}
 	// Only what a bundle tells is written: a FHIR contact has no requests.
-	rows, err := s.query(ctx, `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
+	rows, err := s.query(ctx, `WITH replaced AS (DELETE FROM contacts c USING unnest($9::text[], $10::text[], $11::text[]) AS o(t, i, fs)
+			WHERE c.tenant_id = o.t AND c.patient_index = o.i AND c.fhir_source = o.fs)
+		INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
 			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source, patient_sealed)
 		SELECT t, i, e, l, z, src, now(), '', NULL, '', false, '', fs, p
 		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[]) AS x(t, i, e, l, z, src, fs, p)
@@ -556,7 +553,7 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format
-		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source, fhirSource, patient)
+		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source, fhirSource, patient, oTenant, oIdx, oSource)
 	if err != nil {
 		return nil, fmt.Errorf("upsert contacts: %w", translate(err))
 	}

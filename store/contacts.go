@@ -28,7 +28,10 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.ConfidentialEmail != "" {
 		confidential = s.seal([]byte(c.ConfidentialEmail), colContactConfEmail, tenantID, idx)
 	}
-	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
+	// The row under an older index version is this one's predecessor:
+	// replaced in the same statement.
+	q := `WITH replaced AS (DELETE FROM contacts WHERE tenant_id = ? AND patient_index IN ? AND fhir_source = ?)
+		INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
 			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source, patient_sealed)
 		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
@@ -38,14 +41,7 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format`
 	return s.InTx(ctx, func(tx *Store) error {
-		// The row under an older index version is this one's predecessor.
-		if older := s.olderPatientIndexes(tenantID, patientRef); len(older) > 0 {
-			if err := tx.q(ctx).Exec(`DELETE FROM contacts WHERE tenant_id = ? AND patient_index IN ? AND fhir_source = ?`,
-				tenantID, older, c.FHIRSource).Error; err != nil {
-				return fmt.Errorf("upsert contact: %w", translate(err))
-			}
-		}
-		res := tx.q(ctx).Exec(q, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
+		res := tx.q(ctx).Exec(q, tenantID, s.olderPatientIndexes(tenantID, patientRef), c.FHIRSource, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
 			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource, patient)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
