@@ -321,3 +321,52 @@ func TestReindexLeavesSwappedValues(t *testing.T) {
 		}
 	}
 }
+
+// Reindex run as the service's role cannot rewrite disclosures: it fails
+// there, after committing the tables before, with an error that names no
+// patient nor index; run again as the owner, it completes.
+func TestReindexErrorsNamePatientsNowhere(t *testing.T) {
+	ctx := context.Background()
+	url := testenv.NewDB(t)
+	old := storeIndexed(t, url, 1)
+	mustTenant(t, old, "t1", "sub-t1")
+	mustWorkflow(t, old, "t1", waitView, journey.WorkflowActive)
+	p := seedPatient(t, old, "t1", "Patient/canary-4711")
+
+	ix, err := seal.NewIndexKeys(map[int][]byte{1: rawIndex1, 2: rawIndex2}, 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := seal.NewKeyring(map[string][]byte{"k1": rawK1}, "", rawIndex1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := Open(ctx, testenv.AppRoleURL(t, url), kr.WithIndexKeys(ix), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	progress, err := app.Reindex(ctx, "t1", ReindexOptions{})
+	if err == nil || !strings.Contains(err.Error(), "reindex disclosures") {
+		t.Fatalf("reindex as the service: %v, want disclosures refused", err)
+	}
+	t.Logf("refused: %v", err)
+	for _, secret := range append(old.patientProbes("t1", p.ref), "canary", "@example.org") {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the error names %q: %v", secret, err)
+		}
+	}
+	if len(progress) != 4 || progress[0].Table != "contacts" || progress[0].Rekeyed != 2 {
+		t.Errorf("progress before the failure: %+v", progress)
+	}
+	owner := storeIndexed(t, url, 1, 2)
+	if _, err := owner.Reindex(ctx, "t1", ReindexOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for table, byVersion := range indexVersions(t, owner, "t1") {
+		if len(byVersion) != 1 || byVersion[2] == 0 {
+			t.Errorf("%s after the owner's reindex: %v", table, byVersion)
+		}
+	}
+	findAll(t, storeIndexed(t, url, 2), p, "after the owner's reindex")
+}
