@@ -28,6 +28,16 @@ var (
 // key versions, primary the newest.
 func storeIndexed(t *testing.T, url string, versions ...int) *Store {
 	t.Helper()
+	s, err := Open(context.Background(), url, keyringIndexed(t, versions...), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func keyringIndexed(t *testing.T, versions ...int) *seal.Keyring {
+	t.Helper()
 	keys := map[int][]byte{}
 	for _, v := range versions {
 		keys[v] = map[int][]byte{1: rawIndex1, 2: rawIndex2}[v]
@@ -40,12 +50,22 @@ func storeIndexed(t *testing.T, url string, versions ...int) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(context.Background(), url, kr.WithIndexKeys(ix), Options{})
-	if err != nil {
-		t.Fatal(err)
+	return kr.WithIndexKeys(ix)
+}
+
+// seededStore is a database whose tenant t1 holds the rows of these
+// patients, indexed with version 1.
+func seededStore(t *testing.T, refs ...string) (*Store, string, []indexedPatient) {
+	t.Helper()
+	url := testenv.NewDB(t)
+	s := storeIndexed(t, url, 1)
+	mustTenant(t, s, "t1", "sub-t1")
+	mustWorkflow(t, s, "t1", waitView, journey.WorkflowActive)
+	var out []indexedPatient
+	for _, ref := range refs {
+		out = append(out, seedPatient(t, s, "t1", ref))
 	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return s, url, out
 }
 
 // A patient's rows in one tenant, found only through their indexes.
@@ -298,12 +318,7 @@ func TestReindexAfterRotation(t *testing.T) {
 // from another patient's) leaves the row, counts it, and names no value.
 func TestReindexLeavesSwappedValues(t *testing.T) {
 	ctx := context.Background()
-	url := testenv.NewDB(t)
-	old := storeIndexed(t, url, 1)
-	mustTenant(t, old, "t1", "sub-t1")
-	mustWorkflow(t, old, "t1", waitView, journey.WorkflowActive)
-	seedPatient(t, old, "t1", "Patient/p1")
-	seedPatient(t, old, "t1", "Patient/p2")
+	old, url, _ := seededStore(t, "Patient/p1", "Patient/p2")
 	swap(t, old, "disclosures", "patient_sealed", "patient_sealed", "patient_index = ?", "patient_index = ?",
 		old.PatientIndex("t1", "Patient/p1"), old.PatientIndex("t1", "Patient/p2"))
 	rotated := storeIndexed(t, url, 1, 2)
@@ -327,21 +342,9 @@ func TestReindexLeavesSwappedValues(t *testing.T) {
 // patient nor index; run again as the owner, it completes.
 func TestReindexErrorsNamePatientsNowhere(t *testing.T) {
 	ctx := context.Background()
-	url := testenv.NewDB(t)
-	old := storeIndexed(t, url, 1)
-	mustTenant(t, old, "t1", "sub-t1")
-	mustWorkflow(t, old, "t1", waitView, journey.WorkflowActive)
-	p := seedPatient(t, old, "t1", "Patient/canary-4711")
-
-	ix, err := seal.NewIndexKeys(map[int][]byte{1: rawIndex1, 2: rawIndex2}, 2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := seal.NewKeyring(map[string][]byte{"k1": rawK1}, "", rawIndex1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, err := Open(ctx, testenv.AppRoleURL(t, url), kr.WithIndexKeys(ix), Options{})
+	old, url, seeded := seededStore(t, "Patient/canary-4711")
+	p := seeded[0]
+	app, err := Open(ctx, testenv.AppRoleURL(t, url), keyringIndexed(t, 1, 2), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
