@@ -369,7 +369,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
 	disclosed := p.Disclosure
-	disclosed.PatientIndex = run.PatientIndex
+	disclosed.PatientIndex, disclosed.PatientRef = run.PatientIndex, run.Facts["patient"]
 	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend, disclosed)
 	switch {
 	case errors.Is(err, ErrRunEnded):

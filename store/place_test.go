@@ -68,9 +68,10 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		idx1, idx2 := s.PatientIndex("Patient/p1"), s.PatientIndex("Patient/p2")
-		// Tenant: the same patient index in another tenant.
-		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't2' AND patient_index = ?", idx1, idx1)
+		idx1, idx2 := s.PatientIndex("t1", "Patient/p1"), s.PatientIndex("t1", "Patient/p2")
+		other1 := s.PatientIndex("t2", "Patient/p1") // the same patient in another tenant
+		// Tenant: the same patient in another tenant.
+		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't2' AND patient_index = ?", idx1, other1)
 		_, err := s.ContactFor(ctx, "t1", "", "Patient/p1")
 		wantCorrupt(t, "contacts.email_sealed from another tenant", err)
 		// Row: another patient of the same tenant.
@@ -81,7 +82,7 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		swap(t, s, "contacts", "confidential_email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx2, idx2)
 		_, err = s.ContactFor(ctx, "t1", "", "Patient/p2")
 		wantCorrupt(t, "contacts.confidential_email_sealed from email_sealed", err)
-		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx1, idx1)
+		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", other1, idx1)
 		_, err = s.ContactFor(ctx, "t2", "", "Patient/p1")
 		wantCorrupt(t, "contacts.confidential_email_sealed from another tenant", err)
 		// The key sealed for another patient's row does not open for this one.
@@ -173,9 +174,9 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		idx1, idx2 := s.PatientIndex("Patient/p1"), s.PatientIndex("Patient/p2")
+		idx1, idx2 := s.PatientIndex("t1", "Patient/p1"), s.PatientIndex("t1", "Patient/p2")
 		swap(t, s, "segment_members", "patient_sealed", "patient_sealed",
-			"tenant_id = 't2' AND segment = 'diabetes' AND patient_index = ?", "tenant_id = 't1' AND segment = 'diabetes' AND patient_index = ?", idx1, idx1)
+			"tenant_id = 't2' AND segment = 'diabetes' AND patient_index = ?", "tenant_id = 't1' AND segment = 'diabetes' AND patient_index = ?", s.PatientIndex("t2", "Patient/p1"), idx1)
 		_, err := s.SegmentMembers(ctx, "t2", "diabetes")
 		wantCorrupt(t, "segment member from another tenant", err)
 		// Another segment's member: a patient moved into a segment it never joined.

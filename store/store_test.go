@@ -284,7 +284,7 @@ func TestBundleContactsArePerSource(t *testing.T) {
 		if c, err := s.ContactFor(ctx, "t1", source, "Patient/p1"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("source %q finds another source's contact %q (%v)", source, c.Email, err)
 		}
-		if prefs, err := s.ContactPreferences(ctx, "t1", source, s.PatientIndex("Patient/p1")); err != nil || prefs.Language != "" {
+		if prefs, err := s.ContactPreferences(ctx, "t1", source, "Patient/p1"); err != nil || prefs.Language != "" {
 			t.Errorf("source %q reads another source's preferences %+v (%v)", source, prefs, err)
 		}
 	}
