@@ -88,7 +88,7 @@ func seedPatient(t *testing.T, s *Store, tenant, ref string) indexedPatient {
 	t.Helper()
 	ctx := context.Background()
 	p := indexedPatient{tenant: tenant, ref: ref}
-	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-api@example.org", Source: "api"}); err != nil {
+	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-api@example.org", Source: "api", EncryptionKey: seededKey(tenant)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-ehr@example.org", Source: "fhir", FHIRSource: "ehr"}); err != nil {
@@ -116,14 +116,20 @@ func seedPatient(t *testing.T, s *Store, tenant, ref string) indexedPatient {
 	return p
 }
 
+// seededKey stands for a patient's encryption key: sealed for the
+// contact's row like its email, so re-keyed with it.
+func seededKey(tenant string) string {
+	return "-----BEGIN CERTIFICATE-----\nkey of a patient of " + tenant + "\n-----END CERTIFICATE-----\n"
+}
+
 // findAll checks that every lookup of the patient finds its rows.
 func findAll(t *testing.T, s *Store, p indexedPatient, when string) {
 	t.Helper()
 	ctx := context.Background()
 	for source, want := range map[string]string{"": "-api@example.org", "ehr": "-api@example.org"} {
 		c, err := s.ContactFor(ctx, p.tenant, source, p.ref)
-		if err != nil || c.Email != p.tenant+want {
-			t.Errorf("%s: contact for source %q: %v", when, source, err)
+		if err != nil || c.Email != p.tenant+want || c.EncryptionKey != seededKey(p.tenant) {
+			t.Errorf("%s: contact for source %q: %v (encryption key kept: %v)", when, source, err, c.EncryptionKey == seededKey(p.tenant))
 		}
 	}
 	if cs, err := s.ContactsOf(ctx, p.tenant, "ehr", []string{p.ref}); err != nil || cs[p.ref].Email != p.tenant+"-api@example.org" {
