@@ -86,7 +86,7 @@ func policyInput(base policy.Input, d draft, channel string, sec notify.Security
 	in.Payload = d.Fields()
 	in.Contact = policy.Contact{OptedOutChannels: c.OptedOutChannels, HasConfidentialAddress: c.ConfidentialEmail != "",
 		Restrictions: c.Restrictions, MarketingAuthorized: c.MarketingAuthorized,
-		Language: c.Language, AlternateFormat: c.AlternateFormat}
+		Language: c.Language, AlternateFormat: c.AlternateFormat, EmailSuppressed: c.EmailSuppressed}
 	return in
 }
 

@@ -14,6 +14,9 @@
 // tenant's systems (Contacts), with the patient's own encryption key: a
 // notice to a patient with a usable key goes encrypted for it (the policy
 // sees channel.security "message-encrypted"), and one whose key can no
-// longer be used goes portal-only (encryption.go). Service implements
-// journey.Sender.
+// longer be used goes portal-only (encryption.go). Bounces applies a
+// relay's delivery status notification to the delivery it names: a
+// permanent failure marks it bounced, and repeated ones suppress the
+// address until the contact is registered again (bounces.go). Service
+// implements journey.Sender.
 package delivery

@@ -36,6 +36,9 @@ const (
 	DeliverySending = "sending"
 	DeliverySent    = "sent"
 	DeliveryFailed  = "failed"
+	// DeliveryBounced: the relay accepted the message and later reported
+	// that it could not deliver it, permanently (a DSN's failed 5.x.x).
+	DeliveryBounced = "bounced"
 	// DeliveryUnknown: the message may or may not have reached the relay
 	// (its reply to DATA was lost, or the process died mid-send). It is
 	// never retried on its own: an operator checks the relay's logs and
@@ -80,6 +83,10 @@ type Contact struct {
 	// public key (armored), set through the API only; "" for none. With a
 	// usable one, email goes encrypted for it (encryption.go).
 	EncryptionKey string
+	// EmailSuppressed: the recipient address bounced permanently as often
+	// as TIDINGS_BOUNCE_SUPPRESS_AFTER allows; no email goes to it until
+	// the contact is registered again (bounces.go).
+	EmailSuppressed bool
 }
 
 // LogValue keeps contact details out of logs.

@@ -43,6 +43,9 @@ type Contact struct {
 	MarketingAuthorized    bool     `json:"marketing_authorized"`
 	Language               string   `json:"language,omitempty"`
 	AlternateFormat        string   `json:"alternate_format,omitempty"`
+	// EmailSuppressed means the patient's address bounced permanently as
+	// often as the suppression threshold allows: no email may go to it.
+	EmailSuppressed bool `json:"email_suppressed,omitempty"`
 }
 
 // Input is what the policies judge: one notice payload on one channel for
@@ -97,6 +100,7 @@ var (
 	keyMarketingAuthorized    = ast.StringTerm("marketing_authorized")
 	keyLanguage               = ast.StringTerm("language")
 	keyAlternateFormat        = ast.StringTerm("alternate_format")
+	keyEmailSuppressed        = ast.StringTerm("email_suppressed")
 )
 
 // regoValue builds the input document directly as an OPA value. It equals what
@@ -194,6 +198,9 @@ func (c Contact) regoValue() ast.Value {
 	}
 	if c.AlternateFormat != "" {
 		items = append(items, ast.Item(keyAlternateFormat, ast.InternedTerm(c.AlternateFormat)))
+	}
+	if c.EmailSuppressed {
+		items = append(items, ast.Item(keyEmailSuppressed, ast.InternedTerm(true)))
 	}
 	return ast.NewObject(items...)
 }

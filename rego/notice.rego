@@ -21,7 +21,8 @@
 #                  minor (optional, every key optional)
 #   contact       the patient's choices: opted_out_channels,
 #                  has_confidential_address, restrictions, marketing_authorized,
-#                  language, alternate_format (optional, every key optional)
+#                  language, alternate_format, email_suppressed (optional,
+#                  every key optional)
 #
 # OUTPUT: data.tidings.notice.decision
 #
@@ -271,6 +272,15 @@ redact contains field if {
 deny contains sprintf("the patient opted out of %s", [ch]) if {
 	ch := channel_type
 	ch in input.contact.opted_out_channels
+}
+
+# The patient's address bounced permanently as often as the suppression
+# threshold allows (TIDINGS_BOUNCE_SUPPRESS_AFTER): no email goes to it
+# until the contact is registered again. A tightening flag: it counts
+# unless it is absent or false.
+deny contains "the patient's email address is suppressed after repeated permanent bounces" if {
+	channel_type == "email"
+	input.contact.email_suppressed != false
 }
 
 # A confidential-communication address (HIPAA 45 CFR 164.522(b)): send there

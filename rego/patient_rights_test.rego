@@ -17,6 +17,28 @@ test_opting_out_of_another_channel_does_not_deny if {
 	notice.decision == allowed with input as req
 }
 
+# --- suppressed after repeated permanent bounces ----------------------------------
+
+test_suppressed_address_gets_no_email if {
+	req := with_contact(eob_email, {"email_suppressed": true})
+	notice.decision == denied(["the patient's email address is suppressed after repeated permanent bounces"]) with input as req
+}
+
+test_wrongly_typed_suppression_flag_still_suppresses if {
+	req := with_contact(eob_email, {"email_suppressed": "yes"})
+	notice.decision == denied(["the patient's email address is suppressed after repeated permanent bounces"]) with input as req
+}
+
+test_unsuppressed_or_absent_flag_allows if {
+	notice.decision == allowed with input as with_contact(eob_email, {"email_suppressed": false})
+	notice.decision == allowed with input as with_contact(eob_email, {})
+}
+
+test_suppression_is_about_email_only if {
+	req := with_contact(eob_portal, {"email_suppressed": true})
+	notice.decision.allow with input as req
+}
+
 # --- confidential-communication address (HIPAA 164.522(b)) --------------------------
 
 test_confidential_address_routes_the_notice_there if {

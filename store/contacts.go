@@ -45,7 +45,9 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format,
-			encryption_key_sealed = EXCLUDED.encryption_key_sealed, encryption_key_kind = EXCLUDED.encryption_key_kind`
+			encryption_key_sealed = EXCLUDED.encryption_key_sealed, encryption_key_kind = EXCLUDED.encryption_key_kind,
+			email_hard_bounces = CASE WHEN EXCLUDED.source = 'api' THEN 0 ELSE contacts.email_hard_bounces END,
+			email_suppressed_at = CASE WHEN EXCLUDED.source = 'api' THEN NULL ELSE contacts.email_suppressed_at END`
 	return s.InTx(ctx, func(tx *Store) error {
 		res := tx.q(ctx).Exec(q, tenantID, s.olderPatientIndexes(tenantID, patientRef), c.FHIRSource, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
 			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource, patient,
@@ -81,7 +83,7 @@ const contactPrecedence = "fhir_source = '' DESC"
 func (s *Store) contact(c Contact) (delivery.Contact, error) {
 	out := delivery.Contact{Language: c.Language, TimeZone: c.TimeZone, Source: c.Source, FHIRSource: c.FHIRSource,
 		OptedOutChannels: splitList(c.OptedOutChannels), Restrictions: splitList(c.Restrictions),
-		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat}
+		MarketingAuthorized: c.MarketingAuthorized, AlternateFormat: c.AlternateFormat, EmailSuppressed: c.EmailSuppressedAt != nil}
 	for _, f := range []struct {
 		sealed []byte
 		col    sealedColumn

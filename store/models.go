@@ -134,6 +134,11 @@ type Contact struct {
 	// key, sealed (it names the patient); EncryptionKeyKind which of the two.
 	EncryptionKeySealed []byte
 	EncryptionKeyKind   string
+	// EmailHardBounces counts permanent bounces of the row's recipient;
+	// EmailSuppressedAt is set once they reach the suppression threshold
+	// (migration 30). Registering the contact through the API clears both.
+	EmailHardBounces  int
+	EmailSuppressedAt *time.Time
 	// FHIRSource is the source whose bundle gave a FHIR contact; "" for the
 	// API's.
 	FHIRSource string `gorm:"column:fhir_source"`
