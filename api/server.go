@@ -85,6 +85,8 @@ type Config struct {
 	Portal interface{ Mount(gin.IRouter) }
 	// PortalSettings backs /v1/portal/settings; nil: those routes answer 503.
 	PortalSettings PortalSettings
+	// Bounces backs POST /v1/bounces; nil: it answers 503.
+	Bounces Bounces
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -198,6 +200,7 @@ type Route struct {
 func (h *handlers) routes() []Route {
 	return []Route{
 		{"PUT", "/contacts/Patient/:id", access.Contacts, h.putContact},
+		{"POST", "/bounces", access.Integration, h.postBounce},
 		{"POST", "/sources", access.Integration, h.postSource},
 		{"POST", "/subscriptions", access.Integration, h.postSubscription},
 		{"GET", "/subscriptions/:id", access.Integration, h.getSubscription},

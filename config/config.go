@@ -123,6 +123,9 @@ type Config struct {
 	// disclosures is kept (tidings disclosures purge removes what is
 	// older). HIPAA 164.528 gives a patient six years back: never less.
 	DisclosureRetentionYears int
+	// TIDINGS_BOUNCE_SUPPRESS_AFTER: how many permanent bounces (POST
+	// /v1/bounces) of an address suppress it; 0 or unset: 2.
+	BounceSuppressAfter int
 }
 
 // MinDisclosureRetentionYears is the default and the least retention of
@@ -282,6 +285,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	}
 	// Set apart from the literal above, whose alignment it would change.
 	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
+	c.BounceSuppressAfter = geti("TIDINGS_BOUNCE_SUPPRESS_AFTER", 2)
 	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -302,6 +306,9 @@ func (c Config) Validate(role Role) []string {
 		p = append(p, "TIDINGS_DATABASE_URL is required")
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
+	}
+	if c.BounceSuppressAfter < 0 {
+		p = append(p, "TIDINGS_BOUNCE_SUPPRESS_AFTER must be a positive count (0: the default, 2)")
 	}
 	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
 		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))

@@ -222,6 +222,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	return api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
+		Bounces:      delivery.Bounces{Store: a.store, SuppressAfter: a.cfg.BounceSuppressAfter},
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken,
