@@ -20,6 +20,7 @@ import (
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/console"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
@@ -224,8 +225,18 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
-		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken,
+		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Console: a.console(pol),
 	}), nil
+}
+
+// console is the web console under /console, on the services the API uses.
+func (a *app) console(pol *policy.Tenants) *console.Server {
+	cfg := console.Config{Keys: a.apiKeyService(),
+		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "console")}
+	if pol != nil {
+		cfg.Policy = pol
+	}
+	return console.New(cfg)
 }
 
 // webhooks fans the tenants' audit chains out to their webhook endpoints

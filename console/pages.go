@@ -1,0 +1,24 @@
+package console
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// pages are the console's pages, in the order the navigation lists them.
+var pages = []page{
+	{Path: "/policy", Title: "Policy playground", APIRoute: "POST /policy/evaluate",
+		About: "try a candidate policy on a sample input, run its tests, compare it with the active revision and submit it",
+		mount: func(g *gin.RouterGroup, s *Server) {
+			g.GET("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyPage)
+			g.POST("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyAction)
+		}},
+}
+
+// unavailable answers for a page whose service this process lacks.
+func (s *Server) unavailable(c *gin.Context, what string) {
+	v := s.baseView(c, "Unavailable")
+	v.Error = what + " is not available in this process."
+	s.render(c, http.StatusServiceUnavailable, "message", v)
+}
