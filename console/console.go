@@ -55,8 +55,9 @@ type Keys interface {
 
 // Config wires the console. A nil service leaves its page answering 503.
 type Config struct {
-	Keys   Keys
-	Policy Policy
+	Keys          Keys
+	Policy        Policy
+	Subscriptions Subscriptions
 	// SessionTTL is how long a sign-in lasts; default 30 minutes.
 	SessionTTL time.Duration
 	// SecureCookies marks the cookies Secure (the public URL is https); a

@@ -49,8 +49,8 @@ func (e *env) advance(d time.Duration) {
 	e.mu.Unlock()
 }
 
-// newEnv starts the console for tenants t1 and t2; configure fills in the
-// services a test needs beyond the keys and the policies.
+// newEnv starts the console for tenants t1 and t2 with every service on a
+// real store; configure may change them.
 func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	t.Helper()
 	ctx := context.Background()
@@ -83,7 +83,7 @@ func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	e := &env{t: t, st: st, logs: &testenv.LogBuffer{}, now: time.Now()}
 	// The key service reads the real clock: keys expire by it, sessions by the test's.
 	e.keys = &access.Service{Store: st}
-	cfg := Config{Keys: e.keys, Policy: pol, Now: e.clock,
+	cfg := Config{Keys: e.keys, Policy: pol, Subscriptions: st, Now: e.clock,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if configure != nil {
 		configure(&cfg, st)

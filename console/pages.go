@@ -14,6 +14,11 @@ var pages = []page{
 			g.GET("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyPage)
 			g.POST("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyAction)
 		}},
+	{Path: "/subscriptions", Title: "Subscriptions", APIRoute: "GET /subscriptions/:id",
+		About: "each subscription's status, last heartbeat and gaps, and the FHIR sources",
+		mount: func(g *gin.RouterGroup, s *Server) {
+			g.GET("/subscriptions", s.signedIn, allow(s, apiRole("GET /subscriptions/:id")), s.subscriptionsPage)
+		}},
 }
 
 // unavailable answers for a page whose service this process lacks.
