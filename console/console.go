@@ -58,6 +58,11 @@ type Config struct {
 	Keys          Keys
 	Policy        Policy
 	Subscriptions Subscriptions
+	AuditLog      AuditLog
+	// Chain verifies a tenant's audit chain; nil when this process has no
+	// audit keys (the audit page says so).
+	Chain       ChainVerifier
+	Disclosures api.Disclosures
 	// SessionTTL is how long a sign-in lasts; default 30 minutes.
 	SessionTTL time.Duration
 	// SecureCookies marks the cookies Secure (the public URL is https); a
@@ -103,7 +108,7 @@ func (s *Server) Mount(r gin.IRouter) {
 	g.POST("/signout", s.signedIn, s.signOut)
 	g.GET("/", s.signedIn, s.home)
 	for _, p := range pages {
-		p.mount(g, s)
+		p.mount(g.Group("", s.signedIn, allow(s, p.role())), s)
 	}
 }
 
@@ -114,7 +119,9 @@ type page struct {
 	// APIRoute is "METHOD /path" of the /v1 route that serves the same data:
 	// the page takes its role.
 	APIRoute string
-	mount    func(g *gin.RouterGroup, s *Server)
+	// mount adds the page's routes to g, which lets only a signed-in
+	// principal of the page's role through.
+	mount func(g gin.IRoutes, s *Server)
 }
 
 // role is the role the page needs, as the API declares it for APIRoute.

@@ -27,11 +27,12 @@ import (
 // env is a console on a real store, served over HTTP, with a clock the
 // test moves.
 type env struct {
-	t    *testing.T
-	st   *store.Store
-	keys *access.Service
-	srv  *httptest.Server
-	logs *testenv.LogBuffer
+	t     *testing.T
+	st    *store.Store
+	dbURL string
+	keys  *access.Service
+	srv   *httptest.Server
+	logs  *testenv.LogBuffer
 
 	mu  sync.Mutex
 	now time.Time
@@ -62,7 +63,8 @@ func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := store.Open(ctx, testenv.NewDB(t), kr, store.Options{MaxOpenConns: 4})
+	dbURL := testenv.NewDB(t)
+	st, err := store.Open(ctx, dbURL, kr, store.Options{MaxOpenConns: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +82,10 @@ func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	if err := pol.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, logs: &testenv.LogBuffer{}, now: time.Now()}
+	e := &env{t: t, st: st, dbURL: dbURL, logs: &testenv.LogBuffer{}, now: time.Now()}
 	// The key service reads the real clock: keys expire by it, sessions by the test's.
 	e.keys = &access.Service{Store: st}
-	cfg := Config{Keys: e.keys, Policy: pol, Subscriptions: st, Now: e.clock,
+	cfg := Config{Keys: e.keys, Policy: pol, Subscriptions: st, AuditLog: st, Disclosures: st, Now: e.clock,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if configure != nil {
 		configure(&cfg, st)

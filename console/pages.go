@@ -10,14 +10,28 @@ import (
 var pages = []page{
 	{Path: "/policy", Title: "Policy playground", APIRoute: "POST /policy/evaluate",
 		About: "try a candidate policy on a sample input, run its tests, compare it with the active revision and submit it",
-		mount: func(g *gin.RouterGroup, s *Server) {
-			g.GET("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyPage)
-			g.POST("/policy", s.signedIn, allow(s, apiRole("POST /policy/evaluate")), s.policyAction)
+		mount: func(g gin.IRoutes, s *Server) {
+			g.GET("/policy", s.policyPage)
+			g.POST("/policy", s.policyAction)
 		}},
 	{Path: "/subscriptions", Title: "Subscriptions", APIRoute: "GET /subscriptions/:id",
 		About: "each subscription's status, last heartbeat and gaps, and the FHIR sources",
-		mount: func(g *gin.RouterGroup, s *Server) {
-			g.GET("/subscriptions", s.signedIn, allow(s, apiRole("GET /subscriptions/:id")), s.subscriptionsPage)
+		mount: func(g gin.IRoutes, s *Server) {
+			g.GET("/subscriptions", s.subscriptionsPage)
+		}},
+	// The audit log has no /v1 route; its readers are those of the other
+	// auditor's report, the accounting of disclosures.
+	{Path: "/audit", Title: "Audit log", APIRoute: "GET /disclosures",
+		About: "search the tenant's audit rows and verify its hash chain and signed checkpoints",
+		mount: func(g gin.IRoutes, s *Server) {
+			g.GET("/audit", s.auditPage)
+			g.POST("/audit", s.auditAction)
+		}},
+	{Path: "/disclosures", Title: "Disclosures", APIRoute: "GET /disclosures",
+		About: "a patient's accounting of disclosures",
+		mount: func(g gin.IRoutes, s *Server) {
+			g.GET("/disclosures", s.disclosuresPage)
+			g.POST("/disclosures", s.disclosuresReport)
 		}},
 }
 

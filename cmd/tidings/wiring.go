@@ -231,12 +231,35 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 
 // console is the web console under /console, on the services the API uses.
 func (a *app) console(pol *policy.Tenants) *console.Server {
-	cfg := console.Config{Keys: a.apiKeyService(),
+	cfg := console.Config{Keys: a.apiKeyService(), Subscriptions: a.store, AuditLog: a.store, Disclosures: a.store,
 		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "console")}
 	if pol != nil {
 		cfg.Policy = pol
 	}
+	if v, err := a.chainVerifier(); err != nil {
+		a.log.Warn("the console cannot verify the audit chain", "err", err)
+	} else if v != nil {
+		cfg.Chain = v
+	}
 	return console.New(cfg)
+}
+
+// chainVerifier checks tenants' audit chains as tidings audit verify does,
+// when this process has the chain's keys and the checkpoints' signing key;
+// nil when it has neither.
+func (a *app) chainVerifier() (*audit.Verifier, error) {
+	if a.cfg.AuditKeys == "" && a.cfg.AuditSigningKey == "" {
+		return nil, nil
+	}
+	keys, err := a.cfg.AuditKeyring()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := checkpointPublicKeys(a.cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	return &audit.Verifier{Store: a.store, Keys: keys, PublicKeys: pub, CheckpointDir: a.cfg.AuditCheckpointDir}, nil
 }
 
 // webhooks fans the tenants' audit chains out to their webhook endpoints
