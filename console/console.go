@@ -63,6 +63,7 @@ type Config struct {
 	// audit keys (the audit page says so).
 	Chain       ChainVerifier
 	Disclosures api.Disclosures
+	Workflows   api.WorkflowAdmin
 	// SessionTTL is how long a sign-in lasts; default 30 minutes.
 	SessionTTL time.Duration
 	// SecureCookies marks the cookies Secure (the public URL is https); a

@@ -18,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/tidings-health/tidings/access"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/policy"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
@@ -85,7 +86,7 @@ func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	e := &env{t: t, st: st, dbURL: dbURL, logs: &testenv.LogBuffer{}, now: time.Now()}
 	// The key service reads the real clock: keys expire by it, sessions by the test's.
 	e.keys = &access.Service{Store: st}
-	cfg := Config{Keys: e.keys, Policy: pol, Subscriptions: st, AuditLog: st, Disclosures: st, Now: e.clock,
+	cfg := Config{Keys: e.keys, Policy: pol, Subscriptions: st, AuditLog: st, Disclosures: st, Workflows: journey.Workflows{Store: st}, Now: e.clock,
 		Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	if configure != nil {
 		configure(&cfg, st)

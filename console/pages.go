@@ -33,6 +33,13 @@ var pages = []page{
 			g.GET("/disclosures", s.disclosuresPage)
 			g.POST("/disclosures", s.disclosuresReport)
 		}},
+	{Path: "/workflows", Title: "Workflows", APIRoute: "GET /workflows/:id/stats",
+		About: "each workflow as a step diagram with the runs at each step, and a subject's path through it",
+		mount: func(g gin.IRoutes, s *Server) {
+			g.GET("/workflows", s.workflowsPage)
+			g.GET("/workflows/:id", s.workflowPage)
+			g.POST("/workflows/:id", s.workflowRuns)
+		}},
 }
 
 // unavailable answers for a page whose service this process lacks.

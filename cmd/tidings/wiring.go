@@ -232,6 +232,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 // console is the web console under /console, on the services the API uses.
 func (a *app) console(pol *policy.Tenants) *console.Server {
 	cfg := console.Config{Keys: a.apiKeyService(), Subscriptions: a.store, AuditLog: a.store, Disclosures: a.store,
+		Workflows:     journey.Workflows{Store: a.store},
 		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "console")}
 	if pol != nil {
 		cfg.Policy = pol
