@@ -135,3 +135,37 @@ func TestSessionEnds(t *testing.T) {
 		t.Errorf("the revoked key's session still opens the console: %d", r.status)
 	}
 }
+
+// Every console route but sign-in, sign-out and home is a page's, behind
+// its role check: a role with no page (contacts) gets 403 from each, and
+// every route is under /console.
+func TestEveryRouteHasARole(t *testing.T) {
+	e := newEnv(t, nil)
+	b := e.browser()
+	b.signIn(e.key("t1", access.Contacts))
+	open := map[string]bool{"GET /console": true, "GET /console/signin": true, "POST /console/signin": true,
+		"POST /console/signout": true, "GET /console/": true}
+	guarded := 0
+	for _, rt := range e.routes {
+		if !strings.HasPrefix(rt.Path, "/console") {
+			t.Errorf("%s %s is outside /console", rt.Method, rt.Path)
+		}
+		if open[rt.Method+" "+rt.Path] {
+			continue
+		}
+		guarded++
+		path := strings.ReplaceAll(rt.Path, ":id", "x")
+		var r response
+		if rt.Method == http.MethodGet {
+			r = b.get(path)
+		} else {
+			r = b.post(path, url.Values{})
+		}
+		if r.status != http.StatusForbidden {
+			t.Errorf("contacts: %s %s answers %d", rt.Method, rt.Path, r.status)
+		}
+	}
+	if guarded < len(pages) {
+		t.Errorf("%d guarded routes for %d pages", guarded, len(pages))
+	}
+}

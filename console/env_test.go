@@ -28,12 +28,13 @@ import (
 // env is a console on a real store, served over HTTP, with a clock the
 // test moves.
 type env struct {
-	t     *testing.T
-	st    *store.Store
-	dbURL string
-	keys  *access.Service
-	srv   *httptest.Server
-	logs  *testenv.LogBuffer
+	t      *testing.T
+	st     *store.Store
+	dbURL  string
+	routes gin.RoutesInfo
+	keys   *access.Service
+	srv    *httptest.Server
+	logs   *testenv.LogBuffer
 
 	mu  sync.Mutex
 	now time.Time
@@ -94,6 +95,7 @@ func newEnv(t *testing.T, configure func(*Config, *store.Store)) *env {
 	gin.SetMode(gin.TestMode)
 	r := gin.New()
 	New(cfg).Mount(r)
+	e.routes = r.Routes()
 	e.srv = httptest.NewServer(r)
 	t.Cleanup(e.srv.Close)
 	return e
