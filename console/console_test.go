@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/access"
+	"github.com/tidings-health/tidings/store"
 )
 
 // Signing in: the form needs its CSRF token, a wrong key is refused, and a
@@ -167,5 +168,22 @@ func TestEveryRouteHasARole(t *testing.T) {
 	}
 	if guarded < len(pages) {
 		t.Errorf("%d guarded routes for %d pages", guarded, len(pages))
+	}
+}
+
+// With an https public URL the session cookie is Secure.
+func TestSecureCookie(t *testing.T) {
+	e := newEnv(t, func(c *Config, _ *store.Store) { c.SecureCookies = true })
+	b := e.browser()
+	b.get("/console/signin")
+	r := b.post("/console/signin", url.Values{"key": {e.key("t1", access.Operator)}})
+	var set *http.Cookie
+	for _, line := range r.header.Values("Set-Cookie") {
+		if c, err := http.ParseSetCookie(line); err == nil && c.Name == sessionCookie {
+			set = c
+		}
+	}
+	if r.status != http.StatusSeeOther || set == nil || !set.Secure || !set.HttpOnly {
+		t.Errorf("sign-in %d, session cookie %+v", r.status, set)
 	}
 }
