@@ -141,8 +141,13 @@ func (h *handlers) getSubscription(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, SubscriptionReport{ID: r.ID, Status: r.Status, SourceID: r.SourceID, RemoteRef: r.RemoteRef,
+	c.JSON(http.StatusOK, ToSubscriptionReport(r))
+}
+
+// ToSubscriptionReport is r as the API and the console show it.
+func ToSubscriptionReport(r intake.SubscriptionReport) SubscriptionReport {
+	return SubscriptionReport{ID: r.ID, Status: r.Status, SourceID: r.SourceID, RemoteRef: r.RemoteRef,
 		Topic: r.Topic, LastHandshakeAt: r.LastHandshakeAt, LastHeartbeatAt: r.LastHeartbeatAt, Heartbeats: r.Heartbeats,
 		HeartbeatPeriodS: int(r.HeartbeatPeriod / time.Second), SilentSince: r.SilentSince, EventsSinceStart: r.EventsSinceStart,
-		LastEventNumber: r.LastEventNumber, Events: r.Events, GapsOpen: r.GapsOpen, GapsRecovered: r.GapsRecovered})
+		LastEventNumber: r.LastEventNumber, Events: r.Events, GapsOpen: r.GapsOpen, GapsRecovered: r.GapsRecovered}
 }

@@ -90,20 +90,11 @@ func (h *handlers) listDisclosures(c *gin.Context) {
 // disclosureQuery reads and checks the query string. Errors never repeat
 // the patient reference.
 func disclosureQuery(c *gin.Context) (delivery.DisclosureQuery, error) {
-	q := delivery.DisclosureQuery{PatientRef: c.Query("patient"), Limit: defaultDisclosurePage}
-	if !IsPatientRef(q.PatientRef) {
-		return q, errBadPatient
-	}
-	var err error
-	if q.From, err = ParseDisclosureTime(c.Query("from")); err != nil {
+	q, err := ParseDisclosureQuery(c.Query("patient"), c.Query("from"), c.Query("to"))
+	if err != nil {
 		return q, err
 	}
-	if q.To, err = ParseDisclosureTime(c.Query("to")); err != nil {
-		return q, err
-	}
-	if !q.From.IsZero() && !q.To.IsZero() && !q.To.After(q.From) {
-		return q, errDisclosureRange
-	}
+	q.Limit = defaultDisclosurePage
 	if l := c.Query("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > maxDisclosurePage {
@@ -115,6 +106,27 @@ func disclosureQuery(c *gin.Context) (delivery.DisclosureQuery, error) {
 		if q.After, err = decodeCursor(cur); err != nil {
 			return q, err
 		}
+	}
+	return q, nil
+}
+
+// ParseDisclosureQuery checks a patient reference and a range of dates
+// (see ParseDisclosureTime) as a disclosures query. Errors never repeat
+// the patient reference.
+func ParseDisclosureQuery(patient, from, to string) (delivery.DisclosureQuery, error) {
+	q := delivery.DisclosureQuery{PatientRef: patient}
+	if !IsPatientRef(q.PatientRef) {
+		return q, errBadPatient
+	}
+	var err error
+	if q.From, err = ParseDisclosureTime(from); err != nil {
+		return q, err
+	}
+	if q.To, err = ParseDisclosureTime(to); err != nil {
+		return q, err
+	}
+	if !q.From.IsZero() && !q.To.IsZero() && !q.To.After(q.From) {
+		return q, errDisclosureRange
 	}
 	return q, nil
 }

@@ -98,3 +98,7 @@ func jsonError(c *gin.Context, err error) {
 	body.Error.Message = fault.MessageOf(err)
 	c.AbortWithStatusJSON(a.status, body)
 }
+
+// StatusOf is the HTTP status the API answers err with, for the other
+// HTTP surfaces of the process (the console) to agree with it.
+func StatusOf(err error) int { return statusOf(err) }

@@ -249,3 +249,8 @@ func nonNil(s []string) []string {
 	}
 	return s
 }
+
+// CandidateFS is a policy's files by name (as POST /v1/policy/evaluate and
+// PUT /v1/policy take them) as a file system, with the names checked; nil
+// for no files.
+func CandidateFS(files map[string]string) (fs.FS, error) { return candidateFS(files) }

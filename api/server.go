@@ -87,6 +87,9 @@ type Config struct {
 	PortalSettings PortalSettings
 	// Bounces backs POST /v1/bounces; nil: it answers 503.
 	Bounces Bounces
+	// Console serves the web console, all of it under /console (a prefix
+	// apart from /v1: it takes no API key header); nil: no console.
+	Console interface{ Mount(gin.IRouter) }
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -167,6 +170,9 @@ func New(cfg Config) *gin.Engine {
 
 	if cfg.Portal != nil {
 		cfg.Portal.Mount(r)
+	}
+	if cfg.Console != nil {
+		cfg.Console.Mount(r)
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

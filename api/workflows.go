@@ -383,9 +383,14 @@ func (h *handlers) workflowStats(c *gin.Context) {
 	}
 	out := make([]StepStatsBody, len(stats))
 	for i, st := range stats {
-		out[i] = StepStatsBody{Step: st.Step, Now: st.Now, Processed: st.Processed, Outcomes: st.Outcomes, DropOff: st.DropOff}
+		out[i] = ToStepStats(st)
 	}
 	c.JSON(http.StatusOK, gin.H{"workflow": w.ID, "version": w.Version, "steps": out})
+}
+
+// ToStepStats is a step's figures as the API and the console show them.
+func ToStepStats(st journey.StepStats) StepStatsBody {
+	return StepStatsBody{Step: st.Step, Now: st.Now, Processed: st.Processed, Outcomes: st.Outcomes, DropOff: st.DropOff}
 }
 
 // validSubject reports whether s names a run subject: a technical resource
@@ -398,16 +403,11 @@ func (h *handlers) listRuns(c *gin.Context) {
 	if !h.hasWorkflows(c) {
 		return
 	}
-	subject := c.Query("subject")
-	if !validSubject(subject) {
-		jsonError(c, errBadSubject)
-		return
-	}
 	// Two sources may use the same resource id: without ?source= the runs of
 	// every source's resource are listed, each with its source.
-	source := c.Query("source")
-	if source != "" && !runSource.MatchString(source) {
-		jsonError(c, errBadSource)
+	source, subject := c.Query("source"), c.Query("subject")
+	if err := CheckRunQuery(source, subject); err != nil {
+		jsonError(c, err)
 		return
 	}
 	runs, err := h.cfg.Workflows.Runs(c.Request.Context(), c.GetString(ctxTenant), source, subject)
@@ -417,13 +417,31 @@ func (h *handlers) listRuns(c *gin.Context) {
 	}
 	out := make([]RunBody, len(runs))
 	for i, r := range runs {
-		out[i] = RunBody{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Source: r.Source, Subject: r.Subject,
-			Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: make([]RunStepBody, len(r.Path))}
-		for j, p := range r.Path {
-			out[i].Path[j] = RunStepBody{Step: p.Step, Happened: p.Happened, At: p.At}
-		}
+		out[i] = ToRunBody(r)
 	}
 	c.JSON(http.StatusOK, gin.H{"runs": out})
+}
+
+// CheckRunQuery checks a runs query as GET /v1/runs takes it: a subject
+// (never a patient reference) and, optionally, its source.
+func CheckRunQuery(source, subject string) error {
+	if !validSubject(subject) {
+		return errBadSubject
+	}
+	if source != "" && !runSource.MatchString(source) {
+		return errBadSource
+	}
+	return nil
+}
+
+// ToRunBody is r as the API and the console show it.
+func ToRunBody(r journey.RunView) RunBody {
+	out := RunBody{ID: r.ID, WorkflowID: r.WorkflowID, WorkflowVersion: r.WorkflowVersion, Source: r.Source, Subject: r.Subject,
+		Status: r.Status, Step: r.Step, Outcome: r.Outcome, DueAt: r.DueAt, CreatedAt: r.CreatedAt, Path: make([]RunStepBody, len(r.Path))}
+	for j, p := range r.Path {
+		out.Path[j] = RunStepBody{Step: p.Step, Happened: p.Happened, At: p.At}
+	}
+	return out
 }
 
 // checkEvent validates an event request and returns its data, compacted

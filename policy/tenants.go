@@ -230,14 +230,7 @@ func (t *Tenants) Evaluate(ctx context.Context, tenantID string, candidate fs.FS
 // active revision keeps deciding. On success this process decides with the
 // new revision at once, other processes at their next Sync.
 func (t *Tenants) Upload(ctx context.Context, tenantID string, candidate fs.FS) (TenantStatus, error) {
-	files, err := readPolicyFiles(candidate, true)
-	if err != nil {
-		return TenantStatus{}, fault.Errorf(fault.Invalid, "%w", err)
-	}
-	if err := uploadable(files); err != nil {
-		return TenantStatus{}, err
-	}
-	rev, err := t.Default.checkUpload(ctx, files)
+	files, rev, err := t.checkFiles(ctx, candidate)
 	if err != nil {
 		if !errors.Is(err, ErrRejected) && !errors.Is(err, ErrDryRunLimit) {
 			return TenantStatus{}, err // not the upload's fault: nothing to record
@@ -245,10 +238,7 @@ func (t *Tenants) Upload(ctx context.Context, tenantID string, candidate fs.FS) 
 		if rerr := t.Store.PolicyRejected(ctx, tenantID, err.Error()); rerr != nil {
 			return TenantStatus{}, rerr
 		}
-		if !errors.Is(err, ErrRejected) {
-			err = fmt.Errorf("%w: %w", ErrRejected, err)
-		}
-		return TenantStatus{}, &fault.Error{Code: fault.Unprocessable, Msg: messageOf(err), Err: err}
+		return TenantStatus{}, refusal(err)
 	}
 	stored := TenantRevision{TenantID: tenantID, Revision: rev, Files: make(map[string]string, len(files))}
 	for _, f := range files {
@@ -333,4 +323,53 @@ func BundleFS(raw []byte) (fs.FS, error) {
 		m[f.name] = &fstest.MapFile{Data: f.content, Mode: 0o444}
 	}
 	return m, nil
+}
+
+// ActiveFiles returns the files of the tenant's own active revision, by
+// name; ok is false when the tenant decides with the default rules.
+func (t *Tenants) ActiveFiles(tenantID string) (files map[string]string, ok bool) {
+	tp, _ := t.policyOf(tenantID)
+	if tp == nil {
+		return nil, false
+	}
+	files = make(map[string]string, len(tp.files))
+	for _, f := range tp.files {
+		files[f.name] = string(f.content)
+	}
+	return files, true
+}
+
+// Check loads candidate as Upload would (it compiles, its own *_test.rego
+// tests pass; in the Default engine's sandbox when it has one) and returns
+// the revision it would be, without recording or activating anything: the
+// console's "run the tests". Errors are as Upload's.
+func (t *Tenants) Check(ctx context.Context, candidate fs.FS) (string, error) {
+	_, rev, err := t.checkFiles(ctx, candidate)
+	if err != nil && (errors.Is(err, ErrRejected) || errors.Is(err, ErrDryRunLimit)) {
+		return "", refusal(err)
+	}
+	return rev, err
+}
+
+// checkFiles reads candidate's files and loads them as a revision would,
+// tests included; a refusal's error wraps ErrRejected or ErrDryRunLimit.
+func (t *Tenants) checkFiles(ctx context.Context, candidate fs.FS) (policyFiles, string, error) {
+	files, err := readPolicyFiles(candidate, true)
+	if err != nil {
+		return nil, "", fault.Errorf(fault.Invalid, "%w", err)
+	}
+	if err := uploadable(files); err != nil {
+		return nil, "", err
+	}
+	rev, err := t.Default.checkUpload(ctx, files)
+	return files, rev, err
+}
+
+// refusal is a refused candidate's error as the analyst reads it: 422 with
+// the compiler's or the tests' messages, wrapping ErrRejected.
+func refusal(err error) error {
+	if !errors.Is(err, ErrRejected) {
+		err = fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return &fault.Error{Code: fault.Unprocessable, Msg: messageOf(err), Err: err}
 }

@@ -261,6 +261,42 @@ func (s *Store) ChainedRows(ctx context.Context, tenant string, afterSeq int64, 
 	return out, rows.Err()
 }
 
+// SearchAudit lists a tenant's audit rows that q selects, newest first,
+// each with its chain link (Seq 0 when not chained yet).
+func (s *Store) SearchAudit(ctx context.Context, tenant string, q audit.Query) ([]audit.Chained, error) {
+	var from, to *time.Time
+	if !q.From.IsZero() {
+		from = &q.From
+	}
+	if !q.To.IsZero() {
+		to = &q.To
+	}
+	rows, err := s.query(ctx, `SELECT coalesce(c.seq, 0), coalesce(c.key_id, ''), `+auditLogRowColumns+`
+		FROM audit_log l LEFT JOIN audit_chain c ON c.audit_id = l.id
+		WHERE l.tenant_id = $1 AND ($2::timestamptz IS NULL OR l.at >= $2) AND ($3::timestamptz IS NULL OR l.at < $3)
+			AND left(l.action, length($4)) = $4 AND ($5 = '' OR l.subject_type = $5) AND ($6 = '' OR l.subject_id = $6)
+		ORDER BY l.id DESC LIMIT $7`, tenant, from, to, q.ActionPrefix, q.SubjectType, q.SubjectID, q.Limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit search: %w", err)
+	}
+	defer rows.Close()
+	out := []audit.Chained{}
+	for rows.Next() {
+		l := audit.Link{TenantID: tenant}
+		var r auditLogRow
+		if err := rows.Scan(append([]any{&l.Seq, &l.KeyID}, r.dests()...)...); err != nil {
+			return nil, fmt.Errorf("audit search: %w", err)
+		}
+		row, err := r.row()
+		if err != nil {
+			return nil, err
+		}
+		l.AuditID = row.ID
+		out = append(out, audit.Chained{Link: l, Row: &row})
+	}
+	return out, rows.Err()
+}
+
 // AuditBacklog counts a tenant's audit rows not chained yet, and those of
 // them behind the chain's head in chain order, which no chainer will ever take.
 func (s *Store) AuditBacklog(ctx context.Context, tenant string, head audit.Head) (audit.Backlog, error) {

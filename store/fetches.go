@@ -307,8 +307,7 @@ func (s *Store) SourceWithCredential(ctx context.Context, tenantID, id string) (
 	if err := s.q(ctx).Where("tenant_id = ? AND id = ?", tenantID, id).Take(&row).Error; err != nil {
 		return intake.Source{}, nil, translate(err)
 	}
-	src := intake.Source{ID: row.ID, TenantID: row.TenantID, BaseURL: row.BaseURL, AuthType: row.AuthType,
-		TokenURL: row.TokenURL, ClientID: row.ClientID, KeyID: row.KeyID, Scopes: row.Scopes}
+	src := row.source()
 	if len(row.CredentialSealed) == 0 {
 		return src, nil, nil
 	}
@@ -317,6 +316,42 @@ func (s *Store) SourceWithCredential(ctx context.Context, tenantID, id string) (
 		return intake.Source{}, nil, fmt.Errorf("open source credential: %w", err)
 	}
 	return src, cred, nil
+}
+
+// TenantSources lists a tenant's FHIR sources by id, without their
+// credentials.
+func (s *Store) TenantSources(ctx context.Context, tenantID string) ([]intake.Source, error) {
+	var rows []Source
+	if err := s.q(ctx).Omit("credential_sealed").Where("tenant_id = ?", tenantID).Order("id").Find(&rows).Error; err != nil {
+		return nil, err
+	}
+	out := make([]intake.Source, len(rows))
+	for i, r := range rows {
+		out[i] = r.source()
+	}
+	return out, nil
+}
+
+func (row Source) source() intake.Source {
+	return intake.Source{ID: row.ID, TenantID: row.TenantID, BaseURL: row.BaseURL, AuthType: row.AuthType,
+		TokenURL: row.TokenURL, ClientID: row.ClientID, KeyID: row.KeyID, Scopes: row.Scopes}
+}
+
+// TenantReports is Report for each of a tenant's subscriptions, by id.
+func (s *Store) TenantReports(ctx context.Context, tenantID string) ([]intake.SubscriptionReport, error) {
+	var ids []string
+	if err := s.q(ctx).Model(&Subscription{}).Where("tenant_id = ?", tenantID).Order("id").Pluck("id", &ids).Error; err != nil {
+		return nil, err
+	}
+	out := make([]intake.SubscriptionReport, 0, len(ids))
+	for _, id := range ids {
+		r, err := s.Report(ctx, tenantID, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // AttachSource points a tenant's subscription at the FHIR server it fetches from.

@@ -20,6 +20,7 @@ import (
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/console"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir/client"
 	"github.com/tidings-health/tidings/intake"
@@ -225,8 +226,42 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 		Bounces:      delivery.Bounces{Store: a.store, SuppressAfter: a.cfg.BounceSuppressAfter},
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
-		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken,
+		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Console: a.console(pol),
 	}), nil
+}
+
+// console is the web console under /console, on the services the API uses.
+func (a *app) console(pol *policy.Tenants) *console.Server {
+	cfg := console.Config{Keys: a.apiKeyService(), Subscriptions: a.store, AuditLog: a.store, Disclosures: a.store,
+		Workflows:     journey.Workflows{Store: a.store},
+		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "console")}
+	if pol != nil {
+		cfg.Policy = pol
+	}
+	if v, err := a.chainVerifier(); err != nil {
+		a.log.Warn("the console cannot verify the audit chain", "err", err)
+	} else if v != nil {
+		cfg.Chain = v
+	}
+	return console.New(cfg)
+}
+
+// chainVerifier checks tenants' audit chains as tidings audit verify does,
+// when this process has the chain's keys and the checkpoints' signing key;
+// nil when it has neither.
+func (a *app) chainVerifier() (*audit.Verifier, error) {
+	if a.cfg.AuditKeys == "" && a.cfg.AuditSigningKey == "" {
+		return nil, nil
+	}
+	keys, err := a.cfg.AuditKeyring()
+	if err != nil {
+		return nil, err
+	}
+	pub, err := checkpointPublicKeys(a.cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	return &audit.Verifier{Store: a.store, Keys: keys, PublicKeys: pub, CheckpointDir: a.cfg.AuditCheckpointDir}, nil
 }
 
 // webhooks fans the tenants' audit chains out to their webhook endpoints
