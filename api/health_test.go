@@ -29,7 +29,7 @@ func TestMetricsAccess(t *testing.T) {
 		{name: "token configured, none presented on loopback", token: "s3cret", remote: "127.0.0.1:5555", want: 401},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			h := New(Config{Metrics: m, MetricsToken: c.token, TrustedProxies: c.trusted})
+			h := checked(t, New(Config{Metrics: m, MetricsToken: c.token, TrustedProxies: c.trusted}))
 			req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 			req.RemoteAddr = c.remote
 			if c.bearer != "" {
