@@ -45,15 +45,20 @@ func accessLog(log *slog.Logger) gin.HandlerFunc {
 	}
 }
 
-// recovery turns a panic into a 500 without details; the stack is not logged
-// because values on it may be PHI.
+// recovery turns a panic into a 500 without details, in the error shape of
+// the route (an OperationOutcome on the FHIR routes, the JSON error
+// elsewhere); the stack is not logged because values on it may be PHI.
 func recovery(log *slog.Logger) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		defer func() {
 			if r := recover(); r != nil {
 				log.Error("panic in handler", "route", c.FullPath())
 				if !c.Writer.Written() {
-					fhirError(c, errors.New("panic"))
+					fail := jsonError
+					if strings.HasPrefix(c.Request.URL.Path, "/fhir/") {
+						fail = fhirError
+					}
+					fail(c, errors.New("panic"))
 				}
 				c.Abort()
 			}

@@ -140,6 +140,7 @@ func New(cfg Config) *gin.Engine {
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
 	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
+	openapiRoute(r, perClient.middleware(byIP, jsonError))
 
 	f := r.Group("/fhir/r4", h.countRefused, busy.middleware(fhirError), perClient.middleware(byIP, fhirError))
 	// Per subscription, after its secret is checked: ids are per tenant.

@@ -76,6 +76,9 @@ func (h *handlers) listWebhooks(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
+	if eps == nil {
+		eps = []webhook.Endpoint{} // a list, never null, as the document says
+	}
 	c.JSON(http.StatusOK, gin.H{"endpoints": eps})
 }
 
@@ -110,6 +113,9 @@ func (h *handlers) listWebhookMessages(c *gin.Context) {
 	if err != nil {
 		jsonError(c, err)
 		return
+	}
+	if msgs == nil {
+		msgs = []webhook.Listed{}
 	}
 	c.JSON(http.StatusOK, gin.H{"messages": msgs})
 }

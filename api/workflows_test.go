@@ -79,7 +79,7 @@ func newWorkflowEnv(t *testing.T) *wfEnv {
 	})
 	tokens := map[string]string{tokenOne: newKey(t, keySvc, "t1", access.Operator), tokenTwo: newKey(t, keySvc, "t2", access.Operator),
 		complianceOne: newKey(t, keySvc, "t1", access.Compliance), complianceTwo: newKey(t, keySvc, "t2", access.Compliance)}
-	return &wfEnv{t: t, st: st, h: h, logs: logs, tokens: tokens}
+	return &wfEnv{t: t, st: st, h: checked(t, h), logs: logs, tokens: tokens}
 }
 
 // newKey makes an API key and returns its token.
@@ -701,7 +701,7 @@ func TestTenantCannotSeeAnotherTenantsWorkflow(t *testing.T) {
 
 func TestWorkflowRoutesWithoutBackends(t *testing.T) {
 	e := newWorkflowEnv(t)
-	h := New(Config{Keys: &access.Service{Store: e.st}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	h := checked(t, New(Config{Keys: &access.Service{Store: e.st}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}))
 	for _, r := range []struct {
 		method, path, body string
 	}{

@@ -13,12 +13,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"encoding/base64"
 
 	"github.com/tidings-health/tidings/access"
+	"github.com/tidings-health/tidings/api"
+	"github.com/tidings-health/tidings/api/openapitest"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
@@ -118,12 +121,32 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
 			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
 			SMIMEKeys: o.SMIMEKeys, OpenPGPKeys: o.OpenPGPKeys,
-			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog}, logs)
+			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog, CheckAPI: checkedAPI(t)}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
 	return &testStack{stack: s, Mail: mc, Logs: logs, DBURL: dbURL}
+}
+
+var apiContract = sync.OnceValues(func() (*openapitest.Contract, error) {
+	doc, err := api.OpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	return openapitest.New(doc)
+})
+
+// checkedAPI wraps a test stack's API so that every answer it gives in the
+// test is checked against the OpenAPI document (api/openapi.yaml); a
+// violation fails the test when it ends.
+func checkedAPI(t *testing.T) func(http.Handler) http.Handler {
+	t.Helper()
+	c, err := apiContract()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(h http.Handler) http.Handler { return c.Handler(t, h) }
 }
 
 // verifyAudit runs the stack's audit chainer once and verifies the dev

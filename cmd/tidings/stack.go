@@ -77,6 +77,9 @@ type stackOptions struct {
 	SMIMEKeys      string        // TIDINGS_SMIME_KEYS
 	OpenPGPKeys    string        // TIDINGS_OPENPGP_KEYS
 	LogTo          io.Writer     // nil: a log file in the stack's folder
+	// CheckAPI wraps the API's handler (tests check its answers against
+	// the OpenAPI document); nil: none.
+	CheckAPI func(http.Handler) http.Handler
 }
 
 func logLevel(debug bool) slog.Level {
@@ -224,6 +227,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		return err
 	}
 	s.app.clock = o.Clock
+	s.app.checkAPI = o.CheckAPI
 	if err = s.app.store.EnsureTenant(ctx, devTenant, "Local development"); err != nil {
 		return err
 	}

@@ -68,6 +68,9 @@ type app struct {
 	// codeMail sends the portal's one-time codes (serve); nil: none can be sent.
 	codeMail *notify.EmailChannel
 	metrics  *metrics.Metrics
+	// checkAPI, in tests, wraps the API to check each of its answers
+	// against the OpenAPI document; nil: the API as built.
+	checkAPI func(http.Handler) http.Handler
 }
 
 // policyEngine loads the policies the first time it is asked: embedded, or
@@ -220,14 +223,18 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	if pol != nil {
 		polAdmin = pol
 	}
-	return api.New(api.Config{
+	h := api.New(api.Config{
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
 		Bounces:      delivery.Bounces{Store: a.store, SuppressAfter: a.cfg.BounceSuppressAfter},
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Console: a.console(pol),
-	}), nil
+	})
+	if a.checkAPI != nil {
+		return a.checkAPI(h), nil
+	}
+	return h, nil
 }
 
 // console is the web console under /console, on the services the API uses.
