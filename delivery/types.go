@@ -61,6 +61,7 @@ type Delivery struct {
 // clear: it lives in memory only while a notice is sent.
 type Contact struct {
 	Email    string
+	Phone    string // E.164, for SMS; "" when none
 	Language string
 	TimeZone string
 	Source   string // "api" or "fhir"

@@ -32,18 +32,22 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.ConfidentialEmail != "" {
 		confidential = s.seal([]byte(c.ConfidentialEmail), colContactConfEmail, tenantID, idx)
 	}
+	phone, phoneIndex := s.sealPhone(c.Phone, tenantID, idx)
 	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
-			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source)
-		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?)
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source,
+			phone_sealed, phone_index)
+		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
 			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
-			alternate_format = EXCLUDED.alternate_format`
+			alternate_format = EXCLUDED.alternate_format,
+			phone_sealed = EXCLUDED.phone_sealed, phone_index = EXCLUDED.phone_index`
 	return s.InTx(ctx, func(tx *Store) error {
 		res := tx.q(ctx).Exec(q, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
-			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource)
+			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource,
+			phone, phoneIndex)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
 		}
@@ -80,7 +84,8 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 		sealed []byte
 		col    sealedColumn
 		dst    *string
-	}{{c.EmailSealed, colContactEmail, &out.Email}, {c.ConfidentialEmailSealed, colContactConfEmail, &out.ConfidentialEmail}} {
+	}{{c.EmailSealed, colContactEmail, &out.Email}, {c.ConfidentialEmailSealed, colContactConfEmail, &out.ConfidentialEmail},
+		{c.PhoneSealed, colContactPhone, &out.Phone}} {
 		if len(f.sealed) == 0 {
 			continue
 		}

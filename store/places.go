@@ -32,6 +32,7 @@ var (
 	colEventResource       = sealedColumn{"events", "resource_sealed"}
 	colContactEmail        = sealedColumn{"contacts", "email_sealed"}
 	colContactConfEmail    = sealedColumn{"contacts", "confidential_email_sealed"}
+	colContactPhone        = sealedColumn{"contacts", "phone_sealed"}
 	colNoticePayload       = sealedColumn{"notices", "payload_sealed"}
 	colNoticePortal        = sealedColumn{"notices", "portal_sealed"}
 	colSubscriptionHMAC    = sealedColumn{"subscriptions", "hmac_key_sealed"}
