@@ -116,6 +116,9 @@ type outgoing struct {
 	purpose  string          // the workflow's purpose; "": the notice type's
 	resend   bool            // an operator's resend of an unknown delivery
 	tenant   string          // whose notice: its DKIM key
+	// canFallBack: the step has a fallback, so a notice this channel
+	// cannot deliver is not failed (see Service.undeliverable).
+	canFallBack bool
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
@@ -163,6 +166,9 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 	if portalOnly {
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
+	}
+	if out.channel == ChannelSMS {
+		return smsPlan(dec, d, c, out, portalOnly)
 	}
 	msg, err := d.Render(out.template, c.Language, c.AlternateFormat, portalOnly)
 	if err != nil {
