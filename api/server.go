@@ -85,6 +85,8 @@ type Config struct {
 	Portal interface{ Mount(gin.IRouter) }
 	// PortalSettings backs /v1/portal/settings; nil: those routes answer 503.
 	PortalSettings PortalSettings
+	// SMS serves the SMS provider's signed callbacks under /sms; nil: none.
+	SMS *SMSCallbacks
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -165,6 +167,9 @@ func New(cfg Config) *gin.Engine {
 
 	if cfg.Portal != nil {
 		cfg.Portal.Mount(r)
+	}
+	if cfg.SMS != nil {
+		mountSMS(r, *cfg.SMS, busy.middleware(jsonError), perClient.middleware(byIP, jsonError))
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/audit"
+	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/journey"
@@ -86,9 +87,10 @@ type testOpts struct {
 	// HangUpAfterData: the catcher keeps these messages and drops the
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
-	DKIMKeys        string // TIDINGS_DKIM_KEYS
-	WebhookRetries  string // TIDINGS_WEBHOOK_RETRIES
-	DebugLog        bool   // log at debug level
+	DKIMKeys        string     // TIDINGS_DKIM_KEYS
+	WebhookRetries  string     // TIDINGS_WEBHOOK_RETRIES
+	DebugLog        bool       // log at debug level
+	SMS             config.SMS // the SMS provider (a fake one's URL and credentials)
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -115,7 +117,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
 			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
-			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog}, logs)
+			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog, SMS: o.SMS}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,6 +74,7 @@ type stackOptions struct {
 	WebhookRetries string        // TIDINGS_WEBHOOK_RETRIES
 	DebugLog       bool          // TIDINGS_LOG_LEVEL=debug
 	DKIMKeys       string        // TIDINGS_DKIM_KEYS
+	SMS            config.SMS    // TIDINGS_SMS_*: the SMS provider; zero: no SMS channel
 	LogTo          io.Writer     // nil: a log file in the stack's folder
 }
 
@@ -207,6 +208,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		// Webhook endpoints of dev and tests listen on loopback.
 		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
 	}
+	cfg.SMS = o.SMS
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second
 	}
