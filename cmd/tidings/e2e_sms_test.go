@@ -17,6 +17,7 @@ import (
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/notify"
 )
 
@@ -217,4 +218,57 @@ func countRows(t *testing.T, ts *testStack, q string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A portal step puts the notice in the portal and sends nothing; an email
+// the relay refuses for good falls back to SMS on the same notice.
+func TestPortalStepAndRefusedEmailFallBackToSMS(t *testing.T) {
+	prov := &smsProvider{t: t, sid: "AC0123456789", token: "fake-provider-token"}
+	srv := httptest.NewServer(prov)
+	defer srv.Close()
+	c := newCanary(t)
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, NoWorkflows: true,
+		SMS: config.SMS{BaseURL: srv.URL, AccountSID: prov.sid, AuthToken: prov.token, From: "+15550100000"},
+		RejectRcpt: func(rcpt string) *mailcatch.Reply {
+			if strings.EqualFold(rcpt, c.emailRefused) {
+				return &mailcatch.Reply{Code: 550, Enhanced: [3]int{5, 1, 1}, Text: "User unknown"}
+			}
+			return nil
+		}})
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveAndActivate(t, h, ts.apiKey(t, devTenant, access.Operator), "shelf-then-mail", `{"id": "shelf-then-mail",
+		"trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"},
+		"steps": [{"id": "shelf", "type": "portal", "template": "eob.notice"},
+			{"id": "mail", "type": "email", "template": "eob.notice", "fallback": {"channel": "sms"}},
+			{"id": "done", "type": "end"}]}`)
+	ts.putContact(t, c.patientRefused, `{"email": "`+c.emailRefused+`", "phone": "+15557654321"}`)
+	eob := c.collection(t, c.patient(t, c.patientRefused, c.emailRefused), c.eob(t, "EOBshelf"+c.ids, c.patientRefused, c.code))
+	if r := ts.notify(t, ts.wrap(t, eob)); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	counts := ts.waitNotices(t, 2)
+	if counts.ByStatus[delivery.NoticeSent] != 2 {
+		t.Fatalf("notices %v, want both sent", counts.ByStatus)
+	}
+	for q, want := range map[string]int64{
+		// The portal step: a portal delivery and its sealed view, no disclosure until viewed.
+		`SELECT count(*) FROM notices n JOIN deliveries d ON d.notice_id = n.id
+			WHERE n.step = 'shelf' AND d.channel = 'portal' AND d.status = 'sent' AND n.portal_sealed IS NOT NULL`: 1,
+		`SELECT count(*) FROM disclosures WHERE channel = 'portal'`: 0,
+		// The mail step: the refused email, then the SMS, on one notice.
+		`SELECT count(*) FROM notices n JOIN deliveries d ON d.notice_id = n.id WHERE n.step = 'mail' AND d.channel = 'email' AND d.status = 'failed'`: 1,
+		`SELECT count(*) FROM notices n JOIN deliveries d ON d.notice_id = n.id WHERE n.step = 'mail' AND d.channel = 'sms' AND d.status = 'sent'`:     1,
+		`SELECT count(*) FROM disclosures WHERE channel = 'sms' AND detail = 'portal-only'`:                                                            1,
+	} {
+		if n := countRows(t, ts, q); n != want {
+			t.Errorf("%d rows, want %d: %s", n, want, q)
+		}
+	}
+	if got := prov.received(); len(got) != 1 || got[0].Get("To") != "+15557654321" {
+		t.Fatalf("the provider got %v, want one SMS to the patient", got)
+	}
+	c.assertAbsent(t, "the SMS", []byte(prov.received()[0].Encode()))
 }
