@@ -9,7 +9,13 @@
 // and revision, Delivery). A delivery that may have reached the relay
 // without a reply saying so (notify.ErrUnknownOutcome, or an attempt that
 // never finished) is recorded DeliveryUnknown and never retried on its own;
-// an operator's resend goes through Send again (journey.Engine.Resend). It
-// also validates and registers the contacts patients give through a
-// tenant's systems (Contacts). Service implements journey.Sender.
+// an operator's resend goes through Send again (journey.Engine.Resend).
+// A step's channel is email, sms (only the portal link, only under the
+// policy's portal_only, only inside the workflow's SMS window: else
+// journey.Deferred) or portal (nothing sent, the view stored); a step whose
+// channel cannot deliver falls back to its fallback's channel on the same
+// notice. It also validates and registers the contacts patients give
+// through a tenant's systems (Contacts), and records the SMS provider's
+// statuses and STOP/START replies (SMSReplies). Service implements
+// journey.Sender.
 package delivery

@@ -71,7 +71,7 @@ type References interface {
 type Service struct {
 	Store  Store
 	Policy Policy
-	// Channels by name ("email", and later "sms", "portal", "webhook").
+	// Channels by name ("email", "sms"; a portal step sends nothing).
 	Channels map[string]Channel
 	// References fetches what a notification did not carry; nil when no
 	// FHIR source is configured anywhere.

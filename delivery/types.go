@@ -98,8 +98,9 @@ type Decision struct {
 }
 
 // Channel delivers one rendered notice and says how secure it is (the
-// policy decides on that). notify.EmailChannel is the email channel; SMS,
-// portal and webhook channels implement the same interface.
+// policy decides on that). notify.EmailChannel is the email channel and
+// notify.SMSChannel the SMS one (it takes the Email's To as the phone and
+// Text as the whole message); a portal step needs no channel.
 type Channel interface {
 	Security() notify.Security
 	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)

@@ -6,5 +6,9 @@
 // configured otherwise, reusing a bounded pool of sessions, and reports what it guarantees (Security) so the
 // policy can decide what may be sent through it. Its errors say whether a
 // retry is safe: ErrTemporary only when the message was not sent in full,
-// ErrUnknownOutcome when it was and the server's reply was lost.
+// ErrUnknownOutcome when it was and the server's reply was lost. The SMS
+// channel (SMSChannel) posts to a Twilio-compatible HTTP API and sends only
+// RenderSMS's fixed, PHI-free text with a portal link, refusing anything
+// else; the package also checks the provider's callback signatures
+// (ValidSMSSignature) and reads STOP/START replies (SMSKeyword).
 package notify
