@@ -80,3 +80,30 @@ func TestAddresses(t *testing.T) {
 		t.Error("a confidential address is the one used, and the portal's code goes there")
 	}
 }
+
+type keptContacts struct{ got []Contact }
+
+func (k *keptContacts) UpsertContact(_ context.Context, _, _ string, c Contact) error {
+	k.got = append(k.got, c)
+	return nil
+}
+
+// A contact needs an email or a phone, and a phone is E.164; the refusal
+// names the field, never the value.
+func TestRegisterChecksThePhone(t *testing.T) {
+	k := &keptContacts{}
+	cs := Contacts{Store: k}
+	ctx := context.Background()
+	if err := cs.Register(ctx, "t1", "p1", Contact{Phone: "+15551234567"}); err != nil {
+		t.Errorf("a phone alone: %v", err)
+	}
+	for _, c := range []Contact{{}, {Phone: "555-123-4567"}, {Email: "a@example.org", Phone: "+1 555 123"}} {
+		err := cs.Register(ctx, "t1", "p1", c)
+		if err == nil || (c.Phone != "" && (!strings.Contains(err.Error(), "phone must be an E.164 number") || strings.Contains(err.Error(), c.Phone))) {
+			t.Errorf("%+v: %v", c, err)
+		}
+	}
+	if len(k.got) != 1 {
+		t.Errorf("%d contacts stored, want only the valid one", len(k.got))
+	}
+}
