@@ -33,14 +33,16 @@ func TestWorkflowChannelStepsAreValidatedOnSave(t *testing.T) {
 		t.Errorf("400 body %s", rec.Body)
 	}
 
-	bad := `{"id": "nudge3", "trigger": {"event": "eob.received"},
+	bad := `{"id": "nudge3", "trigger": {"event": "eob.received"}, "sender": {"name": "Oncology Clinic: $45 due"},
 		"sms_window": {"from": "25:00", "to": "21:00"},
 		"steps": [{"id": "mail", "type": "email", "template": "eob.notice", "fallback": {"channel": "fax"}},
+			{"id": "text", "type": "sms", "template": "eob.notice"},
 			{"id": "shelf", "type": "portal", "template": "eob.notice", "fallback": {"channel": "email"}}, {"id": "done", "type": "end"}]}`
 	var body ProblemsError
 	want(t, e.do(tokenOne, "POST", "/v1/workflows", "application/json", []byte(bad)), http.StatusUnprocessableEntity, &body)
 	for _, w := range []struct{ step, field, msg string }{
 		{"", "sms_window", "from"},
+		{"", "sender.name", "goes in every SMS"},
 		{"mail", "fallback.channel", "unknown channel"},
 		{"shelf", "fallback", "cannot fall back"},
 	} {

@@ -52,10 +52,16 @@ func RenderSMS(sender, portalURL, lang string) (Email, error) {
 	if err != nil {
 		return Email{}, err
 	}
-	if sender != "" && (utf8.RuneCountInString(sender) > smsMaxSenderRunes || !smsSender.MatchString(sender)) {
+	if !ValidSMSSender(sender) {
 		return Email{}, fmt.Errorf("%w: the sender name is not a short plain name", ErrInvalidSMS)
 	}
 	return Email{Text: smsText(pickLanguage(lang), sender, portal), FromName: sender}, nil
+}
+
+// ValidSMSSender reports whether name may stand as the sender in an SMS:
+// short, letters, digits, spaces and & . , ' ( ) - only ("" is the default).
+func ValidSMSSender(name string) bool {
+	return name == "" || (utf8.RuneCountInString(name) <= smsMaxSenderRunes && smsSender.MatchString(name))
 }
 
 func smsText(lang, sender, portal string) string {
@@ -174,7 +180,7 @@ func (c *SMSChannel) Check(e Email) error {
 	case utf8.RuneCountInString(e.Text) > SMSMaxRunes:
 		return fmt.Errorf("%w: the text is longer than %d characters", ErrInvalidSMS, SMSMaxRunes)
 	}
-	if e.FromName != "" && (utf8.RuneCountInString(e.FromName) > smsMaxSenderRunes || !smsSender.MatchString(e.FromName)) {
+	if !ValidSMSSender(e.FromName) {
 		return fmt.Errorf("%w: the sender name is not a short plain name", ErrInvalidSMS)
 	}
 	for lang := range smsTexts {

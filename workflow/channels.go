@@ -97,6 +97,20 @@ func (v *validator) fallback(at string, s Step) {
 	}
 }
 
+// smsSender checks that a workflow that texts has a sender name an SMS
+// may carry.
+func (v *validator) smsSender() {
+	if v.r.SMSSender == nil || v.d.Sender.Name == "" || v.r.SMSSender(v.d.Sender.Name) {
+		return
+	}
+	for _, s := range v.d.Steps {
+		if s.Channel == ChannelSMS || (s.Fallback != nil && s.Fallback.Channel == ChannelSMS) {
+			v.add("", "sender.name", "goes in every SMS this workflow sends: at most 40 letters, digits, spaces and & . , ' ( ) -")
+			return
+		}
+	}
+}
+
 // smsWindow checks the workflow's SMS window.
 func (v *validator) smsWindow() {
 	w := v.d.SMSWindow

@@ -99,3 +99,20 @@ func TestSMSOpeningKeepsQuietHours(t *testing.T) {
 		t.Errorf("no window: %v, want now", got)
 	}
 }
+
+// The sender name goes in every SMS: a workflow that texts must have one
+// the registry accepts; one that does not text may name itself freely.
+func TestSMSSenderNameIsCheckedWhenTheWorkflowTexts(t *testing.T) {
+	r := channelRegistry()
+	r.SMSSender = func(name string) bool { return !strings.ContainsAny(name, ":$") }
+	d := validBase()
+	d.Sender.Name = "Dr Who: Oncology $45"
+	d.Steps = []Step{{ID: "a", Type: StepSend, Channel: "email", Template: "t.one", Fallback: &Fallback{Channel: "sms"}}, {ID: "e", Type: StepEnd}}
+	if ps := Validate(d, r); len(ps) != 1 || ps[0].Field != "sender.name" {
+		t.Errorf("an SMS fallback with that name: %v", ps)
+	}
+	d.Steps[0].Fallback = nil
+	if ps := Validate(d, r); len(ps) != 0 {
+		t.Errorf("no SMS, any name: %v", ps)
+	}
+}

@@ -40,6 +40,10 @@ type Registry struct {
 	// appointment; when set, such a send step in a workflow started by an
 	// API event or a segment (runs without one) is a problem.
 	NeedsSubject func(template string) bool
+	// SMSSender says whether a sender name may go in an SMS; when set, a
+	// workflow that texts (an sms step or fallback) with a name it refuses
+	// is a problem.
+	SMSSender func(name string) bool
 }
 
 // Problem is one thing wrong with a definition. Step is the step's id, or
@@ -145,6 +149,7 @@ func Validate(d Definition, r Registry) []Problem {
 	v := &validator{d: d, r: r, index: make(map[string]int, len(d.Steps))}
 	v.definition()
 	v.smsWindow()
+	v.smsSender()
 	for i, s := range d.Steps {
 		if s.ID == "" {
 			continue
