@@ -20,7 +20,7 @@ func TestListDisclosures(t *testing.T) {
 	ctx := context.Background()
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for i, r := range []struct{ tenant, patient string }{{"t1", "Patient/p1"}, {"t1", "Patient/p1"}, {"t1", "Patient/p1"}, {"t1", "Patient/p2"}, {"t2", "Patient/p1"}} {
-		d := delivery.Disclosure{TenantID: r.tenant, PatientIndex: e.st.PatientIndex(r.patient), At: base.Add(time.Duration(i) * 24 * time.Hour),
+		d := delivery.Disclosure{TenantID: r.tenant, PatientIndex: e.st.PatientIndex(r.tenant, r.patient), PatientRef: r.patient, At: base.Add(time.Duration(i) * 24 * time.Hour),
 			Status: delivery.DeliverySent, Channel: "email", Recipient: r.tenant + strings.ToLower(r.patient[8:]) + "@example.org",
 			NoticeType: "eob", Detail: delivery.DetailRedacted, Redacted: []string{"patient_share"}, Purpose: delivery.PurposePayment,
 			NoticeID: int64(10 + i), DeliveryID: int64(20 + i), Attempt: 1}

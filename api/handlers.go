@@ -187,18 +187,29 @@ type ContactRequest struct {
 	Restrictions        []string `json:"restrictions,omitempty"`
 	MarketingAuthorized bool     `json:"marketing_authorized,omitempty"`
 	AlternateFormat     string   `json:"alternate_format,omitempty"`
+	// The patient's key for message-level encryption, at most one: an
+	// S/MIME certificate (PEM) or an OpenPGP public key (armored). Email
+	// then goes encrypted for it and signed by the tenant.
+	SMIMECertificate string `json:"smime_certificate,omitempty"`
+	OpenPGPKey       string `json:"openpgp_key,omitempty"`
 }
 
 func (h *handlers) putContact(c *gin.Context) {
 	var req ContactRequest
-	if err := decodeJSON(c, 16<<10, &req); err != nil {
+	// Room for a key (notify.MaxRecipientKeyBytes) besides the rest.
+	if err := decodeJSON(c, 48<<10, &req); err != nil {
 		jsonError(c, err)
 		return
 	}
-	err := h.cfg.Contacts.Register(c.Request.Context(), c.GetString(ctxTenant), c.Param("id"), delivery.Contact{
+	key, err := delivery.EncryptionKeyOf(req.SMIMECertificate, req.OpenPGPKey)
+	if err != nil {
+		jsonError(c, err)
+		return
+	}
+	err = h.cfg.Contacts.Register(c.Request.Context(), c.GetString(ctxTenant), c.Param("id"), delivery.Contact{
 		Email: req.Email, Phone: req.Phone, Language: req.Language, TimeZone: req.TimeZone,
 		OptedOutChannels: req.OptedOutChannels, ConfidentialEmail: req.ConfidentialEmail, Restrictions: req.Restrictions,
-		MarketingAuthorized: req.MarketingAuthorized, AlternateFormat: req.AlternateFormat})
+		MarketingAuthorized: req.MarketingAuthorized, AlternateFormat: req.AlternateFormat, EncryptionKey: key})
 	if err != nil {
 		jsonError(c, err)
 		return

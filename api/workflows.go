@@ -52,7 +52,7 @@ var (
 	patientRef   = regexp.MustCompile(`^Patient/[A-Za-z0-9.-]{1,64}$`)
 	runSubject   = regexp.MustCompile(`^(Appointment|ExplanationOfBenefit)/[A-Za-z0-9.-]{1,64}$`)
 	runSource    = regexp.MustCompile(`^(subscription/)?[A-Za-z0-9._-]{1,64}$`)
-	patientIndex = regexp.MustCompile(`^patient:[A-Za-z0-9_-]{1,128}$`)
+	patientIndex = regexp.MustCompile(`^patient:(v[0-9]{1,7}:)?[A-Za-z0-9_-]{1,128}$`)
 )
 
 // WorkflowSaved is the answer to POST and PUT /v1/workflows.

@@ -463,7 +463,7 @@ func TestRunsShowTheirSource(t *testing.T) {
 	want(t, e.do(tokenOne, "POST", "/v1/workflows", "application/yaml", []byte(yamlDefinition)), http.StatusCreated, nil)
 	for _, source := range []string{"ehr-a", "subscription/s2"} {
 		if _, _, err := e.st.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: "portal-welcome", WorkflowVersion: 1, Priority: "normal",
-			Source: source, Subject: "Appointment/a1", PatientIndex: e.st.PatientIndex("Patient/p1")}, time.Now()); err != nil {
+			Source: source, Subject: "Appointment/a1", PatientIndex: e.st.PatientIndex("t1", "Patient/p1")}, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -539,7 +539,7 @@ func TestPostEvent(t *testing.T) {
 	if err := e.st.RawScan(ctx, &rows, `SELECT tenant_id, patient_index, type, data_sealed FROM engagements WHERE id = ?`, ok.ID); err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].TenantID != "t1" || rows[0].Type != "portal.viewed" || rows[0].PatientIndex != e.st.PatientIndex("Patient/p1") {
+	if len(rows) != 1 || rows[0].TenantID != "t1" || rows[0].Type != "portal.viewed" || rows[0].PatientIndex != e.st.PatientIndex("t1", "Patient/p1") {
 		t.Fatalf("engagement rows %+v", rows)
 	}
 	if len(rows[0].DataSealed) == 0 || bytes.Contains(rows[0].DataSealed, []byte(canary)) {
@@ -556,12 +556,12 @@ func TestPostEvent(t *testing.T) {
 	var runs struct {
 		Runs []RunBody `json:"runs"`
 	}
-	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("Patient/p1"), "", nil), http.StatusOK, &runs)
+	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("t1", "Patient/p1"), "", nil), http.StatusOK, &runs)
 	if len(runs.Runs) != 1 || runs.Runs[0].WorkflowID != "portal-welcome" || runs.Runs[0].WorkflowVersion != 1 || runs.Runs[0].Path == nil {
 		t.Fatalf("runs %+v", runs)
 	}
 	// Another tenant sees none of it.
-	want(t, e.do(tokenTwo, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("Patient/p1"), "", nil), http.StatusOK, &runs)
+	want(t, e.do(tokenTwo, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("t1", "Patient/p1"), "", nil), http.StatusOK, &runs)
 	if len(runs.Runs) != 0 {
 		t.Fatalf("tenant two sees tenant one's runs: %+v", runs)
 	}
@@ -643,7 +643,7 @@ func TestSegmentMembersAndEnroll(t *testing.T) {
 	var runs struct {
 		Runs []RunBody `json:"runs"`
 	}
-	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("Patient/p3"), "", nil), http.StatusOK, &runs)
+	want(t, e.do(tokenOne, "GET", "/v1/runs?subject=patient:"+e.st.PatientIndex("t1", "Patient/p3"), "", nil), http.StatusOK, &runs)
 	if len(runs.Runs) != 1 || runs.Runs[0].WorkflowID != "vip-welcome" {
 		t.Fatalf("runs of p3 %+v", runs)
 	}

@@ -27,8 +27,14 @@ type Config struct {
 
 	SealKeys      string // TIDINGS_SEAL_KEYS "id:base64,..." (secret)
 	SealPrimary   string // TIDINGS_SEAL_PRIMARY: id of the key that seals; required with more than one key
-	BlindIndexKey string // TIDINGS_BLIND_INDEX_KEY base64 (secret)
-	ListenAddr    string // TIDINGS_LISTEN_ADDR
+	BlindIndexKey string // TIDINGS_BLIND_INDEX_KEY base64, or "1:base64,2:base64" by version (secret)
+	// BlindIndexPrimary is the version new blind indexes use
+	// (TIDINGS_BLIND_INDEX_PRIMARY); required with more than one version.
+	BlindIndexPrimary int
+	// BlindIndexTenants moves single tenants to another version
+	// (TIDINGS_BLIND_INDEX_TENANTS "tenant=2,…"): one tenant's rotation.
+	BlindIndexTenants string
+	ListenAddr        string // TIDINGS_LISTEN_ADDR
 	// WorkerAddr is where the worker answers /healthz, /readyz and
 	// /metrics (TIDINGS_WORKER_ADDR).
 	WorkerAddr string
@@ -104,6 +110,10 @@ type Config struct {
 	// TIDINGS_DKIM_KEYS: tenant:domain:selector:key.pem entries, comma
 	// separated; see DKIMKeys.
 	DKIMKeys string
+	// TIDINGS_SMIME_KEYS (tenant:cert.pem:key.pem) and TIDINGS_OPENPGP_KEYS
+	// (tenant:key.asc), comma separated: the keys that sign each tenant's
+	// notices encrypted for a patient's own key; see MessageSignerSpecs.
+	SMIMEKeys, OpenPGPKeys string
 	// SMS is the SMS provider (TIDINGS_SMS_*); see SMS.
 	SMS SMS
 
@@ -223,6 +233,8 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		SealKeys:             get("TIDINGS_SEAL_KEYS", ""),
 		SealPrimary:          get("TIDINGS_SEAL_PRIMARY", ""),
 		BlindIndexKey:        get("TIDINGS_BLIND_INDEX_KEY", ""),
+		BlindIndexPrimary:    geti("TIDINGS_BLIND_INDEX_PRIMARY", 0),
+		BlindIndexTenants:    get("TIDINGS_BLIND_INDEX_TENANTS", ""),
 		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
 		WorkerAddr:           get("TIDINGS_WORKER_ADDR", "127.0.0.1:9091"),
 		MetricsToken:         get("TIDINGS_METRICS_TOKEN", ""),
@@ -273,6 +285,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	}
 	// Set apart from the literal above, whose alignment it would change.
 	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
+	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
 	c.SMS = smsFromEnv(get)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
@@ -410,6 +423,9 @@ func (c Config) Validate(role Role) []string {
 		if _, err := c.DKIMKeySpecs(); err != nil {
 			p = append(p, err.Error())
 		}
+		if _, err := c.MessageSignerSpecs(); err != nil {
+			p = append(p, err.Error())
+		}
 	}
 	return p
 }
@@ -488,11 +504,13 @@ func (c Config) Keyring() (*seal.Keyring, error) {
 	} else if err != nil {
 		problems = append(problems, "TIDINGS_SEAL_KEYS: "+err.Error())
 	}
-	idx, ierr := decodeKey(c.BlindIndexKey)
+	var index *seal.IndexKeys
 	if c.BlindIndexKey == "" {
 		problems = append(problems, "TIDINGS_BLIND_INDEX_KEY is required (base64 of 32 bytes)")
-	} else if ierr != nil {
-		problems = append(problems, "TIDINGS_BLIND_INDEX_KEY must be base64 of 32 bytes")
+	} else if ix, err := c.indexKeys(); err != nil {
+		problems = append(problems, err.Error())
+	} else {
+		index = ix
 	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
@@ -505,11 +523,39 @@ func (c Config) Keyring() (*seal.Keyring, error) {
 		sort.Strings(ids)
 		return nil, fmt.Errorf("TIDINGS_SEAL_PRIMARY is required when TIDINGS_SEAL_KEYS holds more than one key (%s): name the key that seals", strings.Join(ids, ", "))
 	}
-	k, err := seal.NewKeyring(keys, c.SealPrimary, idx)
+	// The keyring's own index key is replaced by the configured versions.
+	k, err := seal.NewKeyring(keys, c.SealPrimary, make([]byte, 32))
 	if err != nil {
 		return nil, fmt.Errorf("TIDINGS_SEAL_PRIMARY: %w", err)
 	}
-	return k, nil
+	return k.WithIndexKeys(index), nil
+}
+
+// indexKeys reads the blind index key versions, the primary one and the
+// tenants moved to another.
+func (c Config) indexKeys() (*seal.IndexKeys, error) {
+	keys, err := seal.ParseIndexKeys(c.BlindIndexKey)
+	if err != nil {
+		return nil, errors.New("TIDINGS_BLIND_INDEX_KEY must be base64 of 32 bytes, or version:base64,… (1:…,2:…)")
+	}
+	tenants := map[string]int{}
+	for _, part := range strings.Split(c.BlindIndexTenants, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		t, v, ok := strings.Cut(part, "=")
+		n, err := strconv.Atoi(v)
+		if !ok || t == "" || err != nil {
+			return nil, errors.New("TIDINGS_BLIND_INDEX_TENANTS: want tenant=version,…")
+		}
+		tenants[t] = n
+	}
+	ix, err := seal.NewIndexKeys(keys, c.BlindIndexPrimary, tenants)
+	if err != nil {
+		return nil, fmt.Errorf("TIDINGS_BLIND_INDEX_PRIMARY / TIDINGS_BLIND_INDEX_TENANTS: %w", err)
+	}
+	return ix, nil
 }
 
 // AuditKeyring reads the audit chain's HMAC keys and picks the primary.
@@ -534,14 +580,6 @@ func (c Config) AuditSigner() (*audit.Signer, error) {
 		return nil, fmt.Errorf("TIDINGS_AUDIT_SIGNING_KEY: %w", err)
 	}
 	return s, nil
-}
-
-func decodeKey(s string) ([]byte, error) {
-	m, err := seal.ParseKeys("x:" + s)
-	if err != nil {
-		return nil, err
-	}
-	return m["x"], nil
 }
 
 // SMTPRoots loads the CA file that the SMTP relay's certificate chains to.

@@ -218,6 +218,32 @@ func TestSealPrimaryIsExplicit(t *testing.T) {
 	}
 }
 
+func TestBlindIndexVersions(t *testing.T) {
+	e := validEnv()
+	secret := seal.NewRandomKey()
+	e["TIDINGS_BLIND_INDEX_KEY"] = "1:" + seal.NewRandomKey() + ",2:" + secret
+	c, _ := FromEnv(env(e))
+	p := strings.Join(c.Validate(RoleServe), "\n")
+	if !strings.Contains(p, "no primary version named") || strings.Contains(p, secret) {
+		t.Errorf("two versions, no primary: problems %q", p)
+	}
+	e["TIDINGS_BLIND_INDEX_PRIMARY"] = "1"
+	e["TIDINGS_BLIND_INDEX_TENANTS"] = "acme=2"
+	c, _ = FromEnv(env(e))
+	k, err := c.Keyring()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := k.BlindIndex("acme", "patient", "Patient/1"), k.BlindIndex("other", "patient", "Patient/1"); seal.IndexVersion(a) != 2 || seal.IndexVersion(b) != 1 {
+		t.Errorf("acme indexes as %q, another tenant as %q: want versions 2 and 1", a, b)
+	}
+	e["TIDINGS_BLIND_INDEX_TENANTS"] = "acme=3"
+	c, _ = FromEnv(env(e))
+	if _, err := c.Keyring(); err == nil || !strings.Contains(err.Error(), "version 3 is not configured") {
+		t.Errorf("a tenant on an unconfigured version: %v", err)
+	}
+}
+
 // The accounting of disclosures is kept six years unless configured
 // longer, by the calendar.
 func TestDisclosureRetention(t *testing.T) {

@@ -196,7 +196,7 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 				defer wg.Done()
 				b, ns := begun[a.k], todo[a.k].Notices[a.notice]
 				r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice], Disclosure: ns.Disclosure}
-				r.Disclosure.PatientIndex = b.Run.PatientIndex
+				r.Disclosure.PatientIndex, r.Disclosure.PatientRef = b.Run.PatientIndex, b.Run.Facts["patient"]
 				r.Delivery.Attempts = 1
 				receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
 				if err == nil {

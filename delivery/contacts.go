@@ -89,6 +89,9 @@ func (c Contact) problems() []string {
 	if c.AlternateFormat != "" && !restrictionName.MatchString(c.AlternateFormat) {
 		problems = append(problems, "alternate_format must be a short lower-case name such as large-print")
 	}
+	if p := keyProblem(c.EncryptionKey, time.Now()); p != "" {
+		problems = append(problems, p)
+	}
 	if len(c.OptedOutChannels) > 4 || len(c.Restrictions) > 16 {
 		problems = append(problems, "too many opted_out_channels or restrictions")
 	}

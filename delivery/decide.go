@@ -78,7 +78,11 @@ func (d *appointmentDraft) Clone() draft             { c := *d; return &c }
 // never go in; only whether a confidential one exists.
 func policyInput(base policy.Input, d draft, channel string, sec notify.Security, c Contact) policy.Input {
 	in := base
-	in.Channel = policy.Channel{Type: channel, TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted}
+	in.Channel = policy.Channel{Type: channel, TLSEnforced: sec.TLSEnforced, MessageEncrypted: sec.MessageEncrypted,
+		EncryptionAvailable: sec.MessageEncrypted}
+	if sec.MessageEncrypted {
+		in.Channel.Security = policy.ChannelMessageEncrypted
+	}
 	in.Payload = d.Fields()
 	in.Contact = policy.Contact{OptedOutChannels: c.OptedOutChannels, HasConfidentialAddress: c.ConfidentialEmail != "",
 		Restrictions: c.Restrictions, MarketingAuthorized: c.MarketingAuthorized,
@@ -91,7 +95,8 @@ var supportedObligations = map[string]bool{
 	"portal_only":                   true,
 	"generic_provider_label":        true,
 	"route_to_confidential_address": true,
-	// requires_message_encryption: no S/MIME or OpenPGP yet, so it fails closed.
+	// requires_message_encryption is met only when the message goes
+	// encrypted for the patient's key (outgoing.encryptFor).
 }
 
 // plan is what a decision makes of a draft: a message to send, or the
@@ -116,6 +121,11 @@ type outgoing struct {
 	purpose  string          // the workflow's purpose; "": the notice type's
 	resend   bool            // an operator's resend of an unknown delivery
 	tenant   string          // whose notice: its DKIM key
+	// encryptFor is the patient's key the message is encrypted for (nil:
+	// none); keyProblem says why the patient's key cannot be used, and
+	// the notice then goes portal-only (encryption.go).
+	encryptFor *notify.RecipientKey
+	keyProblem string
 	// canFallBack: the step has a fallback, so a notice this channel
 	// cannot deliver is not failed (see Service.undeliverable).
 	canFallBack bool
@@ -149,7 +159,7 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		return plan{Status: NoticeDenied, Reasons: reasons}
 	}
 	for _, o := range dec.Obligations {
-		if !supportedObligations[o] {
+		if !supportedObligations[o] && (o != "requires_message_encryption" || out.encryptFor == nil) {
 			return failed("the policy set obligation " + o + ", which this version cannot meet; not sent")
 		}
 	}
@@ -162,7 +172,11 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 	if dec.Has("generic_provider_label") {
 		redacted = append(redacted, d.HideProvider()...) // a provider's name can reveal the care
 	}
-	portalOnly := dec.Has("portal_only")
+	portalOnly := dec.Has("portal_only") || out.keyProblem != ""
+	var reasons []string
+	if out.keyProblem != "" {
+		reasons = []string{keyFallback(out.keyProblem)}
+	}
 	if portalOnly {
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
@@ -184,9 +198,11 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		msg.To = c.ConfidentialEmail
 	}
 	msg.FromName, msg.From, msg.ReplyTo, msg.TenantID = out.from.Name, out.from.From, out.from.ReplyTo, out.tenant
+	msg.EncryptFor = out.encryptFor
 	payload, err := d.Payload()
 	if err != nil {
 		return failed("the notice could not be encoded")
 	}
-	return plan{Email: msg, Payload: payload, PortalOnly: portalOnly, Disclosure: disclosed(out.channel, msg.To, redacted, portalOnly)}
+	return plan{Email: msg, Payload: payload, PortalOnly: portalOnly, Reasons: reasons,
+		Disclosure: disclosed(out.channel, msg.To, redacted, portalOnly)}
 }

@@ -36,8 +36,10 @@ type Disclosure struct {
 	ID       int64 // 0 until recorded
 	TenantID string
 	// PatientIndex is the patient's blind index (as contacts and runs
-	// keep it), never the patient reference.
+	// keep it); PatientRef the patient reference, which the store keeps
+	// only sealed (to re-key the index when its key is rotated).
 	PatientIndex string
+	PatientRef   string
 	At           time.Time // zero: when it is recorded
 	Status       string    // DeliverySent, DeliveryUnknown or DisclosureViewed
 	Channel      string    // email, portal, …

@@ -15,7 +15,10 @@
 // journey.Deferred) or portal (nothing sent, the view stored); a step whose
 // channel cannot deliver falls back to its fallback's channel on the same
 // notice. It also validates and registers the contacts patients give
-// through a tenant's systems (Contacts), and records the SMS provider's
-// statuses and STOP/START replies (SMSReplies). Service implements
+// through a tenant's systems (Contacts), with the patient's own encryption
+// key: a notice to a patient with a usable key goes encrypted for it (the
+// policy sees channel.security "message-encrypted"), and one whose key can
+// no longer be used goes portal-only (encryption.go). It records the SMS
+// provider's statuses and STOP/START replies (SMSReplies). Service implements
 // journey.Sender.
 package delivery

@@ -23,12 +23,12 @@ var portalSecurity = policy.Channel{Type: ChannelPortal, Security: policy.Channe
 // Disclosure is what showing the view to the patient discloses: recorded
 // in the accounting of disclosures (status viewed, channel portal, the
 // recipient the address of record) when the portal shows it.
-func (v PortalView) Disclosure(tenantID, patientIndex string, noticeID int64) Disclosure {
+func (v PortalView) Disclosure(tenantID, patientRef, patientIndex string, noticeID int64) Disclosure {
 	detail := v.Detail
 	if detail == "" {
 		detail = DetailFull // a view sealed before views named their detail: claim all of it
 	}
-	return Disclosure{TenantID: tenantID, PatientIndex: patientIndex, Status: DisclosureViewed, Channel: ChannelPortal,
+	return Disclosure{TenantID: tenantID, PatientIndex: patientIndex, PatientRef: patientRef, Status: DisclosureViewed, Channel: ChannelPortal,
 		Recipient: v.Email, NoticeType: v.NoticeType, Detail: detail, Redacted: v.Redacted,
 		Purpose: PurposeOf(v.Purpose, v.NoticeType), NoticeID: noticeID}
 }

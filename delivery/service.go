@@ -296,6 +296,7 @@ func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unkn
 // could not be built: there was nothing to decide on). An error means the
 // ask was cut short (shutting down): retry.
 func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
+	out, sec = s.encryption(tenantID, contact, out, sec)
 	return s.decide(ctx, tenantID, contact, policyInput(base, d, out.channel, sec, contact), d, out)
 }
 
@@ -367,7 +368,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
 	}
 	disclosed := p.Disclosure
-	disclosed.PatientIndex = run.PatientIndex
+	disclosed.PatientIndex, disclosed.PatientRef = run.PatientIndex, run.Facts["patient"]
 	dl, proceed, err := s.Store.BeginDelivery(ctx, n, out.channel, messageIDFor(ch), out.resend, disclosed)
 	switch {
 	case errors.Is(err, ErrRunEnded):
@@ -415,7 +416,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
 	}
-	return true, s.finish(wctx, n, out.channel, NoticeSent, nil)
+	return true, s.finish(wctx, n, out.channel, NoticeSent, p.Reasons)
 }
 
 // finish records the notice's final status, and counts it.

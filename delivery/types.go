@@ -77,6 +77,10 @@ type Contact struct {
 	Restrictions        []string // agreed restrictions, e.g. "eob", "all"
 	MarketingAuthorized bool
 	AlternateFormat     string // e.g. "large-print"
+	// EncryptionKey is the patient's S/MIME certificate (PEM) or OpenPGP
+	// public key (armored), set through the API only; "" for none. With a
+	// usable one, email goes encrypted for it (encryption.go).
+	EncryptionKey string
 }
 
 // LogValue keeps contact details out of logs.

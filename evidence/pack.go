@@ -117,7 +117,7 @@ type Pack struct {
 
 var (
 	policyActions = []string{"policy.activated", "policy.reset", "policy.rejected"}
-	keyActions    = []string{"key.created", "key.revoked", "seal.rotated"}
+	keyActions    = []string{"key.created", "key.revoked", "seal.rotated", "index.reindexed"}
 )
 
 // Build gathers the pack. A failing policy test or a broken chain is

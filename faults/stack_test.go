@@ -106,6 +106,7 @@ func newStack(t *testing.T) *stack {
 		"TIDINGS_BLIND_INDEX_KEY":      seal.NewRandomKey(),
 		"TIDINGS_PUBLIC_BASE_URL":      s.base,
 		"TIDINGS_LISTEN_ADDR":          listen,
+		"TIDINGS_WORKER_ADDR":          "127.0.0.1:0", // each worker its own port: the default 9091 clashes with other test runs
 		"TIDINGS_SMTP_HOST":            mailHost,
 		"TIDINGS_SMTP_PORT":            mailPort,
 		"TIDINGS_SMTP_FROM":            "Plan <notices@plan.example.org>",

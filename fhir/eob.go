@@ -131,21 +131,23 @@ func decodeEOBCarefully(eob []byte) (eobProbe, fhir.ExplanationOfBenefit, error)
 // Event.EOBFacts does the same with the fullUrls the notification gave the
 // related resources, so a urn:uuid also resolves when it is not the id.
 func EOBFactsFrom(eob json.RawMessage, related []json.RawMessage) (EOBFacts, error) {
-	return eobFacts(eob, related, nil)
+	return eobFacts(eob, false, related, nil)
 }
 
 // EOBFacts builds facts from the event's focus and related resources,
 // resolving references by the fullUrls they had in the notification too.
 func (e Event) EOBFacts() (EOBFacts, error) {
-	return eobFacts(e.Focus, e.Related, e.RelatedURLs)
+	return eobFacts(e.Focus, e.Guarded, e.Related, e.RelatedURLs)
 }
 
 // eobFacts is EOBFactsFrom with optional fullUrls, index-aligned with
 // related.
-func eobFacts(eob json.RawMessage, related []json.RawMessage, urls []string) (EOBFacts, error) {
+func eobFacts(eob json.RawMessage, guarded bool, related []json.RawMessage, urls []string) (EOBFacts, error) {
 	var f EOBFacts
-	if err := checkJSON(eob, "ExplanationOfBenefit"); err != nil {
-		return f, err
+	if !guarded {
+		if err := checkJSON(eob, "ExplanationOfBenefit"); err != nil {
+			return f, err
+		}
 	}
 	if firstNonSpace(eob) != '{' {
 		return f, fmt.Errorf("%w: ExplanationOfBenefit is not a JSON object", ErrMalformed)

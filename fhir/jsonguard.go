@@ -30,6 +30,12 @@ type guardFrame struct {
 	keys      map[string]struct{}
 }
 
+// CheckResource runs the guard every notification body passes on a
+// resource read from elsewhere (a FHIR server's answer): one JSON value
+// within MaxBodyBytes and MaxDepth, with no key repeated in an object.
+// Errors wrap ErrMalformed and carry a byte offset, never content.
+func CheckResource(raw json.RawMessage) error { return checkJSON(raw, "resource") }
+
 // checkJSON verifies that doc is exactly one well-formed JSON value within the
 // size and depth limits and without duplicate keys in any object. Errors wrap
 // ErrMalformed and carry a byte offset, never document content.

@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -185,5 +186,26 @@ func TestScanBundleReadsPublishedNotifications(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("no Backport notification fixtures")
+	}
+}
+
+// CheckResource refuses what a notification body may not hold, and an
+// event's EOBFacts checks an unguarded focus but trusts a guarded one.
+func TestCheckResourceAndGuardedFocus(t *testing.T) {
+	dup := json.RawMessage(`{"resourceType":"ExplanationOfBenefit","id":"a","id":"b"}`)
+	deep := json.RawMessage(`{"resourceType":"ExplanationOfBenefit","x":` + strings.Repeat("[", MaxDepth+1) + strings.Repeat("]", MaxDepth+1) + `}`)
+	for name, raw := range map[string]json.RawMessage{"duplicate key": dup, "too deep": deep, "not JSON": json.RawMessage(`{"a":`)} {
+		if err := CheckResource(raw); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: CheckResource = %v, want ErrMalformed", name, err)
+		}
+	}
+	if err := CheckResource(json.RawMessage(`{"resourceType":"Patient","id":"p"}`)); err != nil {
+		t.Errorf("CheckResource on a plain resource: %v", err)
+	}
+	if _, err := (Event{Focus: dup}).EOBFacts(); !errors.Is(err, ErrMalformed) {
+		t.Errorf("EOBFacts on an unguarded focus with a duplicate key = %v, want ErrMalformed", err)
+	}
+	if _, err := (Event{Focus: dup, Guarded: true}).EOBFacts(); errors.Is(err, ErrMalformed) {
+		t.Errorf("EOBFacts checked a guarded focus again: %v", err)
 	}
 }

@@ -100,6 +100,13 @@ type Event struct {
 	// Event.PatientContact use it so that a urn:uuid reference resolves
 	// even when the uuid is not the resource's id.
 	RelatedURLs []string
+	// Guarded says Focus passed the JSON guard (size, depth, duplicate
+	// keys) where it entered Tidings: a notification's whole body, or a
+	// resource read from a FHIR server (CheckResource). Readers of the
+	// focus (EOBFacts) then do not check it again. Only code that ran the
+	// guard on these very bytes, or that reads them back from storage
+	// which authenticates them, sets it.
+	Guarded bool
 }
 
 // LogValue logs the event without identifiers or resources.
@@ -382,7 +389,7 @@ func ParseNotification(body []byte) (*Notification, error) {
 				if v := it.head.versionID(); v != "" {
 					ev.VersionID = v
 				}
-				ev.Focus = it.raw
+				ev.Focus, ev.Guarded = it.raw, true // decodeBundle checked the whole body
 				n.Content = ContentFullResource
 				for _, r := range ix.related(i, se.additional) {
 					ev.Related = append(ev.Related, ix.items[r].raw)

@@ -224,6 +224,9 @@ func TestParseNotificationRelated(t *testing.T) {
 		t.Fatalf("content=%s events=%d", n.Content, len(n.Events))
 	}
 	ev := n.Events[0]
+	if !ev.Guarded {
+		t.Error("a focus from a checked body is not marked Guarded")
+	}
 	if ev.ResourceType != "ExplanationOfBenefit" || ev.ID != "eob1" || ev.VersionID != "3" || ev.EventNumber != 5 {
 		t.Errorf("event = %s/%s v%s #%d", ev.ResourceType, ev.ID, ev.VersionID, ev.EventNumber)
 	}

@@ -283,10 +283,15 @@ func (f *Fetcher) eventFrom(ctx context.Context, reader FHIRReader, res json.Raw
 			Actor struct{ Reference string } `json:"actor"`
 		} `json:"participant"`
 	}
+	// The same guard as a notification's body, so that a fetched focus is
+	// stored as checked as a bundled one.
+	if err := fhir.CheckResource(res); err != nil {
+		return fhir.Event{}, err
+	}
 	if err := json.Unmarshal(res, &head); err != nil {
 		return fhir.Event{}, fmt.Errorf("%w: the fetched body is not a resource", fhir.ErrMalformed)
 	}
-	ev := fhir.Event{EventNumber: -1, ResourceType: head.ResourceType, ID: head.ID, VersionID: head.Meta.VersionID, Focus: res}
+	ev := fhir.Event{EventNumber: -1, ResourceType: head.ResourceType, ID: head.ID, VersionID: head.Meta.VersionID, Focus: res, Guarded: true}
 	if !supportedFocus[head.ResourceType] {
 		return ev, nil
 	}

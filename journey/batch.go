@@ -58,9 +58,9 @@ type BatchStore interface {
 	// event and facts (as RefreshSubject without a change to react to).
 	RefreshSubjects(ctx context.Context, refreshes []SubjectRefresh) error
 	// ContactPreferencesOf are the zones and languages of patients, by
-	// blind index (zero for those without a contact): the contact registered
-	// through the API, else the one the source's bundles gave.
-	ContactPreferencesOf(ctx context.Context, tenantID, source string, patientIndexes []string) (map[string]workflow.Contact, error)
+	// patient reference (zero for those without a contact): the contact
+	// registered through the API, else the one the source's bundles gave.
+	ContactPreferencesOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]workflow.Contact, error)
 }
 
 // SubjectRefresh is one subject's newest event and facts.
@@ -104,7 +104,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 			continue
 		}
 		nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
-			PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID,
+			PatientIndex: r.Store.PatientIndex(ev.TenantID, refs[0]), EventID: &ev.ID,
 			Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 		todo = append(todo, pending{i, nr})
 		refreshes = append(refreshes, SubjectRefresh{TenantID: ev.TenantID, Source: ev.Source, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts})
@@ -139,14 +139,14 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 		if _, ok := prefs[key]; ok {
 			continue
 		}
-		var idx []string
+		var refs []string
 		for _, q := range todo {
 			if prefsKey(q.nr) == key {
-				idx = append(idx, q.nr.PatientIndex)
+				refs = append(refs, q.nr.Facts["patient"])
 			}
 		}
 		var err error
-		if prefs[key], err = bs.ContactPreferencesOf(ctx, tenant, p.nr.Source, idx); err != nil {
+		if prefs[key], err = bs.ContactPreferencesOf(ctx, tenant, p.nr.Source, refs); err != nil {
 			return fail(fmt.Errorf("contacts: %w", err))
 		}
 	}
@@ -168,7 +168,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 				errs[p.i] = fmt.Errorf("event %d: definition: %w", ev.ID, err)
 				break
 			}
-			st, actions, _ := feedMachine(def, run, prefs[prefsKey(nr)][nr.PatientIndex], nil, now)
+			st, actions, _ := feedMachine(def, run, prefs[prefsKey(nr)][nr.Facts["patient"]], nil, now)
 			if !onlySends(actions) {
 				// A go-to, a segment, or a send the batch does not make (an
 				// SMS, a portal step, a fallback): the general path carries it out.

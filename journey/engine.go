@@ -334,7 +334,7 @@ func (r *Engine) step(ctx context.Context, run Run) (Wake, Run, error) {
 	if err != nil {
 		return Wake{}, run, fmt.Errorf("definition: %w", err)
 	}
-	wc, err := r.Store.ContactPreferences(ctx, run.TenantID, run.Source, run.PatientIndex)
+	wc, err := r.Store.ContactPreferences(ctx, run.TenantID, run.Source, run.Facts["patient"])
 	if err != nil {
 		return Wake{}, run, fmt.Errorf("contact: %w", err)
 	}
@@ -604,6 +604,6 @@ var (
 // patientRun is a run whose subject is the patient (API-event and segment
 // triggers): the subject names the patient by blind index only.
 func (r *Engine) patientRun(tenantID, patientRef string) NewRun {
-	idx := r.Store.PatientIndex(patientRef)
+	idx := r.Store.PatientIndex(tenantID, patientRef)
 	return NewRun{TenantID: tenantID, Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": patientRef}}
 }

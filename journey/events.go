@@ -125,7 +125,7 @@ func (r *Engine) processEOB(ctx context.Context, ev *Event) error {
 		return r.closeEvent(ctx, ev, OutcomeFailed, "the ExplanationOfBenefit names no patient")
 	}
 	nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: "ExplanationOfBenefit/" + ev.ResourceID,
-		PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID,
+		PatientIndex: r.Store.PatientIndex(ev.TenantID, refs[0]), EventID: &ev.ID,
 		Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 	// A new version of an EOB a run already follows: its reminder shows this one.
 	if _, err := r.Store.RefreshSubject(ctx, ev.TenantID, ev.Source, nr.Subject, ev.ID, nr.Facts, false, r.now()); err != nil {
@@ -252,7 +252,7 @@ func (r *Engine) applyAppointment(ctx context.Context, ev *Event) error {
 		}
 		r.Wake(ctx, wakes)
 	}
-	nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: subject, PatientIndex: r.Store.PatientIndex(refs[0]), EventID: &ev.ID, Facts: facts}
+	nr := NewRun{TenantID: ev.TenantID, Source: ev.Source, Subject: subject, PatientIndex: r.Store.PatientIndex(ev.TenantID, refs[0]), EventID: &ev.ID, Facts: facts}
 	// The kind is recorded once the version has taken effect on the runs
 	// (a later version's kind is derived against it).
 	if err := r.Store.SetEventKind(ctx, ev.ID, string(kind)); err != nil {

@@ -47,10 +47,12 @@ type Store interface {
 	MarkPromoted(ctx context.Context, wakes []Wake) error
 
 	// Patients: engagements, segments, the contact's zone and language.
-	PatientIndex(patientRef string) string
+	// PatientIndex is a patient's blind index in a tenant, as new rows
+	// carry it.
+	PatientIndex(tenantID, patientRef string) string
 	// ContactPreferences reads the contact registered through the API, else
 	// the one the source's bundles gave ("" : the API's only).
-	ContactPreferences(ctx context.Context, tenantID, source, patientIndex string) (workflow.Contact, error)
+	ContactPreferences(ctx context.Context, tenantID, source, patientRef string) (workflow.Contact, error)
 	EngagementsSince(ctx context.Context, r Run, since time.Time) ([]Engagement, error)
 	RecordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time) (int64, []Wake, error)
 	RecordDelivered(ctx context.Context, tenantID, patientRef, subject string, now time.Time) ([]Wake, error)

@@ -50,6 +50,11 @@ type Options struct {
 	// STARTTLS offers STARTTLS with a self-signed ECDSA certificate for
 	// 127.0.0.1, ::1 and localhost; CertPool trusts it.
 	STARTTLS bool
+	// Certificate, when set, is the certificate STARTTLS or ImplicitTLS
+	// offers instead of the generated one (a test that plays a relay
+	// whose certificate some other step made); CertPool and CertPEM then
+	// hold its leaf.
+	Certificate *tls.Certificate
 	// ImplicitTLS makes the listener speak TLS from the first byte (SMTPS,
 	// as on port 465) with the same self-signed certificate. STARTTLS is then
 	// not offered, since the session is already encrypted.
@@ -139,9 +144,9 @@ func Start(opts Options) (*Server, error) {
 
 	var tlsConfig *tls.Config
 	if opts.STARTTLS || opts.ImplicitTLS {
-		cert, pool, err := selfSigned()
+		cert, pool, err := certificate(opts.Certificate)
 		if err != nil {
-			return nil, fmt.Errorf("mailcatch: generate certificate: %w", err)
+			return nil, err
 		}
 		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		s.pool = pool
@@ -517,6 +522,28 @@ func (ss *session) Logout() error { return nil }
 
 // selfSigned makes a short-lived ECDSA P-256 certificate for the loopback
 // names and a pool that trusts exactly it.
+// certificate is given, with a pool that trusts its leaf, or a new
+// self-signed one when given is nil.
+func certificate(given *tls.Certificate) (tls.Certificate, *x509.CertPool, error) {
+	if given == nil {
+		cert, pool, err := selfSigned()
+		if err != nil {
+			return cert, nil, fmt.Errorf("mailcatch: generate certificate: %w", err)
+		}
+		return cert, pool, nil
+	}
+	if len(given.Certificate) == 0 {
+		return tls.Certificate{}, nil, errors.New("mailcatch: the given certificate has no leaf")
+	}
+	leaf, err := x509.ParseCertificate(given.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, nil, fmt.Errorf("mailcatch: the given certificate: %w", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return *given, pool, nil
+}
+
 func selfSigned() (tls.Certificate, *x509.CertPool, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

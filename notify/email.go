@@ -87,6 +87,9 @@ type SMTPConfig struct {
 	MaxMessagesPerSession int
 	// DKIM are the keys that sign mail, by tenant and header From domain.
 	DKIM []DKIMKey
+	// Signers sign, by tenant, the messages encrypted for a recipient's
+	// S/MIME certificate or OpenPGP key (encrypted.go).
+	Signers []MessageSigner
 	// Metrics counts each Send by result, with its duration; nil counts nothing.
 	Metrics *metrics.Metrics
 }
@@ -112,6 +115,7 @@ type EmailChannel struct {
 	addr       string // host:port, for errors
 	fromDomain string // for generated Message-IDs
 	dkim       dkimKeys
+	signers    messageSigners
 	pool       *sessionPool
 }
 
@@ -156,6 +160,7 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 	orDefault(&cfg.IdleTimeout, DefaultSMTPIdleTimeout, "idle timeout", bad)
 	orDefault(&cfg.MaxMessagesPerSession, DefaultMessagesPerSession, "messages per session", bad)
 	dkim := newDKIMKeys(cfg.DKIM, bad)
+	signers := newMessageSigners(cfg.Signers, time.Now(), bad)
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
 	}
@@ -164,6 +169,7 @@ func NewEmailChannel(cfg SMTPConfig) (*EmailChannel, error) {
 		addr:       net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port)),
 		fromDomain: fromDomain,
 		dkim:       dkim,
+		signers:    signers,
 		pool:       newSessionPool(cfg.PoolSize, cfg.MaxMessagesPerSession, cfg.IdleTimeout, min(cfg.Timeout, quitTimeout)),
 	}, nil
 }
@@ -178,8 +184,8 @@ func orDefault[T int | time.Duration](v *T, def T, name string, bad func(string)
 	}
 }
 
-// Security reports what the channel guarantees. No message-level
-// encryption yet.
+// Security reports what the channel guarantees for every message;
+// SecurityFor adds message-level encryption for a recipient's own key.
 func (c *EmailChannel) Security() Security {
 	return Security{TLSEnforced: c.cfg.RequireTLS || c.cfg.ImplicitTLS}
 }
@@ -494,6 +500,12 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 	m.SetMessageIDWithValue(id)
 	m.SetDate()
 	m.Subject(e.Subject)
+	if e.EncryptFor != nil {
+		if err := c.encryptBody(m, e); err != nil {
+			return nil, "", err
+		}
+		return m, m.GetMessageID(), nil
+	}
 	switch {
 	case e.Text != "" && e.HTML != "":
 		m.SetBodyString(mail.TypeTextPlain, e.Text)

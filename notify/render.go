@@ -34,8 +34,12 @@ type Email struct {
 	// header From address and Reply-To. The envelope sender stays the
 	// channel's configured one.
 	FromName, From, ReplyTo string
-	// TenantID is whose notice this is: it picks the DKIM key.
+	// TenantID is whose notice this is: it picks the DKIM key and the
+	// message signer.
 	TenantID string
+	// EncryptFor, when set, has the channel send the message signed with
+	// the tenant's key and encrypted for this key (see SecurityFor).
+	EncryptFor *RecipientKey
 }
 
 // LogValue keeps the message out of logs: recipient and bodies are PHI.

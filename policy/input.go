@@ -28,6 +28,10 @@ type Channel struct {
 // is shown over HTTPS to a patient who proved who they are.
 const ChannelPortalAuthenticated = "portal-authenticated"
 
+// ChannelMessageEncrypted is Channel.Security of a message encrypted for
+// the recipient's own key (S/MIME or OpenPGP) and signed by the tenant.
+const ChannelMessageEncrypted = "message-encrypted"
+
 // Contact is what the patient asked for or agreed to, as the policies need
 // it: never the addresses themselves.
 type Contact struct {

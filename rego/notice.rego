@@ -12,7 +12,8 @@
 #   notice_type   "eob" | "appointment"
 #   channel       {type: "email" | "sms" | "push" | "portal", tls_enforced,
 #                  message_encrypted, encryption_available,
-#                  security: "portal-authenticated" (optional)}
+#                  security: "portal-authenticated" | "message-encrypted"
+#                  (optional)}
 #   payload       every field the notice would carry, by name
 #   purpose       "payment" | "operations" | "treatment" | "marketing" (optional)
 #   facts         coarse properties of the source resource, never codes or names:
@@ -254,10 +255,23 @@ requires_message_encryption if {
 # On the authenticated portal the patient is already where portal_only
 # sends them: a sensitive notice shows there, with a generic provider label
 # and the revealing fields redacted.
+#
+# A message encrypted for the patient's own key (S/MIME or OpenPGP) and
+# signed by the plan (channel.security "message-encrypted") reaches only
+# the patient too, whichever servers carry it: a sensitive notice goes
+# there with the same detail as on the portal, where over TLS alone it
+# goes portal-only.
+encrypted_for_recipient if {
+	input.channel.security == "message-encrypted"
+	input.channel.message_encrypted == true
+	phi_capable_channel
+}
+
 portal_only if {
 	sensitive
 	not requires_message_encryption
 	not authenticated_portal
+	not encrypted_for_recipient
 }
 
 redact contains field if {

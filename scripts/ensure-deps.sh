@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the servers the tests start themselves (package testenv): PostgreSQL
-# (initdb, postgres) and redis-server, and the headless browser the portal's
-# end-to-end test drives (chromium), from Debian's packages, when missing.
-# It starts no service: the tests run their own servers on free ports.
-# PostgreSQL and Redis are required; chromium is tried, and when it cannot be
-# installed the browser test skips and says so.
+# (initdb, postgres) and redis-server, the programs that open the encrypted
+# mail in the message-encryption tests (openssl, and gpg from gnupg), and the
+# headless browser the portal's end-to-end test drives (chromium), from
+# Debian's packages, when missing. It starts no service: the tests run their
+# own servers on free ports. PostgreSQL, Redis, openssl and gnupg are
+# required; chromium is tried, and when it cannot be installed the browser
+# test skips and says so.
 set -euo pipefail
 
 have_initdb() {
@@ -14,6 +16,12 @@ have_initdb() {
 have_redis() {
 	command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]
 }
+have_openssl() {
+	command -v openssl >/dev/null 2>&1
+}
+have_gpg() {
+	command -v gpg >/dev/null 2>&1 && command -v gpgconf >/dev/null 2>&1
+}
 have_chromium() {
 	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1
 }
@@ -21,10 +29,12 @@ have_chromium() {
 missing=()
 have_initdb || missing+=(postgresql)
 have_redis || missing+=(redis-server)
+have_openssl || missing+=(openssl)
+have_gpg || missing+=(gnupg)
 want_chromium=()
 have_chromium || want_chromium=(chromium)
 if [ "${#missing[@]}" -eq 0 ] && [ "${#want_chromium[@]}" -eq 0 ]; then
-	echo "ensure-deps: postgresql, redis-server and chromium already installed"
+	echo "ensure-deps: postgresql, redis-server, openssl, gnupg and chromium already installed"
 	exit 0
 fi
 
@@ -66,5 +76,7 @@ rm -f "$log"
 
 have_initdb || { echo "ensure-deps: initdb still missing after installing postgresql" >&2; exit 1; }
 have_redis || { echo "ensure-deps: redis-server still missing after installing it" >&2; exit 1; }
+have_openssl || { echo "ensure-deps: openssl still missing after installing it" >&2; exit 1; }
+have_gpg || { echo "ensure-deps: gpg still missing after installing gnupg" >&2; exit 1; }
 have_chromium || want_chromium=()
 echo "ensure-deps: installed ${missing[*]} ${want_chromium[*]} with apt-get (no service started)"

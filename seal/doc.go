@@ -10,4 +10,11 @@
 // with ErrCorrupt. Values of format version 1, bound only to a context
 // string, still open; `tidings keys rotate` re-seals them (and values under
 // an old key) in the current format, after which the old key can be removed.
+//
+// Blind indexes (IndexKeys) are keyed hashes of lookup values, per tenant:
+// each tenant's key of a version is derived with HKDF from the configured
+// key of that version, and an index names its version ("v2:…"), so lookups
+// probe every configured version during a rotation and `tidings keys
+// reindex` rewrites old rows to the current one. Version 0 is the global,
+// unprefixed index of earlier releases, probed with version 1's key.
 package seal

@@ -3,9 +3,7 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -91,7 +89,7 @@ type Keyring struct {
 	primary string
 	aeads   map[string]cipher.AEAD
 	ids     []string // sorted
-	index   []byte   // HMAC key for blind indexes
+	index   *IndexKeys
 }
 
 // LogValue keeps keys out of logs.
@@ -161,9 +159,8 @@ func validID(id string) bool {
 
 // NewKeyring builds a keyring. primary names the key new values are sealed
 // with; it may be "" only when there is one key. It is never guessed from
-// the ids' order: "k10" sorts before "k9". indexKey keys blind indexes and
-// must stay stable for the life of the data (it is not rotated with sealing
-// keys).
+// the ids' order: "k10" sorts before "k9". indexKey is blind index key
+// version 1, the only one; WithIndexKeys configures several.
 func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyring, error) {
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%w: no keys", ErrConfig)
@@ -171,7 +168,11 @@ func NewKeyring(keys map[string][]byte, primary string, indexKey []byte) (*Keyri
 	if len(indexKey) < 32 {
 		return nil, fmt.Errorf("%w: blind index key must be at least 32 bytes", ErrConfig)
 	}
-	k := &Keyring{aeads: map[string]cipher.AEAD{}, index: append([]byte(nil), indexKey...)}
+	index, err := NewIndexKeys(map[int][]byte{1: indexKey}, 1, nil)
+	if err != nil {
+		return nil, err
+	}
+	k := &Keyring{aeads: map[string]cipher.AEAD{}, index: index}
 	ids := make([]string, 0, len(keys))
 	for id, raw := range keys {
 		if !validID(id) || len(raw) != 32 {
@@ -290,14 +291,27 @@ func KeyID(sealed []byte) (string, error) {
 	return h.KeyID, err
 }
 
-// BlindIndex is a keyed hash of a lookup value (a patient reference, an email)
-// so rows can be found by it without storing it in clear.
-func (k *Keyring) BlindIndex(purpose, value string) string {
-	m := hmac.New(sha256.New, k.index)
-	m.Write([]byte(purpose))
-	m.Write([]byte{0})
-	m.Write([]byte(value))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+// WithIndexKeys is a copy of the keyring that makes blind indexes with ix.
+func (k *Keyring) WithIndexKeys(ix *IndexKeys) *Keyring {
+	c := *k
+	c.index = ix
+	return &c
+}
+
+// Index are the keyring's blind index keys.
+func (k *Keyring) Index() *IndexKeys { return k.index }
+
+// BlindIndex is a keyed hash of a lookup value (a patient reference, an
+// email) in a tenant, so rows can be found by it without storing it in
+// clear: made with the tenant's current index key version, which it names.
+func (k *Keyring) BlindIndex(tenant, purpose, value string) string {
+	return k.index.Index(tenant, purpose, value)
+}
+
+// BlindIndexes are the indexes a lookup probes: the value's index under
+// every version the tenant's rows may still carry, the current first.
+func (k *Keyring) BlindIndexes(tenant, purpose, value string) []string {
+	return k.index.Probes(tenant, purpose, value)
 }
 
 // NewRandomKey returns a fresh 32-byte key in base64, for `tidings keys new` and dev.

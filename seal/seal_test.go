@@ -165,14 +165,92 @@ func TestParseKeysReportsEveryProblem(t *testing.T) {
 func TestBlindIndexIsStableAndKeyed(t *testing.T) {
 	a := mustRing(t, "k1:"+key(1), "")
 	b := mustRing(t, "k9:"+key(9), "")
-	if a.BlindIndex("patient", "Patient/1") != b.BlindIndex("patient", "Patient/1") {
+	if a.BlindIndex("t1", "patient", "Patient/1") != b.BlindIndex("t1", "patient", "Patient/1") {
 		t.Error("blind index changed with the sealing key; it must depend only on the index key")
 	}
-	if a.BlindIndex("patient", "Patient/1") == a.BlindIndex("patient", "Patient/2") {
+	if a.BlindIndex("t1", "patient", "Patient/1") == a.BlindIndex("t1", "patient", "Patient/2") {
 		t.Error("different values collide")
 	}
-	if a.BlindIndex("patient", "x") == a.BlindIndex("email", "x") {
+	if a.BlindIndex("t1", "patient", "x") == a.BlindIndex("t1", "email", "x") {
 		t.Error("purposes collide")
+	}
+	if a.BlindIndex("t1", "patient", "Patient/1") == a.BlindIndex("t2", "patient", "Patient/1") {
+		t.Error("one patient indexes alike in two tenants")
+	}
+	if got := a.BlindIndex("t1", "patient", "Patient/1"); !strings.HasPrefix(got, "v1:") || IndexVersion(got) != 1 {
+		t.Errorf("index %q does not name version 1", got)
+	}
+}
+
+// indexRing is a keyring whose index keys are versions 1 and 2 (key bytes
+// 7 and 8), primary, with tenant overrides.
+func indexRing(t *testing.T, primary int, tenants map[string]int) *Keyring {
+	t.Helper()
+	ix, err := NewIndexKeys(map[int][]byte{1: bytes.Repeat([]byte{7}, 32), 2: bytes.Repeat([]byte{8}, 32)}, primary, tenants)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustRing(t, "k1:"+key(1), "").WithIndexKeys(ix)
+}
+
+func TestBlindIndexRotation(t *testing.T) {
+	old := mustRing(t, "k1:"+key(1), "") // index key 7 as version 1
+	v1 := old.BlindIndex("t1", "patient", "Patient/1")
+	legacy := mac(bytes.Repeat([]byte{7}, 32), "patient", "Patient/1") // before versions
+	if IndexVersion(legacy) != 0 {
+		t.Fatalf("a legacy index reads as version %d", IndexVersion(legacy))
+	}
+
+	rotated := indexRing(t, 2, nil)
+	v2 := rotated.BlindIndex("t1", "patient", "Patient/1")
+	if IndexVersion(v2) != 2 || v2 == v1 {
+		t.Fatalf("after rotation the index is %q (version %d)", v2, IndexVersion(v2))
+	}
+	probes := rotated.BlindIndexes("t1", "patient", "Patient/1")
+	if len(probes) != 3 || probes[0] != v2 || probes[1] != v1 || probes[2] != legacy {
+		t.Errorf("probes = %q, want current, version 1, legacy", probes)
+	}
+
+	// One tenant moved to version 2 alone; the others stay on 1.
+	one := indexRing(t, 1, map[string]int{"t1": 2})
+	if got := one.BlindIndex("t1", "patient", "Patient/1"); got != v2 {
+		t.Errorf("t1 moved to version 2 indexes as %q", got)
+	}
+	if got := one.BlindIndex("t2", "patient", "Patient/1"); IndexVersion(got) != 1 {
+		t.Errorf("t2 left on version 1 indexes as %q", got)
+	}
+
+	// Without version 1 the legacy rows are no longer probed.
+	ix, err := NewIndexKeys(map[int][]byte{2: bytes.Repeat([]byte{8}, 32)}, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if probes := old.WithIndexKeys(ix).BlindIndexes("t1", "patient", "Patient/1"); len(probes) != 1 || probes[0] != v2 {
+		t.Errorf("probes without version 1 = %q", probes)
+	}
+}
+
+func TestIndexKeysConfig(t *testing.T) {
+	keys, err := ParseIndexKeys("1:" + key(1) + ", v2:" + key(2))
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("ParseIndexKeys = %v, %v", len(keys), err)
+	}
+	if _, err := NewIndexKeys(keys, 0, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("two versions and no primary: %v", err)
+	}
+	if _, err := NewIndexKeys(keys, 3, nil); !errors.Is(err, ErrConfig) {
+		t.Errorf("an unconfigured primary: %v", err)
+	}
+	if _, err := NewIndexKeys(keys, 2, map[string]int{"t": 5}); !errors.Is(err, ErrConfig) {
+		t.Errorf("a tenant on an unconfigured version: %v", err)
+	}
+	if single, err := ParseIndexKeys(key(3)); err != nil || len(single[1]) != 32 {
+		t.Errorf("a single key is not version 1: %v", err)
+	}
+	for _, bad := range []string{"0:" + key(1), "x:" + key(1), "1:short", "1:" + key(1) + ",1:" + key(2)} {
+		if _, err := ParseIndexKeys(bad); !errors.Is(err, ErrConfig) || strings.Contains(err.Error(), key(1)) {
+			t.Errorf("ParseIndexKeys(%.6s…) = %v", bad, err)
+		}
 	}
 }
 
@@ -213,6 +291,30 @@ func FuzzParseHeader(f *testing.F) {
 		}
 		if h.Len != 2+len(h.KeyID) || h.Len > len(b) || string(b[2:h.Len]) != h.KeyID || !validID(h.KeyID) {
 			t.Fatalf("header %+v inconsistent with %x", h, b)
+		}
+	})
+}
+
+// The hot path makes an index per notice and, during a rotation, probes
+// every version: derived tenant keys are cached, so each costs one HMAC.
+func BenchmarkBlindIndexes(b *testing.B) {
+	k, err := NewIndexKeys(map[int][]byte{1: bytes.Repeat([]byte{7}, 32), 2: bytes.Repeat([]byte{8}, 32)}, 2, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("index", func(b *testing.B) {
+		for b.Loop() {
+			k.Index("t1", "patient", "Patient/p1")
+		}
+	})
+	b.Run("before-versions", func(b *testing.B) { // the global index of earlier releases
+		for b.Loop() {
+			k.At("t1", 0, "patient", "Patient/p1")
+		}
+	})
+	b.Run("probes", func(b *testing.B) {
+		for b.Loop() {
+			k.Probes("t1", "patient", "Patient/p1")
 		}
 	})
 }

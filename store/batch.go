@@ -71,12 +71,14 @@ func (s *Store) RefreshSubjects(ctx context.Context, refreshes []journey.Subject
 	return nil
 }
 
-// ContactPreferencesOf are the zones and languages of patients, by blind
-// index, from the contacts ContactFor would use; nothing sealed is opened.
-func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID, source string, patientIndexes []string) (map[string]workflow.Contact, error) {
-	rows, err := s.query(ctx, `SELECT DISTINCT ON (patient_index) patient_index, time_zone, language FROM contacts
+// ContactPreferencesOf are the zones and languages of patients, by
+// patient reference, from the contacts ContactFor would use; nothing sealed
+// is opened.
+func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]workflow.Contact, error) {
+	p := s.patientsByIndex(tenantID, patientRefs)
+	rows, err := s.query(ctx, `SELECT patient_index, time_zone, language FROM contacts
 		WHERE tenant_id = $1 AND patient_index = ANY($2::text[]) AND fhir_source IN ('', $3)
-		ORDER BY patient_index, `+contactPrecedence, tenantID, patientIndexes, source)
+		ORDER BY `+contactPrecedence, tenantID, p.probes, source)
 	if err != nil {
 		return nil, err
 	}
@@ -88,43 +90,36 @@ func (s *Store) ContactPreferencesOf(ctx context.Context, tenantID, source strin
 		if err := rows.Scan(&idx, &c.TimeZone, &c.Language); err != nil {
 			return nil, err
 		}
-		out[idx] = c
+		if _, seen := out[p.ref[idx]]; !seen { // the API's came first
+			out[p.ref[idx]] = c
+		}
 	}
+	spreadRefs(out, patientRefs)
 	return out, rows.Err()
 }
 
 // ContactsOf are the contacts stored under patient references of a tenant,
 // by reference, opened: each the one ContactFor would find.
 func (s *Store) ContactsOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]delivery.Contact, error) {
-	byIndex := map[string][]string{}
-	idx := make([]string, 0, len(patientRefs))
-	for _, ref := range patientRefs {
-		i := s.PatientIndex(ref)
-		if _, ok := byIndex[i]; !ok {
-			idx = append(idx, i)
-		}
-		byIndex[i] = append(byIndex[i], ref)
-	}
+	p := s.patientsByIndex(tenantID, patientRefs)
 	var rows []Contact
-	if err := s.q(ctx).Where("tenant_id = ? AND patient_index IN ? AND fhir_source IN ('', ?)", tenantID, idx, source).
+	if err := s.q(ctx).Where("tenant_id = ? AND patient_index IN ? AND fhir_source IN ('', ?)", tenantID, p.probes, source).
 		Order(contactPrecedence).Find(&rows).Error; err != nil {
 		return nil, err
 	}
 	out := map[string]delivery.Contact{}
-	seen := map[string]bool{}
 	for _, row := range rows {
-		if seen[row.PatientIndex] {
+		ref := p.ref[row.PatientIndex]
+		if _, seen := out[ref]; seen {
 			continue // the API's came first
 		}
-		seen[row.PatientIndex] = true
 		c, err := s.contact(row)
 		if err != nil {
 			return nil, err
 		}
-		for _, ref := range byIndex[row.PatientIndex] {
-			out[ref] = c
-		}
+		out[ref] = c
 	}
+	spreadRefs(out, patientRefs)
 	return out, nil
 }
 
@@ -192,7 +187,7 @@ func (s *Store) BeginStarts(ctx context.Context, starts []delivery.RunStart) ([]
 			}
 			if ns.Channel != "" {
 				disclosed := ns.Disclosure
-				disclosed.PatientIndex = out[ref.start].Run.PatientIndex
+				disclosed.PatientIndex, disclosed.PatientRef = out[ref.start].Run.PatientIndex, out[ref.start].Run.Facts["patient"]
 				dl.add(j, *n, ns.Channel, ns.MessageID, tx.sealDisclosure(n.TenantID, n.ID, ns.Channel, disclosed))
 			}
 		}
@@ -515,7 +510,7 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 		if st.Contact == nil || !begun[i].Created {
 			continue
 		}
-		key := st.Start.Run.TenantID + "\x00" + st.Contact.Contact.FHIRSource + "\x00" + s.PatientIndex(st.Contact.PatientRef)
+		key := st.Start.Run.TenantID + "\x00" + st.Contact.Contact.FHIRSource + "\x00" + s.PatientIndex(st.Start.Run.TenantID, st.Contact.PatientRef)
 		if _, ok := latest[key]; !ok {
 			order = append(order, key)
 		}
@@ -526,29 +521,39 @@ func (s *Store) upsertContacts(ctx context.Context, starts []delivery.RunStart, 
 	}
 	n := len(order)
 	tenant, idx, lang, tz, source, fhirSource := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	email := make([][]byte, n)
+	email, patient := make([][]byte, n), make([][]byte, n)
+	// Rows of these patients and sources under older index versions are
+	// replaced, in the same statement, as an upsert of the current
+	// version would update them.
+	var oTenant, oIdx, oSource []string
 	for k, key := range order {
 		st := starts[latest[key]]
 		c := st.Contact.Contact
 		if c.Source == "api" || c.FHIRSource == "" {
 			return nil, fmt.Errorf("upsert contacts: a bundle's contact needs its source")
 		}
-		tenant[k], idx[k], lang[k], tz[k], source[k] = st.Start.Run.TenantID, s.PatientIndex(st.Contact.PatientRef), c.Language, c.TimeZone, c.Source
+		tenant[k], idx[k], lang[k], tz[k], source[k] = st.Start.Run.TenantID, s.PatientIndex(st.Start.Run.TenantID, st.Contact.PatientRef), c.Language, c.TimeZone, c.Source
 		fhirSource[k] = c.FHIRSource
 		email[k] = s.seal([]byte(c.Email), colContactEmail, tenant[k], idx[k])
+		patient[k] = s.seal([]byte(st.Contact.PatientRef), colContactPatient, tenant[k], idx[k])
+		for _, o := range s.olderPatientIndexes(tenant[k], st.Contact.PatientRef) {
+			oTenant, oIdx, oSource = append(oTenant, tenant[k]), append(oIdx, o), append(oSource, c.FHIRSource)
+		}
 	}
 	// Only what a bundle tells is written: a FHIR contact has no requests.
-	rows, err := s.query(ctx, `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
-			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source)
-		SELECT t, i, e, l, z, src, now(), '', NULL, '', false, '', fs
-		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(t, i, e, l, z, src, fs)
+	rows, err := s.query(ctx, `WITH replaced AS (DELETE FROM contacts c USING unnest($9::text[], $10::text[], $11::text[]) AS o(t, i, fs)
+			WHERE c.tenant_id = o.t AND c.patient_index = o.i AND c.fhir_source = o.fs)
+		INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source, patient_sealed)
+		SELECT t, i, e, l, z, src, now(), '', NULL, '', false, '', fs, p
+		FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bytea[]) AS x(t, i, e, l, z, src, fs, p)
 		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
-			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
+			email_sealed = EXCLUDED.email_sealed, patient_sealed = EXCLUDED.patient_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format
-		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source, fhirSource)
+		RETURNING tenant_id, patient_index, source`, tenant, idx, email, lang, tz, source, fhirSource, patient, oTenant, oIdx, oSource)
 	if err != nil {
 		return nil, fmt.Errorf("upsert contacts: %w", translate(err))
 	}
@@ -586,6 +591,8 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 		var nStatus, nReasons []string
 		var cleared, deferred []journey.Run
 		var eTenant, eIdx, eSubject []string
+		var ePatient [][]byte
+		var wTenant, wIdx, wSubject []string // the wake-ups' probes: every index the patient's runs may carry
 		var disclosures disclosureRows
 		for _, f := range finishes {
 			retry := false
@@ -614,6 +621,10 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 					nID, nStatus, nReasons = append(nID, r.Notice.ID), append(nStatus, delivery.NoticeSent), append(nReasons, "[]")
 					audits = append(audits, noticeAudit(r.Notice, delivery.NoticeSent, nil))
 					eTenant, eIdx, eSubject = append(eTenant, f.Run.TenantID), append(eIdx, f.Run.PatientIndex), append(eSubject, f.Run.Subject)
+					ePatient = append(ePatient, s.sealPatient(colEngagementPatient, f.Run.TenantID, f.Run.PatientIndex, f.Run.Facts["patient"]))
+					for _, i := range s.runPatientProbes(f.Run) {
+						wTenant, wIdx, wSubject = append(wTenant, f.Run.TenantID), append(wIdx, i), append(wSubject, f.Run.Subject)
+					}
 				case r.Temporary:
 					retry = true
 				case r.Unknown:
@@ -658,13 +669,13 @@ func (s *Store) FinishStarts(ctx context.Context, finishes []delivery.RunFinish)
 		}
 		wakes = append(wakes, w...)
 		if len(eTenant) > 0 {
-			if _, err := tx.exec(ctx, `INSERT INTO engagements (tenant_id, patient_index, subject, type, received_at)
-				SELECT t, i, s, 'delivered', $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS x(t, i, s)`,
-				eTenant, eIdx, eSubject, now); err != nil {
+			if _, err := tx.exec(ctx, `INSERT INTO engagements (tenant_id, patient_index, subject, type, received_at, patient_sealed)
+				SELECT t, i, s, 'delivered', $4, p FROM unnest($1::text[], $2::text[], $3::text[], $5::bytea[]) AS x(t, i, s, p)`,
+				eTenant, eIdx, eSubject, now, ePatient); err != nil {
 				return fmt.Errorf("record delivered: %w", err)
 			}
 			// Only runs waiting for "delivered" are woken now, as RecordDelivered wakes them.
-			rows, err := tx.queryPlanned(ctx, wakeDeliveredSQL, eTenant, eIdx, eSubject, now)
+			rows, err := tx.queryPlanned(ctx, wakeDeliveredSQL, wTenant, wIdx, wSubject, now)
 			if err != nil {
 				return fmt.Errorf("wake runs: %w", err)
 			}

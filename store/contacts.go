@@ -10,11 +10,6 @@ import (
 	"github.com/tidings-health/tidings/workflow"
 )
 
-// PatientIndex is the blind index of a patient reference in a tenant.
-func (s *Store) PatientIndex(patientRef string) string {
-	return s.keys.BlindIndex(indexPatient, strings.TrimSpace(patientRef))
-}
-
 // UpsertContact stores (sealed) how to reach a patient. A contact registered
 // through the API (Source "api") is the patient's one row without a FHIR
 // source; one read from a FHIR bundle is stored for its source
@@ -23,7 +18,8 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if (c.Source == "api") != (c.FHIRSource == "") {
 		return fmt.Errorf("upsert contact: a FHIR contact needs its source, an API contact has none")
 	}
-	idx := s.PatientIndex(patientRef)
+	idx := s.PatientIndex(tenantID, patientRef)
+	patient := s.seal([]byte(patientRef), colContactPatient, tenantID, idx)
 	var email []byte
 	if c.Email != "" {
 		email = s.seal([]byte(c.Email), colContactEmail, tenantID, idx)
@@ -32,22 +28,30 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.ConfidentialEmail != "" {
 		confidential = s.seal([]byte(c.ConfidentialEmail), colContactConfEmail, tenantID, idx)
 	}
+	var key []byte
+	if c.EncryptionKey != "" {
+		key = s.seal([]byte(c.EncryptionKey), colContactKey, tenantID, idx)
+	}
 	phone, phoneIndex := s.sealPhone(c.Phone, tenantID, idx)
-	q := `INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
-			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source,
-			phone_sealed, phone_index)
-		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?)
+	// The row under an older index version is this one's predecessor:
+	// replaced in the same statement.
+	q := `WITH replaced AS (DELETE FROM contacts WHERE tenant_id = ? AND patient_index IN ? AND fhir_source = ?)
+		INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
+			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source, patient_sealed,
+			encryption_key_sealed, encryption_key_kind, phone_sealed, phone_index)
+		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
-			email_sealed = EXCLUDED.email_sealed, language = EXCLUDED.language,
+			email_sealed = EXCLUDED.email_sealed, patient_sealed = EXCLUDED.patient_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
 			opted_out_channels = EXCLUDED.opted_out_channels, confidential_email_sealed = EXCLUDED.confidential_email_sealed,
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format,
+			encryption_key_sealed = EXCLUDED.encryption_key_sealed, encryption_key_kind = EXCLUDED.encryption_key_kind,
 			phone_sealed = EXCLUDED.phone_sealed, phone_index = EXCLUDED.phone_index`
 	return s.InTx(ctx, func(tx *Store) error {
-		res := tx.q(ctx).Exec(q, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
-			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource,
-			phone, phoneIndex)
+		res := tx.q(ctx).Exec(q, tenantID, s.olderPatientIndexes(tenantID, patientRef), c.FHIRSource, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
+			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource, patient,
+			key, c.EncryptionKeyKind(), phone, phoneIndex)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
 		}
@@ -63,7 +67,7 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 // never another source's. ErrNotFound when none.
 func (s *Store) ContactFor(ctx context.Context, tenantID, source, patientRef string) (delivery.Contact, error) {
 	var c Contact
-	err := s.q(ctx).Where("tenant_id = ? AND patient_index = ? AND fhir_source IN ('', ?)", tenantID, s.PatientIndex(patientRef), source).
+	err := s.q(ctx).Where("tenant_id = ? AND patient_index IN ? AND fhir_source IN ('', ?)", tenantID, s.patientProbes(tenantID, patientRef), source).
 		Order(contactPrecedence).Take(&c).Error
 	if err != nil {
 		return delivery.Contact{}, translate(err)
@@ -85,6 +89,7 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 		col    sealedColumn
 		dst    *string
 	}{{c.EmailSealed, colContactEmail, &out.Email}, {c.ConfidentialEmailSealed, colContactConfEmail, &out.ConfidentialEmail},
+		{c.EncryptionKeySealed, colContactKey, &out.EncryptionKey},
 		{c.PhoneSealed, colContactPhone, &out.Phone}} {
 		if len(f.sealed) == 0 {
 			continue
@@ -101,9 +106,9 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 // ContactPreferences are the time zone and language a patient's runs
 // schedule and choose templates by, from the contact ContactFor would use;
 // zero when no contact is stored. Nothing sealed is opened.
-func (s *Store) ContactPreferences(ctx context.Context, tenantID, source, patientIndex string) (workflow.Contact, error) {
-	prefs, err := s.ContactPreferencesOf(ctx, tenantID, source, []string{patientIndex})
-	return prefs[patientIndex], err
+func (s *Store) ContactPreferences(ctx context.Context, tenantID, source, patientRef string) (workflow.Contact, error) {
+	prefs, err := s.ContactPreferencesOf(ctx, tenantID, source, []string{patientRef})
+	return prefs[patientRef], err
 }
 
 func splitList(s string) []string {

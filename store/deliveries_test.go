@@ -156,7 +156,7 @@ func TestBatchStartAgainMarksUnfinishedDeliveriesUnknown(t *testing.T) {
 	start := delivery.RunStart{
 		Start: journey.Start{Now: t0, State: workflow.State{Step: "confirm", Visited: []string{"confirm"}},
 			Run: journey.NewRun{TenantID: "t1", WorkflowID: "reminders", WorkflowVersion: 1, Subject: "Appointment/b1",
-				EventID: &ev, PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityNormal}},
+				EventID: &ev, PatientIndex: s.PatientIndex("t1", "Patient/p1"), Priority: workflow.PriorityNormal}},
 		Notices: []delivery.NoticeStart{{Step: "confirm", Template: "appointment.confirmation", Type: "appointment",
 			PortalToken: "tok-b1", Status: delivery.NoticePending, Channel: "email"}},
 	}

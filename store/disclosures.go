@@ -29,7 +29,7 @@ var ErrPurgeNeedsOwner = fault.New(fault.Forbidden,
 type disclosureRows struct {
 	tenant, idx, status, channel, ref, typ, detail, redacted, purpose []string
 	at                                                                []time.Time
-	recipient                                                         [][]byte
+	recipient, patient                                                [][]byte
 	notice, delivery                                                  []*int64
 	attempt                                                           []*int32
 }
@@ -63,6 +63,7 @@ func (r *disclosureRows) add(s *Store, d delivery.Disclosure, now time.Time) err
 	r.ref, r.typ, r.detail, r.redacted = append(r.ref, ref), append(r.typ, d.NoticeType), append(r.detail, d.Detail), append(r.redacted, string(rj))
 	r.purpose, r.at = append(r.purpose, d.Purpose), append(r.at, d.At)
 	r.recipient = append(r.recipient, s.seal([]byte(d.Recipient), colDisclosureRecipient, d.TenantID, d.PatientIndex, ref))
+	r.patient = append(r.patient, s.sealPatient(colDisclosurePatient, d.TenantID, d.PatientIndex, d.PatientRef))
 	r.notice, r.delivery, r.attempt = append(r.notice, id(d.NoticeID)), append(r.delivery, id(d.DeliveryID)), append(r.attempt, attempt)
 	return nil
 }
@@ -71,6 +72,8 @@ func (r *disclosureRows) add(s *Store, d delivery.Disclosure, now time.Time) err
 func checkDisclosure(d delivery.Disclosure) error {
 	switch {
 	case d.TenantID == "" || d.PatientIndex == "":
+		// PatientRef may be missing only from a delivery claimed before
+		// disclosures kept it; reindex finds it from another row.
 		return fmt.Errorf("record disclosure: the tenant and the patient's index are required")
 	case d.Recipient == "" || d.Channel == "":
 		return fmt.Errorf("record disclosure: the recipient and the channel are required")
@@ -93,12 +96,12 @@ func (r *disclosureRows) insert(ctx context.Context, tx *Store) error {
 		return nil
 	}
 	_, err := tx.execPlanned(ctx, `INSERT INTO disclosures (tenant_id, patient_index, disclosed_at, status, channel, ref, recipient_sealed,
-			notice_type, detail, redacted, purpose, notice_id, delivery_id, attempt)
-		SELECT t, i, a, st, c, ref, rcpt, nt, d, r::jsonb, p, n, dl, att
+			notice_type, detail, redacted, purpose, notice_id, delivery_id, attempt, patient_sealed)
+		SELECT t, i, a, st, c, ref, rcpt, nt, d, r::jsonb, p, n, dl, att, pt
 		FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::bytea[], $8::text[], $9::text[],
-			$10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[]) AS x(t, i, a, st, c, ref, rcpt, nt, d, r, p, n, dl, att)
+			$10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::int[], $15::bytea[]) AS x(t, i, a, st, c, ref, rcpt, nt, d, r, p, n, dl, att, pt)
 		ON CONFLICT (delivery_id, attempt) WHERE delivery_id IS NOT NULL DO NOTHING`,
-		r.tenant, r.idx, r.at, r.status, r.channel, r.ref, r.recipient, r.typ, r.detail, r.redacted, r.purpose, r.notice, r.delivery, r.attempt)
+		r.tenant, r.idx, r.at, r.status, r.channel, r.ref, r.recipient, r.typ, r.detail, r.redacted, r.purpose, r.notice, r.delivery, r.attempt, r.patient)
 	if err != nil {
 		return fmt.Errorf("record disclosures: %w", err)
 	}
@@ -179,7 +182,7 @@ func (s *Store) Disclosures(ctx context.Context, q delivery.DisclosureQuery) (ou
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
-	idx := s.PatientIndex(q.PatientRef)
+	probes := s.patientProbes(q.TenantID, q.PatientRef)
 	var from, to, afterAt *time.Time
 	if !q.From.IsZero() {
 		from = &q.From
@@ -190,29 +193,29 @@ func (s *Store) Disclosures(ctx context.Context, q delivery.DisclosureQuery) (ou
 	if q.After.ID != 0 {
 		afterAt = &q.After.At
 	}
-	rows, err := s.query(ctx, `SELECT id, disclosed_at, status, channel, ref, recipient_sealed, notice_type, detail, redacted, purpose,
+	rows, err := s.query(ctx, `SELECT id, patient_index, disclosed_at, status, channel, ref, recipient_sealed, notice_type, detail, redacted, purpose,
 			coalesce(notice_id, 0), coalesce(delivery_id, 0), coalesce(attempt, 0)
 		FROM disclosures
-		WHERE tenant_id = $1 AND patient_index = $2
+		WHERE tenant_id = $1 AND patient_index = ANY($2::text[])
 			AND ($3::timestamptz IS NULL OR disclosed_at >= $3) AND ($4::timestamptz IS NULL OR disclosed_at < $4)
 			AND ($5::timestamptz IS NULL OR (disclosed_at, id) > ($5, $6))
-		ORDER BY disclosed_at, id LIMIT $7`, q.TenantID, idx, from, to, afterAt, q.After.ID, q.Limit+1)
+		ORDER BY disclosed_at, id LIMIT $7`, q.TenantID, probes, from, to, afterAt, q.After.ID, q.Limit+1)
 	if err != nil {
 		return nil, next, fmt.Errorf("list disclosures: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		d := delivery.Disclosure{TenantID: q.TenantID, PatientIndex: idx}
+		d := delivery.Disclosure{TenantID: q.TenantID}
 		var ref string
 		var sealed, redacted []byte
-		if err := rows.Scan(&d.ID, &d.At, &d.Status, &d.Channel, &ref, &sealed, &d.NoticeType, &d.Detail, &redacted, &d.Purpose,
+		if err := rows.Scan(&d.ID, &d.PatientIndex, &d.At, &d.Status, &d.Channel, &ref, &sealed, &d.NoticeType, &d.Detail, &redacted, &d.Purpose,
 			&d.NoticeID, &d.DeliveryID, &d.Attempt); err != nil {
 			return nil, next, fmt.Errorf("list disclosures: %w", err)
 		}
 		if err := json.Unmarshal(redacted, &d.Redacted); err != nil {
 			return nil, next, fmt.Errorf("list disclosures: disclosure %d: redacted fields: %w", d.ID, err)
 		}
-		rcpt, err := s.open(sealed, colDisclosureRecipient, q.TenantID, idx, ref)
+		rcpt, err := s.open(sealed, colDisclosureRecipient, q.TenantID, d.PatientIndex, ref)
 		if err != nil {
 			return nil, next, fmt.Errorf("list disclosures: disclosure %d: recipient: %w", d.ID, err)
 		}

@@ -41,7 +41,7 @@ func mustDisclosures(t *testing.T, s *Store, q delivery.DisclosureQuery) ([]deli
 func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	idx := s.PatientIndex("Patient/p1")
+	idx := s.PatientIndex("t1", "Patient/p1")
 	outcomes := []string{delivery.DeliverySent, delivery.DeliveryFailed, delivery.DeliveryUnknown}
 	var sent, unknown delivery.Delivery
 	for i, status := range outcomes {
@@ -94,7 +94,7 @@ func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 		t.Errorf("another patient sees %d disclosures", len(other))
 	}
 	// A recipient copied onto another patient's entry does not open there.
-	if err := s.RecordDisclosure(ctx, delivery.Disclosure{TenantID: "t1", PatientIndex: s.PatientIndex("Patient/p2"), Status: delivery.DisclosureViewed,
+	if err := s.RecordDisclosure(ctx, delivery.Disclosure{TenantID: "t1", PatientIndex: s.PatientIndex("t1", "Patient/p2"), Status: delivery.DisclosureViewed,
 		Channel: "portal", Recipient: "p2@example.org", NoticeType: "eob", Detail: delivery.DetailFull, Purpose: delivery.PurposePayment}); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestDeliveryOutcomesRecordDisclosures(t *testing.T) {
 func TestFinishStartsRecordsDisclosures(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	idx := s.PatientIndex("Patient/p1")
+	idx := s.PatientIndex("t1", "Patient/p1")
 	var finishes []delivery.RunFinish
 	for i, r := range []delivery.SendResult{{Sent: true}, {Temporary: true, Err: "try later"}, {Unknown: true}, {Err: "refused"}} {
 		n, dl := claimedNotice(t, s, "b"+string(rune('1'+i)))
@@ -139,7 +139,7 @@ func TestFinishStartsRecordsDisclosures(t *testing.T) {
 func TestDisclosuresPageAndRange(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
-	idx := s.PatientIndex("Patient/p1")
+	idx := s.PatientIndex("t1", "Patient/p1")
 	base := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for i := range 5 {
 		d := testDisclosure("eob")
@@ -197,7 +197,7 @@ func TestPurgeDisclosures(t *testing.T) {
 		age    time.Duration
 	}{{"t1", 7 * 365 * 24 * time.Hour}, {"t1", 7 * 365 * 24 * time.Hour}, {"t1", time.Hour}, {"t2", 10 * 365 * 24 * time.Hour}} {
 		d := testDisclosure("eob")
-		d.TenantID, d.PatientIndex, d.Status, d.At = r.tenant, s.PatientIndex("Patient/p1"), delivery.DeliverySent, now.Add(-r.age)
+		d.TenantID, d.PatientIndex, d.Status, d.At = r.tenant, s.PatientIndex(r.tenant, "Patient/p1"), delivery.DeliverySent, now.Add(-r.age)
 		if err := s.RecordDisclosure(ctx, d); err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +245,7 @@ func TestUnfinishedDeliveriesAreAccountedFor(t *testing.T) {
 	claim := func(resourceID, recipient string) delivery.Delivery {
 		t.Helper()
 		d := testDisclosure("appointment")
-		d.PatientIndex, d.Recipient = s.PatientIndex("Patient/p1"), recipient
+		d.PatientIndex, d.Recipient = s.PatientIndex("t1", "Patient/p1"), recipient
 		_, dl := claimedNotice(t, s, resourceID) // claimed without a description
 		n := delivery.Notice{ID: dl.NoticeID, TenantID: "t1"}
 		// A resend claims it again, with what this attempt discloses.

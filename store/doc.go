@@ -10,5 +10,7 @@
 // family per purpose. Its GORM models are its
 // own; it converts rows to the core's types at its boundary, seals PHI
 // before it reaches a column, and turns driver errors callers branch on
-// into coded errors (package fault).
+// into coded errors (package fault). Patients are found by blind index
+// (patients.go): lookups probe every index key version, and Reindex and
+// Rotate rewrite rows to the current index version and sealing key.
 package store

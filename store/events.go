@@ -65,14 +65,21 @@ func encodeRecord(r fhir.Event) ([]byte, error) {
 		}
 		b = append(b, urls...)
 	}
-	return compressRecord(append(b, '}')), nil
+	return compressRecord(append(b, '}'), r.Guarded), nil
 }
 
 // A record is stored compressed: FHIR JSON shrinks five to ten times, so
 // an EOB's row stays small enough not to be moved out of line (TOAST), and
 // PostgreSQL no longer tries to compress what sealing made random. A
 // record that starts with '{' is plain JSON, as written before.
-const recordZstd = 0x01
+// recordZstdGuarded marks a record whose focus passed fhir's JSON guard
+// before it was stored (fhir.Event.Guarded), so that readers need not run
+// it again; the mark is inside the sealed value, so nobody without the
+// key can set it. Records written before it carry recordZstd.
+const (
+	recordZstd        = 0x01
+	recordZstdGuarded = 0x02
+)
 
 var (
 	recordEncoder = must(zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
@@ -88,15 +95,22 @@ func must[T any](v T, err error) T {
 	return v
 }
 
-func compressRecord(rec []byte) []byte {
-	return recordEncoder.EncodeAll(rec, []byte{recordZstd})
+func compressRecord(rec []byte, guarded bool) []byte {
+	mark := byte(recordZstd)
+	if guarded {
+		mark = recordZstdGuarded
+	}
+	return recordEncoder.EncodeAll(rec, []byte{mark})
 }
 
-func decompressRecord(stored []byte) ([]byte, error) {
-	if len(stored) == 0 || stored[0] != recordZstd {
-		return stored, nil
+// decompressRecord returns a stored record's JSON and whether its focus
+// was guarded when it was stored.
+func decompressRecord(stored []byte) (plain []byte, guarded bool, err error) {
+	if len(stored) == 0 || (stored[0] != recordZstd && stored[0] != recordZstdGuarded) {
+		return stored, false, nil
 	}
-	return recordDecoder.DecodeAll(stored[1:], nil)
+	plain, err = recordDecoder.DecodeAll(stored[1:], nil)
+	return plain, stored[0] == recordZstdGuarded, err
 }
 
 // InsertEvents stores a notification's events with their audit rows,
@@ -286,14 +300,15 @@ func (s *Store) openRecord(ev Event) (fhir.Event, error) {
 	if err != nil {
 		return fhir.Event{}, fmt.Errorf("open event %d: %w", ev.ID, err)
 	}
-	if plain, err = decompressRecord(plain); err != nil {
+	plain, guarded, err := decompressRecord(plain)
+	if err != nil {
 		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decompress", ev.ID)
 	}
 	rec, err := decodeRecord(plain)
 	if err != nil {
 		return fhir.Event{}, fmt.Errorf("event %d: the stored record does not decode", ev.ID)
 	}
-	return fhir.Event{Focus: rec.Focus, Related: rec.Related, RelatedURLs: rec.RelatedURLs}, nil
+	return fhir.Event{Focus: rec.Focus, Related: rec.Related, RelatedURLs: rec.RelatedURLs, Guarded: guarded}, nil
 }
 
 // decodeRecord reads a record. One that encodeRecord framed is cut at its

@@ -130,6 +130,10 @@ type Contact struct {
 	Restrictions            string
 	MarketingAuthorized     bool
 	AlternateFormat         string
+	// EncryptionKeySealed is the patient's S/MIME certificate or OpenPGP
+	// key, sealed (it names the patient); EncryptionKeyKind which of the two.
+	EncryptionKeySealed []byte
+	EncryptionKeyKind   string
 	// FHIRSource is the source whose bundle gave a FHIR contact; "" for the
 	// API's.
 	FHIRSource string `gorm:"column:fhir_source"`

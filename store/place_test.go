@@ -64,13 +64,14 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		for _, c := range []struct{ tenant, patient, email string }{
 			{"t1", "Patient/p1", "p1@example.org"}, {"t2", "Patient/p1", "attacker@example.org"}, {"t1", "Patient/p2", "p2@example.org"},
 		} {
-			if err := s.UpsertContact(ctx, c.tenant, c.patient, delivery.Contact{Email: c.email, ConfidentialEmail: "c-" + c.email, Source: "api"}); err != nil {
+			if err := s.UpsertContact(ctx, c.tenant, c.patient, delivery.Contact{Email: c.email, ConfidentialEmail: "c-" + c.email, EncryptionKey: "k-" + c.email, Source: "api"}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		idx1, idx2 := s.PatientIndex("Patient/p1"), s.PatientIndex("Patient/p2")
-		// Tenant: the same patient index in another tenant.
-		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't2' AND patient_index = ?", idx1, idx1)
+		idx1, idx2 := s.PatientIndex("t1", "Patient/p1"), s.PatientIndex("t1", "Patient/p2")
+		other1 := s.PatientIndex("t2", "Patient/p1") // the same patient in another tenant
+		// Tenant: the same patient in another tenant.
+		swap(t, s, "contacts", "email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't2' AND patient_index = ?", idx1, other1)
 		_, err := s.ContactFor(ctx, "t1", "", "Patient/p1")
 		wantCorrupt(t, "contacts.email_sealed from another tenant", err)
 		// Row: another patient of the same tenant.
@@ -81,9 +82,13 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 		swap(t, s, "contacts", "confidential_email_sealed", "email_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx2, idx2)
 		_, err = s.ContactFor(ctx, "t1", "", "Patient/p2")
 		wantCorrupt(t, "contacts.confidential_email_sealed from email_sealed", err)
-		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx1, idx1)
+		swap(t, s, "contacts", "confidential_email_sealed", "confidential_email_sealed", "tenant_id = 't2' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", other1, idx1)
 		_, err = s.ContactFor(ctx, "t2", "", "Patient/p1")
 		wantCorrupt(t, "contacts.confidential_email_sealed from another tenant", err)
+		// The key sealed for another patient's row does not open for this one.
+		swap(t, s, "contacts", "encryption_key_sealed", "encryption_key_sealed", "tenant_id = 't1' AND patient_index = ?", "tenant_id = 't1' AND patient_index = ?", idx2, idx1)
+		_, err = s.ContactFor(ctx, "t1", "", "Patient/p2")
+		wantCorrupt(t, "contacts.encryption_key_sealed from another patient", err)
 	})
 
 	t.Run("subscriptions.hmac_key_sealed", func(t *testing.T) {
@@ -169,9 +174,9 @@ func TestSealedValuesCopiedElsewhereDoNotOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		idx1, idx2 := s.PatientIndex("Patient/p1"), s.PatientIndex("Patient/p2")
+		idx1, idx2 := s.PatientIndex("t1", "Patient/p1"), s.PatientIndex("t1", "Patient/p2")
 		swap(t, s, "segment_members", "patient_sealed", "patient_sealed",
-			"tenant_id = 't2' AND segment = 'diabetes' AND patient_index = ?", "tenant_id = 't1' AND segment = 'diabetes' AND patient_index = ?", idx1, idx1)
+			"tenant_id = 't2' AND segment = 'diabetes' AND patient_index = ?", "tenant_id = 't1' AND segment = 'diabetes' AND patient_index = ?", s.PatientIndex("t2", "Patient/p1"), idx1)
 		_, err := s.SegmentMembers(ctx, "t2", "diabetes")
 		wantCorrupt(t, "segment member from another tenant", err)
 		// Another segment's member: a patient moved into a segment it never joined.

@@ -16,15 +16,19 @@ import (
 //	events.resource_sealed            dedupe_key
 //	contacts.email_sealed             patient_index (the API's row and each source's share it)
 //	contacts.confidential_email_sealed patient_index
+//	contacts.encryption_key_sealed    patient_index
+//	contacts.patient_sealed           patient_index (so are engagements' and disclosures')
 //	notices.payload_sealed            portal_token (unique)
 //	notices.portal_sealed             portal_token (unique)
 //	subscriptions.hmac_key_sealed     id
 //	fhir_sources.credential_sealed    id
 //	runs.facts_sealed                 subject (a subject's runs share its facts; not its source)
 //	engagements.data_sealed           id (taken from the sequence first)
+//	engagements.patient_sealed        patient_index
 //	segment_members.patient_sealed    segment, patient_index
 //	webhook_endpoints.secret_sealed   id
 //	disclosures.recipient_sealed      patient_index, ref (random, chosen before the insert)
+//	disclosures.patient_sealed        patient_index
 //	deliveries.disclosure_sealed      notice_id, channel
 type sealedColumn struct{ table, column string }
 
@@ -33,6 +37,10 @@ var (
 	colContactEmail        = sealedColumn{"contacts", "email_sealed"}
 	colContactConfEmail    = sealedColumn{"contacts", "confidential_email_sealed"}
 	colContactPhone        = sealedColumn{"contacts", "phone_sealed"}
+	colContactKey          = sealedColumn{"contacts", "encryption_key_sealed"}
+	colContactPatient      = sealedColumn{"contacts", "patient_sealed"}
+	colEngagementPatient   = sealedColumn{"engagements", "patient_sealed"}
+	colDisclosurePatient   = sealedColumn{"disclosures", "patient_sealed"}
 	colNoticePayload       = sealedColumn{"notices", "payload_sealed"}
 	colNoticePortal        = sealedColumn{"notices", "portal_sealed"}
 	colSubscriptionHMAC    = sealedColumn{"subscriptions", "hmac_key_sealed"}

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"crypto/subtle"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -120,7 +119,11 @@ func (a portalAccess) locked(now time.Time) bool {
 }
 
 func (s *Store) portalCodeHash(tenantID string, noticeID int64, code string) string {
-	return s.keys.BlindIndex(indexPortalCode, tenantID+"\x00"+strconv.FormatInt(noticeID, 10)+"\x00"+code)
+	return s.keys.BlindIndex(tenantID, indexPortalCode, portalCodeValue(noticeID, code))
+}
+
+func portalCodeValue(noticeID int64, code string) string {
+	return strconv.FormatInt(noticeID, 10) + "\x00" + code
 }
 
 func portalAudit(tenantID string, noticeID int64, action string, detail map[string]any) AuditRecord {
@@ -180,8 +183,8 @@ func (s *Store) VerifyPortal(ctx context.Context, tenantID string, noticeID int6
 		ok := at.BirthDateOK
 		if at.NeedCode {
 			live := a.CodeHash.Valid && a.CodeExpiresAt.Valid && a.CodeExpiresAt.Time.After(now) && a.CodeAttempts < lim.CodeAttempts
-			want := s.portalCodeHash(tenantID, noticeID, at.Code)
-			ok = ok && live && subtle.ConstantTimeCompare([]byte(a.CodeHash.String), []byte(want)) == 1
+			// A code issued before a rotation checks under its own version.
+			ok = ok && live && s.keys.Index().Matches(tenantID, indexPortalCode, portalCodeValue(noticeID, at.Code), a.CodeHash.String)
 		}
 		if ok {
 			res = portal.Verified
@@ -237,7 +240,7 @@ func (s *Store) PortalSession(ctx context.Context, tenantID, sessionHash string,
 // in the same transaction, its entry in the accounting of disclosures.
 func (s *Store) PortalViewed(ctx context.Context, tenantID string, noticeID int64, v delivery.PortalView) error {
 	return s.InTx(ctx, func(tx *Store) error {
-		if err := tx.RecordDisclosure(ctx, v.Disclosure(tenantID, s.PatientIndex(v.Patient), noticeID)); err != nil {
+		if err := tx.RecordDisclosure(ctx, v.Disclosure(tenantID, v.Patient, s.PatientIndex(tenantID, v.Patient), noticeID)); err != nil {
 			return err
 		}
 		return tx.Audit(ctx, portalAudit(tenantID, noticeID, "portal.viewed", nil))

@@ -34,7 +34,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		plain, err := decompressRecord(stored)
+		plain, _, err := decompressRecord(stored)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func BenchmarkDecodeRecord(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	plain, err := decompressRecord(stored)
+	plain, _, err := decompressRecord(stored)
 	if err != nil {
 		b.Fatal(err)
 	}

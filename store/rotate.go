@@ -18,15 +18,17 @@ type sealedTable struct {
 
 var sealedTables = []sealedTable{
 	{"events", []string{"id"}, []string{"dedupe_key"}, []sealedColumn{colEventResource}},
-	{"contacts", []string{"id"}, []string{"patient_index"}, []sealedColumn{colContactEmail, colContactConfEmail, colContactPhone}},
+	{"contacts", []string{"id"}, []string{"patient_index"}, []sealedColumn{colContactEmail, colContactConfEmail, colContactKey, colContactPatient, colContactPhone}},
 	{"notices", []string{"id"}, []string{"portal_token"}, []sealedColumn{colNoticePayload, colNoticePortal}},
 	{"subscriptions", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colSubscriptionHMAC}},
 	{"fhir_sources", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colSourceCredential}},
 	{"runs", []string{"id"}, []string{"subject"}, []sealedColumn{colRunFacts}},
 	{"engagements", []string{"id"}, []string{"id::text"}, []sealedColumn{colEngagementData}},
+	{"engagements", []string{"id"}, []string{"patient_index"}, []sealedColumn{colEngagementPatient}},
 	{"segment_members", []string{"tenant_id", "segment", "patient_index"}, []string{"segment", "patient_index"}, []sealedColumn{colSegmentPatient}},
 	{"webhook_endpoints", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colWebhookSecret}},
 	{"disclosures", []string{"id"}, []string{"patient_index", "ref"}, []sealedColumn{colDisclosureRecipient}},
+	{"disclosures", []string{"id"}, []string{"patient_index"}, []sealedColumn{colDisclosurePatient}},
 	{"deliveries", []string{"id"}, []string{"notice_id::text", "channel"}, []sealedColumn{colDeliveryDisclosure}},
 }
 
@@ -70,12 +72,19 @@ func (s *Store) Rotate(ctx context.Context, opts RotateOptions) ([]RotateProgres
 	if opts.PageSize <= 0 {
 		opts.PageSize = 500
 	}
-	var out []RotateProgress
-	for _, t := range sealedTables {
-		p, err := s.rotateTable(ctx, t, opts)
+	return walkTables("rotate", sealedTables, func(t sealedTable) string { return t.name },
+		func(t sealedTable) (RotateProgress, error) { return s.rotateTable(ctx, t, opts) })
+}
+
+// walkTables walks each table in turn and collects what each walk
+// reports, up to the first that fails.
+func walkTables[T, P any](verb string, tables []T, name func(T) string, walk func(T) (P, error)) ([]P, error) {
+	var out []P
+	for _, t := range tables {
+		p, err := walk(t)
 		out = append(out, p)
 		if err != nil {
-			return out, fmt.Errorf("rotate %s: %w", t.name, err)
+			return out, fmt.Errorf("%s %s: %w", verb, name(t), err)
 		}
 	}
 	return out, nil
@@ -90,13 +99,8 @@ func (s *Store) rotateTable(ctx context.Context, t sealedTable, opts RotateOptio
 	}
 	keyList := strings.Join(t.key, ", ")
 	var last []any // key of the last row seen; pages continue after it
-	for {
-		args := []any{kid}
-		after := ""
-		if last != nil {
-			after = fmt.Sprintf(" AND (%s) > (%s)", keyList, placeholders(2, len(last)))
-			args = append(args, last...)
-		}
+	err := walkPages(opts.PageSize, func() (int, error) {
+		after, args := afterKey(t.key, last, []any{kid})
 		q := fmt.Sprintf(`SELECT %s, tenant_id, %s, %s FROM %s WHERE (%s)%s ORDER BY %s LIMIT %d FOR UPDATE`,
 			keyList, rowKeyList(t.row), strings.Join(cols, ", "), t.name, strings.Join(stale, " OR "), after, keyList, opts.PageSize)
 		n := 0
@@ -115,18 +119,8 @@ func (s *Store) rotateTable(ctx context.Context, t sealedTable, opts RotateOptio
 				var tenant string
 				rowKey := make([]string, len(t.row))
 				values := make([][]byte, len(t.cols))
-				dst := make([]any, 0, len(key)+1+len(rowKey)+len(values))
-				for i := range key {
-					dst = append(dst, &key[i])
-				}
-				dst = append(dst, &tenant)
-				for i := range rowKey {
-					dst = append(dst, &rowKey[i])
-				}
-				for i := range values {
-					dst = append(dst, &values[i])
-				}
-				if err := rows.Scan(dst...); err != nil {
+				dst := append(append(pointers(key), &tenant), pointers(rowKey)...)
+				if err := rows.Scan(append(dst, pointers(values)...)...); err != nil {
 					rows.Close()
 					return err
 				}
@@ -167,22 +161,60 @@ func (s *Store) rotateTable(ctx context.Context, t sealedTable, opts RotateOptio
 			}
 			return nil
 		})
+		return n, err
+	}, &p.Pages, &p.Done, tell(opts.Progress, &p))
+	return p, err
+}
+
+// tell is the progress callback of a walk: told p as it stands, if set.
+func tell[P any](progress func(P) error, p *P) func() error {
+	return func() error {
+		if progress == nil {
+			return nil
+		}
+		return progress(*p)
+	}
+}
+
+// walkPages calls page, one page of rows each, until a page holds fewer
+// than size rows, counting the pages that held any and telling progress
+// after each.
+func walkPages(size int, page func() (int, error), pages *int, done *bool, progress func() error) error {
+	for {
+		n, err := page()
 		if err != nil {
-			return p, err
+			return err
 		}
 		if n > 0 {
-			p.Pages++
+			*pages++
 		}
-		p.Done = n < opts.PageSize
-		if opts.Progress != nil {
-			if err := opts.Progress(p); err != nil {
-				return p, err
-			}
+		*done = n < size
+		if err := progress(); err != nil {
+			return err
 		}
-		if p.Done {
-			return p, nil
+		if *done {
+			return nil
 		}
 	}
+}
+
+// afterKey is the condition that continues a walk in primary key order
+// after the last row seen (none for the first page), and args with its
+// arguments appended, numbered after those.
+func afterKey(key []string, last []any, args []any) (string, []any) {
+	if last == nil {
+		return "", args
+	}
+	return fmt.Sprintf(" AND (%s) > (%s)", strings.Join(key, ", "), placeholders(len(args)+1, len(last))), append(args, last...)
+}
+
+// pointers are the addresses of a row's values, for Scan.
+func pointers[T any](values []T) []any {
+	out := make([]any, len(values))
+	for i := range values {
+		out[i] = &values[i]
+	}
+	return out
 }
 
 func placeholders(from, n int) string {

@@ -63,6 +63,19 @@ func (s *Store) StartRun(ctx context.Context, r journey.NewRun, now time.Time) (
 	created := false
 	err = s.InTx(ctx, func(tx *Store) error {
 		var rows []journey.Wake
+		// A patient's run under an older index version is the same run:
+		// until reindex renames it, it still keeps the patient from
+		// re-entering.
+		if older := s.olderPatientSubjects(r); len(older) > 0 {
+			if err := tx.q(ctx).Raw(`SELECT id, tenant_id, wake_seq, due_at, step, priority FROM runs
+				WHERE tenant_id = ? AND workflow_id = ? AND source = ? AND subject IN ?`, r.TenantID, r.WorkflowID, r.Source, older).Scan(&rows).Error; err != nil {
+				return fmt.Errorf("existing run: %w", err)
+			}
+			if len(rows) > 0 {
+				w = rows[0]
+				return nil
+			}
+		}
 		if err := tx.q(ctx).Raw(`INSERT INTO runs (tenant_id, workflow_id, workflow_version, source, subject, patient_index, event_id,
 				status, facts_sealed, due_at, priority, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?, ?, ?)
@@ -396,7 +409,11 @@ func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subje
 }
 
 func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audited bool) (int64, []journey.Wake, error) {
-	idx := s.PatientIndex(patientRef)
+	idx, probes := s.PatientIndex(tenantID, patientRef), s.patientProbes(tenantID, patientRef)
+	subjects := []string{subject}
+	for _, p := range probes {
+		subjects = append(subjects, patientSubject(p))
+	}
 	var id int64
 	var wakes []journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
@@ -409,9 +426,9 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 			}
 			sealed, preID = s.seal(data, colEngagementData, tenantID, itoa(id)), &id
 		}
-		if err := tx.q(ctx).Raw(`INSERT INTO engagements (id, tenant_id, patient_index, subject, type, data_sealed, received_at)
-			VALUES (COALESCE(?::bigint, nextval(pg_get_serial_sequence('engagements', 'id'))), ?, ?, NULLIF(?, ''), ?, ?, ?) RETURNING id`,
-			preID, tenantID, idx, subject, eventType, sealed, now).Scan(&id).Error; err != nil {
+		if err := tx.q(ctx).Raw(`INSERT INTO engagements (id, tenant_id, patient_index, subject, type, data_sealed, received_at, patient_sealed)
+			VALUES (COALESCE(?::bigint, nextval(pg_get_serial_sequence('engagements', 'id'))), ?, ?, NULLIF(?, ''), ?, ?, ?, ?) RETURNING id`,
+			preID, tenantID, idx, subject, eventType, sealed, now, s.sealPatient(colEngagementPatient, tenantID, idx, patientRef)).Scan(&id).Error; err != nil {
 			return fmt.Errorf("record engagement: %w", translate(err))
 		}
 		// Only runs waiting for this event are woken; the others take it
@@ -420,14 +437,14 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 		var err error
 		if subject != "" {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-				WHERE tenant_id = ? AND waiting AND subject IN (?, ?) AND patient_index = ?
+				WHERE tenant_id = ? AND waiting AND subject IN ? AND patient_index IN ?
 					AND state->'waiting_for' @> jsonb_build_array(?::text)
 				RETURNING id, tenant_id, wake_seq, due_at, step, priority`,
-				now, tenantID, subject, "patient:"+idx, idx, eventType).Scan(&wakes).Error
+				now, tenantID, subjects, probes, eventType).Scan(&wakes).Error
 		} else {
 			err = tx.q(ctx).Raw(`UPDATE runs SET `+wakeNow+`, updated_at = now()
-				WHERE tenant_id = ? AND patient_index = ? AND waiting AND state->'waiting_for' @> jsonb_build_array(?::text)
-				RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, idx, eventType).Scan(&wakes).Error
+				WHERE tenant_id = ? AND patient_index IN ? AND waiting AND state->'waiting_for' @> jsonb_build_array(?::text)
+				RETURNING id, tenant_id, wake_seq, due_at, step, priority`, now, tenantID, probes, eventType).Scan(&wakes).Error
 		}
 		if err != nil {
 			return fmt.Errorf("wake runs: %w", err)
@@ -448,9 +465,9 @@ func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subj
 func (s *Store) EngagementsSince(ctx context.Context, r journey.Run, since time.Time) ([]journey.Engagement, error) {
 	var out []journey.Engagement
 	err := s.q(ctx).Raw(`SELECT id, type FROM engagements
-		WHERE tenant_id = ? AND patient_index = ? AND id > ? AND received_at >= ?
+		WHERE tenant_id = ? AND patient_index IN ? AND id > ? AND received_at >= ?
 			AND (subject IS NULL OR subject = ? OR ? LIKE 'patient:%') ORDER BY id LIMIT 1000`,
-		r.TenantID, r.PatientIndex, r.EngagementCursor, since, r.Subject, r.Subject).Scan(&out).Error
+		r.TenantID, s.runPatientProbes(r), r.EngagementCursor, since, r.Subject, r.Subject).Scan(&out).Error
 	return out, err
 }
 
@@ -500,10 +517,13 @@ func (s *Store) OverdueRuns(ctx context.Context, now time.Time, slack time.Durat
 // AddSegmentMember puts a patient in a segment; joined is false when the
 // patient was already a member.
 func (s *Store) AddSegmentMember(ctx context.Context, tenantID, segment, patientRef string) (bool, error) {
-	idx := s.PatientIndex(patientRef)
+	idx := s.PatientIndex(tenantID, patientRef)
+	// A member under an older index version is the same member.
 	res := s.q(ctx).Exec(`INSERT INTO segment_members (tenant_id, segment, patient_index, patient_sealed)
-		VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		tenantID, segment, idx, s.seal([]byte(patientRef), colSegmentPatient, tenantID, segment, idx))
+		SELECT ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM segment_members
+			WHERE tenant_id = ? AND segment = ? AND patient_index IN ?) ON CONFLICT DO NOTHING`,
+		tenantID, segment, idx, s.seal([]byte(patientRef), colSegmentPatient, tenantID, segment, idx),
+		tenantID, segment, s.olderPatientIndexes(tenantID, patientRef))
 	if res.Error != nil {
 		return false, fmt.Errorf("add segment member: %w", translate(res.Error))
 	}

@@ -90,7 +90,7 @@ func mustEvent(t *testing.T, s *Store, tenantID, subscriptionID, resourceType, r
 func mustStart(t *testing.T, s *Store, r journey.NewRun, now time.Time) journey.Wake {
 	t.Helper()
 	if r.PatientIndex == "" {
-		r.PatientIndex = s.PatientIndex("Patient/p1")
+		r.PatientIndex = s.PatientIndex("t1", "Patient/p1")
 	}
 	if r.Priority == "" {
 		r.Priority = workflow.PriorityNormal
@@ -373,7 +373,7 @@ func TestStartRunNeverReenters(t *testing.T) {
 	ev := mustEvent(t, s, "t1", "sub1", "Appointment", "a1", "1")
 	facts := workflow.Facts{"start": "2030-01-10T15:00:00Z", "note": canaryFact}
 	nr := journey.NewRun{TenantID: "t1", WorkflowID: "reminders", WorkflowVersion: 1, Priority: workflow.PriorityHigh,
-		Subject: "Appointment/a1", PatientIndex: s.PatientIndex("Patient/p1"), EventID: &ev, Facts: facts}
+		Subject: "Appointment/a1", PatientIndex: s.PatientIndex("t1", "Patient/p1"), EventID: &ev, Facts: facts}
 
 	w, created, err := s.StartRun(ctx, nr, t0)
 	if err != nil || !created {
@@ -877,9 +877,9 @@ func TestRecordEngagementWakesOnlyThatPatientsWaitingRuns(t *testing.T) {
 		mustWorkflow(t, s, tenant, d, journey.WorkflowActive)
 	}
 	mustWorkflow(t, s, "t1", timer, journey.WorkflowActive)
-	p1 := s.PatientIndex("Patient/p1")
+	p1 := s.PatientIndex("t1", "Patient/p1")
 	start := func(tenant, subject, patient string) int64 {
-		w := mustStart(t, s, journey.NewRun{TenantID: tenant, WorkflowID: d.ID, Subject: subject, PatientIndex: s.PatientIndex(patient)}, t0)
+		w := mustStart(t, s, journey.NewRun{TenantID: tenant, WorkflowID: d.ID, Subject: subject, PatientIndex: s.PatientIndex(tenant, patient)}, t0)
 		mustAdvance(t, s, d, w.ID, workflow.Input{Kind: workflow.InputStart, Now: t0})
 		return w.ID
 	}
@@ -978,9 +978,10 @@ func TestEngagementsSince(t *testing.T) {
 	clicked := record("t2", "Patient/p1", "", "clicked", t0.Add(30*time.Minute))
 	viewed := record("t1", "Patient/p1", "ExplanationOfBenefit/e1", "portal.viewed", t0.Add(time.Hour))
 	login := record("t1", "Patient/p1", "", "portal.login", t0.Add(2*time.Hour))
-	p1 := s.PatientIndex("Patient/p1")
+	p1 := s.PatientIndex("t1", "Patient/p1")
 	run := func(tenant, subject string, cursor int64) journey.Run {
-		return journey.Run{TenantID: tenant, PatientIndex: p1, Subject: subject, EngagementCursor: cursor}
+		return journey.Run{TenantID: tenant, PatientIndex: s.PatientIndex(tenant, "Patient/p1"), Subject: subject, EngagementCursor: cursor,
+			Facts: workflow.Facts{"patient": "Patient/p1"}}
 	}
 
 	for _, tc := range []struct {
@@ -1474,7 +1475,7 @@ func TestConcurrentSavesAndStarts(t *testing.T) {
 	var started atomic.Int32
 	for _, err := range concurrently(func(int) error {
 		_, ok, err := s.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: first + n, Subject: "Appointment/a1",
-			PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityNormal}, t0)
+			PatientIndex: s.PatientIndex("t1", "Patient/p1"), Priority: workflow.PriorityNormal}, t0)
 		if ok {
 			started.Add(1)
 		}
@@ -1573,7 +1574,7 @@ func TestStartRunReportsTheExistingRun(t *testing.T) {
 	d := remindersDef("reminders", "appointment.booked")
 	mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
 	nr := journey.NewRun{TenantID: "t1", WorkflowID: d.ID, WorkflowVersion: 1, Subject: "Appointment/a1",
-		PatientIndex: s.PatientIndex("Patient/p1"), Priority: workflow.PriorityHigh}
+		PatientIndex: s.PatientIndex("t1", "Patient/p1"), Priority: workflow.PriorityHigh}
 	id := mustStart(t, s, nr, t0).ID
 	saved := mustAdvance(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0})
 	got, created, err := s.StartRun(ctx, nr, t0.Add(time.Hour))
@@ -1629,7 +1630,7 @@ func TestCancellationDoesNotSkipASentNotice(t *testing.T) {
 		t.Fatal(err, proceed)
 	}
 	disclosed := testDisclosure("appointment")
-	disclosed.PatientIndex = s.PatientIndex("Patient/p1")
+	disclosed.PatientIndex = s.PatientIndex("t1", "Patient/p1")
 	if err := s.FinishDelivery(ctx, dl, delivery.DeliverySent, true, "<m@x>", "", disclosed); err != nil {
 		t.Fatal(err)
 	}
@@ -1743,7 +1744,7 @@ func TestEventDuringASendWakesTheRunWhenTheSendIsDone(t *testing.T) {
 			s := mustStore(t)
 			ctx := context.Background()
 			mustWorkflow(t, s, "t1", d, journey.WorkflowActive)
-			p1 := s.PatientIndex("Patient/p1")
+			p1 := s.PatientIndex("t1", "Patient/p1")
 			start := func(subject string) int64 {
 				id := mustStart(t, s, journey.NewRun{TenantID: "t1", WorkflowID: d.ID, Subject: subject, PatientIndex: p1}, t0).ID
 				if _, actions := saveStep(t, s, d, id, workflow.Input{Kind: workflow.InputStart, Now: t0}); len(actions) == 0 {

@@ -11,9 +11,11 @@ import (
 // indexPhone is the purpose of phone numbers' blind indexes.
 const indexPhone = "phone"
 
-// PhoneIndex is the blind index of an E.164 phone number, the same in
-// every tenant: a STOP sent to the deployment's number covers them all.
-func (s *Store) PhoneIndex(phone string) string { return s.keys.BlindIndex(indexPhone, phone) }
+// PhoneIndex is the blind index of an E.164 phone number in a tenant,
+// under the tenant's current index key version.
+func (s *Store) PhoneIndex(tenantID, phone string) string {
+	return s.keys.BlindIndex(tenantID, indexPhone, phone)
+}
 
 // sealPhone seals a contact's phone for its row and indexes it; nil and ""
 // for no phone.
@@ -21,13 +23,15 @@ func (s *Store) sealPhone(phone, tenantID, patientIndex string) ([]byte, string)
 	if phone == "" {
 		return nil, ""
 	}
-	return s.seal([]byte(phone), colContactPhone, tenantID, patientIndex), s.PhoneIndex(phone)
+	return s.seal([]byte(phone), colContactPhone, tenantID, patientIndex), s.PhoneIndex(tenantID, phone)
 }
 
 // SetSMSOptOut records a STOP (optOut) or START reply from phone: "sms" is
 // added to, or removed from, the opted-out channels of every contact with
-// that number, in every tenant, each change audited (actor "sms"). It
-// returns how many contacts hold the number.
+// that number, in every tenant (the sending number is the deployment's),
+// each change audited (actor "sms"). Each tenant's rows are found by the
+// number's index under every key version they may carry. It returns how
+// many contacts hold the number.
 func (s *Store) SetSMSOptOut(ctx context.Context, phone string, optOut bool) (int, error) {
 	set := `array_to_string(array_remove(string_to_array(opted_out_channels, ','), 'sms'), ',')`
 	action := "contact.sms_opt_in"
@@ -38,10 +42,19 @@ func (s *Store) SetSMSOptOut(ctx context.Context, phone string, optOut bool) (in
 	}
 	var n int
 	err := s.InTx(ctx, func(tx *Store) error {
-		var rows []struct{ TenantID, PatientIndex string }
-		if err := tx.q(ctx).Raw(`UPDATE contacts SET opted_out_channels = `+set+`, updated_at = now()
-			WHERE phone_index = ? RETURNING tenant_id, patient_index`, s.PhoneIndex(phone)).Scan(&rows).Error; err != nil {
+		var tenants []string
+		if err := tx.q(ctx).Raw(`SELECT DISTINCT tenant_id FROM contacts WHERE phone_index <> ''`).Scan(&tenants).Error; err != nil {
 			return fmt.Errorf("sms opt-out: %w", translate(err))
+		}
+		var rows []struct{ TenantID, PatientIndex string }
+		for _, t := range tenants {
+			var found []struct{ TenantID, PatientIndex string }
+			if err := tx.q(ctx).Raw(`UPDATE contacts SET opted_out_channels = `+set+`, updated_at = now()
+				WHERE tenant_id = ? AND phone_index IN ? RETURNING tenant_id, patient_index`,
+				t, s.keys.BlindIndexes(t, indexPhone, phone)).Scan(&found).Error; err != nil {
+				return fmt.Errorf("sms opt-out: %w", translate(err))
+			}
+			rows = append(rows, found...)
 		}
 		n = len(rows)
 		audits := make([]AuditRecord, len(rows))

@@ -284,7 +284,7 @@ func TestBundleContactsArePerSource(t *testing.T) {
 		if c, err := s.ContactFor(ctx, "t1", source, "Patient/p1"); !errors.Is(err, ErrNotFound) {
 			t.Errorf("source %q finds another source's contact %q (%v)", source, c.Email, err)
 		}
-		if prefs, err := s.ContactPreferences(ctx, "t1", source, s.PatientIndex("Patient/p1")); err != nil || prefs.Language != "" {
+		if prefs, err := s.ContactPreferences(ctx, "t1", source, "Patient/p1"); err != nil || prefs.Language != "" {
 			t.Errorf("source %q reads another source's preferences %+v (%v)", source, prefs, err)
 		}
 	}
@@ -302,7 +302,8 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	in := delivery.Contact{Email: "home@example.org", Source: "api", OptedOutChannels: []string{"sms", "push"},
-		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print"}
+		ConfidentialEmail: "private-Canary@example.org", Restrictions: []string{"eob"}, MarketingAuthorized: true, AlternateFormat: "large-print",
+		EncryptionKey: "-----BEGIN CERTIFICATE-----\nKeyCanary\n-----END CERTIFICATE-----\n"}
 	if err := s.UpsertContact(ctx, "t1", "Patient/p9", in); err != nil {
 		t.Fatal(err)
 	}
@@ -311,13 +312,18 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got.ConfidentialEmail != in.ConfidentialEmail || strings.Join(got.OptedOutChannels, ",") != "sms,push" ||
-		strings.Join(got.Restrictions, ",") != "eob" || !got.MarketingAuthorized || got.AlternateFormat != "large-print" {
+		strings.Join(got.Restrictions, ",") != "eob" || !got.MarketingAuthorized || got.AlternateFormat != "large-print" || got.EncryptionKey != in.EncryptionKey {
 		t.Fatalf("got %+v", got)
 	}
 	var raw []byte
 	s.db.Raw(`SELECT confidential_email_sealed FROM contacts`).Scan(&raw)
 	if len(raw) == 0 || bytes.Contains(raw, []byte("Canary")) {
 		t.Fatal("the confidential address is not sealed")
+	}
+	var kind string
+	s.db.Raw(`SELECT encryption_key_sealed, encryption_key_kind FROM contacts`).Row().Scan(&raw, &kind)
+	if len(raw) == 0 || bytes.Contains(raw, []byte("KeyCanary")) || kind != "smime" {
+		t.Fatalf("the encryption key is not sealed, or its kind %q is not smime", kind)
 	}
 }
 
@@ -348,7 +354,7 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := decompressRecord(stored)
+		b, _, err := decompressRecord(stored)
 		if err != nil || len(stored) == 0 || stored[0] != recordZstd {
 			t.Fatalf("stored %q (%v)", stored, err)
 		}
@@ -364,6 +370,25 @@ func TestEncodeRecordRoundTrip(t *testing.T) {
 	}
 	if _, err := encodeRecord(fhir.Event{Focus: json.RawMessage(`{}`), Related: []json.RawMessage{json.RawMessage(`{"a":`)}}); err == nil {
 		t.Fatal("a related resource that is not JSON was stored")
+	}
+}
+
+// A record whose focus passed fhir's guard says so when it is read back;
+// one written without the mark (and records from before it) does not.
+func TestRecordKeepsItsGuardMark(t *testing.T) {
+	focus := json.RawMessage(`{"resourceType":"ExplanationOfBenefit","id":"x"}`)
+	for _, guarded := range []bool{true, false} {
+		stored, err := encodeRecord(fhir.Event{Focus: focus, Guarded: guarded})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := decompressRecord(stored)
+		if err != nil || got != guarded {
+			t.Errorf("written guarded=%v, read guarded=%v (%v)", guarded, got, err)
+		}
+	}
+	if _, got, err := decompressRecord([]byte(focus)); err != nil || got {
+		t.Errorf("a plain JSON record from before compression reads guarded=%v (%v)", got, err)
 	}
 }
 

@@ -81,7 +81,7 @@ var waitOnly = workflow.Definition{ID: "pause", Trigger: workflow.Trigger{APIEve
 
 func (e *runEnv) start(t *testing.T) journey.Wake {
 	t.Helper()
-	idx := e.st.PatientIndex("Patient/p1")
+	idx := e.st.PatientIndex("t1", "Patient/p1")
 	w, created, err := e.st.StartRun(context.Background(), journey.NewRun{TenantID: "t1", WorkflowID: "pause", WorkflowVersion: 1,
 		Priority: "normal", Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil || !created {
@@ -217,7 +217,7 @@ func TestGotoStartsTheOtherWorkflow(t *testing.T) {
 	if err := e.st.InstallWorkflows(ctx, "t1", []workflow.Definition{waitOnly}); err != nil {
 		t.Fatal(err)
 	}
-	idx := e.st.PatientIndex("Patient/p1")
+	idx := e.st.PatientIndex("t1", "Patient/p1")
 	w, _, err := e.st.StartRun(ctx, journey.NewRun{TenantID: "t1", WorkflowID: "first", WorkflowVersion: 1, Priority: "normal",
 		Subject: "patient:" + idx, PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil {
@@ -263,7 +263,7 @@ func (e *runEnv) advance(ctx context.Context, runID, seq int64, s *scriptedSende
 
 func (e *runEnv) startSubject(t *testing.T, wf string) journey.Wake {
 	t.Helper()
-	idx := e.st.PatientIndex("Patient/p1")
+	idx := e.st.PatientIndex("t1", "Patient/p1")
 	w, created, err := e.st.StartRun(context.Background(), journey.NewRun{TenantID: "t1", WorkflowID: wf, WorkflowVersion: 1,
 		Priority: "normal", Subject: "Appointment/a1", PatientIndex: idx, Facts: workflow.Facts{"patient": "Patient/p1"}}, e.clock.Now())
 	if err != nil || !created {

@@ -88,6 +88,8 @@ type testOpts struct {
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
 	DKIMKeys        string     // TIDINGS_DKIM_KEYS
+	SMIMEKeys       string     // TIDINGS_SMIME_KEYS
+	OpenPGPKeys     string     // TIDINGS_OPENPGP_KEYS
 	WebhookRetries  string     // TIDINGS_WEBHOOK_RETRIES
 	DebugLog        bool       // log at debug level
 	SMS             config.SMS // the SMS provider (a fake one's URL and credentials)
@@ -117,6 +119,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 			NoPlaceholder: o.NoPlaceholder, ReconcileEvery: o.ReconcileEvery, DeferWorker: o.DeferWorker,
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
 			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
+			SMIMEKeys: o.SMIMEKeys, OpenPGPKeys: o.OpenPGPKeys,
 			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog, SMS: o.SMS}, logs)
 	if err != nil {
 		t.Fatal(err)

@@ -441,7 +441,7 @@ func TestUnknownDeliveryOutcomeIsNotResent(t *testing.T) {
 	// The EOB workflow's run (the event's source's), and its first send,
 	// claimed by an attempt that died before recording how it ended.
 	w, _, err := ts.app.store.StartRun(ctx, journey.NewRun{TenantID: devTenant, WorkflowID: "eob-notice", WorkflowVersion: 1,
-		Priority: "normal", Source: "subscription/" + devSubscription, Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex("Patient/Patient1"),
+		Priority: "normal", Source: "subscription/" + devSubscription, Subject: "ExplanationOfBenefit/EOBOral1", PatientIndex: ts.app.store.PatientIndex(devTenant, "Patient/Patient1"),
 		EventID: &eventID}, time.Now())
 	if err != nil {
 		t.Fatal(err)

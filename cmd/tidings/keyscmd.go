@@ -25,6 +25,10 @@ const keysUsage = `Usage: tidings keys <command> [flags]
            the primary key (TIDINGS_SEAL_PRIMARY), a page of rows per
            transaction; rerun it after an interruption and it continues.
            --check only reports which keys still seal values.
+  reindex  re-key a tenant's patient indexes (--tenant T, or --all) made
+           with an older blind index key version to its current one, in
+           pages; rerun it after an interruption and it continues.
+           --check only counts the rows of each version.
 `
 
 // cliActor is how the audit log names an operator at the command line.
@@ -40,7 +44,7 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			fmt.Fprintln(stdout, newKey())
 			return nil
 		},
-		"create": runKeysCreate, "list": runKeysList, "revoke": runKeysRevoke, "rotate": runKeysRotate,
+		"create": runKeysCreate, "list": runKeysList, "revoke": runKeysRevoke, "rotate": runKeysRotate, "reindex": runKeysReindex,
 	}, args, stdout, stderr)
 }
 

@@ -74,6 +74,11 @@ func TestLoadReport(t *testing.T) {
 	if sum := positive(`together ([\d,.]+) MiB`); sum < (serve+worker)*0.98 || sum > (serve+worker)*1.02 {
 		t.Errorf("memory: %v + %v ≠ %v", serve, worker, sum)
 	}
+	own := positive(`memory at the last mail: serve ([\d,.]+) MiB own`)
+	low, high := positive(`together they hold between ([\d,.]+) MiB`), positive(`MiB \(own \+ the larger file-backed part\) and ([\d,.]+) MiB \(the sum of RSS\)`)
+	if own >= low || low > high {
+		t.Errorf("memory at the last mail: serve's own %v, together between %v and %v", own, low, high)
+	}
 	positive(`cpu in the window: serve ([\d,.]+) s`)
 	positive(`, postgres ([\d,.]+) s`)
 	if m := regexp.MustCompile(`end to end by tenth of the mails: ((?:[\d,.]+, ){9}[\d,.]+) notices/s`).FindStringSubmatch(report); m == nil {

@@ -247,6 +247,34 @@ func peakRSS(pid int) int64 {
 	return 0
 }
 
+// residentSplit is a process's resident set now, split into anonymous
+// memory (heap, stacks: its own) and file-backed pages (the mapped
+// tidings binary, which every process of the same file shares with the
+// others in the page cache), in bytes.
+type residentSplit struct{ Anon, File int64 }
+
+func residentNow(pid int) residentSplit {
+	var r residentSplit
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return r
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		switch k {
+		case "RssAnon":
+			r.Anon = kb << 10
+		case "RssFile":
+			r.File = kb << 10
+		}
+	}
+	return r
+}
+
 // machine describes the computer: CPU model, cores, memory.
 func machine() string {
 	model := "unknown CPU"

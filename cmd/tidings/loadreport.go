@@ -136,6 +136,13 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	fmt.Fprintf(w, "statement time per delivered notice: %s ms (top-level statements, lock waits included)\n", r.per(r.Costs.ExecMS))
 	fmt.Fprintf(w, "memory: serve %s MiB, worker %s MiB peak RSS (VmHWM), together %s MiB\n",
 		num(float64(r.RSSServe)/(1<<20)), num(float64(r.RSSWorker)/(1<<20)), num(float64(r.RSSServe+r.RSSWorker)/(1<<20)))
+	if es, ew := r.EndServe, r.EndWorker; es.Anon+ew.Anon > 0 {
+		mib := func(b int64) string { return num(float64(b) / (1 << 20)) }
+		fmt.Fprintf(w, "memory at the last mail: serve %s MiB own (anonymous) + %s MiB file-backed, worker %s + %s MiB; "+
+			"both map the same tidings binary, whose pages the kernel holds once, so together they hold between %s MiB (own + the larger file-backed part) and %s MiB (the sum of RSS)\n",
+			mib(es.Anon), mib(es.File), mib(ew.Anon), mib(ew.File),
+			mib(es.Anon+ew.Anon+max(es.File, ew.File)), mib(es.Anon+es.File+ew.Anon+ew.File))
+	}
 	fmt.Fprintf(w, "cpu in the window: serve %s, worker %s, postgres %s, redis %s, this command (clients, mail catcher) %s; %d cores × %s = %s\n",
 		secs(r.CPUServe), secs(r.CPUWorker), secs(r.CPUPostgres), secs(r.CPURedis), secs(r.CPUSelf), runtime.NumCPU(), secs(r.E2ETime), secs(time.Duration(runtime.NumCPU())*r.E2ETime))
 	if r.Unsettled > 0 {

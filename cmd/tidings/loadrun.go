@@ -54,6 +54,9 @@ type repResult struct {
 	Costs pgCosts
 
 	RSSServe, RSSWorker int64
+	// EndServe and EndWorker are the resident sets split at the end of
+	// the window (the last mail), read once, outside it.
+	EndServe, EndWorker residentSplit
 
 	CPUServe, CPUWorker, CPUPostgres, CPURedis, CPUSelf time.Duration
 
@@ -149,6 +152,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 		end = times[mails-1]
 	}
 	cpu1 := s.cpu()
+	r.EndServe, r.EndWorker = residentNow(s.Serve.PID()), residentNow(s.Worker.PID())
 	if mails == 0 {
 		return r, fmt.Errorf("no notification was accepted (first failure: %s)", res.firstErr)
 	}

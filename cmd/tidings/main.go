@@ -94,8 +94,9 @@ Commands:
             eval --input FILE [--dir DIR]: decide one sample input
   keys      create --tenant T --role R | list --tenant T | revoke --tenant T ID:
             API keys for /v1; rotate [--check]: re-seal every sealed value
-            with the primary key, so an old key can be removed; new: print a
-            new random sealing key
+            with the primary key, so an old key can be removed; reindex
+            --tenant T | --all [--check]: re-key patient indexes to the
+            current blind index key version; new: print a new random key
   deliveries
             unknown [--tenant T]: list deliveries whose outcome is unknown;
             resolve ID --sent | --resend: record one sent, or send it again

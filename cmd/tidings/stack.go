@@ -74,6 +74,8 @@ type stackOptions struct {
 	WebhookRetries string        // TIDINGS_WEBHOOK_RETRIES
 	DebugLog       bool          // TIDINGS_LOG_LEVEL=debug
 	DKIMKeys       string        // TIDINGS_DKIM_KEYS
+	SMIMEKeys      string        // TIDINGS_SMIME_KEYS
+	OpenPGPKeys    string        // TIDINGS_OPENPGP_KEYS
 	SMS            config.SMS    // TIDINGS_SMS_*: the SMS provider; zero: no SMS channel
 	LogTo          io.Writer     // nil: a log file in the stack's folder
 }
@@ -204,6 +206,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		ClaimLease: 2 * time.Minute, PendingGrace: 3 * time.Minute, ReconcileEvery: o.ReconcileEvery, MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, SMTPHost: infra.SMTP.Host, SMTPPort: infra.SMTP.Port,
 		ScheduleEvery: o.ScheduleEvery, WakeHorizon: o.WakeHorizon, WakeSlack: o.WakeSlack,
 		SMTPFrom: infra.SMTP.From, SMTPRequireTLS: infra.SMTP.RequireTLS, DKIMKeys: o.DKIMKeys,
+		SMIMEKeys: o.SMIMEKeys, OpenPGPKeys: o.OpenPGPKeys,
 		DisclosureRetentionYears: config.MinDisclosureRetentionYears,
 		// Webhook endpoints of dev and tests listen on loopback.
 		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
@@ -244,6 +247,9 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		}
 	}
 	if infra.SMTP.DKIM, err = dkimKeys(cfg); err != nil {
+		return err
+	}
+	if infra.SMTP.Signers, err = messageSigners(cfg); err != nil {
 		return err
 	}
 	if infra.SMTP.PoolSize == 0 {

@@ -300,10 +300,14 @@ func emailChannel(cfg config.Config, m *metrics.Metrics) (*notify.EmailChannel, 
 	if err != nil {
 		return nil, err
 	}
+	signers, err := messageSigners(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return notify.NewEmailChannel(notify.SMTPConfig{
 		Host: cfg.SMTPHost, Port: cfg.SMTPPort, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
 		From: cfg.SMTPFrom, RequireTLS: cfg.SMTPRequireTLS, ImplicitTLS: cfg.SMTPImplicitTLS, RootCAs: roots,
-		PoolSize: cfg.SMTPSessions(), DKIM: dkim, Metrics: m,
+		PoolSize: cfg.SMTPSessions(), DKIM: dkim, Signers: signers, Metrics: m,
 	})
 }
 
