@@ -2,7 +2,8 @@
 // (intake, journey, delivery, policy, access): the FHIR notification
 // endpoint; the contacts, source, subscription, policy (each tenant's own
 // revision: status, upload, reset, dry runs one at a time per tenant),
-// workflow, run, event, segment and API-key APIs; health checks; and the middleware every route
+// workflow, run, event, segment and API-key APIs; the SMS provider's signed
+// callbacks (/sms/status, /sms/inbound); health checks; and the middleware every route
 // shares (body and content-type limits, per-client rate limits, the API key
 // and the role each /v1 route requires (Routes), request logs without PHI).
 // It defines its request and response bodies. Errors carry a code (package

@@ -172,7 +172,10 @@ func require(role access.Role) gin.HandlerFunc {
 
 // ContactRequest is the body of PUT /v1/contacts/Patient/{id}.
 type ContactRequest struct {
-	Email    string `json:"email"`
+	Email string `json:"email,omitempty"`
+	// Phone is for SMS, in E.164 form (+15551234567); sealed at rest like
+	// the email. One of email and phone is required.
+	Phone    string `json:"phone,omitempty"`
 	Language string `json:"language,omitempty"`
 	TimeZone string `json:"time_zone,omitempty"`
 	// The patient's requests (HIPAA 164.522): channels opted out of, a
@@ -204,7 +207,7 @@ func (h *handlers) putContact(c *gin.Context) {
 		return
 	}
 	err = h.cfg.Contacts.Register(c.Request.Context(), c.GetString(ctxTenant), c.Param("id"), delivery.Contact{
-		Email: req.Email, Language: req.Language, TimeZone: req.TimeZone,
+		Email: req.Email, Phone: req.Phone, Language: req.Language, TimeZone: req.TimeZone,
 		OptedOutChannels: req.OptedOutChannels, ConfidentialEmail: req.ConfidentialEmail, Restrictions: req.Restrictions,
 		MarketingAuthorized: req.MarketingAuthorized, AlternateFormat: req.AlternateFormat, EncryptionKey: key})
 	if err != nil {

@@ -107,7 +107,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			documented[strings.ToUpper(m)+" "+docParam.ReplaceAllString(p, "{}")] = p
 		}
 	}
-	r := New(Config{Metrics: metrics.New(), Portal: portal.New(portal.Config{})})
+	r := New(Config{Metrics: metrics.New(), Portal: portal.New(portal.Config{}), SMS: &SMSCallbacks{}})
 	registered := map[string]bool{}
 	for _, rt := range r.Routes() {
 		key := rt.Method + " " + ginParam.ReplaceAllString(rt.Path, "{}")

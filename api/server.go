@@ -90,6 +90,8 @@ type Config struct {
 	// Console serves the web console, all of it under /console (a prefix
 	// apart from /v1: it takes no API key header); nil: no console.
 	Console interface{ Mount(gin.IRouter) }
+	// SMS serves the SMS provider's signed callbacks under /sms; nil: none.
+	SMS *SMSCallbacks
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -174,6 +176,9 @@ func New(cfg Config) *gin.Engine {
 	}
 	if cfg.Console != nil {
 		cfg.Console.Mount(r)
+	}
+	if cfg.SMS != nil {
+		mountSMS(r, *cfg.SMS, busy.middleware(jsonError), perClient.middleware(byIP, jsonError))
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

@@ -114,6 +114,8 @@ type Config struct {
 	// (tenant:key.asc), comma separated: the keys that sign each tenant's
 	// notices encrypted for a patient's own key; see MessageSignerSpecs.
 	SMIMEKeys, OpenPGPKeys string
+	// SMS is the SMS provider (TIDINGS_SMS_*); see SMS.
+	SMS SMS
 
 	// The portal (serve): how long a notice's link works, and a verified
 	// session.
@@ -159,6 +161,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("smtp", net.JoinHostPort(c.SMTPHost, strconv.Itoa(c.SMTPPort))),
 		slog.Bool("smtp_require_tls", c.SMTPRequireTLS),
 		slog.Int("smtp_sessions", c.SMTPSessions()),
+		slog.Attr{Key: "sms", Value: c.SMS.LogValue()},
 		slog.Int("concurrency", c.Concurrency),
 		slog.String("audit_checkpoint_dir", c.AuditCheckpointDir),
 	)
@@ -287,6 +290,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
 	c.BounceSuppressAfter = geti("TIDINGS_BOUNCE_SUPPRESS_AFTER", 2)
 	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
+	c.SMS = smsFromEnv(get)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -312,6 +316,9 @@ func (c Config) Validate(role Role) []string {
 	}
 	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
 		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))
+	}
+	if role&(RoleServe|RoleWorker) != 0 {
+		p = append(p, c.SMS.problems()...)
 	}
 	if role&(RoleWorker|RoleAudit) != 0 {
 		if _, err := c.AuditKeyring(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/notify"
 )
 
 // ContactStore stores patient contacts (sealed).
@@ -53,8 +54,14 @@ func plainAddress(s string) bool {
 // problems lists what is wrong with a contact registered through the API.
 func (c Contact) problems() []string {
 	var problems []string
-	if !plainAddress(c.Email) {
+	switch {
+	case c.Email == "" && c.Phone == "":
+		problems = append(problems, "email or phone is required")
+	case c.Email != "" && !plainAddress(c.Email):
 		problems = append(problems, "email must be a plain address such as name@example.org")
+	}
+	if c.Phone != "" && !notify.ValidE164(c.Phone) {
+		problems = append(problems, "phone must be an E.164 number such as +15551234567")
 	}
 	if c.Language != "" && !langTag.MatchString(c.Language) {
 		problems = append(problems, "language must be a BCP-47 tag such as en or es-MX")

@@ -126,6 +126,9 @@ type outgoing struct {
 	// the notice then goes portal-only (encryption.go).
 	encryptFor *notify.RecipientKey
 	keyProblem string
+	// canFallBack: the step has a fallback, so a notice this channel
+	// cannot deliver is not failed (see Service.undeliverable).
+	canFallBack bool
 }
 
 func failed(reason string) plan { return plan{Status: NoticeFailed, Reasons: []string{reason}} }
@@ -177,6 +180,9 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 	if portalOnly {
 		// Nothing but the link: not even what kind of notice waits.
 		d.PortalOnly()
+	}
+	if out.channel == ChannelSMS {
+		return smsPlan(dec, d, c, out, portalOnly)
 	}
 	msg, err := d.Render(out.template, c.Language, c.AlternateFormat, portalOnly)
 	if err != nil {

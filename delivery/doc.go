@@ -9,13 +9,18 @@
 // and revision, Delivery). A delivery that may have reached the relay
 // without a reply saying so (notify.ErrUnknownOutcome, or an attempt that
 // never finished) is recorded DeliveryUnknown and never retried on its own;
-// an operator's resend goes through Send again (journey.Engine.Resend). It
-// also validates and registers the contacts patients give through a
-// tenant's systems (Contacts), with the patient's own encryption key: a
-// notice to a patient with a usable key goes encrypted for it (the policy
-// sees channel.security "message-encrypted"), and one whose key can no
-// longer be used goes portal-only (encryption.go). Bounces applies a
-// relay's delivery status notification to the delivery it names: a
+// an operator's resend goes through Send again (journey.Engine.Resend).
+// A step's channel is email, sms (only the portal link, only under the
+// policy's portal_only, only inside the workflow's SMS window: else
+// journey.Deferred) or portal (nothing sent, the view stored); a step whose
+// channel cannot deliver falls back to its fallback's channel on the same
+// notice. It also validates and registers the contacts patients give
+// through a tenant's systems (Contacts), with the patient's own encryption
+// key: a notice to a patient with a usable key goes encrypted for it (the
+// policy sees channel.security "message-encrypted"), and one whose key can
+// no longer be used goes portal-only (encryption.go). It records the SMS
+// provider's statuses and STOP/START replies (SMSReplies). Bounces applies
+// a relay's delivery status notification to the delivery it names: a
 // permanent failure marks it bounced, and repeated ones suppress the
 // address until the contact is registered again (bounces.go). Service
 // implements journey.Sender.

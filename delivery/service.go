@@ -71,7 +71,7 @@ type References interface {
 type Service struct {
 	Store  Store
 	Policy Policy
-	// Channels by name ("email", and later "sms", "portal", "webhook").
+	// Channels by name ("email", "sms"; a portal step sends nothing).
 	Channels map[string]Channel
 	// References fetches what a notification did not carry; nil when no
 	// FHIR source is configured anywhere.
@@ -138,8 +138,7 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 		contact, err = s.contact(ctx, n.TenantID, sub)
 		switch {
 		case err == nil:
-			base, d := s.draftFor(sub, contact, n.PortalToken, out.purpose)
-			delivered, err = s.decideAndSend(ctx, n, run, contact, base, d, out, portalViewOf(sub))
+			delivered, err = s.sendStep(ctx, n, run, contact, sub, out, req)
 		case errors.Is(err, seal.ErrCorrupt), errors.Is(err, seal.ErrUnknownKey):
 			// Fail closed, for good: a sealed address that does not open
 			// for its row (altered, or copied from another patient or
@@ -338,8 +337,8 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if !ok {
 		return false, s.fail(ctx, n, out.channel, "channel "+out.channel+" is not configured in this deployment; not sent")
 	}
-	if contact.Email == "" {
-		return false, s.fail(ctx, n, out.channel, "no email address for the patient")
+	if addressOf(contact, out.channel) == "" {
+		return false, s.undeliverable(ctx, n, out, "no "+out.channel+" address for the patient")
 	}
 	pd := d.Clone() // the portal's decision starts from the undecided notice
 	p, rec, err := s.decision(ctx, n.TenantID, contact, base, d, out, ch.Security())
@@ -358,7 +357,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	case NoticeDenied:
 		return false, s.finish(ctx, n, out.channel, NoticeDenied, p.Reasons)
 	}
-	portal, prec, err := s.portalDecision(ctx, n.TenantID, contact, base, pd, out, p.Email.To, view)
+	portal, prec, err := s.portalDecision(ctx, n.TenantID, contact, base, pd, out, portalAddress(contact, out.channel, p.Email.To), view)
 	if err != nil {
 		return false, fmt.Errorf("notice %d: portal: %w", n.ID, err)
 	}
@@ -394,7 +393,7 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	if errors.Is(sendErr, notify.ErrUnknownOutcome) {
 		// The relay may have taken it: never retried on its own. The
 		// Message-ID lets an operator find it in the relay's logs.
-		reason := "email delivery outcome unknown: " + sendErr.Error()
+		reason := out.channel + " delivery outcome unknown: " + sendErr.Error()
 		if s.Log != nil {
 			s.Log.Warn("delivery outcome unknown; not retried", "delivery_id", dl.ID, "notice_id", n.ID)
 		}
@@ -405,14 +404,14 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 		return false, nil
 	}
 	if sendErr != nil {
-		reason := "email delivery failed: " + sendErr.Error()
+		reason := out.channel + " delivery failed: " + sendErr.Error()
 		if err := s.Store.FinishDelivery(wctx, dl, DeliveryFailed, false, "", reason, Disclosure{}); err != nil {
 			return false, err
 		}
 		if errors.Is(sendErr, notify.ErrTemporary) {
 			return false, fmt.Errorf("notice %d: %s", n.ID, reason)
 		}
-		return false, s.fail(wctx, n, out.channel, reason)
+		return false, s.undeliverable(wctx, n, out, reason)
 	}
 	if err := s.Store.FinishDelivery(wctx, dl, DeliverySent, receipt.TLS, receipt.MessageID, "", disclosed); err != nil {
 		return false, err
@@ -472,7 +471,7 @@ func (s *Service) contact(ctx context.Context, tenantID string, sub subject) (Co
 func (s *Service) pickContact(stored []*Contact, sub subject) (c Contact, upsert *Contact) {
 	var found *Contact
 	for _, c := range stored {
-		if c != nil && c.Email != "" && found == nil {
+		if c != nil && (c.Email != "" || c.Phone != "") && found == nil {
 			found = c
 		}
 	}

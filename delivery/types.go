@@ -64,6 +64,7 @@ type Delivery struct {
 // clear: it lives in memory only while a notice is sent.
 type Contact struct {
 	Email    string
+	Phone    string // E.164, for SMS; "" when none
 	Language string
 	TimeZone string
 	Source   string // "api" or "fhir"
@@ -108,8 +109,9 @@ type Decision struct {
 }
 
 // Channel delivers one rendered notice and says how secure it is (the
-// policy decides on that). notify.EmailChannel is the email channel; SMS,
-// portal and webhook channels implement the same interface.
+// policy decides on that). notify.EmailChannel is the email channel and
+// notify.SMSChannel the SMS one (it takes the Email's To as the phone and
+// Text as the whole message); a portal step needs no channel.
 type Channel interface {
 	Security() notify.Security
 	Send(ctx context.Context, e notify.Email) (notify.Receipt, error)

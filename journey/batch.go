@@ -170,7 +170,8 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 			}
 			st, actions, _ := feedMachine(def, run, prefs[prefsKey(nr)][nr.Facts["patient"]], nil, now)
 			if !onlySends(actions) {
-				// A go-to or a segment: the general path carries it out.
+				// A go-to, a segment, or a send the batch does not make (an
+				// SMS, a portal step, a fallback): the general path carries it out.
 				if _, err := r.startOne(ctx, wf.ID, wf.Version, wf.Priority, p.nr, ev); err != nil {
 					errs[p.i] = fmt.Errorf("event %d: %w", ev.ID, err)
 				}
@@ -194,9 +195,12 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 	return errs
 }
 
+// onlySends reports whether actions are all sends the batch path makes:
+// plain email, without a fallback. SMS (its quiet hours), portal steps and
+// fallbacks are carried out one at a time by the Sender.
 func onlySends(actions []workflow.Action) bool {
 	for _, a := range actions {
-		if a.Type != workflow.ActionSend {
+		if a.Type != workflow.ActionSend || (a.Channel != "" && a.Channel != workflow.ChannelEmail) || a.Fallback != nil {
 			return false
 		}
 	}

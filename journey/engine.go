@@ -184,6 +184,11 @@ type Send struct {
 	// Resend: an operator asked to send again a notice whose delivery's
 	// outcome is unknown (see Engine.Resend).
 	Resend bool
+	// Workflow is the run's definition (its SMS window, its zone); zero
+	// when it could not be read.
+	Workflow workflow.Definition
+	// Now is the engine's time for this send.
+	Now time.Time
 }
 
 // Sender carries out send actions: it builds, decides on and delivers the
@@ -249,7 +254,12 @@ func (r *Engine) advance(ctx context.Context, tenantID string, runID, seq int64,
 					// Retried with backoff as a new wake-up; recorded even if
 					// this task is being cancelled (a timeout counts too).
 					wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-					w, derr := r.Store.DeferPending(wctx, run, r.now().Add(RetryDelay(run.Attempts)))
+					retry := r.now().Add(RetryDelay(run.Attempts))
+					var later *Deferred
+					if errors.As(err, &later) {
+						retry = later.Until // not before then (an SMS in quiet hours)
+					}
+					w, derr := r.Store.DeferPending(wctx, run, retry)
 					cancel()
 					if derr != nil && !errors.Is(derr, ErrStale) {
 						return fmt.Errorf("run %d step %s: %w (and: %w)", runID, a.Step, err, derr)
@@ -451,9 +461,9 @@ func (t *task) send(ctx context.Context, run Run, a workflow.Action, lastTry boo
 	if err != nil {
 		return err
 	}
-	s := Send{Run: run, Action: a, Event: ev, LastTry: lastTry}
+	s := Send{Run: run, Action: a, Event: ev, LastTry: lastTry, Now: r.now()}
 	if def, err := r.definition(ctx, run); err == nil {
-		s.From, s.Purpose = def.Sender, def.Purpose
+		s.From, s.Purpose, s.Workflow = def.Sender, def.Purpose, def
 	}
 	_, err = r.deliver(ctx, s)
 	return err
@@ -503,8 +513,8 @@ func (r *Engine) Resend(ctx context.Context, runID int64, step string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Purpose: def.Purpose, Resend: true,
-		Action: workflow.Action{Type: workflow.ActionSend, Step: step, Channel: st.Channel, Template: st.Template}})
+	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Purpose: def.Purpose, Resend: true, Workflow: def, Now: r.now(),
+		Action: workflow.Action{Type: workflow.ActionSend, Step: step, Channel: st.Channel, Template: st.Template, Fallback: st.Fallback}})
 }
 
 // startTargets finds the active workflow a go-to names; a paused or

@@ -41,6 +41,7 @@ func (e *InvalidDefinition) FaultMessage() string  { return e.Error() }
 // workflowExists knows (a tenant's), or, when it is nil, the built-ins.
 func Registry(workflowExists func(id string) bool) workflow.Registry {
 	reg := workflow.RegistryOf(notify.Channels, notify.Templates)
+	reg.SMSSender = notify.ValidSMSSender
 	if workflowExists != nil {
 		reg.Workflow = workflowExists
 	}

@@ -14,4 +14,8 @@
 // ParseDSN reads the delivery status notifications (RFC 3464) a relay
 // returns for a message it could not deliver: the message's Message-ID
 // and whether the failure is permanent, never the recipients' addresses.
+// The SMS channel (SMSChannel) posts to a Twilio-compatible HTTP API and
+// sends only RenderSMS's fixed, PHI-free text with a portal link, refusing
+// anything else; the package also checks the provider's callback
+// signatures (ValidSMSSignature) and reads STOP/START replies (SMSKeyword).
 package notify

@@ -51,8 +51,10 @@ const DefaultLanguage = "en"
 // languages with templates in templates/.
 var languages = []string{"en", "es", "vi"}
 
-// Channels are the channels this version delivers on (EmailChannel).
-var Channels = []string{"email"}
+// Channels are the channels this version delivers on: email
+// (EmailChannel), sms (SMSChannel) and portal (nothing is sent; the
+// notice waits in the portal).
+var Channels = []string{"email", "sms", "portal"}
 
 // Templates lists every template name this package renders. A name is
 // "<notice type>.<kind>"; NoticeTypeOf reads the notice type off it.

@@ -64,8 +64,8 @@ test_unknown_notice_type_is_denied if {
 
 test_channel_missing_from_the_allowlist_is_denied if {
 	req := with_payload(with_channel(eob_email, {"type": "push"}), portal_link)
-	notice.decision == allowed with input as req
-	notice.decision == denied(["channel \"push\" is not allowed for a eob notice"]) with input as req
+	notice.decision == allowed_with([], ["portal_only"]) with input as req
+	notice.decision == denied_with(["channel \"push\" is not allowed for a eob notice"], [], ["portal_only"]) with input as req
 		with data.data.allowlist as json.remove(data.data.allowlist, ["eob/push"])
 }
 
@@ -80,13 +80,14 @@ test_allowlist_is_read_from_data if {
 # --- SMS and push carry no PHI --------------------------------------------------
 
 test_sms_with_only_the_portal_link_is_allowed if {
+	# Portal-only all the same (rule 2b): an SMS never carries more.
 	req := with_payload(with_channel(eob_email, {"type": "sms", "tls_enforced": false, "message_encrypted": false, "encryption_available": false}), portal_link)
-	notice.decision == allowed with input as req
+	notice.decision == allowed_with([], ["portal_only"]) with input as req
 }
 
 test_push_with_only_the_portal_link_is_allowed if {
 	req := with_payload(with_channel(appointment_email, {"type": "push"}), portal_link)
-	notice.decision == allowed with input as req
+	notice.decision == allowed_with([], ["portal_only"]) with input as req
 }
 
 test_phi_on_sms_is_denied_even_over_tls if {

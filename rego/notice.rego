@@ -204,6 +204,27 @@ phi_on_unprotected_channel if {
 
 portal_only if phi_on_unprotected_channel
 
+# Rule 2b, SMS and push carry only the portal link. On a channel that may never
+# carry PHI (data/channels.json) the notice is portal-only whatever its payload
+# holds, even when nothing in it counts as PHI: the message says that something
+# waits in the portal and nothing else, and Tidings sends no SMS unless this
+# obligation is set. A confidential-communication address (HIPAA 45 CFR
+# 164.522(b)) is an email address: only email and the portal reach it, so a
+# patient who gave one gets nothing on these channels.
+
+phi_free_channel if {
+	channels[channel_type]
+	not phi_capable_channel
+}
+
+portal_only if phi_free_channel
+
+deny contains sprintf("the patient asked to be reached only at a confidential address, which %s does not reach", [ch]) if {
+	phi_free_channel
+	ch := channel_type
+	input.contact.has_confidential_address != false
+}
+
 # ---------------------------------------------------------------------------
 # Rule 3, sensitive categories: a notice about a claim or appointment in a
 # sensitive category (mental health, substance use, HIV/STI, reproductive

@@ -154,7 +154,7 @@ test_unknown_channel_type_is_denied if {
 test_known_channels_are_read_from_data if {
 	req := with_payload(with_channel(eob_email, {"type": "fax"}), portal_link)
 	notice.decision == denied(["channel type \"fax\" is not known"]) with input as req
-	notice.decision == denied(["channel \"fax\" is not allowed for a eob notice"]) with input as req
+	notice.decision == denied_with(["channel \"fax\" is not allowed for a eob notice"], [], ["portal_only"]) with input as req
 		with data.data.channels.fax as {"may_carry_phi": false}
 }
 

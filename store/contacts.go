@@ -32,13 +32,14 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 	if c.EncryptionKey != "" {
 		key = s.seal([]byte(c.EncryptionKey), colContactKey, tenantID, idx)
 	}
+	phone, phoneIndex := s.sealPhone(c.Phone, tenantID, idx)
 	// The row under an older index version is this one's predecessor:
 	// replaced in the same statement.
 	q := `WITH replaced AS (DELETE FROM contacts WHERE tenant_id = ? AND patient_index IN ? AND fhir_source = ?)
 		INSERT INTO contacts (tenant_id, patient_index, email_sealed, language, time_zone, source, updated_at,
 			opted_out_channels, confidential_email_sealed, restrictions, marketing_authorized, alternate_format, fhir_source, patient_sealed,
-			encryption_key_sealed, encryption_key_kind)
-		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			encryption_key_sealed, encryption_key_kind, phone_sealed, phone_index)
+		VALUES (?, ?, ?, ?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (tenant_id, patient_index, fhir_source) DO UPDATE SET
 			email_sealed = EXCLUDED.email_sealed, patient_sealed = EXCLUDED.patient_sealed, language = EXCLUDED.language,
 			time_zone = EXCLUDED.time_zone, source = EXCLUDED.source, updated_at = now(),
@@ -46,12 +47,13 @@ func (s *Store) UpsertContact(ctx context.Context, tenantID, patientRef string, 
 			restrictions = EXCLUDED.restrictions, marketing_authorized = EXCLUDED.marketing_authorized,
 			alternate_format = EXCLUDED.alternate_format,
 			encryption_key_sealed = EXCLUDED.encryption_key_sealed, encryption_key_kind = EXCLUDED.encryption_key_kind,
+			phone_sealed = EXCLUDED.phone_sealed, phone_index = EXCLUDED.phone_index,
 			email_hard_bounces = CASE WHEN EXCLUDED.source = 'api' THEN 0 ELSE contacts.email_hard_bounces END,
 			email_suppressed_at = CASE WHEN EXCLUDED.source = 'api' THEN NULL ELSE contacts.email_suppressed_at END`
 	return s.InTx(ctx, func(tx *Store) error {
 		res := tx.q(ctx).Exec(q, tenantID, s.olderPatientIndexes(tenantID, patientRef), c.FHIRSource, tenantID, idx, email, c.Language, c.TimeZone, c.Source,
 			strings.Join(c.OptedOutChannels, ","), confidential, strings.Join(c.Restrictions, ","), c.MarketingAuthorized, c.AlternateFormat, c.FHIRSource, patient,
-			key, c.EncryptionKeyKind())
+			key, c.EncryptionKeyKind(), phone, phoneIndex)
 		if res.Error != nil {
 			return fmt.Errorf("upsert contact: %w", translate(res.Error))
 		}
@@ -89,7 +91,8 @@ func (s *Store) contact(c Contact) (delivery.Contact, error) {
 		col    sealedColumn
 		dst    *string
 	}{{c.EmailSealed, colContactEmail, &out.Email}, {c.ConfidentialEmailSealed, colContactConfEmail, &out.ConfidentialEmail},
-		{c.EncryptionKeySealed, colContactKey, &out.EncryptionKey}} {
+		{c.EncryptionKeySealed, colContactKey, &out.EncryptionKey},
+		{c.PhoneSealed, colContactPhone, &out.Phone}} {
 		if len(f.sealed) == 0 {
 			continue
 		}

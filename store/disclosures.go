@@ -115,6 +115,10 @@ func outcomeDisclosure(d delivery.Delivery, status string, disclosed delivery.Di
 	if status != delivery.DeliverySent && status != delivery.DeliveryUnknown {
 		return delivery.Disclosure{}, false
 	}
+	if d.Channel == delivery.ChannelPortal && disclosed.Recipient == "" {
+		// A portal step sends nothing: the view is accounted for when shown.
+		return delivery.Disclosure{}, false
+	}
 	disclosed.TenantID, disclosed.Status, disclosed.NoticeID, disclosed.DeliveryID, disclosed.Attempt = d.TenantID, status, d.NoticeID, d.ID, d.Attempts
 	if disclosed.Channel == "" {
 		disclosed.Channel = d.Channel

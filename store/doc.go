@@ -1,7 +1,8 @@
 // Package store is the PostgreSQL adapter, through GORM: it implements the
 // storage interfaces the core declares (intake.Store, journey.Store,
 // delivery.Store, …) for tenants, subscriptions and sources, the event inbox
-// (claimed by workers) and the fetch outbox, fetches and gaps, contacts,
+// (claimed by workers) and the fetch outbox, fetches and gaps, contacts
+// (with SMS opt-outs found by a phone's blind index),
 // workflows and runs, notices, deliveries, policy decisions, tenants' policy
 // revisions (policy.RevisionStore, with a generation processes poll and a
 // notification channel), the audit log with its chain and checkpoints

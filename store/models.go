@@ -142,6 +142,10 @@ type Contact struct {
 	// FHIRSource is the source whose bundle gave a FHIR contact; "" for the
 	// API's.
 	FHIRSource string `gorm:"column:fhir_source"`
+	// PhoneSealed is the phone number for SMS (E.164), sealed; PhoneIndex
+	// its blind index, by which an inbound STOP finds it.
+	PhoneSealed []byte
+	PhoneIndex  string
 }
 
 // Notice is one notice built for one event.

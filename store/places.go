@@ -36,6 +36,7 @@ var (
 	colEventResource       = sealedColumn{"events", "resource_sealed"}
 	colContactEmail        = sealedColumn{"contacts", "email_sealed"}
 	colContactConfEmail    = sealedColumn{"contacts", "confidential_email_sealed"}
+	colContactPhone        = sealedColumn{"contacts", "phone_sealed"}
 	colContactKey          = sealedColumn{"contacts", "encryption_key_sealed"}
 	colContactPatient      = sealedColumn{"contacts", "patient_sealed"}
 	colEngagementPatient   = sealedColumn{"engagements", "patient_sealed"}

@@ -179,7 +179,7 @@ func (s *Store) openFacts(tenantID, subject string, sealed []byte) (workflow.Fac
 }
 
 var indexedTables = []indexedTable{
-	{"contacts", []string{"id"}, []string{"patient_index", "fhir_source", "email_sealed", "confidential_email_sealed", "patient_sealed", "encryption_key_sealed"}, rekeyContact},
+	{"contacts", []string{"id"}, []string{"patient_index", "fhir_source", "email_sealed", "confidential_email_sealed", "patient_sealed", "encryption_key_sealed", "phone_sealed"}, rekeyContact},
 	{"engagements", []string{"id"}, []string{"patient_index", "patient_sealed"}, rekeyEngagement},
 	{"segment_members", []string{"tenant_id", "segment", "patient_index"}, []string{"patient_index", "segment", "patient_sealed"}, rekeySegmentMember},
 	{"disclosures", []string{"id"}, []string{"patient_index", "ref", "recipient_sealed", "patient_sealed"}, rekeyDisclosure},
@@ -217,8 +217,19 @@ func rekeyContact(r *reindexer, ctx context.Context, tx *Store, key, cols []any)
 	if err != nil {
 		return false, err
 	}
-	_, err = tx.exec(ctx, `UPDATE contacts SET patient_index = $1, email_sealed = $2, confidential_email_sealed = $3, patient_sealed = $4, encryption_key_sealed = $5 WHERE id = $6`,
-		idx, email, conf, r.s.seal([]byte(ref), colContactPatient, r.tenant, idx), encKey, key[0])
+	// The phone is sealed for the row too, and its own index re-keyed.
+	var phone []byte
+	var phoneIndex string
+	if sealed := bytesOf(cols[6]); len(sealed) > 0 {
+		plain, err := r.s.open(sealed, colContactPhone, r.tenant, old)
+		if err != nil {
+			return false, fmt.Errorf("%s.%s: %w", colContactPhone.table, colContactPhone.column, err)
+		}
+		phone, phoneIndex = r.s.sealPhone(string(plain), r.tenant, idx)
+	}
+	_, err = tx.exec(ctx, `UPDATE contacts SET patient_index = $1, email_sealed = $2, confidential_email_sealed = $3, patient_sealed = $4, encryption_key_sealed = $5,
+			phone_sealed = $6, phone_index = $7 WHERE id = $8`,
+		idx, email, conf, r.s.seal([]byte(ref), colContactPatient, r.tenant, idx), encKey, phone, phoneIndex, key[0])
 	return err == nil, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"maps"
 	"slices"
 	"strings"
@@ -88,7 +89,7 @@ func seedPatient(t *testing.T, s *Store, tenant, ref string) indexedPatient {
 	t.Helper()
 	ctx := context.Background()
 	p := indexedPatient{tenant: tenant, ref: ref}
-	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-api@example.org", Source: "api", EncryptionKey: seededKey(tenant)}); err != nil {
+	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-api@example.org", Source: "api", EncryptionKey: seededKey(tenant), Phone: seededPhone(tenant)}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.UpsertContact(ctx, tenant, ref, delivery.Contact{Email: tenant + "-ehr@example.org", Source: "fhir", FHIRSource: "ehr"}); err != nil {
@@ -122,15 +123,25 @@ func seededKey(tenant string) string {
 	return "-----BEGIN CERTIFICATE-----\nkey of a patient of " + tenant + "\n-----END CERTIFICATE-----\n"
 }
 
+// seededPhone is a patient's phone, one per tenant: sealed for the
+// contact's row and indexed per tenant, so re-keyed with it.
+func seededPhone(tenant string) string {
+	return fmt.Sprintf("+1555%07d", crc32.ChecksumIEEE([]byte(tenant))%10000000)
+}
+
 // findAll checks that every lookup of the patient finds its rows.
 func findAll(t *testing.T, s *Store, p indexedPatient, when string) {
 	t.Helper()
 	ctx := context.Background()
 	for source, want := range map[string]string{"": "-api@example.org", "ehr": "-api@example.org"} {
 		c, err := s.ContactFor(ctx, p.tenant, source, p.ref)
-		if err != nil || c.Email != p.tenant+want || c.EncryptionKey != seededKey(p.tenant) {
+		if err != nil || c.Email != p.tenant+want || c.EncryptionKey != seededKey(p.tenant) || c.Phone != seededPhone(p.tenant) {
 			t.Errorf("%s: contact for source %q: %v (encryption key kept: %v)", when, source, err, c.EncryptionKey == seededKey(p.tenant))
 		}
+	}
+	// A STOP from the phone finds the contact by the phone's index.
+	if n, err := s.SetSMSOptOut(ctx, seededPhone(p.tenant), true); err != nil || n != 1 {
+		t.Errorf("%s: a STOP from the patient's phone reached %d contacts, %v", when, n, err)
 	}
 	if cs, err := s.ContactsOf(ctx, p.tenant, "ehr", []string{p.ref}); err != nil || cs[p.ref].Email != p.tenant+"-api@example.org" {
 		t.Errorf("%s: contacts of the batch: %d found, %v", when, len(cs), err)

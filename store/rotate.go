@@ -18,7 +18,7 @@ type sealedTable struct {
 
 var sealedTables = []sealedTable{
 	{"events", []string{"id"}, []string{"dedupe_key"}, []sealedColumn{colEventResource}},
-	{"contacts", []string{"id"}, []string{"patient_index"}, []sealedColumn{colContactEmail, colContactConfEmail, colContactKey, colContactPatient}},
+	{"contacts", []string{"id"}, []string{"patient_index"}, []sealedColumn{colContactEmail, colContactConfEmail, colContactKey, colContactPatient, colContactPhone}},
 	{"notices", []string{"id"}, []string{"portal_token"}, []sealedColumn{colNoticePayload, colNoticePortal}},
 	{"subscriptions", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colSubscriptionHMAC}},
 	{"fhir_sources", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colSourceCredential}},

@@ -68,7 +68,7 @@ func populate(t *testing.T, s *Store) sealedWorld {
 			t.Fatal(err)
 		}
 		for _, p := range []string{"Patient/p1", "Patient/p2"} {
-			if err := s.UpsertContact(ctx, tenant, p, delivery.Contact{Email: tenant + p + "@example.org", ConfidentialEmail: "c" + tenant + p, EncryptionKey: "k" + tenant + p, Source: "api"}); err != nil {
+			if err := s.UpsertContact(ctx, tenant, p, delivery.Contact{Email: tenant + p + "@example.org", ConfidentialEmail: "c" + tenant + p, EncryptionKey: "k" + tenant + p, Phone: "+1555" + tenant + p, Source: "api"}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := s.AddSegmentMember(ctx, tenant, "diabetes", p); err != nil {

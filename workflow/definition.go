@@ -48,6 +48,10 @@ type Definition struct {
 	// as on time (a worker outage, a queue backlog); a reminder later than
 	// this is skipped, not sent late. Duration syntax; default "1h".
 	LateAfter string `json:"late_after,omitempty"`
+	// SMSWindow is when the workflow may send an SMS (its sms steps and
+	// sms fallbacks): outside it is quiet time, and an SMS due then waits
+	// for the window's next opening (SMSOpening). Nil: any time.
+	SMSWindow *Window `json:"sms_window,omitempty"`
 	// Steps run from the first one; a step without Next continues with the
 	// step listed after it.
 	Steps []Step `json:"steps"`
@@ -82,9 +86,11 @@ type Step struct {
 	// wait_event whose event arrived; default: the step listed next.
 	Next string `json:"next,omitempty"`
 
-	// send
-	Channel  string `json:"channel,omitempty"`  // "email"; the channel registry decides what else exists
+	// send (and its shorthands email, sms, portal; see StepEmail)
+	Channel  string `json:"channel,omitempty"`  // "email", "sms" or "portal"; the channel registry decides what exists
 	Template string `json:"template,omitempty"` // e.g. "appointment.reminder"
+	// Fallback is where the notice goes when Channel cannot deliver it.
+	Fallback *Fallback `json:"fallback,omitempty"`
 
 	// wait: exactly one of Duration, Until, Relative, NextDay.
 	Duration string    `json:"duration,omitempty"` // "72h", "7d", "1d12h"
@@ -249,4 +255,6 @@ type Action struct {
 	Template string `json:"template,omitempty"`
 	Segment  string `json:"segment,omitempty"`
 	Workflow string `json:"workflow,omitempty"`
+	// Fallback of a send action: see Step.Fallback.
+	Fallback *Fallback `json:"fallback,omitempty"`
 }

@@ -1,5 +1,6 @@
 // Package workflow owns Tidings' notification workflows as data and as a
-// state machine: parsing and validating definitions, send windows, the
+// state machine: parsing and validating definitions (email, sms and portal
+// steps, fallbacks, the SMS window and its quiet time), send windows, the
 // built-in workflows, and Advance, which turns a run's state and one input
 // into the run's next state and the actions the worker must carry out.
 //

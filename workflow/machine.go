@@ -238,7 +238,7 @@ func (m *machine) run(id string) error {
 
 		switch s.Type {
 		case StepSend:
-			m.actions = append(m.actions, Action{Type: ActionSend, Step: id, Channel: s.Channel, Template: s.Template})
+			m.actions = append(m.actions, Action{Type: ActionSend, Step: id, Channel: s.Channel, Template: s.Template, Fallback: s.Fallback})
 			id = m.next(i, s.Next)
 		case StepAddToSegment:
 			m.actions = append(m.actions, Action{Type: ActionAddToSegment, Step: id, Segment: s.Segment})
@@ -463,15 +463,7 @@ func (m *machine) zone(w *Window) *time.Location {
 	if w != nil {
 		windowZone = w.TimeZone
 	}
-	for _, name := range []string{windowZone, m.in.Contact.TimeZone, m.d.TimeZone} {
-		if loc, err := loadZone(name); err == nil {
-			return loc
-		}
-	}
-	if loc, err := offsetZone(m.in.Facts[FactUTCOffset]); err == nil {
-		return loc
-	}
-	return time.UTC
+	return zoneOf(windowZone, m.in.Contact.TimeZone, m.d.TimeZone, m.in.Facts[FactUTCOffset])
 }
 
 func (m *machine) lateAfter() time.Duration {

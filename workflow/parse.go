@@ -26,7 +26,9 @@ var ErrDuration = errors.New("invalid duration")
 // forms accept exactly the same documents; YAML scalars that look like
 // booleans or numbers ("value: true") must therefore be quoted.
 //
-// Parse checks syntax and field types only; Validate checks meaning.
+// Parse checks syntax and field types only; Validate checks meaning. It
+// rewrites the channel step types email, sms and portal as send steps on
+// that channel.
 func Parse(b []byte) (Definition, error) {
 	trimmed := bytes.TrimLeft(b, " \t\r\n")
 	if len(trimmed) == 0 {
@@ -47,6 +49,9 @@ func Parse(b []byte) (Definition, error) {
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return Definition{}, fmt.Errorf("%w: data after the definition", ErrParse)
+	}
+	if err := normalizeChannelSteps(&d); err != nil {
+		return Definition{}, err
 	}
 	return d, nil
 }

@@ -40,6 +40,10 @@ type Registry struct {
 	// appointment; when set, such a send step in a workflow started by an
 	// API event or a segment (runs without one) is a problem.
 	NeedsSubject func(template string) bool
+	// SMSSender says whether a sender name may go in an SMS; when set, a
+	// workflow that texts (an sms step or fallback) with a name it refuses
+	// is a problem.
+	SMSSender func(name string) bool
 }
 
 // Problem is one thing wrong with a definition. Step is the step's id, or
@@ -83,7 +87,7 @@ func (e *ValidationError) Unwrap() error { return ErrInvalid }
 
 // stepFields are the fields each step type may set (besides id and type).
 var stepFields = map[string][]string{
-	StepSend:         {"next", "channel", "template"},
+	StepSend:         {"next", "channel", "template", "fallback"},
 	StepWait:         {"next", "duration", "until", "relative", "next_day", "window", "if_passed"},
 	StepWaitEvent:    {"next", "events", "timeout", "on_timeout"},
 	StepBranch:       {"conditions", "else"},
@@ -103,6 +107,7 @@ func setFields(s Step) []string {
 	add("next", s.Next != "")
 	add("channel", s.Channel != "")
 	add("template", s.Template != "")
+	add("fallback", s.Fallback != nil)
 	add("duration", s.Duration != "")
 	add("until", s.Until != "")
 	add("relative", s.Relative != nil)
@@ -143,6 +148,8 @@ func (v *validator) add(step, field, msg string) {
 func Validate(d Definition, r Registry) []Problem {
 	v := &validator{d: d, r: r, index: make(map[string]int, len(d.Steps))}
 	v.definition()
+	v.smsWindow()
+	v.smsSender()
 	for i, s := range d.Steps {
 		if s.ID == "" {
 			continue
@@ -256,6 +263,7 @@ func (v *validator) step(i int, s Step, seen map[string]bool) {
 	case StepSend:
 		v.known(at, "channel", s.Channel, v.r.Channels)
 		v.known(at, "template", s.Template, v.r.Templates)
+		v.fallback(at, s)
 		if v.r.NeedsSubject != nil && v.r.NeedsSubject(s.Template) && v.d.Trigger.Event == "" &&
 			(v.d.Trigger.APIEvent != "" || v.d.Trigger.Segment != "") {
 			// The template describes an EOB or an appointment, which a run

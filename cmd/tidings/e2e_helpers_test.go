@@ -23,6 +23,7 @@ import (
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/api/openapitest"
 	"github.com/tidings-health/tidings/audit"
+	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/journey"
@@ -89,11 +90,12 @@ type testOpts struct {
 	// HangUpAfterData: the catcher keeps these messages and drops the
 	// connection without answering DATA.
 	HangUpAfterData func(to []string) bool
-	DKIMKeys        string // TIDINGS_DKIM_KEYS
-	SMIMEKeys       string // TIDINGS_SMIME_KEYS
-	OpenPGPKeys     string // TIDINGS_OPENPGP_KEYS
-	WebhookRetries  string // TIDINGS_WEBHOOK_RETRIES
-	DebugLog        bool   // log at debug level
+	DKIMKeys        string     // TIDINGS_DKIM_KEYS
+	SMIMEKeys       string     // TIDINGS_SMIME_KEYS
+	OpenPGPKeys     string     // TIDINGS_OPENPGP_KEYS
+	WebhookRetries  string     // TIDINGS_WEBHOOK_RETRIES
+	DebugLog        bool       // log at debug level
+	SMS             config.SMS // the SMS provider (a fake one's URL and credentials)
 }
 
 // newTestStack wires the real API and worker to a fresh clone of the migrated
@@ -121,7 +123,7 @@ func newTestStack(t *testing.T, o testOpts) *testStack {
 			MonitorEvery: o.MonitorEvery, GapSettle: o.GapSettle, Clock: o.Clock, WakeHorizon: o.WakeHorizon,
 			ScheduleEvery: o.ScheduleEvery, WakeSlack: o.WakeSlack, NoWorkflows: o.NoWorkflows, DKIMKeys: o.DKIMKeys,
 			SMIMEKeys: o.SMIMEKeys, OpenPGPKeys: o.OpenPGPKeys,
-			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog, CheckAPI: checkedAPI(t)}, logs)
+			WebhookRetries: o.WebhookRetries, DebugLog: o.DebugLog, CheckAPI: checkedAPI(t), SMS: o.SMS}, logs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,7 @@ type stackOptions struct {
 	DKIMKeys       string        // TIDINGS_DKIM_KEYS
 	SMIMEKeys      string        // TIDINGS_SMIME_KEYS
 	OpenPGPKeys    string        // TIDINGS_OPENPGP_KEYS
+	SMS            config.SMS    // TIDINGS_SMS_*: the SMS provider; zero: no SMS channel
 	LogTo          io.Writer     // nil: a log file in the stack's folder
 	// CheckAPI wraps the API's handler (tests check its answers against
 	// the OpenAPI document); nil: none.
@@ -213,6 +214,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		// Webhook endpoints of dev and tests listen on loopback.
 		WebhooksAllowPrivate: true, WebhookEvery: 200 * time.Millisecond, WebhookRetries: o.WebhookRetries,
 	}
+	cfg.SMS = o.SMS
 	if cfg.ReconcileEvery <= 0 {
 		cfg.ReconcileEvery = time.Second
 	}

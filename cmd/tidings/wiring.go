@@ -230,6 +230,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
 		Metrics: a.metrics, MetricsToken: a.cfg.MetricsToken, Console: a.console(pol),
+		SMS: a.smsCallbacks(),
 	})
 	if a.checkAPI != nil {
 		return a.checkAPI(h), nil
@@ -377,7 +378,15 @@ func (a *app) sender(pol *policy.Tenants, email delivery.Channel, refs delivery.
 	if err != nil {
 		return nil, err
 	}
-	return &delivery.Service{Store: a.store, Policy: pol, Channels: map[string]delivery.Channel{"email": email},
+	channels := map[string]delivery.Channel{delivery.ChannelEmail: email}
+	sms, err := smsChannel(a.cfg)
+	if err != nil {
+		return nil, err
+	}
+	if sms != nil {
+		channels[delivery.ChannelSMS] = sms
+	}
+	return &delivery.Service{Store: a.store, Policy: pol, Channels: channels,
 		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log,
 		Metrics: a.metrics}, nil
 }
