@@ -85,6 +85,9 @@ type Config struct {
 	Portal interface{ Mount(gin.IRouter) }
 	// PortalSettings backs /v1/portal/settings; nil: those routes answer 503.
 	PortalSettings PortalSettings
+	// Links serves the unsubscribe, open and click links of mails (/u/,
+	// /t/), outside /v1, under the per-client limits; nil: none.
+	Links interface{ Mount(gin.IRouter) }
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -165,6 +168,9 @@ func New(cfg Config) *gin.Engine {
 
 	if cfg.Portal != nil {
 		cfg.Portal.Mount(r)
+	}
+	if cfg.Links != nil {
+		cfg.Links.Mount(r.Group("", busy.middleware(jsonError), perClient.middleware(byIP, jsonError)))
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

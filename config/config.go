@@ -117,6 +117,8 @@ type Config struct {
 	// disclosures is kept (tidings disclosures purge removes what is
 	// older). HIPAA 164.528 gives a patient six years back: never less.
 	DisclosureRetentionYears int
+	// Links in mail: one-click unsubscribe and tracking (links.go).
+	Links LinkConfig
 }
 
 // MinDisclosureRetentionYears is the default and the least retention of
@@ -275,6 +277,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	// Set apart from the literal above, whose alignment it would change.
 	c.DisclosureRetentionYears = geti("TIDINGS_DISCLOSURE_RETENTION_YEARS", MinDisclosureRetentionYears)
 	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
+	c.Links = linkConfig(get, getd)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -295,6 +298,7 @@ func (c Config) Validate(role Role) []string {
 	} else if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		p = append(p, "TIDINGS_DATABASE_URL must be a postgres:// URL")
 	}
+	p = append(p, c.Links.validate()...)
 	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
 		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))
 	}

@@ -396,7 +396,11 @@ func (s *Store) RecordDelivered(ctx context.Context, tenantID, patientRef, subje
 }
 
 func (s *Store) recordEngagement(ctx context.Context, tenantID, patientRef, subject, eventType string, data []byte, now time.Time, audited bool) (int64, []journey.Wake, error) {
-	idx := s.PatientIndex(patientRef)
+	return s.recordEngagementOf(ctx, tenantID, s.PatientIndex(patientRef), subject, eventType, data, now, audited)
+}
+
+// recordEngagementOf is recordEngagement for a patient known by blind index.
+func (s *Store) recordEngagementOf(ctx context.Context, tenantID, idx, subject, eventType string, data []byte, now time.Time, audited bool) (int64, []journey.Wake, error) {
 	var id int64
 	var wakes []journey.Wake
 	err := s.InTx(ctx, func(tx *Store) error {
