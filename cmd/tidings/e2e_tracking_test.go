@@ -151,3 +151,55 @@ func TestTrackedMailRecordsOpensAndClicks(t *testing.T) {
 		}
 	}
 }
+
+// The links of a send step after a wait (the worker's single-send path,
+// not the first steps' batch): a tracked reminder is tracked, and a
+// marketing reminder whose patient unsubscribed from the first mail is
+// denied by the policy.
+func TestRemindersCarryLinksAndHonourUnsubscribe(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoWorkflows: true, NoPlaceholder: true, ScheduleEvery: 100 * time.Millisecond, WakeSlack: 500 * time.Millisecond})
+	token := ts.apiKey(t, "dev", access.Operator)
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := `"steps": [{"id": "notice", "type": "send", "channel": "email", "template": "eob.notice"},
+		{"id": "pause", "type": "wait", "duration": "3s"},
+		{"id": "reminder", "type": "send", "channel": "email", "template": "eob.reminder"}, {"id": "done", "type": "end"}]}`
+	saveAndActivate(t, h, token, "offers", `{"id": "offers", "purpose": "marketing", "trigger": {"event": "eob.received"},
+		"sender": {"name": "Plan", "from": "offers@plan.example"}, `+steps)
+	saveAndActivate(t, h, token, "tracked", `{"id": "tracked", "tracking": true, "trigger": {"event": "eob.received"},
+		"sender": {"name": "Plan", "from": "tracked@plan.example"}, `+steps)
+	ts.putContact(t, "Patient2", `{"email":"member@example.org","marketing_authorized":true}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	ts.waitNotices(t, 2)
+	offer := headerOf(t, mailFrom(t, ts.Mail.Messages(), "offers@plan.example"))
+	unsubURL := strings.TrimSuffix(strings.TrimPrefix(offer.Get("List-Unsubscribe"), "<"), ">")
+	if code, body := httpDo(t, "POST", unsubURL, oneClick, "List-Unsubscribe=One-Click"); code != 200 {
+		t.Fatalf("POST %d %s", code, body)
+	}
+	ts.waitNotices(t, 4)
+	var reasons []string
+	if err := ts.app.store.RawScan(context.Background(), &reasons, `SELECT n.reasons::text FROM notices n JOIN runs r ON r.id = n.run_id
+		WHERE r.workflow_id = 'offers' AND n.step = 'reminder' AND n.status = 'denied'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(reasons) != 1 || !strings.Contains(reasons[0], "the patient unsubscribed from marketing notices") {
+		t.Fatalf("the marketing reminder after the unsubscribe: denied with %q", reasons)
+	}
+	var reminder []string
+	for _, m := range ts.Mail.Messages() {
+		if text := decodedText(t, m.Data); strings.HasPrefix(text, "Reminder") {
+			reminder = append(reminder, text)
+			if !strings.Contains(headerOf(t, m).Get("From"), "tracked@plan.example") {
+				t.Fatalf("a reminder from %s went out", headerOf(t, m).Get("From"))
+			}
+		}
+	}
+	if len(reminder) != 1 || !strings.Contains(reminder[0], ts.BaseURL+"/t/o/") || !strings.Contains(reminder[0], ts.BaseURL+"/t/c/") ||
+		strings.Contains(reminder[0], "/portal/dev/notices/") {
+		t.Fatalf("tracked reminders: %q", reminder)
+	}
+}
