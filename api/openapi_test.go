@@ -18,6 +18,7 @@ import (
 	"github.com/tidings-health/tidings/api/openapitest"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/links"
 	"github.com/tidings-health/tidings/metrics"
 	"github.com/tidings-health/tidings/portal"
 	"github.com/tidings-health/tidings/webhook"
@@ -107,7 +108,7 @@ func TestOpenAPICoversEveryRoute(t *testing.T) {
 			documented[strings.ToUpper(m)+" "+docParam.ReplaceAllString(p, "{}")] = p
 		}
 	}
-	r := New(Config{Metrics: metrics.New(), Portal: portal.New(portal.Config{}), SMS: &SMSCallbacks{}})
+	r := New(Config{Metrics: metrics.New(), Portal: portal.New(portal.Config{}), SMS: &SMSCallbacks{}, Links: &links.Server{}})
 	registered := map[string]bool{}
 	for _, rt := range r.Routes() {
 		key := rt.Method + " " + ginParam.ReplaceAllString(rt.Path, "{}")

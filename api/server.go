@@ -92,6 +92,9 @@ type Config struct {
 	Console interface{ Mount(gin.IRouter) }
 	// SMS serves the SMS provider's signed callbacks under /sms; nil: none.
 	SMS *SMSCallbacks
+	// Links serves the unsubscribe, open and click links of mails (/u/,
+	// /t/), outside /v1, under the per-client limits; nil: none.
+	Links interface{ Mount(gin.IRouter) }
 }
 
 // DefaultRatePerSecond is the per-client, per-subscription and per-key limit when
@@ -179,6 +182,9 @@ func New(cfg Config) *gin.Engine {
 	}
 	if cfg.SMS != nil {
 		mountSMS(r, *cfg.SMS, busy.middleware(jsonError), perClient.middleware(byIP, jsonError))
+	}
+	if cfg.Links != nil {
+		cfg.Links.Mount(r.Group("", busy.middleware(jsonError), perClient.middleware(byIP, jsonError)))
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)

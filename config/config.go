@@ -128,6 +128,8 @@ type Config struct {
 	// TIDINGS_BOUNCE_SUPPRESS_AFTER: how many permanent bounces (POST
 	// /v1/bounces) of an address suppress it; 0 or unset: 2.
 	BounceSuppressAfter int
+	// Links in mail: one-click unsubscribe and tracking (links.go).
+	Links LinkConfig
 }
 
 // MinDisclosureRetentionYears is the default and the least retention of
@@ -291,6 +293,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 	c.BounceSuppressAfter = geti("TIDINGS_BOUNCE_SUPPRESS_AFTER", 2)
 	c.SMIMEKeys, c.OpenPGPKeys = get("TIDINGS_SMIME_KEYS", ""), get("TIDINGS_OPENPGP_KEYS", "")
 	c.SMS = smsFromEnv(get)
+	c.Links = linkConfig(get, getd)
 	if c.SMTPPort == 0 {
 		c.SMTPPort = 587 // submission with STARTTLS
 		if c.SMTPImplicitTLS {
@@ -314,6 +317,7 @@ func (c Config) Validate(role Role) []string {
 	if c.BounceSuppressAfter < 0 {
 		p = append(p, "TIDINGS_BOUNCE_SUPPRESS_AFTER must be a positive count (0: the default, 2)")
 	}
+	p = append(p, c.Links.validate()...)
 	if c.DisclosureRetentionYears < MinDisclosureRetentionYears {
 		p = append(p, fmt.Sprintf("TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least %d (a patient may ask for six years of disclosures)", MinDisclosureRetentionYears))
 	}

@@ -63,7 +63,8 @@ type NoticeStart struct {
 	Decision             *Decision
 	Disclosure           Disclosure // what the attempt discloses (see plan)
 
-	stepChannel string // the step's channel, attempted or not: for the metrics
+	stepChannel string   // the step's channel, attempted or not: for the metrics
+	out         outgoing // how the step sends: the links its mail gets
 }
 
 // ContactUpsert is a contact to store under a patient reference.
@@ -198,7 +199,11 @@ func (s *Service) Start(ctx context.Context, starts []journey.Start) ([]journey.
 				r := SendResult{Notice: b.Notices[a.notice], Delivery: b.Deliveries[a.notice], Disclosure: ns.Disclosure}
 				r.Disclosure.PatientIndex, r.Disclosure.PatientRef = b.Run.PatientIndex, b.Run.Facts["patient"]
 				r.Delivery.Attempts = 1
-				receipt, err := s.Channels[ns.Channel].Send(ctx, emails[todoOf[a.k]][a.notice])
+				email, err := s.stamp(emails[todoOf[a.k]][a.notice], r.Notice.ID, ns.out)
+				var receipt notify.Receipt
+				if err == nil {
+					receipt, err = s.Channels[ns.Channel].Send(ctx, email)
+				}
 				if err == nil {
 					r.Sent, r.TLS, r.MessageID = true, receipt.TLS, receipt.MessageID
 				} else {
@@ -338,11 +343,12 @@ func (s *Service) plan(ctx context.Context, bs BatchStore, starts []journey.Star
 				continue
 			}
 			ns := NoticeStart{Step: a.Step, Template: a.Template, Type: noticeType, PortalToken: seal.NewToken()}
-			out := outgoing{template: a.Template, channel: a.Channel, from: st.From, tenant: st.Run.TenantID}
+			out := outgoing{template: a.Template, channel: a.Channel, from: st.From, tenant: st.Run.TenantID,
+				purpose: st.Purpose, tracking: st.Tracking, patientRef: st.Run.Facts["patient"]}
 			if out.channel == "" {
 				out.channel = "email"
 			}
-			ns.stepChannel = out.channel
+			ns.stepChannel, ns.out = out.channel, out
 			var email notify.Email
 			ch, ok := s.Channels[out.channel]
 			switch {

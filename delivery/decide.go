@@ -84,7 +84,7 @@ func policyInput(base policy.Input, d draft, channel string, sec notify.Security
 		in.Channel.Security = policy.ChannelMessageEncrypted
 	}
 	in.Payload = d.Fields()
-	in.Contact = policy.Contact{OptedOutChannels: c.OptedOutChannels, HasConfidentialAddress: c.ConfidentialEmail != "",
+	in.Contact = policy.Contact{OptedOutChannels: c.OptedOutChannels, OptedOutPurposes: c.OptedOutPurposes, HasConfidentialAddress: c.ConfidentialEmail != "",
 		Restrictions: c.Restrictions, MarketingAuthorized: c.MarketingAuthorized,
 		Language: c.Language, AlternateFormat: c.AlternateFormat, EmailSuppressed: c.EmailSuppressed}
 	return in
@@ -121,6 +121,10 @@ type outgoing struct {
 	purpose  string          // the workflow's purpose; "": the notice type's
 	resend   bool            // an operator's resend of an unknown delivery
 	tenant   string          // whose notice: its DKIM key
+	// tracking: the workflow tracks opens and clicks; patientRef: whom the
+	// run is for (the purposes the patient unsubscribed from).
+	tracking   bool
+	patientRef string
 	// encryptFor is the patient's key the message is encrypted for (nil:
 	// none); keyProblem says why the patient's key cannot be used, and
 	// the notice then goes portal-only (encryption.go).

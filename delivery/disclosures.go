@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 // Why a notice discloses what it does (HIPAA 164.506): the accounting of
@@ -14,6 +15,9 @@ const (
 	PurposePayment    = "payment"
 	PurposeTreatment  = "treatment"
 	PurposeOperations = "operations"
+	// PurposeMarketing: a marketing workflow's notice (HIPAA 164.508(a)(3),
+	// sent only with the patient's authorization).
+	PurposeMarketing = workflow.PurposeMarketing
 )
 
 // How much of a notice went out, as the accounting of disclosures
@@ -47,7 +51,7 @@ type Disclosure struct {
 	NoticeType   string    // eob, appointment: the content's class
 	Detail       string    // DetailFull, DetailRedacted or DetailPortalOnly
 	Redacted     []string  // the fields left out, by name
-	Purpose      string    // PurposePayment, PurposeTreatment or PurposeOperations
+	Purpose      string    // PurposePayment, PurposeTreatment, PurposeOperations or PurposeMarketing
 	NoticeID     int64
 	DeliveryID   int64 // 0: not a delivery (a portal view)
 	Attempt      int   // the delivery's attempt

@@ -28,6 +28,7 @@ type Store interface {
 	// else the one the source's bundles gave (never another source's).
 	ContactFor(ctx context.Context, tenantID, source, patientRef string) (Contact, error)
 	UpsertContact(ctx context.Context, tenantID, patientRef string, c Contact) error
+	OptOuts
 	RecordDecision(ctx context.Context, d Decision) error
 	// SealNoticePayload stores the notice as sent and its portal view
 	// (PortalView's JSON), both sealed, and the portal's decision (when
@@ -87,6 +88,9 @@ type Service struct {
 	Log               *slog.Logger
 	// Metrics counts decisions and notices' outcomes; nil counts nothing.
 	Metrics *metrics.Metrics
+	// Links adds unsubscribe headers and tracking to mails (links.go); nil:
+	// none, and a marketing or tracked workflow's mail is not sent.
+	Links Links
 }
 
 var _ journey.Sender = (*Service)(nil)
@@ -124,7 +128,8 @@ func (s *Service) Send(ctx context.Context, req journey.Send) (bool, error) {
 	if n.Status != NoticePending {
 		return false, nil
 	}
-	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend, tenant: run.TenantID}
+	out := outgoing{template: a.Template, channel: a.Channel, from: req.From, purpose: req.Purpose, resend: req.Resend, tenant: run.TenantID,
+		tracking: req.Tracking, patientRef: run.Facts["patient"]}
 	if out.channel == "" {
 		out.channel = "email"
 	}
@@ -297,6 +302,10 @@ func (s *Service) addSensitivity(facts map[string]any, codes []fhir.Coding, unkn
 // ask was cut short (shutting down): retry.
 func (s *Service) decision(ctx context.Context, tenantID string, contact Contact, base policy.Input, d draft, out outgoing, sec notify.Security) (plan, *Decision, error) {
 	out, sec = s.encryption(tenantID, contact, out, sec)
+	var err error
+	if contact, err = s.withOptOuts(ctx, tenantID, contact, base.Purpose, out); err != nil {
+		return plan{}, nil, err
+	}
 	return s.decide(ctx, tenantID, contact, policyInput(base, d, out.channel, sec, contact), d, out)
 }
 
@@ -366,6 +375,9 @@ func (s *Service) decideAndSend(ctx context.Context, n Notice, run journey.Run, 
 	}
 	if err := s.Store.SealNoticePayload(ctx, n.ID, p.Payload, portal, prec); err != nil {
 		return false, fmt.Errorf("notice %d: %w", n.ID, err)
+	}
+	if p.Email, err = s.stamp(p.Email, n.ID, out); err != nil {
+		return false, s.fail(ctx, n, out.channel, err.Error())
 	}
 	disclosed := p.Disclosure
 	disclosed.PatientIndex, disclosed.PatientRef = run.PatientIndex, run.Facts["patient"]

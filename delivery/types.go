@@ -79,7 +79,10 @@ type Contact struct {
 	ConfidentialEmail   string   // HIPAA 164.522(b): send here, and only here
 	Restrictions        []string // agreed restrictions, e.g. "eob", "all"
 	MarketingAuthorized bool
-	AlternateFormat     string // e.g. "large-print"
+	// OptedOutPurposes are the purposes the patient unsubscribed from (a
+	// marketing mail's one-click link); read for marketing notices only.
+	OptedOutPurposes []string
+	AlternateFormat  string // e.g. "large-print"
 	// EncryptionKey is the patient's S/MIME certificate (PEM) or OpenPGP
 	// public key (armored), set through the API only; "" for none. With a
 	// usable one, email goes encrypted for it (encryption.go).

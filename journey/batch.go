@@ -29,7 +29,9 @@ type Start struct {
 	// Purpose is the workflow's (payment, treatment, operations); "":
 	// its notices' types decide.
 	Purpose string
-	Now     time.Time
+	// Tracking: the workflow's mails carry an open pixel and click redirects.
+	Tracking bool
+	Now      time.Time
 }
 
 // Started is what became of a Start.
@@ -177,7 +179,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 				}
 				continue
 			}
-			starts = append(starts, Start{Run: nr, State: st, Sends: actions, Event: ev, From: def.Sender, Purpose: def.Purpose, Now: now})
+			starts = append(starts, Start{Run: nr, State: st, Sends: actions, Event: ev, From: def.Sender, Purpose: def.Purpose, Tracking: def.Tracking, Now: now})
 			startOf = append(startOf, p.i)
 		}
 	}

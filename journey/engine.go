@@ -179,6 +179,8 @@ type Send struct {
 	// Purpose is the workflow's (payment, treatment, operations); "":
 	// the notice type's.
 	Purpose string
+	// Tracking: the workflow's mails carry an open pixel and click redirects.
+	Tracking bool
 	// LastTry: the notice fails instead of asking to be retried.
 	LastTry bool
 	// Resend: an operator asked to send again a notice whose delivery's
@@ -463,7 +465,7 @@ func (t *task) send(ctx context.Context, run Run, a workflow.Action, lastTry boo
 	}
 	s := Send{Run: run, Action: a, Event: ev, LastTry: lastTry, Now: r.now()}
 	if def, err := r.definition(ctx, run); err == nil {
-		s.From, s.Purpose, s.Workflow = def.Sender, def.Purpose, def
+		s.From, s.Purpose, s.Workflow, s.Tracking = def.Sender, def.Purpose, def, def.Tracking
 	}
 	_, err = r.deliver(ctx, s)
 	return err
@@ -513,7 +515,7 @@ func (r *Engine) Resend(ctx context.Context, runID int64, step string) (bool, er
 	if err != nil {
 		return false, err
 	}
-	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Purpose: def.Purpose, Resend: true, Workflow: def, Now: r.now(),
+	return r.deliver(ctx, Send{Run: run, Event: ev, From: def.Sender, Purpose: def.Purpose, Tracking: def.Tracking, Resend: true, Workflow: def, Now: r.now(),
 		Action: workflow.Action{Type: workflow.ActionSend, Step: step, Channel: st.Channel, Template: st.Template, Fallback: st.Fallback}})
 }
 

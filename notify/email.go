@@ -474,8 +474,14 @@ func (c *EmailChannel) buildMsg(e Email) (*mail.Msg, string, error) {
 		}
 		headerFrom = addr
 	}
+	if err := setListUnsubscribe(m, e.ListUnsubscribe); err != nil {
+		return nil, "", err
+	}
 	if a, err := netmail.ParseAddress(headerFrom); err == nil {
 		if s := c.dkim.signer(e.TenantID, a.Address); s != nil {
+			if e.ListUnsubscribe != "" {
+				s.SignHeaders(unsubscribeSignedHeaders...)
+			}
 			m.SetDKIM(s)
 		}
 	}

@@ -40,6 +40,11 @@ type Email struct {
 	// EncryptFor, when set, has the channel send the message signed with
 	// the tenant's key and encrypted for this key (see SecurityFor).
 	EncryptFor *RecipientKey
+	// ListUnsubscribe, when set, is sent as List-Unsubscribe with
+	// List-Unsubscribe-Post: List-Unsubscribe=One-Click (RFC 8058): the
+	// one-click opt-out a marketing notice offers ("<https://…/u/token>",
+	// optionally followed by ", <mailto:…>"). DKIM signs both headers.
+	ListUnsubscribe string
 }
 
 // LogValue keeps the message out of logs: recipient and bodies are PHI.

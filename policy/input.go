@@ -36,6 +36,9 @@ const ChannelMessageEncrypted = "message-encrypted"
 // it: never the addresses themselves.
 type Contact struct {
 	OptedOutChannels []string `json:"opted_out_channels,omitempty"`
+	// OptedOutPurposes are the purposes the patient unsubscribed from
+	// ("marketing"), through a mail's one-click link.
+	OptedOutPurposes []string `json:"opted_out_purposes,omitempty"`
 	// HasConfidentialAddress means the patient asked to be reached only at a
 	// confidential-communication address (HIPAA 164.522(b)).
 	HasConfidentialAddress bool     `json:"has_confidential_address"`
@@ -95,6 +98,7 @@ var (
 	keyFacts                  = ast.StringTerm("facts")
 	keyContact                = ast.StringTerm("contact")
 	keyOptedOutChannels       = ast.StringTerm("opted_out_channels")
+	keyOptedOutPurposes       = ast.StringTerm("opted_out_purposes")
 	keyHasConfidentialAddress = ast.StringTerm("has_confidential_address")
 	keyRestrictions           = ast.StringTerm("restrictions")
 	keyMarketingAuthorized    = ast.StringTerm("marketing_authorized")
@@ -189,6 +193,9 @@ func (c Contact) regoValue() ast.Value {
 	)
 	if len(c.OptedOutChannels) > 0 {
 		items = append(items, ast.Item(keyOptedOutChannels, stringsTerm(c.OptedOutChannels)))
+	}
+	if len(c.OptedOutPurposes) > 0 {
+		items = append(items, ast.Item(keyOptedOutPurposes, stringsTerm(c.OptedOutPurposes)))
 	}
 	if len(c.Restrictions) > 0 {
 		items = append(items, ast.Item(keyRestrictions, stringsTerm(c.Restrictions)))

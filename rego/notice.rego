@@ -20,9 +20,9 @@
 #                  use, outcome, sensitive_categories, has_sensitive_diagnosis,
 #                  minor (optional, every key optional)
 #   contact       the patient's choices: opted_out_channels,
-#                  has_confidential_address, restrictions, marketing_authorized,
-#                  language, alternate_format, email_suppressed (optional,
-#                  every key optional)
+#                  opted_out_purposes, has_confidential_address, restrictions,
+#                  marketing_authorized, language, alternate_format,
+#                  email_suppressed (optional, every key optional)
 #
 # OUTPUT: data.tidings.notice.decision
 #
@@ -318,6 +318,15 @@ deny contains sprintf("the patient's restriction %q covers this notice", [restri
 deny contains "purpose \"marketing\" needs the patient's authorization (contact.marketing_authorized is not true)" if {
 	input.purpose == "marketing"
 	not input.contact.marketing_authorized == true
+}
+
+# The patient unsubscribed from this purpose (the one-click link of a
+# marketing mail, RFC 8058): no more notices of it. A required notice
+# (payment, treatment, operations) offers no such link and is never denied
+# by it.
+deny contains sprintf("the patient unsubscribed from %s notices", [input.purpose]) if {
+	is_string(input.purpose)
+	input.purpose in input.contact.opted_out_purposes
 }
 
 # ---------------------------------------------------------------------------

@@ -37,6 +37,17 @@ type tenantKey struct {
 	version int
 }
 
+// oldest is the key of the lowest configured version.
+func (ix *IndexKeys) oldest() []byte {
+	low := 0
+	for v := range ix.keys {
+		if low == 0 || v < low {
+			low = v
+		}
+	}
+	return ix.keys[low]
+}
+
 // ParseIndexKeys reads TIDINGS_BLIND_INDEX_KEY: either one base64 key of 32
 // bytes (version 1) or "1:base64,2:base64" with positive versions.
 func ParseIndexKeys(spec string) (map[int][]byte, error) {

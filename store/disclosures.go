@@ -83,8 +83,8 @@ func checkDisclosure(d delivery.Disclosure) error {
 		return fmt.Errorf("record disclosure: status %q is not sent, unknown or viewed", d.Status)
 	case !slices.Contains([]string{delivery.DetailFull, delivery.DetailRedacted, delivery.DetailPortalOnly}, d.Detail):
 		return fmt.Errorf("record disclosure: detail %q is not full, redacted or portal-only", d.Detail)
-	case !slices.Contains([]string{delivery.PurposePayment, delivery.PurposeTreatment, delivery.PurposeOperations}, d.Purpose):
-		return fmt.Errorf("record disclosure: purpose %q is not payment, treatment or operations", d.Purpose)
+	case !slices.Contains([]string{delivery.PurposePayment, delivery.PurposeTreatment, delivery.PurposeOperations, delivery.PurposeMarketing}, d.Purpose):
+		return fmt.Errorf("record disclosure: purpose %q is not payment, treatment, operations or marketing", d.Purpose)
 	}
 	return nil
 }

@@ -172,7 +172,7 @@ func TestDisclosuresPageAndRange(t *testing.T) {
 	}
 	for _, bad := range []delivery.Disclosure{
 		{TenantID: "t1", PatientIndex: idx, Status: "sent", Channel: "email", NoticeType: "eob", Detail: "full", Purpose: "payment"},
-		{TenantID: "t1", PatientIndex: idx, Status: "sent", Channel: "email", Recipient: "secret@example.org", NoticeType: "eob", Detail: "full", Purpose: "marketing"},
+		{TenantID: "t1", PatientIndex: idx, Status: "sent", Channel: "email", Recipient: "secret@example.org", NoticeType: "eob", Detail: "full", Purpose: "advertising"},
 		{TenantID: "t1", Status: "sent", Channel: "email", Recipient: "secret@example.org", NoticeType: "eob", Detail: "full", Purpose: "payment"},
 	} {
 		err := s.RecordDisclosure(ctx, bad)

@@ -26,6 +26,7 @@ import (
 //	engagements.data_sealed           id (taken from the sequence first)
 //	engagements.patient_sealed        patient_index
 //	segment_members.patient_sealed    segment, patient_index
+//	purpose_opt_outs.patient_sealed   purpose, patient_index
 //	webhook_endpoints.secret_sealed   id
 //	disclosures.recipient_sealed      patient_index, ref (random, chosen before the insert)
 //	disclosures.patient_sealed        patient_index
@@ -48,6 +49,7 @@ var (
 	colRunFacts            = sealedColumn{"runs", "facts_sealed"}
 	colEngagementData      = sealedColumn{"engagements", "data_sealed"}
 	colSegmentPatient      = sealedColumn{"segment_members", "patient_sealed"}
+	colOptOutPatient       = sealedColumn{"purpose_opt_outs", "patient_sealed"}
 	colWebhookSecret       = sealedColumn{"webhook_endpoints", "secret_sealed"}
 	colDisclosureRecipient = sealedColumn{"disclosures", "recipient_sealed"}
 	colDeliveryDisclosure  = sealedColumn{"deliveries", "disclosure_sealed"}

@@ -117,6 +117,7 @@ func (r *reindexer) loadKnown(ctx context.Context) error {
 	}{
 		{"contacts", colContactPatient, ""}, {"engagements", colEngagementPatient, ""},
 		{"disclosures", colDisclosurePatient, ""}, {"segment_members", colSegmentPatient, "segment"},
+		{"purpose_opt_outs", colOptOutPatient, "purpose"},
 	} {
 		extra := "''"
 		if src.extra != "" {
@@ -182,6 +183,7 @@ var indexedTables = []indexedTable{
 	{"contacts", []string{"id"}, []string{"patient_index", "fhir_source", "email_sealed", "confidential_email_sealed", "patient_sealed", "encryption_key_sealed", "phone_sealed"}, rekeyContact},
 	{"engagements", []string{"id"}, []string{"patient_index", "patient_sealed"}, rekeyEngagement},
 	{"segment_members", []string{"tenant_id", "segment", "patient_index"}, []string{"patient_index", "segment", "patient_sealed"}, rekeySegmentMember},
+	{"purpose_opt_outs", []string{"tenant_id", "purpose", "patient_index"}, []string{"patient_index", "purpose", "patient_sealed"}, rekeyOptOut},
 	{"disclosures", []string{"id"}, []string{"patient_index", "ref", "recipient_sealed", "patient_sealed"}, rekeyDisclosure},
 	// Runs last: the patients of the rows above may be known only from them.
 	{"runs", []string{"id"}, []string{"patient_index", "workflow_id", "source", "subject", "facts_sealed"}, rekeyRun},
@@ -260,6 +262,23 @@ func rekeySegmentMember(r *reindexer, ctx context.Context, tx *Store, key, cols 
 		return false, err
 	}
 	_, err = tx.exec(ctx, `DELETE FROM segment_members WHERE tenant_id = $1 AND segment = $2 AND patient_index = $3`, r.tenant, segment, old)
+	return err == nil, err
+}
+
+func rekeyOptOut(r *reindexer, ctx context.Context, tx *Store, key, cols []any) (bool, error) {
+	old, purpose := cols[0].(string), cols[1].(string)
+	b, err := r.s.open(bytesOf(cols[2]), colOptOutPatient, r.tenant, purpose, old)
+	if err != nil {
+		return false, fmt.Errorf("purpose_opt_outs.patient_sealed: %w", err)
+	}
+	idx := r.index(string(b))
+	// The patient unsubscribed again since the rotation: one opt-out is enough.
+	if _, err := tx.exec(ctx, `INSERT INTO purpose_opt_outs (tenant_id, patient_index, purpose, notice_id, created_at, patient_sealed)
+		SELECT tenant_id, $1, purpose, notice_id, created_at, $2 FROM purpose_opt_outs WHERE tenant_id = $3 AND purpose = $4 AND patient_index = $5
+		ON CONFLICT DO NOTHING`, idx, r.s.seal(b, colOptOutPatient, r.tenant, purpose, idx), r.tenant, purpose, old); err != nil {
+		return false, err
+	}
+	_, err = tx.exec(ctx, `DELETE FROM purpose_opt_outs WHERE tenant_id = $1 AND purpose = $2 AND patient_index = $3`, r.tenant, purpose, old)
 	return err == nil, err
 }
 

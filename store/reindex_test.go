@@ -114,6 +114,11 @@ func seedPatient(t *testing.T, s *Store, tenant, ref string) indexedPatient {
 	if _, err := s.AddSegmentMember(ctx, tenant, "vip", ref); err != nil {
 		t.Fatal(err)
 	}
+	// A marketing opt-out, as the one-click link writes it (Unsubscribe).
+	if err := s.q(ctx).Exec(`INSERT INTO purpose_opt_outs (tenant_id, patient_index, purpose, created_at, patient_sealed) VALUES (?, ?, 'marketing', ?, ?)`,
+		tenant, idx, t0, s.seal([]byte(ref), colOptOutPatient, tenant, "marketing", idx)).Error; err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
@@ -152,6 +157,9 @@ func findAll(t *testing.T, s *Store, p indexedPatient, when string) {
 	ds, _, err := s.Disclosures(ctx, delivery.DisclosureQuery{TenantID: p.tenant, PatientRef: p.ref})
 	if err != nil || len(ds) != 1 || ds[0].Recipient != p.tenant+"-api@example.org" {
 		t.Errorf("%s: disclosures: %d, %v", when, len(ds), err)
+	}
+	if ps, err := s.OptedOutPurposes(ctx, p.tenant, p.ref); err != nil || len(ps) != 1 || ps[0] != "marketing" {
+		t.Errorf("%s: opted-out purposes %v, %v", when, ps, err)
 	}
 	if joined, err := s.AddSegmentMember(ctx, p.tenant, "vip", p.ref); err != nil || joined {
 		t.Errorf("%s: the member joined the segment again (%v)", when, err)
@@ -376,7 +384,7 @@ func TestReindexErrorsNamePatientsNowhere(t *testing.T) {
 			t.Errorf("the error names %q: %v", secret, err)
 		}
 	}
-	if len(progress) != 4 || progress[0].Table != "contacts" || progress[0].Rekeyed != 2 {
+	if len(progress) != 5 || progress[0].Table != "contacts" || progress[0].Rekeyed != 2 {
 		t.Errorf("progress before the failure: %+v", progress)
 	}
 	owner := storeIndexed(t, url, 1, 2)

@@ -26,6 +26,7 @@ var sealedTables = []sealedTable{
 	{"engagements", []string{"id"}, []string{"id::text"}, []sealedColumn{colEngagementData}},
 	{"engagements", []string{"id"}, []string{"patient_index"}, []sealedColumn{colEngagementPatient}},
 	{"segment_members", []string{"tenant_id", "segment", "patient_index"}, []string{"segment", "patient_index"}, []sealedColumn{colSegmentPatient}},
+	{"purpose_opt_outs", []string{"tenant_id", "purpose", "patient_index"}, []string{"purpose", "patient_index"}, []sealedColumn{colOptOutPatient}},
 	{"webhook_endpoints", []string{"tenant_id", "id"}, []string{"id"}, []sealedColumn{colWebhookSecret}},
 	{"disclosures", []string{"id"}, []string{"patient_index", "ref"}, []sealedColumn{colDisclosureRecipient}},
 	{"disclosures", []string{"id"}, []string{"patient_index"}, []sealedColumn{colDisclosurePatient}},

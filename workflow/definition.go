@@ -37,8 +37,15 @@ type Definition struct {
 	// Purpose is why its notices disclose what they do, as the accounting
 	// of disclosures records it and the policy sees it: payment, treatment
 	// or operations. Empty: each notice's type decides (an EOB is about
-	// payment, an appointment about treatment).
+	// payment, an appointment about treatment). "marketing" marks a
+	// workflow the patient may leave: its mails carry a one-click
+	// unsubscribe link (RFC 8058), and the policy needs the patient's
+	// authorization for it.
 	Purpose string `json:"purpose,omitempty"`
+	// Tracking adds an open pixel to its mails and routes their links
+	// through signed click redirects, recorded as "opened" and "clicked"
+	// engagements (engagement.go). Off unless set.
+	Tracking bool `json:"tracking,omitempty"`
 	// TimeZone is the IANA zone for send windows and next_day waits when
 	// neither the window nor the contact has one. Without it the subject's
 	// UTC offset (Facts "utc_offset") is used, then UTC; see

@@ -192,10 +192,11 @@ func (v *validator) definition() {
 		v.add("", "priority", "must be high, normal or low")
 	}
 	switch d.Purpose {
-	case "", "payment", "treatment", "operations":
+	case "", "payment", "treatment", "operations", PurposeMarketing:
 	default:
-		v.add("", "purpose", "must be payment, treatment or operations")
+		v.add("", "purpose", "must be payment, treatment, operations or marketing")
 	}
+	v.tracking()
 	if d.TimeZone != "" {
 		if _, err := loadZone(d.TimeZone); err != nil {
 			v.add("", "time_zone", "not a loadable IANA time zone")

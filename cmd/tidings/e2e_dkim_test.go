@@ -2,14 +2,7 @@ package main
 
 import (
 	"bytes"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/emersion/go-msgauth/dkim"
@@ -22,18 +15,7 @@ import (
 // tenant's, so the signature also shows the notice's tenant reached the
 // channel.
 func TestNoticeIsDKIMSignedWithTheTenantsKey(t *testing.T) {
-	pub, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pemFile := filepath.Join(t.TempDir(), "plan-dkim.pem")
-	if err := os.WriteFile(pemFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	pemFile, record := dkimKeyFile(t)
 	ts := newTestStack(t, testOpts{NoWorkflows: true, NoPlaceholder: true, DKIMKeys: "dev:plan.example:s2026:" + pemFile})
 	token := ts.apiKey(t, "dev", access.Operator)
 	h, err := ts.app.handler(nil)
@@ -50,7 +32,6 @@ func TestNoticeIsDKIMSignedWithTheTenantsKey(t *testing.T) {
 	}
 	ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 	msg := ts.notifyOneMail(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
-	record := "v=DKIM1; k=ed25519; p=" + base64.StdEncoding.EncodeToString(pub)
 	lookup := func(name string) ([]string, error) {
 		if name == "s2026._domainkey.plan.example" {
 			return []string{record}, nil

@@ -223,7 +223,11 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	if pol != nil {
 		polAdmin = pol
 	}
-	h := api.New(api.Config{
+	linkServer, err := a.linkServer()
+	if err != nil {
+		return nil, err
+	}
+	h := api.New(api.Config{Links: linkServer,
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
 		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
 		Bounces:      delivery.Bounces{Store: a.store, SuppressAfter: a.cfg.BounceSuppressAfter},
@@ -386,7 +390,11 @@ func (a *app) sender(pol *policy.Tenants, email delivery.Channel, refs delivery.
 	if sms != nil {
 		channels[delivery.ChannelSMS] = sms
 	}
-	return &delivery.Service{Store: a.store, Policy: pol, Channels: channels,
+	mailLinks, err := a.linkMailer()
+	if err != nil {
+		return nil, err
+	}
+	return &delivery.Service{Links: mailLinks, Store: a.store, Policy: pol, Channels: channels,
 		References: refs, ValueSets: sets, PublicBaseURL: a.cfg.PublicBaseURL, PlaceholderDomain: placeholderDomain, Log: a.log,
 		Metrics: a.metrics}, nil
 }
