@@ -55,8 +55,13 @@ func (s *Service) withOptOuts(ctx context.Context, tenantID string, c Contact, p
 
 // stamp gives a mail about to go the links its workflow asks for: the
 // unsubscribe headers of a marketing notice, tracking when the workflow
-// enables it. A required notice untracked goes as it is.
+// enables it. A required notice untracked goes as it is, and so does every
+// message on another channel: an SMS carries its fixed template with the
+// plain portal link, which its channel checks.
 func (s *Service) stamp(e notify.Email, noticeID int64, out outgoing) (notify.Email, error) {
+	if out.channel != ChannelEmail {
+		return e, nil
+	}
 	l := MailLinks{TenantID: out.tenant, NoticeID: noticeID, Tracking: out.tracking}
 	if workflow.OffersUnsubscribe(out.purpose) {
 		l.Unsubscribe = out.purpose

@@ -239,8 +239,10 @@ func TestPortalStepAndRefusedEmailFallBackToSMS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Tracked: the mail's links would go through click redirects, but the
+	// SMS fallback must carry the plain portal link its template allows.
 	saveAndActivate(t, h, ts.apiKey(t, devTenant, access.Operator), "shelf-then-mail", `{"id": "shelf-then-mail",
-		"trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"},
+		"trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"}, "tracking": true,
 		"steps": [{"id": "shelf", "type": "portal", "template": "eob.notice"},
 			{"id": "mail", "type": "email", "template": "eob.notice", "fallback": {"channel": "sms"}},
 			{"id": "done", "type": "end"}]}`)
@@ -267,8 +269,8 @@ func TestPortalStepAndRefusedEmailFallBackToSMS(t *testing.T) {
 			t.Errorf("%d rows, want %d: %s", n, want, q)
 		}
 	}
-	if got := prov.received(); len(got) != 1 || got[0].Get("To") != "+15557654321" {
-		t.Fatalf("the provider got %v, want one SMS to the patient", got)
+	if got := prov.received(); len(got) != 1 || got[0].Get("To") != "+15557654321" || !strings.Contains(got[0].Get("Body"), "/portal/") || strings.Contains(got[0].Get("Body"), "/t/c/") {
+		t.Fatalf("the provider got %v, want one SMS to the patient with the plain portal link", got)
 	}
 	c.assertAbsent(t, "the SMS", []byte(prov.received()[0].Encode()))
 }
