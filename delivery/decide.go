@@ -186,7 +186,9 @@ func apply(dec policy.Decision, decideErr error, d draft, c Contact, out outgoin
 		d.PortalOnly()
 	}
 	if out.channel == ChannelSMS {
-		return smsPlan(dec, d, c, out, portalOnly)
+		// The policy's portal_only, not a key problem's: an SMS goes only
+		// when the policy itself says portal-only.
+		return smsPlan(dec, d, c, out, dec.Has("portal_only"))
 	}
 	msg, err := d.Render(out.template, c.Language, c.AlternateFormat, portalOnly)
 	if err != nil {
