@@ -178,7 +178,7 @@ func New(cfg Config) *gin.Engine {
 		cfg.Portal.Mount(r)
 	}
 	if cfg.Console != nil {
-		cfg.Console.Mount(r)
+		cfg.Console.Mount(r.Group("", busy.middleware(jsonError), perClient.middleware(byIP, jsonError)))
 	}
 	if cfg.SMS != nil {
 		mountSMS(r, *cfg.SMS, busy.middleware(jsonError), perClient.middleware(byIP, jsonError))
