@@ -103,7 +103,7 @@ func (s *Signer) Verify(raw string, kind byte, now time.Time) (Token, error) {
 	case KindClick:
 		t.Index = int(r.uvarint())
 		t.Target = r.string()
-		if u, err := url.Parse(t.Target); err == nil && (u.Scheme != "https" && u.Scheme != "http" || u.Host == "") {
+		if u, err := url.Parse(t.Target); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			r.bad = true
 		}
 	}

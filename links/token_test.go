@@ -68,6 +68,7 @@ func TestTokenRefusals(t *testing.T) {
 		{"truncated", raw[:10], KindUnsubscribe, t0, ErrMalformed},
 		{"too long", strings.Repeat("A", MaxTokenLen+1), KindUnsubscribe, t0, ErrMalformed},
 		{"click to elsewhere", s.Sign(Token{Kind: KindClick, TenantID: "dev", NoticeID: 1, Expires: t0.Add(time.Hour), Target: "javascript:alert(1)"}), KindClick, t0, ErrMalformed},
+		{"click to a target that does not parse", s.Sign(Token{Kind: KindClick, TenantID: "dev", NoticeID: 1, Expires: t0.Add(time.Hour), Target: "https://x.example/%zz"}), KindClick, t0, ErrMalformed},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if _, err := s.Verify(c.raw, c.kind, c.now); !errors.Is(err, c.want) {
