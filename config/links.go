@@ -10,8 +10,9 @@ import (
 // portal's: one-click unsubscribe and open/click tracking (package links).
 type LinkConfig struct {
 	// Key signs the link tokens (TIDINGS_LINK_KEY, base64 of 32 bytes;
-	// secret). Unset: a key derived from the blind index key, which is as
-	// stable as the data, so links keep working across restarts.
+	// secret). Unset: a key derived from the oldest configured blind index
+	// key version, so links keep working across restarts, but not once that
+	// version is removed after a re-key (README, "Blind indexes").
 	Key string
 	// UnsubscribeTTL is how long a mail's unsubscribe link works
 	// (TIDINGS_UNSUBSCRIBE_TTL, default 2160h, 90 days); TrackingTTL, its
@@ -44,7 +45,7 @@ func (l LinkConfig) validate() []string {
 }
 
 // LinkKey is the key that signs link tokens: TIDINGS_LINK_KEY, else one
-// derived from keys' blind index key.
+// derived from keys' oldest blind index key version.
 func (l LinkConfig) LinkKey(keys *seal.Keyring) ([]byte, error) {
 	if l.Key != "" {
 		return decodeKey(l.Key)
