@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tidings-health/tidings/access"
+	"github.com/tidings-health/tidings/config"
+	"github.com/tidings-health/tidings/journey"
 )
 
 // relayDSN is a delivery status notification as a relay mails it to the
@@ -164,4 +167,61 @@ type BounceResult struct {
 	Hard               bool   `json:"hard"`
 	Counted            bool   `json:"counted"`
 	SuppressedContacts int    `json:"suppressed_contacts"`
+}
+
+// A bounce feeds a workflow's fallback end to end: the EOB notice is
+// mailed, the workflow waits for email.bounced, the relay's DSN is posted,
+// and the waiting run goes on to text the patient the portal link instead.
+// Without the bounce nothing is texted.
+func TestABounceSendsTheWorkflowsSMSInstead(t *testing.T) {
+	const phone = "+15557654321"
+	prov := &smsProvider{t: t, sid: "AC0123456789", token: "fake-provider-token"}
+	srv := httptest.NewServer(prov)
+	defer srv.Close()
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, NoWorkflows: true,
+		SMS: config.SMS{BaseURL: srv.URL, AccountSID: prov.sid, AuthToken: prov.token, From: "+15550100000"}})
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	saveAndActivate(t, h, ts.apiKey(t, devTenant, access.Operator), "eob-bounce", `{"id": "eob-bounce",
+		"trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"},
+		"steps": [
+			{"id": "mail", "type": "email", "template": "eob.notice"},
+			{"id": "wait-bounce", "type": "wait_event", "events": ["email.bounced"], "timeout": "2d", "on_timeout": "done"},
+			{"id": "text", "type": "sms", "template": "eob.notice"},
+			{"id": "done", "type": "end"}]}`)
+	c := newCanary(t)
+	ts.putContact(t, c.patientContact, `{"email": "`+c.emailContact+`", "phone": "`+phone+`"}`)
+	eob := c.collection(t, c.patient(t, c.patientContact, c.emailContact), c.eob(t, "EOBbounce"+c.ids, c.patientContact, c.code))
+	if r := ts.notify(t, ts.wrap(t, eob)); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := mail.ReadMessage(bytes.NewReader(msgs[0].Data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := "ExplanationOfBenefit/EOBbounce" + c.ids
+	ts.waitRun(t, subject, "eob-bounce", "waiting for a bounce", func(r journey.RunView) bool { return r.Step == "wait-bounce" && r.Status == "waiting" })
+	if got := prov.received(); len(got) != 0 {
+		t.Fatalf("%d SMS before any bounce", len(got))
+	}
+	r := doRequest(h, "POST", "/v1/bounces", "message/rfc822", ts.apiKey(t, devTenant, access.Integration),
+		relayDSN(m.Header.Get("Message-Id"), c.emailContact, "failed", "5.1.1"))
+	if r.Code != 200 {
+		t.Fatalf("POST /v1/bounces: %d %s", r.Code, r.Body)
+	}
+	ts.waitRun(t, subject, "eob-bounce", "ended after the SMS", func(r journey.RunView) bool { return r.Status == "ended" })
+	got := prov.received()
+	if len(got) != 1 || got[0].Get("To") != phone || !strings.Contains(got[0].Get("Body"), ts.BaseURL+"/portal/"+devTenant+"/notices/") {
+		t.Fatalf("the provider got %v, want one SMS with the portal link", got)
+	}
+	c.assertAbsent(t, "the SMS", []byte(got[0].Encode()))
+	if n := len(ts.Mail.Messages()); n != 1 {
+		t.Errorf("%d mails, want only the one that bounced", n)
+	}
 }
