@@ -1,7 +1,6 @@
 package console
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -26,6 +25,7 @@ import (
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/webpage"
 )
 
 //go:embed templates/*.html
@@ -189,18 +189,9 @@ func init() {
 
 // render writes a page with the headers every console answer carries.
 func (s *Server) render(c *gin.Context, status int, name string, v view) {
-	var b bytes.Buffer
-	if err := templates[name].Execute(&b, v); err != nil {
+	if err := webpage.Write(c, status, templates[name], v, "img-src 'self'"); err != nil {
 		s.cfg.Log.Error("console page did not render", "page", name, "err", err)
-		status, b = http.StatusInternalServerError, *bytes.NewBufferString("Internal error")
 	}
-	h := c.Writer.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	c.Data(status, "text/html; charset=utf-8", b.Bytes())
 }
 
 // fail answers with a message page: err's client message for a fault, a

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/journey"
+	"github.com/tidings-health/tidings/webpage"
 	"github.com/tidings-health/tidings/workflow"
 )
 
@@ -202,12 +203,8 @@ button{font-size:1rem;padding:.6rem 1.2rem;color:#fff;background:#1d4ed8;border:
 // No page shows anything about the patient or the notice.
 func (s *Server) page(c *gin.Context, status, which int, action string) {
 	p := pageTexts[which]
-	c.Header("Cache-Control", "no-store")
-	c.Header("Referrer-Policy", "no-referrer")
-	c.Header("X-Frame-Options", "DENY")
-	c.Header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
-	c.Status(status)
-	c.Header("Content-Type", "text/html; charset=utf-8")
-	_ = pageTemplate.Execute(c.Writer, struct{ Title, Body, Action string }{p.title, p.body, action})
+	if err := webpage.Write(c, status, pageTemplate, struct{ Title, Body, Action string }{p.title, p.body, action}); err != nil {
+		s.log().Error("link page did not render", "page", which, "err", err)
+	}
 	c.Abort()
 }

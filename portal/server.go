@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -23,6 +22,7 @@ import (
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/notify"
 	"github.com/tidings-health/tidings/seal"
+	"github.com/tidings-health/tidings/webpage"
 )
 
 //go:embed templates/*.html
@@ -143,17 +143,9 @@ func (s *Server) render(c *gin.Context, status int, p page) {
 	if p.T == nil {
 		p.T = texts[p.Lang]
 	}
-	var b bytes.Buffer
-	if err := pageTemplate.Execute(&b, p); err != nil {
+	if err := webpage.Write(c, status, pageTemplate, p); err != nil {
 		s.cfg.Log.Error("portal page did not render", "kind", p.Kind)
-		status, b = http.StatusInternalServerError, *bytes.NewBufferString("Internal error")
 	}
-	h := c.Writer.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-	c.Data(status, "text/html; charset=utf-8", b.Bytes())
 }
 
 // internal logs a failure of ours (the notice id and the error, which
