@@ -46,8 +46,6 @@ const (
 var definitionTypes = []string{"application/json", "application/yaml", "application/x-yaml", "text/yaml"}
 
 var (
-	workflowID   = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
-	segmentName  = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 	eventType    = regexp.MustCompile(`^[a-z0-9][a-z0-9_.:-]{0,63}$`)
 	patientRef   = regexp.MustCompile(`^Patient/[A-Za-z0-9.-]{1,64}$`)
 	runSubject   = regexp.MustCompile(`^(Appointment|ExplanationOfBenefit)/[A-Za-z0-9.-]{1,64}$`)
@@ -147,7 +145,7 @@ type SegmentMemberRequest struct {
 var (
 	errNoWorkflows     = fault.New(fault.Unavailable, "workflows are not available in this process")
 	errNoJourneys      = fault.New(fault.Unavailable, "events and segments are not available in this process")
-	errBadSegment      = fault.New(fault.Invalid, "segment must match ^[a-z0-9][a-z0-9_.-]{0,63}$")
+	errBadSegment      = fault.New(fault.Invalid, "segment "+workflow.IDRule)
 	errBadPatient      = fault.New(fault.Invalid, "patient must be a Patient reference: Patient/ followed by 1-64 of A-Z a-z 0-9 - .")
 	errBadEventType    = fault.New(fault.Invalid, "type must match ^[a-z0-9][a-z0-9_.:-]{0,63}$")
 	errBadEventData    = fault.New(fault.Invalid, "data must be a JSON object")
@@ -248,7 +246,7 @@ func (h *handlers) putWorkflow(c *gin.Context) {
 		return
 	}
 	id := c.Param("id")
-	if !workflowID.MatchString(id) {
+	if !workflow.ValidID(id) {
 		jsonError(c, journey.ErrNoSuchWorkflow)
 		return
 	}
@@ -282,7 +280,7 @@ func (h *handlers) putWorkflow(c *gin.Context) {
 // is a 404 like any other unknown one.
 func workflowParam(c *gin.Context) (string, bool) {
 	id := c.Param("id")
-	if !workflowID.MatchString(id) {
+	if !workflow.ValidID(id) {
 		jsonError(c, journey.ErrNoSuchWorkflow)
 		return "", false
 	}
@@ -356,7 +354,7 @@ func (h *handlers) enrollSegment(c *gin.Context) {
 		jsonError(c, err)
 		return
 	}
-	if !segmentName.MatchString(req.Segment) {
+	if !workflow.ValidID(req.Segment) {
 		jsonError(c, errBadSegment)
 		return
 	}
@@ -500,7 +498,7 @@ func (h *handlers) postSegmentMember(c *gin.Context) {
 		return
 	}
 	segment := c.Param("segment")
-	if !segmentName.MatchString(segment) {
+	if !workflow.ValidID(segment) {
 		jsonError(c, errBadSegment)
 		return
 	}

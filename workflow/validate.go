@@ -14,10 +14,17 @@ import (
 // branch on "the definition was rejected".
 var ErrInvalid = errors.New("invalid workflow definition")
 
-// idPattern is the shape of workflow ids and step ids.
+// idPattern is the shape of workflow, step and segment ids.
 var idPattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,63}$`)
 
 const idRule = "must match ^[a-z0-9][a-z0-9_.-]{0,63}$"
+
+// ValidID reports whether s has the shape of a workflow, step or segment
+// id; IDRule says what that shape is.
+func ValidID(s string) bool { return idPattern.MatchString(s) }
+
+// IDRule is the rule ValidID checks, for error messages.
+const IDRule = idRule
 
 // TriggerEvents are the FHIR event kinds a trigger may name.
 var TriggerEvents = []string{
