@@ -130,9 +130,11 @@ func mustEngine(tb testing.TB) *Engine {
 }
 
 func BenchmarkDecideEOB(b *testing.B) {
-	e := mustEngine(b)
+	benchDecideAllowed(b, mustEngine(b), realisticEOB())
+}
+
+func benchDecideAllowed(b *testing.B, e *Engine, in Input) {
 	ctx := context.Background()
-	in := realisticEOB()
 	b.ReportAllocs()
 	for b.Loop() {
 		d, err := e.Decide(ctx, in)
@@ -140,6 +142,15 @@ func BenchmarkDecideEOB(b *testing.B) {
 			b.Fatalf("Decide = %+v, %v", d, err)
 		}
 	}
+}
+
+// BenchmarkDecideEOBGeneral is BenchmarkDecideEOB with the query
+// partially evaluated with the whole input unknown, as Decide uses it for
+// inputs that have no specialised query (specialise.go).
+func BenchmarkDecideEOBGeneral(b *testing.B) {
+	e := mustEngine(b)
+	e.active.Load().special = nil
+	benchDecideAllowed(b, e, realisticEOB())
 }
 
 // BenchmarkDecideEOBPortal is the portal's decision that every sent

@@ -41,9 +41,10 @@ var partialSeeds = []string{
 	`{}`,
 }
 
-// FuzzPartialEvalAgrees holds the partially evaluated query that Decide uses
-// to the policies as written, which the dry run traces and the Rego tests
-// exercise: on any input document both give the same decision, or both none.
+// FuzzPartialEvalAgrees holds the partially evaluated queries that Decide
+// uses, general and specialised to the input's notice type and channel, to
+// the policies as written, which the dry run traces and the Rego tests
+// exercise: on any input document they give the same decision, or all none.
 func FuzzPartialEvalAgrees(f *testing.F) {
 	for _, s := range partialSeeds {
 		f.Add([]byte(s))
@@ -60,6 +61,18 @@ func FuzzPartialEvalAgrees(f *testing.F) {
 			got, gotErr := rev.decide(ctx, rev.fast, input)
 			if (wantErr == nil) != (gotErr == nil) || !reflect.DeepEqual(got, want) {
 				t.Fatalf("%s: partially evaluated query decided %+v, %v; the policies as written %+v, %v", name, got, gotErr, want, wantErr)
+			}
+			key, ok := specKeyOf(input)
+			if !ok {
+				continue
+			}
+			q := rev.special.query(ctx, key)
+			if q == nil {
+				t.Fatalf("%s: no query specialised to %+v", name, key)
+			}
+			got, gotErr = rev.decide(ctx, q, input)
+			if (wantErr == nil) != (gotErr == nil) || !reflect.DeepEqual(got, want) {
+				t.Fatalf("%s: query specialised to %+v decided %+v, %v; the policies as written %+v, %v", name, key, got, gotErr, want, wantErr)
 			}
 		}
 	})

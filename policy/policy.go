@@ -107,7 +107,10 @@ type revision struct {
 	// the input unknown: data lookups and helper rules are folded in once,
 	// at load, instead of on every decision. FuzzPartialEvalAgrees holds it
 	// to query. Only revisions that become active have one.
-	fast     *rego.PreparedEvalQuery
+	fast *rego.PreparedEvalQuery
+	// special holds fast specialised to the notice type and channel of
+	// the inputs seen so far (specialise.go); nil with no fast query.
+	special  *specialised
 	loadedAt time.Time
 }
 
@@ -300,6 +303,7 @@ func checkCandidate(ctx context.Context, files policyFiles) (*revision, error) {
 		return nil, reject(err)
 	}
 	rev.fast = &fast
+	rev.special = &specialised{files: files.withoutTests(), byKey: map[specKey]*specEntry{}}
 	return rev, nil
 }
 
@@ -360,11 +364,7 @@ func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 	if err != nil {
 		return Decision{}, err
 	}
-	q := &r.query
-	if r.fast != nil {
-		q = r.fast
-	}
-	d, err := r.decide(ctx, q, input)
+	d, err := r.decide(ctx, r.queryFor(ctx, input), input)
 	if err != nil {
 		return d, err
 	}
@@ -375,6 +375,23 @@ func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 		return Decision{}, fmt.Errorf("%w: a reason, redaction or obligation quotes a value of the payload; they must name fields, never their values", ErrNoDecision)
 	}
 	return d, nil
+}
+
+// queryFor is the query r decides input with: the one specialised to
+// input's notice type and channel when there is one, else the partially
+// evaluated query, else the policies as written.
+func (r *revision) queryFor(ctx context.Context, input ast.Value) *rego.PreparedEvalQuery {
+	if r.special != nil {
+		if key, ok := specKeyOf(input); ok {
+			if q := r.special.query(ctx, key); q != nil {
+				return q
+			}
+		}
+	}
+	if r.fast != nil {
+		return r.fast
+	}
+	return &r.query
 }
 
 // decide evaluates q, one of r's queries, on input.
