@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 )
@@ -19,7 +18,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := func() {}
 	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "worker") {
-		lessGC()
+		lessGC(ctx)
 		stopProfile = profileCPU(os.Args[1])
 	}
 	err := realMain(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -35,16 +34,6 @@ func main() {
 			os.Exit(2)
 		}
 		os.Exit(1)
-	}
-}
-
-// lessGC lets serve and worker grow their heap to three times what is
-// live between collections (GOGC=200) unless GOGC is set: their live heap
-// is small (tens of MiB), and at Go's default of 100 marking took 8-10% of
-// their CPU under load.
-func lessGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
 	}
 }
 
