@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -173,15 +171,18 @@ func (c chainTx) Ready(ctx context.Context, after audit.Head, limit int) ([]audi
 }
 
 func (c chainTx) AppendLinks(ctx context.Context, links []audit.Link) error {
-	seqs, ids, keys, hashes := make(pgArray, len(links)), make(pgArray, len(links)), make(pgArray, len(links)), make(pgArray, len(links))
+	seqs, ids := make([]int64, len(links)), make([]int64, len(links))
+	keys, hashes := make([]string, len(links)), make([][]byte, len(links))
 	for i, l := range links {
-		seqs[i], ids[i] = strconv.FormatInt(l.Seq, 10), strconv.FormatInt(l.AuditID, 10)
-		keys[i], hashes[i] = l.KeyID, hex.EncodeToString(l.Hash)
+		seqs[i], ids[i], keys[i], hashes[i] = l.Seq, l.AuditID, l.KeyID, l.Hash
 	}
-	err := c.s.q(ctx).Exec(`INSERT INTO audit_chain (tenant_id, seq, audit_id, key_id, hash)
-		SELECT ?, u.seq, u.audit_id, u.key_id, decode(u.hash, 'hex')
-		FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::text[]) AS u(seq, audit_id, key_id, hash)`,
-		c.tenant, seqs, ids, keys, hashes).Error
+	// Native arrays, in binary: a chaining batch is up to 5,000 links, and
+	// as text literals (hex hashes decoded again by the server) they cost
+	// the worker more allocation than the hashing did.
+	_, err := c.s.exec(ctx, `INSERT INTO audit_chain (tenant_id, seq, audit_id, key_id, hash)
+		SELECT $1, u.seq, u.audit_id, u.key_id, u.hash
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::bytea[]) AS u(seq, audit_id, key_id, hash)`,
+		c.tenant, seqs, ids, keys, hashes)
 	if err != nil {
 		return fmt.Errorf("append to the audit chain: %w", translate(err))
 	}
@@ -360,9 +361,3 @@ func (r auditLogRow) row() (audit.Row, error) {
 	return audit.Row{ID: r.id.Int64, TenantID: r.tenant.String, At: r.at.Time, Actor: r.actor.String, Action: r.action.String,
 		SubjectType: r.subjectType.String, SubjectID: r.subjectID.String, Detail: json.RawMessage(r.detail.String), XID: xid}, nil
 }
-
-// pgArray is a PostgreSQL array literal passed as one parameter, for values
-// that need no quoting (numbers, hex, key ids).
-type pgArray []string
-
-func (a pgArray) Value() (driver.Value, error) { return "{" + strings.Join(a, ",") + "}", nil }
