@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tidings-health/tidings/audit"
@@ -31,29 +30,32 @@ func (s *Store) Audit(ctx context.Context, r AuditRecord) error {
 	return s.AuditMany(ctx, []AuditRecord{r})
 }
 
-// AuditMany inserts several audit rows in one statement, like Audit.
+// AuditMany inserts several audit rows in one statement, like Audit, in
+// the order given (their ids, and so their place in the chain, follow it).
+// The rows travel as arrays, so the statement's text is the same for any
+// number of rows and is prepared once per connection.
 func (s *Store) AuditMany(ctx context.Context, rs []AuditRecord) error {
 	if len(rs) == 0 {
 		return nil
 	}
-	var sqlText strings.Builder
-	sqlText.WriteString(`INSERT INTO audit_log (tenant_id, actor, action, subject_type, subject_id, detail) VALUES `)
-	args := make([]any, 0, 6*len(rs))
+	tenants, actors, actions := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs))
+	types, subjects, details := make([]string, len(rs)), make([]string, len(rs)), make([]string, len(rs))
 	for i, r := range rs {
-		detail := []byte("{}")
+		details[i] = "{}"
 		if r.Detail != nil {
-			var err error
-			if detail, err = json.Marshal(r.Detail); err != nil {
+			detail, err := json.Marshal(r.Detail)
+			if err != nil {
 				return fmt.Errorf("audit detail: %w", err)
 			}
+			details[i] = string(detail)
 		}
-		if i > 0 {
-			sqlText.WriteString(", ")
-		}
-		sqlText.WriteString("(?, ?, ?, ?, ?, ?::jsonb)")
-		args = append(args, r.TenantID, r.Actor, r.Action, r.SubjectType, r.SubjectID, string(detail))
+		tenants[i], actors[i], actions[i], types[i], subjects[i] = r.TenantID, r.Actor, r.Action, r.SubjectType, r.SubjectID
 	}
-	if err := s.q(ctx).Exec(sqlText.String(), args...).Error; err != nil {
+	_, err := s.exec(ctx, `INSERT INTO audit_log (tenant_id, actor, action, subject_type, subject_id, detail)
+		SELECT t, a, act, st, sid, d::jsonb
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS x(t, a, act, st, sid, d, n)
+		ORDER BY n`, tenants, actors, actions, types, subjects, details)
+	if err != nil {
 		return fmt.Errorf("audit insert: %w", err)
 	}
 	return nil
