@@ -2,9 +2,10 @@
 // and prepares one revision of the Rego policies from a Source (the files
 // embedded from rego/, a directory, or a signed OPA bundle), answers Decide
 // for each notice with the decision and the revision that made it (from the
-// policies partially evaluated against their data once, at load, and again
-// with the notice type and channel known, once for each such pair on first
-// use; specialise.go), and swaps
+// policies partially evaluated against their data once, at load, and, for
+// the operator's own policies, again with the notice type, channel type and
+// channel security known, once for each such combination on first use, up
+// to 32; specialise.go), and swaps
 // in a new revision atomically on Reload or Watch, keeping the last good one
 // when a change does not compile or fails its own *_test.rego tests; with no
 // good revision it decides nothing. Every policy compiles against an

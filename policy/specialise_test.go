@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"testing/fstest"
 
@@ -104,7 +105,10 @@ func TestModulesThatReadTheWholeInputAreNotSpecialised(t *testing.T) {
 		"import input.channel as ch\np if count(ch) > 1": false,
 		`p if walk(input, [_, "x"])`:                     false,
 	} {
-		m, err := ast.ParseModuleWithOpts("m.rego", "package t\n"+src, ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if !strings.HasPrefix(src, "package ") {
+			src = "package t\n" + src
+		}
+		m, err := ast.ParseModuleWithOpts("m.rego", src, ast.ParserOptions{RegoVersion: ast.RegoV1})
 		if err != nil {
 			t.Fatalf("%s: %v", src, err)
 		}
@@ -150,12 +154,18 @@ func TestSpecialisedDecisionsMatchTheGeneralQuery(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := specKeyOf(input); !ok {
+			key, ok := specKeyOf(input)
+			if !ok {
 				continue
 			}
 			n++
+			q := rev.special.query(ctx, key)
+			if q == nil {
+				t.Errorf("%s: seed %s: no query specialised to %+v", name, s, key)
+				continue
+			}
 			want, wantErr := rev.decide(ctx, &rev.query, input)
-			got, gotErr := rev.decide(ctx, rev.queryFor(ctx, input), input)
+			got, gotErr := rev.decide(ctx, q, input)
 			if (wantErr == nil) != (gotErr == nil) || !reflect.DeepEqual(got, want) {
 				t.Errorf("%s: seed %s: specialised %+v, %v; as written %+v, %v", name, s, got, gotErr, want, wantErr)
 			}
@@ -163,8 +173,14 @@ func TestSpecialisedDecisionsMatchTheGeneralQuery(t *testing.T) {
 		if n < 15 {
 			t.Errorf("%s: only %d seeds have a key", name, n)
 		}
-		if len(rev.special.byKey) < 6 {
-			t.Errorf("%s: the seeds specialised %d keys, want at least 6", name, len(rev.special.byKey))
+		built := 0
+		for _, e := range rev.special.byKey {
+			if e.query != nil {
+				built++
+			}
+		}
+		if built < 6 {
+			t.Errorf("%s: the seeds specialised %d keys, want at least 6", name, built)
 		}
 	}
 }

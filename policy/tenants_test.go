@@ -74,6 +74,9 @@ func TestTenantsDecideWithTheirOwnRevision(t *testing.T) {
 	if err != nil || d.Revision != own || d.Allow || !strings.Contains(strings.Join(d.Deny, ","), "made by b") {
 		t.Errorf("tenant a decided %+v, %v; want a denial by revision %s", d, err, own)
 	}
+	if policy.TenantRevisionSpecialises(ts, "a") {
+		t.Error("tenant a's uploaded revision is specialised outside the sandbox")
+	}
 	d, err = ts.Decide(ctx, "b", policy.Input{NoticeType: "eob"})
 	if err != nil || d.Revision != def || !d.Allow {
 		t.Errorf("tenant b decided %+v, %v; want an allow by the default %s", d, err, def)
