@@ -23,10 +23,16 @@ func TestLinkHashIsStable(t *testing.T) {
 	}, {
 		ID: 4712, TenantID: "acme", At: time.Date(2026, 12, 7, 13, 45, 2, 0, time.UTC),
 		Actor: "api", Action: "contact.registered", SubjectType: "contact", SubjectID: "c-9", XID: 987654322,
+	}, {
+		// A detail as jsonb gives it back, plain ASCII: the single-pass path.
+		ID: 4713, TenantID: "acme", At: time.Date(2026, 12, 7, 13, 45, 3, 5000, time.UTC),
+		Actor: "worker", Action: "notice.sent", SubjectType: "notice", SubjectID: "n-2",
+		Detail: json.RawMessage(`{"q": "a&b", "n": 1.50, "z": [true, null, -0, 1E+5], "message_id": "<a1@x.example>", "m": {}}`), XID: 987654323,
 	}}
 	const (
 		want1 = "fbb0a16bfec59d80c75ee2aeb93cc030e2e20ca22b2fd8ce6cd5ffe24370b43e"
 		want2 = "30bd5cad128d34297c4fdc80df9ed5019d9a41b1d65f1e60bc43a5a7137e6cc4"
+		want3 = "55fc029ca708e4246dd88bbfa39cc28a1594f210f54bec3a548004959e8759b6"
 	)
 	links, err := keys.Link("acme", Head{}, rows)
 	if err != nil {
@@ -37,6 +43,12 @@ func TestLinkHashIsStable(t *testing.T) {
 	}
 	if got := hex.EncodeToString(links[1].Hash); got != want2 {
 		t.Errorf("second link %s, want %s", got, want2)
+	}
+	if got := hex.EncodeToString(links[2].Hash); got != want3 {
+		t.Errorf("third link %s, want %s", got, want3)
+	}
+	if _, ok := canonicalPlain(rows[2].Detail); !ok {
+		t.Error("the third row's detail does not take the single-pass path")
 	}
 	again, err := keys.Hash("k1", links[0].Hash, 2, rows[1])
 	if err != nil || hex.EncodeToString(again) != want2 {
