@@ -109,7 +109,8 @@ type revision struct {
 	// to query. Only revisions that become active have one.
 	fast *rego.PreparedEvalQuery
 	// special holds fast specialised to the notice type and channel of
-	// the inputs seen so far (specialise.go); nil with no fast query.
+	// the inputs seen so far (specialise.go); nil with no fast query, and
+	// for a tenant's upload (Tenants.Sync).
 	special  *specialised
 	loadedAt time.Time
 }
