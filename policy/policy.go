@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
@@ -109,8 +111,8 @@ type revision struct {
 	// to query. Only revisions that become active have one.
 	fast *rego.PreparedEvalQuery
 	// special holds fast specialised to the notice type and channel of
-	// the inputs seen so far (specialise.go); nil with no fast query, and
-	// for a tenant's upload (Tenants.Sync).
+	// the inputs seen so far (specialise.go). Only an Engine's own
+	// revisions have it; a tenant's upload decides with fast.
 	special  *specialised
 	loadedAt time.Time
 }
@@ -288,6 +290,9 @@ func (e *Engine) compile(ctx context.Context, f fetched) (*revision, error) {
 		return nil, err
 	}
 	rev.hash = f.hash
+	// The operator's own policies: a tenant's upload, tried in the sandbox
+	// with the whole input unknown only, is never specialised in-process.
+	rev.special = newSpecialised(files.withoutTests())
 	return rev, nil
 }
 
@@ -304,7 +309,6 @@ func checkCandidate(ctx context.Context, files policyFiles) (*revision, error) {
 		return nil, reject(err)
 	}
 	rev.fast = &fast
-	rev.special = &specialised{files: files.withoutTests(), byKey: map[specKey]*specEntry{}}
 	return rev, nil
 }
 
@@ -355,7 +359,7 @@ func (e *Engine) Decide(ctx context.Context, in Input) (Decision, error) {
 	return e.active.Load().decideOn(ctx, in) // one revision for the whole decision
 }
 
-// decideOn decides on in with r, the fast query when r has one; a nil r
+// decideOn decides on in with r, with the query queryFor picks; a nil r
 // is no policy loaded.
 func (r *revision) decideOn(ctx context.Context, in Input) (Decision, error) {
 	if r == nil {
@@ -470,19 +474,7 @@ func prepare(ctx context.Context, files policyFiles, partial bool) (rego.Prepare
 	if len(loaded.Modules) == 0 {
 		return rego.PreparedEvalQuery{}, errors.New("policy: no .rego modules to compile")
 	}
-	// The data files never change after load, so the store hands out AST values
-	// and evaluation does not convert them again on every read.
-	store := inmem.NewFromObjectWithOpts(loaded.Documents,
-		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
-	opts := []func(*rego.Rego){
-		rego.Query(DecisionQuery),
-		rego.Store(store),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.Capabilities(capabilities()),
-	}
-	for _, m := range loaded.ParsedModules() {
-		opts = append(opts, rego.ParsedModule(m))
-	}
+	opts := regoOptions(DecisionQuery, dataStore(loaded), loaded.ParsedModules())
 	var prep []rego.PrepareOption
 	if partial {
 		prep = append(prep, rego.WithPartialEval())
@@ -492,6 +484,34 @@ func prepare(ctx context.Context, files policyFiles, partial bool) (rego.Prepare
 		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: compile: %w", err)
 	}
 	return query, nil
+}
+
+// dataStore holds loaded's data documents. They never change after load,
+// so the store hands out AST values and evaluation does not convert them
+// again on every read.
+func dataStore(loaded *loader.Result) storage.Store {
+	return inmem.NewFromObjectWithOpts(loaded.Documents,
+		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+}
+
+// regoOptions are what every query of a revision is prepared with: query,
+// the data in store, Rego v1, the allowed built-ins, the revision's modules
+// and any more.
+func regoOptions(query string, store storage.Store, modules map[string]*ast.Module, more ...*ast.Module) []func(*rego.Rego) {
+	opts := make([]func(*rego.Rego), 0, 4+len(modules)+len(more))
+	opts = append(opts,
+		rego.Query(query),
+		rego.Store(store),
+		rego.SetRegoVersion(ast.RegoV1),
+		rego.Capabilities(capabilities()),
+	)
+	for _, m := range modules {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	for _, m := range more {
+		opts = append(opts, rego.ParsedModule(m))
+	}
+	return opts
 }
 
 // decisionFrom reads the decision document, refusing anything that is not

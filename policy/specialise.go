@@ -10,7 +10,6 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 )
 
 // A decision's notice type, channel type and channel security take a handful
@@ -113,6 +112,12 @@ func (k specKey) known() map[string]any {
 	return map[string]any{"notice_type": k.noticeType, "channel": ch}
 }
 
+// newSpecialised specialises files, a revision's modules and data without
+// tests, on demand.
+func newSpecialised(files policyFiles) *specialised {
+	return &specialised{files: files, byKey: map[specKey]*specEntry{}}
+}
+
 // specialised is the queries a revision has specialised so far.
 type specialised struct {
 	files policyFiles // the revision's modules and data, without tests
@@ -168,21 +173,13 @@ func prepareSpecialised(ctx context.Context, files policyFiles, key specKey) (re
 			return rego.PreparedEvalQuery{}, errNotSpecialisable
 		}
 	}
-	store := inmem.NewFromObjectWithOpts(loaded.Documents,
-		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	store := dataStore(loaded)
 	const resultVar = "__tidings_decision__"
-	opts := []func(*rego.Rego){
-		rego.Query(resultVar + " = " + DecisionQuery),
-		rego.Store(store),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.Capabilities(capabilities()),
+	opts := append(regoOptions(resultVar+" = "+DecisionQuery, store, modules),
 		rego.Input(key.known()),
 		rego.Unknowns(specUnknowns),
 		rego.PartialNamespace("tidings_specialised"),
-	}
-	for _, m := range modules {
-		opts = append(opts, rego.ParsedModule(m))
-	}
+	)
 	pq, err := rego.New(opts...).Partial(ctx)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: specialise: %w", err)
@@ -200,20 +197,8 @@ func prepareSpecialised(ctx context.Context, files policyFiles, key specKey) (re
 			Module: result,
 		})
 	}
-	opts = []func(*rego.Rego){
-		rego.Query("data.tidings_specialised_result.decision"),
-		rego.Store(store),
-		rego.SetRegoVersion(ast.RegoV1),
-		rego.Capabilities(capabilities()),
-		rego.ParsedModule(result),
-	}
-	for _, m := range pq.Support {
-		opts = append(opts, rego.ParsedModule(m))
-	}
-	for _, m := range modules {
-		opts = append(opts, rego.ParsedModule(m))
-	}
-	q, err := rego.New(opts...).PrepareForEval(ctx)
+	q, err := rego.New(regoOptions("data.tidings_specialised_result.decision", store,
+		modules, append(pq.Support, result)...)...).PrepareForEval(ctx)
 	if err != nil {
 		return rego.PreparedEvalQuery{}, fmt.Errorf("policy: specialise: %w", err)
 	}

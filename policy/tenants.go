@@ -111,12 +111,6 @@ func (t *Tenants) Sync(ctx context.Context) error {
 		}
 		tp := &tenantPolicy{stored: sr, files: filesOf(sr.Files)}
 		tp.rev, tp.err = checkCandidate(ctx, tp.files)
-		if tp.err == nil {
-			// A tenant's upload was partially evaluated in the sandbox with
-			// the whole input unknown; specialising it would run its code
-			// again, here, in ways the sandbox never tried.
-			tp.rev.special = nil
-		}
 		if tp.err != nil && ctx.Err() != nil {
 			return ctx.Err()
 		}
