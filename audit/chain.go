@@ -97,11 +97,20 @@ func (k *Keys) IDs() []string {
 
 // Hash computes the link hash of row at seq after prev with key keyID.
 func (k *Keys) Hash(keyID string, prev []byte, seq int64, row Row) ([]byte, error) {
+	m, err := k.mac(keyID)
+	if err != nil {
+		return nil, err
+	}
+	return linkHash(m, prev, seq, row)
+}
+
+// mac is an HMAC-SHA-256 with key keyID.
+func (k *Keys) mac(keyID string) (hash.Hash, error) {
 	key, ok := k.keys[keyID]
 	if !ok {
 		return nil, fmt.Errorf("unknown chain key %q", keyID)
 	}
-	return linkHash(hmac.New(sha256.New, key), prev, seq, row)
+	return hmac.New(sha256.New, key), nil
 }
 
 // linkHash is Hash with m, an HMAC of the key, reset and reused.
@@ -121,11 +130,10 @@ func linkHash(m hash.Hash, prev []byte, seq int64, row Row) ([]byte, error) {
 
 // Link chains rows after head with the primary key.
 func (k *Keys) Link(tenant string, head Head, rows []Row) ([]Link, error) {
-	key, ok := k.keys[k.Primary]
-	if !ok {
-		return nil, fmt.Errorf("unknown chain key %q", k.Primary)
+	m, err := k.mac(k.Primary) // one for the batch: a row's hash resets it
+	if err != nil {
+		return nil, err
 	}
-	m := hmac.New(sha256.New, key) // one for the batch: a row's hash resets it
 	links := make([]Link, len(rows))
 	prev := head.Hash
 	if head.Seq == 0 {
