@@ -39,8 +39,8 @@ func lessGC(ctx context.Context) {
 // hardly touched, a passing peak is collected at the limit instead, and a
 // lasting rise in the live heap (a tenant's large policy) raises the limit
 // within heapWindow/2 samples, one to two seconds at the worker's rate of
-// collection under load. Until then Go's own limiter keeps collection under half the
-// CPU. Setting GOMEMLIMIT, or GOGC=off, turns it off.
+// collection under load; until then Go's own limiter keeps collection under
+// half the CPU. Setting GOMEMLIMIT, or GOGC=off, turns it off.
 const (
 	heapLimitFloor = 32 << 20
 	heapWindow     = 16
