@@ -21,7 +21,8 @@ type ClaimStore interface {
 
 // Defaults of a Claimer.
 const (
-	DefaultClaimBatch   = 100
+	DefaultClaimBatch   = 50
+	DefaultClaimWorkers = 2
 	DefaultClaimLease   = 2 * time.Minute
 	DefaultMaxAttempts  = 20
 	defaultClaimPoll    = time.Second
@@ -41,7 +42,14 @@ type Claimer struct {
 	Log      *slog.Logger
 	// Batch is how many events one claim takes (DefaultClaimBatch).
 	Batch int
-	// Workers is how many claimed batches are processed at once (1).
+	// Workers is how many claimed batches are processed at once
+	// (DefaultClaimWorkers). A batch spends much of its time waiting (on
+	// Postgres, on the relay), so with one batch at a time the cores sat a
+	// third idle once intake was done; two batches of 50 overlap those
+	// waits, holding as many events in memory as one batch of 100 did.
+	// Batches in flight at once behave as replicas' do: claims are
+	// disjoint, and a subject's versions in two batches are reconciled by
+	// event id.
 	Workers int
 	// Lease is how long a claim holds (DefaultClaimLease); longer than a
 	// batch takes.
@@ -58,7 +66,10 @@ type Claimer struct {
 // Run claims and processes events until ctx ends, then finishes the
 // batches in hand.
 func (c *Claimer) Run(ctx context.Context) {
-	workers := max(c.Workers, 1)
+	workers := c.Workers
+	if workers <= 0 {
+		workers = DefaultClaimWorkers
+	}
 	poll := c.Poll
 	if poll <= 0 {
 		poll = defaultClaimPoll

@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/intake"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/store"
 )
 
@@ -100,5 +102,84 @@ func TestClaimerRetriesThenGivesUp(t *testing.T) {
 	}
 	if n, _ := c.Once(ctx); n != 0 {
 		t.Fatal("a given-up event was claimed again")
+	}
+}
+
+// overlapStore is the real store, counting the claimed batches not yet
+// marked processed; a batch's marking waits (up to a bound) until another
+// batch is in hand, so that a claimer that takes one batch at a time is
+// seen to.
+type overlapStore struct {
+	*store.Store
+	mu          sync.Mutex
+	inHand, max int
+	overlapped  chan struct{} // closed when two batches were in hand at once
+}
+
+func (o *overlapStore) ClaimEvents(ctx context.Context, limit int, lease time.Duration) ([]*journey.Event, error) {
+	evs, err := o.Store.ClaimEvents(ctx, limit, lease)
+	if len(evs) > 0 {
+		o.mu.Lock()
+		o.inHand++
+		if o.inHand == 2 && o.max < 2 {
+			close(o.overlapped)
+		}
+		o.max = max(o.max, o.inHand)
+		o.mu.Unlock()
+	}
+	return evs, err
+}
+
+func (o *overlapStore) MarkEventsProcessed(ctx context.Context, ids []int64) error {
+	select {
+	case <-o.overlapped:
+	case <-time.After(5 * time.Second):
+	}
+	o.mu.Lock()
+	o.inHand--
+	o.mu.Unlock()
+	return o.Store.MarkEventsProcessed(ctx, ids)
+}
+
+// By default two batches are processed at once, and every event is still
+// processed exactly once.
+func TestClaimerProcessesBatchesAtOnce(t *testing.T) {
+	st, c := claimEnv(t)
+	files := []string{"EOBInpatient1", "EOBOral1", "EOBOutpatient1", "EOBPharmacy1", "EOBProfessional1", "EOBProfessionalTransportation1"}
+	for _, f := range files {
+		insertEvent(t, st, "ExplanationOfBenefit", f, "carin-bb-2.0.0/ExplanationOfBenefit-"+f+".json")
+	}
+	o := &overlapStore{Store: st, overlapped: make(chan struct{})}
+	c.Store, c.Batch, c.Workers = o, 2, 0 // the default number of workers
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := st.Unsettled(context.Background(), "t1", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still unprocessed after 30 s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if o.max < 2 {
+		t.Errorf("at most %d batch in hand at once, want 2 (DefaultClaimWorkers)", o.max)
+	}
+	outcomes, err := st.NoticeOutcomes(context.Background(), "t1")
+	if err != nil || len(outcomes) != len(files) {
+		t.Fatalf("%d notices (%v), want one per event: %d", len(outcomes), err, len(files))
+	}
+	for _, o := range outcomes {
+		if o.Status != delivery.NoticeSkipped {
+			t.Errorf("notice %+v, want skipped (no workflow)", o)
+		}
 	}
 }
