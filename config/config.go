@@ -49,6 +49,7 @@ type Config struct {
 	TrustedProxies []string // TIDINGS_TRUSTED_PROXIES: addresses or CIDRs, comma-separated
 	MaxBodyBytes   int64
 	MaxInFlight    int // TIDINGS_MAX_IN_FLIGHT: requests serve handles at once; more get 429
+	MaxConnections int // TIDINGS_MAX_CONNECTIONS: connections serve holds open at once; more wait to be accepted
 	LogLevel       slog.Level
 	LogFormat      string
 	Concurrency    int
@@ -250,6 +251,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
 		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
 		MaxInFlight:          geti("TIDINGS_MAX_IN_FLIGHT", 128),
+		MaxConnections:       geti("TIDINGS_MAX_CONNECTIONS", 1024),
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
@@ -374,6 +376,9 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.MaxInFlight <= 0 {
 			p = append(p, "TIDINGS_MAX_IN_FLIGHT must be positive")
+		}
+		if c.MaxConnections < c.MaxInFlight {
+			p = append(p, "TIDINGS_MAX_CONNECTIONS must be at least TIDINGS_MAX_IN_FLIGHT")
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")

@@ -27,6 +27,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS": "5",
 		"TIDINGS_WORKER_ADDR":                "9091",
 		"TIDINGS_METRICS_TOKEN":              "short-" + secret[:4],
+		"TIDINGS_MAX_CONNECTIONS":            "64",
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -47,6 +48,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least 6",
 		"TIDINGS_WORKER_ADDR must be host:port",
 		"TIDINGS_METRICS_TOKEN must be at least 16 characters",
+		"TIDINGS_MAX_CONNECTIONS must be at least TIDINGS_MAX_IN_FLIGHT",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
