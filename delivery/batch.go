@@ -107,10 +107,8 @@ type SendResult struct {
 var _ journey.BatchStarter = (*Service)(nil)
 
 // maxParallelSends bounds the messages of a batch in flight at once; the
-// channel's own pool bounds its connections. It is above the worker's
-// claim batch (50), so a batch of new EOBs is handed over and finished in
-// one chunk: one HandOver and one FinishStarts transaction, not two each.
-const maxParallelSends = 64
+// channel's own pool bounds its connections.
+const maxParallelSends = 32
 
 // Start carries out the first sends of planned runs a batch at a time: it
 // reads the contacts of all of them at once, builds and decides on each
