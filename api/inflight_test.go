@@ -6,18 +6,19 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
 
-// Over the bound, a request is answered 429 with Retry-After at once, as a
-// FHIR OperationOutcome on the notification routes; a slot is free again
-// when the request holding it ends.
+// Over the bound, a request waits for a slot; when none frees within the
+// wait it is answered 429 with Retry-After, as a FHIR OperationOutcome on
+// the notification routes; one that frees within the wait serves it.
 func TestRequestsInFlightAreBounded(t *testing.T) {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	hold, held := make(chan struct{}), make(chan struct{})
-	r.POST("/fhir/r4/notify/x", newInFlight(1).middleware(fhirError), func(c *gin.Context) {
+	r.POST("/fhir/r4/notify/x", newInFlight(1, 300*time.Millisecond).middleware(fhirError), func(c *gin.Context) {
 		if c.Query("hold") != "" {
 			held <- struct{}{}
 			<-hold
@@ -47,9 +48,16 @@ func TestRequestsInFlightAreBounded(t *testing.T) {
 		oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 {
 		t.Fatalf("over the bound: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
+	// A request that arrives while the slot is held gets it when it frees.
+	waiter := make(chan int)
+	go func() { resp := post(""); resp.Body.Close(); waiter <- resp.StatusCode }()
+	time.Sleep(50 * time.Millisecond)
 	close(hold)
 	if code := <-first; code != http.StatusAccepted {
 		t.Fatalf("the request holding the slot: %d", code)
+	}
+	if code := <-waiter; code != http.StatusAccepted {
+		t.Fatalf("the request that waited for the slot: %d", code)
 	}
 	if resp := post(""); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("after the slot was freed: %d", resp.StatusCode)

@@ -69,7 +69,8 @@ type Config struct {
 	Log          *slog.Logger
 	MaxBodyBytes int64
 	// MaxInFlight bounds the notification and /v1 requests handled at once
-	// (more get 429); 0: DefaultMaxInFlight.
+	// (more wait up to a second for a slot, then get 429); 0:
+	// DefaultMaxInFlight.
 	MaxInFlight int
 	// RatePerSec and RateBurst limit each client address, each
 	// subscription and each API key separately.
@@ -156,7 +157,7 @@ func New(cfg Config) *gin.Engine {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	busy := newInFlight(cfg.MaxInFlight) // shared: the cores are
+	busy := newInFlight(cfg.MaxInFlight, inFlightWait) // shared: the cores are
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perKey := newLimiters(cfg.RatePerSec, cfg.RateBurst)
