@@ -74,9 +74,30 @@ func (c *Claimer) Run(ctx context.Context) {
 	if poll <= 0 {
 		poll = defaultClaimPoll
 	}
-	wake := c.Store.Listen(ctx, eventsChannel)
+	// Every signal wakes every worker: one that takes a full batch goes on
+	// at once, and the other must not sleep until its tick meanwhile.
+	wakes := make([]chan struct{}, workers)
+	for i := range wakes {
+		wakes[i] = make(chan struct{}, 1)
+	}
+	go func() {
+		signals := c.Store.Listen(ctx, eventsChannel)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-signals:
+			}
+			for _, w := range wakes {
+				select {
+				case w <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
 	var wg sync.WaitGroup
-	for range workers {
+	for _, wake := range wakes {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -154,20 +154,7 @@ func TestClaimerProcessesBatchesAtOnce(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n, err := st.Unsettled(context.Background(), "t1", time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events still unprocessed after 30 s", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitSettled(t, st)
 	cancel()
 	<-done
 	if o.max < 2 {
@@ -181,5 +168,56 @@ func TestClaimerProcessesBatchesAtOnce(t *testing.T) {
 		if o.Status != delivery.NoticeSkipped {
 			t.Errorf("notice %+v, want skipped (no workflow)", o)
 		}
+	}
+}
+
+// Events stored while the workers are idle wake all of them: two batches
+// are in hand at once long before either worker's poll comes round.
+func TestClaimerWakesEveryWorker(t *testing.T) {
+	st, c := claimEnv(t)
+	o := &overlapStore{Store: st, overlapped: make(chan struct{})}
+	c.Store, c.Batch, c.Workers, c.Poll = o, 2, 2, time.Hour
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond) // both workers found nothing and wait
+	files := []string{"EOBInpatient1", "EOBOral1", "EOBOutpatient1", "EOBPharmacy1"}
+	var batch []intake.NewEvent
+	for _, f := range files {
+		raw, err := os.ReadFile("../fhir/testdata/carin-bb-2.0.0/ExplanationOfBenefit-" + f + ".json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, intake.NewEvent{TenantID: "t1", SubscriptionID: "sub1", ResourceType: "ExplanationOfBenefit", ResourceID: f,
+			DedupeKey: "sub1|ExplanationOfBenefit|" + f, Record: fhir.Event{Focus: json.RawMessage(raw)}})
+	}
+	if _, err := st.InsertEvents(context.Background(), batch); err != nil { // one commit, one signal
+		t.Fatal(err)
+	}
+	select {
+	case <-o.overlapped:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the second worker did not wake: never two batches in hand at once")
+	}
+	waitSettled(t, st)
+}
+
+// waitSettled waits (up to 30 s) until every event of tenant t1 is processed.
+func waitSettled(t *testing.T, st *store.Store) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := st.Unsettled(context.Background(), "t1", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events still unprocessed after 30 s", n)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
