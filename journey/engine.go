@@ -44,7 +44,8 @@ type Engine struct {
 	Queue Queue
 	Clock Clock
 	Log   *slog.Logger
-	// Parallel is how many events of a batch are processed at once (1).
+	// Parallel is how many events of a batch are processed at once (1),
+	// besides the new EOBs, which go together.
 	Parallel int
 	// Sender carries out send actions. When set (in the worker), a new run's
 	// first steps are taken in the task that started it; unset (the API),

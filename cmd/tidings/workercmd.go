@@ -94,7 +94,10 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 		return nil, err
 	}
 	journeys := a.journeys()
-	journeys.Sender, journeys.Parallel = sender, a.cfg.Concurrency
+	// The claimer processes DefaultClaimWorkers batches at once; together
+	// they run as many events at a time as the concurrency says, so that
+	// the pool (sized for it, see openApp) holds their connections.
+	journeys.Sender, journeys.Parallel = sender, max(1, a.cfg.Concurrency/worker.DefaultClaimWorkers)
 	handlers := &worker.Handlers{Journeys: journeys, Fetcher: fetcher, Keys: a.keys, Log: a.log}
 	srv, mux := worker.NewServer(a.redis, worker.ServerConfig{Concurrency: a.cfg.Concurrency, Log: a.log}, handlers)
 	if err := srv.Start(mux); err != nil {
@@ -103,7 +106,7 @@ func (a *app) startWorker(ctx context.Context, email delivery.Channel, placehold
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, loop := range []interface{ Run(context.Context) }{
-		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log, Lease: a.cfg.ClaimLease, Metrics: a.metrics},
+		&worker.Claimer{Store: a.store, Journeys: journeys, Log: a.log, Lease: a.cfg.ClaimLease, Metrics: a.metrics, Workers: worker.DefaultClaimWorkers},
 		&worker.Reconciler{Store: a.store, Queue: a.client, Log: a.log, Interval: a.cfg.ReconcileEvery, Deliveries: a.store, Fetches: a.store},
 		&worker.Monitor{Fetcher: fetcher, Log: a.log, Interval: a.cfg.MonitorEvery, Settle: a.cfg.GapSettle},
 		&worker.Scheduler{Store: a.store, Runs: journeys, Log: a.log, Interval: a.cfg.ScheduleEvery, Slack: a.cfg.WakeSlack},
