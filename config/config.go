@@ -48,8 +48,8 @@ type Config struct {
 	RateBurst      int
 	TrustedProxies []string // TIDINGS_TRUSTED_PROXIES: addresses or CIDRs, comma-separated
 	MaxBodyBytes   int64
-	MaxInFlight    int // TIDINGS_MAX_IN_FLIGHT: requests serve handles at once; more get 429
-	MaxConnections int // TIDINGS_MAX_CONNECTIONS: connections serve holds open at once; more wait to be accepted
+	MaxInFlight    int // TIDINGS_MAX_IN_FLIGHT: requests serve handles at once; more wait a second for a slot, then get 429
+	MaxConnections int // TIDINGS_MAX_CONNECTIONS: connections serve holds open at once (0: see Connections)
 	LogLevel       slog.Level
 	LogFormat      string
 	Concurrency    int
@@ -251,7 +251,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		TrustedProxies:       splitList(get("TIDINGS_TRUSTED_PROXIES", "")),
 		MaxBodyBytes:         int64(geti("TIDINGS_MAX_BODY_BYTES", 1<<20)),
 		MaxInFlight:          geti("TIDINGS_MAX_IN_FLIGHT", 128),
-		MaxConnections:       geti("TIDINGS_MAX_CONNECTIONS", 1024),
+		MaxConnections:       geti("TIDINGS_MAX_CONNECTIONS", 0),
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
@@ -377,8 +377,8 @@ func (c Config) Validate(role Role) []string {
 		if c.MaxInFlight <= 0 {
 			p = append(p, "TIDINGS_MAX_IN_FLIGHT must be positive")
 		}
-		if c.MaxConnections < c.MaxInFlight {
-			p = append(p, "TIDINGS_MAX_CONNECTIONS must be at least TIDINGS_MAX_IN_FLIGHT")
+		if c.MaxConnections < 0 || c.MaxConnections > 0 && c.MaxConnections < 2*c.MaxInFlight {
+			p = append(p, "TIDINGS_MAX_CONNECTIONS must be at least twice TIDINGS_MAX_IN_FLIGHT (requests waiting for a slot, idle keep-alive connections and probes need connections too), or 0 for the default")
 		}
 		if c.MaxBodyBytes < 1024 {
 			p = append(p, "TIDINGS_MAX_BODY_BYTES must be at least 1024")
@@ -490,6 +490,16 @@ func (c Config) DKIMKeySpecs() ([]DKIMKeySpec, error) {
 		out = append(out, DKIMKeySpec{Tenant: f[0], Domain: f[1], Selector: f[2], File: f[3]})
 	}
 	return out, nil
+}
+
+// Connections is how many connections serve holds open at once:
+// TIDINGS_MAX_CONNECTIONS, or else the larger of 1,024 and eight times
+// TIDINGS_MAX_IN_FLIGHT.
+func (c Config) Connections() int {
+	if c.MaxConnections > 0 {
+		return c.MaxConnections
+	}
+	return max(1024, 8*c.MaxInFlight)
 }
 
 // SMTPSessions is how many SMTP sessions the email channel may keep open:

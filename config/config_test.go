@@ -1,6 +1,7 @@
 package config
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,7 +28,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS": "5",
 		"TIDINGS_WORKER_ADDR":                "9091",
 		"TIDINGS_METRICS_TOKEN":              "short-" + secret[:4],
-		"TIDINGS_MAX_CONNECTIONS":            "64",
+		"TIDINGS_MAX_CONNECTIONS":            "200",
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -48,7 +49,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least 6",
 		"TIDINGS_WORKER_ADDR must be host:port",
 		"TIDINGS_METRICS_TOKEN must be at least 16 characters",
-		"TIDINGS_MAX_CONNECTIONS must be at least TIDINGS_MAX_IN_FLIGHT",
+		"TIDINGS_MAX_CONNECTIONS must be at least twice TIDINGS_MAX_IN_FLIGHT",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("problems lack %q:\n%s", want, all)
@@ -303,5 +304,26 @@ func TestPortalSettings(t *testing.T) {
 	p := strings.Join(c.Validate(RoleServe), "\n")
 	if c.PortalTokenTTL != 168*time.Hour || !strings.Contains(p, "TIDINGS_PORTAL_SESSION_TTL") || !strings.Contains(p, "TIDINGS_SMTP_FROM is required with TIDINGS_SMTP_HOST") {
 		t.Errorf("token TTL %v, problems:\n%s", c.PortalTokenTTL, p)
+	}
+}
+
+// Without TIDINGS_MAX_CONNECTIONS serve holds at least 1,024 connections,
+// and more with a larger in-flight bound; a value given is kept.
+func TestConnectionsDefault(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{map[string]string{}, 1024},
+		{map[string]string{"TIDINGS_MAX_IN_FLIGHT": "512"}, 4096},
+		{map[string]string{"TIDINGS_MAX_CONNECTIONS": "300"}, 300},
+	} {
+		e := validEnv()
+		maps.Copy(e, c.env)
+		cfg, problems := FromEnv(env(e))
+		problems = append(problems, cfg.Validate(RoleServe)...)
+		if len(problems) != 0 || cfg.Connections() != c.want {
+			t.Errorf("%v: %d connections (%v), want %d", c.env, cfg.Connections(), problems, c.want)
+		}
 	}
 }

@@ -42,8 +42,8 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Default.Revision(), "max_connections", a.cfg.MaxConnections)
-	if err := api.Serve(ctx, api.LimitConnections(ln, a.cfg.MaxConnections), h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Default.Revision(), "max_connections", a.cfg.Connections())
+	if err := api.Serve(ctx, api.LimitConnections(ln, a.cfg.Connections()), h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
