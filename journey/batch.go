@@ -94,6 +94,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 	}
 	var todo []pending
 	var refreshes []SubjectRefresh
+	refreshOf := map[int]SubjectRefresh{} // by event index
 	for i, ev := range evs {
 		facts, err := ev.EOBFacts()
 		if err != nil {
@@ -109,7 +110,8 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 			PatientIndex: r.Store.PatientIndex(ev.TenantID, refs[0]), EventID: &ev.ID,
 			Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 		todo = append(todo, pending{i, nr})
-		refreshes = append(refreshes, SubjectRefresh{TenantID: ev.TenantID, Source: ev.Source, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts})
+		refreshOf[i] = SubjectRefresh{TenantID: ev.TenantID, Source: ev.Source, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts}
+		refreshes = append(refreshes, refreshOf[i])
 	}
 	if len(todo) == 0 {
 		return errs
@@ -187,10 +189,28 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 		return errs
 	}
 	started, wakes := starter.Start(ctx, starts)
+	var again []SubjectRefresh
+	var againOf []int
 	for k, s := range started {
 		i := startOf[k]
 		if s.Err != nil && errs[i] == nil {
 			errs[i] = fmt.Errorf("event %d: %w", evs[i].ID, s.Err)
+		}
+		if s.Err == nil && !s.Created {
+			again, againOf = append(again, refreshOf[i]), append(againOf, i)
+		}
+	}
+	// A run that did not exist at the refresh above may have been created
+	// since by another batch (or replica) holding an older version of the
+	// subject: refresh again, so that its facts are this version's (the
+	// refresh never goes back to an older event).
+	if len(again) > 0 {
+		if err := bs.RefreshSubjects(ctx, again); err != nil {
+			for _, i := range againOf {
+				if errs[i] == nil {
+					errs[i] = fmt.Errorf("event %d: refresh runs: %w", evs[i].ID, err)
+				}
+			}
 		}
 	}
 	r.Wake(ctx, wakes)
