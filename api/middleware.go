@@ -138,7 +138,9 @@ func (f inFlight) middleware(fail func(*gin.Context, error)) gin.HandlerFunc {
 	}
 }
 
-// acquire takes a slot, waiting up to f.wait (or until the client goes).
+// acquire takes a slot, waiting up to f.wait. (A client that hangs up
+// meanwhile is mostly not noticed: net/http cancels the request's context
+// only once its body has been read, and the body is read after the slot.)
 func (f inFlight) acquire(ctx context.Context) bool {
 	select {
 	case f.slots <- struct{}{}:

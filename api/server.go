@@ -167,7 +167,7 @@ func New(cfg Config) *gin.Engine {
 	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 	openapiRoute(r, perClient.middleware(byIP, jsonError))
 
-	f := r.Group("/fhir/r4", h.countRefused, busy.middleware(fhirError), perClient.middleware(byIP, fhirError))
+	f := r.Group("/fhir/r4", h.countRefused, perClient.middleware(byIP, fhirError), busy.middleware(fhirError))
 	// Per subscription, after its secret is checked: ids are per tenant.
 	bySub := perSub.middleware(func(c *gin.Context) string {
 		sub := c.MustGet(ctxSubscription).(intake.Subscription)
@@ -198,17 +198,17 @@ func New(cfg Config) *gin.Engine {
 		cfg.Portal.Mount(r)
 	}
 	if cfg.Console != nil {
-		cfg.Console.Mount(r.Group("", busy.middleware(jsonError), perClient.middleware(byIP, jsonError)))
+		cfg.Console.Mount(r.Group("", perClient.middleware(byIP, jsonError), busy.middleware(jsonError)))
 	}
 	if cfg.SMS != nil {
-		mountSMS(r, *cfg.SMS, busy.middleware(jsonError), perClient.middleware(byIP, jsonError))
+		mountSMS(r, *cfg.SMS, perClient.middleware(byIP, jsonError), busy.middleware(jsonError))
 	}
 	if cfg.Links != nil {
-		cfg.Links.Mount(r.Group("", busy.middleware(jsonError), perClient.middleware(byIP, jsonError)))
+		cfg.Links.Mount(r.Group("", perClient.middleware(byIP, jsonError), busy.middleware(jsonError)))
 	}
 
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
-	v1 := r.Group("/v1", busy.middleware(jsonError), perClient.middleware(byIP, jsonError), h.authAPI, byKey)
+	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), busy.middleware(jsonError), h.authAPI, byKey)
 	for _, rt := range h.routes() {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
 	}
