@@ -18,12 +18,15 @@ func TestConnectionsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
-	go Serve(ctx, LimitConnections(ln, 2), ok, slog.New(slog.DiscardHandler))
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, LimitConnections(ln, 2), ok, slog.New(slog.DiscardHandler)) }()
+	defer func() { cancel(); <-served }()
 	addr := ln.Addr().String()
-	get := func(c net.Conn) error {
-		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
+	// get sends a request on c and reads the start of its answer, waiting
+	// up to wait.
+	get := func(c net.Conn, wait time.Duration) error {
+		c.SetDeadline(time.Now().Add(wait))
 		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 			return err
 		}
@@ -38,7 +41,7 @@ func TestConnectionsAreBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		if err := get(c); err != nil {
+		if err := get(c, 10*time.Second); err != nil {
 			t.Fatalf("a connection within the bound: %v", err)
 		}
 		held = append(held, c)
@@ -48,7 +51,7 @@ func TestConnectionsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer third.Close()
-	if err := get(third); err == nil {
+	if err := get(third, 300*time.Millisecond); err == nil {
 		t.Fatal("a third connection was served while two were open (bound 2)")
 	}
 	held[0].Close()

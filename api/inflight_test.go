@@ -11,14 +11,14 @@ import (
 	"github.com/gin-gonic/gin"
 )
 
-// Over the bound, a request waits for a slot; when none frees within the
-// wait it is answered 429 with Retry-After, as a FHIR OperationOutcome on
-// the notification routes; one that frees within the wait serves it.
-func TestRequestsInFlightAreBounded(t *testing.T) {
+// inFlightServer serves one notification route behind an in-flight bound
+// of one slot; a request with ?hold=1 holds the slot until hold closes.
+func inFlightServer(t *testing.T, wait time.Duration) (post func(q string) (int, string, string), held, hold chan struct{}) {
+	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	hold, held := make(chan struct{}), make(chan struct{})
-	r.POST("/fhir/r4/notify/x", newInFlight(1, 300*time.Millisecond).middleware(fhirError), func(c *gin.Context) {
+	hold, held = make(chan struct{}), make(chan struct{})
+	r.POST("/fhir/r4/notify/x", newInFlight(1, wait).middleware(fhirError), func(c *gin.Context) {
 		if c.Query("hold") != "" {
 			held <- struct{}{}
 			<-hold
@@ -26,40 +26,65 @@ func TestRequestsInFlightAreBounded(t *testing.T) {
 		c.Status(http.StatusAccepted)
 	})
 	srv := httptest.NewServer(r)
-	defer srv.Close()
-	post := func(q string) *http.Response {
+	t.Cleanup(srv.Close)
+	// post answers the status, Retry-After and body; -1 when no answer came.
+	post = func(q string) (int, string, string) {
 		resp, err := http.Post(srv.URL+"/fhir/r4/notify/x"+q, "application/fhir+json", nil)
 		if err != nil {
-			t.Fatal(err)
+			return -1, "", err.Error()
 		}
-		return resp
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
 	}
+	return post, held, hold
+}
+
+// Over the bound, a request waits for a slot; when none frees within the
+// wait it is answered 429 with Retry-After, as a FHIR OperationOutcome on
+// the notification routes.
+func TestRequestsInFlightAreBounded(t *testing.T) {
+	post, held, hold := inFlightServer(t, 200*time.Millisecond)
 	first := make(chan int)
-	go func() { resp := post("?hold=1"); resp.Body.Close(); first <- resp.StatusCode }()
+	go func() { code, _, _ := post("?hold=1"); first <- code }()
 	<-held
-	resp := post("")
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	code, retry, body := post("")
 	var oo struct {
 		ResourceType string `json:"resourceType"`
 		Issue        []struct{ Code string }
 	}
-	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" || json.Unmarshal(body, &oo) != nil ||
+	if code != http.StatusTooManyRequests || retry == "" || json.Unmarshal([]byte(body), &oo) != nil ||
 		oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 {
-		t.Fatalf("over the bound: %d, Retry-After %q, %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+		t.Fatalf("over the bound: %d, Retry-After %q, %s", code, retry, body)
 	}
-	// A request that arrives while the slot is held gets it when it frees.
+	close(hold)
+	if code := <-first; code != http.StatusAccepted {
+		t.Fatalf("the request holding the slot: %d", code)
+	}
+	if code, _, body := post(""); code != http.StatusAccepted {
+		t.Fatalf("after the slot was freed: %d %s", code, body)
+	}
+}
+
+// A request that arrives while the slot is held waits, unanswered, and is
+// served when the slot frees within the wait.
+func TestRequestOverTheBoundWaitsForASlot(t *testing.T) {
+	post, held, hold := inFlightServer(t, time.Minute)
+	first := make(chan int)
+	go func() { code, _, _ := post("?hold=1"); first <- code }()
+	<-held
 	waiter := make(chan int)
-	go func() { resp := post(""); resp.Body.Close(); waiter <- resp.StatusCode }()
-	time.Sleep(50 * time.Millisecond)
+	go func() { code, _, _ := post(""); waiter <- code }()
+	select {
+	case code := <-waiter:
+		t.Fatalf("answered %d while the slot was held, want it to wait", code)
+	case <-time.After(300 * time.Millisecond):
+	}
 	close(hold)
 	if code := <-first; code != http.StatusAccepted {
 		t.Fatalf("the request holding the slot: %d", code)
 	}
 	if code := <-waiter; code != http.StatusAccepted {
 		t.Fatalf("the request that waited for the slot: %d", code)
-	}
-	if resp := post(""); resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("after the slot was freed: %d", resp.StatusCode)
 	}
 }
