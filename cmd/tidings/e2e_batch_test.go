@@ -3,16 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/mail"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tidings-health/tidings/delivery"
+	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
+	"github.com/tidings-health/tidings/store"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 // batchEOBs are published EOBs of different patients and shapes.
@@ -192,5 +197,85 @@ func (ts *testStack) waitSettled(t *testing.T) {
 			t.Fatalf("not settled after 30 s: %d unsettled (%v)", n, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// racingStore is the stack's store with a hook that runs once, after the
+// batch path has refreshed its subjects' runs and before it starts them.
+type racingStore struct {
+	*store.Store
+	once   sync.Once
+	before func()
+}
+
+func (r *racingStore) ContactPreferencesOf(ctx context.Context, tenantID, source string, patientRefs []string) (map[string]workflow.Contact, error) {
+	r.once.Do(r.before)
+	return r.Store.ContactPreferencesOf(ctx, tenantID, source, patientRefs)
+}
+
+// Two versions of one EOB in two batches at once, as a worker's two claim
+// batches (or two replicas) hold them: the newer version's batch refreshes
+// the subject's runs before the older version's run is written, and its
+// start then finds that run. The run still ends on the newer version.
+func TestNewerVersionInAnotherBatchRefreshesTheRun(t *testing.T) {
+	ts := newTestStack(t, testOpts{DeferWorker: true})
+	ctx := context.Background()
+	v1 := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOral1.json")
+	var res map[string]any
+	if err := json.Unmarshal(v1, &res); err != nil {
+		t.Fatal(err)
+	}
+	res["meta"].(map[string]any)["versionId"] = "2"
+	res["outcome"] = "partial"
+	v2, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
+	for _, body := range [][]byte{v1, v2, other} {
+		if r := ts.notify(t, ts.wrap(t, body)); r.Status != 202 {
+			t.Fatalf("%d %s", r.Status, r.Body)
+		}
+	}
+	evs, err := ts.app.store.ClaimEvents(ctx, 10, time.Minute)
+	if err != nil || len(evs) != 3 || evs[0].ResourceID != "EOBOral1" || evs[1].ResourceID != "EOBOral1" {
+		t.Fatalf("claimed %d events (%v)", len(evs), err)
+	}
+	pol, err := ts.app.tenantPolicies(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	email, err := emailChannel(ts.app.cfg, ts.app.metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer email.Close()
+	sender, err := ts.app.sender(pol, email, ts.app.fetcher(), devPlaceholderDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := func(st journey.Store) *journey.Engine {
+		e := ts.app.journeys()
+		e.Store, e.Sender, e.Parallel = st, sender, 1
+		return e
+	}
+	// The older version's batch runs (and writes its run) in between.
+	older := engine(ts.app.store)
+	racing := &racingStore{Store: ts.app.store, before: func() {
+		if errs := older.ProcessEvents(ctx, evs[:1]); errs[0] != nil {
+			t.Errorf("version 1: %v", errs[0])
+		}
+	}}
+	for i, err := range engine(racing).ProcessEvents(ctx, evs[1:]) {
+		if err != nil {
+			t.Fatalf("event %d: %v", evs[1+i].ID, err)
+		}
+	}
+	var runs []struct{ EventID int64 }
+	if err := ts.app.store.RawScan(ctx, &runs, `SELECT event_id FROM runs WHERE subject = 'ExplanationOfBenefit/EOBOral1'`); err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].EventID != evs[1].ID {
+		t.Fatalf("runs of EOBOral1 %+v, want one on version 2's event %d (version 1's is %d)", runs, evs[1].ID, evs[0].ID)
 	}
 }
