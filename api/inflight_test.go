@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,12 +13,16 @@ import (
 )
 
 // inFlightServer serves one notification route behind an in-flight bound
-// of one slot; a request with ?hold=1 holds the slot until hold closes.
-func inFlightServer(t *testing.T, wait time.Duration) (post func(q string) (int, string, string), held, hold chan struct{}) {
+// of one slot; a request with ?hold=1 signals held and holds the slot until
+// free is called (at the latest when the test ends, so that a failed test
+// does not leave the server waiting for it).
+func inFlightServer(t *testing.T, wait time.Duration) (post func(q string) (int, string, string), held chan struct{}, free func()) {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	hold, held = make(chan struct{}), make(chan struct{})
+	held, hold := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free = func() { once.Do(func() { close(hold) }) }
 	r.POST("/fhir/r4/notify/x", newInFlight(1, wait).middleware(fhirError), func(c *gin.Context) {
 		if c.Query("hold") != "" {
 			held <- struct{}{}
@@ -27,6 +32,7 @@ func inFlightServer(t *testing.T, wait time.Duration) (post func(q string) (int,
 	})
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
+	t.Cleanup(free) // runs before srv.Close
 	// post answers the status, Retry-After and body; -1 when no answer came.
 	post = func(q string) (int, string, string) {
 		resp, err := http.Post(srv.URL+"/fhir/r4/notify/x"+q, "application/fhir+json", nil)
@@ -37,14 +43,14 @@ func inFlightServer(t *testing.T, wait time.Duration) (post func(q string) (int,
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, resp.Header.Get("Retry-After"), string(body)
 	}
-	return post, held, hold
+	return post, held, free
 }
 
 // Over the bound, a request waits for a slot; when none frees within the
 // wait it is answered 429 with Retry-After, as a FHIR OperationOutcome on
 // the notification routes.
 func TestRequestsInFlightAreBounded(t *testing.T) {
-	post, held, hold := inFlightServer(t, 200*time.Millisecond)
+	post, held, free := inFlightServer(t, 200*time.Millisecond)
 	first := make(chan int)
 	go func() { code, _, _ := post("?hold=1"); first <- code }()
 	<-held
@@ -57,7 +63,7 @@ func TestRequestsInFlightAreBounded(t *testing.T) {
 		oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 {
 		t.Fatalf("over the bound: %d, Retry-After %q, %s", code, retry, body)
 	}
-	close(hold)
+	free()
 	if code := <-first; code != http.StatusAccepted {
 		t.Fatalf("the request holding the slot: %d", code)
 	}
@@ -69,7 +75,7 @@ func TestRequestsInFlightAreBounded(t *testing.T) {
 // A request that arrives while the slot is held waits, unanswered, and is
 // served when the slot frees within the wait.
 func TestRequestOverTheBoundWaitsForASlot(t *testing.T) {
-	post, held, hold := inFlightServer(t, time.Minute)
+	post, held, free := inFlightServer(t, time.Minute)
 	first := make(chan int)
 	go func() { code, _, _ := post("?hold=1"); first <- code }()
 	<-held
@@ -80,7 +86,7 @@ func TestRequestOverTheBoundWaitsForASlot(t *testing.T) {
 		t.Fatalf("answered %d while the slot was held, want it to wait", code)
 	case <-time.After(300 * time.Millisecond):
 	}
-	close(hold)
+	free()
 	if code := <-first; code != http.StatusAccepted {
 		t.Fatalf("the request holding the slot: %d", code)
 	}
