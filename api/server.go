@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"golang.org/x/net/netutil"
 	"log/slog"
 	"net"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"golang.org/x/net/netutil"
 
 	"github.com/tidings-health/tidings/access"
 	"github.com/tidings-health/tidings/delivery"
