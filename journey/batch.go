@@ -94,7 +94,6 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 	}
 	var todo []pending
 	var refreshes []SubjectRefresh
-	refreshOf := map[int]SubjectRefresh{} // by event index
 	for i, ev := range evs {
 		facts, err := ev.EOBFacts()
 		if err != nil {
@@ -110,8 +109,7 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 			PatientIndex: r.Store.PatientIndex(ev.TenantID, refs[0]), EventID: &ev.ID,
 			Facts: workflow.Facts{"patient": refs[0], "use": facts.Use, "outcome": facts.Outcome}}
 		todo = append(todo, pending{i, nr})
-		refreshOf[i] = SubjectRefresh{TenantID: ev.TenantID, Source: ev.Source, Subject: nr.Subject, EventID: ev.ID, Facts: nr.Facts}
-		refreshes = append(refreshes, refreshOf[i])
+		refreshes = append(refreshes, refreshOf(nr))
 	}
 	if len(todo) == 0 {
 		return errs
@@ -196,8 +194,10 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 		if s.Err != nil && errs[i] == nil {
 			errs[i] = fmt.Errorf("event %d: %w", evs[i].ID, s.Err)
 		}
-		if s.Err == nil && !s.Created {
-			again, againOf = append(again, refreshOf[i]), append(againOf, i)
+		// One refresh per event, however many of its workflows' starts
+		// (which come together) found their run.
+		if s.Err == nil && !s.Created && (len(againOf) == 0 || againOf[len(againOf)-1] != i) {
+			again, againOf = append(again, refreshOf(starts[k].Run)), append(againOf, i)
 		}
 	}
 	// A run that did not exist at the refresh above may have been created
@@ -215,6 +215,12 @@ func (r *Engine) processEOBs(ctx context.Context, evs []*Event) []error {
 	}
 	r.Wake(ctx, wakes)
 	return errs
+}
+
+// refreshOf is the refresh of the runs of nr's subject to nr's event and
+// facts.
+func refreshOf(nr NewRun) SubjectRefresh {
+	return SubjectRefresh{TenantID: nr.TenantID, Source: nr.Source, Subject: nr.Subject, EventID: *nr.EventID, Facts: nr.Facts}
 }
 
 // onlySends reports whether actions are all sends the batch path makes:
