@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,7 +63,11 @@ func TestPortalNoticeIsFoundInItsTenantOnly(t *testing.T) {
 	if _, err := s.PortalNotice(ctx, "tB", token); !errors.Is(err, fault.NotFound) {
 		t.Errorf("tenant B found tenant A's token: %v", err)
 	}
-	if _, err := s.PortalNotice(ctx, "tA", token[:31]+"x"); !errors.Is(err, fault.NotFound) {
+	guess := token[:len(token)-1] + "x" // another last character
+	if strings.HasSuffix(token, "x") {
+		guess = token[:len(token)-1] + "y"
+	}
+	if _, err := s.PortalNotice(ctx, "tA", guess); !errors.Is(err, fault.NotFound) {
 		t.Errorf("a guessed token: %v", err)
 	}
 	if err := s.SetPortalVerification(ctx, "tA", portal.VerifyCodeBirthDate, "admin:test"); err != nil {
