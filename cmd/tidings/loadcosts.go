@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,8 +18,12 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// pgCounters are the database's transaction counters (pg_stat_database).
-type pgCounters struct{ Commits, Rollbacks int64 }
+// pgCounters are the database's transaction counters (pg_stat_database)
+// and, read when the window starts, its tables' write counters.
+type pgCounters struct {
+	Commits, Rollbacks int64
+	Writes             []tableWrites
+}
 
 // statement is one normalised statement and how often it ran.
 type statement struct {
@@ -46,7 +51,17 @@ func (s *procStack) resetCosts(ctx context.Context) (pgCounters, error) {
 	if _, err := s.stats.Exec(ctx, `SELECT pg_stat_statements_reset()`); err != nil {
 		return pgCounters{}, err
 	}
-	return s.counters(ctx)
+	c, err := s.counters(ctx)
+	if err != nil {
+		return c, err
+	}
+	conn, err := pgx.Connect(ctx, s.roleURL(loadDatabase))
+	if err != nil {
+		return c, err
+	}
+	defer conn.Close(context.Background())
+	c.Writes, err = readTableWrites(ctx, conn)
+	return c, err
 }
 
 func (s *procStack) counters(ctx context.Context) (c pgCounters, err error) {
@@ -124,15 +139,26 @@ func cut(s string, n int) string {
 	return string([]rune(s)[:n-1]) + "…"
 }
 
-// afterRun is what the Tidings database holds after the run, read once the
-// costs are in (these queries are the load command's own).
+// afterRun is what the Tidings database holds after the run and what was
+// written to it in the window, read once the costs are in (these queries
+// are the load command's own).
 type afterRun struct {
 	Notices map[string]int64
 	Events  int64
 	DBBytes int64
+	Writes  []tableWrites // in the window, by rows written, most first
 }
 
-func (s *procStack) afterRun(ctx context.Context) (afterRun, error) {
+// tableWrites is what was written to one table (pg_stat_user_tables) and
+// how many indexes each inserted row had to enter.
+type tableWrites struct {
+	Table                      string
+	Inserted, Updated, Deleted int64
+	HOT                        int64 // updates that changed no indexed column and stayed on their page
+	Indexes                    int
+}
+
+func (s *procStack) afterRun(ctx context.Context, before []tableWrites) (afterRun, error) {
 	a := afterRun{Notices: map[string]int64{}}
 	if err := s.stats.QueryRow(ctx, `SELECT pg_database_size($1)`, loadDatabase).Scan(&a.DBBytes); err != nil {
 		return a, err
@@ -158,7 +184,52 @@ func (s *procStack) afterRun(ctx context.Context) (afterRun, error) {
 		}
 		a.Notices[status] = n
 	}
-	return a, nrows.Err()
+	if err := nrows.Err(); err != nil {
+		return a, err
+	}
+	now, err := readTableWrites(ctx, conn)
+	a.Writes = writesSince(before, now)
+	return a, err
+}
+
+// writesSince is what was written between two readings, most rows first.
+func writesSince(before, now []tableWrites) []tableWrites {
+	was := map[string]tableWrites{}
+	for _, w := range before {
+		was[w.Table] = w
+	}
+	var out []tableWrites
+	for _, w := range now {
+		b := was[w.Table]
+		w.Inserted, w.Updated, w.Deleted, w.HOT = w.Inserted-b.Inserted, w.Updated-b.Updated, w.Deleted-b.Deleted, w.HOT-b.HOT
+		if w.Inserted+w.Updated+w.Deleted > 0 {
+			out = append(out, w)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return out[i].Inserted+out[i].Updated+out[i].Deleted > out[j].Inserted+out[j].Updated+out[j].Deleted
+	})
+	return out
+}
+
+// readTableWrites reads every table's write counters.
+func readTableWrites(ctx context.Context, conn *pgx.Conn) ([]tableWrites, error) {
+	rows, err := conn.Query(ctx, `SELECT t.relname, t.n_tup_ins, t.n_tup_upd, t.n_tup_del, t.n_tup_hot_upd,
+			(SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid)::int
+		FROM pg_stat_user_tables t ORDER BY t.relname`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []tableWrites
+	for rows.Next() {
+		var w tableWrites
+		if err := rows.Scan(&w.Table, &w.Inserted, &w.Updated, &w.Deleted, &w.HOT, &w.Indexes); err != nil {
+			return nil, err
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
 }
 
 // procStat is /proc/PID/stat after the command name: state, ppid, … (so

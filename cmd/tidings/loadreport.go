@@ -166,6 +166,23 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	sort.Strings(statuses)
 	fmt.Fprintf(w, "notices after the run: %s\n", strings.Join(statuses, ", "))
 	fmt.Fprintf(w, "database after the run: %s events, %s MiB\n", num(float64(r.After.Events)), num(float64(r.After.DBBytes)/(1<<20)))
+	printWrites(w, r)
+}
+
+// printWrites prints the rows written in the window per delivered notice,
+// table by table, with the index entries each inserted row made.
+func printWrites(w io.Writer, r repResult) {
+	var ins, upd, hot, del, entries int64
+	var parts []string
+	for _, t := range r.After.Writes {
+		ins, upd, hot, del = ins+t.Inserted, upd+t.Updated, hot+t.HOT, del+t.Deleted
+		entries += t.Inserted * int64(t.Indexes)
+		parts = append(parts, fmt.Sprintf("%s %s/%s/%s (%d indexes)", t.Table,
+			r.per(float64(t.Inserted)), r.per(float64(t.Updated)), r.per(float64(t.Deleted)), t.Indexes))
+	}
+	fmt.Fprintf(w, "rows written per delivered notice: %s inserted (%s index entries), %s updated (%s of them HOT), %s deleted\n",
+		r.per(float64(ins)), r.per(float64(entries)), r.per(float64(upd)), r.per(float64(hot)), r.per(float64(del)))
+	fmt.Fprintf(w, "  by table, inserted/updated/deleted: %s\n", strings.Join(parts, "; "))
 }
 
 // label is the statement's text, marked when Postgres ran it inside another.

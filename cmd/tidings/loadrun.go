@@ -180,7 +180,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	if r.Costs, err = s.costs(ctx, before); err != nil {
 		return r, err
 	}
-	if r.After, err = s.afterRun(ctx); err != nil {
+	if r.After, err = s.afterRun(ctx, before.Writes); err != nil {
 		return r, err
 	}
 	return r, nil
