@@ -170,18 +170,21 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 }
 
 // printWrites prints the rows written in the window per delivered notice,
-// table by table, with the index entries each inserted row made.
+// table by table, and the index entries they made at most.
 func printWrites(w io.Writer, r repResult) {
 	var ins, upd, hot, del, entries int64
 	var parts []string
 	for _, t := range r.After.Writes {
 		ins, upd, hot, del = ins+t.Inserted, upd+t.Updated, hot+t.HOT, del+t.Deleted
-		entries += t.Inserted * int64(t.Indexes)
-		parts = append(parts, fmt.Sprintf("%s %s/%s/%s (%d indexes)", t.Table,
-			r.per(float64(t.Inserted)), r.per(float64(t.Updated)), r.per(float64(t.Deleted)), t.Indexes))
+		entries += (t.Inserted + t.Updated - t.HOT) * int64(t.Indexes)
+		part := fmt.Sprintf("%s %s/%s/%s (%d indexes", t.Table, r.per(float64(t.Inserted)), r.per(float64(t.Updated)), r.per(float64(t.Deleted)), t.Indexes)
+		if t.HOT > 0 {
+			part += fmt.Sprintf("; %s updates HOT", r.per(float64(t.HOT)))
+		}
+		parts = append(parts, part+")")
 	}
-	fmt.Fprintf(w, "rows written per delivered notice: %s inserted (%s index entries), %s updated (%s of them HOT), %s deleted\n",
-		r.per(float64(ins)), r.per(float64(entries)), r.per(float64(upd)), r.per(float64(hot)), r.per(float64(del)))
+	fmt.Fprintf(w, "rows written per delivered notice: %s inserted, %s updated (%s of them HOT), %s deleted; up to %s index entries (an insert or a non-HOT update enters every index; a partial one only when its row matches)\n",
+		r.per(float64(ins)), r.per(float64(upd)), r.per(float64(hot)), r.per(float64(del)), r.per(float64(entries)))
 	fmt.Fprintf(w, "  by table, inserted/updated/deleted: %s\n", strings.Join(parts, "; "))
 }
 
