@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,4 +125,40 @@ type planNode struct {
 	Removed        float64    `json:"Rows Removed by Filter"`
 	RemovedRecheck float64    `json:"Rows Removed by Index Recheck"`
 	Plans          []planNode `json:"Plans"`
+}
+
+// An event's claim and a delivery's hand-over update every row a notice
+// makes; they can be HOT updates (no index entries, the new version on the
+// same page) only while no index holds a column they change and the page
+// has room (migration 00031). An index added on one of these columns would
+// quietly make every such update enter every index of its table again.
+func TestClaimAndHandOverChangeNoIndexedColumn(t *testing.T) {
+	s := mustStore(t)
+	ctx := context.Background()
+	for table, changed := range map[string][]string{
+		"events":     {"claimed_until"},          // ClaimEvents
+		"deliveries": {"attempts", "updated_at"}, // HandOver
+	} {
+		var defs []string
+		if err := s.q(ctx).Raw(`SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = ?::regclass`, table).Scan(&defs).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(defs) == 0 {
+			t.Fatalf("%s: no indexes found", table)
+		}
+		for _, def := range defs {
+			for _, col := range changed {
+				if regexp.MustCompile(`\b` + col + `\b`).MatchString(def) {
+					t.Errorf("%s: %s holds %s, which every notice's update changes", table, def, col)
+				}
+			}
+		}
+		var opts []string
+		if err := s.q(ctx).Raw(`SELECT unnest(reloptions) FROM pg_class WHERE oid = ?::regclass`, table).Scan(&opts).Error; err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(opts, "fillfactor=80") {
+			t.Errorf("%s: reloptions %v, want fillfactor=80 (room on the page for the updated version)", table, opts)
+		}
+	}
 }
