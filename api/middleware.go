@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -161,13 +162,42 @@ func (f inFlight) acquire(ctx context.Context) bool {
 	return false
 }
 
+// bodyHintMax bounds the buffer a request's Content-Length reserves before
+// its body has arrived; a larger body grows the buffer as it comes.
+const bodyHintMax = 1 << 20
+
+// readAll is io.ReadAll with a buffer sized for the Content-Length the
+// client sent (when it sent one), so that a body is read into one
+// allocation instead of a doubling series of them (a 14 KB notification
+// took 32 KB).
+func readAll(r io.Reader, contentLength int64) ([]byte, error) {
+	if contentLength <= 0 {
+		return io.ReadAll(r)
+	}
+	// One byte more, so that the read that finds the end needs no growth.
+	b := make([]byte, 0, min(contentLength, bodyHintMax)+1)
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			b = slices.Grow(b, len(b))
+		}
+	}
+}
+
 // readBody enforces the body size limit and, for a non-empty body, the
 // content type, and returns the body (an empty one is a rest-hook ping).
 func readBody(c *gin.Context, maxBytes int64, allowed ...string) ([]byte, error) {
 	if c.Request.ContentLength > maxBytes {
 		return nil, errTooLarge
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes))
+	body, err := readAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxBytes), c.Request.ContentLength)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
