@@ -104,7 +104,11 @@ func compressRecord(rec []byte, guarded bool) []byte {
 	if guarded {
 		mark = recordZstdGuarded
 	}
-	return recordEncoder.EncodeAll(rec, []byte{mark})
+	// Room for the mark and the compressed record (FHIR JSON shrinks
+	// more than twice), so that the encoder need not grow it.
+	dst := make([]byte, 1, 1+len(rec)/2)
+	dst[0] = mark
+	return recordEncoder.EncodeAll(rec, dst)
 }
 
 // decompressRecord returns a stored record's JSON and whether its focus

@@ -112,3 +112,19 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkEncodeRecord writes the record of the same CARIN EOB as intake
+// stores it (compressed; sealing is not included).
+func BenchmarkEncodeRecord(b *testing.B) {
+	eob, err := os.ReadFile("../examples/replay/ExplanationOfBenefit-EOBProfessional1.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(eob)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodeRecord(fhir.Event{Focus: eob}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
