@@ -163,13 +163,14 @@ func (f inFlight) acquire(ctx context.Context) bool {
 }
 
 // bodyHintMax bounds the buffer a request's Content-Length reserves before
-// its body has arrived; a larger body grows the buffer as it comes.
-const bodyHintMax = 1 << 20
+// its body has arrived (a client may declare a length and send nothing);
+// a larger body grows the buffer as it comes.
+const bodyHintMax = 64 << 10
 
 // readAll is io.ReadAll with a buffer sized for the Content-Length the
 // client sent (when it sent one), so that a body is read into one
-// allocation instead of a doubling series of them (a 14 KB notification
-// took 32 KB).
+// allocation instead of a growing series of them (a 14 KB notification
+// took 14 allocations and 37.8 KB).
 func readAll(r io.Reader, contentLength int64) ([]byte, error) {
 	if contentLength <= 0 {
 		return io.ReadAll(r)
