@@ -104,8 +104,8 @@ func compressRecord(rec []byte, guarded bool) []byte {
 	if guarded {
 		mark = recordZstdGuarded
 	}
-	// Room for the mark and the compressed record (FHIR JSON shrinks
-	// more than twice), so that the encoder need not grow it.
+	// Room for the mark and the compressed record (FHIR JSON usually
+	// shrinks more than twice), so that the encoder need not grow it.
 	dst := make([]byte, 1, 1+len(rec)/2)
 	dst[0] = mark
 	return recordEncoder.EncodeAll(rec, dst)
