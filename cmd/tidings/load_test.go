@@ -33,7 +33,7 @@ func TestLoadReport(t *testing.T) {
 		"machine: ", "commit: ", "settings: 50 notifications all for the example's patient, 16 clients (closed loop), 1 rep(s)",
 		"tidings serve and tidings worker as separate processes", "rate limit default (10,000/s, burst 20000", "worker concurrency default (10)",
 		"servers: PostgreSQL ", "intake latency: p50 ", "top statements by calls", "notices after the run: 50 sent\n",
-		"database after the run: 50 events", "rows written per delivered notice: ", " audit_log ", " events 1/",
+		"database after the run: 50 events", "rows written per delivered notice, from the window's start", " audit_log ", " events 1/",
 		"intake non-2xx: 0 throttled (429, retried after Retry-After), 0 other non-2xx or no answer\n",
 	} {
 		if !strings.Contains(report, want) {
@@ -282,10 +282,10 @@ func TestLoadPrefillSQL(t *testing.T) {
 // started are taken off, and a table nothing wrote to in it is left out.
 func TestWritesSince(t *testing.T) {
 	before := []tableWrites{{Table: "audit_log", Inserted: 5, Indexes: 3}, {Table: "tenants", Inserted: 1, Indexes: 1}}
-	now := []tableWrites{{Table: "audit_log", Inserted: 75, Indexes: 3}, {Table: "events", Inserted: 10, Updated: 20, HOT: 4, Indexes: 5},
+	now := []tableWrites{{Table: "audit_log", Inserted: 75, Indexes: 3}, {Table: "events", Inserted: 10, Updated: 20, HOT: 4, Indexes: 5, Toast: 20},
 		{Table: "tenants", Inserted: 1, Indexes: 1}}
 	got := writesSince(before, now)
-	want := []tableWrites{{Table: "audit_log", Inserted: 70, Indexes: 3}, {Table: "events", Inserted: 10, Updated: 20, HOT: 4, Indexes: 5}}
+	want := []tableWrites{{Table: "audit_log", Inserted: 70, Indexes: 3}, {Table: "events", Inserted: 10, Updated: 20, HOT: 4, Indexes: 5, Toast: 20}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("writesSince = %+v, want %+v", got, want)
 	}

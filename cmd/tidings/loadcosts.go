@@ -156,6 +156,10 @@ type tableWrites struct {
 	Inserted, Updated, Deleted int64
 	HOT                        int64 // updates that changed no indexed column and stayed on their page
 	Indexes                    int
+	// Toast is the chunks inserted into the table's TOAST table (values
+	// moved out of line, such as an event's sealed record), each with an
+	// entry in its one index.
+	Toast int64
 }
 
 func (s *procStack) afterRun(ctx context.Context, before []tableWrites) (afterRun, error) {
@@ -202,7 +206,8 @@ func writesSince(before, now []tableWrites) []tableWrites {
 	for _, w := range now {
 		b := was[w.Table]
 		w.Inserted, w.Updated, w.Deleted, w.HOT = w.Inserted-b.Inserted, w.Updated-b.Updated, w.Deleted-b.Deleted, w.HOT-b.HOT
-		if w.Inserted+w.Updated+w.Deleted > 0 {
+		w.Toast -= b.Toast
+		if w.Inserted+w.Updated+w.Deleted+w.Toast > 0 {
 			out = append(out, w)
 		}
 	}
@@ -215,8 +220,10 @@ func writesSince(before, now []tableWrites) []tableWrites {
 // readTableWrites reads every table's write counters.
 func readTableWrites(ctx context.Context, conn *pgx.Conn) ([]tableWrites, error) {
 	rows, err := conn.Query(ctx, `SELECT t.relname, t.n_tup_ins, t.n_tup_upd, t.n_tup_del, t.n_tup_hot_upd,
-			(SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid)::int
-		FROM pg_stat_user_tables t ORDER BY t.relname`)
+			(SELECT count(*) FROM pg_index i WHERE i.indrelid = t.relid)::int, coalesce(tt.n_tup_ins, 0)
+		FROM pg_stat_user_tables t JOIN pg_class c ON c.oid = t.relid
+		LEFT JOIN pg_stat_all_tables tt ON tt.relid = c.reltoastrelid
+		ORDER BY t.relname`)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +231,7 @@ func readTableWrites(ctx context.Context, conn *pgx.Conn) ([]tableWrites, error)
 	var out []tableWrites
 	for rows.Next() {
 		var w tableWrites
-		if err := rows.Scan(&w.Table, &w.Inserted, &w.Updated, &w.Deleted, &w.HOT, &w.Indexes); err != nil {
+		if err := rows.Scan(&w.Table, &w.Inserted, &w.Updated, &w.Deleted, &w.HOT, &w.Indexes, &w.Toast); err != nil {
 			return nil, err
 		}
 		out = append(out, w)

@@ -172,19 +172,22 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 // printWrites prints the rows written in the window per delivered notice,
 // table by table, and the index entries they made at most.
 func printWrites(w io.Writer, r repResult) {
-	var ins, upd, hot, del, entries int64
+	var ins, upd, hot, del, toast, entries int64
 	var parts []string
 	for _, t := range r.After.Writes {
-		ins, upd, hot, del = ins+t.Inserted, upd+t.Updated, hot+t.HOT, del+t.Deleted
-		entries += (t.Inserted + t.Updated - t.HOT) * int64(t.Indexes)
+		ins, upd, hot, del, toast = ins+t.Inserted, upd+t.Updated, hot+t.HOT, del+t.Deleted, toast+t.Toast
+		entries += (t.Inserted+t.Updated-t.HOT)*int64(t.Indexes) + t.Toast
 		part := fmt.Sprintf("%s %s/%s/%s (%d indexes", t.Table, r.per(float64(t.Inserted)), r.per(float64(t.Updated)), r.per(float64(t.Deleted)), t.Indexes)
 		if t.HOT > 0 {
 			part += fmt.Sprintf("; %s updates HOT", r.per(float64(t.HOT)))
 		}
+		if t.Toast > 0 {
+			part += fmt.Sprintf("; %s TOAST chunks", r.per(float64(t.Toast)))
+		}
 		parts = append(parts, part+")")
 	}
-	fmt.Fprintf(w, "rows written per delivered notice: %s inserted, %s updated (%s of them HOT), %s deleted; up to %s index entries (an insert or a non-HOT update enters every index; a partial one only when its row matches)\n",
-		r.per(float64(ins)), r.per(float64(upd)), r.per(float64(hot)), r.per(float64(del)), r.per(float64(entries)))
+	fmt.Fprintf(w, "rows written per delivered notice, from the window's start until serve and worker stopped: %s inserted (and %s TOAST chunks), %s updated (%s of them HOT), %s deleted; up to %s index entries (an insert or a non-HOT update enters every index; a partial one only when its row matches)\n",
+		r.per(float64(ins)), r.per(float64(toast)), r.per(float64(upd)), r.per(float64(hot)), r.per(float64(del)), r.per(float64(entries)))
 	fmt.Fprintf(w, "  by table, inserted/updated/deleted: %s\n", strings.Join(parts, "; "))
 }
 
