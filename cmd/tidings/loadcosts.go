@@ -140,13 +140,13 @@ func cut(s string, n int) string {
 }
 
 // afterRun is what the Tidings database holds after the run and what was
-// written to it in the window, read once the costs are in (these queries
-// are the load command's own).
+// written to it from the window's start until serve and worker stopped,
+// read once the costs are in (these queries are the load command's own).
 type afterRun struct {
 	Notices map[string]int64
 	Events  int64
 	DBBytes int64
-	Writes  []tableWrites // in the window, by rows written, most first
+	Writes  []tableWrites // by rows written, most first
 }
 
 // tableWrites is what was written to one table (pg_stat_user_tables) and

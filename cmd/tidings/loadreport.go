@@ -169,8 +169,9 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	printWrites(w, r)
 }
 
-// printWrites prints the rows written in the window per delivered notice,
-// table by table, and the index entries they made at most.
+// printWrites prints the rows written per delivered notice from the
+// window's start until serve and worker stopped, table by table, and the
+// index entries they made at most.
 func printWrites(w io.Writer, r repResult) {
 	var ins, upd, hot, del, toast, entries int64
 	var parts []string
