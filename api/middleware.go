@@ -16,6 +16,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/metrics"
 )
 
 var errTooLarge = fault.New(fault.TooLarge, "body exceeds the size limit")
@@ -117,15 +118,16 @@ func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Cont
 // waiting requests cost their connections only, which LimitConnections
 // bounds.
 type inFlight struct {
-	slots chan struct{}
-	wait  time.Duration
+	slots   chan struct{}
+	wait    time.Duration
+	metrics *metrics.Metrics // counts the requests that had to wait; nil: none
 }
 
 // inFlightWait is how long a request over the bound waits for a slot.
 const inFlightWait = time.Second
 
-func newInFlight(n int, wait time.Duration) inFlight {
-	return inFlight{slots: make(chan struct{}, n), wait: wait}
+func newInFlight(n int, wait time.Duration, m *metrics.Metrics) inFlight {
+	return inFlight{slots: make(chan struct{}, n), wait: wait, metrics: m}
 }
 
 func (f inFlight) middleware(fail func(*gin.Context, error)) gin.HandlerFunc {
@@ -149,16 +151,19 @@ func (f inFlight) acquire(ctx context.Context) bool {
 	default:
 	}
 	if f.wait <= 0 {
+		f.metrics.SlotWaited(metrics.SlotRefused)
 		return false
 	}
 	t := time.NewTimer(f.wait)
 	defer t.Stop()
 	select {
 	case f.slots <- struct{}{}:
+		f.metrics.SlotWaited(metrics.SlotAdmitted)
 		return true
 	case <-t.C:
 	case <-ctx.Done():
 	}
+	f.metrics.SlotWaited(metrics.SlotRefused)
 	return false
 }
 

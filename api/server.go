@@ -157,7 +157,7 @@ func New(cfg Config) *gin.Engine {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
-	busy := newInFlight(cfg.MaxInFlight, inFlightWait) // shared: the cores are
+	busy := newInFlight(cfg.MaxInFlight, inFlightWait, cfg.Metrics) // shared: the cores are
 	perClient := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perSub := newLimiters(cfg.RatePerSec, cfg.RateBurst)
 	perKey := newLimiters(cfg.RatePerSec, cfg.RateBurst)

@@ -109,6 +109,19 @@ var fhirNames = [nFHIRResults]string{"2xx", "4xx", "5xx", "network"}
 // The request methods counted; any other counts as "other".
 var fhirMethods = [...]string{"GET", "POST", "other"}
 
+// SlotWait is how it ended for a request that found serve's in-flight
+// bound (TIDINGS_MAX_IN_FLIGHT) full and waited for a slot.
+type SlotWait int
+
+// The ends of a wait for a slot.
+const (
+	SlotAdmitted SlotWait = iota // a slot freed within the wait
+	SlotRefused                  // none did (or the client went): answered 429
+	nSlotWaits
+)
+
+var slotWaitNames = [nSlotWaits]string{"admitted", "refused"}
+
 // Queues lists the queues whose depth is sampled on scrape, as the Asynq
 // inspector reports them: one QueueStat per queue.
 type Queues func(ctx context.Context) ([]QueueStat, error)
@@ -138,6 +151,7 @@ type Metrics struct {
 	smtpSeconds     prometheus.Histogram
 	fhirRequests    [len(fhirMethods)][nFHIRResults]prometheus.Counter
 	fhirSeconds     [len(fhirMethods)]prometheus.Observer
+	slotWaits       [nSlotWaits]prometheus.Counter
 	sampled         *sampled
 }
 
@@ -207,6 +221,12 @@ func New() *Metrics {
 		for j, res := range fhirNames {
 			m.fhirRequests[i][j] = fhirReq.WithLabelValues(meth, res)
 		}
+	}
+	slots := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "http_slot_waits_total",
+		Help: "Requests that found serve's in-flight bound (TIDINGS_MAX_IN_FLIGHT) full and waited for a slot, by outcome (refused: answered 429)."}, []string{"outcome"})
+	f(slots)
+	for i, name := range slotWaitNames {
+		m.slotWaits[i] = slots.WithLabelValues(name)
 	}
 	m.sampled = &sampled{}
 	f(m.sampled)
@@ -284,6 +304,13 @@ func (m *Metrics) FHIRRequest(method string, r FHIRResult, took time.Duration) {
 	}
 	m.fhirRequests[i][r].Inc()
 	m.fhirSeconds[i].Observe(took.Seconds())
+}
+
+// SlotWaited counts a request that waited for an in-flight slot.
+func (m *Metrics) SlotWaited(o SlotWait) {
+	if m != nil && o >= 0 && o < nSlotWaits {
+		m.slotWaits[o].Inc()
+	}
 }
 
 // indexOf finds s in a short fixed list without allocating.

@@ -36,6 +36,10 @@ func TestCountersMoveByWhatIsRecorded(t *testing.T) {
 	m.FHIRRequest("GET", metrics.FHIROK, 50*time.Millisecond)
 	m.FHIRRequest("PATCH", metrics.FHIRNetwork, time.Second)
 	m.Notification(metrics.Outcome(99)) // out of range: ignored
+	m.SlotWaited(metrics.SlotAdmitted)
+	m.SlotWaited(metrics.SlotRefused)
+	m.SlotWaited(metrics.SlotRefused)
+	m.SlotWaited(metrics.SlotWait(7)) // out of range: ignored
 
 	e := scrape(t, m)
 	for _, c := range []struct {
@@ -64,6 +68,8 @@ func TestCountersMoveByWhatIsRecorded(t *testing.T) {
 		{"tidings_fhir_requests_total", []string{"method", "GET", "result", "2xx"}, 1},
 		{"tidings_fhir_requests_total", []string{"method", "other", "result", "network"}, 1},
 		{"tidings_fhir_request_seconds", []string{"method", "GET"}, 1},
+		{"tidings_http_slot_waits_total", []string{"outcome", "admitted"}, 1},
+		{"tidings_http_slot_waits_total", []string{"outcome", "refused"}, 2},
 	} {
 		if got := e.Get(t, c.name, c.labels...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
@@ -98,6 +104,7 @@ func TestNilRecordsNothing(t *testing.T) {
 	m.Decision(metrics.Allow, time.Millisecond)
 	m.SMTPSend(metrics.SMTPSent, time.Millisecond)
 	m.FHIRRequest("GET", metrics.FHIROK, time.Millisecond)
+	m.SlotWaited(metrics.SlotRefused)
 	m.SampleQueues([]string{"default"}, nil)
 	m.SampleAuditLag(nil)
 }
@@ -111,6 +118,7 @@ func TestHotPathUpdatesDoNotAllocate(t *testing.T) {
 		"Decision":       func() { m.Decision(metrics.Deny, time.Microsecond) },
 		"SMTPSend":       func() { m.SMTPSend(metrics.SMTPRejected, time.Millisecond) },
 		"FHIRRequest":    func() { m.FHIRRequest("POST", metrics.FHIRServerError, time.Millisecond) },
+		"SlotWaited":     func() { m.SlotWaited(metrics.SlotAdmitted) },
 	} {
 		if n := testing.AllocsPerRun(100, f); n != 0 {
 			t.Errorf("%s allocates %v times per call", name, n)

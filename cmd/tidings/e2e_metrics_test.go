@@ -89,7 +89,9 @@ func TestMetricsCountAFlowWithoutPHI(t *testing.T) {
 		{"worker", "tidings_smtp_sends_total", []string{"result", "sent"}, 1},
 		{"worker", "tidings_smtp_sends_total", nil, 1},
 		{"worker", "tidings_smtp_send_seconds", nil, 1},
-		{"worker", "tidings_fhir_requests_total", nil, 0}, // full-resource notifications: nothing fetched
+		{"worker", "tidings_fhir_requests_total", nil, 0},                              // full-resource notifications: nothing fetched
+		{"serve", "tidings_http_slot_waits_total", []string{"outcome", "admitted"}, 0}, // never over the in-flight bound here
+		{"serve", "tidings_http_slot_waits_total", []string{"outcome", "refused"}, 0},
 	} {
 		was, _ := before[w.process].Value(w.name, w.labels...)
 		if now := after[w.process].Get(t, w.name, w.labels...); now-was != w.moved {
