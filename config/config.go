@@ -38,6 +38,10 @@ type Config struct {
 	// WorkerAddr is where the worker answers /healthz, /readyz and
 	// /metrics (TIDINGS_WORKER_ADDR).
 	WorkerAddr string
+	// HealthAddr, when set, is a second address where serve answers
+	// /healthz, /readyz and /metrics, outside the connection bound of
+	// ListenAddr (TIDINGS_HEALTH_ADDR); empty, only ListenAddr does.
+	HealthAddr string
 	// MetricsToken is the bearer token /metrics asks for, on serve and the
 	// worker (TIDINGS_METRICS_TOKEN, secret); empty, /metrics answers
 	// loopback clients only.
@@ -159,6 +163,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("redis_addr", c.RedisAddr),
 		slog.String("listen_addr", c.ListenAddr),
 		slog.String("worker_addr", c.WorkerAddr),
+		slog.String("health_addr", c.HealthAddr),
 		slog.Bool("metrics_token_set", c.MetricsToken != ""),
 		slog.String("public_base_url", c.PublicBaseURL),
 		slog.String("smtp", net.JoinHostPort(c.SMTPHost, strconv.Itoa(c.SMTPPort))),
@@ -243,6 +248,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		BlindIndexTenants:    get("TIDINGS_BLIND_INDEX_TENANTS", ""),
 		ListenAddr:           get("TIDINGS_LISTEN_ADDR", "127.0.0.1:8080"),
 		WorkerAddr:           get("TIDINGS_WORKER_ADDR", "127.0.0.1:9091"),
+		HealthAddr:           get("TIDINGS_HEALTH_ADDR", ""),
 		MetricsToken:         get("TIDINGS_METRICS_TOKEN", ""),
 		PublicBaseURL:        get("TIDINGS_PUBLIC_BASE_URL", ""),
 		APIBaseURL:           get("TIDINGS_API_BASE_URL", ""),
@@ -364,6 +370,9 @@ func (c Config) Validate(role Role) []string {
 		}
 		if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 			p = append(p, "TIDINGS_LISTEN_ADDR must be host:port")
+		}
+		if _, _, err := net.SplitHostPort(c.HealthAddr); c.HealthAddr != "" && err != nil {
+			p = append(p, "TIDINGS_HEALTH_ADDR must be host:port")
 		}
 		if c.RatePerSecond <= 0 || c.RateBurst <= 0 {
 			p = append(p, "TIDINGS_RATE_PER_SECOND and TIDINGS_RATE_BURST must be positive")

@@ -27,6 +27,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_SMTP_POOL_SIZE":             "-1",
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS": "5",
 		"TIDINGS_WORKER_ADDR":                "9091",
+		"TIDINGS_HEALTH_ADDR":                "9092",
 		"TIDINGS_METRICS_TOKEN":              "short-" + secret[:4],
 		"TIDINGS_MAX_CONNECTIONS":            "200",
 	}))
@@ -48,6 +49,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_AUDIT_CHECKPOINT_DIR is required",
 		"TIDINGS_DISCLOSURE_RETENTION_YEARS must be at least 6",
 		"TIDINGS_WORKER_ADDR must be host:port",
+		"TIDINGS_HEALTH_ADDR must be host:port",
 		"TIDINGS_METRICS_TOKEN must be at least 16 characters",
 		"TIDINGS_MAX_CONNECTIONS must be at least twice TIDINGS_MAX_IN_FLIGHT",
 	} {

@@ -26,8 +26,6 @@ import (
 // `tidings serve` and `tidings worker` as production runs them: separate
 // commands configured only by the environment, the relay's CA from a file.
 func TestServeAndWorkerFromEnvironment(t *testing.T) {
-	dbURL := testenv.NewDB(t)
-	redisAddr, redisDB := testenv.NewRedisDB(t)
 	mc, err := mailcatch.Start(mailcatch.Options{Dir: t.TempDir(), STARTTLS: true})
 	if err != nil {
 		t.Fatal(err)
@@ -45,13 +43,8 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	mailHost, mailPort := splitHostPort(t, mc.Addr())
-	env := map[string]string{
-		"TIDINGS_DATABASE_URL":         dbURL,
-		"TIDINGS_REDIS_ADDR":           redisAddr,
-		"TIDINGS_REDIS_DB":             strconv.Itoa(redisDB),
-		"TIDINGS_SEAL_KEYS":            "k1:" + seal.NewRandomKey(),
-		"TIDINGS_BLIND_INDEX_KEY":      seal.NewRandomKey(),
-		"TIDINGS_PUBLIC_BASE_URL":      "https://portal.example.org",
+	env := serviceEnv(t)
+	for k, v := range map[string]string{
 		"TIDINGS_LISTEN_ADDR":          listen,
 		"TIDINGS_WORKER_ADDR":          workerAddr,
 		"TIDINGS_SMTP_HOST":            mailHost,
@@ -63,6 +56,8 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		"TIDINGS_AUDIT_SIGNING_KEY":    "s1:" + seal.NewRandomKey(),
 		"TIDINGS_AUDIT_CHECKPOINT_DIR": filepath.Join(t.TempDir(), "audit"),
 		"TIDINGS_AUDIT_CHAIN_EVERY":    "200ms",
+	} {
+		env[k] = v
 	}
 	for k, v := range env {
 		t.Setenv(k, v)

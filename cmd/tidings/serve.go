@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,7 +13,7 @@ import (
 )
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{tenant}/{subscription}, the /v1 API,\n/healthz, /readyz and /metrics. Listens on TIDINGS_LISTEN_ADDR.", stderr)
+	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{tenant}/{subscription}, the /v1 API,\n/healthz, /readyz and /metrics. Listens on TIDINGS_LISTEN_ADDR, and answers\n/healthz, /readyz and /metrics on TIDINGS_HEALTH_ADDR too when that is set.", stderr)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -41,6 +42,15 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", a.cfg.ListenAddr)
 	if err != nil {
 		return err
+	}
+	if a.cfg.HealthAddr != "" {
+		// Probes answered here do not wait behind the connection bound.
+		hln, err := net.Listen("tcp", a.cfg.HealthAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("TIDINGS_HEALTH_ADDR: %w", err)
+		}
+		defer a.serveHealth(ctx, hln)()
 	}
 	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Default.Revision(), "max_connections", a.cfg.Connections())
 	if err := api.Serve(ctx, api.LimitConnections(ln, a.cfg.Connections()), h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {

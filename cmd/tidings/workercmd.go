@@ -42,18 +42,18 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// serveHealth answers the worker's /healthz, /readyz and /metrics on ln
-// until stop is called.
+// serveHealth answers /healthz, /readyz and /metrics on ln (the worker's
+// address, or serve's second one) until stop is called.
 func (a *app) serveHealth(ctx context.Context, ln net.Listener) (stop func()) {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := api.Serve(sctx, ln, a.healthHandler(), a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("worker health server", "err", err)
+			a.log.Error("health server", "err", err)
 		}
 	}()
-	a.log.Info("worker health and metrics", "addr", ln.Addr().String())
+	a.log.Info("health and metrics", "addr", ln.Addr().String())
 	return func() { cancel(); <-done }
 }
 
