@@ -148,6 +148,10 @@ func TestComposePathWithoutDocker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveHealthAddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
 	redisAddr, redisDB := testenv.NewRedisDB(t)
 	dbName := fmt.Sprintf("compose_%d", time.Now().UnixNano())
 	pgHost := net.JoinHostPort(env.PG.Host, strconv.Itoa(env.PG.Port))
@@ -172,6 +176,7 @@ func TestComposePathWithoutDocker(t *testing.T) {
 			"0.0.0.0:9091", workerAddr,
 			"127.0.0.1:8080", serveAddr,
 			"127.0.0.1:9091", workerAddr,
+			"127.0.0.1:9090", serveHealthAddr,
 		)
 		return r.Replace(s)
 	}
