@@ -109,12 +109,10 @@ const DefaultRatePerSecond = 10000
 // milliseconds of work on two cores, at about a millisecond a notification.
 const DefaultMaxInFlight = 128
 
-// DefaultMaxConnections is LimitConnections' bound when none is given.
-const DefaultMaxConnections = 1024
-
-// LimitConnections has ln accept at most n connections open at once (0:
-// DefaultMaxConnections); the ones over it wait in the kernel's accept
-// queue, costing serve nothing, until a connection closes. Each open
+// LimitConnections has ln accept at most n connections open at once (n
+// from config.Config.Connections; it must be positive); the ones over it
+// wait in the kernel's accept queue, costing serve nothing, until a
+// connection closes. Each open
 // connection costs serve a goroutine and its buffers, tens of KB, and
 // answering 429 does not stop a sender that retries from opening more:
 // at a fixed 1,000 notifications/s on two busy cores serve held about
@@ -122,7 +120,7 @@ const DefaultMaxConnections = 1024
 // connections count too, until IdleTimeout closes them.
 func LimitConnections(ln net.Listener, n int) net.Listener {
 	if n <= 0 {
-		n = DefaultMaxConnections
+		panic("api: LimitConnections needs a positive bound") // a listener that never accepts
 	}
 	return netutil.LimitListener(ln, n)
 }

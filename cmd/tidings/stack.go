@@ -304,7 +304,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		if err := api.Serve(sctx, api.LimitConnections(ln, 0), h, s.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := api.Serve(sctx, api.LimitConnections(ln, s.app.cfg.Connections()), h, s.Log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.Log.Error("http server", "err", err)
 		}
 	}()
