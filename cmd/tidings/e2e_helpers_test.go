@@ -12,6 +12,7 @@ import (
 	"net/mail"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,7 @@ import (
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/migrations"
 	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/store"
 	"github.com/tidings-health/tidings/testenv"
 )
@@ -412,5 +414,20 @@ func (ts *testStack) waitDeliveries(t testing.TB, status string, n int) []int64 
 			t.Fatalf("timed out waiting for %d %s deliveries (have %d)", n, status, len(ids))
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// serviceEnv is the least environment serve and worker start with: a new
+// database and Redis database, seal and blind-index keys, the portal's URL.
+func serviceEnv(t *testing.T) map[string]string {
+	t.Helper()
+	redisAddr, redisDB := testenv.NewRedisDB(t)
+	return map[string]string{
+		"TIDINGS_DATABASE_URL":    testenv.NewDB(t),
+		"TIDINGS_REDIS_ADDR":      redisAddr,
+		"TIDINGS_REDIS_DB":        strconv.Itoa(redisDB),
+		"TIDINGS_SEAL_KEYS":       "k1:" + seal.NewRandomKey(),
+		"TIDINGS_BLIND_INDEX_KEY": seal.NewRandomKey(),
+		"TIDINGS_PUBLIC_BASE_URL": "https://portal.example.org",
 	}
 }

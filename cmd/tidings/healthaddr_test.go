@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"strconv"
 	"testing"
 	"time"
-
-	"github.com/tidings-health/tidings/seal"
-	"github.com/tidings-health/tidings/testenv"
 )
 
 // With TIDINGS_HEALTH_ADDR, serve answers its probes there while every
@@ -48,7 +45,7 @@ func TestServeHealthAddrAnswersWhileConnectionsAreFull(t *testing.T) {
 		}
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return &net.AddrError{Err: resp.Status, Addr: addr}
+			return fmt.Errorf("%s: %s", addr, resp.Status)
 		}
 		return nil
 	}
@@ -78,20 +75,5 @@ func TestServeHealthAddrAnswersWhileConnectionsAreFull(t *testing.T) {
 	}
 	if err := ready(health); err != nil {
 		t.Fatalf("TIDINGS_HEALTH_ADDR did not answer while the main address was full: %v", err)
-	}
-}
-
-// serviceEnv is the least environment serve and worker start with: a new
-// database and Redis database, seal and blind-index keys, the portal's URL.
-func serviceEnv(t *testing.T) map[string]string {
-	t.Helper()
-	redisAddr, redisDB := testenv.NewRedisDB(t)
-	return map[string]string{
-		"TIDINGS_DATABASE_URL":    testenv.NewDB(t),
-		"TIDINGS_REDIS_ADDR":      redisAddr,
-		"TIDINGS_REDIS_DB":        strconv.Itoa(redisDB),
-		"TIDINGS_SEAL_KEYS":       "k1:" + seal.NewRandomKey(),
-		"TIDINGS_BLIND_INDEX_KEY": seal.NewRandomKey(),
-		"TIDINGS_PUBLIC_BASE_URL": "https://portal.example.org",
 	}
 }
