@@ -26,9 +26,10 @@ with -rate, while the worker runs; the window runs from the first POST until the
 catcher accepts the last expected mail, and nothing reads Postgres inside it. It
 reports intake rate and latency, notices/s end to end and as ratios to the
 baselines, the rate by tenth of the run, statements and transactions per delivered
-notice (pg_stat_statements, pg_stat_database), the top statements, and the peak RSS
-and CPU of serve and worker. -reps K repeats all of it on fresh stacks and prints
-the median of each figure.
+notice (pg_stat_statements, pg_stat_database), the top statements, the peak RSS of
+serve and worker, and the CPU time of each process (and how much of it the kernel
+took). -reps K repeats all of it on fresh stacks and prints the median of each
+figure.
 
 -mode id-only (the worker reads each EOB from a FHIR server inside this command)
 and -mode workflows (N appointment runs; how late reminders go out) run the API and

@@ -80,8 +80,18 @@ func TestLoadReport(t *testing.T) {
 	if own >= low || low > high {
 		t.Errorf("memory at the last mail: serve's own %v, together between %v and %v", own, low, high)
 	}
-	positive(`cpu in the window: serve ([\d,.]+) s`)
+	cpuServe := positive(`cpu in the window: serve ([\d,.]+) s`)
 	positive(`, postgres ([\d,.]+) s`)
+	// A short run may give a process no kernel tick: 0 is a fair answer.
+	if m := regexp.MustCompile(`of it in the kernel \(system time\): serve ([\d,.]+) s, .*; ([\d,.]+)% of the CPU time above`).FindStringSubmatch(report); m == nil {
+		t.Error("report lacks the kernel's part of the CPU time")
+	} else {
+		sysServe, _ := strconv.ParseFloat(strings.ReplaceAll(m[1], ",", ""), 64)
+		share, err := strconv.ParseFloat(strings.ReplaceAll(m[2], ",", ""), 64)
+		if sysServe > cpuServe || err != nil || share < 0 || share > 100 {
+			t.Errorf("kernel time: serve %s s of %v s, %s%% of all", m[1], cpuServe, m[2])
+		}
+	}
 	if m := regexp.MustCompile(`end to end by tenth of the mails: ((?:[\d,.]+, ){9}[\d,.]+) notices/s`).FindStringSubmatch(report); m == nil {
 		t.Error("no rate for each tenth")
 	} else if e2e > 0 {

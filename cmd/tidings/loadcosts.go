@@ -251,19 +251,31 @@ func procStat(pid int) []string {
 	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 }
 
+// cpuUse is CPU time split into user time and kernel (system) time, as
+// the kernel accounts it: the kernel work a process causes (system calls,
+// page faults, being scheduled) is in its system time, but interrupt work
+// (the network stack's softirqs among it) lands on whichever process is
+// running when it comes.
+type cpuUse struct{ user, sys time.Duration }
+
+func (c cpuUse) total() time.Duration { return c.user + c.sys }
+
+func (c cpuUse) plus(o cpuUse) cpuUse  { return cpuUse{c.user + o.user, c.sys + o.sys} }
+func (c cpuUse) minus(o cpuUse) cpuUse { return cpuUse{c.user - o.user, c.sys - o.sys} }
+
 // procCPU is a process's CPU time, its reaped children's included.
-func procCPU(pid int) time.Duration {
+func procCPU(pid int) cpuUse {
 	// utime, stime, cutime, cstime are fields 14-17.
 	f := procStat(pid)
 	if len(f) < 15 {
-		return 0
+		return cpuUse{}
 	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		ticks += n
+	ticks := make([]int64, 4)
+	for i, v := range f[11:15] {
+		ticks[i], _ = strconv.ParseInt(v, 10, 64)
 	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	unit := time.Second / clockTicks
+	return cpuUse{user: time.Duration(ticks[0]+ticks[2]) * unit, sys: time.Duration(ticks[1]+ticks[3]) * unit}
 }
 
 // clockTicks is USER_HZ, the unit of /proc CPU times: 100 on every Linux
@@ -272,7 +284,7 @@ const clockTicks = 100
 
 // treeCPU is the CPU time of pid and of every live descendant (a
 // postmaster's backends); descendants that ended are in their parent's.
-func treeCPU(pid int) time.Duration {
+func treeCPU(pid int) cpuUse {
 	total := procCPU(pid)
 	parent := map[int]int{}
 	entries, _ := os.ReadDir("/proc")
@@ -289,7 +301,7 @@ func treeCPU(pid int) time.Duration {
 	walk = func(p int) {
 		for kid, pp := range parent {
 			if pp == p {
-				total += procCPU(kid)
+				total = total.plus(procCPU(kid))
 				walk(kid)
 			}
 		}
@@ -300,12 +312,12 @@ func treeCPU(pid int) time.Duration {
 
 // selfCPU is this process's CPU time: the clients, the baselines' senders
 // and the mail catcher.
-func selfCPU() time.Duration {
+func selfCPU() cpuUse {
 	var ru syscall.Rusage
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
+		return cpuUse{}
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpuUse{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
 
 // peakRSS is a process's peak resident set (VmHWM), in bytes.

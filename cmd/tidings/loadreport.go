@@ -145,6 +145,11 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	}
 	fmt.Fprintf(w, "cpu in the window: serve %s, worker %s, postgres %s, redis %s, this command (clients, mail catcher) %s; %d cores × %s = %s\n",
 		secs(r.CPUServe), secs(r.CPUWorker), secs(r.CPUPostgres), secs(r.CPURedis), secs(r.CPUSelf), runtime.NumCPU(), secs(r.E2ETime), secs(time.Duration(runtime.NumCPU())*r.E2ETime))
+	if all := r.CPUServe + r.CPUWorker + r.CPUPostgres + r.CPURedis + r.CPUSelf; all > 0 {
+		sys := r.SysServe + r.SysWorker + r.SysPostgres + r.SysRedis + r.SysSelf
+		fmt.Fprintf(w, "of it in the kernel (system time): serve %s, worker %s, postgres %s, redis %s, this command %s; %s%% of the CPU time above (system calls, scheduling, page faults; interrupt work counts to whichever process it interrupts)\n",
+			secs(r.SysServe), secs(r.SysWorker), secs(r.SysPostgres), secs(r.SysRedis), secs(r.SysSelf), num(100*float64(sys)/float64(all)))
+	}
 	if r.Unsettled > 0 {
 		fmt.Fprintf(w, "unsettled: %s tasks still queued a minute after the last mail\n", num(float64(r.Unsettled)))
 	}

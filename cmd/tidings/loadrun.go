@@ -59,6 +59,8 @@ type repResult struct {
 	EndServe, EndWorker residentSplit
 
 	CPUServe, CPUWorker, CPUPostgres, CPURedis, CPUSelf time.Duration
+	// SysServe … SysSelf are the parts of those in the kernel (system time).
+	SysServe, SysWorker, SysPostgres, SysRedis, SysSelf time.Duration
 
 	After afterRun
 }
@@ -167,8 +169,10 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	r.E2ETime = end.Sub(res.start)
 	r.E2ERate = float64(mails) / r.E2ETime.Seconds()
 	r.Tenths = tenths(res.start, times[:mails])
-	r.CPUServe, r.CPUWorker, r.CPUPostgres, r.CPURedis, r.CPUSelf =
-		cpu1.serve-cpu0.serve, cpu1.worker-cpu0.worker, cpu1.postgres-cpu0.postgres, cpu1.redis-cpu0.redis, cpu1.self-cpu0.self
+	serve, worker, pg, rd, self := cpu1.serve.minus(cpu0.serve), cpu1.worker.minus(cpu0.worker),
+		cpu1.postgres.minus(cpu0.postgres), cpu1.redis.minus(cpu0.redis), cpu1.self.minus(cpu0.self)
+	r.CPUServe, r.CPUWorker, r.CPUPostgres, r.CPURedis, r.CPUSelf = serve.total(), worker.total(), pg.total(), rd.total(), self.total()
+	r.SysServe, r.SysWorker, r.SysPostgres, r.SysRedis, r.SysSelf = serve.sys, worker.sys, pg.sys, rd.sys, self.sys
 
 	if r.Unsettled, err = s.quiet(ctx, time.Minute); err != nil {
 		return r, err
@@ -241,7 +245,7 @@ func (s *procStack) waitMails(ctx context.Context, base, want int, fewer <-chan 
 }
 
 // cpuTimes are CPU times of the parts of the stack at one moment.
-type cpuTimes struct{ serve, worker, postgres, redis, self time.Duration }
+type cpuTimes struct{ serve, worker, postgres, redis, self cpuUse }
 
 func (s *procStack) cpu() cpuTimes {
 	return cpuTimes{serve: procCPU(s.Serve.PID()), worker: procCPU(s.Worker.PID()),
