@@ -138,7 +138,11 @@ func (s *Store) InsertEvents(ctx context.Context, events []intake.NewEvent) ([]i
 		}
 		rows[i] = newEventRow{NewEvent: e, sealed: s.seal(rec, colEventResource, e.TenantID, e.DedupeKey)}
 	}
-	return s.eventWrites.do(ctx, rows)
+	out, err := s.eventWrites.do(ctx, rows)
+	if err == nil && slices.ContainsFunc(out, func(e intake.StoredEvent) bool { return !e.Duplicate }) {
+		s.eventsWake.wake()
+	}
+	return out, err
 }
 
 // newEventRow is an event ready to insert: its record already sealed.
@@ -147,13 +151,14 @@ type newEventRow struct {
 	sealed []byte
 }
 
-// EventsChannel is the channel intake notifies on commit and workers listen on.
+// EventsChannel is the channel the store notifies on after events commit
+// (see waker) and workers listen on.
 const EventsChannel = "tidings_events"
 
 // insertEvents is one group commit of events: one multi-row insert that
 // skips known dedupe keys, one lookup of the ids those keys have, the event
-// numbers, the audit rows, and a notification to the workers, in one
-// transaction.
+// numbers and the audit rows, in one transaction. (InsertEvents wakes the
+// workers after it commits.)
 func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.StoredEvent, error) {
 	n := len(rows)
 	tenant, sub, typ, rid, ver, key := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -229,12 +234,7 @@ func (s *Store) insertEvents(ctx context.Context, rows []newEventRow) ([]intake.
 		if len(audits) == 0 {
 			return nil
 		}
-		if err := tx.AuditMany(ctx, audits); err != nil {
-			return err
-		}
-		// Delivered to listening workers when this commits.
-		_, err = tx.exec(ctx, `SELECT pg_notify($1, '')`, EventsChannel)
-		return err
+		return tx.AuditMany(ctx, audits)
 	})
 	return out, err
 }

@@ -39,6 +39,7 @@ type Store struct {
 	pendingGrace time.Duration
 
 	eventWrites *groupCommit[newEventRow, intake.StoredEvent]
+	eventsWake  *waker // after events commit
 }
 
 // Options tune the connection pool and the store's timing.
@@ -87,6 +88,10 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 	// queue, and the next commit takes them all (more would commit one
 	// event each and gain nothing on a few cores).
 	st.eventWrites = newGroupCommit(512, 2, st.insertEvents)
+	st.eventsWake = &waker{every: wakeEvery, notify: func(ctx context.Context) error {
+		_, err := st.exec(ctx, `SELECT pg_notify($1, '')`, EventsChannel)
+		return err
+	}}
 	return st, nil
 }
 
