@@ -16,10 +16,11 @@ const wakeEvery = 10 * time.Millisecond
 // The NOTIFY used to be part of each group commit. PostgreSQL makes every
 // transaction that notifies take one lock on the database at commit, so
 // that notifications queue in commit order: the group commits waited for
-// each other there, and each notifying commit cost the listening backend
-// transactions of its own (a 20,000-notice load run committed 22,500
-// transactions with it and 10,200 without). The workers need one wake-up
-// per batch they can claim, not one per commit.
+// each other there, and the notifications added transactions of their
+// own (a 20,000-notice load run committed 22,500 transactions with the
+// NOTIFY and 10,200 without; the listening backend reads each batch of
+// notifications in a transaction). The workers need one wake-up per batch
+// they can claim, not one per commit.
 //
 // A wake-up that is lost (serve stops after a commit, before its NOTIFY;
 // the NOTIFY fails) delays the events until a claimer's next look (its
