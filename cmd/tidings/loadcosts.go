@@ -270,7 +270,7 @@ func procCPU(pid int) cpuUse {
 	if len(f) < 15 {
 		return cpuUse{}
 	}
-	ticks := make([]int64, 4)
+	var ticks [4]int64
 	for i, v := range f[11:15] {
 		ticks[i], _ = strconv.ParseInt(v, 10, 64)
 	}
