@@ -56,6 +56,9 @@ func TestWakerCoalescesAndNeverDropsTheLast(t *testing.T) {
 // last commit; a notification that brings only duplicates wakes nobody.
 func TestInsertEventsWakesListenersAfterCommit(t *testing.T) {
 	s, url, _ := mustStoreAt(t)
+	// An interval far longer than a commit, so that coalescing shows even
+	// when a loaded machine makes each commit take longer than wakeEvery.
+	s.eventsWake.every = 250 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)
@@ -78,7 +81,7 @@ func TestInsertEventsWakesListenersAfterCommit(t *testing.T) {
 		}
 	}
 	lastCommit := time.Now()
-	got, after := notificationsFor(t, conn, 500*time.Millisecond)
+	got, after := notificationsFor(t, conn, time.Second)
 	if got == 0 || got >= commits {
 		t.Errorf("%d commits of new events gave %d notifications, want between 1 and %d", commits, got, commits-1)
 	}
@@ -89,7 +92,7 @@ func TestInsertEventsWakesListenersAfterCommit(t *testing.T) {
 	if _, err := s.InsertEvents(ctx, []intake.NewEvent{event(0)}); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := notificationsFor(t, conn, 200*time.Millisecond); n != 0 {
+	if n, _ := notificationsFor(t, conn, 500*time.Millisecond); n != 0 {
 		t.Errorf("a duplicate woke the listener %d times", n)
 	}
 }
