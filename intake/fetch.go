@@ -462,7 +462,7 @@ func remoteSubscriptionID(ref string) string {
 func (f *Fetcher) FetchReferences(ctx context.Context, tenantID, subscriptionID string, refs []string) ([]json.RawMessage, []string, error) {
 	// Asked for every EOB a worker notices: the subscription is read once a
 	// second at most.
-	sub, err := f.subs.get(secretKey(tenantID, subscriptionID), func() (Subscription, error) {
+	sub, err := f.subs.get(ctx, secretKey(tenantID, subscriptionID), func(ctx context.Context) (Subscription, error) {
 		return f.Store.SubscriptionByID(ctx, tenantID, subscriptionID)
 	})
 	if err != nil || sub.SourceID == "" {

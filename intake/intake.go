@@ -119,7 +119,7 @@ func (s *Service) Authenticate(ctx context.Context, tenantID, subscriptionID, se
 	// Every notification names its subscription: read it once a second at
 	// most, not once a request. A subscription turned off or given a new
 	// secret takes effect within that second.
-	got, err := s.secrets.get(secretKey(tenantID, subscriptionID), func() (subscriptionSecret, error) {
+	got, err := s.secrets.get(ctx, secretKey(tenantID, subscriptionID), func(ctx context.Context) (subscriptionSecret, error) {
 		sub, hash, err := s.Store.SubscriptionSecret(ctx, tenantID, subscriptionID)
 		return subscriptionSecret{sub, hash}, err
 	})

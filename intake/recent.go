@@ -1,22 +1,37 @@
 package intake
 
 import (
+	"context"
 	"sync"
 	"time"
+
+	"golang.org/x/sync/singleflight"
 )
 
 // recentTTL is how long a subscription read is reused.
 const recentTTL = time.Second
+
+// recentReadTimeout bounds a shared read: it runs for every caller that
+// waits on it, so no one caller's cancellation stops it, but a stuck
+// database does.
+const recentReadTimeout = 10 * time.Second
 
 // recentMax bounds the entries kept; past it the cache starts afresh.
 const recentMax = 10000
 
 // recent keeps values read by key for recentTTL: what every notification
 // or event looks up (its subscription) is read once a second at most.
-// Failures are not kept, so an unknown key costs a read every time.
+// Concurrent misses of one key share one read: without that, a burst that
+// finds the entry expired (every second under load, and at the first
+// request after a quiet spell) sends a read per request, each holding a
+// database connection, and a cold pool opens a backend for each. Failures
+// are not kept, so an unknown key costs a read every time (shared by the
+// requests that ask at once).
 type recent[V any] struct {
-	mu sync.Mutex
-	m  map[string]recentEntry[V]
+	mu    sync.Mutex
+	m     map[string]recentEntry[V]
+	gen   uint64 // bumped by forget: a read begun before it is not kept
+	loads singleflight.Group
 }
 
 type recentEntry[V any] struct {
@@ -25,8 +40,11 @@ type recentEntry[V any] struct {
 }
 
 // get returns the value for key, reading it with load when it is not kept
-// or older than recentTTL.
-func (r *recent[V]) get(key string, load func() (V, error)) (V, error) {
+// or older than recentTTL. Callers that miss while a read of key is under
+// way wait for that read and share its outcome; load gets a context of its
+// own (ctx's values, not its cancellation), and a caller whose ctx ends
+// stops waiting.
+func (r *recent[V]) get(ctx context.Context, key string, load func(context.Context) (V, error)) (V, error) {
 	now := time.Now()
 	r.mu.Lock()
 	e, ok := r.m[key]
@@ -34,22 +52,42 @@ func (r *recent[V]) get(key string, load func() (V, error)) (V, error) {
 	if ok && now.Sub(e.at) < recentTTL {
 		return e.v, nil
 	}
-	v, err := load()
-	if err != nil {
-		return v, err
+	ch := r.loads.DoChan(key, func() (any, error) {
+		r.mu.Lock()
+		gen, at := r.gen, time.Now()
+		r.mu.Unlock()
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recentReadTimeout)
+		defer cancel()
+		v, err := load(lctx)
+		if err != nil {
+			return v, err
+		}
+		r.mu.Lock()
+		if r.gen == gen {
+			if r.m == nil || len(r.m) >= recentMax {
+				r.m = map[string]recentEntry[V]{}
+			}
+			r.m[key] = recentEntry[V]{v, at}
+		}
+		r.mu.Unlock()
+		return v, nil
+	})
+	select {
+	case res := <-ch:
+		v, _ := res.Val.(V)
+		return v, res.Err
+	case <-ctx.Done():
+		var zero V
+		return zero, ctx.Err()
 	}
-	r.mu.Lock()
-	if r.m == nil || len(r.m) >= recentMax {
-		r.m = map[string]recentEntry[V]{}
-	}
-	r.m[key] = recentEntry[V]{v, now}
-	r.mu.Unlock()
-	return v, nil
 }
 
-// forget drops what is kept for key, so the next get reads it afresh.
+// forget drops what is kept for key, so the next get reads it afresh: a
+// read already under way is neither kept nor shared with later callers.
 func (r *recent[V]) forget(key string) {
 	r.mu.Lock()
 	delete(r.m, key)
+	r.gen++
 	r.mu.Unlock()
+	r.loads.Forget(key)
 }
