@@ -250,6 +250,13 @@ func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (R
 			return res, fmt.Errorf("record event numbers: %w", err)
 		}
 	}
+	if remoteRef != "" {
+		// Learnt: read the subscription afresh, or every notification
+		// until the kept read expires would send the same UPDATE (a
+		// subscription's first second of traffic, at any rate).
+		s.secrets.forget(secretKey(sub.TenantID, sub.ID))
+		s.secrets.forget(secretKey("", sub.ID))
+	}
 	res.recorded = nil
 	return res, nil
 }
