@@ -81,7 +81,8 @@ type Service struct {
 	EnqueueTimeout time.Duration
 	Now            func() time.Time
 
-	secrets recent[subscriptionSecret]
+	secrets  recent[subscriptionSecret]
+	learning learning
 }
 
 type subscriptionSecret struct {
@@ -242,20 +243,16 @@ func (s *Service) receive(ctx context.Context, sub Subscription, body []byte) (R
 		}
 	}
 	remoteRef := ""
-	if sub.RemoteRef == "" {
+	if sub.RemoteRef == "" && n.Subscription != "" && s.learning.claim(secretKey(sub.TenantID, sub.ID)) {
 		remoteRef = n.Subscription
 	}
 	if len(rest) > 0 || remoteRef != "" {
 		if err := s.Store.RecordEventNumbers(ctx, sub.TenantID, sub.ID, remoteRef, rest); err != nil {
+			if remoteRef != "" {
+				s.learning.release(secretKey(sub.TenantID, sub.ID))
+			}
 			return res, fmt.Errorf("record event numbers: %w", err)
 		}
-	}
-	if remoteRef != "" {
-		// Learnt: read the subscription afresh, or every notification
-		// until the kept read expires would send the same UPDATE (a
-		// subscription's first second of traffic, at any rate).
-		s.secrets.forget(secretKey(sub.TenantID, sub.ID))
-		s.secrets.forget(secretKey("", sub.ID))
 	}
 	res.recorded = nil
 	return res, nil

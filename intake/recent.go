@@ -91,3 +91,37 @@ func (r *recent[V]) forget(key string) {
 	r.mu.Unlock()
 	r.loads.Forget(key)
 }
+
+// learning lets one request at a time record a subscription's own
+// reference. Until the subscription is read afresh, every notification
+// finds the reference unknown: without this, each of them (hundreds in a
+// subscription's first second at 1,000/s, the moment serve's pool is
+// coldest) sent the same UPDATE. A claim lasts two kept reads' lives, by
+// when a fresh read shows the reference, unless the UPDATE failed (and the
+// claim was released) or the subscription was made anew.
+type learning struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// claim reports whether the caller is to record key's reference.
+func (l *learning) claim(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if at, ok := l.at[key]; ok && now.Sub(at) < 2*recentTTL {
+		return false
+	}
+	if l.at == nil || len(l.at) >= recentMax {
+		l.at = map[string]time.Time{}
+	}
+	l.at[key] = now
+	return true
+}
+
+// release lets the next caller claim key at once.
+func (l *learning) release(key string) {
+	l.mu.Lock()
+	delete(l.at, key)
+	l.mu.Unlock()
+}

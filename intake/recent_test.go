@@ -138,3 +138,21 @@ func TestRecentKeepsNoFailure(t *testing.T) {
 		t.Fatalf("after a failure: %d, %v; want a fresh read", v, err)
 	}
 }
+
+func TestLearningLetsOneClaimUntilReleased(t *testing.T) {
+	var l learning
+	if !l.claim("t|s") {
+		t.Fatal("the first claim was refused")
+	}
+	if l.claim("t|s") {
+		t.Fatal("a second claim within the window was granted")
+	}
+	if !l.claim("t|other") {
+		t.Fatal("another subscription's claim was refused")
+	}
+	// The UPDATE failed: the next notification must try again.
+	l.release("t|s")
+	if !l.claim("t|s") {
+		t.Fatal("a claim after release was refused")
+	}
+}

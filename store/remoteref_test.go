@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,8 +27,9 @@ func (c *learnCounting) RecordEventNumbers(ctx context.Context, tenantID, subscr
 }
 
 // A subscription's reference is learnt from its first notification, once:
-// the notifications after it, within the second intake keeps a
-// subscription it read, do not send the same UPDATE again.
+// the notifications that arrive with it or after it, while the
+// subscription intake keeps still has no reference, do not send the same
+// UPDATE again.
 func TestIntakeLearnsTheSubscriptionReferenceOnce(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
@@ -42,17 +44,34 @@ func TestIntakeLearnsTheSubscriptionReferenceOnce(t *testing.T) {
 	}
 	st := &learnCounting{Store: s}
 	svc := &intake.Service{Store: st}
+	// Twenty at once, all authenticated before any has learnt the
+	// reference (as a burst is), then five more one by one.
+	subs := make([]intake.Subscription, 20)
+	for i := range subs {
+		if subs[i], err = svc.Authenticate(ctx, "t1", "sub1", "s3cret-s3cret"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, sub := range subs {
+		wg.Go(func() {
+			if _, err := svc.Receive(ctx, sub, body); err != nil {
+				t.Errorf("notification %d: %v", i+1, err)
+			}
+		})
+	}
+	wg.Wait()
 	for i := range 5 {
 		sub, err := svc.Authenticate(ctx, "t1", "sub1", "s3cret-s3cret")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, err := svc.Receive(ctx, sub, body); err != nil {
-			t.Fatalf("notification %d: %v", i+1, err)
+			t.Fatalf("notification %d: %v", 21+i, err)
 		}
 	}
 	if n := st.learn.Load(); n != 1 {
-		t.Fatalf("5 notifications asked to learn the subscription's reference %d times, want 1", n)
+		t.Fatalf("25 notifications asked to learn the subscription's reference %d times, want 1", n)
 	}
 	got, err := s.SubscriptionByID(ctx, "t1", "sub1")
 	if err != nil || got.RemoteRef != ref {
