@@ -97,6 +97,19 @@ func TestLoadReport(t *testing.T) {
 	} else if e2e > 0 {
 		t.Logf("tenths %s; whole run %v/s", m[1], e2e)
 	}
+	// Each of 5 notifications' p99 is its largest latency, within the
+	// whole run's maximum.
+	if m := regexp.MustCompile(`intake latency p99 by tenth of the notifications, in the order of first attempt: ((?:[\d,.]+ ms, ){9}[\d,.]+ ms)\n`).FindStringSubmatch(report); m == nil {
+		t.Error("no intake p99 for each tenth")
+	} else {
+		most := positive(`intake latency: p50 .*, max ([\d,.]+) ms`)
+		for _, part := range strings.Split(m[1], ", ") {
+			x, err := strconv.ParseFloat(strings.ReplaceAll(strings.TrimSuffix(part, " ms"), ",", ""), 64)
+			if err != nil || x <= 0 || x > most {
+				t.Errorf("tenth's p99 %q: not a latency within the run's maximum %v ms", part, most)
+			}
+		}
+	}
 	if strings.Contains(report, "median of") {
 		t.Error("a median printed for one rep")
 	}
@@ -235,6 +248,25 @@ func TestTenthsAndMedian(t *testing.T) {
 	for k, want := range []float64{10, 10, 10, 10, 10, 20, 20, 20, 20, 20} {
 		if got[k] < want*0.999 || got[k] > want*1.001 {
 			t.Errorf("tenth %d: %v/s, want %v", k+1, got[k], want)
+		}
+	}
+	// Latencies that began in order 0..99 ms: the first tenth slow.
+	began, lat := make([]time.Duration, 100), make([]time.Duration, 100)
+	for i := range began {
+		j := i * 37 % 100 // recorded out of order, as answers arrive
+		began[i] = time.Duration(j) * time.Millisecond
+		lat[i] = time.Duration(1+j%10) * time.Millisecond
+		if j < 10 {
+			lat[i] = time.Second + time.Duration(j)*time.Millisecond
+		}
+	}
+	p99s := latencyTenths(began, lat, 0.99)
+	if p99s[0] != time.Second+9*time.Millisecond {
+		t.Errorf("first tenth's p99 %v, want 1.009s", p99s[0])
+	}
+	for k := 1; k < 10; k++ {
+		if p99s[k] != 10*time.Millisecond {
+			t.Errorf("tenth %d: p99 %v, want 10ms", k+1, p99s[k])
 		}
 	}
 	reps := []repResult{

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -199,12 +200,14 @@ func notifier(baseURL, subscription, secret string, conns int, body func(i int) 
 // postOutcome is what posting notifications from..from+n-1 gave.
 type postOutcome struct {
 	lat       []time.Duration // per accepted notification: first attempt (or its scheduled time) to its 2xx
-	accepted  int             // answered 2xx
-	throttled int             // 429 answers, each retried
-	failed    map[int]int     // other final answers by status; 0: no answer
-	firstErr  string          // the first failure, for the report
-	start     time.Time       // the first request
-	lastOK    time.Time       // the last 2xx
+	began     []time.Duration // lat's partner: when that latency began, from start (lat is sorted, this is not)
+	p99Tenths [10]time.Duration
+	accepted  int         // answered 2xx
+	throttled int         // 429 answers, each retried
+	failed    map[int]int // other final answers by status; 0: no answer
+	firstErr  string      // the first failure, for the report
+	start     time.Time   // the first request
+	lastOK    time.Time   // the last 2xx
 }
 
 // failures is the number of notifications not accepted.
@@ -225,7 +228,7 @@ type collector struct {
 }
 
 func newCollector(n int, start time.Time) *collector {
-	return &collector{res: postOutcome{lat: make([]time.Duration, 0, n), failed: map[int]int{}, start: start}}
+	return &collector{res: postOutcome{lat: make([]time.Duration, 0, n), began: make([]time.Duration, 0, n), failed: map[int]int{}, start: start}}
 }
 
 func (c *collector) done() postOutcome {
@@ -234,8 +237,35 @@ func (c *collector) done() postOutcome {
 	if ns := c.lastOK.Load(); ns > 0 {
 		r.lastOK = time.Unix(0, ns)
 	}
+	r.p99Tenths = latencyTenths(r.began, r.lat, 0.99)
+	r.began = nil
 	sort.Slice(r.lat, func(i, j int) bool { return r.lat[i] < r.lat[j] })
 	return r
+}
+
+// latencyTenths splits the notifications into tenths in the order their
+// latency began (when each was due, or first sent) and returns quantile q
+// of each tenth's latencies: whether a tail is a moment of the run (its
+// start, say) or all of it.
+func latencyTenths(began, lat []time.Duration, q float64) (out [10]time.Duration) {
+	order := make([]int, len(lat))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool { return began[order[a]] < began[order[b]] })
+	for k := range out {
+		part := order[k*len(order)/10 : (k+1)*len(order)/10]
+		if len(part) == 0 {
+			continue
+		}
+		xs := make([]time.Duration, len(part))
+		for i, j := range part {
+			xs[i] = lat[j]
+		}
+		slices.Sort(xs)
+		out[k] = pctOf(xs, q)
+	}
+	return out
 }
 
 // post sends notification i until it gets an answer other than 429, and
@@ -280,6 +310,7 @@ func (p *poster) post(ctx context.Context, i int, since time.Time, c *collector)
 			c.mu.Lock()
 			c.res.accepted++
 			c.res.lat = append(c.res.lat, now.Sub(since))
+			c.res.began = append(c.res.began, since.Sub(c.res.start))
 			c.mu.Unlock()
 		default:
 			c.fail(resp.StatusCode, resp.Status)

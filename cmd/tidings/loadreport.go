@@ -114,6 +114,11 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 	}
 	fmt.Fprintf(w, "intake: %s notifications/s (%s accepted in %s %s, worker running)\n", num(r.IntakeRate), num(float64(r.Accepted)), secs(r.IntakeTime), how)
 	fmt.Fprintf(w, "intake latency: p50 %s, p90 %s, p99 %s, max %s (a notification, from %s to its 2xx)\n", ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max), since)
+	tenth := make([]string, len(r.P99Tenths))
+	for i, d := range r.P99Tenths {
+		tenth[i] = ms(d)
+	}
+	fmt.Fprintf(w, "intake latency p99 by tenth of the notifications, in the order of %s: %s\n", strings.TrimPrefix(since, "its "), strings.Join(tenth, ", "))
 	first := ""
 	if r.FirstErr != "" && !median {
 		first = " (first: " + cut(r.FirstErr, 80) + ")"

@@ -42,6 +42,9 @@ type repResult struct {
 	IntakeTime         time.Duration // first POST to the last 2xx
 	IntakeRate         float64
 	P50, P90, P99, Max time.Duration
+	// P99Tenths is the intake p99 of each tenth of the notifications, in
+	// the order their latency began.
+	P99Tenths [10]time.Duration
 
 	Mails     int           // delivered in the window: one per accepted notification
 	E2ETime   time.Duration // first POST to the last mail accepted
@@ -165,6 +168,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	r.IntakeTime = res.lastOK.Sub(res.start)
 	r.IntakeRate = float64(res.accepted) / r.IntakeTime.Seconds()
 	r.P50, r.P90, r.P99, r.Max = pctOf(res.lat, 0.50), pctOf(res.lat, 0.90), pctOf(res.lat, 0.99), res.lat[len(res.lat)-1].Round(10*time.Microsecond)
+	r.P99Tenths = res.p99Tenths
 	r.Mails = mails
 	r.E2ETime = end.Sub(res.start)
 	r.E2ERate = float64(mails) / r.E2ETime.Seconds()
