@@ -2,6 +2,7 @@ package intake
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -15,6 +16,9 @@ const recentTTL = time.Second
 // waits on it, so no one caller's cancellation stops it, but a stuck
 // database does.
 const recentReadTimeout = 10 * time.Second
+
+// errReadPanicked answers the callers of a shared read that panicked.
+var errReadPanicked = errors.New("intake: reading the subscription failed unexpectedly")
 
 // recentMax bounds the entries kept; past it the cache starts afresh.
 const recentMax = 10000
@@ -52,7 +56,15 @@ func (r *recent[V]) get(ctx context.Context, key string, load func(context.Conte
 	if ok && now.Sub(e.at) < recentTTL {
 		return e.v, nil
 	}
-	ch := r.loads.DoChan(key, func() (any, error) {
+	ch := r.loads.DoChan(key, func() (_ any, err error) {
+		// A panic here would end the process (singleflight re-raises it
+		// on a goroutine of its own), not just the request that began
+		// the read: answer it as an error instead.
+		defer func() {
+			if recover() != nil {
+				err = errReadPanicked
+			}
+		}()
 		r.mu.Lock()
 		gen, at := r.gen, time.Now()
 		r.mu.Unlock()

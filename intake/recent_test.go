@@ -156,3 +156,17 @@ func TestLearningLetsOneClaimUntilReleased(t *testing.T) {
 		t.Fatal("a claim after release was refused")
 	}
 }
+
+// A read that panics is an error for its callers, not the end of the
+// process (singleflight would re-raise it where nothing recovers).
+func TestRecentReadThatPanicsIsAnError(t *testing.T) {
+	var r recent[int]
+	_, err := r.get(context.Background(), "k", func(context.Context) (int, error) { panic("boom") })
+	if !errors.Is(err, errReadPanicked) {
+		t.Fatalf("err = %v, want errReadPanicked", err)
+	}
+	v, err := r.get(context.Background(), "k", func(context.Context) (int, error) { return 4, nil })
+	if err != nil || v != 4 {
+		t.Fatalf("after the panic: %d, %v", v, err)
+	}
+}
