@@ -25,9 +25,9 @@ example with new ids and event numbers) from C clients, or at a fixed arrival ra
 with -rate, while the worker runs; the window runs from the first POST until the
 catcher accepts the last expected mail, and nothing reads Postgres inside it. It
 reports intake rate and latency (and the latency's p99 by tenth of the
-notifications, so that a tail at one moment shows as such), notices/s end
-to end and as ratios to the baselines, the rate by tenth of the run, statements and transactions per delivered
-notice (pg_stat_statements, pg_stat_database), the top statements, the peak RSS of
+notifications, so that a tail at one moment shows as such), notices/s end to
+end and as ratios to the baselines, the rate by tenth of the run, statements
+and transactions per delivered notice (pg_stat_statements, pg_stat_database), the top statements, the peak RSS of
 serve and worker, and the CPU time of each process (and how much of it the kernel
 took). -reps K repeats all of it on fresh stacks and prints the median of each
 figure.

@@ -97,8 +97,8 @@ func TestLoadReport(t *testing.T) {
 	} else if e2e > 0 {
 		t.Logf("tenths %s; whole run %v/s", m[1], e2e)
 	}
-	// Each of 5 notifications' p99 is its largest latency, within the
-	// whole run's maximum.
+	// A tenth holds 5 of the 50 notifications: its p99 is the largest of
+	// their latencies, so within the whole run's maximum.
 	if m := regexp.MustCompile(`intake latency p99 by tenth of the notifications, in the order of first attempt: ((?:[\d,.]+ ms, ){9}[\d,.]+ ms)\n`).FindStringSubmatch(report); m == nil {
 		t.Error("no intake p99 for each tenth")
 	} else {

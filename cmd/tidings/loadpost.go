@@ -199,15 +199,15 @@ func notifier(baseURL, subscription, secret string, conns int, body func(i int) 
 
 // postOutcome is what posting notifications from..from+n-1 gave.
 type postOutcome struct {
-	lat       []time.Duration // per accepted notification: first attempt (or its scheduled time) to its 2xx
-	began     []time.Duration // lat's partner: when that latency began, from start (lat is sorted, this is not)
-	p99Tenths [10]time.Duration
-	accepted  int         // answered 2xx
-	throttled int         // 429 answers, each retried
-	failed    map[int]int // other final answers by status; 0: no answer
-	firstErr  string      // the first failure, for the report
-	start     time.Time   // the first request
-	lastOK    time.Time   // the last 2xx
+	lat       []time.Duration   // per accepted notification: first attempt (or its scheduled time) to its 2xx
+	began     []time.Duration   // lat's partner: when that latency began, from start (lat is sorted, this is not)
+	p99Tenths [10]time.Duration // the p99 of each tenth, by began (latencyTenths)
+	accepted  int               // answered 2xx
+	throttled int               // 429 answers, each retried
+	failed    map[int]int       // other final answers by status; 0: no answer
+	firstErr  string            // the first failure, for the report
+	start     time.Time         // the first request
+	lastOK    time.Time         // the last 2xx
 }
 
 // failures is the number of notifications not accepted.
