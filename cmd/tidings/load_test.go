@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -22,10 +23,15 @@ const loadEOB = "../../examples/replay/ExplanationOfBenefit-EOBProfessional1.jso
 func TestLoadReport(t *testing.T) {
 	t.Setenv(asTidingsEnv, "1")
 	kids, dirs := ourChildren(t), loadDirs(t)
+	defer func(every time.Duration) { progressEvery = every }(progressEvery)
+	progressEvery = time.Millisecond // a progress line even in this short window
 	var out, progress bytes.Buffer
 	err := realMain(t.Context(), []string{"load", "-n", "50", "-reps", "1", "-baseline", "300ms", "-eob", loadEOB}, &out, &progress)
 	if err != nil {
 		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	if !regexp.MustCompile(`(?m)^  \d+ of 50 notifications accepted, \d+ mails …$`).MatchString(progress.String()) {
+		t.Errorf("no progress line in the window:\n%s", progress.String())
 	}
 	report := out.String()
 	t.Logf("report:\n%s", report)
@@ -330,5 +336,35 @@ func TestWritesSince(t *testing.T) {
 	want := []tableWrites{{Table: "audit_log", Inserted: 70, Indexes: 3}, {Table: "events", Inserted: 10, Updated: 20, HOT: 4, Indexes: 5, Toast: 20}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("writesSince = %+v, want %+v", got, want)
+	}
+}
+
+// progressLines says its line on every tick until stopped, and stopping it
+// twice is harmless.
+func TestProgressLines(t *testing.T) {
+	defer func(every time.Duration) { progressEvery = every }(progressEvery)
+	progressEvery = time.Millisecond
+	lines := make(chan string, 1000)
+	n := 0
+	stop := progressLines(func(format string, args ...any) { lines <- fmt.Sprintf(format, args...) }, func() string {
+		n++
+		return fmt.Sprintf("%d done", n)
+	})
+	for want := 1; want <= 3; want++ {
+		select {
+		case l := <-lines:
+			if l != fmt.Sprintf("  %d done …", want) {
+				t.Fatalf("line %d: %q", want, l)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no progress line %d in 10 s", want)
+		}
+	}
+	stop()
+	stop()
+	left := len(lines)
+	time.Sleep(20 * time.Millisecond)
+	if len(lines) != left {
+		t.Errorf("%d lines after stop", len(lines)-left)
 	}
 }

@@ -60,7 +60,7 @@ func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stdou
 
 	fmt.Fprintf(stderr, "posting with %d clients …\n", conc)
 	start := time.Now()
-	lat, failed, err := postAll(ctx, s, conc, n, func(i int) ([]byte, error) {
+	lat, failed, err := postAll(ctx, s, conc, n, stderr, func(i int) ([]byte, error) {
 		return idOnlyNotification(base, "ExplanationOfBenefit", fmt.Sprintf("load-%d", i), int64(i+1)), nil
 	})
 	if err != nil {

@@ -182,6 +182,7 @@ type poster struct {
 	token       string // bearer
 	body        func(i int) []byte
 	client      *http.Client
+	accepted    atomic.Int64 // answered 2xx so far, for progress lines
 }
 
 // newPoster sends with at most conns connections at once (0: no limit, for
@@ -307,6 +308,7 @@ func (p *poster) post(ctx context.Context, i int, since time.Time, c *collector)
 					break
 				}
 			}
+			p.accepted.Add(1)
 			c.mu.Lock()
 			c.res.accepted++
 			c.res.lat = append(c.res.lat, now.Sub(since))
@@ -372,4 +374,31 @@ func (p *poster) openLoop(ctx context.Context, rate float64, from, n int) postOu
 	}
 	wg.Wait()
 	return c.done()
+}
+
+// progressEvery is how often long work prints a progress line.
+var progressEvery = 10 * time.Second
+
+// progressLines says line() every progressEvery until stop is first
+// called: a long run shows that it moves. line reads counters this process
+// keeps (nothing is asked of Postgres inside a timed window).
+func progressLines(say func(format string, args ...any), line func() string) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				say("  %s …", line())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }

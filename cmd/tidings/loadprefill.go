@@ -59,15 +59,22 @@ func prefill(ctx context.Context, s *procStack, o eobLoad, notes *eobNotificatio
 	}
 	o.say("prefill: sending %d notifications through serve and worker, untimed …", p.Sent)
 	base, _, _ := s.Mail.Accepted()
-	res := notifier(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte {
+	post := notifier(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte {
 		return notes.body("prefill-"+strconv.Itoa(i), i+1)
-	}).closedLoop(ctx, o.clients, 0, p.Sent)
+	})
+	stopProgress := progressLines(o.say, func() string {
+		m, _, _ := s.Mail.Accepted()
+		return fmt.Sprintf("%d of %d notifications accepted, %d mails", post.accepted.Load(), p.Sent, m-base)
+	})
+	defer stopProgress()
+	res := post.closedLoop(ctx, o.clients, 0, p.Sent)
 	if res.accepted < p.Sent {
 		return p, fmt.Errorf("%d of %d notifications not accepted (first: %s)", p.Sent-res.accepted, p.Sent, res.firstErr)
 	}
 	if _, err := s.waitMails(ctx, base, p.Sent, nil, o.stall, nil); err != nil {
 		return p, err
 	}
+	stopProgress()
 	if _, err := s.quiet(ctx, time.Minute); err != nil {
 		return p, err
 	}

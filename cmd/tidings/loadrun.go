@@ -142,6 +142,10 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	} else {
 		o.say("posting %d notifications from %d clients while the worker runs …", o.n, o.clients)
 	}
+	stopProgress := progressLines(o.say, func() string {
+		m, _, _ := s.Mail.Accepted()
+		return fmt.Sprintf("%d of %d notifications accepted, %d mails", p.accepted.Load(), o.n, m-mailBase)
+	})
 	var res postOutcome
 	if o.rate > 0 {
 		res = p.openLoop(postCtx, o.rate, from, o.n)
@@ -149,7 +153,9 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 		res = p.closedLoop(postCtx, o.clients, from, o.n)
 	}
 	fewer <- res.accepted
-	if err := <-waited; err != nil {
+	err = <-waited
+	stopProgress()
+	if err != nil {
 		return r, err
 	}
 	end := time.Now()

@@ -114,7 +114,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	fmt.Fprintf(stderr, "phase 1: booking %d appointments 30–60 days ahead with %d clients …\n", far, o.clients)
 	t0 := time.Now()
 	base := t0.Add(30 * 24 * time.Hour)
-	lat, failed, err := postAll(ctx, s, o.clients, far, func(i int) ([]byte, error) {
+	lat, failed, err := postAll(ctx, s, o.clients, far, stderr, func(i int) ([]byte, error) {
 		return booking(i, base.Add(time.Duration(i)*(30*24*time.Hour)/time.Duration(far)).Truncate(time.Minute))
 	})
 	if err != nil {
@@ -134,7 +134,7 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	fmt.Fprintf(stderr, "phase 2: booking %d appointments whose 72 h reminder is due in 30–90 s …\n", o.due)
 	dueAt := make([]time.Time, o.due)
 	p2 := time.Now().Add(30 * time.Second).Truncate(time.Second)
-	_, failed2, err := postAll(ctx, s, o.clients, o.due, func(i int) ([]byte, error) {
+	_, failed2, err := postAll(ctx, s, o.clients, o.due, stderr, func(i int) ([]byte, error) {
 		dueAt[i] = p2.Add(time.Duration(i) * time.Minute / time.Duration(o.due))
 		return booking(far+i, dueAt[i].Add(72*time.Hour))
 	})
@@ -162,9 +162,10 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	return nil
 }
 
-// postAll posts n notifications built by body from c clients and returns
-// the latencies of those accepted, sorted, and the count of those not.
-func postAll(ctx context.Context, s *stack, c, n int, body func(i int) ([]byte, error)) ([]time.Duration, int, error) {
+// postAll posts n notifications built by body from c clients, with a
+// progress line to progress every progressEvery, and returns the
+// latencies of those accepted, sorted, and the count of those not.
+func postAll(ctx context.Context, s *stack, c, n int, progress io.Writer, body func(i int) ([]byte, error)) ([]time.Duration, int, error) {
 	bodies := make([][]byte, n)
 	for i := range bodies {
 		b, err := body(i)
@@ -173,7 +174,12 @@ func postAll(ctx context.Context, s *stack, c, n int, body func(i int) ([]byte, 
 		}
 		bodies[i] = b
 	}
-	res := notifier(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] }).closedLoop(ctx, c, 0, n)
+	p := notifier(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] })
+	stop := progressLines(func(format string, args ...any) { fmt.Fprintf(progress, format+"\n", args...) }, func() string {
+		return fmt.Sprintf("%d of %d notifications accepted", p.accepted.Load(), n)
+	})
+	res := p.closedLoop(ctx, c, 0, n)
+	stop()
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
