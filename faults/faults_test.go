@@ -77,6 +77,7 @@ func TestRedisLostMidLoad(t *testing.T) {
 	statuses := <-done
 	s.settle(2 * time.Minute)
 	sent, unknown := account(t, s, statuses)
+	t.Logf("%d sent, %d unknown", sent, unknown)
 	if sent+unknown != n {
 		t.Errorf("%d sent, %d unknown of %d", sent, unknown, n)
 	}
