@@ -368,3 +368,73 @@ func TestProgressLines(t *testing.T) {
 		t.Errorf("%d lines after stop", len(lines)-left)
 	}
 }
+
+// The workflows mode end to end with a small N and phase 2's reminders due
+// within seconds: every figure printed, every reminder accounted for, and
+// nothing left running.
+func TestWorkflowLoadReport(t *testing.T) {
+	defer func(lead, spread time.Duration) { dueLead, dueSpread = lead, spread }(dueLead, dueSpread)
+	dueLead, dueSpread = 3*time.Second, 2*time.Second
+	kids := ourChildren(t)
+	var out, progress bytes.Buffer
+	err := realMain(t.Context(), []string{"load", "-mode", "workflows", "-n", "60", "-due", "10", "-c", "4",
+		"-appointment", "../../fhir/testdata/hl7-fhir-r4-spec/appointment-example.json"}, &out, &progress)
+	if err != nil {
+		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	report := out.String()
+	t.Logf("report:\n%s", report)
+	for _, want := range []string{
+		"in-process: the API and the worker run inside this command", "machine: ", "commit: ",
+		"settings: 60 appointment runs (50 far, 10 due now), 4 clients",
+		"booking intake: ", "(non-202: 0)", "(50 runs started and waiting in ", "used with 50 runs waiting",
+		"postgres:       runs 50 rows", "wake-up delay:  due → reminder sent over STARTTLS for 10 runs: p50 ",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if !strings.Contains(progress.String(), "whose 72 h reminder is due in 3s–5s") {
+		t.Errorf("progress does not say when the reminders fall due:\n%s", progress.String())
+	}
+	if after := ourChildren(t); !slices.Equal(after, kids) {
+		t.Errorf("child processes %v after the load, %v before", after, kids)
+	}
+}
+
+// appointmentIn finds the Appointment and its patient in the published
+// example and in a Bundle holding it, and answers nil for files of any
+// other shape instead of panicking.
+func TestAppointmentIn(t *testing.T) {
+	raw, err := os.ReadFile("../../fhir/testdata/hl7-fhir-r4-spec/appointment-example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var appt map[string]any
+	if err := json.Unmarshal(raw, &appt); err != nil {
+		t.Fatal(err)
+	}
+	if got, ref := appointmentIn(appt); got == nil || ref != "Patient/example" {
+		t.Errorf("the example: %v, %q", got != nil, ref)
+	}
+	bundle := map[string]any{"resourceType": "Bundle", "entry": []any{"x", map[string]any{"resource": "y"}, map[string]any{"resource": appt}}}
+	if got, ref := appointmentIn(bundle); got == nil || ref != "Patient/example" {
+		t.Errorf("in a Bundle: %v, %q", got != nil, ref)
+	}
+	for name, doc := range map[string]string{
+		"no entries":             `{"resourceType":"Bundle","entry":{"resource":{}}}`,
+		"entry not an object":    `{"resourceType":"Bundle","entry":[1,"two",null]}`,
+		"participant not a list": `{"resourceType":"Appointment","participant":{"actor":{}}}`,
+		"actor not an object":    `{"resourceType":"Appointment","participant":[{"actor":"Patient/1"}]}`,
+		"no patient":             `{"resourceType":"Appointment","participant":[{"actor":{"reference":"Practitioner/1"}}]}`,
+		"not an appointment":     `{"resourceType":"Patient","participant":[{"actor":{"reference":"Patient/1"}}]}`,
+	} {
+		var d map[string]any
+		if err := json.Unmarshal([]byte(doc), &d); err != nil {
+			t.Fatal(err)
+		}
+		if got, ref := appointmentIn(d); got != nil || ref != "" {
+			t.Errorf("%s: %v, %q", name, got, ref)
+		}
+	}
+}

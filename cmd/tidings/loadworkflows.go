@@ -25,6 +25,43 @@ type workflowLoad struct {
 	appointment                 string // a published Appointment, or a Bundle holding one
 }
 
+// Phase 2's reminders fall due from dueLead after its bookings start,
+// spread over dueSpread (variables so that a test need not wait 90 s).
+var (
+	dueLead   = 30 * time.Second
+	dueSpread = time.Minute
+)
+
+// appointmentIn finds the Appointment in doc (an Appointment, or a Bundle
+// holding one) and its first Patient participant's reference; nil when
+// there is none. Whatever shape the file has, it answers rather than
+// panics.
+func appointmentIn(doc map[string]any) (appt map[string]any, patientRef string) {
+	appt = doc
+	if doc["resourceType"] == "Bundle" {
+		entries, _ := doc["entry"].([]any)
+		for _, e := range entries {
+			entry, _ := e.(map[string]any)
+			if res, _ := entry["resource"].(map[string]any); res["resourceType"] == "Appointment" {
+				appt = res
+				break
+			}
+		}
+	}
+	if appt["resourceType"] != "Appointment" {
+		return nil, ""
+	}
+	participants, _ := appt["participant"].([]any)
+	for _, p := range participants {
+		participant, _ := p.(map[string]any)
+		actor, _ := participant["actor"].(map[string]any)
+		if ref, _ := actor["reference"].(string); strings.HasPrefix(ref, "Patient/") {
+			return appt, ref
+		}
+	}
+	return nil, ""
+}
+
 // loadWorkflowID is the built-in appointment workflow without its
 // confirmation: the load measures scheduling and wake-ups, not N
 // confirmations through SMTP.
@@ -76,21 +113,8 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 	if err := json.Unmarshal(raw, &doc); err != nil {
 		return fmt.Errorf("%s: %w", o.appointment, err)
 	}
-	appt := doc
-	if doc["resourceType"] == "Bundle" {
-		for _, e := range doc["entry"].([]any) {
-			if res := e.(map[string]any)["resource"].(map[string]any); res["resourceType"] == "Appointment" {
-				appt = res
-			}
-		}
-	}
-	patientRef := ""
-	for _, p := range appt["participant"].([]any) {
-		if ref, _ := p.(map[string]any)["actor"].(map[string]any)["reference"].(string); strings.HasPrefix(ref, "Patient/") && patientRef == "" {
-			patientRef = ref
-		}
-	}
-	if appt["resourceType"] != "Appointment" || patientRef == "" {
+	appt, patientRef := appointmentIn(doc)
+	if appt == nil {
 		return fmt.Errorf("%s: no Appointment with a Patient participant", o.appointment)
 	}
 	if err := s.app.store.UpsertContact(ctx, devTenant, patientRef, delivery.Contact{Email: "load-patient@patients.invalid", TimeZone: zone, Source: "api"}); err != nil {
@@ -131,11 +155,11 @@ func runWorkflowLoad(ctx context.Context, o workflowLoad, stdout, stderr io.Writ
 		return err
 	}
 
-	fmt.Fprintf(stderr, "phase 2: booking %d appointments whose 72 h reminder is due in 30–90 s …\n", o.due)
+	fmt.Fprintf(stderr, "phase 2: booking %d appointments whose 72 h reminder is due in %s–%s …\n", o.due, dueLead, dueLead+dueSpread)
 	dueAt := make([]time.Time, o.due)
-	p2 := time.Now().Add(30 * time.Second).Truncate(time.Second)
+	p2 := time.Now().Add(dueLead).Truncate(time.Second)
 	_, failed2, err := postAll(ctx, s, o.clients, o.due, stderr, func(i int) ([]byte, error) {
-		dueAt[i] = p2.Add(time.Duration(i) * time.Minute / time.Duration(o.due))
+		dueAt[i] = p2.Add(time.Duration(i) * dueSpread / time.Duration(o.due))
 		return booking(far+i, dueAt[i].Add(72*time.Hour))
 	})
 	if err != nil {
