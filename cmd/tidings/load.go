@@ -47,7 +47,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	prefillVia := fs.String("prefill-via", prefillSQL, "how -prefill grows the tables: sql (send -prefill-warmup notifications through serve and worker, then copy the rows they wrote, with new keys, by SQL) or intake (send them all through serve and worker)")
 	warmup := fs.Int("prefill-warmup", 1000, "with -prefill-via sql: how many notifications go through serve and worker before their rows are copied")
 	baseline := fs.Duration("baseline", 5*time.Second, "full-resource: how long each baseline runs")
-	stall := fs.Duration("stall", 2*time.Minute, "full-resource: give up when no mail arrives for this long")
+	stall := fs.Duration("stall", 2*time.Minute, "full-resource: give up when no mail arrives for this long; id-only: when no notice settles for this long")
 	near := fs.Int("due", 2000, "with -mode workflows: of the N runs, how many have a reminder due during the run")
 	apptFile := fs.String("appointment", "fhir/testdata/hl7-fhir-r4-spec/appointment-example.json", "with -mode workflows: the Appointment (or Bundle holding one) to copy")
 	tmpl := fs.String("eob", "examples/replay/ExplanationOfBenefit-EOBProfessional1.json", "EOB resource to copy")
@@ -68,7 +68,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 		return usageError{"-prefill-via must be sql or intake"}
 	}
 	for _, f := range []string{"reps", "patients", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall"} {
-		if inProcess && given[f] {
+		if inProcess && given[f] && (f != "stall" || *mode != "id-only") {
 			return usageError{"-" + f + " is for the full-resource mode"}
 		}
 	}
@@ -93,7 +93,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 		}
 		return runWorkflowLoad(ctx, workflowLoad{runs: *n, due: *near, clients: *conc, workers: *workers, appointment: *apptFile}, stdout, stderr)
 	case "id-only":
-		return runIDOnlyLoad(ctx, *n, *conc, *workers, *tmpl, stdout, stderr)
+		return runIDOnlyLoad(ctx, *n, *conc, *workers, *tmpl, *stall, stdout, stderr)
 	}
 	raw, err := os.ReadFile(*tmpl)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -435,6 +436,54 @@ func TestAppointmentIn(t *testing.T) {
 		}
 		if got, ref := appointmentIn(d); got != nil || ref != "" {
 			t.Errorf("%s: %v, %q", name, got, ref)
+		}
+	}
+}
+
+// The id-only mode end to end with a small N: the worker reads every EOB
+// from the command's FHIR server and every notice goes out.
+func TestIDOnlyLoadReport(t *testing.T) {
+	kids := ourChildren(t)
+	var out, progress bytes.Buffer
+	if err := realMain(t.Context(), []string{"load", "-mode", "id-only", "-n", "30", "-c", "4", "-stall", "1m", "-eob", loadEOB}, &out, &progress); err != nil {
+		t.Fatalf("load: %v\nprogress:\n%s", err, progress.String())
+	}
+	report := out.String()
+	t.Logf("report:\n%s", report)
+	for _, want := range []string{
+		"in-process: the API and the worker run inside this command",
+		"settings: id-only, 30 notifications, 4 clients, worker concurrency 20, the worker stopped during intake",
+		"(non-202: 0)", "(30 sent, 0 denied, 0 failed in ",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if after := ourChildren(t); !slices.Equal(after, kids) {
+		t.Errorf("child processes %v after the load, %v before", after, kids)
+	}
+}
+
+// Flags of one mode given to another are refused before anything starts;
+// -stall is shared by full-resource and id-only.
+func TestLoadRefusesAnotherModesFlags(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-mode", "workflows", "-stall", "1s"}, "-stall is for the full-resource mode"},
+		{[]string{"-mode", "id-only", "-reps", "2"}, "-reps is for the full-resource mode"},
+		{[]string{"-mode", "id-only", "-stall", "0s"}, "-baseline and -stall must be positive"},
+		{[]string{"-mode", "sideways"}, "-mode must be full-resource, id-only or workflows"},
+	} {
+		var out, progress bytes.Buffer
+		err := realMain(t.Context(), append([]string{"load"}, c.args...), &out, &progress)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("load %v: %v, want a usage error saying %q", c.args, err, c.want)
+		}
+		if progress.Len() != 0 {
+			t.Errorf("load %v started something:\n%s", c.args, progress.String())
 		}
 	}
 }

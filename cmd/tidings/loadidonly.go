@@ -22,7 +22,7 @@ const inProcessNote = "in-process: the API and the worker run inside this comman
 // starts the worker and times the drain: each event makes the worker read
 // the EOB from a FHIR server on loopback (inside this command, serving
 // copies of the template with new ids). It runs in-process and says so.
-func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stdout, stderr io.Writer) error {
+func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stall time.Duration, stdout, stderr io.Writer) error {
 	raw, err := os.ReadFile(tmpl)
 	if err != nil {
 		return err
@@ -72,6 +72,7 @@ func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stdou
 	if err := s.StartWorker(); err != nil {
 		return err
 	}
+	settled, moved := int64(-1), time.Now()
 	for {
 		c, err := s.app.store.CountAll(ctx, devTenant)
 		if err != nil {
@@ -79,6 +80,11 @@ func runIDOnlyLoad(ctx context.Context, n, conc, workers int, tmpl string, stdou
 		}
 		if c.Notices >= int64(n-failed) && c.ByStatus[delivery.NoticePending] == 0 {
 			break
+		}
+		if now := c.Notices - c.ByStatus[delivery.NoticePending]; now != settled {
+			settled, moved = now, time.Now()
+		} else if time.Since(moved) > stall {
+			return fmt.Errorf("no notice settled for %s: %d of %d", stall, settled, n-failed)
 		}
 		if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 			return err
