@@ -203,7 +203,7 @@ type postOutcome struct {
 	lat       []time.Duration   // per accepted notification: first attempt (or its scheduled time) to its 2xx
 	began     []time.Duration   // lat's partner: when that latency began, from start (lat is sorted, this is not)
 	p99Tenths [10]time.Duration // the p99 of each tenth, by began (latencyTenths)
-	accepted  int               // answered 2xx
+	accepted  int               // answered 2xx: len(lat)
 	throttled int               // 429 answers, each retried
 	failed    map[int]int       // other final answers by status; 0: no answer
 	firstErr  string            // the first failure, for the report
@@ -238,6 +238,7 @@ func (c *collector) done() postOutcome {
 	if ns := c.lastOK.Load(); ns > 0 {
 		r.lastOK = time.Unix(0, ns)
 	}
+	r.accepted = len(r.lat)
 	r.p99Tenths = latencyTenths(r.began, r.lat, 0.99)
 	r.began = nil
 	sort.Slice(r.lat, func(i, j int) bool { return r.lat[i] < r.lat[j] })
@@ -310,7 +311,6 @@ func (p *poster) post(ctx context.Context, i int, since time.Time, c *collector)
 			}
 			p.accepted.Add(1)
 			c.mu.Lock()
-			c.res.accepted++
 			c.res.lat = append(c.res.lat, now.Sub(since))
 			c.res.began = append(c.res.began, since.Sub(c.res.start))
 			c.mu.Unlock()
