@@ -103,7 +103,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 		n: *n, clients: *conc, rate: *rate, patients: *patients, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
 		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers, CPUProfile: *cpuProfile},
 		eob:      raw, prefillRate: 1e6,
-		say: func(format string, args ...any) { fmt.Fprintf(stderr, format+"\n", args...) },
+		say: sayTo(stderr),
 	}
 	printLoadHeader(stdout, o, *reps)
 	var results []repResult

@@ -376,6 +376,16 @@ func (p *poster) openLoop(ctx context.Context, rate float64, from, n int) postOu
 	return c.done()
 }
 
+// sayTo prints a line formatted as fmt.Printf does to w; nothing when w
+// is nil.
+func sayTo(w io.Writer) func(format string, args ...any) {
+	return func(format string, args ...any) {
+		if w != nil {
+			fmt.Fprintf(w, format+"\n", args...)
+		}
+	}
+}
+
 // progressEvery is how often long work prints a progress line.
 var progressEvery = 10 * time.Second
 

@@ -62,10 +62,7 @@ func prefill(ctx context.Context, s *procStack, o eobLoad, notes *eobNotificatio
 	post := notifier(s.BaseURL, loadSubscription, s.Secret, o.clients, func(i int) []byte {
 		return notes.body("prefill-"+strconv.Itoa(i), i+1)
 	})
-	stopProgress := progressLines(o.say, func() string {
-		m, _, _ := s.Mail.Accepted()
-		return fmt.Sprintf("%d of %d notifications accepted, %d mails", post.accepted.Load(), p.Sent, m-base)
-	})
+	stopProgress := progressLines(o.say, s.postingProgress(post, p.Sent, base))
 	defer stopProgress()
 	res := post.closedLoop(ctx, o.clients, 0, p.Sent)
 	if res.accepted < p.Sent {

@@ -142,10 +142,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	} else {
 		o.say("posting %d notifications from %d clients while the worker runs …", o.n, o.clients)
 	}
-	stopProgress := progressLines(o.say, func() string {
-		m, _, _ := s.Mail.Accepted()
-		return fmt.Sprintf("%d of %d notifications accepted, %d mails", p.accepted.Load(), o.n, m-mailBase)
-	})
+	stopProgress := progressLines(o.say, s.postingProgress(p, o.n, mailBase))
 	var res postOutcome
 	if o.rate > 0 {
 		res = p.openLoop(postCtx, o.rate, from, o.n)
@@ -251,6 +248,15 @@ func (s *procStack) waitMails(ctx context.Context, base, want int, fewer <-chan 
 		case <-ctx.Done():
 			return seen, ctx.Err()
 		}
+	}
+}
+
+// postingProgress is the progress line of posting n notifications with p
+// while the catcher counts the mails after mailBase.
+func (s *procStack) postingProgress(p *poster, n, mailBase int) func() string {
+	return func() string {
+		m, _, _ := s.Mail.Accepted()
+		return fmt.Sprintf("%d of %d notifications accepted, %d mails", p.accepted.Load(), n, m-mailBase)
 	}
 }
 

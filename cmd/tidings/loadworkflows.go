@@ -199,7 +199,7 @@ func postAll(ctx context.Context, s *stack, c, n int, progress io.Writer, body f
 		bodies[i] = b
 	}
 	p := notifier(s.BaseURL, devSubscription, s.Secret, c, func(i int) []byte { return bodies[i] })
-	stop := progressLines(func(format string, args ...any) { fmt.Fprintf(progress, format+"\n", args...) }, func() string {
+	stop := progressLines(sayTo(progress), func() string {
 		return fmt.Sprintf("%d of %d notifications accepted", p.accepted.Load(), n)
 	})
 	res := p.closedLoop(ctx, c, 0, n)
@@ -225,7 +225,7 @@ func waitRuns(ctx context.Context, s *stack, n int64, progress io.Writer) error 
 		if waiting >= n {
 			return nil
 		}
-		if time.Since(last) > 10*time.Second {
+		if time.Since(last) > progressEvery {
 			fmt.Fprintf(progress, "  %d of %d runs waiting …\n", waiting, n)
 			last = time.Now()
 		}
@@ -265,7 +265,7 @@ func waitReminders(ctx context.Context, s *stack, first int, dueAt []time.Time, 
 		if time.Now().After(deadline) {
 			return nil, errors.New("timed out waiting for the reminders")
 		}
-		if time.Since(last) > 10*time.Second {
+		if time.Since(last) > progressEvery {
 			fmt.Fprintf(progress, "  %d of %d reminders sent …\n", len(rows), want)
 			last = time.Now()
 		}

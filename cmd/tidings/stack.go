@@ -91,11 +91,7 @@ func logLevel(debug bool) slog.Level {
 }
 
 func startStack(ctx context.Context, o stackOptions) (_ *stack, err error) {
-	say := func(format string, args ...any) {
-		if o.Progress != nil {
-			fmt.Fprintf(o.Progress, format+"\n", args...)
-		}
-	}
+	say := sayTo(o.Progress)
 	dir, err := os.MkdirTemp("", "tidings-dev-")
 	if err != nil {
 		return nil, err
