@@ -57,6 +57,10 @@ type Config struct {
 	LogLevel       slog.Level
 	LogFormat      string
 	Concurrency    int
+	// WorkerNice is the nice value the worker process lowers all its
+	// threads to (TIDINGS_WORKER_NICE, 0-19; 0 leaves them as started):
+	// where serve and worker share cores, intake is served first.
+	WorkerNice     int
 	ClaimLease     time.Duration // TIDINGS_CLAIM_LEASE: how long a worker's claim on a batch of events holds
 	PendingGrace   time.Duration // TIDINGS_PENDING_GRACE: when a run's unfinished sends are re-driven
 	ReconcileEvery time.Duration
@@ -171,6 +175,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("smtp_sessions", c.SMTPSessions()),
 		slog.Attr{Key: "sms", Value: c.SMS.LogValue()},
 		slog.Int("concurrency", c.Concurrency),
+		slog.Int("worker_nice", c.WorkerNice),
 		slog.String("audit_checkpoint_dir", c.AuditCheckpointDir),
 	)
 }
@@ -260,6 +265,7 @@ func FromEnv(lookup func(string) (string, bool)) (Config, []string) {
 		MaxConnections:       geti("TIDINGS_MAX_CONNECTIONS", 0),
 		LogFormat:            get("TIDINGS_LOG_FORMAT", "json"),
 		Concurrency:          geti("TIDINGS_WORKER_CONCURRENCY", 10),
+		WorkerNice:           geti("TIDINGS_WORKER_NICE", 10),
 		ReconcileEvery:       getd("TIDINGS_RECONCILE_EVERY", 5*time.Second),
 		ClaimLease:           getd("TIDINGS_CLAIM_LEASE", 2*time.Minute),
 		PendingGrace:         getd("TIDINGS_PENDING_GRACE", 3*time.Minute),
@@ -426,6 +432,9 @@ func (c Config) Validate(role Role) []string {
 		}
 		if c.Concurrency <= 0 {
 			p = append(p, "TIDINGS_WORKER_CONCURRENCY must be positive")
+		}
+		if c.WorkerNice < 0 || c.WorkerNice > 19 {
+			p = append(p, "TIDINGS_WORKER_NICE must be from 0 (the priority it was started with) to 19 (the lowest)")
 		}
 		if _, err := c.AuditSigner(); err != nil {
 			p = append(p, err.Error())

@@ -30,6 +30,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_HEALTH_ADDR":                "9092",
 		"TIDINGS_METRICS_TOKEN":              "short-" + secret[:4],
 		"TIDINGS_MAX_CONNECTIONS":            "200",
+		"TIDINGS_WORKER_NICE":                "20",
 	}))
 	problems := append(parse, c.Validate(RoleServe|RoleWorker)...)
 	all := strings.Join(problems, "\n")
@@ -43,6 +44,7 @@ func TestValidateReportsEveryProblemAtOnceWithoutSecrets(t *testing.T) {
 		"TIDINGS_SMTP_HOST is required",
 		"TIDINGS_SMTP_FROM is required",
 		"TIDINGS_WORKER_CONCURRENCY must be positive",
+		"TIDINGS_WORKER_NICE must be from 0",
 		"TIDINGS_SMTP_POOL_SIZE must be positive",
 		"TIDINGS_AUDIT_KEYS is required",
 		"TIDINGS_AUDIT_SIGNING_KEY is required",
@@ -112,6 +114,26 @@ func TestMetricsTokenIsNeverPrinted(t *testing.T) {
 	}
 	if v := c.LogValue().String(); strings.Contains(v, "canary") || !strings.Contains(v, "metrics_token_set=true") {
 		t.Errorf("LogValue: %s", v)
+	}
+}
+
+// The worker gives way to serve by default; 0 keeps the priority it was
+// started with, and a value a nice value cannot take is refused.
+func TestWorkerNice(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		want  int
+		bad   bool
+	}{{"", 10, false}, {"0", 0, false}, {"19", 19, false}, {"-1", -1, true}, {"20", 20, true}} {
+		e := validEnv()
+		if tc.value != "" {
+			e["TIDINGS_WORKER_NICE"] = tc.value
+		}
+		c, parse := FromEnv(env(e))
+		problems := append(parse, c.Validate(RoleWorker)...)
+		if c.WorkerNice != tc.want || (len(problems) > 0) != tc.bad {
+			t.Errorf("TIDINGS_WORKER_NICE=%q: %d, problems %v; want %d, refused %v", tc.value, c.WorkerNice, problems, tc.want, tc.bad)
+		}
 	}
 }
 

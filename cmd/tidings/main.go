@@ -18,6 +18,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	stopProfile := func() {}
 	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "worker") {
+		ownsProcess = true
 		lessGC(ctx)
 		stopProfile = profileCPU(os.Args[1])
 	}

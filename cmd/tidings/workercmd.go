@@ -27,6 +27,13 @@ func runWorker(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer a.Close()
 	defer email.Close() // after the worker stopped: QUIT to the relay
+	if ownsProcess && a.cfg.WorkerNice > 0 {
+		if nice, threads, err := lowerPriority(a.cfg.WorkerNice); err != nil {
+			a.log.Warn("worker priority not lowered (TIDINGS_WORKER_NICE)", "err", err)
+		} else {
+			a.log.Info("worker priority lowered (TIDINGS_WORKER_NICE)", "nice", nice, "threads", threads)
+		}
+	}
 	ln, err := net.Listen("tcp", a.cfg.WorkerAddr)
 	if err != nil {
 		return fmt.Errorf("TIDINGS_WORKER_ADDR: %w", err)

@@ -1,0 +1,24 @@
+package main
+
+// ownsProcess is set by main when this process runs serve or worker for
+// its whole life. Tests call realMain in their own process, serve and
+// worker side by side; there the worker must not lower the priority of
+// the whole test process, so it leaves it alone unless this is set.
+var ownsProcess bool
+
+// The worker's CPU priority. Where serve and worker share a machine's
+// cores, both want them whole under load, and intake is the part that
+// answers a FHIR server waiting on the line; a stored event waits safely
+// for the worker. So the worker lowers its own priority
+// (TIDINGS_WORKER_NICE, 10 by default): the kernel then gives serve the
+// cores first, and the worker what is left, which is all of them once
+// intake is quiet. With nothing else running a lower priority costs
+// nothing. In interleaved load runs (see the README's Performance
+// section) intake kept its rate and latency at 1,000 notifications/s where
+// the worker at its started priority made it collapse.
+//
+// On Linux a nice value belongs to a thread, not to the process, and a
+// new thread takes its creator's: lowerPriority sets it on every thread
+// the process has, and the threads the Go runtime starts later inherit
+// it. It only ever lowers a priority: a worker started with a higher nice
+// value (nice -n 15 tidings worker) keeps that.
