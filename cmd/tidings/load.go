@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"runtime/pprof"
+	"strconv"
 	"time"
 )
 
@@ -17,8 +18,8 @@ The default (full-resource) mode starts PostgreSQL (with pg_stat_statements), Re
 and a STARTTLS mail catcher, prepares the database as an operator would (tidings
 migrate up, subscription add, workflow install --builtins), and runs tidings serve
 and tidings worker as separate processes of this binary configured only by TIDINGS_*
-variables, with their default settings unless -rate-limit or -worker-concurrency is
-given. In the same run it first measures two baselines: single-row Postgres
+variables, with their default settings unless -rate-limit, -worker-concurrency or
+-worker-nice is given. In the same run it first measures two baselines: single-row Postgres
 transactions (BEGIN; INSERT one 12 KB row; COMMIT) and bare STARTTLS sends to the
 same catcher. Then it posts N distinct EOB notifications (copies of one published
 example with new ids and event numbers) from C clients, or at a fixed arrival rate
@@ -28,8 +29,9 @@ reports intake rate and latency (and the latency's p99 by tenth of the
 notifications, so that a tail at one moment shows as such), notices/s end to
 end and as ratios to the baselines, the rate by tenth of the run, statements
 and transactions per delivered notice (pg_stat_statements, pg_stat_database), the top statements, the peak RSS of
-serve and worker, and the CPU time of each process (and how much of it the kernel
-took). -reps K repeats all of it on fresh stacks and prints the median of each
+serve and worker, the nice values their threads run at (the worker lowers its
+own: TIDINGS_WORKER_NICE), and the CPU time of each process (and how much of it
+the kernel took). -reps K repeats all of it on fresh stacks and prints the median of each
 figure.
 
 -mode id-only (the worker reads each EOB from a FHIR server inside this command)
@@ -42,6 +44,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	rate := fs.Float64("rate", 0, "full-resource: post at this fixed arrival rate (notifications/s, open loop) instead of from -c clients as fast as they are answered")
 	rateLimit := fs.Float64("rate-limit", 0, "full-resource: serve's TIDINGS_RATE_PER_SECOND (burst twice that); 0: its default")
 	workers := fs.Int("worker-concurrency", 0, "TIDINGS_WORKER_CONCURRENCY; 0: the worker's default (in-process modes: 20)")
+	nice := fs.Int("worker-nice", -1, "full-resource: TIDINGS_WORKER_NICE, the nice value the worker lowers its threads to (0: as started); -1: the worker's default")
 	patients := fs.Int("patients", 1, "full-resource: spread the notifications over this many patients (Patient/load-0 …), each with a contact registered through the API; 1: all for the example's own patient")
 	prefill := fs.Int("prefill", 0, "full-resource: first grow the tables to about this many events (untimed, serve and worker without the rate limit), then restart serve and worker and measure")
 	prefillVia := fs.String("prefill-via", prefillSQL, "how -prefill grows the tables: sql (send -prefill-warmup notifications through serve and worker, then copy the rows they wrote, with new keys, by SQL) or intake (send them all through serve and worker)")
@@ -60,6 +63,13 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	if *n <= 0 || *conc <= 0 || *reps <= 0 || *patients <= 0 || *rate < 0 || *rateLimit < 0 || *workers < 0 || *prefill < 0 || *warmup <= 0 || *baseline <= 0 || *stall <= 0 {
 		return usageError{"-n, -c, -reps, -patients, -prefill-warmup, -baseline and -stall must be positive; -rate, -rate-limit, -worker-concurrency and -prefill not negative"}
 	}
+	if *nice < -1 || *nice > 19 {
+		return usageError{"-worker-nice must be from 0 to 19, or -1 for the worker's default"}
+	}
+	niceSetting := ""
+	if *nice >= 0 {
+		niceSetting = strconv.Itoa(*nice)
+	}
 	inProcess := *mode == "id-only" || *mode == "workflows"
 	if !inProcess && *mode != "full-resource" {
 		return usageError{"-mode must be full-resource, id-only or workflows"}
@@ -67,7 +77,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	if *prefillVia != prefillSQL && *prefillVia != prefillIntake {
 		return usageError{"-prefill-via must be sql or intake"}
 	}
-	for _, f := range []string{"reps", "patients", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall"} {
+	for _, f := range []string{"reps", "patients", "rate", "rate-limit", "prefill", "prefill-via", "prefill-warmup", "baseline", "stall", "worker-nice"} {
 		if inProcess && given[f] && (f != "stall" || *mode != "id-only") {
 			return usageError{"-" + f + " is for the full-resource mode"}
 		}
@@ -101,7 +111,7 @@ the worker inside this command, and say so. Nothing leaves this machine.`, stder
 	}
 	o := eobLoad{
 		n: *n, clients: *conc, rate: *rate, patients: *patients, prefill: *prefill, prefillVia: *prefillVia, warmup: *warmup, baseline: *baseline, stall: *stall,
-		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers, CPUProfile: *cpuProfile},
+		settings: serviceSettings{RatePerSecond: *rateLimit, Concurrency: *workers, WorkerNice: niceSetting, CPUProfile: *cpuProfile},
 		eob:      raw, prefillRate: 1e6,
 		say: sayTo(stderr),
 	}

@@ -42,6 +42,7 @@ func TestLoadReport(t *testing.T) {
 		"servers: PostgreSQL ", "intake latency: p50 ", "top statements by calls", "notices after the run: 50 sent\n",
 		"database after the run: 50 events", "rows written per delivered notice, from the window's start", " audit_log ", " events 1/",
 		"intake non-2xx: 0 throttled (429, retried after Retry-After), 0 other non-2xx or no answer\n",
+		"worker priority default (nice 10)\n",
 	} {
 		if !strings.Contains(report, want) {
 			t.Errorf("report lacks %q", want)
@@ -116,6 +117,13 @@ func TestLoadReport(t *testing.T) {
 				t.Errorf("tenth's p99 %q: not a latency within the run's maximum %v ms", part, most)
 			}
 		}
+	}
+	// The worker process lowered its threads' priority (TIDINGS_WORKER_NICE's
+	// default); serve kept the one it was started with, this test's.
+	if own, err := threadNice(os.Getpid()); err != nil {
+		t.Error(err)
+	} else if want := regexp.MustCompile(fmt.Sprintf(`(?m)^priority at the last mail: serve all \d+ threads at nice %d, worker all \d+ threads at nice %d \(TIDINGS_WORKER_NICE\)$`, own, max(10, own))); !want.MatchString(report) {
+		t.Errorf("report lacks %s", want)
 	}
 	if strings.Contains(report, "median of") {
 		t.Error("a median printed for one rep")
@@ -475,6 +483,8 @@ func TestLoadRefusesAnotherModesFlags(t *testing.T) {
 		{[]string{"-mode", "id-only", "-reps", "2"}, "-reps is for the full-resource mode"},
 		{[]string{"-mode", "id-only", "-stall", "0s"}, "-baseline and -stall must be positive"},
 		{[]string{"-mode", "sideways"}, "-mode must be full-resource, id-only or workflows"},
+		{[]string{"-mode", "workflows", "-worker-nice", "0"}, "-worker-nice is for the full-resource mode"},
+		{[]string{"-worker-nice", "20"}, "-worker-nice must be from 0 to 19"},
 	} {
 		var out, progress bytes.Buffer
 		err := realMain(t.Context(), append([]string{"load"}, c.args...), &out, &progress)

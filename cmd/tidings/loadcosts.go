@@ -320,6 +320,51 @@ func selfCPU() cpuUse {
 	return cpuUse{user: time.Duration(ru.Utime.Nano()), sys: time.Duration(ru.Stime.Nano())}
 }
 
+// niceSpan is the range of nice values of a process's threads (on Linux
+// a nice value belongs to a thread), and how many threads it read.
+type niceSpan struct{ Low, High, Threads int }
+
+func (n niceSpan) String() string {
+	if n.Low == n.High {
+		return fmt.Sprintf("all %d threads at nice %d", n.Threads, n.Low)
+	}
+	return fmt.Sprintf("%d threads at nice %d to %d", n.Threads, n.Low, n.High)
+}
+
+// threadsNice reads the nice value (field 19 of proc(5)) of each thread
+// of process pid; the zero niceSpan when none could be read.
+func threadsNice(pid int) niceSpan {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tids, err := os.ReadDir(dir)
+	if err != nil {
+		return niceSpan{}
+	}
+	var n niceSpan
+	for _, d := range tids {
+		raw, err := os.ReadFile(dir + "/" + d.Name() + "/stat")
+		if err != nil {
+			continue // the thread has exited
+		}
+		s := string(raw)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(f) < 17 {
+			continue
+		}
+		v, err := strconv.Atoi(f[16])
+		if err != nil {
+			continue
+		}
+		if n.Threads == 0 || v < n.Low {
+			n.Low = v
+		}
+		if n.Threads == 0 || v > n.High {
+			n.High = v
+		}
+		n.Threads++
+	}
+	return n
+}
+
 // peakRSS is a process's peak resident set (VmHWM), in bytes.
 func peakRSS(pid int) int64 {
 	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/status")

@@ -49,6 +49,7 @@ const (
 type serviceSettings struct {
 	RatePerSecond float64
 	Concurrency   int
+	WorkerNice    string // TIDINGS_WORKER_NICE; "": the worker's default
 	CPUProfile    string // TIDINGS_CPU_PROFILE
 }
 
@@ -192,6 +193,9 @@ func (s *procStack) env(settings serviceSettings) []string {
 	}
 	if settings.Concurrency > 0 {
 		env = append(env, "TIDINGS_WORKER_CONCURRENCY="+strconv.Itoa(settings.Concurrency))
+	}
+	if settings.WorkerNice != "" {
+		env = append(env, "TIDINGS_WORKER_NICE="+settings.WorkerNice)
 	}
 	if settings.CPUProfile != "" {
 		env = append(env, "TIDINGS_CPU_PROFILE="+settings.CPUProfile)

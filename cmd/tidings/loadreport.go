@@ -81,7 +81,11 @@ func printLoadHeader(w io.Writer, o eobLoad, reps int) {
 	if o.settings.Concurrency > 0 {
 		conc = fmt.Sprintf("TIDINGS_WORKER_CONCURRENCY=%d (-worker-concurrency)", o.settings.Concurrency)
 	}
-	fmt.Fprintf(w, "services: tidings serve and tidings worker as separate processes of this binary, configured by TIDINGS_* variables only; rate limit %s; worker concurrency %s\n", limit, conc)
+	prio := fmt.Sprintf("default (nice %d)", def.WorkerNice)
+	if o.settings.WorkerNice != "" {
+		prio = fmt.Sprintf("TIDINGS_WORKER_NICE=%s (-worker-nice)", o.settings.WorkerNice)
+	}
+	fmt.Fprintf(w, "services: tidings serve and tidings worker as separate processes of this binary, configured by TIDINGS_* variables only; rate limit %s; worker concurrency %s; worker priority %s\n", limit, conc, prio)
 	fmt.Fprintln(w, "mail: a STARTTLS catcher inside this command that counts messages and keeps none; the window ends when it accepts the last expected mail")
 }
 
@@ -147,6 +151,9 @@ func printRep(w io.Writer, o eobLoad, r repResult, median bool) {
 			"both map the same tidings binary, whose pages the kernel holds once, so together they hold between %s MiB (own + the larger file-backed part) and %s MiB (the sum of RSS)\n",
 			mib(es.Anon), mib(es.File), mib(ew.Anon), mib(ew.File),
 			mib(es.Anon+ew.Anon+max(es.File, ew.File)), mib(es.Anon+es.File+ew.Anon+ew.File))
+	}
+	if r.NiceServe.Threads > 0 && r.NiceWorker.Threads > 0 {
+		fmt.Fprintf(w, "priority at the last mail: serve %s, worker %s (TIDINGS_WORKER_NICE)\n", r.NiceServe, r.NiceWorker)
 	}
 	fmt.Fprintf(w, "cpu in the window: serve %s, worker %s, postgres %s, redis %s, this command (clients, mail catcher) %s; %d cores × %s = %s\n",
 		secs(r.CPUServe), secs(r.CPUWorker), secs(r.CPUPostgres), secs(r.CPURedis), secs(r.CPUSelf), runtime.NumCPU(), secs(r.E2ETime), secs(time.Duration(runtime.NumCPU())*r.E2ETime))

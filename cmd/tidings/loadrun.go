@@ -60,6 +60,9 @@ type repResult struct {
 	// EndServe and EndWorker are the resident sets split at the end of
 	// the window (the last mail), read once, outside it.
 	EndServe, EndWorker residentSplit
+	// NiceServe and NiceWorker are the nice values of each process's
+	// threads at the end of the window.
+	NiceServe, NiceWorker niceSpan
 
 	CPUServe, CPUWorker, CPUPostgres, CPURedis, CPUSelf time.Duration
 	// SysServe … SysSelf are the parts of those in the kernel (system time).
@@ -72,7 +75,7 @@ type repResult struct {
 func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	first := o.settings
 	if o.prefill > 0 {
-		first = serviceSettings{RatePerSecond: o.prefillRate, Concurrency: o.settings.Concurrency}
+		first = serviceSettings{RatePerSecond: o.prefillRate, Concurrency: o.settings.Concurrency, WorkerNice: o.settings.WorkerNice}
 	}
 	s, err := startProcStack(ctx, first, o.say)
 	if err != nil {
@@ -161,6 +164,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	}
 	cpu1 := s.cpu()
 	r.EndServe, r.EndWorker = residentNow(s.Serve.PID()), residentNow(s.Worker.PID())
+	r.NiceServe, r.NiceWorker = threadsNice(s.Serve.PID()), threadsNice(s.Worker.PID())
 	if mails == 0 {
 		return r, fmt.Errorf("no notification was accepted (first failure: %s)", res.firstErr)
 	}
