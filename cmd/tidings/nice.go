@@ -22,3 +22,8 @@ var ownsProcess bool
 // the process has, and the threads the Go runtime starts later inherit
 // it. It only ever lowers a priority: a worker started with a higher nice
 // value (nice -n 15 tidings worker) keeps that.
+//
+// The kernel weighs nice values only within one scheduling group (one
+// session under autogroup, or one cgroup): serve and worker in separate
+// containers or services are weighed by their groups' CPU weights, which
+// compose.yaml sets for the worker.
