@@ -260,8 +260,14 @@ func readStatus(env bundleEnvelope, entries []bundleEntry) (subscriptionStatus, 
 	switch {
 	case head.ResourceType == "SubscriptionStatus":
 		return parseStatusResource(entries[0].Resource, "entry[0].resource")
-	case head.ResourceType == "Parameters" && looksLikeStatus(entries[0].Resource):
-		return parseStatusParameters(entries[0].Resource, "entry[0].resource")
+	case head.ResourceType == "Parameters":
+		// A status parses only with a subscription parameter, which is
+		// enough for looksLikeStatus: ask it only to tell a broken status
+		// (its parse error) from a Parameters that is none.
+		st, err := parseStatusParameters(entries[0].Resource, "entry[0].resource")
+		if err == nil || looksLikeStatus(entries[0].Resource) {
+			return st, err
+		}
 	}
 	return subscriptionStatus{}, fmt.Errorf("%w: first entry is not a subscription status", ErrNotNotification)
 }
