@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -45,6 +46,9 @@ type Store struct {
 // Options tune the connection pool and the store's timing.
 type Options struct {
 	MaxOpenConns int
+	// ApplicationName names the connections in pg_stat_activity (the
+	// application_name parameter) unless the URL names them already.
+	ApplicationName string
 	// PendingGrace overrides PendingGrace (0: the default).
 	PendingGrace time.Duration
 }
@@ -52,14 +56,15 @@ type Options struct {
 // Open connects to PostgreSQL. GORM's SQL logging stays off: statements carry
 // sealed values and identifiers that do not belong in logs.
 func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (*Store, error) {
-	db, err := gorm.Open(postgres.Open(dbURL), &gorm.Config{
+	dsn := withApplicationName(dbURL, opts.ApplicationName)
+	db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
 		TranslateError:         false,
 		NowFunc:                func() time.Time { return time.Now().UTC() },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open database: %w", errors.New(scrubDSN(err.Error(), dbURL)))
+		return nil, fmt.Errorf("open database: %w", errors.New(scrubDSN(scrubDSN(err.Error(), dsn), dbURL)))
 	}
 	if err := scrubValueErrors(db); err != nil {
 		return nil, err
@@ -93,6 +98,22 @@ func Open(ctx context.Context, dbURL string, keys *seal.Keyring, opts Options) (
 		return err
 	}}
 	return st, nil
+}
+
+// withApplicationName adds application_name=name to a postgres:// URL
+// that sets none; other URLs, and an empty name, are left as they are.
+func withApplicationName(dbURL, name string) string {
+	u, err := url.Parse(dbURL)
+	if name == "" || err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return dbURL
+	}
+	q := u.Query()
+	if q.Has("application_name") {
+		return dbURL
+	}
+	q.Set("application_name", name)
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // scrubDSN keeps the database URL, which may hold a password, out of errors.

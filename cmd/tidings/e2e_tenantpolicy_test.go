@@ -90,7 +90,7 @@ func TestTenantPolicies(t *testing.T) {
 
 	// A second serve process on the same database takes the uploads: the
 	// stack's worker can only learn of them through the database.
-	other, err := openApp(ctx, ts.app.cfg, ts.Log)
+	other, err := openApp(ctx, ts.app.cfg, ts.Log, "tidings")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -221,7 +221,7 @@ func (s *stack) wire(ctx context.Context, infra stackInfra, o stackOptions, logO
 		return fmt.Errorf("dev configuration: %v", problems)
 	}
 	s.Log = newLogger(cfg, logOut)
-	if s.app, err = openApp(ctx, cfg, s.Log); err != nil {
+	if s.app, err = openApp(ctx, cfg, s.Log, "tidings"); err != nil {
 		return err
 	}
 	s.app.clock = o.Clock

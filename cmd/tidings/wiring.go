@@ -166,17 +166,27 @@ func openFromEnv(ctx context.Context, role config.Role, logOut io.Writer) (*app,
 	if err != nil {
 		return nil, err
 	}
-	return openApp(ctx, cfg, newLogger(cfg, logOut))
+	name := "tidings"
+	switch role {
+	case config.RoleServe:
+		name = "tidings-serve"
+	case config.RoleWorker:
+		name = "tidings-worker"
+	}
+	return openApp(ctx, cfg, newLogger(cfg, logOut), name)
 }
 
-func openApp(ctx context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+// openApp opens the shared parts; name is the application_name its
+// Postgres connections show in pg_stat_activity (unless
+// TIDINGS_DATABASE_URL sets one).
+func openApp(ctx context.Context, cfg config.Config, log *slog.Logger, name string) (*app, error) {
 	keys, err := cfg.Keyring()
 	if err != nil {
 		return nil, err
 	}
 	// A worker task may hold two connections (an appointment's lock and its
 	// queries): keep the pool well above twice the concurrency.
-	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10), PendingGrace: cfg.PendingGrace})
+	st, err := store.Open(ctx, cfg.DatabaseURL, keys, store.Options{MaxOpenConns: max(30, 2*cfg.Concurrency+10), PendingGrace: cfg.PendingGrace, ApplicationName: name})
 	if err != nil {
 		return nil, err
 	}
