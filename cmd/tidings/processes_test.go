@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/tidings-health/tidings/fhir"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/metrics/metricstest"
@@ -133,6 +134,27 @@ func TestServeAndWorkerFromEnvironment(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("serve never became ready; logs:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Serve holds its warm Postgres connections, and each command's
+	// connections say whose they are.
+	pg, err := pgx.Connect(ctx, env["TIDINGS_DATABASE_URL"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close(context.Background())
+	for {
+		var serveConns, workerConns int
+		if err := pg.QueryRow(ctx, `SELECT count(*) FILTER (WHERE application_name = 'tidings-serve'), count(*) FILTER (WHERE application_name = 'tidings-worker')
+			FROM pg_stat_activity WHERE datname = current_database()`).Scan(&serveConns, &workerConns); err != nil {
+			t.Fatal(err)
+		}
+		if serveConns >= serveWarmConns && workerConns > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Postgres backends of serve %d (want %d warm), of the worker %d", serveConns, serveWarmConns, workerConns)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -7,10 +7,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/config"
 )
+
+// serveWarmConns is how many Postgres connections serve keeps open while
+// it is quiet; under load it used about five.
+const serveWarmConns = 8
 
 func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve", "Runs the HTTP API: POST /fhir/r4/notify/{tenant}/{subscription}, the /v1 API,\n/healthz, /readyz and /metrics. Listens on TIDINGS_LISTEN_ADDR, and answers\n/healthz, /readyz and /metrics on TIDINGS_HEALTH_ADDR too when that is set.", stderr)
@@ -52,6 +57,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer a.serveHealth(ctx, hln)()
 	}
+	// Postgres connections ready before the first burst, and kept while
+	// serve is quiet (store.Warm): intake's group commit runs two commits
+	// at once, and requests read beside them.
+	go a.store.KeepWarm(ctx, serveWarmConns, time.Minute)
 	a.log.Info("serving", "addr", ln.Addr().String(), "policy_revision", pol.Default.Revision(), "max_connections", a.cfg.Connections())
 	if err := api.Serve(ctx, api.LimitConnections(ln, a.cfg.Connections()), h, a.log); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
