@@ -203,13 +203,15 @@ type postOutcome struct {
 	lat       []time.Duration   // per accepted notification: first attempt (or its scheduled time) to its 2xx
 	began     []time.Duration   // lat's partner: when that latency began, from start (lat is sorted, this is not)
 	p99Tenths [10]time.Duration // the p99 of each tenth, by began (latencyTenths)
-	accepted  int               // answered 2xx: len(lat)
 	throttled int               // 429 answers, each retried
 	failed    map[int]int       // other final answers by status; 0: no answer
 	firstErr  string            // the first failure, for the report
 	start     time.Time         // the first request
 	lastOK    time.Time         // the last 2xx
 }
+
+// accepted is the number of notifications answered 2xx.
+func (r *postOutcome) accepted() int { return len(r.lat) }
 
 // failures is the number of notifications not accepted.
 func (r *postOutcome) failures() int {
@@ -238,7 +240,6 @@ func (c *collector) done() postOutcome {
 	if ns := c.lastOK.Load(); ns > 0 {
 		r.lastOK = time.Unix(0, ns)
 	}
-	r.accepted = len(r.lat)
 	r.p99Tenths = latencyTenths(r.began, r.lat, 0.99)
 	r.began = nil
 	sort.Slice(r.lat, func(i, j int) bool { return r.lat[i] < r.lat[j] })

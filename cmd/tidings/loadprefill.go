@@ -65,8 +65,8 @@ func prefill(ctx context.Context, s *procStack, o eobLoad, notes *eobNotificatio
 	stopProgress := progressLines(o.say, s.postingProgress(post, p.Sent, base))
 	defer stopProgress()
 	res := post.closedLoop(ctx, o.clients, 0, p.Sent)
-	if res.accepted < p.Sent {
-		return p, fmt.Errorf("%d of %d notifications not accepted (first: %s)", p.Sent-res.accepted, p.Sent, res.firstErr)
+	if res.accepted() < p.Sent {
+		return p, fmt.Errorf("%d of %d notifications not accepted (first: %s)", p.Sent-res.accepted(), p.Sent, res.firstErr)
 	}
 	if _, err := s.waitMails(ctx, base, p.Sent, nil, o.stall, nil); err != nil {
 		return p, err

@@ -363,8 +363,8 @@ func (s *procStack) putContacts(ctx context.Context, patientRefs []string, clien
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if res.accepted < len(patientRefs) {
-		return fmt.Errorf("PUT /v1/contacts: %d of %d not accepted (first: %s)", len(patientRefs)-res.accepted, len(patientRefs), res.firstErr)
+	if res.accepted() < len(patientRefs) {
+		return fmt.Errorf("PUT /v1/contacts: %d of %d not accepted (first: %s)", len(patientRefs)-res.accepted(), len(patientRefs), res.firstErr)
 	}
 	return nil
 }

@@ -152,7 +152,7 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	} else {
 		res = p.closedLoop(postCtx, o.clients, from, o.n)
 	}
-	fewer <- res.accepted
+	fewer <- res.accepted()
 	err = <-waited
 	stopProgress()
 	if err != nil {
@@ -171,9 +171,9 @@ func runEOBRep(ctx context.Context, o eobLoad) (r repResult, err error) {
 	o.say("the last mail is in; waiting for the worker to settle, then stopping serve and worker …")
 	mailEnd, bytesEnd, _ := s.Mail.Accepted()
 	r.MailBytes = (bytesEnd - bytesBase) / int64(max(1, mailEnd-mailBase))
-	r.Accepted, r.Throttled, r.Failed, r.FirstErr = res.accepted, res.throttled, res.failures(), res.firstErr
+	r.Accepted, r.Throttled, r.Failed, r.FirstErr = res.accepted(), res.throttled, res.failures(), res.firstErr
 	r.IntakeTime = res.lastOK.Sub(res.start)
-	r.IntakeRate = float64(res.accepted) / r.IntakeTime.Seconds()
+	r.IntakeRate = float64(res.accepted()) / r.IntakeTime.Seconds()
 	r.P50, r.P90, r.P99, r.Max = pctOf(res.lat, 0.50), pctOf(res.lat, 0.90), pctOf(res.lat, 0.99), res.lat[len(res.lat)-1].Round(10*time.Microsecond)
 	r.P99Tenths = res.p99Tenths
 	r.Mails = mails
