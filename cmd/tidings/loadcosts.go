@@ -241,8 +241,12 @@ func readTableWrites(ctx context.Context, conn *pgx.Conn) ([]tableWrites, error)
 
 // procStat is /proc/PID/stat after the command name: state, ppid, … (so
 // field n of proc(5) is at n-3); nil when the process is gone.
-func procStat(pid int) []string {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+func procStat(pid int) []string { return statFields("/proc/" + strconv.Itoa(pid) + "/stat") }
+
+// statFields reads a proc(5) stat file (a process's or a thread's) after
+// the command name; nil when it cannot be read.
+func statFields(path string) []string {
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
@@ -341,14 +345,9 @@ func threadsNice(pid int) niceSpan {
 	}
 	var n niceSpan
 	for _, d := range tids {
-		raw, err := os.ReadFile(dir + "/" + d.Name() + "/stat")
-		if err != nil {
-			continue // the thread has exited
-		}
-		s := string(raw)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		f := statFields(dir + "/" + d.Name() + "/stat")
 		if len(f) < 17 {
-			continue
+			continue // the thread has exited
 		}
 		v, err := strconv.Atoi(f[16])
 		if err != nil {
