@@ -1,12 +1,24 @@
 package main
 
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"syscall"
+)
+
 // ownsProcess is set by main when this process runs serve or worker for
 // its whole life. Tests call realMain in their own process, serve and
 // worker side by side; there the worker must not lower the priority of
 // the whole test process, so it leaves it alone unless this is set.
 var ownsProcess bool
 
-// The worker's CPU priority. Where serve and worker share a machine's
+// lowerPriority sets every thread of this process whose nice value is
+// below n to n, until a pass finds none below it (a thread started during
+// a pass may have copied its creator's old value), and returns the lowest
+// nice value the threads have then and how many threads there are.
+//
+// It sets the worker's CPU priority. Where serve and worker share a machine's
 // cores, both want them whole under load, and intake is the part that
 // answers a FHIR server waiting on the line; a stored event waits safely
 // for the worker. So the worker lowers its own priority
@@ -29,3 +41,42 @@ var ownsProcess bool
 // session under autogroup, or one cgroup): serve and worker in separate
 // containers or services are weighed by their groups' CPU weights, which
 // compose.yaml sets for the worker.
+func lowerPriority(n int) (lowest, threads int, err error) {
+	for pass := 0; pass < 5; pass++ {
+		changed := 0
+		lowest, threads = 19, 0
+		tids, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return 0, 0, err
+		}
+		for _, d := range tids {
+			tid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			nice, err := threadNice(tid)
+			if err != nil {
+				continue // the thread has exited
+			}
+			if nice < n {
+				if err := syscall.Setpriority(syscall.PRIO_PROCESS, tid, n); err != nil {
+					return 0, 0, fmt.Errorf("setpriority(thread %d, %d): %w", tid, n, err)
+				}
+				changed++
+				nice = n
+			}
+			lowest, threads = min(lowest, nice), threads+1
+		}
+		if changed == 0 {
+			return lowest, threads, nil
+		}
+	}
+	return lowest, threads, nil
+}
+
+// threadNice is a thread's nice value. The system call answers 20 minus
+// it, so that its answer is never negative.
+func threadNice(tid int) (int, error) {
+	p, err := syscall.Getpriority(syscall.PRIO_PROCESS, tid)
+	return 20 - p, err
+}
