@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/net/netutil"
@@ -208,9 +209,35 @@ func New(cfg Config) *gin.Engine {
 	byKey := perKey.middleware(func(c *gin.Context) string { return principal(c).KeyID }, jsonError)
 	v1 := r.Group("/v1", perClient.middleware(byIP, jsonError), busy.middleware(jsonError), h.authAPI, byKey)
 	for _, rt := range h.routes() {
-		v1.Handle(rt.Method, rt.Path, require(rt.Role), rt.handler)
+		v1.Handle(rt.Method, rt.Path, require(rt.Role), holdableParams, rt.handler)
 	}
 	return r
+}
+
+// holdableParams refuses a path segment no id can have: one with a NUL
+// byte or invalid UTF-8, which Postgres refuses to compare (it answered 500
+// before). Where the path names what the request creates, that is a bad
+// request (400); elsewhere the path names nothing (404). A value in a body
+// that Postgres refuses is a 400 as well (store gives it fault.Invalid).
+func holdableParams(c *gin.Context) {
+	for _, p := range c.Params {
+		if utf8.ValidString(p.Value) && strings.IndexByte(p.Value, 0) < 0 {
+			continue
+		}
+		if createdByPath[c.FullPath()] {
+			jsonError(c, fault.New(fault.Invalid, "the path's "+p.Key+" holds a NUL byte or invalid UTF-8"))
+		} else {
+			jsonError(c, fault.New(fault.NotFound, "no such "+p.Key+" in this tenant"))
+		}
+		return
+	}
+}
+
+// createdByPath are the routes whose path parameter names what the
+// request creates or replaces.
+var createdByPath = map[string]bool{
+	"/v1/contacts/Patient/:id":      true,
+	"/v1/segments/:segment/members": true,
 }
 
 // withDefaults fills in an unset rate limit and logger.

@@ -407,6 +407,82 @@ func TestActivatePauseAndNotFound(t *testing.T) {
 	}
 }
 
+// A value Postgres cannot hold (a NUL byte, invalid UTF-8) is the
+// client's error: in a path it names nothing (404), in a body it is a 400,
+// and neither answer quotes it. Both answered 500 and logged an error
+// before.
+func TestValuesPostgresCannotHoldAre400(t *testing.T) {
+	e := newWorkflowEnv(t)
+	admin := newKey(t, &access.Service{Store: e.st}, "t1", access.Admin)
+	for _, r := range []struct {
+		method, path string
+		body         []byte
+		status       int
+		code         string
+	}{
+		// In a path: no such thing can exist.
+		{"DELETE", "/v1/keys/Canary%00Doe", nil, http.StatusNotFound, "not-found"},
+		{"DELETE", "/v1/keys/Canary%ffDoe", nil, http.StatusNotFound, "not-found"},
+		{"POST", "/v1/workflows/Canary%00Doe/activate", nil, http.StatusNotFound, "not-found"},
+		// In a body: the request is malformed.
+		{"POST", "/v1/keys", []byte(`{"role":"operator","name":"Canary\u0000Doe"}`), http.StatusBadRequest, "invalid"},
+	} {
+		ctype := ""
+		if r.body != nil {
+			ctype = "application/json"
+		}
+		rec := e.do(admin, r.method, r.path, ctype, r.body)
+		if r.method == "POST" && r.body == nil {
+			rec = e.do(tokenOne, r.method, r.path, ctype, r.body)
+		}
+		want(t, rec, r.status, nil)
+		if errorCode(t, rec) != r.code || strings.Contains(rec.Body.String(), "Canary") {
+			t.Errorf("%s %s: %s", r.method, r.path, rec.Body.String())
+		}
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "level=ERROR") {
+		t.Errorf("a client's bad value was logged as an error:\n%s", logs)
+	}
+}
+
+// Every /v1 route with a path parameter refuses a segment no id can have
+// with an answer its API document allows: 404, or 400 where the path names
+// what the request creates.
+func TestEveryPathParameterIsHoldable(t *testing.T) {
+	e := newWorkflowEnv(t)
+	keys := &access.Service{Store: e.st}
+	tokens := map[access.Role]string{}
+	for _, role := range access.Roles {
+		tokens[role] = newKey(t, keys, "t1", role)
+	}
+	seen := 0
+	for _, rt := range Routes() {
+		if !strings.Contains(rt.Path, ":") {
+			continue
+		}
+		seen++
+		var path []string
+		for _, seg := range strings.Split(rt.Path, "/") {
+			if strings.HasPrefix(seg, ":") {
+				seg = "Canary%00Doe"
+			}
+			path = append(path, seg)
+		}
+		status, code := http.StatusNotFound, "not-found"
+		if createdByPath["/v1"+rt.Path] {
+			status, code = http.StatusBadRequest, "invalid"
+		}
+		rec := e.do(tokens[rt.Role], rt.Method, "/v1"+strings.Join(path, "/"), "", nil)
+		want(t, rec, status, nil)
+		if errorCode(t, rec) != code || strings.Contains(rec.Body.String(), "Canary") {
+			t.Errorf("%s %s: %s", rt.Method, rt.Path, rec.Body.String())
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("only %d routes with a path parameter", seen)
+	}
+}
+
 func TestStatsOfWorkflowWithoutRuns(t *testing.T) {
 	e := newWorkflowEnv(t)
 	d := builtin(t, "appointment-reminders")

@@ -125,7 +125,9 @@ func (s *Service) Authenticate(ctx context.Context, tenantID, subscriptionID, se
 		return subscriptionSecret{sub, hash}, err
 	})
 	switch {
-	case errors.Is(err, ErrUnknownSubscription):
+	case errors.Is(err, ErrUnknownSubscription), errors.Is(err, fault.Invalid):
+		// An id the database cannot hold (a NUL byte, invalid UTF-8) names
+		// no subscription either.
 		got.hash = unknownSecretHash
 	case err != nil:
 		return Subscription{}, err

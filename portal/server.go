@@ -195,7 +195,7 @@ func (s *Server) find(c *gin.Context) (request, bool) {
 		n, err = s.cfg.Store.PortalNotice(c.Request.Context(), tenant, token)
 	}
 	switch {
-	case !ok || errors.Is(err, fault.NotFound):
+	case !ok || errors.Is(err, fault.NotFound) || errors.Is(err, fault.Invalid): // Invalid: a tenant the database cannot hold
 		status := http.StatusNotFound
 		if !s.misses.allow(c.ClientIP()) {
 			status = http.StatusTooManyRequests

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/tidings-health/tidings/fault"
 )
 
 // The hot paths write many rows per statement: arrays passed as one
@@ -47,14 +49,19 @@ func (s *Store) queryPlanned(ctx context.Context, query string, args ...any) (*s
 	return rows, scrub(err)
 }
 
-// scrub keeps values out of database errors: PostgreSQL's data exceptions
-// (SQLSTATE class 22) quote the offending value, and errors travel on into
-// logs and task error strings. The statements GORM runs are scrubbed by a
-// callback (scrubValueErrors); these, here.
+// scrub keeps values out of database errors and says whose fault they are.
+// PostgreSQL's data exceptions (SQLSTATE class 22, e.g. "invalid input
+// syntax for type bigint: \"...\"") quote the offending value, and errors
+// travel on into logs and task error strings: each is replaced by one that
+// names the code and column only. The value came from the caller (a NUL
+// byte or invalid UTF-8 in a path segment or a field, a number out of
+// range), and the same value fails again, so it is fault.Invalid: a 400,
+// not a 500. The statements GORM runs are scrubbed by a callback
+// (scrubValueErrors); the others, where they run.
 func scrub(err error) error {
 	var pg *pgconn.PgError
 	if err != nil && errors.As(err, &pg) && strings.HasPrefix(pg.Code, "22") {
-		return fmt.Errorf("database rejected a value (SQLSTATE %s, column %q)", pg.Code, pg.ColumnName)
+		return fault.New(fault.Invalid, fmt.Sprintf("database rejected a value (SQLSTATE %s, column %q)", pg.Code, pg.ColumnName))
 	}
 	return err
 }

@@ -345,26 +345,17 @@ func (s *Store) ReleaseSignature(ctx context.Context, tenantID, subscriptionID s
 		tenantID, subscriptionID, signature).Error
 }
 
-// scrubValueErrors keeps values out of database errors. PostgreSQL's data
-// exceptions (SQLSTATE class 22, e.g. "invalid input syntax for type
-// bigint: \"...\"") quote the offending value, and such errors travel on
-// into logs and task error strings; they are replaced, for every statement,
-// by one that names the code and column only.
+// scrubValueErrors applies scrub to every statement GORM runs.
 func scrubValueErrors(db *gorm.DB) error {
-	scrub := func(tx *gorm.DB) {
-		var pg *pgconn.PgError
-		if tx.Error != nil && errors.As(tx.Error, &pg) && strings.HasPrefix(pg.Code, "22") {
-			tx.Error = fmt.Errorf("database rejected a value (SQLSTATE %s, column %q)", pg.Code, pg.ColumnName)
-		}
-	}
+	scrubTx := func(tx *gorm.DB) { tx.Error = scrub(tx.Error) }
 	cb := db.Callback()
 	for _, err := range []error{
-		cb.Create().After("*").Register("tidings:scrub", scrub),
-		cb.Query().After("*").Register("tidings:scrub", scrub),
-		cb.Update().After("*").Register("tidings:scrub", scrub),
-		cb.Delete().After("*").Register("tidings:scrub", scrub),
-		cb.Row().After("*").Register("tidings:scrub", scrub),
-		cb.Raw().After("*").Register("tidings:scrub", scrub),
+		cb.Create().After("*").Register("tidings:scrub", scrubTx),
+		cb.Query().After("*").Register("tidings:scrub", scrubTx),
+		cb.Update().After("*").Register("tidings:scrub", scrubTx),
+		cb.Delete().After("*").Register("tidings:scrub", scrubTx),
+		cb.Row().After("*").Register("tidings:scrub", scrubTx),
+		cb.Raw().After("*").Register("tidings:scrub", scrubTx),
 	} {
 		if err != nil {
 			return fmt.Errorf("open database: %w", err)

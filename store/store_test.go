@@ -327,17 +327,30 @@ func TestContactPreferencesRoundTripSealed(t *testing.T) {
 	}
 }
 
+// A value Postgres refuses (class 22) is named by code only, and is the
+// caller's fault: a NUL byte or invalid UTF-8 in an id from a URL answered
+// 500 before.
 func TestDatabaseErrorsCarryNoValues(t *testing.T) {
 	s := mustStore(t)
 	ctx := context.Background()
 	var n int64
-	for name, err := range map[string]error{
-		"exec":  s.q(ctx).Exec(`SELECT ?::bigint`, "Canary-Jane-Doe").Error,
-		"scan":  s.q(ctx).Raw(`SELECT ?::bigint`, "Canary-Jane-Doe").Scan(&n).Error,
-		"query": s.q(ctx).Where("id = ?::bigint", "Canary-Jane-Doe").Find(&[]Event{}).Error,
+	_, rawErr := s.execPlanned(ctx, `SELECT $1::bigint`, "Canary-Jane-Doe")
+	for name, tc := range map[string]struct {
+		err   error
+		state string
+	}{
+		"exec":  {s.q(ctx).Exec(`SELECT ?::bigint`, "Canary-Jane-Doe").Error, "22P02"},
+		"scan":  {s.q(ctx).Raw(`SELECT ?::bigint`, "Canary-Jane-Doe").Scan(&n).Error, "22P02"},
+		"query": {s.q(ctx).Where("id = ?::bigint", "Canary-Jane-Doe").Find(&[]Event{}).Error, "22P02"},
+		"raw":   {rawErr, "22P02"},
+		"nul":   {s.q(ctx).Where("tenant_id = ? AND id = ?", "t1", "Canary\x00Jane").Find(&[]Subscription{}).Error, "22021"},
+		"utf-8": {s.q(ctx).Where("tenant_id = ? AND id = ?", "t1", "Canary\xffJane").Find(&[]Subscription{}).Error, "22021"},
 	} {
-		if err == nil || strings.Contains(err.Error(), "Canary") || !strings.Contains(err.Error(), "22P02") {
-			t.Errorf("%s: %v", name, err)
+		if tc.err == nil || strings.Contains(tc.err.Error(), "Canary") || !strings.Contains(tc.err.Error(), tc.state) {
+			t.Errorf("%s: %v", name, tc.err)
+		}
+		if !errors.Is(tc.err, fault.Invalid) {
+			t.Errorf("%s: %v is not fault.Invalid", name, tc.err)
 		}
 	}
 }

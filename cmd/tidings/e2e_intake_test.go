@@ -58,6 +58,8 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 		{"no content type", "", "", ts.Secret, good, 415},
 		{"body over 1 MiB", "", "application/fhir+json", ts.Secret, big, 413},
 		{"unknown subscription (answered as a wrong secret)", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 401},
+		{"a subscription id Postgres cannot hold: NUL", "/fhir/r4/notify/no%00body", "application/fhir+json", ts.Secret, good, 401},
+		{"a subscription id Postgres cannot hold: invalid UTF-8", "/fhir/r4/notify/" + devTenant + "/no%ffbody", "application/fhir+json", ts.Secret, good, 401},
 		{"missing secret", "", "application/fhir+json", "", good, 401},
 		{"wrong secret", "", "application/fhir+json", "not-the-secret", good, 401},
 	}

@@ -218,9 +218,10 @@ func TestPortalRefusals(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	for name, u := range map[string]string{
-		"a guessed token":            base + "/portal/dev/notices/" + seal.NewToken(),
-		"tenant A's token at B":      base + "/portal/other/notices/" + token,
-		"a token of the wrong shape": base + "/portal/dev/notices/" + token[:20],
+		"a guessed token":               base + "/portal/dev/notices/" + seal.NewToken(),
+		"tenant A's token at B":         base + "/portal/other/notices/" + token,
+		"a token of the wrong shape":    base + "/portal/dev/notices/" + token[:20],
+		"a tenant Postgres cannot hold": base + "/portal/d%ffev/notices/" + token,
 	} {
 		if status, body := get(http.DefaultClient, u); status != http.StatusNotFound || !strings.Contains(body, "This link is not valid") {
 			t.Errorf("%s: %d %s", name, status, body)
