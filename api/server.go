@@ -146,10 +146,23 @@ func New(cfg Config) *gin.Engine {
 	}
 	r.ContextWithFallback = true
 	r.Use(recovery(log), accessLog(log))
-	r.NoRoute(func(c *gin.Context) { jsonError(c, fault.New(fault.NotFound, "no such endpoint")) })
+	// Under /fhir a FHIR server is the client: it is answered with an
+	// OperationOutcome there, as on the routes.
+	r.NoRoute(func(c *gin.Context) {
+		if underFHIR(c) {
+			fhirError(c, fault.New(fault.NotFound, "no such endpoint"))
+			return
+		}
+		jsonError(c, fault.New(fault.NotFound, "no such endpoint"))
+	})
 	r.HandleMethodNotAllowed = true
 	r.NoMethod(func(c *gin.Context) {
 		// The one answer outside the error table: it is about the route, not an error of the core.
+		if underFHIR(c) {
+			c.Header("Content-Type", "application/fhir+json")
+			c.AbortWithStatusJSON(http.StatusMethodNotAllowed, outcome("error", "not-supported", "method not allowed"))
+			return
+		}
 		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
 	})
 
@@ -212,6 +225,11 @@ func New(cfg Config) *gin.Engine {
 		v1.Handle(rt.Method, rt.Path, require(rt.Role), holdableParams, rt.handler)
 	}
 	return r
+}
+
+// underFHIR reports whether the request is for the FHIR endpoints.
+func underFHIR(c *gin.Context) bool {
+	return c.Request.URL.Path == "/fhir" || strings.HasPrefix(c.Request.URL.Path, "/fhir/")
 }
 
 // holdableParams refuses a path segment no id can have: one with a NUL

@@ -45,31 +45,36 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 	big := append([]byte(`{"resourceType":"Bundle","type":"history","entry":[],"pad":"`), bytes.Repeat([]byte("x"), 1<<20)...)
 	big = append(big, `"}`...)
 	cases := []struct {
-		name, path, ctype, secret string
-		body                      []byte
-		want                      int
+		name, method, path, ctype, secret string
+		body                              []byte
+		want                              int
 	}{
-		{"malformed JSON", "", "application/fhir+json", ts.Secret, []byte(`{"resourceType": "Bundle",`), 400},
-		{"empty rest-hook ping (fetching comes later)", "", "application/fhir+json", ts.Secret, nil, 422},
-		{"a Bundle of resources", "", "application/fhir+json", ts.Secret, fixture(t, "synthea/Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"), 422},
-		{"not a notification (searchset)", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/subscription_status_example.json"), 422},
-		{"id-only content not yet supported", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/id_only_notification_bundle_example.json"), 422},
-		{"wrong content type", "", "text/plain", ts.Secret, good, 415},
-		{"no content type", "", "", ts.Secret, good, 415},
-		{"body over 1 MiB", "", "application/fhir+json", ts.Secret, big, 413},
-		{"unknown subscription (answered as a wrong secret)", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 401},
-		{"a subscription id Postgres cannot hold: NUL", "/fhir/r4/notify/no%00body", "application/fhir+json", ts.Secret, good, 401},
-		{"a subscription id Postgres cannot hold: invalid UTF-8", "/fhir/r4/notify/" + devTenant + "/no%ffbody", "application/fhir+json", ts.Secret, good, 401},
-		{"missing secret", "", "application/fhir+json", "", good, 401},
-		{"wrong secret", "", "application/fhir+json", "not-the-secret", good, 401},
+		{"malformed JSON", "", "", "application/fhir+json", ts.Secret, []byte(`{"resourceType": "Bundle",`), 400},
+		{"empty rest-hook ping (fetching comes later)", "", "", "application/fhir+json", ts.Secret, nil, 422},
+		{"a Bundle of resources", "", "", "application/fhir+json", ts.Secret, fixture(t, "synthea/Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"), 422},
+		{"not a notification (searchset)", "", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/subscription_status_example.json"), 422},
+		{"id-only content not yet supported", "", "", "application/fhir+json", ts.Secret, fixture(t, "subscriptions-backport-ig/id_only_notification_bundle_example.json"), 422},
+		{"wrong content type", "", "", "text/plain", ts.Secret, good, 415},
+		{"no content type", "", "", "", ts.Secret, good, 415},
+		{"body over 1 MiB", "", "", "application/fhir+json", ts.Secret, big, 413},
+		{"unknown subscription (answered as a wrong secret)", "", "/fhir/r4/notify/nobody", "application/fhir+json", ts.Secret, good, 401},
+		{"a subscription id Postgres cannot hold: NUL", "", "/fhir/r4/notify/no%00body", "application/fhir+json", ts.Secret, good, 401},
+		{"a subscription id Postgres cannot hold: invalid UTF-8", "", "/fhir/r4/notify/" + devTenant + "/no%ffbody", "application/fhir+json", ts.Secret, good, 401},
+		{"missing secret", "", "", "application/fhir+json", "", good, 401},
+		{"wrong secret", "", "", "application/fhir+json", "not-the-secret", good, 401},
+		{"no such FHIR endpoint", "", "/fhir/r4/Patient", "application/fhir+json", ts.Secret, good, 404},
+		{"GET on the notify endpoint", "GET", "", "", ts.Secret, nil, 405},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			path := c.path
+			path, method := c.path, c.method
+			if method == "" {
+				method = http.MethodPost
+			}
 			if path == "" {
 				path = "/fhir/r4/notify/" + devSubscription
 			}
-			req, _ := http.NewRequest(http.MethodPost, ts.BaseURL+path, bytes.NewReader(c.body))
+			req, _ := http.NewRequest(method, ts.BaseURL+path, bytes.NewReader(c.body))
 			if c.ctype != "" {
 				req.Header.Set("Content-Type", c.ctype)
 			}
@@ -87,6 +92,9 @@ func TestNotifyRejectsBadInputWithOperationOutcome(t *testing.T) {
 			}
 			if err := json.NewDecoder(resp.Body).Decode(&oo); err != nil {
 				t.Fatalf("body is not JSON: %v", err)
+			}
+			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
+				t.Errorf("Content-Type %q", ct)
 			}
 			if resp.StatusCode != c.want || oo.ResourceType != "OperationOutcome" || len(oo.Issue) == 0 || oo.Issue[0].Severity != "error" || oo.Issue[0].Diagnostics == "" {
 				t.Fatalf("got %d %+v, want %d with an error OperationOutcome", resp.StatusCode, oo, c.want)
