@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/metrics"
+	"github.com/tidings-health/tidings/ratelimit"
 )
 
 var errTooLarge = fault.New(fault.TooLarge, "body exceeds the size limit")
@@ -70,32 +70,16 @@ func recovery(log *slog.Logger) gin.HandlerFunc {
 	}
 }
 
-// limiters is a bounded set of token buckets keyed by client or subscription.
-type limiters struct {
-	mu    sync.Mutex
-	r     rate.Limit
-	burst int
-	m     map[string]*rate.Limiter
-}
+// limiters are token buckets keyed by client, subscription or API key,
+// at most 10,000 keys remembered, with a middleware that refuses a request
+// over its key's rate.
+type limiters struct{ b *ratelimit.Buckets }
 
 func newLimiters(perSecond float64, burst int) *limiters {
-	return &limiters{r: rate.Limit(perSecond), burst: burst, m: map[string]*rate.Limiter{}}
+	return &limiters{b: ratelimit.New(rate.Limit(perSecond), burst, 10000)}
 }
 
-func (l *limiters) allow(key string) bool {
-	l.mu.Lock()
-	lim, ok := l.m[key]
-	if !ok {
-		if len(l.m) >= 10000 {
-			// Forget everyone rather than grow without bound; buckets refill anyway.
-			l.m = map[string]*rate.Limiter{}
-		}
-		lim = rate.NewLimiter(l.r, l.burst)
-		l.m[key] = lim
-	}
-	l.mu.Unlock()
-	return lim.Allow()
-}
+func (l *limiters) allow(key string) bool { return l.b.Allow(key) }
 
 func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Context, error)) gin.HandlerFunc {
 	return func(c *gin.Context) {

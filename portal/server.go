@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/tidings-health/tidings/fault"
 	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/ratelimit"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/webpage"
 )
@@ -71,7 +71,7 @@ type Config struct {
 // Server serves /portal/{tenant}/notices/{token}.
 type Server struct {
 	cfg                       Config
-	perClient, misses, tokens *buckets
+	perClient, misses, tokens *ratelimit.Buckets
 }
 
 // New builds the portal from cfg, filling in defaults.
@@ -101,10 +101,12 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// Buckets are kept for at most this many clients or links at once.
+	const maxLimitKeys = 50000
 	return &Server{cfg: cfg,
-		perClient: newBuckets(rate.Limit(cfg.PerClientPerMinute/60), cfg.PerClientBurst),
-		misses:    newBuckets(rate.Limit(cfg.MissesPerHour/3600), int(cfg.MissesPerHour)),
-		tokens:    newBuckets(rate.Limit(cfg.PerTokenPerMinute/60), int(cfg.PerTokenPerMinute)),
+		perClient: ratelimit.New(rate.Limit(cfg.PerClientPerMinute/60), cfg.PerClientBurst, maxLimitKeys),
+		misses:    ratelimit.New(rate.Limit(cfg.MissesPerHour/3600), int(cfg.MissesPerHour), maxLimitKeys),
+		tokens:    ratelimit.New(rate.Limit(cfg.PerTokenPerMinute/60), int(cfg.PerTokenPerMinute), maxLimitKeys),
 	}
 }
 
@@ -177,7 +179,7 @@ func acceptLanguage(c *gin.Context) string {
 }
 
 func (s *Server) limitClient(c *gin.Context) {
-	if !s.perClient.allow(c.ClientIP()) {
+	if !s.perClient.Allow(c.ClientIP()) {
 		s.refuse(c, http.StatusTooManyRequests, acceptLanguage(c), "throttled")
 	}
 }
@@ -197,7 +199,7 @@ func (s *Server) find(c *gin.Context) (request, bool) {
 	switch {
 	case !ok || errors.Is(err, fault.NotFound) || errors.Is(err, fault.Invalid): // Invalid: a tenant the database cannot hold
 		status := http.StatusNotFound
-		if !s.misses.allow(c.ClientIP()) {
+		if !s.misses.Allow(c.ClientIP()) {
 			status = http.StatusTooManyRequests
 		}
 		s.refuse(c, status, lang, "notfound")
@@ -210,7 +212,7 @@ func (s *Server) find(c *gin.Context) (request, bool) {
 	if n.View != nil {
 		lang = pageLanguage(n.View.Language)
 	}
-	if !s.tokens.allow(tenant + "\x00" + token) {
+	if !s.tokens.Allow(tenant + "\x00" + token) {
 		s.refuse(c, http.StatusTooManyRequests, lang, "throttled")
 		return request{}, false
 	}
@@ -413,30 +415,4 @@ func (s *Server) checkForm(r request) bool {
 		return false
 	}
 	return true
-}
-
-// buckets are token buckets by key, bounded in number.
-type buckets struct {
-	mu    sync.Mutex
-	r     rate.Limit
-	burst int
-	m     map[string]*rate.Limiter
-}
-
-func newBuckets(r rate.Limit, burst int) *buckets {
-	return &buckets{r: r, burst: max(burst, 1), m: map[string]*rate.Limiter{}}
-}
-
-func (b *buckets) allow(key string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	l, ok := b.m[key]
-	if !ok {
-		if len(b.m) >= 50000 {
-			b.m = map[string]*rate.Limiter{} // forget all rather than grow; they refill anyway
-		}
-		l = rate.NewLimiter(b.r, b.burst)
-		b.m[key] = l
-	}
-	return l.Allow()
 }
