@@ -24,6 +24,7 @@ import (
 	"github.com/tidings-health/tidings/api"
 	"github.com/tidings-health/tidings/audit"
 	"github.com/tidings-health/tidings/fault"
+	"github.com/tidings-health/tidings/ratelimit"
 	"github.com/tidings-health/tidings/seal"
 	"github.com/tidings-health/tidings/webpage"
 )
@@ -78,7 +79,8 @@ type Server struct {
 	cfg      Config
 	pages    []page // what the navigation offers, each to the roles that may see it
 	sessions *sessions
-	signIns  *rate.Limiter // sign-in attempts, all clients together
+	signIns  *rate.Limiter      // sign-in attempts, all clients together
+	clientIn *ratelimit.Buckets // sign-in attempts, per client address
 	policyMu sync.Mutex
 	busy     map[string]bool // tenants with a playground job running
 }
@@ -94,8 +96,13 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	// Keys are 256 random bits, so the limit is against load, not guessing.
-	return &Server{cfg: cfg, pages: pages, sessions: &sessions{m: map[string]*session{}}, signIns: rate.NewLimiter(5, 50), busy: map[string]bool{}}
+	// Keys are 256 random bits, so the limits are against load, not
+	// guessing. Each client gets one attempt a second (a burst of 10), so
+	// that no one client can spend the attempts of all (a shared limit alone
+	// let one client at six posts a second lock everyone out); together
+	// they get 20 a second, which bounds the work of checking keys.
+	return &Server{cfg: cfg, pages: pages, sessions: &sessions{m: map[string]*session{}},
+		signIns: rate.NewLimiter(20, 100), clientIn: ratelimit.New(1, 10, 10000), busy: map[string]bool{}}
 }
 
 // Mount adds the console's routes to r as one group under /console, apart
@@ -425,7 +432,7 @@ func (s *Server) signIn(c *gin.Context) {
 	if !s.formOK(c, want) {
 		return
 	}
-	if !s.signIns.Allow() {
+	if !s.clientIn.Allow(c.ClientIP()) || !s.signIns.Allow() {
 		s.signInForm(c, http.StatusTooManyRequests, "Too many sign-ins; try again in a moment.")
 		return
 	}

@@ -75,6 +75,35 @@ func TestSignInOut(t *testing.T) {
 	}
 }
 
+// Sign-in attempts are limited per client: one client that spends its
+// attempts (it can forge the CSRF pair, which only has to match) leaves
+// another's sign-in working. A shared limit alone let one client lock
+// everyone out.
+func TestSignInLimitIsPerClient(t *testing.T) {
+	e := newEnv(t, nil)
+	operator := e.key("t1", access.Operator)
+	flood := e.browser()
+	flood.from = "198.51.100.7"
+	flood.get("/console/signin")
+	refused := 0
+	for range 60 {
+		if r := flood.post("/console/signin", url.Values{"key": {"tdk_not_a_key"}}); r.status == http.StatusTooManyRequests {
+			refused++
+		} else if r.status != http.StatusUnauthorized {
+			t.Fatalf("a wrong key: %d", r.status)
+		}
+	}
+	if refused < 45 {
+		t.Fatalf("one client's 60 attempts at once: %d refused, want all after its burst of 10", refused)
+	}
+	other := e.browser()
+	other.from = "203.0.113.9"
+	other.signIn(operator)
+	if r := flood.post("/console/signin", url.Values{"key": {operator}}); r.status != http.StatusTooManyRequests {
+		t.Errorf("the flooding client, right key: %d, want 429 until its bucket refills", r.status)
+	}
+}
+
 // Each page takes the role of the /v1 route that serves the same data: a
 // role that may not see it gets 403 and does not find it on its home page;
 // admin sees everything. A posted form without the session's CSRF token is
