@@ -21,7 +21,7 @@ type Disclosures interface {
 	Disclosures(ctx context.Context, q delivery.DisclosureQuery) ([]delivery.Disclosure, delivery.DisclosureCursor, error)
 }
 
-// Page sizes of GET /v1/disclosures.
+// Page sizes of POST /v1/disclosures/search.
 const (
 	defaultDisclosurePage = 100
 	maxDisclosurePage     = 500
@@ -58,14 +58,39 @@ type DisclosuresResponse struct {
 	NextCursor  string           `json:"next_cursor,omitempty"`
 }
 
-// listDisclosures answers GET /v1/disclosures?patient=Patient/123&from=&to=
-// &limit=&cursor=: the patient's disclosures in this tenant, oldest first.
-func (h *handlers) listDisclosures(c *gin.Context) {
+// DisclosureSearch is the body of POST /v1/disclosures/search. The
+// patient goes in a body, never in a URL, where proxies and clients log
+// it.
+type DisclosureSearch struct {
+	Patient string `json:"patient"`
+	From    string `json:"from,omitempty"`
+	To      string `json:"to,omitempty"`
+	Limit   int    `json:"limit,omitempty"`
+	Cursor  string `json:"cursor,omitempty"`
+}
+
+// errPatientInURL answers GET /v1/disclosures, which took the patient in
+// its query string until the search moved to a POST.
+var errPatientInURL = fault.New(fault.Invalid, "a patient reference goes in no URL: POST the query to /v1/disclosures/search as JSON "+
+	`({"patient": "Patient/…", "from", "to", "limit", "cursor"})`)
+
+// refuseDisclosureGET answers the old GET /v1/disclosures with 400 and
+// where the query went.
+func (h *handlers) refuseDisclosureGET(c *gin.Context) { jsonError(c, errPatientInURL) }
+
+// searchDisclosures answers POST /v1/disclosures/search: the patient's
+// disclosures in this tenant, oldest first, a page at a time.
+func (h *handlers) searchDisclosures(c *gin.Context) {
 	if h.cfg.Disclosures == nil {
 		jsonError(c, errNoDisclosures)
 		return
 	}
-	q, err := disclosureQuery(c)
+	var req DisclosureSearch
+	if err := decodeJSON(c, 4<<10, &req); err != nil {
+		jsonError(c, err)
+		return
+	}
+	q, err := req.query()
 	if err != nil {
 		jsonError(c, err)
 		return
@@ -87,23 +112,21 @@ func (h *handlers) listDisclosures(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
-// disclosureQuery reads and checks the query string. Errors never repeat
-// the patient reference.
-func disclosureQuery(c *gin.Context) (delivery.DisclosureQuery, error) {
-	q, err := ParseDisclosureQuery(c.Query("patient"), c.Query("from"), c.Query("to"))
+// query checks the search. Errors never repeat the patient reference.
+func (r DisclosureSearch) query() (delivery.DisclosureQuery, error) {
+	q, err := ParseDisclosureQuery(r.Patient, r.From, r.To)
 	if err != nil {
 		return q, err
 	}
 	q.Limit = defaultDisclosurePage
-	if l := c.Query("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > maxDisclosurePage {
+	if r.Limit != 0 {
+		if r.Limit < 1 || r.Limit > maxDisclosurePage {
 			return q, errBadLimit
 		}
-		q.Limit = n
+		q.Limit = r.Limit
 	}
-	if cur := c.Query("cursor"); cur != "" {
-		if q.After, err = decodeCursor(cur); err != nil {
+	if r.Cursor != "" {
+		if q.After, err = decodeCursor(r.Cursor); err != nil {
 			return q, err
 		}
 	}

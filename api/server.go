@@ -59,7 +59,7 @@ type Config struct {
 	Policy      PolicyAdmin
 	Workflows   WorkflowAdmin // nil: workflow and run routes answer 503
 	Journeys    Journeys      // nil: event, segment and enroll routes answer 503
-	Disclosures Disclosures   // nil: GET /v1/disclosures answers 503
+	Disclosures Disclosures   // nil: POST /v1/disclosures/search answers 503
 	Checks      []Check
 	Keys        Keys             // nil: every /v1 route answers 401
 	Webhooks    Webhooks         // nil: webhook routes answer 503
@@ -289,7 +289,8 @@ func (h *handlers) routes() []Route {
 		{"PUT", "/policy", access.Compliance, h.putPolicy},
 		{"DELETE", "/policy", access.Compliance, h.deletePolicy},
 		{"POST", "/policy/evaluate", access.Compliance, h.evaluatePolicy},
-		{"GET", "/disclosures", access.Compliance, h.listDisclosures},
+		{"POST", "/disclosures/search", access.Compliance, h.searchDisclosures},
+		{"GET", "/disclosures", access.Compliance, h.refuseDisclosureGET},
 		{"POST", "/workflows", access.Operator, h.postWorkflow},
 		{"GET", "/workflows", access.Operator, h.listWorkflows},
 		{"GET", "/workflows/:id", access.Operator, h.getWorkflow},

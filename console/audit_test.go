@@ -88,8 +88,8 @@ func TestAuditSearchAndVerify(t *testing.T) {
 }
 
 // The disclosures page lists one patient's disclosures of the tenant as
-// GET /v1/disclosures does; the patient goes in the posted form, never in
-// the URL or the log, and a malformed one is refused.
+// POST /v1/disclosures/search does; the patient goes in the posted form,
+// never in the URL or the log, and a malformed one is refused.
 func TestDisclosuresReport(t *testing.T) {
 	var st *store.Store
 	e := newEnv(t, func(_ *Config, s *store.Store) { st = s })

@@ -21,13 +21,13 @@ var pages = []page{
 		}},
 	// The audit log has no /v1 route; its readers are those of the other
 	// auditor's report, the accounting of disclosures.
-	{Path: "/audit", Title: "Audit log", APIRoute: "GET /disclosures",
+	{Path: "/audit", Title: "Audit log", APIRoute: "POST /disclosures/search",
 		About: "search the tenant's audit rows and verify its hash chain and signed checkpoints",
 		mount: func(g gin.IRoutes, s *Server) {
 			g.GET("/audit", s.auditPage)
 			g.POST("/audit", s.auditAction)
 		}},
-	{Path: "/disclosures", Title: "Disclosures", APIRoute: "GET /disclosures",
+	{Path: "/disclosures", Title: "Disclosures", APIRoute: "POST /disclosures/search",
 		About: "a patient's accounting of disclosures",
 		mount: func(g gin.IRoutes, s *Server) {
 			g.GET("/disclosures", s.disclosuresPage)

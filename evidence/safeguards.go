@@ -59,7 +59,7 @@ var Safeguards = []Safeguard{
 		[]string{"TestAnotherSourcesPatientDoesNotRedirectNotices"},
 		[]string{"policy.json"}},
 	{"164.528", "Accounting of disclosures",
-		"every delivery and portal view records a disclosure (date, recipient sealed, channel, content class, detail, purpose) in the transaction of its outcome; GET /v1/disclosures and tidings disclosures answer a patient's request; six years kept at least",
+		"every delivery and portal view records a disclosure (date, recipient sealed, channel, content class, detail, purpose) in the transaction of its outcome; POST /v1/disclosures/search and tidings disclosures answer a patient's request; six years kept at least",
 		[]string{"TestDisclosuresEndToEnd", "TestDeliveryOutcomesRecordDisclosures", "TestUnfinishedDeliveriesAreAccountedFor", "TestDisclosuresAreAppendOnlyForTheService", "TestPortalPickupInChromium"},
 		[]string{"decisions.json"}},
 }

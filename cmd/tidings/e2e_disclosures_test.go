@@ -19,9 +19,9 @@ import (
 // An EOB goes out through the worker twice (the notice from the batch
 // path, the reminder from a woken run's send): each mail the relay took
 // is in the patient's accounting of disclosures, with the workflow's
-// purpose, read back through GET /v1/disclosures and tidings disclosures
-// (JSON and CSV); tidings disclosures purge removes what is past the
-// retention, refuses a date inside it, and audits itself.
+// purpose, read back through POST /v1/disclosures/search and tidings
+// disclosures (JSON and CSV); tidings disclosures purge removes what is
+// past the retention, refuses a date inside it, and audits itself.
 func TestDisclosuresEndToEnd(t *testing.T) {
 	ts := newTestStack(t, testOpts{NoWorkflows: true, NoPlaceholder: true, ScheduleEvery: 100 * time.Millisecond})
 	ctx := context.Background()
@@ -61,10 +61,10 @@ func TestDisclosuresEndToEnd(t *testing.T) {
 	compliance := ts.apiKey(t, devTenant, access.Compliance)
 	list := func() api.DisclosuresResponse {
 		t.Helper()
-		r := doRequest(h, "GET", "/v1/disclosures?patient=Patient/Patient2&from=2020-01-01", "", compliance, "")
+		r := doRequest(h, "POST", "/v1/disclosures/search", "application/json", compliance, `{"patient":"Patient/Patient2","from":"2020-01-01"}`)
 		var out api.DisclosuresResponse
 		if r.Code != http.StatusOK || json.Unmarshal(r.Body.Bytes(), &out) != nil {
-			t.Fatalf("GET /v1/disclosures: %d %s", r.Code, r.Body)
+			t.Fatalf("POST /v1/disclosures/search: %d %s", r.Code, r.Body)
 		}
 		return out
 	}
@@ -78,7 +78,7 @@ func TestDisclosuresEndToEnd(t *testing.T) {
 			t.Errorf("disclosure %d: %+v", i, d)
 		}
 	}
-	if r := doRequest(h, "GET", "/v1/disclosures?patient=Patient/Patient2", "", operator, ""); r.Code != http.StatusForbidden {
+	if r := doRequest(h, "POST", "/v1/disclosures/search", "application/json", operator, `{"patient":"Patient/Patient2"}`); r.Code != http.StatusForbidden {
 		t.Errorf("an operator key: %d", r.Code)
 	}
 
