@@ -56,7 +56,7 @@ var Safeguards = []Safeguard{
 		[]string{"policy.json", "decisions.json"}},
 	{"164.522", "Restrictions and confidential communications",
 		"a contact's restrictions, opt-outs and confidential-communication address are honoured by the policy and the channel (only the confidential address is used)",
-		[]string{"TestAnotherSourcesPatientDoesNotRedirectNotices"},
+		[]string{"TestAnotherSourcesPatientDoesNotRedirectNotices", "TestPatientRights", "TestRestrictionConsentAndErrorOutcomeDeny"},
 		[]string{"policy.json"}},
 	{"164.528", "Accounting of disclosures",
 		"every delivery and portal view records a disclosure (date, recipient sealed, channel, content class, detail, purpose) in the transaction of its outcome; POST /v1/disclosures/search and tidings disclosures answer a patient's request; six years kept at least",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"strings"
 	"testing"
@@ -243,6 +244,74 @@ func TestPatientRights(t *testing.T) {
 	if denied != 1 {
 		t.Fatalf("outcomes %+v: want EOBProfessionalTransportation1 denied because the patient opted out of email", outs)
 	}
+}
+
+// Three policy rules that deny, each driven through the worker by the input
+// that triggers it: a patient's agreed restriction on EOB notices, a
+// marketing notice to a patient who gave no authorization (while the
+// required notice of the same EOB goes out), and an EOB whose outcome is
+// "error" (the published example with its outcome changed in memory: no
+// published one has it). Each denial is recorded with the rule's reason,
+// and only the one notice no rule denies reaches the relay.
+func TestRestrictionConsentAndErrorOutcomeDeny(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoWorkflows: true, NoPlaceholder: true})
+	token := ts.apiKey(t, "dev", access.Operator)
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offerAndRequiredEOBWorkflows(t, h, token)
+	// EOBPharmacy1 is about Patient2, EOBProfessionalTransportation1 about Patient1.
+	ts.putContact(t, "Patient2", `{"email":"member2@example.org","marketing_authorized":true,"restrictions":["eob"]}`)
+	ts.putContact(t, "Patient1", `{"email":"member1@example.org"}`)
+	transport := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBProfessionalTransportation1.json")
+	failed := editJSON(t, transport, func(e map[string]any) { e["id"], e["outcome"] = "EOBTransportOutcomeError", "error" })
+	for _, eob := range [][]byte{fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"), transport, failed} {
+		if r := ts.notify(t, ts.wrap(t, eob)); r.Status != 202 {
+			t.Fatalf("notification: %d %s", r.Status, r.Body)
+		}
+	}
+	ts.waitNotices(t, 6)
+	time.Sleep(200 * time.Millisecond)
+
+	outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{} // "resource: outcome" → notices
+	for _, o := range outs {
+		reasons := strings.Join(o.Reasons, "; ")
+		outcome := ""
+		switch {
+		case o.Status == delivery.NoticeSent:
+			outcome = "sent"
+		case o.Status != delivery.NoticeDenied:
+			t.Errorf("%s: %s %v", o.ResourceID, o.Status, o.Reasons)
+		case strings.Contains(reasons, `the patient's restriction "eob" covers this notice`):
+			outcome = "denied by the restriction"
+		case strings.Contains(reasons, `an EOB whose outcome is "error" is not notified`):
+			outcome = "denied for the outcome"
+		case strings.Contains(reasons, `purpose "marketing" needs the patient's authorization`):
+			outcome = "denied without authorization"
+		default:
+			t.Errorf("%s denied for %v", o.ResourceID, o.Reasons)
+		}
+		got[o.ResourceID+": "+outcome]++
+	}
+	want := map[string]int{
+		"EOBPharmacy1: denied by the restriction":                      2, // both purposes
+		"EOBProfessionalTransportation1: sent":                         1, // payment
+		"EOBProfessionalTransportation1: denied without authorization": 1, // marketing
+		"EOBTransportOutcomeError: denied for the outcome":             2, // both purposes
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("notices by EOB and outcome %v, want %v\n%+v", got, want, outs)
+	}
+	msgs := ts.Mail.Messages()
+	if len(msgs) != 1 || len(msgs[0].To) != 1 || msgs[0].To[0] != "member1@example.org" {
+		t.Fatalf("mail to %v, want one to member1@example.org", recipients(msgs))
+	}
+	mailFrom(t, msgs, "eob@plan.example")
 }
 
 func recipients(msgs []mailcatch.Message) [][]string {

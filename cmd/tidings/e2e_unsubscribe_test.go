@@ -119,12 +119,7 @@ func TestMarketingMailUnsubscribesInOneClick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	saveAndActivate(t, h, token, "eob-offers", `{"id": "eob-offers", "purpose": "marketing", "trigger": {"event": "eob.received"},
-		"sender": {"name": "Plan offers", "from": "offers@plan.example"},
-		"steps": [{"id": "offer", "type": "send", "channel": "email", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`)
-	saveAndActivate(t, h, token, "eob-required", `{"id": "eob-required", "purpose": "payment", "trigger": {"event": "eob.received"},
-		"sender": {"name": "Plan", "from": "eob@plan.example"},
-		"steps": [{"id": "notice", "type": "send", "channel": "email", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`)
+	offerAndRequiredEOBWorkflows(t, h, token)
 	ts.putContact(t, "Patient2", `{"email":"member@example.org","marketing_authorized":true}`)
 
 	const eobFile = "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json" // about Patient2

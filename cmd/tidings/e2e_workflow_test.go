@@ -82,6 +82,20 @@ func saveAndActivate(t *testing.T, h http.Handler, token, id, def string) {
 	}
 }
 
+// offerAndRequiredEOBWorkflows saves and activates two workflows of one
+// step each that both start on every EOB: "eob-offers" (purpose marketing,
+// from offers@plan.example) and "eob-required" (purpose payment, from
+// eob@plan.example).
+func offerAndRequiredEOBWorkflows(t *testing.T, h http.Handler, token string) {
+	t.Helper()
+	saveAndActivate(t, h, token, "eob-offers", `{"id": "eob-offers", "purpose": "marketing", "trigger": {"event": "eob.received"},
+		"sender": {"name": "Plan offers", "from": "offers@plan.example"},
+		"steps": [{"id": "offer", "type": "send", "channel": "email", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`)
+	saveAndActivate(t, h, token, "eob-required", `{"id": "eob-required", "purpose": "payment", "trigger": {"event": "eob.received"},
+		"sender": {"name": "Plan", "from": "eob@plan.example"},
+		"steps": [{"id": "notice", "type": "send", "channel": "email", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`)
+}
+
 func (ts *testStack) putContact(t *testing.T, patientID, body string) {
 	t.Helper()
 	token := ts.apiKey(t, "dev", access.Contacts)
