@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -54,24 +55,43 @@ func healthRoutes(r gin.IRoutes, limit gin.HandlerFunc, checks []Check, m *metri
 	}
 }
 
+// readyFor is how long one round of readiness checks answers /readyz:
+// requests that arrive while a round runs, or this soon after it, share
+// its result, so that /readyz, which needs no login, cannot make the
+// process ping Postgres and Redis once a request (up to the per-client
+// rate, 10,000 a second by default).
+const readyFor = 250 * time.Millisecond
+
 // readiness answers 200 when every check passes and 503 naming the ones
 // that failed (never their errors, which are logged).
 func readiness(checks []Check, log *slog.Logger) gin.HandlerFunc {
+	var (
+		mu     sync.Mutex
+		at     time.Time
+		status int
+		out    gin.H
+	)
 	return func(c *gin.Context) {
-		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-		defer cancel()
-		status := http.StatusOK
-		out := gin.H{}
-		for _, ch := range checks {
-			if err := ch.Ping(ctx); err != nil {
-				status = http.StatusServiceUnavailable
-				out[ch.Name] = "unavailable"
-				log.Warn("readiness check failed", "check", ch.Name, "err", err)
-			} else {
-				out[ch.Name] = "ok"
+		mu.Lock()
+		if at.IsZero() || time.Since(at) >= readyFor {
+			// The round is shared, so a request that gives up does not end it.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), 2*time.Second)
+			status, out = http.StatusOK, gin.H{}
+			for _, ch := range checks {
+				if err := ch.Ping(ctx); err != nil {
+					status = http.StatusServiceUnavailable
+					out[ch.Name] = "unavailable"
+					log.Warn("readiness check failed", "check", ch.Name, "err", err)
+				} else {
+					out[ch.Name] = "ok"
+				}
 			}
+			cancel()
+			at = time.Now()
 		}
-		c.JSON(status, gin.H{"checks": out})
+		code, checked := status, out // a round's map is never written again
+		mu.Unlock()
+		c.JSON(code, gin.H{"checks": checked})
 	}
 }
 

@@ -6,7 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tidings-health/tidings/metrics"
 )
@@ -50,6 +53,42 @@ func TestMetricsAccess(t *testing.T) {
 	}
 }
 
+// /readyz needs no login: requests at once, or soon after a round of
+// checks, share its result rather than ping Postgres and Redis each.
+func TestReadinessChecksAreShared(t *testing.T) {
+	var pings atomic.Int32
+	h := NewHealth(HealthConfig{Checks: []Check{{Name: "postgres", Ping: func(context.Context) error {
+		pings.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	}}}})
+	get := func() int {
+		req := httptest.NewRequest(http.MethodGet, "/readyz", nil)
+		req.RemoteAddr = "192.0.2.1:5555"
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if code := get(); code != http.StatusOK {
+				t.Errorf("GET /readyz: %d", code)
+			}
+		})
+	}
+	wg.Wait()
+	if n := pings.Load(); n < 1 || n > 2 {
+		t.Fatalf("50 requests at once pinged %d times, want 1 (2 if the round's window passed meanwhile)", n)
+	}
+	time.Sleep(readyFor)
+	before := pings.Load()
+	get()
+	if pings.Load() != before+1 {
+		t.Fatalf("a request after the window did not check again")
+	}
+}
+
 func TestHealthServer(t *testing.T) {
 	down := errors.New("connection refused")
 	var redisErr error
@@ -77,6 +116,7 @@ func TestHealthServer(t *testing.T) {
 		}
 	}
 	redisErr = down
+	time.Sleep(readyFor) // the last round's answer stands until then
 	code, body := get("/readyz")
 	if code != 503 || !strings.Contains(body, `"redis":"unavailable"`) || !strings.Contains(body, `"postgres":"ok"`) {
 		t.Errorf("GET /readyz with Redis down: %d %s", code, body)
