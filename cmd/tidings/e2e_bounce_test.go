@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http/httptest"
 	"net/mail"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tidings-health/tidings/access"
-	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/journey"
 )
 
@@ -175,15 +173,7 @@ type BounceResult struct {
 // Without the bounce nothing is texted.
 func TestABounceSendsTheWorkflowsSMSInstead(t *testing.T) {
 	const phone = "+15557654321"
-	prov := &smsProvider{t: t, sid: "AC0123456789", token: "fake-provider-token"}
-	srv := httptest.NewServer(prov)
-	defer srv.Close()
-	ts := newTestStack(t, testOpts{NoPlaceholder: true, NoWorkflows: true,
-		SMS: config.SMS{BaseURL: srv.URL, AccountSID: prov.sid, AuthToken: prov.token, From: "+15550100000"}})
-	h, err := ts.app.handler(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ts, prov, h := smsStack(t)
 	saveAndActivate(t, h, ts.apiKey(t, devTenant, access.Operator), "eob-bounce", `{"id": "eob-bounce",
 		"trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"},
 		"steps": [

@@ -61,6 +61,22 @@ func (p *smsProvider) received() []url.Values {
 	return append([]url.Values(nil), p.forms...)
 }
 
+// smsStack is a stack without workflows or placeholder contacts whose SMS
+// channel texts through a fake provider, and its API handler.
+func smsStack(t *testing.T) (*testStack, *smsProvider, http.Handler) {
+	t.Helper()
+	prov := &smsProvider{t: t, sid: "AC0123456789", token: "fake-provider-token"}
+	srv := httptest.NewServer(prov)
+	t.Cleanup(srv.Close)
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, NoWorkflows: true,
+		SMS: config.SMS{BaseURL: srv.URL, AccountSID: prov.sid, AuthToken: prov.token, From: "+15550100000"}})
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ts, prov, h
+}
+
 // smsWorkflow mails the EOB notice and, when the patient has no email,
 // texts the portal link instead, between 08:00 and 21:00 in the patient's
 // zone.
@@ -273,4 +289,50 @@ func TestPortalStepAndRefusedEmailFallBackToSMS(t *testing.T) {
 		t.Fatalf("the provider got %v, want one SMS to the patient with the plain portal link", got)
 	}
 	c.assertAbsent(t, "the SMS", []byte(prov.received()[0].Encode()))
+}
+
+// A patient who asked to be reached only at a confidential address
+// (HIPAA 164.522(b)) gets no SMS: the text would reach their phone, which is
+// not that address. Through the worker, with a workflow that texts: the
+// patient with a confidential address gets a recorded denial and nothing
+// reaches the provider; another patient with only a phone gets the SMS.
+func TestSMSIsDeniedToAPatientWithAConfidentialAddress(t *testing.T) {
+	ts, prov, h := smsStack(t)
+	saveAndActivate(t, h, ts.apiKey(t, devTenant, access.Operator), "eob-text", `{"id": "eob-text", "trigger": {"event": "eob.received"},
+		"sender": {"name": "Acme Health"},
+		"steps": [{"id": "text", "type": "send", "channel": "sms", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`)
+	// EOBPharmacy1 is about Patient2, EOBProfessionalTransportation1 about Patient1.
+	ts.putContact(t, "Patient2", `{"phone": "+15557654321", "confidential_email": "private@example.org"}`)
+	ts.putContact(t, "Patient1", `{"phone": "+15557650001"}`)
+	for _, f := range []string{"EOBPharmacy1", "EOBProfessionalTransportation1"} {
+		if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-"+f+".json"))); r.Status != 202 {
+			t.Fatalf("%s: %d %s", f, r.Status, r.Body)
+		}
+	}
+	ts.waitNotices(t, 2)
+	time.Sleep(200 * time.Millisecond)
+	outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, o := range outs {
+		got[o.ResourceID] = o.Status
+		// The policy's rule, from the fact the worker gives it
+		// (contact.has_confidential_address); the worker's own guard would
+		// word it otherwise.
+		if o.ResourceID == "EOBPharmacy1" && !strings.Contains(strings.Join(o.Reasons, " "), "confidential address, which sms does not reach") {
+			t.Errorf("EOBPharmacy1 %s for %v, want denied by the policy for the confidential address", o.Status, o.Reasons)
+		}
+	}
+	if got["EOBPharmacy1"] != delivery.NoticeDenied || got["EOBProfessionalTransportation1"] != delivery.NoticeSent {
+		t.Fatalf("outcomes %v: want EOBPharmacy1 denied, EOBProfessionalTransportation1 sent", got)
+	}
+	sent := prov.received()
+	if len(sent) != 1 || sent[0].Get("To") != "+15557650001" {
+		t.Fatalf("the provider got %v, want one SMS, to Patient1's phone", sent)
+	}
+	if n := len(ts.Mail.Messages()); n != 0 {
+		t.Errorf("%d mails sent by a workflow that only texts", n)
+	}
 }
