@@ -616,6 +616,53 @@ func TestPolicyEndpoints(t *testing.T) {
 	}
 }
 
+// A policy whose decision the worker cannot honour fails the notice,
+// visibly, and nothing is sent: no decision at all, one of the wrong shape,
+// one that allows and denies at once, an obligation this version does not
+// know, a redaction the notice cannot make, and a route to a confidential
+// address the patient does not have. Each is the tenant's active policy
+// while the worker turns a published EOB into a notice.
+func TestBrokenPolicyDecisionsFailClosed(t *testing.T) {
+	const allow = `"allow": true, "deny": []`
+	for _, c := range []struct{ name, rego, reason string }{
+		{"no decision", "x := 1", "no policy decision (not sent)"},
+		{"allow is not a boolean", `decision := {"allow": "yes", "deny": [], "redact": [], "obligations": {}}`, "decision.allow is a string, want a boolean"},
+		{"allows and denies", `decision := {"allow": true, "deny": ["x"], "redact": [], "obligations": {}}`, "decision allows and denies at once"},
+		{"an unknown obligation", `decision := {` + allow + `, "redact": [], "obligations": {"notify_the_press": true}}`,
+			"obligation notify_the_press, which this version cannot meet"},
+		{"a redaction the notice cannot make", `decision := {` + allow + `, "redact": ["no_such_field"], "obligations": {}}`,
+			"the policy asked for a redaction the notice cannot make"},
+		{"a confidential address the patient lacks", `decision := {` + allow + `, "redact": [], "obligations": {"route_to_confidential_address": true}}`,
+			"routes this notice to a confidential address, and none is on file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
+			broken, err := policy.New(context.Background(), fstest.MapFS{"p.rego": {Data: []byte("package tidings.notice\n\n" + c.rego + "\n")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts.app.pol, ts.app.tenants.Default = broken, broken
+			if err := ts.StartWorker(); err != nil {
+				t.Fatal(err)
+			}
+			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
+			ts.waitNotices(t, 1)
+			outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(outs) != 1 || outs[0].Status != delivery.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), c.reason) {
+				t.Fatalf("outcomes %+v, want the notice failed: %s", outs, c.reason)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if msgs := ts.Mail.Messages(); len(msgs) != 0 {
+				t.Fatalf("mail sent to %v", recipients(msgs))
+			}
+		})
+	}
+}
+
 // A confidential address and an email opt-out hold even under a policy that
 // forgets them (here: one that allows everything with no obligations).
 func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
