@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -18,6 +20,7 @@ import (
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/policy"
+	"github.com/tidings-health/tidings/rego"
 )
 
 // Every EOB example goes through HTTP, Postgres, Redis, the worker and a real
@@ -654,6 +657,72 @@ func TestBrokenPolicyDecisionsFailClosed(t *testing.T) {
 			}
 			if len(outs) != 1 || outs[0].Status != delivery.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), c.reason) {
 				t.Fatalf("outcomes %+v, want the notice failed: %s", outs, c.reason)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if msgs := ts.Mail.Messages(); len(msgs) != 0 {
+				t.Fatalf("mail sent to %v", recipients(msgs))
+			}
+		})
+	}
+}
+
+// The minimum-necessary rules read the payload the worker builds: a
+// tenant's allowlist narrower than the shipped one denies the EOB notice
+// the shipped one allows. The shipped rules and data, with only
+// data/allowlist.json changed: one tenant lists no provider_name for EOB
+// email (the field the notice carries is refused), another no email at
+// all for an EOB (the channel is refused).
+func TestNarrowerAllowlistDeniesThroughTheWorker(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		narrow func(eob map[string]any)
+		reason string
+	}{
+		{"a field it does not list", func(eob map[string]any) {
+			var kept []any
+			for _, f := range eob["email"].([]any) {
+				if f != "provider_name" {
+					kept = append(kept, f)
+				}
+			}
+			eob["email"] = kept
+		}, `field "provider_name" is not allowed in a eob notice on email`},
+		{"a channel it does not list", func(eob map[string]any) { delete(eob, "email") }, `channel "email" is not allowed for a eob notice`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			files := fstest.MapFS{}
+			err := fs.WalkDir(rego.FS, ".", func(name string, d fs.DirEntry, err error) error {
+				if err != nil || d.IsDir() || strings.HasSuffix(name, "_test.rego") {
+					return err
+				}
+				b, err := fs.ReadFile(rego.FS, name)
+				if name == "data/allowlist.json" {
+					b = editJSON(t, b, func(doc map[string]any) { c.narrow(doc["allowlist"].(map[string]any)["eob"].(map[string]any)) })
+				}
+				files[name] = &fstest.MapFile{Data: b}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			narrow, err := policy.New(context.Background(), files)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
+			ts.app.pol, ts.app.tenants.Default = narrow, narrow
+			if err := ts.StartWorker(); err != nil {
+				t.Fatal(err)
+			}
+			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
+			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")))
+			ts.waitNotices(t, 1)
+			outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(outs) != 1 || outs[0].Status != delivery.NoticeDenied || !slices.Contains(outs[0].Reasons, c.reason) {
+				t.Fatalf("outcomes %+v, want the notice denied: %s", outs, c.reason)
 			}
 			time.Sleep(200 * time.Millisecond)
 			if msgs := ts.Mail.Messages(); len(msgs) != 0 {
