@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"maps"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -650,18 +649,7 @@ func TestBrokenPolicyDecisionsFailClosed(t *testing.T) {
 			}
 			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
-			ts.waitNotices(t, 1)
-			outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(outs) != 1 || outs[0].Status != delivery.NoticeFailed || !strings.Contains(strings.Join(outs[0].Reasons, " "), c.reason) {
-				t.Fatalf("outcomes %+v, want the notice failed: %s", outs, c.reason)
-			}
-			time.Sleep(200 * time.Millisecond)
-			if msgs := ts.Mail.Messages(); len(msgs) != 0 {
-				t.Fatalf("mail sent to %v", recipients(msgs))
-			}
+			ts.soleNoticeUnsent(t, delivery.NoticeFailed, c.reason)
 		})
 	}
 }
@@ -716,19 +704,26 @@ func TestNarrowerAllowlistDeniesThroughTheWorker(t *testing.T) {
 			}
 			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")))
-			ts.waitNotices(t, 1)
-			outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(outs) != 1 || outs[0].Status != delivery.NoticeDenied || !slices.Contains(outs[0].Reasons, c.reason) {
-				t.Fatalf("outcomes %+v, want the notice denied: %s", outs, c.reason)
-			}
-			time.Sleep(200 * time.Millisecond)
-			if msgs := ts.Mail.Messages(); len(msgs) != 0 {
-				t.Fatalf("mail sent to %v", recipients(msgs))
-			}
+			ts.soleNoticeUnsent(t, delivery.NoticeDenied, c.reason)
 		})
+	}
+}
+
+// soleNoticeUnsent waits for the stack's one notice and checks it ended in
+// status with a reason that contains reason, and that no mail went out.
+func (ts *testStack) soleNoticeUnsent(t *testing.T, status, reason string) {
+	t.Helper()
+	ts.waitNotices(t, 1)
+	outs, err := ts.app.store.NoticeOutcomes(context.Background(), devTenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(outs) != 1 || outs[0].Status != status || !strings.Contains(strings.Join(outs[0].Reasons, "\n"), reason) {
+		t.Fatalf("outcomes %+v, want the one notice %s: %s", outs, status, reason)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if msgs := ts.Mail.Messages(); len(msgs) != 0 {
+		t.Fatalf("mail sent to %v", recipients(msgs))
 	}
 }
 
