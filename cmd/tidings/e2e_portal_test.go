@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -43,9 +44,14 @@ func chromium(t *testing.T) string {
 // that notice's link.
 func portalStack(t *testing.T) (*testStack, string) {
 	t.Helper()
+	return portalStackWith(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"))
+}
+
+// portalStackWith is portalStack with another EOB about Patient2.
+func portalStackWith(t *testing.T, eob []byte) (*testStack, string) {
+	t.Helper()
 	ts := newTestStack(t, testOpts{NoPlaceholder: true})
 	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
-	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")
 	collection := withPatient2(patient, eob)
 	if r := ts.notify(t, ts.wrap(t, collection)); r.Status != 202 {
 		t.Fatalf("status %d %s", r.Status, r.Body)
@@ -282,5 +288,74 @@ func TestPortalRefusals(t *testing.T) {
 	}
 	if status, body := get(client, link); status != http.StatusGone || !strings.Contains(body, "expired") {
 		t.Errorf("an expired link: %d %s", status, body)
+	}
+}
+
+// openByBirthDate opens a notice's link as Patient2 would where the tenant
+// asks for the date of birth, and returns the notice's page.
+func openByBirthDate(t *testing.T, ts *testStack, link string) string {
+	t.Helper()
+	if err := ts.app.store.SetPortalVerification(context.Background(), devTenant, portal.VerifyBirthDate, "test"); err != nil {
+		t.Fatal(err)
+	}
+	jar, _ := cookiejar.New(nil)
+	client := &http.Client{Jar: jar}
+	resp, err := client.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	csrf := csrfFieldRE.FindSubmatch(b)
+	if csrf == nil {
+		t.Fatalf("no form on %s: %d\n%s", link, resp.StatusCode, b)
+	}
+	resp, err = client.PostForm(link+"/verify", url.Values{"csrf": {string(csrf[1])}, "birth_date": {"1943-01-01"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `id="notice"`) {
+		t.Fatalf("the notice after the date of birth: %d\n%s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// The portal shows a sensitive notice as the policy allows it there
+// (rego rule 3's revealing fields): a provider whose name reveals the care
+// is left out, while the payer and the amount stay. Through the worker:
+// the published inpatient EOB, its provider named in memory for a
+// behavioural-health clinic, once with its diagnosis and once with that
+// changed to ICD-10-CM F32.9 (no published example carries one).
+func TestPortalHidesTheProviderOfASensitiveNotice(t *testing.T) {
+	const clinic = "Riverside Behavioral Health"
+	named := editJSON(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"), func(e map[string]any) {
+		e["provider"].(map[string]any)["display"] = clinic
+	})
+	for _, c := range []struct {
+		name      string
+		eob       []byte
+		sensitive bool
+	}{
+		{"the published diagnosis", named, false},
+		{"a mental-health diagnosis", bytes.Replace(named, []byte(`"S06.0X1A"`), []byte(`"F32.9"`), -1), true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.sensitive && !bytes.Contains(c.eob, []byte(`"F32.9"`)) {
+				t.Fatal("the diagnosis was not replaced")
+			}
+			ts, link := portalStackWith(t, c.eob)
+			page := openByBirthDate(t, ts, link)
+			if !strings.Contains(page, "XXX Health Plan") {
+				t.Errorf("the page does not name the payer:\n%s", page)
+			}
+			if strings.Contains(page, clinic) == c.sensitive {
+				t.Errorf("sensitive %v, the page names the provider %v:\n%s", c.sensitive, !c.sensitive, page)
+			}
+			if strings.Contains(page, "F32") || strings.Contains(page, "S06") {
+				t.Errorf("the page shows a diagnosis code:\n%s", page)
+			}
+		})
 	}
 }
