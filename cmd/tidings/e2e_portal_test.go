@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,13 +45,17 @@ func chromium(t *testing.T) string {
 // that notice's link.
 func portalStack(t *testing.T) (*testStack, string) {
 	t.Helper()
-	return portalStackWith(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"))
+	return portalStackWith(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"), "")
 }
 
-// portalStackWith is portalStack with another EOB about Patient2.
-func portalStackWith(t *testing.T, eob []byte) (*testStack, string) {
+// portalStackWith is portalStack with another EOB about Patient2 and, when
+// contact is not "", Patient2's contact registered through the API first.
+func portalStackWith(t *testing.T, eob []byte, contact string) (*testStack, string) {
 	t.Helper()
 	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	if contact != "" {
+		ts.putContact(t, "Patient2", contact)
+	}
 	patient := fixture(t, "carin-bb-2.0.0/Patient-Patient2.json")
 	collection := withPatient2(patient, eob)
 	if r := ts.notify(t, ts.wrap(t, collection)); r.Status != 202 {
@@ -292,8 +297,9 @@ func TestPortalRefusals(t *testing.T) {
 }
 
 // openByBirthDate opens a notice's link as Patient2 would where the tenant
-// asks for the date of birth, and returns the notice's page.
-func openByBirthDate(t *testing.T, ts *testStack, link string) string {
+// asks for the date of birth, and returns the page that follows (or the
+// first page, when it asks for nothing).
+func openByBirthDate(t *testing.T, ts *testStack, link string) (int, string) {
 	t.Helper()
 	if err := ts.app.store.SetPortalVerification(context.Background(), devTenant, portal.VerifyBirthDate, "test"); err != nil {
 		t.Fatal(err)
@@ -308,7 +314,7 @@ func openByBirthDate(t *testing.T, ts *testStack, link string) string {
 	resp.Body.Close()
 	csrf := csrfFieldRE.FindSubmatch(b)
 	if csrf == nil {
-		t.Fatalf("no form on %s: %d\n%s", link, resp.StatusCode, b)
+		return resp.StatusCode, string(b) // nothing to prove identity for
 	}
 	resp, err = client.PostForm(link+"/verify", url.Values{"csrf": {string(csrf[1])}, "birth_date": {"1943-01-01"}})
 	if err != nil {
@@ -316,10 +322,7 @@ func openByBirthDate(t *testing.T, ts *testStack, link string) string {
 	}
 	b, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `id="notice"`) {
-		t.Fatalf("the notice after the date of birth: %d\n%s", resp.StatusCode, b)
-	}
-	return string(b)
+	return resp.StatusCode, string(b)
 }
 
 // The portal shows a sensitive notice as the policy allows it there
@@ -345,8 +348,11 @@ func TestPortalHidesTheProviderOfASensitiveNotice(t *testing.T) {
 			if c.sensitive && !bytes.Contains(c.eob, []byte(`"F32.9"`)) {
 				t.Fatal("the diagnosis was not replaced")
 			}
-			ts, link := portalStackWith(t, c.eob)
-			page := openByBirthDate(t, ts, link)
+			ts, link := portalStackWith(t, c.eob, "")
+			status, page := openByBirthDate(t, ts, link)
+			if status != http.StatusOK || !strings.Contains(page, `id="notice"`) {
+				t.Fatalf("the notice after the date of birth: %d\n%s", status, page)
+			}
 			if !strings.Contains(page, "XXX Health Plan") {
 				t.Errorf("the page does not name the payer:\n%s", page)
 			}
@@ -357,5 +363,31 @@ func TestPortalHidesTheProviderOfASensitiveNotice(t *testing.T) {
 				t.Errorf("the page shows a diagnosis code:\n%s", page)
 			}
 		})
+	}
+}
+
+// A patient who opted out of the portal still gets the mailed notice (email
+// is not opted out), and its link shows nothing of it ("cannot be shown
+// here", without asking who they are): the policy's opted-out-channel rule
+// decides the portal view from the contact the worker gives it.
+func TestPortalShowsNothingToAPatientWhoOptedOutOfIt(t *testing.T) {
+	ts, link := portalStackWith(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"),
+		`{"email": "member@example.org", "opted_out_channels": ["portal"]}`)
+	if msgs := ts.Mail.Messages(); len(msgs) != 1 || msgs[0].To[0] != "member@example.org" {
+		t.Fatalf("mail to %v, want the notice to member@example.org", recipients(msgs))
+	}
+	status, page := openByBirthDate(t, ts, link)
+	if status != http.StatusNotFound || !strings.Contains(page, "This message cannot be shown here") || strings.Contains(page, `id="notice"`) {
+		t.Errorf("the page after the date of birth: %d\n%s", status, page)
+	}
+	for _, phi := range []string{"XXX Health Plan", "$"} {
+		if strings.Contains(page, phi) {
+			t.Errorf("the portal shows %q to a patient who opted out of it:\n%s", phi, page)
+		}
+	}
+	var reasons []string
+	ts.app.store.RawScan(context.Background(), &reasons, `SELECT r FROM policy_decisions, jsonb_array_elements_text(reasons) r WHERE channel = 'portal'`)
+	if !slices.Contains(reasons, "the patient opted out of portal") {
+		t.Errorf("the portal decision's reasons %q", reasons)
 	}
 }
