@@ -18,8 +18,9 @@ import (
 // the whole notice encrypted for it and signed by the plan: notification →
 // worker → captured mail, opened with Debian's openssl (cms -decrypt, then
 // cms -verify against the plan's CA) and gpg (--decrypt, a good signature
-// by the plan's key). A key that expired after it was registered sends
-// the notice portal-only, with no PHI in the mail, and records why.
+// by the plan's key). A sensitive notice goes encrypted too, without the
+// provider's name. A key that expired after it was registered sends the
+// notice portal-only, with no PHI in the mail, and records why.
 func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 	mailcrypttest.Need(t, "openssl", "gpg")
 	dir := t.TempDir()
@@ -29,10 +30,10 @@ func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 		SMIMEKeys:   "dev:" + planCert.CertFile + ":" + planCert.KeyFile,
 		OpenPGPKeys: "dev:" + pgpKeyFile})
 	const address = "member.k3w@example.org"
-	// Each EOB below is about Patient2, a run of its own.
-	notice := func(t *testing.T, fixturePath string, n int64) ([]byte, string) {
+	// Each EOB below is about Patient2, a run of its own. noticeOf posts
+	// one and returns the nth mail caught and the EOB's patient share.
+	noticeOf := func(t *testing.T, eob []byte, n int64) ([]byte, string) {
 		t.Helper()
-		eob := fixture(t, fixturePath)
 		if r := ts.notify(t, ts.wrap(t, eob)); r.Status != 202 {
 			t.Fatalf("notification: %d %s", r.Status, r.Body)
 		}
@@ -43,6 +44,10 @@ func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 		}
 		share, _ := shareOf(t, eob)
 		return msgs[n-1].Data, share
+	}
+	notice := func(t *testing.T, fixturePath string, n int64) ([]byte, string) {
+		t.Helper()
+		return noticeOf(t, fixture(t, fixturePath), n)
 	}
 	// phiFree fails when raw shows any of the notice's PHI in clear.
 	phiFree := func(t *testing.T, raw []byte, share string) {
@@ -122,13 +127,47 @@ func TestNoticeEncryptedForThePatientsKey(t *testing.T) {
 		ts.wantLastNotice(t, "[]", "full")
 	})
 
+	t.Run("a sensitive notice, S/MIME", func(t *testing.T) {
+		// Encrypted for the patient's own key, a sensitive notice goes whole
+		// but for the provider, whose name can reveal the care (rego rule 3);
+		// over TLS alone it would go portal-only. The published inpatient
+		// EOB, its provider named in memory for a behavioural-health clinic
+		// and its diagnosis changed to F32.9 (no published example has one).
+		const clinic = "Riverside Behavioral Health"
+		eob := editJSON(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json"), func(e map[string]any) {
+			e["id"] = "EOBInpatient1sensitive"
+			e["provider"].(map[string]any)["display"] = clinic
+		})
+		eob = bytes.Replace(eob, []byte(`"S06.0X1A"`), []byte(`"F32.9"`), -1)
+		if !bytes.Contains(eob, []byte(`"F32.9"`)) {
+			t.Fatal("the diagnosis was not replaced")
+		}
+		patient := mailcrypttest.PatientSMIME(t, dir, address, time.Time{})
+		ts.putContact(t, "Patient2", contactWithKey(t, address, "smime_certificate", string(patient.CertPEM())))
+		raw, share := noticeOf(t, eob, 3)
+		phiFree(t, raw, share)
+		if bytes.Contains(raw, []byte(clinic)) {
+			t.Fatal("the mail names the clinic in clear")
+		}
+		mailFile := filepath.Join(t.TempDir(), "mail.eml")
+		if err := os.WriteFile(mailFile, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text := decodedText(t, mailcrypttest.DecryptSMIME(t, mailFile, patient, ca))
+		whole(t, text, share)
+		if strings.Contains(text, clinic) || strings.Contains(text, "F32") {
+			t.Fatalf("the decrypted sensitive notice names the clinic or the diagnosis:\n%s", text)
+		}
+		ts.wantLastNotice(t, "[]", "redacted")
+	})
+
 	t.Run("a key expired since it was registered", func(t *testing.T) {
 		// Registered while valid (with room for a slow key generation),
 		// expired when the notice goes.
 		patient := mailcrypttest.PatientSMIME(t, dir, address, time.Now().Add(8*time.Second))
 		ts.putContact(t, "Patient2", contactWithKey(t, address, "smime_certificate", string(patient.CertPEM())))
 		time.Sleep(time.Until(patient.Cert.NotAfter.Add(time.Second)))
-		raw, share := notice(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json", 3)
+		raw, share := notice(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBOutpatient1.json", 4)
 		phiFree(t, raw, share)
 		text := decodedText(t, raw)
 		if strings.Contains(text, "Explanation of Benefits") || !strings.Contains(text, "/portal/dev/notices/") ||
