@@ -199,3 +199,36 @@ func (ts *testStack) wantLastNotice(t *testing.T, reason, detail string) {
 		t.Fatalf("latest notice %q, want sent with %q and a %s disclosure", got, reason, detail)
 	}
 }
+
+// A patient with an S/MIME certificate whose plan has no S/MIME signing
+// key configured gets the notice portal-only, with no PHI in the mail: the
+// worker cannot send it encrypted and signed, and a patient who asked for
+// encrypted mail never gets PHI in a message that is not. The reason is
+// recorded.
+func TestNoSignerForTheTenantSendsPortalOnly(t *testing.T) {
+	mailcrypttest.Need(t, "openssl")
+	const address = "member.s1g@example.org"
+	ts := newTestStack(t, testOpts{NoPlaceholder: true})
+	patient := mailcrypttest.PatientSMIME(t, t.TempDir(), address, time.Time{})
+	ts.putContact(t, "Patient2", contactWithKey(t, address, "smime_certificate", string(patient.CertPEM())))
+	eob := fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")
+	if r := ts.notify(t, ts.wrap(t, eob)); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	msgs, err := ts.Mail.WaitFor(ctxT(t, 30*time.Second), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	share, _ := shareOf(t, eob)
+	text := decodedText(t, msgs[0].Data)
+	for _, phi := range []string{share, "XXX Health Plan", "Explanation of Benefits"} {
+		if strings.Contains(text, phi) {
+			t.Fatalf("the mail carries %q:\n%s", phi, text)
+		}
+	}
+	if !strings.Contains(text, "/portal/dev/notices/") || bytes.Contains(msgs[0].Data, []byte("pkcs7-mime")) {
+		t.Fatalf("not a plain portal-only notice:\n%s", text)
+	}
+	ts.waitNotices(t, 1)
+	ts.wantLastNotice(t, "no smime signing key is configured for the tenant; sent portal-only", "portal-only")
+}
