@@ -180,6 +180,11 @@ func TestTenantPolicies(t *testing.T) {
 	if r = doRequest(h, "PUT", "/v1/policy", "application/json", tokA, string(body)); r.Code != 422 || !strings.Contains(r.Body.String(), "test_eob_email_allowed") {
 		t.Fatalf("a policy whose tests fail: %d %s", r.Code, r.Body)
 	}
+	// So is one with a field this version does not read.
+	body, _ = json.Marshal(map[string]any{"policy": noEOBByEmail, "activate": false})
+	if r = doRequest(h, "PUT", "/v1/policy", "application/json", tokA, string(body)); r.Code != 400 || !strings.Contains(r.Body.String(), "unknown fields") {
+		t.Fatalf("a policy upload with an unknown field: %d %s", r.Code, r.Body)
+	}
 	for name, hh := range map[string]http.Handler{"other": h, "stack": mustHandler(t, ts)} {
 		if r = doRequest(hh, "GET", "/v1/policy", "", tokA, ""); r.Code != 200 || !strings.Contains(r.Body.String(), ownRev) {
 			t.Errorf("dev's policy after a refused upload (%s process): %d %s", name, r.Code, r.Body)
