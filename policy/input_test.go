@@ -317,6 +317,33 @@ func BenchmarkRegoValue(b *testing.B) {
 	}
 }
 
+// Folded matching: case and punctuation do not hide a value, a value does
+// not match inside a longer word, and one short common word ("Plan") is
+// not taken for a quote of the prose around it.
+func TestQuotesPayloadFolded(t *testing.T) {
+	for _, c := range []struct {
+		reason string
+		value  any
+		quotes bool
+	}{
+		{"RIVERSIDE BEHAVIORAL HEALTH is not allowed", "Riverside Behavioral Health", true},
+		{"share 1,234.56 is too high", "$1,234.56", true},
+		{"served 2024/03/01", "2024-03-01", true},
+		{"this plan sends no EOB notice by email", "Plan", false},
+		{"the patient's restriction \"eob\" covers this notice", "Eob Co", false},
+		{"the patient's restriction \"eob\" covers this notice", "Eob Covers", true},
+		{"field \"provider_name\" is not allowed in a eob notice on email", "Example Family Clinic", false},
+	} {
+		got := quotesPayload(Decision{Deny: []string{c.reason}}, map[string]any{"v": c.value})
+		if got != c.quotes {
+			t.Errorf("%q quotes %q: %v, want %v", c.reason, c.value, got, c.quotes)
+		}
+	}
+	if fold("  $45.20 — RIVERSIDE-Behavioral ") != "45 20 riverside behavioral" {
+		t.Errorf("fold = %q", fold("  $45.20 — RIVERSIDE-Behavioral "))
+	}
+}
+
 // A policy whose reason quotes a payload value gives no decision: reasons
 // are stored and shown unsealed, so PHI must never reach one.
 func TestReasonQuotingThePayloadGivesNoDecision(t *testing.T) {
@@ -325,6 +352,12 @@ func TestReasonQuotingThePayloadGivesNoDecision(t *testing.T) {
 		"number":     `deny contains sprintf("share %v is too high", [input.payload.patient_share])`,
 		"redact":     `redact contains input.payload.provider_name`,
 		"obligation": `obligations[input.payload.payer_name] := true`,
+		// The careless ways around an exact match.
+		"upper case":     `deny contains sprintf("%s is not allowed", [upper(input.payload.provider_name)])`,
+		"lower case":     `deny contains lower(input.payload.payer_name)`,
+		"no dollar sign": `deny contains sprintf("share %s is too high", [trim_prefix(input.payload.formatted_share, "$")])`,
+		"dashes":         `deny contains replace(input.payload.provider_name, " ", "-")`,
+		"slashes":        `deny contains replace(input.payload.service_date, "-", "/")`,
 	} {
 		t.Run(name, func(t *testing.T) {
 			mod := "package tidings.notice\n\ndefault allow := false\n\n" + rule + "\n\n" + `redact contains "x" if false` + "\n\n" + `deny contains "y" if false` + "\n\n" +
@@ -335,8 +368,9 @@ func TestReasonQuotingThePayloadGivesNoDecision(t *testing.T) {
 				t.Fatal(err)
 			}
 			in := realisticEOB()
+			in.Payload["formatted_share"] = "$1,234.56"
 			_, err = e.Decide(context.Background(), in)
-			if !errors.Is(err, ErrNoDecision) || strings.Contains(err.Error(), "Example") || strings.Contains(err.Error(), "45.2") {
+			if !errors.Is(err, ErrNoDecision) || strings.Contains(err.Error(), "Example") || strings.Contains(err.Error(), "45.2") || strings.Contains(err.Error(), "234") {
 				t.Fatalf("Decide = %v, want ErrNoDecision naming no value", err)
 			}
 		})

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
@@ -422,7 +423,11 @@ func (r *revision) decide(ctx context.Context, q *rego.PreparedEvalQuery, input 
 // quotesPayload reports whether any of d's deny reasons, redactions or
 // obligation names contains a payload value of four characters or more
 // (short values such as "1" or "yes" would match any text), as a string or
-// as the number it is.
+// as the number it is; or contains it folded (see fold), as whole words,
+// so that upper(), lower(), trim_prefix("$") or other punctuation do not
+// hide a value ("RIVERSIDE BEHAVIORAL HEALTH", "45.20" of "$45.20"). A
+// policy cannot be kept from quoting by any such check (it could spell a
+// value backwards); this one catches the careless ways.
 func quotesPayload(d Decision, payload map[string]any) bool {
 	if len(d.Deny) == 0 && len(d.Redact) == 0 && len(d.Obligations) == 0 {
 		return false
@@ -454,14 +459,51 @@ func quotesPayload(d Decision, payload map[string]any) bool {
 	for _, v := range payload {
 		walk(v)
 	}
+	var folded []string
+	for _, v := range values {
+		// A single short word ("Plan", "Clinic") folded would match prose;
+		// a folded value counts when it has a digit, two words or 8 letters.
+		if f := fold(v); len(f) >= 4 && (strings.ContainsAny(f, "0123456789 ") || len(f) >= 8) {
+			folded = append(folded, " "+f+" ")
+		}
+	}
 	for _, text := range slices.Concat(d.Deny, d.Redact, d.Obligations) {
 		for _, v := range values {
 			if len(v) >= 4 && strings.Contains(text, v) {
 				return true
 			}
 		}
+		words := " " + fold(text) + " "
+		for _, f := range folded {
+			if strings.Contains(words, f) {
+				return true
+			}
+		}
 	}
 	return false
+}
+
+// fold lowercases s and turns every run of characters other than letters
+// and digits into one space, trimmed: "$45.20" and "45.20" both fold to
+// "45 20", "Riverside Behavioral" and "RIVERSIDE-BEHAVIORAL" to "riverside
+// behavioral". Matching folded values as whole words (between spaces)
+// keeps a value from matching inside a longer word.
+func fold(s string) string {
+	var b strings.Builder
+	space := false
+	for _, r := range s {
+		switch {
+		case unicode.IsLetter(r) || unicode.IsDigit(r):
+			if space && b.Len() > 0 {
+				b.WriteByte(' ')
+			}
+			space = false
+			b.WriteRune(unicode.ToLower(r))
+		default:
+			space = true
+		}
+	}
+	return b.String()
 }
 
 // prepare compiles files and prepares DecisionQuery against them; with

@@ -257,9 +257,10 @@ func TestDryRunsAreLimitedPerTenant(t *testing.T) {
 	}
 }
 
-// A tenant's policy that writes a payload value (here the payer's name)
-// into a deny reason gets no decision: the notice fails closed, no mail
-// goes, and the value is in no stored reason, decision or audit row.
+// A tenant's policy that writes a payload value (here the payer's name, in
+// capitals, so that no exact match finds it) into a deny reason gets no
+// decision: the notice fails closed, no mail goes, and the value is in no
+// stored reason, decision or audit row, in any case.
 func TestTenantPolicyQuotingPHIFailsClosed(t *testing.T) {
 	ts := newTestStack(t, testOpts{})
 	ctx := context.Background()
@@ -275,7 +276,7 @@ func TestTenantPolicyQuotingPHIFailsClosed(t *testing.T) {
 
 decision := {"allow": count(deny) == 0, "deny": sort(deny), "redact": [], "obligations": {}}
 
-deny contains sprintf("no notice about %s", [input.payload.payer_name]) if input.notice_type == "eob"
+deny contains sprintf("no notice about %s", [upper(input.payload.payer_name)]) if input.notice_type == "eob"
 `}
 	body, _ := json.Marshal(map[string]any{"policy": quoting})
 	if r := doRequest(h, "PUT", "/v1/policy", "application/json", ts.apiKey(t, devTenant, access.Compliance), string(body)); r.Code != 200 {
@@ -302,13 +303,13 @@ deny contains sprintf("no notice about %s", [input.payload.payer_name]) if input
 	}
 	var leaks int
 	ts.app.store.RawScan(ctx, &leaks, `SELECT
-		(SELECT count(*) FROM notices WHERE reasons::text LIKE '%' || ? || '%') +
-		(SELECT count(*) FROM policy_decisions WHERE reasons::text LIKE '%' || ? || '%') +
-		(SELECT count(*) FROM audit_log WHERE detail::text LIKE '%' || ? || '%')`, doc.Insurer.Display, doc.Insurer.Display, doc.Insurer.Display)
+		(SELECT count(*) FROM notices WHERE reasons::text ILIKE '%' || ? || '%') +
+		(SELECT count(*) FROM policy_decisions WHERE reasons::text ILIKE '%' || ? || '%') +
+		(SELECT count(*) FROM audit_log WHERE detail::text ILIKE '%' || ? || '%')`, doc.Insurer.Display, doc.Insurer.Display, doc.Insurer.Display)
 	if leaks != 0 {
 		t.Errorf("the payer's name is stored in %d reasons or audit rows", leaks)
 	}
-	if strings.Contains(ts.Logs.String(), doc.Insurer.Display) {
+	if strings.Contains(strings.ToUpper(ts.Logs.String()), strings.ToUpper(doc.Insurer.Display)) {
 		t.Error("the payer's name is in the logs")
 	}
 }
