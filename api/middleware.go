@@ -58,7 +58,7 @@ func recovery(log *slog.Logger) gin.HandlerFunc {
 				log.Error("panic in handler", "route", c.FullPath())
 				if !c.Writer.Written() {
 					fail := jsonError
-					if strings.HasPrefix(c.Request.URL.Path, "/fhir/") {
+					if underFHIR(c) {
 						fail = fhirError
 					}
 					fail(c, errors.New("panic"))
