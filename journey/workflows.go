@@ -51,6 +51,10 @@ func Registry(workflowExists func(id string) bool) workflow.Registry {
 // Workflows administers a tenant's workflow definitions.
 type Workflows struct {
 	Store WorkflowStore
+	// Channels are the channels this deployment has set up (email and the
+	// portal always; SMS with a provider); a definition that sends on
+	// another is refused. Nil: every channel this version delivers.
+	Channels []string
 }
 
 // Save validates d against the registry and the tenant's workflows, and
@@ -73,6 +77,12 @@ func (w Workflows) Save(ctx context.Context, tenantID string, d workflow.Definit
 		known[id] = ok
 		return ok
 	})
+	if w.Channels != nil {
+		reg.Configured = map[string]bool{}
+		for _, c := range w.Channels {
+			reg.Configured[c] = true
+		}
+	}
 	problems := workflow.Validate(d, reg)
 	if lookupErr != nil {
 		return 0, lookupErr // not the author's to fix

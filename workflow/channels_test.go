@@ -116,3 +116,31 @@ func TestSMSSenderNameIsCheckedWhenTheWorkflowTexts(t *testing.T) {
 		t.Errorf("no SMS, any name: %v", ps)
 	}
 }
+
+// A deployment that has not set a channel up (no SMS provider) refuses a
+// definition that sends on it or falls back to it: every notice would fail.
+func TestChannelsTheDeploymentLacksAreProblems(t *testing.T) {
+	d, err := Parse([]byte(`{"id": "nudge", "trigger": {"event": "eob.received"}, "steps": [
+		{"id": "mail", "type": "email", "template": "t.one", "fallback": {"channel": "sms"}},
+		{"id": "text", "type": "sms", "template": "t.two"},
+		{"id": "done", "type": "end"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := channelRegistry()
+	if p := Validate(d, r); len(p) != 0 {
+		t.Fatalf("with every channel set up: %v", p)
+	}
+	r.Configured = map[string]bool{"email": true, "portal": true}
+	var got []string
+	for _, p := range Validate(d, r) {
+		got = append(got, p.Step+" "+p.Field+": "+p.Message)
+	}
+	want := []string{
+		"mail fallback.channel: channel sms is not configured in this deployment: every notice sent on it would fail",
+		"text channel: channel sms is not configured in this deployment: every notice sent on it would fail",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

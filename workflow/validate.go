@@ -38,8 +38,13 @@ var TriggerEvents = []string{
 
 // Registry is what validation checks names against.
 type Registry struct {
-	Channels  map[string]bool // e.g. {"email": true}
-	Templates map[string]bool // e.g. {"eob.notice": true, ...}
+	Channels map[string]bool // e.g. {"email": true}: what this version delivers
+	// Configured, when set, are the channels this deployment has set up
+	// (SMS needs a provider); a send or fallback on one of Channels it
+	// lacks is a problem, since every notice of it would fail. Nil: all of
+	// Channels.
+	Configured map[string]bool
+	Templates  map[string]bool // e.g. {"eob.notice": true, ...}
 	// Workflow says whether a workflow with this id exists, for a goto that
 	// starts another workflow; nil means none exists.
 	Workflow func(id string) bool
@@ -270,6 +275,7 @@ func (v *validator) step(i int, s Step, seen map[string]bool) {
 	switch s.Type {
 	case StepSend:
 		v.known(at, "channel", s.Channel, v.r.Channels)
+		v.configured(at, "channel", s.Channel)
 		v.known(at, "template", s.Template, v.r.Templates)
 		v.fallback(at, s)
 		if v.r.NeedsSubject != nil && v.r.NeedsSubject(s.Template) && v.d.Trigger.Event == "" &&
@@ -315,6 +321,14 @@ func (v *validator) known(at, field, name string, set map[string]bool) {
 		v.add(at, field, "required for a send step")
 	case !set[name]:
 		v.add(at, field, "unknown "+field)
+	}
+}
+
+// configured adds a problem for a channel this version delivers and the
+// deployment has not set up.
+func (v *validator) configured(at, field, channel string) {
+	if v.r.Configured != nil && v.r.Channels[channel] && !v.r.Configured[channel] {
+		v.add(at, field, "channel "+channel+" is not configured in this deployment: every notice sent on it would fail")
 	}
 }
 

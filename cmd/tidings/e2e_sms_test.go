@@ -19,6 +19,7 @@ import (
 	"github.com/tidings-health/tidings/journey"
 	"github.com/tidings-health/tidings/mailcatch"
 	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 // smsProvider is a fake Twilio-compatible provider: it checks each
@@ -335,4 +336,34 @@ func TestSMSIsDeniedToAPatientWithAConfidentialAddress(t *testing.T) {
 	if n := len(ts.Mail.Messages()); n != 0 {
 		t.Errorf("%d mails sent by a workflow that only texts", n)
 	}
+}
+
+// A workflow that texts is refused where no SMS provider is configured
+// (422 naming the channel); one saved while the deployment could text and
+// run after SMS was turned off (installed here as it was stored then)
+// fails its send, visibly, rather than go by another channel or vanish.
+func TestASendOnAChannelTheDeploymentLacksFails(t *testing.T) {
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, NoWorkflows: true})
+	text := `{"id": "eob-text", "trigger": {"event": "eob.received"}, "sender": {"name": "Acme Health"},
+		"steps": [{"id": "text", "type": "send", "channel": "sms", "template": "eob.notice"}, {"id": "done", "type": "end"}]}`
+	h, err := ts.app.handler(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := doRequest(h, "POST", "/v1/workflows", "application/json", ts.apiKey(t, devTenant, access.Operator), text); r.Code != 422 ||
+		!strings.Contains(r.Body.String(), "channel sms is not configured in this deployment") {
+		t.Fatalf("saving a workflow that texts where SMS is off: %d %s", r.Code, r.Body)
+	}
+	def, err := workflow.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.app.store.InstallWorkflows(context.Background(), devTenant, []workflow.Definition{def}); err != nil {
+		t.Fatal(err)
+	}
+	ts.putContact(t, "Patient2", `{"phone": "+15557654321", "email": "member@example.org"}`)
+	if r := ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json"))); r.Status != 202 {
+		t.Fatalf("notification: %d %s", r.Status, r.Body)
+	}
+	ts.soleNoticeUnsent(t, delivery.NoticeFailed, "channel sms is not configured in this deployment; not sent")
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/tidings-health/tidings/config"
 	"github.com/tidings-health/tidings/delivery"
 	"github.com/tidings-health/tidings/notify"
+	"github.com/tidings-health/tidings/workflow"
 )
 
 // smsChannel builds the SMS channel when a provider is configured
@@ -28,4 +29,15 @@ func (a *app) smsCallbacks() *api.SMSCallbacks {
 		return nil
 	}
 	return &api.SMSCallbacks{Replies: delivery.SMSReplies{Store: a.store}, AuthToken: a.cfg.SMS.AuthToken, PublicBaseURL: a.cfg.PublicBaseURL}
+}
+
+// configuredChannels are the channels this deployment delivers: email and
+// the portal always, SMS when a provider is configured. Workflows that send
+// on another are refused when saved.
+func (a *app) configuredChannels() []string {
+	chans := []string{workflow.ChannelEmail, workflow.ChannelPortal}
+	if a.cfg.SMS.Enabled() {
+		chans = append(chans, workflow.ChannelSMS)
+	}
+	return chans
 }

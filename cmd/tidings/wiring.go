@@ -239,7 +239,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 	}
 	h := api.New(api.Config{Links: linkServer,
 		Intake: svc, Contacts: delivery.Contacts{Store: a.store}, Admin: a.store, Subscriber: subscriber, Policy: polAdmin, Checks: checks, Keys: a.apiKeyService(), Log: a.log,
-		Workflows: journey.Workflows{Store: a.store}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
+		Workflows: journey.Workflows{Store: a.store, Channels: a.configuredChannels()}, Journeys: a.journeys(), Portal: a.portal(), PortalSettings: a.store, Disclosures: a.store,
 		Bounces:      delivery.Bounces{Store: a.store, SuppressAfter: a.cfg.BounceSuppressAfter},
 		Webhooks:     &webhook.Admin{Store: a.store, AllowPrivate: a.cfg.WebhooksAllowPrivate},
 		MaxBodyBytes: a.cfg.MaxBodyBytes, MaxInFlight: a.cfg.MaxInFlight, RatePerSec: a.cfg.RatePerSecond, RateBurst: a.cfg.RateBurst, TrustedProxies: a.cfg.TrustedProxies,
@@ -255,7 +255,7 @@ func (a *app) handler(pol *policy.Tenants) (http.Handler, error) {
 // console is the web console under /console, on the services the API uses.
 func (a *app) console(pol *policy.Tenants) *console.Server {
 	cfg := console.Config{Keys: a.apiKeyService(), Subscriptions: a.store, AuditLog: a.store, Disclosures: a.store,
-		Workflows:     journey.Workflows{Store: a.store},
+		Workflows:     journey.Workflows{Store: a.store, Channels: a.configuredChannels()},
 		SecureCookies: strings.HasPrefix(a.cfg.PublicBaseURL, "https://"), Log: a.log.With("component", "console")}
 	if pol != nil {
 		cfg.Policy = pol
