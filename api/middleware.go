@@ -57,11 +57,7 @@ func recovery(log *slog.Logger) gin.HandlerFunc {
 			if r := recover(); r != nil {
 				log.Error("panic in handler", "route", c.FullPath())
 				if !c.Writer.Written() {
-					fail := jsonError
-					if underFHIR(c) {
-						fail = fhirError
-					}
-					fail(c, errors.New("panic"))
+					answerError(c, errors.New("panic"))
 				}
 				c.Abort()
 			}

@@ -146,25 +146,6 @@ func New(cfg Config) *gin.Engine {
 	}
 	r.ContextWithFallback = true
 	r.Use(recovery(log), accessLog(log))
-	// Under /fhir a FHIR server is the client: it is answered with an
-	// OperationOutcome there, as on the routes.
-	r.NoRoute(func(c *gin.Context) {
-		if underFHIR(c) {
-			fhirError(c, fault.New(fault.NotFound, "no such endpoint"))
-			return
-		}
-		jsonError(c, fault.New(fault.NotFound, "no such endpoint"))
-	})
-	r.HandleMethodNotAllowed = true
-	r.NoMethod(func(c *gin.Context) {
-		// The one answer outside the error table: it is about the route, not an error of the core.
-		if underFHIR(c) {
-			c.Header("Content-Type", "application/fhir+json")
-			c.AbortWithStatusJSON(http.StatusMethodNotAllowed, outcome("error", "not-supported", "method not allowed"))
-			return
-		}
-		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
-	})
 
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
@@ -176,6 +157,22 @@ func New(cfg Config) *gin.Engine {
 	h := &handlers{cfg: cfg, log: log, policyJobs: &tenantJobs{}}
 
 	byIP := func(c *gin.Context) string { return "ip:" + c.ClientIP() }
+	// A path or method no route serves is answered too, within the client's
+	// rate like every other request; under /fhir, where a FHIR server is the
+	// client, with an OperationOutcome, as on the routes.
+	r.NoRoute(perClient.middleware(byIP, answerError), func(c *gin.Context) {
+		answerError(c, fault.New(fault.NotFound, "no such endpoint"))
+	})
+	r.HandleMethodNotAllowed = true
+	r.NoMethod(perClient.middleware(byIP, answerError), func(c *gin.Context) {
+		// The one answer outside the error table: it is about the route, not an error of the core.
+		if underFHIR(c) {
+			c.Header("Content-Type", "application/fhir+json")
+			c.AbortWithStatusJSON(http.StatusMethodNotAllowed, outcome("error", "not-supported", "method not allowed"))
+			return
+		}
+		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
+	})
 	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 	openapiRoute(r, perClient.middleware(byIP, jsonError))
 
@@ -230,6 +227,16 @@ func New(cfg Config) *gin.Engine {
 // underFHIR reports whether the request is for the FHIR endpoints.
 func underFHIR(c *gin.Context) bool {
 	return c.Request.URL.Path == "/fhir" || strings.HasPrefix(c.Request.URL.Path, "/fhir/")
+}
+
+// answerError answers err in the shape the path's clients read: an
+// OperationOutcome under /fhir, a JSON error elsewhere.
+func answerError(c *gin.Context, err error) {
+	if underFHIR(c) {
+		fhirError(c, err)
+		return
+	}
+	jsonError(c, err)
 }
 
 // holdableParams refuses a path segment no id can have: one with a NUL
