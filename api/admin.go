@@ -78,6 +78,13 @@ func decodeJSON(c *gin.Context, max int64, v any) error {
 	if err != nil {
 		return err
 	}
+	return strictJSON(body, v)
+}
+
+// strictJSON decodes a /v1 JSON body already read into v, refusing an
+// empty body and unknown fields: a field this version does not read must
+// not be ignored on the way to acting on the rest.
+func strictJSON(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if len(body) == 0 || dec.Decode(v) != nil {

@@ -82,14 +82,9 @@ func (h *handlers) putPolicy(c *gin.Context) {
 	}
 	var candidate fs.FS
 	if mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type")); mt == "application/json" {
-		// Unknown fields are refused, as on every /v1 JSON body: a field
-		// this version does not read ("activate": false) must not be
-		// ignored on the way to making the policy active.
 		var req PolicyUpload
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
-			jsonError(c, fault.New(fault.Invalid, "the body is not a JSON object with the policy's files (unknown fields are refused)"))
+		if err := strictJSON(body, &req); err != nil {
+			jsonError(c, err)
 			return
 		}
 		if candidate, err = candidateFS(req.Policy); err != nil {
