@@ -33,8 +33,14 @@ type answer struct {
 	issue  string
 }
 
+// methodNotAllowed is the code of a request whose path is served but not
+// with its method: it is about the routes, not a failure of the core, so
+// it is the API's own code rather than one of package fault's.
+const methodNotAllowed fault.Code = "method-not-allowed"
+
 // answers is the one table from error codes to what the client is told.
 var answers = map[fault.Code]answer{
+	methodNotAllowed:       {http.StatusMethodNotAllowed, "not-supported"},
 	fault.Invalid:          {http.StatusBadRequest, "invalid"},
 	fault.Unauthorized:     {http.StatusUnauthorized, "security"},
 	fault.Forbidden:        {http.StatusForbidden, "forbidden"},

@@ -165,13 +165,7 @@ func New(cfg Config) *gin.Engine {
 	})
 	r.HandleMethodNotAllowed = true
 	r.NoMethod(perClient.middleware(byIP, answerError), func(c *gin.Context) {
-		// The one answer outside the error table: it is about the route, not an error of the core.
-		if underFHIR(c) {
-			c.Header("Content-Type", "application/fhir+json")
-			c.AbortWithStatusJSON(http.StatusMethodNotAllowed, outcome("error", "not-supported", "method not allowed"))
-			return
-		}
-		c.AbortWithStatusJSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "not-supported", "message": "method not allowed"}})
+		answerError(c, fault.New(methodNotAllowed, "method not allowed"))
 	})
 	healthRoutes(r, perClient.middleware(byIP, jsonError), cfg.Checks, cfg.Metrics, cfg.MetricsToken, log)
 	openapiRoute(r, perClient.middleware(byIP, jsonError))
