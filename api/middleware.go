@@ -75,11 +75,9 @@ func newLimiters(perSecond float64, burst int) *limiters {
 	return &limiters{b: ratelimit.New(rate.Limit(perSecond), burst, 10000)}
 }
 
-func (l *limiters) allow(key string) bool { return l.b.Allow(key) }
-
 func (l *limiters) middleware(key func(*gin.Context) string, fail func(*gin.Context, error)) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		if !l.allow(key(c)) {
+		if !l.b.Allow(key(c)) {
 			fail(c, fault.New(fault.Throttled, "rate limit exceeded; retry later"))
 			return
 		}
