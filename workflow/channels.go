@@ -86,8 +86,8 @@ func (v *validator) fallback(at string, s Step) {
 		v.add(at, "fallback.channel", "required for a fallback")
 	case !v.r.Channels[f.Channel]:
 		v.add(at, "fallback.channel", "unknown channel")
-	case v.r.Configured != nil && !v.r.Configured[f.Channel]:
-		v.configured(at, "fallback.channel", f.Channel)
+	case !v.r.deployed(f.Channel):
+		v.add(at, "fallback.channel", notConfigured(f.Channel))
 	case f.Channel == s.Channel:
 		v.add(at, "fallback.channel", "must differ from the step's channel")
 	}

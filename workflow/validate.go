@@ -275,7 +275,9 @@ func (v *validator) step(i int, s Step, seen map[string]bool) {
 	switch s.Type {
 	case StepSend:
 		v.known(at, "channel", s.Channel, v.r.Channels)
-		v.configured(at, "channel", s.Channel)
+		if v.r.Channels[s.Channel] && !v.r.deployed(s.Channel) {
+			v.add(at, "channel", notConfigured(s.Channel))
+		}
 		v.known(at, "template", s.Template, v.r.Templates)
 		v.fallback(at, s)
 		if v.r.NeedsSubject != nil && v.r.NeedsSubject(s.Template) && v.d.Trigger.Event == "" &&
@@ -324,12 +326,14 @@ func (v *validator) known(at, field, name string, set map[string]bool) {
 	}
 }
 
-// configured adds a problem for a channel this version delivers and the
-// deployment has not set up.
-func (v *validator) configured(at, field, channel string) {
-	if v.r.Configured != nil && v.r.Channels[channel] && !v.r.Configured[channel] {
-		v.add(at, field, "channel "+channel+" is not configured in this deployment: every notice sent on it would fail")
-	}
+// deployed reports whether the deployment has set channel up: always,
+// when the registry names no Configured channels.
+func (r Registry) deployed(channel string) bool { return r.Configured == nil || r.Configured[channel] }
+
+// notConfigured is the problem of a send or fallback on a channel this
+// version delivers and the deployment has not set up.
+func notConfigured(channel string) string {
+	return "channel " + channel + " is not configured in this deployment: every notice sent on it would fail"
 }
 
 // ref checks that a step reference, when set, names a step.
