@@ -241,12 +241,8 @@ func readTableWrites(ctx context.Context, conn *pgx.Conn) ([]tableWrites, error)
 
 // procStat is /proc/PID/stat after the command name: state, ppid, … (so
 // field n of proc(5) is at n-3); nil when the process is gone.
-func procStat(pid int) []string { return statFields("/proc/" + strconv.Itoa(pid) + "/stat") }
-
-// statFields reads a proc(5) stat file (a process's or a thread's) after
-// the command name; nil when it cannot be read.
-func statFields(path string) []string {
-	raw, err := os.ReadFile(path)
+func procStat(pid int) []string {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return nil
 	}
@@ -335,23 +331,18 @@ func (n niceSpan) String() string {
 	return fmt.Sprintf("%d threads at nice %d to %d", n.Threads, n.Low, n.High)
 }
 
-// threadsNice reads the nice value (field 19 of proc(5)) of each thread
-// of process pid; the zero niceSpan when none could be read.
+// threadsNice reads the nice value of each thread of process pid; the
+// zero niceSpan when none could be read.
 func threadsNice(pid int) niceSpan {
-	dir := "/proc/" + strconv.Itoa(pid) + "/task"
-	tids, err := os.ReadDir(dir)
+	tids, err := threadIDs(strconv.Itoa(pid))
 	if err != nil {
 		return niceSpan{}
 	}
 	var n niceSpan
-	for _, d := range tids {
-		f := statFields(dir + "/" + d.Name() + "/stat")
-		if len(f) < 17 {
-			continue // the thread has exited
-		}
-		v, err := strconv.Atoi(f[16])
+	for _, tid := range tids {
+		v, err := threadNice(tid)
 		if err != nil {
-			continue
+			continue // the thread has exited
 		}
 		if n.Threads == 0 || v < n.Low {
 			n.Low = v

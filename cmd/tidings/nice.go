@@ -45,15 +45,11 @@ func lowerPriority(n int) (lowest, threads int, err error) {
 	for pass := 0; pass < 5; pass++ {
 		changed := 0
 		lowest, threads = 19, 0
-		tids, err := os.ReadDir("/proc/self/task")
+		tids, err := threadIDs("self")
 		if err != nil {
 			return 0, 0, err
 		}
-		for _, d := range tids {
-			tid, err := strconv.Atoi(d.Name())
-			if err != nil {
-				continue
-			}
+		for _, tid := range tids {
 			nice, err := threadNice(tid)
 			if err != nil {
 				continue // the thread has exited
@@ -72,6 +68,21 @@ func lowerPriority(n int) (lowest, threads int, err error) {
 		}
 	}
 	return lowest, threads, nil
+}
+
+// threadIDs lists the threads of process pid ("self" for this one).
+func threadIDs(pid string) ([]int, error) {
+	dir, err := os.ReadDir("/proc/" + pid + "/task")
+	if err != nil {
+		return nil, err
+	}
+	tids := make([]int, 0, len(dir))
+	for _, d := range dir {
+		if tid, err := strconv.Atoi(d.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids, nil
 }
 
 // threadNice is a thread's nice value. The system call answers 20 minus
