@@ -638,15 +638,11 @@ func TestBrokenPolicyDecisionsFailClosed(t *testing.T) {
 			"routes this notice to a confidential address, and none is on file"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
 			broken, err := policy.New(context.Background(), fstest.MapFS{"p.rego": {Data: []byte("package tidings.notice\n\n" + c.rego + "\n")}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts.app.pol, ts.app.tenants.Default = broken, broken
-			if err := ts.StartWorker(); err != nil {
-				t.Fatal(err)
-			}
+			ts := stackDecidingWith(t, broken)
 			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBPharmacy1.json")))
 			ts.soleNoticeUnsent(t, delivery.NoticeFailed, c.reason)
@@ -697,16 +693,24 @@ func TestNarrowerAllowlistDeniesThroughTheWorker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
-			ts.app.pol, ts.app.tenants.Default = narrow, narrow
-			if err := ts.StartWorker(); err != nil {
-				t.Fatal(err)
-			}
+			ts := stackDecidingWith(t, narrow)
 			ts.putContact(t, "Patient2", `{"email":"member@example.org"}`)
 			ts.notify(t, ts.wrap(t, fixture(t, "carin-bb-2.0.0/ExplanationOfBenefit-EOBInpatient1.json")))
 			ts.soleNoticeUnsent(t, delivery.NoticeDenied, c.reason)
 		})
 	}
+}
+
+// stackDecidingWith is a stack without placeholder contacts whose worker
+// decides every tenant's notices with pol.
+func stackDecidingWith(t *testing.T, pol *policy.Engine) *testStack {
+	t.Helper()
+	ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
+	ts.app.pol, ts.app.tenants.Default = pol, pol // the stack's API already made the tenants' set
+	if err := ts.StartWorker(); err != nil {
+		t.Fatal(err)
+	}
+	return ts
 }
 
 // soleNoticeUnsent waits for the stack's one notice and checks it ended in
@@ -730,16 +734,12 @@ func (ts *testStack) soleNoticeUnsent(t *testing.T, status, reason string) {
 // A confidential address and an email opt-out hold even under a policy that
 // forgets them (here: one that allows everything with no obligations).
 func TestPatientRequestsHoldWhateverThePolicySays(t *testing.T) {
-	ts := newTestStack(t, testOpts{NoPlaceholder: true, DeferWorker: true})
 	lax, err := policy.New(context.Background(), fstest.MapFS{"p.rego": {Data: []byte(
 		"package tidings.notice\n\ndecision := {\"allow\": true, \"deny\": [], \"redact\": [], \"obligations\": {}}\n")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.app.pol, ts.app.tenants.Default = lax, lax // the stack's API already made the tenants' set
-	if err := ts.StartWorker(); err != nil {
-		t.Fatal(err)
-	}
+	ts := stackDecidingWith(t, lax)
 	ctx := context.Background()
 	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient2", delivery.Contact{Email: "home@example.org", ConfidentialEmail: "private@example.org", Source: "api"})
 	ts.app.store.UpsertContact(ctx, devTenant, "Patient/Patient1", delivery.Contact{Email: "p1@example.org", OptedOutChannels: []string{"email"}, Source: "api"})
